@@ -1,0 +1,52 @@
+# leadflow: `make test` and `make demo` work on a fresh clone with Python 3.11, Java 17, Maven.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install kafka-jars test test-unit test-integration lint format demo bench clean lock
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)  ## create .venv and install leadflow with its pinned dependencies
+
+kafka-jars: $(STAMP)  ## fetch the Kafka broker's jars from Maven Central (once)
+	$(BIN)/leadflow kafka install
+
+test: $(STAMP) kafka-jars  ## unit and integration tests (starts a real broker and chdb)
+	$(BIN)/pytest
+
+test-unit: $(STAMP)  ## only the fast tests of pure logic
+	$(BIN)/pytest -m unit
+
+test-integration: $(STAMP) kafka-jars  ## only the tests against the real broker and ClickHouse
+	$(BIN)/pytest -m integration
+
+lint: $(STAMP)  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo: $(STAMP) kafka-jars  ## the whole pipeline on simulated traffic, with a report
+	$(BIN)/leadflow demo
+
+lock:  ## refresh constraints.txt from a clean resolve
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/python -m pip install -q --upgrade pip
+	.lockenv/bin/python -m pip install -q '.[dev]'
+	.lockenv/bin/python -m pip freeze --exclude leadflow > constraints.txt
+	rm -rf .lockenv
+
+clean:  ## remove the virtualenv and local data (not the jar cache)
+	rm -rf $(VENV) .leadflow .pytest_cache .mypy_cache .ruff_cache

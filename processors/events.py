@@ -1,0 +1,112 @@
+"""The inbound event, as every processor sees it.
+
+On the wire each kind is its own Avro record (``schemas/avsc``) with the shared envelope
+fields followed by the kind's own fields. In memory the envelope is typed and the kind's
+fields are in ``payload`` under the same names as in the schema.
+
+Times are UTC epoch milliseconds (``occurred_at`` is event time; business logic uses it and
+never the wall clock, so a replay rebuilds identical numbers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from leadflow.processors.errors import InvalidEvent
+
+
+class Kind(StrEnum):
+    """Every inbound event kind. The value is the Avro record's ``kind`` name."""
+
+    VISIT = "visit"
+    FORM_SUBMITTED = "form_submitted"
+    IDENTIFY = "identify"
+    ALIAS = "alias"
+    EMAIL_SENT = "email_sent"
+    EMAIL_OPENED = "email_opened"
+    EMAIL_CLICKED = "email_clicked"
+    EMAIL_BOUNCED = "email_bounced"
+    EMAIL_UNSUBSCRIBED = "email_unsubscribed"
+    AD_CLICK = "ad_click"
+    DEMO_REQUESTED = "demo_requested"
+    WEBINAR_ATTENDED = "webinar_attended"
+    CONTENT_DOWNLOADED = "content_downloaded"
+    STAGE_CHANGED = "stage_changed"
+    DEAL_WON = "deal_won"
+    DEAL_LOST = "deal_lost"
+    CAMPAIGN_COST = "campaign_cost"
+    CONSENT_CHANGED = "consent_changed"
+    ERASURE_REQUESTED = "erasure_requested"
+    CUSTOM = "custom"
+
+
+# Touches are what attribution credits: a person interacting with marketing.
+TOUCH_KINDS = frozenset(
+    {
+        Kind.VISIT, Kind.FORM_SUBMITTED, Kind.EMAIL_CLICKED, Kind.AD_CLICK,
+        Kind.DEMO_REQUESTED, Kind.WEBINAR_ATTENDED, Kind.CONTENT_DOWNLOADED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Where an event came from. IP and user agent are kept only with tracking consent."""
+
+    url: str | None = None
+    path: str | None = None
+    referrer: str | None = None
+    title: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    channel: str | None = None
+    experiment: str | None = None
+    variant: str | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One immutable inbound event.
+
+    Attributes:
+        event_id: the idempotency key (client ``messageId`` or a collector UUID).
+        kind: what happened.
+        workspace_id: the tenant; every table and report is isolated by it.
+        occurred_at: event time, UTC epoch ms (clock-skew corrected by the collector).
+        received_at: when the collector accepted it, UTC epoch ms.
+        anonymous_id: the device/browser id, if any.
+        lead_id: the known person id, if any (``userId`` in Segment terms).
+        context: page, campaign and channel context.
+        payload: the kind's own fields, named as in its Avro schema.
+    """
+
+    event_id: str
+    kind: Kind
+    workspace_id: str
+    occurred_at: int
+    received_at: int
+    anonymous_id: str | None = None
+    lead_id: str | None = None
+    context: Context = field(default_factory=Context)
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def person_key(self) -> str:
+        """The Kafka key of the inbound log: the lead if known, else the device.
+
+        Campaign costs belong to no person and are keyed by campaign instead.
+        """
+        if self.kind is Kind.CAMPAIGN_COST:
+            return f"cost:{self.payload.get('channel')}:{self.payload.get('campaign')}"
+        key = self.lead_id or self.anonymous_id
+        if not key:
+            raise InvalidEvent(f"event {self.event_id} has neither lead_id nor anonymous_id")
+        return key

@@ -1,0 +1,1 @@
+"""ClickHouse: migrations, the projector and every line of analytics SQL."""

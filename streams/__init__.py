@@ -1,0 +1,1 @@
+"""The running system: settings, logging, the local broker, topics, faust app, collector, CLI."""

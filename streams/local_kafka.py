@@ -1,0 +1,304 @@
+"""A real Apache Kafka broker on loopback, installed from Maven Central and run by leadflow.
+
+The release tarball's ``libs/`` folder is the broker's runtime classpath, which Maven can
+assemble from ``infra/kafka/pom.xml``: no tarball, no Docker. The broker runs single-node
+KRaft (broker and controller in one JVM) with the replication defaults lowered to 1 so
+that consumer groups, idempotent producers and transactions all get a coordinator.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from leadflow.processors.errors import LeadflowError
+from leadflow.streams.logs import get_logger
+from leadflow.streams.settings import Settings
+
+log = get_logger(__name__)
+
+LOG4J2_PROPERTIES = """\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+class KafkaError(LeadflowError):
+    """The local broker could not be installed, started or stopped."""
+
+
+def kafka_uuid() -> str:
+    """A Kafka ``Uuid`` string (22 chars of URL-safe base64, never starting with ``-``).
+
+    Kafka's ``Uuid.randomUuid`` does the same; it saves a JVM start for ``random-uuid``.
+
+    Example:
+        >>> len(kafka_uuid())
+        22
+    """
+    while True:
+        text = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _pom() -> Path:
+    return Path(str(resources.files("leadflow.infra") / "kafka" / "pom.xml"))
+
+
+def install(settings: Settings) -> Path:
+    """Fetch the broker's jars from Maven Central into the cache, once; return the libs dir.
+
+    Concurrent callers (parallel test sessions) wait on a file lock instead of racing.
+    """
+    home = settings.cache_dir / "kafka" / settings.kafka_version
+    libs = home / "libs"
+    marker = home / ".complete"
+    if marker.exists():
+        return libs
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise KafkaError("Maven (mvn) is needed once to fetch the Kafka broker's jars")
+        staging = home / "libs.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        log.info("kafka.install", version=settings.kafka_version, into=str(libs))
+        started = time.monotonic()
+        result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [
+                mvn, "-q", "-B", "-f", str(_pom()),
+                f"-Dkafka.version={settings.kafka_version}",
+                "dependency:copy-dependencies", "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+            raise KafkaError(
+                f"mvn could not fetch Kafka {settings.kafka_version}: "
+                + (result.stdout + result.stderr)[-2000:]
+            )
+        shutil.rmtree(libs, ignore_errors=True)
+        staging.rename(libs)
+        marker.write_text(settings.kafka_version)
+        log.info("kafka.installed", seconds=round(time.monotonic() - started, 1))
+    return libs
+
+
+@dataclass(frozen=True)
+class LocalKafka:
+    """One single-node KRaft broker+controller living in ``home``.
+
+    Attributes:
+        home: folder for the config, the log dirs, the pid file and ``server.log``.
+        libs: the classpath folder that :func:`install` produced.
+        port: client port on 127.0.0.1.
+        controller_port: KRaft controller port on 127.0.0.1.
+        heap: JVM ``-Xmx``.
+    """
+
+    home: Path
+    libs: Path
+    port: int
+    controller_port: int
+    heap: str = "1G"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalKafka:
+        """The broker the settings describe (installing its jars if needed)."""
+        return cls(
+            home=(settings.data_dir / "kafka").resolve(),
+            libs=install(settings),
+            port=settings.kafka_port,
+            controller_port=settings.kafka_controller_port,
+            heap=settings.kafka_heap,
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap servers of this broker."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's own log (``server.log``)."""
+        return self.home / "logs" / "server.log"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def _config_file(self) -> Path:
+        return self.home / "server.properties"
+
+    def _server_properties(self) -> str:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.home / "data"),
+            # One broker: every internal topic must fit on it or coordinators never appear.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "12",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "12",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Two cores: a few threads each is plenty and leaves room for the workers.
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+        }
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _java(self, *args: str) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise KafkaError("Java 17+ is needed to run the Kafka broker")
+        return [
+            java,
+            f"-Xmx{self.heap}",
+            "-Xms256m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.home / 'logs'}",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp",
+            f"{self.libs}/*",
+            *args,
+        ]
+
+    def _format(self) -> None:
+        if (self.home / "data" / "meta.properties").exists():
+            return
+        result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            self._java(
+                "kafka.tools.StorageTool", "format", "--standalone",
+                "-t", kafka_uuid(), "-c", str(self._config_file),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise KafkaError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
+
+    def pid(self) -> int | None:
+        """The broker's process id if it is running, else ``None``."""
+        try:
+            pid = int(self._pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def ready(self, timeout: float = 1.0) -> bool:
+        """Whether the broker answers a metadata request."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        try:
+            metadata = admin.list_topics(timeout=timeout)
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+        return bool(metadata.brokers)
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Format storage if new, start the JVM detached, and wait until it serves requests.
+
+        Raises:
+            KafkaError: with the tail of ``server.log`` when it does not come up in time.
+        """
+        if self.pid() is not None:
+            if self.ready(timeout=5):
+                log.info("kafka.already_running", bootstrap=self.bootstrap, pid=self.pid())
+                return
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        self._config_file.write_text(self._server_properties())
+        (self.home / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
+        self._format()
+        with (self.home / "logs" / "stdout.log").open("ab") as out:
+            process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                self._java("kafka.Kafka", str(self._config_file)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the CLI that started it
+            )
+        self._pid_file.write_text(str(process.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise KafkaError(f"Kafka exited with {process.returncode}: {self._tail()}")
+            if self.ready(timeout=1):
+                log.info("kafka.started", bootstrap=self.bootstrap, pid=process.pid)
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise KafkaError(f"Kafka did not become ready in {timeout:.0f}s: {self._tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (a clean shutdown), then SIGKILL if it does not exit in time."""
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.2)
+        if self.pid() is not None:
+            log.warning("kafka.kill", pid=pid)
+            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self._pid_file.unlink(missing_ok=True)
+        log.info("kafka.stopped", pid=pid)
+
+    def _tail(self, lines: int = 30) -> str:
+        for path in (self.log_file, self.home / "logs" / "stdout.log"):
+            if path.exists():
+                return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"

@@ -1,0 +1,178 @@
+"""The one settings object: built once at the entry point, frozen, passed down explicitly.
+
+Every value comes from an environment variable with the ``LEADFLOW_`` prefix (or the
+defaults below). Nothing else in leadflow reads the environment.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from leadflow.processors.errors import LeadflowError
+
+ENV_PREFIX = "LEADFLOW_"
+
+
+class LogFormat(StrEnum):
+    """How log lines look: ``auto`` is pretty on a terminal and JSON everywhere else."""
+
+    AUTO = "auto"
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class Guarantee(StrEnum):
+    """faust's processing guarantee (see docs/architecture.md for why the default)."""
+
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SettingsError(LeadflowError):
+    """A setting has an invalid value; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """leadflow's configuration. Each field is the environment variable ``LEADFLOW_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".leadflow"),
+        description="Where local state lives: broker logs, embedded ClickHouse, worker tables.",
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "leadflow",
+        description="Where downloads are kept between clones (the Kafka broker's jars).",
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Bootstrap servers of an existing Kafka; when set, no local broker starts.",
+    )
+    kafka_port: Port = Field(default=19092, description="Port of the local broker.")
+    kafka_controller_port: Port = Field(
+        default=19093, description="KRaft controller port of the local broker."
+    )
+    kafka_version: str = Field(
+        default="4.3.1", pattern=r"^\d+\.\d+\.\d+$", description="Kafka release to install."
+    )
+    kafka_heap: str = Field(
+        default="1G", pattern=r"^\d+[mMgG]$", description="JVM heap of the local broker."
+    )
+    kafka_security_protocol: str = Field(
+        default="PLAINTEXT",
+        pattern=r"^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$",
+        description="Kafka security protocol.",
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        default=None, description="SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle for Kafka TLS.")
+    topic_partitions: int = Field(
+        default=12, ge=1, le=10_000, description="Partitions per topic created by leadflow."
+    )
+    topic_replication: int = Field(
+        default=1, ge=1, le=32, description="Replication factor of the topics."
+    )
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Confluent-compatible Schema Registry; unset means single-object encoding.",
+    )
+    clickhouse_dsn: SecretStr | None = Field(
+        default=None,
+        description="ClickHouse DSN (http[s]://user:pass@host:port/db or chdb://path); "
+        "unset means embedded chdb under the data dir.",
+    )
+    clickhouse_cluster: str | None = Field(
+        default=None, description="Cluster name: replicated engines and ON CLUSTER DDL."
+    )
+    collector_host: str = Field(default="127.0.0.1", description="Collector bind address.")
+    collector_port: Port = Field(default=8088, description="Collector port.")
+    collector_cors_origins: tuple[str, ...] = Field(
+        default=("http://127.0.0.1:8089", "http://localhost:8089"),
+        description="Origins allowed to call the collector from a browser (JSON list).",
+    )
+    worker_web_port: Port = Field(default=6066, description="faust worker's web port.")
+    processing_guarantee: Guarantee = Field(
+        default=Guarantee.AT_LEAST_ONCE, description="faust processing guarantee."
+    )
+    policy_file: Path | None = Field(
+        default=None, description="Business rules (YAML); unset means the packaged default."
+    )
+    log_format: LogFormat = Field(default=LogFormat.AUTO, description="auto, console or json.")
+    log_level: str = Field(
+        default="INFO",
+        pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+        description="Lowest level logged.",
+    )
+
+    @field_validator("kafka_bootstrap", "schema_registry_url", "clickhouse_cluster")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def local_kafka(self) -> bool:
+        """Whether leadflow runs its own broker (no ``LEADFLOW_KAFKA_BOOTSTRAP`` given)."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers every Kafka client uses."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def clickhouse_url(self) -> str:
+        """The ClickHouse DSN, embedded chdb under the data dir by default."""
+        if self.clickhouse_dsn is not None:
+            return self.clickhouse_dsn.get_secret_value()
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka-style connection settings shared by every confluent-kafka client."""
+        config = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile:
+            config["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        return config
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, failing with the variable's name.
+
+    Args:
+        overrides: values that win over the environment (used by tests and the CLI).
+
+    Raises:
+        SettingsError: naming every ``LEADFLOW_*`` variable whose value is invalid.
+
+    Example:
+        >>> load_settings(kafka_port=29092).bootstrap
+        '127.0.0.1:29092'
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,98 @@
+"""Session fixtures: a real Kafka broker and a real embedded ClickHouse, both in temp dirs.
+
+Set LEADFLOW_KAFKA_BOOTSTRAP to run the integration tests against an existing cluster
+instead of starting a broker.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from leadflow.streams.local_kafka import LocalKafka, install
+from leadflow.streams.settings import Settings, load_settings
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (loopback)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by folder, so ``-m unit`` and ``-m integration`` need no decorators."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if "unit" in path.parts:
+            item.add_marker(pytest.mark.unit)
+        elif "integration" in path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the session: temp data dir, free ports, JSON logs."""
+    data_dir = tmp_path_factory.mktemp("leadflow")
+    return load_settings(
+        data_dir=data_dir,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        collector_port=free_port(),
+        worker_web_port=free_port(),
+        kafka_heap="768m",
+        topic_partitions=4,
+        log_format="json",
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka(base_settings: Settings) -> Iterator[Settings]:
+    """A real broker for the session; yields settings whose ``bootstrap`` points at it."""
+    if not base_settings.local_kafka:
+        yield base_settings
+        return
+    broker = LocalKafka(
+        home=base_settings.data_dir / "kafka",
+        libs=install(base_settings),
+        port=base_settings.kafka_port,
+        controller_port=base_settings.kafka_controller_port,
+        heap=base_settings.kafka_heap,
+    )
+    broker.start()
+    try:
+        yield base_settings
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_session(base_settings: Settings) -> Iterator[Any]:
+    """The session's embedded ClickHouse (chdb) through clickhouse-connect.
+
+    chdb holds one engine per process with one data path, so all tests share it and
+    isolate themselves by database name (see ``clickhouse_db``).
+    """
+    from clickhouse_connect import get_client
+
+    client = get_client(dsn=base_settings.clickhouse_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def clickhouse_db(clickhouse_session: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database name for one test; dropped afterwards."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:60]
+    clickhouse_session.command(f"DROP DATABASE IF EXISTS {name}")
+    clickhouse_session.command(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        clickhouse_session.command(f"DROP DATABASE IF EXISTS {name}")
