@@ -100,13 +100,15 @@ class Event:
 
     @property
     def person_key(self) -> str:
-        """The Kafka key of the inbound log: the lead if known, else the device.
+        """The Kafka key of the inbound log ``leadflow.events``.
 
-        Campaign costs belong to no person and are keyed by campaign instead.
+        The device comes first: the identity processor must see a browser's anonymous
+        touches and the identify that names them on one partition, in order. Events that
+        only know the lead (CRM, sales) go by lead. Campaign costs belong to no person.
         """
         if self.kind is Kind.CAMPAIGN_COST:
             return f"cost:{self.payload.get('channel')}:{self.payload.get('campaign')}"
-        key = self.lead_id or self.anonymous_id
+        key = self.anonymous_id or self.lead_id
         if not key:
             raise InvalidEvent(f"event {self.event_id} has neither lead_id nor anonymous_id")
         return key
