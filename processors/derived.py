@@ -222,3 +222,18 @@ class TrainingExample:
     labelled_at: int
     label: bool
     features: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityLinked:
+    """``leadflow.identities`` (compacted by anonymous_id): a device now belongs to a lead.
+
+    Published when a link is first made, so ClickHouse can credit pre-identification
+    touches to the lead without waiting for the replayed events.
+    """
+
+    workspace_id: str
+    anonymous_id: str
+    lead_id: str
+    linked_at: int
+    cause_event_id: str
