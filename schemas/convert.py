@@ -23,6 +23,7 @@ from leadflow.processors import derived
 from leadflow.processors.derived import (
     BecameMQL,
     BecameSQL,
+    IdentityLinked,
     LeadScored,
     NurtureAction,
     SlaBreached,
@@ -41,6 +42,7 @@ DerivedEvent: TypeAlias = (
     | SlaBreached
     | NurtureAction
     | TrainingExample
+    | IdentityLinked
 )
 """Every derived event the codec writes as a top-level record (one per contract topic)."""
 
