@@ -30,8 +30,9 @@ def derived_id(*parts: object) -> str:
     """A stable 32-hex-char id for a derived event from the parts that define it.
 
     Example:
-        >>> derived_id("lead-1", "mql", "sql", "evt-9") == derived_id("lead-1", "mql", "sql", "evt-9")
-        True
+        >>> a = derived_id("lead-1", "mql", "sql", "evt-9")
+        >>> a == derived_id("lead-1", "mql", "sql", "evt-9"), a == derived_id("lead-2", "mql")
+        (True, False)
         >>> len(derived_id("x"))
         32
     """

@@ -36,7 +36,7 @@ def settings_of(ctx: click.Context) -> Settings:
 @click.version_option(__version__, prog_name="leadflow")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """leadflow: B2B lead generation as one event log.
+    r"""leadflow: B2B lead generation as one event log.
 
     Trackers and CRMs send events to the collector; Kafka keeps them forever; faust
     workers stitch identities, keep each lead's funnel stage and scores, and hand SQLs
@@ -163,7 +163,9 @@ def topics_list() -> None:
     """List the contract topics with their key and purpose."""
     table = Table("topic", "key", "kind", "what flows on it")
     for spec in ALL_TOPICS:
-        table.add_row(spec.name, spec.key, "compacted" if spec.compacted else "log", spec.description)
+        table.add_row(
+            spec.name, spec.key, "compacted" if spec.compacted else "log", spec.description
+        )
     console.print(table)
 
 

@@ -90,9 +90,14 @@ def install(settings: Settings) -> Path:
         started = time.monotonic()
         result = subprocess.run(  # noqa: S603 - fixed argv, no shell
             [
-                mvn, "-q", "-B", "-f", str(_pom()),
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(_pom()),
                 f"-Dkafka.version={settings.kafka_version}",
-                "dependency:copy-dependencies", "-DincludeScope=runtime",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
                 f"-DoutputDirectory={staging}",
             ],
             capture_output=True,
@@ -211,8 +216,13 @@ class LocalKafka:
             return
         result = subprocess.run(  # noqa: S603 - fixed argv, no shell
             self._java(
-                "kafka.tools.StorageTool", "format", "--standalone",
-                "-t", kafka_uuid(), "-c", str(self._config_file),
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                kafka_uuid(),
+                "-c",
+                str(self._config_file),
             ),
             capture_output=True,
             text=True,
@@ -240,7 +250,7 @@ class LocalKafka:
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
         try:
             metadata = admin.list_topics(timeout=timeout)
-        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception:
             return False
         return bool(metadata.brokers)
 
@@ -250,10 +260,9 @@ class LocalKafka:
         Raises:
             KafkaError: with the tail of ``server.log`` when it does not come up in time.
         """
-        if self.pid() is not None:
-            if self.ready(timeout=5):
-                log.info("kafka.already_running", bootstrap=self.bootstrap, pid=self.pid())
-                return
+        if self.pid() is not None and self.ready(timeout=5):
+            log.info("kafka.already_running", bootstrap=self.bootstrap, pid=self.pid())
+            return
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         self._config_file.write_text(self._server_properties())
         (self.home / "log4j2.properties").write_text(LOG4J2_PROPERTIES)

@@ -18,8 +18,20 @@ from leadflow.streams.settings import LogFormat, Settings
 # Keys whose values are secrets or personal data: masked wherever they appear in an event.
 SENSITIVE_KEYS = frozenset(
     {
-        "password", "secret", "token", "authorization", "write_key", "api_key", "dsn",
-        "sasl_password", "email", "ip", "phone", "name", "first_name", "last_name",
+        "password",
+        "secret",
+        "token",
+        "authorization",
+        "write_key",
+        "api_key",
+        "dsn",
+        "sasl_password",
+        "email",
+        "ip",
+        "phone",
+        "name",
+        "first_name",
+        "last_name",
         "user_agent",
     }
 )
@@ -37,7 +49,7 @@ def _mask(value: Any) -> Any:
 def redact(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: replace sensitive values with ``***``, recursively.
+    """Structlog processor: replace sensitive values with ``***``, recursively.
 
     Example:
         >>> redact(None, "info", {"event": "x", "email": "a@b.c", "ctx": {"token": "t"}})
