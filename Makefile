@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install kafka-jars test test-unit test-integration lint format demo bench clean lock
+.PHONY: help install kafka-jars test test-unit test-integration lint format demo bench clean lock compose-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -50,3 +50,12 @@ lock:  ## refresh constraints.txt from a clean resolve
 
 clean:  ## remove the virtualenv and local data (not the jar cache)
 	rm -rf $(VENV) .leadflow .pytest_cache .mypy_cache .ruff_cache
+
+COMPOSE_VERSION ?= v2.40.3
+compose-check:  ## validate docker-compose.yml with `docker compose config` (builds the plugin from Go modules if missing)
+	@docker compose version >/dev/null 2>&1 || { \
+	  echo "building the docker compose plugin $(COMPOSE_VERSION) from its Go module (a few minutes, once)"; \
+	  dir=$$(go mod download -json github.com/docker/compose/v2@$(COMPOSE_VERSION) | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])') && \
+	  tmp=$$(mktemp -d) && cp -r "$$dir"/. "$$tmp" && chmod -R u+w "$$tmp" && \
+	  mkdir -p $$HOME/.docker/cli-plugins && (cd "$$tmp" && go build -o $$HOME/.docker/cli-plugins/docker-compose ./cmd) && rm -rf "$$tmp"; }
+	docker compose config -q && echo "docker-compose.yml is valid"
