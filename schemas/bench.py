@@ -86,7 +86,7 @@ def main() -> None:
     for codec in (SingleObjectCodec(), ConfluentCodec("mock://")):
         for label, obj in (("visit", VISIT), ("became_sql", HANDOFF)):
             enc, dec, size = _measure(codec, obj, number)
-            print(  # noqa: T201
+            print(
                 f"{type(codec).__name__:18} {label:11} encode {enc:6.1f} µs  "
                 f"decode {dec:6.1f} µs  {size} bytes"
             )
