@@ -105,4 +105,4 @@ def configure_logging(settings: Settings) -> None:
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """A named structlog logger."""
-    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+    return structlog.stdlib.get_logger(name)

@@ -102,9 +102,43 @@ class Settings(BaseSettings):
         default=("http://127.0.0.1:8089", "http://localhost:8089"),
         description="Origins allowed to call the collector from a browser (JSON list).",
     )
+    collector_keys_file: Path | None = Field(
+        default=None,
+        description="Hashed write keys (JSON); unset means <data dir>/collector/keys.json.",
+    )
+    collector_max_event_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="Largest accepted event (Segment: 32 KB)."
+    )
+    collector_max_batch_bytes: int = Field(
+        default=500 * 1024, ge=1024, description="Largest accepted request body (Segment: 500 KB)."
+    )
+    collector_rate_per_second: float = Field(
+        default=1000.0, gt=0, description="Events per second each write key may send."
+    )
+    collector_rate_burst: float = Field(
+        default=2000.0, ge=1, description="Events a write key may send at once (bucket size)."
+    )
+    collector_future_tolerance_seconds: float = Field(
+        default=300.0, ge=0, description="How far past the collector's clock occurred_at may be."
+    )
+    collector_delivery_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="How long a request waits for Kafka's ack."
+    )
+    collector_retry_after_seconds: int = Field(
+        default=5, ge=1, description="Retry-After sent with 503 while Kafka is unreachable."
+    )
+    collector_strict_properties: bool = Field(
+        default=False,
+        description="Reject properties/traits a known event kind does not define (else drop them).",
+    )
     worker_web_port: Port = Field(default=6066, description="faust worker's web port.")
     processing_guarantee: Guarantee = Field(
         default=Guarantee.AT_LEAST_ONCE, description="faust processing guarantee."
+    )
+    model_signing_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key that signs model snapshots; unset means a random key kept "
+        "in the data dir (fine for one machine; set it when workers run on several).",
     )
     policy_file: Path | None = Field(
         default=None, description="Business rules (YAML); unset means the packaged default."
@@ -138,9 +172,9 @@ class Settings(BaseSettings):
             return self.clickhouse_dsn.get_secret_value()
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
 
-    def kafka_client_config(self) -> dict[str, str]:
+    def kafka_client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka-style connection settings shared by every confluent-kafka client."""
-        config = {
+        config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.bootstrap,
             "security.protocol": self.kafka_security_protocol,
         }
