@@ -46,8 +46,13 @@ class Kind(StrEnum):
 # Touches are what attribution credits: a person interacting with marketing.
 TOUCH_KINDS = frozenset(
     {
-        Kind.VISIT, Kind.FORM_SUBMITTED, Kind.EMAIL_CLICKED, Kind.AD_CLICK,
-        Kind.DEMO_REQUESTED, Kind.WEBINAR_ATTENDED, Kind.CONTENT_DOWNLOADED,
+        Kind.VISIT,
+        Kind.FORM_SUBMITTED,
+        Kind.EMAIL_CLICKED,
+        Kind.AD_CLICK,
+        Kind.DEMO_REQUESTED,
+        Kind.WEBINAR_ATTENDED,
+        Kind.CONTENT_DOWNLOADED,
     }
 )
 

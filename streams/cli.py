@@ -11,8 +11,11 @@ from rich.table import Table
 
 from leadflow import __version__
 from leadflow.processors.errors import LeadflowError
+from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.logs import configure_logging
 from leadflow.streams.settings import Settings, SettingsError, load_settings
+from leadflow.streams.site import site_cmd
+from leadflow.streams.topics import ALL_TOPICS, create_topics
 
 console = Console(stderr=False)
 
@@ -177,6 +180,5 @@ def main() -> None:
         fail(str(exc))
 
 
-# Imported after the group so that each concern's module stays importable on its own.
-from leadflow.streams.local_kafka import LocalKafka, install  # noqa: E402
-from leadflow.streams.topics import ALL_TOPICS, create_topics  # noqa: E402
+# Each concern's commands live in its own module; they are registered here, one line each.
+cli.add_command(site_cmd)
