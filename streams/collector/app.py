@@ -1,0 +1,569 @@
+"""The collector's HTTP layer: Segment's Tracking API in front of the event log.
+
+A request goes through, in order: body size (413), write key (401), UTF-8 and JSON
+(400), the per-key rate (429), per-message size (413) and validation of every message
+(400, every problem with its path), encoding, and production to ``leadflow.events``
+(503 with ``Retry-After`` when Kafka does not acknowledge). Nothing is produced unless
+every message of the request is valid, and the 200 is sent only after Kafka acknowledged
+every event (acks=all). See docs/collector.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import TypeAdapter, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
+
+from leadflow import __version__
+from leadflow.processors.errors import LeadflowError
+from leadflow.processors.events import Event
+from leadflow.streams.collector.keys import KeyRecord, KeyStore
+from leadflow.streams.collector.limits import RateLimiter
+from leadflow.streams.collector.mapping import MapOptions, Mapped, map_message, pydantic_errors
+from leadflow.streams.collector.metrics import CollectorMetrics
+from leadflow.streams.collector.models import (
+    Accepted,
+    AliasMessage,
+    BatchRequest,
+    FieldError,
+    IdentifyMessage,
+    PageMessage,
+    Problem,
+    SegmentContext,
+    TrackMessage,
+)
+from leadflow.streams.collector.producer import EventProducer, KafkaUnavailable
+from leadflow.streams.collector.timing import epoch_ms
+from leadflow.streams.logs import get_logger
+from leadflow.streams.settings import Settings
+from leadflow.streams.topics import EVENTS
+
+log = get_logger(__name__)
+
+
+class Sink(Protocol):
+    """Where accepted events go (the Kafka producer; tests may pass another)."""
+
+    available: bool
+
+    def start(self) -> None:
+        """Connect and start delivering."""
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued and stop."""
+
+    def reachable(self, timeout: float = 2.0) -> bool:
+        """Whether the destination answers now."""
+
+    async def send(self, records: Sequence[tuple[bytes, bytes]]) -> float:
+        """Deliver all records or raise :class:`KafkaUnavailable`; return the latency."""
+
+
+def wall_clock_ms() -> int:
+    """The collector's clock (``receivedAt``): the one legitimate wall-clock read."""
+    return time.time_ns() // 1_000_000
+
+
+def keys_path(settings: Settings) -> Path:
+    """Where the hashed write keys live.
+
+    Example:
+        >>> from leadflow.streams.settings import load_settings
+        >>> str(keys_path(load_settings(data_dir="/tmp/lf")))
+        '/tmp/lf/collector/keys.json'
+    """
+    return settings.collector_keys_file or settings.data_dir / "collector" / "keys.json"
+
+
+@dataclass
+class Collector:
+    """Everything a running collector uses, injected so tests control clocks and Kafka.
+
+    Attributes:
+        settings: limits, tolerance, CORS origins.
+        keys: the write keys.
+        sink: where events go.
+        encode: event -> Avro bytes (the project codec).
+        clock_ms: ``receivedAt`` source, UTC epoch ms.
+        monotonic: the rate limiter's clock, seconds.
+        new_id: event id for messages without ``messageId``.
+    """
+
+    settings: Settings
+    keys: KeyStore
+    sink: Sink
+    encode: Callable[[Event], bytes]
+    clock_ms: Callable[[], int] = wall_clock_ms
+    monotonic: Callable[[], float] = time.monotonic
+    new_id: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
+    metrics: CollectorMetrics = field(default_factory=CollectorMetrics)
+
+
+class Rejection(Exception):
+    """Stop handling a request and answer with ``problem``."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        errors: Sequence[FieldError] = (),
+        headers: dict[str, str] | None = None,
+        events: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.headers, self.events = status, headers or {}, events
+        self.problem = Problem(error=error, message=message, errors=list(errors))
+
+
+def basic_username(header: str | None) -> str | None:
+    """The user name of an HTTP Basic ``Authorization`` header (Segment's write key).
+
+    Example:
+        >>> basic_username("Basic " + base64.b64encode(b"key123:").decode())
+        'key123'
+        >>> basic_username("Bearer x") is None
+        True
+    """
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON from bytes: UTF-8 only, no NaN/Infinity; errors say where.
+
+    Raises:
+        Rejection: 400 naming the byte of bad UTF-8 or the line and column of bad JSON.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejection(
+            400,
+            "invalid",
+            "the body is not valid UTF-8",
+            [FieldError(path="body", message=f"invalid UTF-8 at byte {exc.start}")],
+        ) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise Rejection(
+            400,
+            "invalid",
+            "the body is not valid JSON",
+            [FieldError(path="body", message=f"malformed JSON: {exc}")],
+        ) from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, gunzipped if sent so, refusing anything over ``limit`` bytes."""
+    too_large = Rejection(413, "too_large", f"the request body exceeds {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            raise Rejection(400, "invalid", "the body is not valid gzip") from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise too_large
+    return body
+
+
+_SENT_AT: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
+
+
+class Ingest:
+    """The request pipeline shared by the five endpoints."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.c = collector
+        s = collector.settings
+        self.limiter = RateLimiter(
+            s.collector_rate_per_second, s.collector_rate_burst, collector.monotonic
+        )
+
+    def _authorize(self, write_key: str | None) -> KeyRecord:
+        record = self.c.keys.lookup(write_key) if write_key else None
+        if record is None:
+            raise Rejection(
+                401,
+                "unauthorized",
+                "unknown write key: send it as the HTTP Basic user name with an empty password"
+                if write_key
+                else "missing write key (HTTP Basic user name)",
+            )
+        return record
+
+    def _messages(
+        self, data: Any, msg_type: str | None
+    ) -> tuple[list[tuple[Any, str, str]], MapOptions]:
+        received = self.c.clock_ms()
+        s = self.c.settings
+        options = MapOptions(
+            workspace_id="",
+            received_at=received,
+            future_tolerance_ms=int(s.collector_future_tolerance_seconds * 1000),
+            strict=s.collector_strict_properties,
+        )
+        if msg_type is not None:
+            return [(data, msg_type, "")], options
+        if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
+            raise Rejection(
+                400,
+                "invalid",
+                "a batch is an object with a list under 'batch'",
+                [FieldError(path="batch", message="expected a list of messages")],
+            )
+        items = data["batch"]
+        if not items:
+            raise Rejection(
+                400,
+                "invalid",
+                "the batch is empty",
+                [FieldError(path="batch", message="at least one message")],
+            )
+        errors: list[FieldError] = []
+        sent_at = context = None
+        try:
+            moment = _SENT_AT.validate_python(data.get("sentAt"))
+            sent_at = epoch_ms(moment) if moment is not None else None
+        except ValidationError as exc:
+            errors.extend(pydantic_errors(exc, "sentAt"))
+        if data.get("context") is not None:
+            try:
+                context = SegmentContext.model_validate(data["context"])
+            except ValidationError as exc:
+                errors.extend(pydantic_errors(exc, "context"))
+        if errors:
+            raise Rejection(
+                400, "invalid", "the batch envelope is invalid", errors, events=len(items)
+            )
+        messages = []
+        for i, item in enumerate(items):
+            kind = item.get("type") if isinstance(item, dict) else None
+            messages.append((item, kind if isinstance(kind, str) else "", f"batch[{i}]"))
+        return messages, MapOptions(
+            workspace_id="",
+            received_at=received,
+            future_tolerance_ms=options.future_tolerance_ms,
+            strict=options.strict,
+            sent_at=sent_at,
+            context=context,
+        )
+
+    async def handle(self, request: Request, msg_type: str | None) -> Response:
+        """Run one request through the pipeline; every failure becomes a :class:`Problem`."""
+        try:
+            accepted = await self._handle(request, msg_type)
+        except Rejection as rejection:
+            self.c.metrics.reject(rejection.problem.error, rejection.events)
+            return JSONResponse(
+                rejection.problem.model_dump(), rejection.status, headers=rejection.headers
+            )
+        self.c.metrics.accepted.inc(len(accepted.event_ids))
+        return JSONResponse(accepted.model_dump())
+
+    async def _handle(self, request: Request, msg_type: str | None) -> Accepted:
+        s = self.c.settings
+        header_key = basic_username(request.headers.get("authorization"))
+        record = self._authorize(header_key) if header_key else None
+        limit = s.collector_max_event_bytes if msg_type else s.collector_max_batch_bytes
+        body = await read_body(request, limit)
+        data = parse_json(body)
+        if record is None:
+            # Browser trackers that cannot set headers (sendBeacon) put it in the body.
+            body_key = data.get("writeKey") if isinstance(data, dict) else None
+            record = self._authorize(body_key if isinstance(body_key, str) else None)
+        messages, options = self._messages(data, msg_type)
+        options = MapOptions(
+            workspace_id=record.workspace_id,
+            received_at=options.received_at,
+            future_tolerance_ms=options.future_tolerance_ms,
+            strict=options.strict,
+            sent_at=options.sent_at,
+            context=options.context,
+        )
+        bucket = self.limiter.bucket(record.key_id)
+        if not bucket.take(len(messages)):
+            raise Rejection(
+                429,
+                "rate_limited",
+                f"over {s.collector_rate_per_second:g} events/s for this write key",
+                headers={"Retry-After": str(max(1, math.ceil(bucket.wait_seconds())))},
+                events=len(messages),
+            )
+        mapped = self._map_all(messages, options, len(body) > s.collector_max_event_bytes)
+        records: list[tuple[bytes, bytes]] = []
+        event_ids: list[str] = []
+        ignored: list[str] = []
+        for (_raw, _t, prefix), item in zip(messages, mapped, strict=True):
+            try:
+                records.append((item.event.person_key.encode(), self.c.encode(item.event)))
+            except LeadflowError as exc:
+                # A mapping the codec refuses is our bug, but the client still gets a path.
+                raise Rejection(
+                    400,
+                    "invalid",
+                    "an event could not be encoded",
+                    [FieldError(path=prefix or "body", message=str(exc))],
+                    events=len(messages),
+                ) from exc
+            event_ids.append(item.event.event_id)
+            ignored.extend(item.ignored)
+        try:
+            latency = await self.c.sink.send(records)
+        except KafkaUnavailable as exc:
+            log.warning("collector.unavailable", reason=str(exc), events=len(records))
+            raise Rejection(
+                503,
+                "unavailable",
+                f"Kafka did not acknowledge the events ({exc}); retry the whole request "
+                "with the same messageIds (event ids make the retry idempotent downstream)",
+                headers={"Retry-After": str(s.collector_retry_after_seconds)},
+                events=len(records),
+            ) from exc
+        self.c.metrics.produce_seconds.observe(latency)
+        return Accepted(event_ids=event_ids, ignored=ignored)
+
+    def _map_all(
+        self, messages: list[tuple[Any, str, str]], options: MapOptions, check_sizes: bool
+    ) -> list[Mapped]:
+        s = self.c.settings
+        errors: list[FieldError] = []
+        oversize: list[FieldError] = []
+        mapped: list[Mapped] = []
+        for raw, msg_type, prefix in messages:
+            if check_sizes:
+                size = len(json.dumps(raw, ensure_ascii=False).encode())
+                if size > s.collector_max_event_bytes:
+                    oversize.append(
+                        FieldError(
+                            path=prefix or "body",
+                            message=f"{size} bytes exceeds {s.collector_max_event_bytes} per event",
+                        )
+                    )
+                    continue
+            if not msg_type:
+                errors.append(
+                    FieldError(
+                        path=f"{prefix}.type",
+                        message="required: track, page, screen, identify, alias or group",
+                    )
+                )
+                continue
+            result = map_message(raw, msg_type, options, self.c.new_id, prefix)
+            if isinstance(result, Mapped):
+                mapped.append(result)
+            else:
+                errors.extend(result)
+        if oversize:
+            raise Rejection(
+                413,
+                "too_large",
+                "events over the size limit",
+                oversize + errors,
+                events=len(messages),
+            )
+        if errors:
+            raise Rejection(
+                400,
+                "invalid",
+                f"{len(errors)} invalid field(s); nothing was stored",
+                errors,
+                events=len(messages),
+            )
+        return mapped
+
+
+_BODY_MODELS = (TrackMessage, PageMessage, IdentifyMessage, AliasMessage, BatchRequest)
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": Accepted, "description": "Every event is durably in Kafka."},
+    400: {"model": Problem, "description": "Invalid JSON, UTF-8 or fields (each named)."},
+    401: {"model": Problem, "description": "Unknown or missing write key."},
+    413: {"model": Problem, "description": "Over 32 KB per event or 500 KB per request."},
+    429: {"model": Problem, "description": "Over the write key's rate; see Retry-After."},
+    503: {"model": Problem, "description": "Kafka did not acknowledge; retry after Retry-After."},
+}
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document, with the request bodies the handlers parse by hand."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        _, defs = models_json_schema(
+            [(m, "validation") for m in _BODY_MODELS],
+            ref_template="#/components/schemas/{model}",
+        )
+        components = doc.setdefault("components", {})
+        components.setdefault("schemas", {}).update(defs.get("$defs", {}))
+        components["securitySchemes"] = {
+            "writeKey": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "The write key as user name, empty password.",
+            }
+        }
+        for model, path in zip(_BODY_MODELS, _PATHS, strict=True):
+            operation = doc["paths"][path]["post"]
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
+                    }
+                },
+            }
+            operation["security"] = [{"writeKey": []}]
+        app.openapi_schema = doc
+        return doc
+
+    return build
+
+
+_PATHS = ("/v1/track", "/v1/page", "/v1/identify", "/v1/alias", "/v1/batch")
+
+
+def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
+    """The FastAPI application of one collector.
+
+    Args:
+        collector: settings, keys, sink, codec and clocks.
+        manage_sink: start the sink on startup and close it on shutdown.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage_sink:
+            await run_in_threadpool(collector.sink.start)
+        log.info("collector.started", kafka=collector.sink.available)
+        try:
+            yield
+        finally:
+            if manage_sink:
+                await run_in_threadpool(collector.sink.close)
+
+    app = FastAPI(
+        title="leadflow collector",
+        version=__version__,
+        description="Segment-compatible HTTP Tracking API in front of leadflow.events. "
+        "A 200 means every event of the request is acknowledged by Kafka (acks=all).",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(collector.settings.collector_cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+        max_age=600,
+    )
+    ingest = Ingest(collector)
+    app.state.collector = collector
+
+    async def track(request: Request) -> Response:
+        return await ingest.handle(request, "track")
+
+    async def page(request: Request) -> Response:
+        return await ingest.handle(request, "page")
+
+    async def identify(request: Request) -> Response:
+        return await ingest.handle(request, "identify")
+
+    async def alias(request: Request) -> Response:
+        return await ingest.handle(request, "alias")
+
+    async def batch(request: Request) -> Response:
+        return await ingest.handle(request, None)
+
+    summaries = (
+        (track, "Record an action (the tracking plan picks the kind)."),
+        (page, "Record a page view (kind visit)."),
+        (identify, "Tie traits to a user (kind identify)."),
+        (alias, "Merge two ids (kind alias)."),
+        (batch, "Many messages at once; accepted whole or rejected with per-event errors."),
+    )
+    for path, (endpoint, summary) in zip(_PATHS, summaries, strict=True):
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            summary=summary,
+            responses=_RESPONSES,
+            response_class=JSONResponse,
+        )
+
+    @app.get("/health", summary="Liveness: the process serves HTTP.")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Readiness: Kafka answers and the events topic exists.")
+    async def ready() -> Response:
+        ok = await run_in_threadpool(collector.sink.reachable, 2.0)
+        return JSONResponse({"ready": ok, "topic": EVENTS.name}, 200 if ok else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics.")
+    async def metrics() -> Response:
+        return Response(generate_latest(collector.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def build_collector(settings: Settings, **overrides: Any) -> Collector:
+    """A collector wired to the real Kafka producer, keys file and project codec."""
+    from leadflow.schemas.codec import codec_from_settings
+
+    parts: dict[str, Any] = {
+        "settings": settings,
+        "keys": KeyStore(keys_path(settings)),
+        "sink": EventProducer(
+            settings.kafka_client_config(),
+            EVENTS.name,
+            settings.collector_delivery_timeout_seconds,
+        ),
+        "encode": codec_from_settings(settings).encode,
+    }
+    parts.update(overrides)
+    return Collector(**parts)

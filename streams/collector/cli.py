@@ -1,0 +1,98 @@
+"""``leadflow collector`` (serve the Tracking API) and ``leadflow keys`` (write keys)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from leadflow.streams.collector.app import build_collector, create_app, keys_path
+from leadflow.streams.collector.keys import KeyStore
+from leadflow.streams.settings import Settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings = ctx.find_root().obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def _now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+@click.command("collector")
+@click.option("--host", help="Bind address (default LEADFLOW_COLLECTOR_HOST).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (LEADFLOW_COLLECTOR_PORT).")
+@click.pass_context
+def collector(ctx: click.Context, host: str | None, port: int | None) -> None:
+    r"""Serve the Segment-compatible Tracking API in front of leadflow.events.
+
+    \b
+    POST /v1/track /v1/page /v1/identify /v1/alias /v1/batch (write key = Basic user)
+    GET  /health /ready /metrics /openapi.json /docs
+    A 200 means Kafka acknowledged every event of the request (acks=all). Create a
+    write key first: `leadflow keys create <workspace>`. See docs/collector.md.
+    """
+    import uvicorn
+
+    settings = _settings(ctx)
+    app = create_app(build_collector(settings))
+    uvicorn.run(
+        app,
+        host=host or settings.collector_host,
+        port=port or settings.collector_port,
+        log_config=None,  # logging is structlog's, configured by the root command
+        access_log=False,
+    )
+
+
+@click.group("keys")
+def keys() -> None:
+    """Manage write keys (stored hashed in LEADFLOW_COLLECTOR_KEYS_FILE).
+
+    A new key is printed once and never again; a running collector sees changes on its
+    next request.
+    """
+
+
+def _store(ctx: click.Context) -> KeyStore:
+    return KeyStore(keys_path(_settings(ctx)))
+
+
+@keys.command("create")
+@click.argument("workspace")
+@click.pass_context
+def keys_create(ctx: click.Context, workspace: str) -> None:
+    """Make a new write key for WORKSPACE and print it (once)."""
+    click.echo(_store(ctx).create(workspace, _now))
+
+
+@keys.command("rotate")
+@click.argument("workspace")
+@click.pass_context
+def keys_rotate(ctx: click.Context, workspace: str) -> None:
+    """Revoke WORKSPACE's active keys and print a new one (once)."""
+    click.echo(_store(ctx).rotate(workspace, _now))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke one key by its id (see `leadflow keys list`)."""
+    record = _store(ctx).revoke(key_id, _now)
+    click.echo(f"revoked {record.key_id} of {record.workspace_id}")
+
+
+@keys.command("list")
+@click.pass_context
+def keys_list(ctx: click.Context) -> None:
+    """List key ids, workspaces and dates (never the keys themselves)."""
+    table = Table("key id", "workspace", "created", "revoked")
+    for record in _store(ctx).records():
+        table.add_row(record.key_id, record.workspace_id, record.created_at,
+                      record.revoked_at or "")
+    Console().print(table)

@@ -1,0 +1,143 @@
+"""Write keys: which workspace a request belongs to, stored only as hashes.
+
+A write key sits in every web page that runs the tracker, so it is a routing token more
+than a secret; still, a leaked keys file must not let anyone post as a workspace. The
+file keeps the SHA-256 of each key (keys are 256 random bits, so a fast hash is enough:
+there is nothing to brute-force), the workspace, and when it was created or revoked.
+A new key is printed once, at creation. Rotation makes a new key and revokes the old
+ones of the workspace; the running collector picks the change up on its next request
+(it re-reads the file when its modification time changes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from leadflow.processors.errors import LeadflowError
+
+KEY_PREFIX = "lfw_"
+
+
+class KeyStoreError(LeadflowError):
+    """The keys file is unreadable, or a key operation names an unknown workspace or key."""
+
+
+def hash_key(write_key: str) -> str:
+    """The stored form of a write key.
+
+    Example:
+        >>> hash_key("abc")[:16]
+        'ba7816bf8f01cfea'
+    """
+    return hashlib.sha256(write_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One write key as stored.
+
+    Attributes:
+        key_id: a short public id (for lists and logs; the hash's first 12 hex digits).
+        workspace_id: the tenant the key selects.
+        sha256: hash of the key.
+        created_at: ISO-8601 UTC creation time.
+        revoked_at: ISO-8601 UTC revocation time, or ``None`` while active.
+    """
+
+    key_id: str
+    workspace_id: str
+    sha256: str
+    created_at: str
+    revoked_at: str | None = None
+
+
+class KeyStore:
+    """The keys file (JSON), read lazily and re-read when it changes on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._records: list[KeyRecord] = []
+        self._by_hash: dict[str, KeyRecord] = {}
+
+    def _refresh(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._stamp, self._records, self._by_hash = None, [], {}
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            records = [KeyRecord(**item) for item in data["keys"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyStoreError(f"keys file {self.path} is unreadable: {exc}") from exc
+        self._stamp, self._records = stamp, records
+        self._by_hash = {r.sha256: r for r in records if r.revoked_at is None}
+
+    def records(self) -> list[KeyRecord]:
+        """Every key, active and revoked, oldest first."""
+        self._refresh()
+        return list(self._records)
+
+    def lookup(self, write_key: str) -> KeyRecord | None:
+        """The active key record of ``write_key``, or ``None`` (unknown or revoked)."""
+        self._refresh()
+        return self._by_hash.get(hash_key(write_key))
+
+    def _write(self, records: list[KeyRecord]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"version": 1, "keys": [asdict(r) for r in records]}, out, indent=2)
+        tmp.replace(self.path)  # atomic: a running collector never reads half a file
+        self._stamp = None
+
+    def create(
+        self, workspace_id: str, now: Callable[[], datetime], token: Callable[[], str] | None = None
+    ) -> str:
+        """Add a key for ``workspace_id`` and return it (the only time it is visible)."""
+        if not workspace_id.strip():
+            raise KeyStoreError("workspace id must not be empty")
+        write_key = KEY_PREFIX + (token or (lambda: secrets.token_urlsafe(32)))()
+        digest = hash_key(write_key)
+        record = KeyRecord(digest[:12], workspace_id, digest, now().isoformat())
+        self._write([*self.records(), record])
+        return write_key
+
+    def rotate(
+        self, workspace_id: str, now: Callable[[], datetime], token: Callable[[], str] | None = None
+    ) -> str:
+        """Revoke every active key of ``workspace_id`` and return a new one."""
+        records = self.records()
+        if not any(r.workspace_id == workspace_id for r in records):
+            raise KeyStoreError(f"workspace {workspace_id!r} has no keys to rotate")
+        stamp = now().isoformat()
+        revoked = [
+            replace(r, revoked_at=stamp)
+            if r.workspace_id == workspace_id and r.revoked_at is None
+            else r
+            for r in records
+        ]
+        self._write(revoked)
+        return self.create(workspace_id, now, token)
+
+    def revoke(self, key_id: str, now: Callable[[], datetime]) -> KeyRecord:
+        """Revoke one key by its public id."""
+        records = self.records()
+        matches = [r for r in records if r.key_id == key_id and r.revoked_at is None]
+        if not matches:
+            raise KeyStoreError(f"no active key with id {key_id!r}")
+        done = replace(matches[0], revoked_at=now().isoformat())
+        self._write([done if r is matches[0] else r for r in records])
+        return done

@@ -1,0 +1,398 @@
+"""From one Segment message (parsed JSON) to one :class:`Event`, or the list of what is wrong.
+
+Pure: the receive time, the tolerance and the id factory are parameters, so the same
+message always maps to the same event (the tests check that with hypothesis). Every
+problem is reported with the path of the offending field, prefixed by the message's
+place in the request (``batch[3].properties.amount``), so a sender can fix all of them
+in one round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import ValidationError
+
+from leadflow.processors.events import Context, Event, Kind
+from leadflow.streams.collector.channels import ChannelInputs, group_channel
+from leadflow.streams.collector.models import (
+    MESSAGE_MODELS,
+    AliasMessage,
+    FieldError,
+    GroupMessage,
+    IdentifyMessage,
+    PageMessage,
+    ScreenMessage,
+    SegmentContext,
+    TrackMessage,
+)
+from leadflow.streams.collector.timing import epoch_ms, occurred_at, too_far_ahead
+from leadflow.streams.collector.tracking_plan import (
+    CONTEXT_PROPERTIES,
+    KIND_FIELDS,
+    FieldSpec,
+    FieldType,
+    kind_for_track,
+)
+
+INT32 = (-(2**31), 2**31 - 1)
+# Standard page properties analytics.js adds to every page call: they feed the context.
+PAGE_PROPERTIES = frozenset({"url", "path", "referrer", "title", "keywords"})
+# Segment's spec spells some traits in camelCase; the event table uses snake_case.
+TRAIT_ALIASES = {"firstName": "first_name", "lastName": "last_name"}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_UTM = ("source", "medium", "campaign", "term", "content")
+
+
+@dataclass(frozen=True, slots=True)
+class MapOptions:
+    """What the mapping needs to know besides the message.
+
+    Attributes:
+        workspace_id: the tenant the write key selected.
+        received_at: the collector's clock when the request arrived, UTC ms.
+        future_tolerance_ms: how far after ``received_at`` an event may claim to happen.
+        strict: reject properties a known kind does not define instead of dropping them.
+        sent_at: the batch's ``sentAt`` (UTC ms) for messages without their own.
+        context: the batch's ``context`` for messages without their own.
+    """
+
+    workspace_id: str
+    received_at: int
+    future_tolerance_ms: int
+    strict: bool = False
+    sent_at: int | None = None
+    context: SegmentContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """A valid message as an event, plus the paths of properties that were not stored."""
+
+    event: Event
+    ignored: tuple[str, ...] = ()
+
+
+def join(prefix: str, loc: tuple[int | str, ...] | list[int | str]) -> str:
+    """A field path: names joined by dots, list positions in brackets.
+
+    Example:
+        >>> join("batch[3]", ("properties", "amount"))
+        'batch[3].properties.amount'
+        >>> join("", ("batch", 0, "type"))
+        'batch[0].type'
+    """
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    return path or "body"
+
+
+def pydantic_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
+    """Pydantic's errors as field errors with our paths (the union tag is left out)."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        loc = [p for p in error["loc"] if not (isinstance(p, str) and p in MESSAGE_MODELS)]
+        errors.append(FieldError(path=join(prefix, loc), message=error["msg"]))
+    return errors
+
+
+def check_value(spec: FieldSpec, value: Any, path: str) -> tuple[Any, FieldError | None]:
+    """Check one payload value against its spec; return the stored value or the problem.
+
+    Example:
+        >>> check_value(FieldSpec("n", FieldType.INT), 12.0, "p.n")
+        (12, None)
+        >>> check_value(FieldSpec("n", FieldType.INT), "12", "p.n")[1].message
+        'expected an integer, got string'
+    """
+    kind = spec.type
+    bad = None
+    if kind is FieldType.STRING:
+        if not isinstance(value, str):
+            bad = "expected a string"
+        elif spec.choices is not None and value not in spec.choices:
+            return value, FieldError(
+                path=path, message=f"must be one of {', '.join(sorted(spec.choices))}"
+            )
+    elif kind is FieldType.INT:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            bad = "expected an integer"
+        elif not INT32[0] <= value <= INT32[1]:
+            return value, FieldError(path=path, message="out of range for a 32-bit integer")
+    elif kind is FieldType.DOUBLE:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            bad = "expected a number"
+        elif not math.isfinite(value):
+            return value, FieldError(path=path, message="must be a finite number")
+        else:
+            value = float(value)
+    elif kind is FieldType.BOOLEAN:
+        if not isinstance(value, bool):
+            bad = "expected true or false"
+    elif kind is FieldType.DATE:
+        if not isinstance(value, str) or not _DATE.match(value):
+            bad = "expected a date YYYY-MM-DD"
+        else:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                return value, FieldError(path=path, message="not a calendar date")
+    elif kind is FieldType.STRING_MAP:
+        return _check_map(value, path)
+    if bad is not None:
+        return value, FieldError(path=path, message=f"{bad}, got {_json_type(value)}")
+    return value, None
+
+
+def _check_map(value: Any, path: str) -> tuple[Any, FieldError | None]:
+    if not isinstance(value, dict):
+        return value, FieldError(
+            path=path, message=f"expected an object of strings, got {_json_type(value)}"
+        )
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if isinstance(item, str):
+            out[key] = item
+        elif isinstance(item, bool | int | float) and not (
+            isinstance(item, float) and not math.isfinite(item)
+        ):
+            out[key] = json.dumps(item)  # answers are text; 50000 -> "50000", true -> "true"
+        else:
+            return value, FieldError(
+                path=f"{path}.{key}", message=f"expected a string, got {_json_type(item)}"
+            )
+    return out, None
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "array" if isinstance(value, list) else type(value).__name__)
+
+
+def _payload(
+    kind: Kind, fields: Mapping[str, Any], where: str, strict: bool
+) -> tuple[dict[str, Any], list[FieldError], list[str]]:
+    """The kind's payload from properties/traits: values checked, unknown names sorted out."""
+    payload: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    specs = KIND_FIELDS[kind]
+    for spec in specs:
+        value = fields.get(spec.name)
+        path = f"{where}.{spec.name}"
+        if value is None:
+            if spec.required:
+                errors.append(FieldError(path=path, message="required"))
+            payload[spec.name] = spec.default
+            continue
+        stored, error = check_value(spec, value, path)
+        if error is not None:
+            errors.append(error)
+        payload[spec.name] = stored
+    known = {spec.name for spec in specs} | CONTEXT_PROPERTIES
+    if kind is Kind.VISIT:
+        known |= PAGE_PROPERTIES
+    unknown = [f"{where}.{name}" for name in fields if name not in known]
+    if strict:
+        errors.extend(
+            FieldError(path=path, message=f"not in the tracking plan for {kind.value}")
+            for path in unknown
+        )
+    return payload, errors, unknown
+
+
+def _text(fields: Mapping[str, Any], name: str, path: str, errors: list[FieldError]) -> str | None:
+    value = fields.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    errors.append(FieldError(path=path, message=f"expected a string, got {_json_type(value)}"))
+    return None
+
+
+def _context(
+    kind: Kind,
+    segment: SegmentContext | None,
+    props: Mapping[str, Any],
+    payload: Mapping[str, Any],
+    where: str,
+    errors: list[FieldError],
+) -> Context:
+    page = segment.page if segment else None
+    campaign = segment.campaign if segment else None
+    from_props = kind is Kind.VISIT
+    url = (page.url if page else None) or (_str(props.get("url")) if from_props else None)
+    utm: dict[str, str | None] = {}
+    if campaign is not None:
+        utm = {
+            "source": campaign.source,
+            "medium": campaign.medium,
+            "campaign": campaign.name,
+            "term": campaign.term,
+            "content": campaign.content,
+        }
+    elif url:
+        query = parse_qs(urlsplit(url).query)
+        utm = {name: query.get(f"utm_{name}", [None])[0] for name in _UTM}
+    referrer = (page.referrer if page else None) or (
+        _str(props.get("referrer")) if from_props else None
+    )
+    explicit = _text(props, "channel", f"{where}.channel", errors)
+    return Context(
+        url=url,
+        path=(page.path if page else None) or (_str(props.get("path")) if from_props else None),
+        referrer=referrer,
+        title=(page.title if page else None) or (_str(props.get("title")) if from_props else None),
+        utm_source=utm.get("source"),
+        utm_medium=utm.get("medium"),
+        utm_campaign=utm.get("campaign"),
+        utm_term=utm.get("term"),
+        utm_content=utm.get("content"),
+        channel=group_channel(
+            ChannelInputs(
+                kind=kind,
+                explicit=explicit,
+                utm_source=utm.get("source"),
+                utm_medium=utm.get("medium"),
+                referrer=referrer,
+                url=url,
+                ad_network=payload.get("network"),
+            )
+        ),
+        experiment=_text(props, "experiment", f"{where}.experiment", errors),
+        variant=_text(props, "variant", f"{where}.variant", errors),
+        user_agent=segment.userAgent if segment else None,
+        ip=segment.ip if segment else None,
+    )
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _canonical_json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def map_message(
+    raw: Any, msg_type: str, options: MapOptions, new_id: Callable[[], str], prefix: str = ""
+) -> Mapped | list[FieldError]:
+    """Validate one Segment message and map it to an event.
+
+    Args:
+        raw: the message as parsed from JSON.
+        msg_type: ``track``, ``page``, ``screen``, ``identify``, ``alias`` or ``group``.
+        options: workspace, receive time, tolerance, strictness, batch defaults.
+        new_id: makes an event id when the message has no ``messageId``.
+        prefix: where the message sits in the request, for error paths.
+
+    Returns:
+        the event (and the ignored property paths), or every problem found.
+
+    Example:
+        >>> opts = MapOptions(workspace_id="ws", received_at=61_000, future_tolerance_ms=0)
+        >>> msg = {"event": "Deal Won", "userId": "u1", "messageId": "m1",
+        ...        "properties": {"amount": 1200}, "timestamp": "1970-01-01T00:00:01Z",
+        ...        "sentAt": "1970-01-01T00:00:01Z"}
+        >>> mapped = map_message(msg, "track", opts, new_id=lambda: "x")
+        >>> mapped.event.kind, mapped.event.occurred_at, dict(mapped.event.payload)
+        (<Kind.DEAL_WON: 'deal_won'>, 61000, {'deal_id': None, 'amount': 1200.0, 'currency': 'USD'})
+        >>> map_message({"event": "Deal Won", "userId": "u1"}, "track", opts, lambda: "x")
+        [FieldError(path='properties.amount', message='required')]
+    """
+    model_type = MESSAGE_MODELS.get(msg_type)
+    if model_type is None:
+        return [FieldError(path=join(prefix, ["type"]), message=f"unknown type {msg_type!r}")]
+    try:
+        message = model_type.model_validate(raw)
+    except ValidationError as exc:
+        return pydantic_errors(exc, prefix)
+    errors: list[FieldError] = []
+    ignored: list[str] = []
+    props: Mapping[str, Any]
+    where = join(prefix, ["properties"])
+    if isinstance(message, TrackMessage):
+        kind = kind_for_track(message.event)
+        props = message.properties or {}
+        if kind is Kind.CUSTOM:
+            fields: Mapping[str, Any] = {
+                "name": message.event,
+                "properties_json": _canonical_json(props),
+            }
+        else:
+            fields = props
+    elif isinstance(message, PageMessage | ScreenMessage):
+        kind = Kind.VISIT
+        props = message.properties or {}
+        segment_page = (message.context or options.context or SegmentContext()).page
+        fields = {
+            **props,
+            "name": message.name or props.get("name"),
+            "category": message.category or props.get("category"),
+            "search": props.get("search") or (segment_page.search if segment_page else None),
+        }
+    elif isinstance(message, IdentifyMessage):
+        kind, props, where = Kind.IDENTIFY, {}, join(prefix, ["traits"])
+        traits = message.traits or {}
+        fields = {TRAIT_ALIASES.get(k, k): v for k, v in traits.items()}
+    elif isinstance(message, AliasMessage):
+        kind, props = Kind.ALIAS, {}
+        fields = {"previous_id": message.previousId}
+    else:
+        assert isinstance(message, GroupMessage)
+        kind, props = Kind.CUSTOM, {}
+        fields = {
+            "name": "Group",
+            "properties_json": _canonical_json(
+                {"group_id": message.groupId, "traits": message.traits or {}}
+            ),
+        }
+    payload, payload_errors, unknown = _payload(kind, fields, where, options.strict)
+    errors.extend(payload_errors)
+    if kind is not Kind.CUSTOM:
+        ignored.extend(unknown)
+    context = _context(kind, message.context or options.context, props, payload, where, errors)
+    if not (message.anonymousId or message.userId) and kind is not Kind.CAMPAIGN_COST:
+        errors.append(
+            FieldError(path=join(prefix, ["userId"]), message="anonymousId or userId is required")
+        )
+    moment = message.timestamp or message.originalTimestamp
+    sent = epoch_ms(message.sentAt) if message.sentAt else options.sent_at
+    when = occurred_at(epoch_ms(moment) if moment else None, sent, options.received_at)
+    if too_far_ahead(when, options.received_at, options.future_tolerance_ms):
+        errors.append(
+            FieldError(
+                path=join(prefix, ["timestamp"]),
+                message="in the future beyond the collector's tolerance "
+                f"({options.future_tolerance_ms // 1000} s) after clock-skew correction",
+            )
+        )
+    elif when < 0:
+        errors.append(FieldError(path=join(prefix, ["timestamp"]), message="before 1970"))
+    if errors:
+        return errors
+    event = Event(
+        event_id=message.messageId or new_id(),
+        kind=kind,
+        workspace_id=options.workspace_id,
+        occurred_at=when,
+        received_at=options.received_at,
+        anonymous_id=message.anonymousId,
+        lead_id=message.userId,
+        context=context,
+        payload=payload,
+    )
+    return Mapped(event=event, ignored=tuple(ignored))

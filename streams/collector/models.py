@@ -1,0 +1,171 @@
+"""Pydantic models of the Segment HTTP Tracking API messages (and of our answers).
+
+They validate each message's envelope (types of ids, timestamps, context) and make the
+OpenAPI document real. Segment tolerates fields it does not know (libraries add
+``integrations``, ``_metadata``, ``version``...), and so do these models: unknown
+envelope fields are accepted and not stored. The kind-specific checks of
+``properties``/``traits`` are in :mod:`mapping`, which knows the tracking plan.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+Text = Annotated[str, Field(max_length=8192)]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class PageContext(_Open):
+    """``context.page``: where the event happened."""
+
+    url: Text | None = None
+    path: Text | None = None
+    referrer: Text | None = None
+    title: Text | None = None
+    search: Text | None = None
+
+
+class CampaignContext(_Open):
+    """``context.campaign``: the UTM parameters of the visit."""
+
+    source: Text | None = None
+    medium: Text | None = None
+    name: Text | None = None
+    term: Text | None = None
+    content: Text | None = None
+
+
+class SegmentContext(_Open):
+    """``context``: page, campaign, user agent and IP (other keys are tolerated)."""
+
+    page: PageContext | None = None
+    campaign: CampaignContext | None = None
+    userAgent: Text | None = None
+    ip: Annotated[str, Field(max_length=64)] | None = None
+
+
+class _Message(_Open):
+    messageId: Id | None = Field(
+        default=None, description="Idempotency key; the collector makes a UUID when absent."
+    )
+    anonymousId: Id | None = Field(default=None, description="Device id.")
+    userId: Id | None = Field(default=None, description="Known person id (lead_id).")
+    timestamp: datetime | None = Field(default=None, description="When it happened (client).")
+    originalTimestamp: datetime | None = None
+    sentAt: datetime | None = Field(
+        default=None, description="When the client sent it (for clock-skew correction)."
+    )
+    context: SegmentContext | None = None
+    integrations: dict[str, Any] | None = None
+
+
+class TrackMessage(_Message):
+    """``track``: something a person did; ``event`` picks the kind (tracking plan)."""
+
+    type: Literal["track"] = "track"
+    event: Annotated[str, Field(min_length=1, max_length=200)]
+    properties: dict[str, Any] | None = None
+
+
+class PageMessage(_Message):
+    """``page``: a page view (kind ``visit``)."""
+
+    type: Literal["page"] = "page"
+    name: Text | None = None
+    category: Text | None = None
+    properties: dict[str, Any] | None = None
+
+
+class ScreenMessage(_Message):
+    """``screen``: a mobile screen view, stored as a ``visit`` like a page view."""
+
+    type: Literal["screen"] = "screen"
+    name: Text | None = None
+    category: Text | None = None
+    properties: dict[str, Any] | None = None
+
+
+class IdentifyMessage(_Message):
+    """``identify``: who the person is (traits become contact fields)."""
+
+    type: Literal["identify"] = "identify"
+    traits: dict[str, Any] | None = None
+
+
+class AliasMessage(_Message):
+    """``alias``: ``previousId`` and ``userId`` are the same person."""
+
+    type: Literal["alias"] = "alias"
+    previousId: Id
+    userId: Id
+
+
+class GroupMessage(_Message):
+    """``group``: stored as a custom event named ``Group`` (traits in properties_json)."""
+
+    type: Literal["group"] = "group"
+    groupId: Id
+    traits: dict[str, Any] | None = None
+
+
+AnyMessage = Annotated[
+    TrackMessage | PageMessage | ScreenMessage | IdentifyMessage | AliasMessage | GroupMessage,
+    Field(discriminator="type"),
+]
+
+MESSAGE_MODELS: dict[str, type[_Message]] = {
+    "track": TrackMessage,
+    "page": PageMessage,
+    "screen": ScreenMessage,
+    "identify": IdentifyMessage,
+    "alias": AliasMessage,
+    "group": GroupMessage,
+}
+
+
+class BatchRequest(_Open):
+    """``/v1/batch``: up to 500 KB of messages; accepted whole or not at all."""
+
+    batch: list[AnyMessage]
+    sentAt: datetime | None = None
+    context: SegmentContext | None = Field(
+        default=None, description="Defaults for messages without their own context."
+    )
+
+
+class FieldError(BaseModel):
+    """One problem, with the path of the offending field (``batch[3].properties.amount``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    message: str
+
+
+class Accepted(BaseModel):
+    """The 200 answer: every event is durably in Kafka (acks=all)."""
+
+    success: Literal[True] = True
+    event_ids: list[str] = Field(description="The event ids, in request order.")
+    ignored: list[str] = Field(
+        default_factory=list,
+        description="Paths of properties/traits the event's kind does not define (not stored).",
+    )
+
+
+class Problem(BaseModel):
+    """Every non-2xx answer."""
+
+    success: Literal[False] = False
+    error: str = Field(
+        description="invalid | unauthorized | too_large | rate_limited | unavailable"
+    )
+    message: str
+    errors: list[FieldError] = Field(default_factory=list)

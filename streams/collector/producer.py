@@ -1,0 +1,175 @@
+"""The collector's Kafka producer: a 2xx only after the broker acknowledged every event.
+
+confluent-kafka's producer is asynchronous and reports each delivery through a callback
+served by ``poll()``. A background thread polls; each request's callbacks count down and
+resolve one asyncio future on the request's event loop. ``acks=all`` with the idempotent
+producer means an acknowledged event is on every in-sync replica, once, in order per
+partition.
+
+Reachability: a delivery error, a delivery that takes longer than the timeout, or
+librdkafka reporting all brokers down marks Kafka *suspect*; a monitor thread then asks
+for cheap metadata and declares it unavailable or back. While unavailable, requests are
+answered 503 at once instead of queueing events nobody acknowledges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from leadflow.processors.errors import LeadflowError
+from leadflow.streams.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class KafkaUnavailable(LeadflowError):
+    """Kafka did not acknowledge (all of) a request's events; the client must retry."""
+
+
+class EventProducer:
+    """Produce keyed records to one topic and await their acknowledgement.
+
+    Args:
+        client_config: librdkafka connection settings (``Settings.kafka_client_config()``).
+        topic: the topic every record goes to.
+        delivery_timeout: seconds a request waits for its acknowledgements.
+    """
+
+    def __init__(
+        self, client_config: Mapping[str, Any], topic: str, delivery_timeout: float
+    ) -> None:
+        self.topic = topic
+        self.delivery_timeout = delivery_timeout
+        self._producer = Producer(
+            {
+                **client_config,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                # librdkafka gives up (and calls back with an error) slightly before the
+                # request stops waiting, so the usual failure is a reported one.
+                "message.timeout.ms": max(1000, int(delivery_timeout * 1000) - 500),
+                "error_cb": self._on_error,
+                "log_level": 3,
+            }
+        )
+        self.available = True
+        self._suspect = threading.Event()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._poll_loop, name="collector-poll", daemon=True),
+            threading.Thread(target=self._monitor_loop, name="collector-monitor", daemon=True),
+        ]
+
+    def start(self) -> None:
+        """Check the broker once (so a dead broker is 503 from the first request), then poll."""
+        self.available = self.reachable(timeout=3.0)
+        if not self.available:
+            log.warning("collector.kafka_unreachable", topic=self.topic)
+        for thread in self._threads:
+            thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (up to ``timeout``), then stop the threads."""
+        self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=5)
+        self._producer.flush(timeout)
+
+    def reachable(self, timeout: float = 2.0) -> bool:
+        """Whether the broker answers a metadata request that knows the topic."""
+        try:
+            metadata = self._producer.list_topics(topic=self.topic, timeout=timeout)
+        except KafkaException:
+            return False
+        topic = metadata.topics.get(self.topic)
+        return bool(metadata.brokers) and topic is not None and topic.error is None
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._suspect.set()
+        if error.fatal():
+            log.error("collector.producer_fatal", error=str(error))
+            self.available = False
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def _monitor_loop(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.available and not self._suspect.is_set():
+                continue
+            self._suspect.clear()
+            ok = self.reachable(timeout=2.0)
+            if ok != self.available:
+                log.info("collector.kafka_reachable" if ok else "collector.kafka_unreachable")
+            self.available = ok
+
+    async def send(self, records: Sequence[tuple[bytes, bytes]]) -> float:
+        """Produce ``(key, value)`` records; return the seconds until all were acknowledged.
+
+        Raises:
+            KafkaUnavailable: Kafka is known to be unreachable (nothing produced), or some
+                delivery failed or timed out (some records may be in Kafka: the client
+                retries with the same event ids and downstream dedupes by them).
+        """
+        if not self.available:
+            raise KafkaUnavailable("Kafka is unreachable")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[str]] = loop.create_future()
+        pending = [len(records)]
+        failures: list[str] = []
+
+        def resolve() -> None:
+            if not done.done():
+                done.set_result(failures)
+
+        lock = threading.Lock()
+
+        def count(settled: int, failure: str | None) -> None:
+            # Delivery callbacks run on the poll thread, refusals on this one: hence the lock.
+            with lock:
+                if failure is not None:
+                    failures.append(failure)
+                pending[0] -= settled
+                last = pending[0] == 0
+            if last:
+                loop.call_soon_threadsafe(resolve)
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            count(1, None if err is None else str(err))
+
+        started = time.perf_counter()
+        produced = 0
+        try:
+            for key, value in records:
+                self._producer.produce(self.topic, value=value, key=key, on_delivery=on_delivery)
+                produced += 1
+        except (BufferError, KafkaException) as exc:
+            # The rest was never queued: settle it as failed so the future still resolves.
+            count(len(records) - produced, f"produce refused: {exc}")
+        if not records:
+            return 0.0
+        try:
+            outcome = await asyncio.wait_for(done, self.delivery_timeout)
+        except TimeoutError:
+            self.available = False
+            self._suspect.set()
+            raise KafkaUnavailable(
+                f"no acknowledgement within {self.delivery_timeout:g} s"
+            ) from None
+        if outcome:
+            self._suspect.set()
+            raise KafkaUnavailable(
+                f"{len(outcome)} of {len(records)} deliveries failed: {outcome[0]}"
+            )
+        return time.perf_counter() - started
