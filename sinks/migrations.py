@@ -1,0 +1,152 @@
+"""Versioned, idempotent schema migrations, tracked in ``<db>.schema_migrations``.
+
+A migration is a numbered list of statements. :func:`migrate` creates the database and the
+tracking table if needed, skips every version already recorded, runs the rest in order and
+records each one after all its statements succeeded. Every statement is itself idempotent
+(``IF NOT EXISTS``), so a migration interrupted half-way is simply run again.
+
+A recorded migration whose checksum differs from the code's is an error, loudly: someone
+edited history. Change the schema with a *new* migration instead.
+
+Cluster mode (a cluster name given): ``Replicated*`` engines and ``ON CLUSTER`` on every
+statement, so one call migrates every replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from leadflow.processors.errors import LeadflowError
+from leadflow.sinks.tables import (
+    ALL_TABLES,
+    check_identifier,
+    create_table_sql,
+    engine_for,
+    on_cluster,
+)
+from leadflow.sinks.views import view_statements
+from leadflow.streams.logs import get_logger
+
+log = get_logger(__name__)
+
+DEFAULT_DATABASE = "leadflow"
+
+
+class MigrationError(LeadflowError):
+    """The database's recorded schema history disagrees with the code."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema version: its number, a name, and the statements that build it.
+
+    Statements may contain ``$db`` (database) and ``$oc`` (the ON CLUSTER clause); tables
+    are given as specs and rendered per database and cluster.
+    """
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+    def render(self, database: str, cluster: str | None = None) -> tuple[str, ...]:
+        """The statements for ``database`` (and ``cluster``), ready to execute.
+
+        Example:
+            >>> MIGRATIONS[0].render("t1")[0].startswith("CREATE TABLE IF NOT EXISTS t1.events")
+            True
+        """
+        db = check_identifier(database, "database")
+        oc = on_cluster(cluster)
+        out = []
+        for statement in self.statements:
+            if statement.startswith("table:"):
+                spec = next(t for t in ALL_TABLES if t.name == statement[len("table:") :])
+                out.append(create_table_sql(spec, db, cluster))
+            else:
+                out.append(statement.replace("$db", db).replace("$oc", oc).strip())
+        return tuple(out)
+
+    def checksum(self) -> str:
+        """A digest of the statements as rendered for a fixed name (detects edited history)."""
+        text = "\n;\n".join(self.render("leadflow_checksum"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "tables", tuple(f"table:{t.name}" for t in ALL_TABLES)),
+    Migration(2, "views", view_statements()),
+)
+
+
+def bootstrap_statements(database: str, cluster: str | None = None) -> tuple[str, ...]:
+    """The database and the ``schema_migrations`` table (both idempotent).
+
+    Example:
+        >>> bootstrap_statements("leadflow", "prod")[0]
+        'CREATE DATABASE IF NOT EXISTS leadflow ON CLUSTER prod'
+    """
+    db = check_identifier(database, "database")
+    oc = on_cluster(cluster)
+    return (
+        f"CREATE DATABASE IF NOT EXISTS {db}{oc}",
+        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations{oc}\n"
+        "(\n    version UInt32,\n    name String,\n    checksum String,\n"
+        "    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)\n)\n"
+        f"ENGINE = {engine_for('ReplacingMergeTree', cluster)}\nORDER BY version",
+    )
+
+
+def all_statements(database: str, cluster: str | None = None) -> tuple[str, ...]:
+    """Every statement a fresh database needs, in order (for review and for tests)."""
+    out = list(bootstrap_statements(database, cluster))
+    for migration in MIGRATIONS:
+        out.extend(migration.render(database, cluster))
+    return tuple(out)
+
+
+def applied_versions(client: Any, database: str) -> dict[int, str]:
+    """``{version: checksum}`` of the migrations recorded in ``database``."""
+    db = check_identifier(database, "database")
+    rows = client.query(
+        f"SELECT version, any(checksum) FROM {db}.schema_migrations GROUP BY version"  # noqa: S608
+    ).result_rows
+    return {int(v): str(c) for v, c in rows}
+
+
+def migrate(client: Any, database: str = DEFAULT_DATABASE, cluster: str | None = None) -> list[int]:
+    """Bring ``database`` up to the newest schema; return the versions applied now.
+
+    Args:
+        client: a clickhouse-connect client (chdb or HTTP).
+        database: the target database (``leadflow`` in production, one per test).
+        cluster: a cluster name for replicated engines and ``ON CLUSTER`` DDL.
+
+    Raises:
+        MigrationError: a recorded migration differs from the code's.
+    """
+    for statement in bootstrap_statements(database, cluster):
+        client.command(statement)
+    done = applied_versions(client, database)
+    applied = []
+    for migration in MIGRATIONS:
+        checksum = migration.checksum()
+        if migration.version in done:
+            if done[migration.version] != checksum:
+                raise MigrationError(
+                    f"{database}: migration {migration.version} ({migration.name}) was applied "
+                    f"with checksum {done[migration.version]}, the code has {checksum}; "
+                    "add a new migration instead of editing an applied one"
+                )
+            continue
+        for statement in migration.render(database, cluster):
+            client.command(statement)
+        client.insert(
+            f"{database}.schema_migrations",
+            [[migration.version, migration.name, checksum]],
+            column_names=["version", "name", "checksum"],
+        )
+        applied.append(migration.version)
+        log.info("clickhouse.migrated", database=database, version=migration.version)
+    return applied

@@ -1,0 +1,293 @@
+"""The ClickHouse projector: contract topics in, rows out, offsets committed last.
+
+The loop, per batch:
+
+1. consume up to ``batch_size`` records from the projected topics (confluent-kafka, manual
+   commits);
+2. decode each (the codec) and map it to rows (:mod:`leadflow.sinks.projection`); a record
+   that cannot be decoded or breaks an invariant goes to ``leadflow.events.dlq`` with its
+   original key, value and headers plus ``reason``/``error``/source headers, and the batch
+   goes on;
+3. insert the rows table by table through clickhouse-connect, each insert carrying a
+   deduplication token derived from the batch's offsets, retrying with exponential
+   backoff while ClickHouse is unreachable (the batch is kept; nothing is committed);
+4. flush the dead-letter producer, then commit the batch's offsets synchronously.
+
+Crash anywhere before step 4 and the batch is delivered again. That is safe because every
+table is a ReplacingMergeTree keyed by the record's own id and analysts read through the
+deduplicating ``v_*`` views (see docs/analytics.md): a re-delivered record can never be
+counted twice, whether or not the batch boundaries are the same the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from leadflow.processors.errors import InvalidEvent, LeadflowError
+from leadflow.schemas.codec import Codec, DecodeError, codec_from_settings
+from leadflow.sinks.migrations import migrate
+from leadflow.sinks.projection import Rows, rows_for
+from leadflow.sinks.tables import PROJECTED_TABLES, check_identifier
+from leadflow.streams.logs import get_logger
+from leadflow.streams.settings import Settings
+from leadflow.streams.topics import (
+    DLQ,
+    EVENTS,
+    LEAD_BECAME_SQL,
+    LEAD_SCORED,
+    LEAD_STAGE_CHANGED,
+    SLA_BREACHED,
+)
+
+log = get_logger(__name__)
+
+PROJECTED_TOPICS: tuple[str, ...] = (
+    EVENTS.name, LEAD_STAGE_CHANGED.name, LEAD_SCORED.name, LEAD_BECAME_SQL.name,
+    SLA_BREACHED.name,
+)  # fmt: skip
+DEFAULT_GROUP = "leadflow-projector"
+
+
+class ProjectorError(LeadflowError):
+    """The projector cannot go on (e.g. the dead-letter topic refuses records)."""
+
+
+@dataclass(slots=True)
+class ProjectorStats:
+    """What one run did (for logs, tests and the CLI)."""
+
+    records: int = 0
+    rows: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    insert_retries: int = 0
+    per_table: dict[str, int] = field(default_factory=dict)
+
+
+def batch_token(table: str, offsets: Sequence[tuple[str, int, int, int]]) -> str:
+    """The insert deduplication token of ``table``'s rows from one batch.
+
+    ``offsets`` holds ``(topic, partition, first, last)`` per partition in the batch. A
+    retried insert of the same batch (say, the first attempt succeeded but its response was
+    lost) carries the same token, and ClickHouse drops it instead of writing a second part.
+
+    Example:
+        >>> batch_token("events", [("t", 0, 5, 9)]) == batch_token("events", [("t", 0, 5, 9)])
+        True
+        >>> batch_token("events", [("t", 0, 5, 9)]) == batch_token("deals", [("t", 0, 5, 9)])
+        False
+    """
+    text = table + "|" + ";".join(f"{t}:{p}:{a}-{b}" for t, p, a, b in sorted(offsets))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class Projector:
+    """Consumes the contract topics and keeps the ClickHouse tables in step.
+
+    Args:
+        settings: Kafka connection settings (and the codec choice).
+        client: a clickhouse-connect client (chdb or HTTP).
+        database: the target database (``leadflow`` in production).
+        group_id: the consumer group; a replay into a fresh database uses a fresh group.
+        batch_size: records per batch (one insert per table per batch).
+        codec: decodes record values; defaults to the settings' codec.
+        max_backoff: the longest wait between insert retries, seconds.
+        sleep: how to wait between retries (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: Any,
+        database: str,
+        *,
+        group_id: str = DEFAULT_GROUP,
+        batch_size: int = 2000,
+        codec: Codec | None = None,
+        max_backoff: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.database = check_identifier(database, "database")
+        self.group_id = group_id
+        self.batch_size = batch_size
+        self.codec = codec or codec_from_settings(settings)
+        self.max_backoff = max_backoff
+        self.sleep = sleep
+        self.stats = ProjectorStats()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _open(self) -> Consumer:
+        if self._consumer is None:
+            migrate(self.client, self.database, self.settings.clickhouse_cluster)
+            config: dict[str, Any] = {
+                **self.settings.kafka_client_config(),
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+            }
+            self._consumer = Consumer(config)
+            self._consumer.subscribe(list(PROJECTED_TOPICS))
+            self._producer = Producer(
+                {**self.settings.kafka_client_config(), "acks": "all", "linger.ms": 5}
+            )
+        return self._consumer
+
+    def close(self) -> None:
+        """Leave the group and release the clients (safe to call twice)."""
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, stop_event: threading.Event, poll_timeout: float = 1.0) -> ProjectorStats:
+        """Project until ``stop_event`` is set; return what was done."""
+        try:
+            while not stop_event.is_set():
+                self.step(poll_timeout, stop_event)
+        finally:
+            self.close()
+        return self.stats
+
+    def run_until_idle(
+        self, max_seconds: float = 60.0, poll_timeout: float = 0.5
+    ) -> ProjectorStats:
+        """Project until every assigned partition is at its end (or ``max_seconds`` passed).
+
+        For tests and the demo: "idle" means the group has an assignment and the position
+        of each assigned partition has reached its high watermark.
+        """
+        deadline = time.monotonic() + max_seconds
+        stop = threading.Event()
+        try:
+            while time.monotonic() < deadline:
+                consumed = self.step(poll_timeout, stop)
+                if consumed == 0 and self._caught_up():
+                    break
+        finally:
+            self.close()
+        return self.stats
+
+    def _caught_up(self) -> bool:
+        consumer = self._open()
+        assignment = consumer.assignment()
+        if not assignment:
+            return False
+        for tp in consumer.position(assignment):
+            _, high = consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
+            position = tp.offset if tp.offset >= 0 else 0
+            if position < high:
+                return False
+        return True
+
+    def step(self, poll_timeout: float, stop_event: threading.Event) -> int:
+        """Consume, project and commit one batch; return how many records it held."""
+        consumer = self._open()
+        messages = consumer.consume(num_messages=self.batch_size, timeout=poll_timeout)
+        records = [m for m in messages if not self._is_error(m)]
+        if not records:
+            return 0
+        rows = Rows()
+        offsets: dict[tuple[str, int], tuple[int, int]] = {}
+        for message in records:
+            key = (str(message.topic()), int(message.partition() or 0))
+            offset = int(message.offset() or 0)
+            first, _ = offsets.get(key, (offset, offset))
+            offsets[key] = (min(first, offset), offset)
+            try:
+                rows.extend(rows_for(self.codec.decode(message.value() or b"")))
+            except DecodeError as exc:
+                self._dead_letter(message, exc.reason, str(exc))
+            except InvalidEvent as exc:
+                self._dead_letter(message, "invalid_event", str(exc))
+        spans = [(t, p, a, b) for (t, p), (a, b) in offsets.items()]
+        if not self._insert(rows, spans, stop_event):
+            return len(records)  # stopped while ClickHouse was down: nothing committed
+        self._flush_dead_letters()
+        consumer.commit(
+            offsets=[TopicPartition(t, p, b + 1) for t, p, _, b in spans], asynchronous=False
+        )
+        self.stats.records += len(records)
+        self.stats.batches += 1
+        log.debug("projector.batch", records=len(records), rows=rows.count())
+        return len(records)
+
+    @staticmethod
+    def _is_error(message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return False
+        if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return True
+        raise ProjectorError(f"consume failed: {error}")
+
+    # -- ClickHouse ------------------------------------------------------------------------
+
+    def _insert(
+        self, rows: Rows, spans: list[tuple[str, int, int, int]], stop_event: threading.Event
+    ) -> bool:
+        """Insert every table's rows, retrying with backoff; False if stopped first."""
+        pending = [t for t in PROJECTED_TABLES if rows.by_table.get(t.name)]
+        delay = 0.5
+        while pending:
+            table = pending[0]
+            data = rows.by_table[table.name]
+            try:
+                self.client.insert(
+                    f"{self.database}.{table.name}",
+                    data,
+                    column_names=list(table.insert_columns),
+                    settings={"insert_deduplication_token": batch_token(table.name, spans)},
+                )
+            except Exception as exc:
+                if stop_event.is_set():
+                    return False
+                self.stats.insert_retries += 1
+                log.warning(
+                    "projector.insert_failed", table=table.name, retry_in=delay, error=str(exc)
+                )
+                self.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            pending.pop(0)
+            self.stats.rows += len(data)
+            self.stats.per_table[table.name] = self.stats.per_table.get(table.name, 0) + len(data)
+        return True
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    def _dead_letter(self, message: Message, reason: str, error: str) -> None:
+        assert self._producer is not None
+        headers = [
+            *(message.headers() or []),
+            ("reason", reason.encode()),
+            ("error", error.encode()[:4000]),
+            ("source.topic", str(message.topic()).encode()),
+            ("source.partition", str(message.partition()).encode()),
+            ("source.offset", str(message.offset()).encode()),
+            ("stage", b"projector"),
+        ]
+        self._producer.produce(DLQ.name, value=message.value(), key=message.key(), headers=headers)
+        self._producer.poll(0)
+        self.stats.dead_lettered += 1
+        log.warning("projector.dead_letter", reason=reason, topic=message.topic())
+
+    def _flush_dead_letters(self) -> None:
+        if self._producer is not None and self._producer.flush(30) > 0:
+            raise ProjectorError("dead-letter records were not acknowledged within 30 s")

@@ -1,0 +1,365 @@
+"""The ClickHouse tables: one spec per table, rendered to DDL for a database and a cluster.
+
+Every table is keyed so that the id that defines a row (``event_id``, ``transition_id``,
+``score_id`` ...) is the tail of the sorting key, and the engine is a ReplacingMergeTree:
+a re-delivered record lands as an identical row with the same key, which ClickHouse
+collapses on merge and which the ``v_*`` views hide *before* the merge (``FINAL`` or
+``GROUP BY`` the id). See docs/analytics.md, "Why no number is ever counted twice".
+
+Columns are one list per table here, so the DDL and the projector's insert column order
+cannot drift apart.
+
+Times are ``Int64`` epoch milliseconds (the wire format of every event); each table has an
+``ALIAS`` column with the same instant as ``DateTime64(3, 'UTC')`` for analysts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from leadflow.processors.errors import LeadflowError
+
+
+class DdlError(LeadflowError):
+    """A database or cluster name that cannot be used safely in DDL."""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column: name, ClickHouse type, and an optional ``ALIAS`` expression."""
+
+    name: str
+    type: str
+    alias: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """One table of the ``leadflow`` database.
+
+    Attributes:
+        name: the table name.
+        columns: stored columns (the projector inserts exactly these, in this order) and
+            alias columns (computed on read).
+        engine: the single-node engine; cluster mode prefixes ``Replicated``.
+        order_by: the sorting key, which is also the dedup key of ReplacingMergeTree.
+        partition_by: the partition expression, or ``None`` for one partition.
+        doc: what one row is.
+    """
+
+    name: str
+    columns: tuple[Column, ...]
+    engine: str
+    order_by: str
+    partition_by: str | None
+    doc: str
+
+    @property
+    def insert_columns(self) -> tuple[str, ...]:
+        """The stored columns, in insert order."""
+        return tuple(c.name for c in self.columns if c.alias is None)
+
+
+def _ms(name: str, alias: str) -> tuple[Column, Column]:
+    return Column(name, "Int64"), Column(alias, "DateTime64(3, 'UTC')", _to_time(name))
+
+
+def _to_time(column: str) -> str:
+    return f"fromUnixTimestamp64Milli({column}, 'UTC')"
+
+
+def _month(column: str) -> str:
+    return f"toYYYYMM({_to_time(column)})"
+
+
+S = "String"
+LS = "LowCardinality(String)"
+
+EVENTS = TableSpec(
+    name="events",
+    doc="every inbound event once (dedup by event_id); '' where the event has no value",
+    columns=(
+        Column("event_id", S),
+        Column("workspace_id", LS),
+        Column("kind", LS),
+        *_ms("occurred_at", "occurred_time"),
+        Column("received_at", "Int64"),
+        Column("anonymous_id", S),
+        Column("lead_id", S),
+        Column("channel", LS),
+        Column("campaign", S),
+        Column("utm_source", S),
+        Column("utm_medium", S),
+        Column("utm_campaign", S),
+        Column("utm_term", S),
+        Column("utm_content", S),
+        Column("url", S),
+        Column("path", S),
+        Column("referrer", S),
+        Column("title", S),
+        Column("experiment", S),
+        Column("variant", S),
+        Column("company_size", "Nullable(Int32)"),
+        Column("industry", S),
+        Column("country", S),
+        Column("amount", "Nullable(Float64)"),
+        Column("currency", S),
+        Column("deal_id", S),
+        Column("reason", S),
+        Column("action", S),
+        Column("name", S),
+        Column("payload_json", S),
+    ),
+    engine="ReplacingMergeTree",
+    # event_id last in the key and in no other column: a duplicate always has the same key.
+    order_by="(workspace_id, event_id)",
+    partition_by=_month("occurred_at"),
+)
+
+IDENTITIES = TableSpec(
+    name="identities",
+    doc="one row per (anonymous id, lead id, event that linked them); v_identities resolves",
+    columns=(
+        Column("workspace_id", LS),
+        Column("anonymous_id", S),
+        Column("lead_id", S),
+        *_ms("linked_at", "linked_time"),
+        Column("source_event_id", S),
+        Column("source_kind", LS),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(workspace_id, anonymous_id, lead_id, source_event_id)",
+    partition_by=None,
+)
+
+STAGE_TRANSITIONS = TableSpec(
+    name="stage_transitions",
+    doc="one row per funnel transition (dedup by transition_id)",
+    columns=(
+        Column("transition_id", S),
+        Column("workspace_id", LS),
+        Column("lead_id", S),
+        Column("from_stage", LS),
+        Column("to_stage", LS),
+        *_ms("occurred_at", "occurred_time"),
+        Column("reason", S),
+        Column("cause_event_id", S),
+        Column("sequence", "UInt32"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(workspace_id, lead_id, transition_id)",
+    partition_by=None,
+)
+
+SCORES = TableSpec(
+    name="scores",
+    doc="one row per score update (dedup by score_id)",
+    columns=(
+        Column("score_id", S),
+        Column("workspace_id", LS),
+        Column("lead_id", S),
+        *_ms("occurred_at", "occurred_time"),
+        Column("fit_score", "Float64"),
+        Column("engagement_score", "Float64"),
+        Column("model_score", "Nullable(Float64)"),
+        Column("model_version", S),
+        Column("top_rules", "Array(String)"),
+        Column("top_points", "Array(Float64)"),
+        Column("cause_event_id", S),
+        Column("stage", LS),
+        Column("segments", "Array(String)"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(workspace_id, lead_id, score_id)",
+    partition_by=_month("occurred_at"),
+)
+
+# Fed only by materialized views from stage_transitions and scores (see views.py): argMax
+# states are idempotent, so a duplicate insert upstream cannot change the merged value.
+LEAD_STATE = TableSpec(
+    name="lead_state",
+    doc="current state per lead as argMax states; read it through v_lead_state",
+    columns=(
+        Column("workspace_id", LS),
+        Column("lead_id", S),
+        Column("stage", "AggregateFunction(argMax, String, Tuple(Int64, UInt32))"),
+        Column("stage_since", "SimpleAggregateFunction(max, Int64)"),
+        Column("transitions", "AggregateFunction(uniqExact, String)"),
+        Column("fit_score", "AggregateFunction(argMax, Float64, Tuple(Int64, String))"),
+        Column("engagement_score", "AggregateFunction(argMax, Float64, Tuple(Int64, String))"),
+        Column("model_score", "AggregateFunction(argMax, Float64, Tuple(Int64, String))"),
+        Column("scored_at", "SimpleAggregateFunction(max, Int64)"),
+    ),
+    engine="AggregatingMergeTree",
+    order_by="(workspace_id, lead_id)",
+    partition_by=None,
+)
+
+COSTS = TableSpec(
+    name="costs",
+    doc="one row per campaign_cost event; v_costs keeps the latest restatement per day",
+    columns=(
+        Column("event_id", S),
+        Column("workspace_id", LS),
+        Column("date", "Date"),
+        Column("channel", LS),
+        Column("campaign", S),
+        Column("amount", "Float64"),
+        Column("currency", LS),
+        *_ms("occurred_at", "occurred_time"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(workspace_id, date, channel, campaign, event_id)",
+    partition_by="toYYYYMM(date)",
+)
+
+DEALS = TableSpec(
+    name="deals",
+    doc="one row per deal_won / deal_lost event (dedup by event_id)",
+    columns=(
+        Column("event_id", S),
+        Column("workspace_id", LS),
+        Column("lead_id", S),
+        Column("deal_id", S),
+        Column("outcome", LS),
+        Column("amount", "Float64"),
+        Column("currency", LS),
+        Column("reason", S),
+        *_ms("occurred_at", "occurred_time"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(workspace_id, lead_id, event_id)",
+    partition_by=None,
+)
+
+HANDOFFS = TableSpec(
+    name="handoffs",
+    doc="one row per lead-became-SQL hand-off (dedup by transition_id)",
+    columns=(
+        Column("transition_id", S),
+        Column("workspace_id", LS),
+        Column("lead_id", S),
+        *_ms("became_sql_at", "became_sql_time"),
+        Column("reason", S),
+        Column("sql_count", "UInt32"),
+        Column("owner_id", S),
+        Column("team", S),
+        Column("fit_score", "Float64"),
+        Column("engagement_score", "Float64"),
+        Column("model_score", "Nullable(Float64)"),
+        Column("model_version", S),
+        Column("company", S),
+        Column("company_size", "Nullable(Int32)"),
+        Column("industry", S),
+        Column("country", S),
+        Column("segments", "Array(String)"),
+        Column("first_touch_channel", S),
+        Column("first_touch_campaign", S),
+        Column("last_touch_channel", S),
+        Column("last_touch_campaign", S),
+        Column("qualification_framework", S),
+        Column("qualification_completeness", "Float64"),
+        Column("top_rules", "Array(String)"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(workspace_id, lead_id, transition_id)",
+    partition_by=None,
+)
+
+SLA_BREACHES = TableSpec(
+    name="sla_breaches",
+    doc="one row per MQL not reviewed in time (dedup by breach_id)",
+    columns=(
+        Column("breach_id", S),
+        Column("workspace_id", LS),
+        Column("lead_id", S),
+        Column("mql_transition_id", S),
+        *_ms("mql_at", "mql_time"),
+        *_ms("due_at", "due_time"),
+        Column("owner_id", S),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(workspace_id, lead_id, breach_id)",
+    partition_by=None,
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (
+    EVENTS, IDENTITIES, STAGE_TRANSITIONS, SCORES, LEAD_STATE, COSTS, DEALS, HANDOFFS,
+    SLA_BREACHES,
+)  # fmt: skip
+
+# Tables the projector writes (lead_state is written by materialized views only).
+PROJECTED_TABLES: tuple[TableSpec, ...] = tuple(t for t in ALL_TABLES if t is not LEAD_STATE)
+
+
+def check_identifier(name: str, what: str) -> str:
+    """Return ``name`` if it is a plain ClickHouse identifier, else raise :class:`DdlError`.
+
+    Database and cluster names are pasted into DDL (identifiers cannot be bound as
+    parameters), so only ``[A-Za-z_][A-Za-z0-9_]*`` is accepted.
+
+    Example:
+        >>> check_identifier("leadflow", "database")
+        'leadflow'
+    """
+    if (
+        not name
+        or not (name[0].isalpha() or name[0] == "_")
+        or not all(c.isascii() and (c.isalnum() or c == "_") for c in name)
+    ):
+        raise DdlError(f"{what} name {name!r} is not a plain identifier")
+    return name
+
+
+def on_cluster(cluster: str | None) -> str:
+    """The ``ON CLUSTER`` clause for ``cluster`` (empty in single-node mode).
+
+    Example:
+        >>> on_cluster("prod")
+        ' ON CLUSTER prod'
+        >>> on_cluster(None)
+        ''
+    """
+    return f" ON CLUSTER {check_identifier(cluster, 'cluster')}" if cluster else ""
+
+
+def engine_for(engine: str, cluster: str | None) -> str:
+    """The engine clause: ``Replicated*`` with the server's default path in cluster mode.
+
+    No arguments are given to the replicated engine, so ClickHouse uses its
+    ``default_replica_path`` / ``default_replica_name`` settings (``/clickhouse/tables/
+    {uuid}/{shard}`` and ``{replica}``), which is right for ``ON CLUSTER`` DDL.
+
+    Example:
+        >>> engine_for("ReplacingMergeTree", "prod")
+        'ReplicatedReplacingMergeTree'
+        >>> engine_for("ReplacingMergeTree", None)
+        'ReplacingMergeTree'
+    """
+    return f"Replicated{engine}" if cluster else engine
+
+
+def create_table_sql(spec: TableSpec, database: str, cluster: str | None = None) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for ``spec`` in ``database`` (idempotent)."""
+    db = check_identifier(database, "database")
+    columns = ",\n    ".join(
+        f"{c.name} {c.type}" + (f" ALIAS {c.alias}" if c.alias else "") for c in spec.columns
+    )
+    partition = f"\nPARTITION BY {spec.partition_by}" if spec.partition_by else ""
+    # The window makes a retried insert with the same deduplication token a no-op on a
+    # single node too (replicated tables deduplicate by token out of the box).
+    settings = (
+        "\nSETTINGS non_replicated_deduplication_window = 1000"
+        if not cluster and spec.engine != "AggregatingMergeTree"
+        else ""
+    )
+    return (
+        f"CREATE TABLE IF NOT EXISTS {db}.{spec.name}{on_cluster(cluster)}\n(\n    {columns}\n)\n"
+        f"ENGINE = {engine_for(spec.engine, cluster)}{partition}\n"
+        f"ORDER BY {spec.order_by}{settings}\n"
+        f"COMMENT '{_quote(spec.doc)}'"
+    )
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")

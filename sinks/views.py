@@ -1,0 +1,424 @@
+"""The analyst-facing views, as SQL templates (``$db`` is the database, ``$oc`` ON CLUSTER).
+
+Naming: ``v_<table>`` reads one table deduplicated (``FINAL`` or ``GROUP BY`` the id), so a
+duplicate that ClickHouse has not merged away yet never shows. Everything else builds on
+the ``v_*`` views only, never on the raw tables.
+
+Parameterised views (``attribution``, ``attribution_paths``) take their parameters in the
+call: ``SELECT * FROM leadflow.attribution(lookback_days = 90, half_life_days = 7)``.
+
+Stage ranks: lead 1, mql 2, sql 3, opportunity 4, customer 5 (``recycled`` and
+``disqualified`` are exits, rank 0). A lead "reached" a stage when it ever entered that
+stage or a later one, so stage-to-stage rates never exceed 1 even when a lead skips a stage
+(a demo request can turn a lead into an SQL directly).
+"""
+
+from __future__ import annotations
+
+from leadflow.processors.events import TOUCH_KINDS
+
+TOUCH_KIND_LIST = ", ".join(f"'{k.value}'" for k in sorted(TOUCH_KINDS))
+STAGE_RANK = (
+    "multiIf({s} = 'lead', 1, {s} = 'mql', 2, {s} = 'sql', 3, {s} = 'opportunity', 4, "
+    "{s} = 'customer', 5, 0)"
+)
+
+
+def stage_rank(expr: str) -> str:
+    """SQL for the funnel rank of the stage in ``expr``.
+
+    Example:
+        >>> stage_rank("to_stage").startswith("multiIf(to_stage = 'lead', 1")
+        True
+    """
+    return STAGE_RANK.format(s=expr)
+
+
+V_EVENTS = """
+CREATE VIEW IF NOT EXISTS $db.v_events$oc AS
+SELECT *, occurred_time FROM $db.events FINAL
+"""
+
+V_IDENTITIES = """
+CREATE VIEW IF NOT EXISTS $db.v_identities$oc AS
+SELECT
+    workspace_id,
+    anonymous_id,
+    argMin(identities.lead_id, (identities.linked_at, identities.lead_id)) AS lead_id,
+    min(linked_at) AS first_linked_at,
+    uniqExact(identities.lead_id) AS leads_seen
+FROM $db.identities
+GROUP BY workspace_id, anonymous_id
+"""
+
+# Every event with the person it belongs to: its own lead_id, else the lead its device was
+# linked to (so touches before identification count for the lead), else the device.
+V_PERSON_EVENTS = """
+CREATE VIEW IF NOT EXISTS $db.v_person_events$oc AS
+SELECT
+    e.event_id AS event_id,
+    e.workspace_id AS workspace_id,
+    e.kind AS kind,
+    e.occurred_at AS occurred_at,
+    fromUnixTimestamp64Milli(e.occurred_at, 'UTC') AS occurred_time,
+    e.anonymous_id AS anonymous_id,
+    if(e.lead_id != '', e.lead_id, i.lead_id) AS lead_id,
+    if(e.lead_id != '', e.lead_id, if(i.lead_id != '', i.lead_id, concat('anon:', e.anonymous_id)))
+        AS person_id,
+    e.channel AS channel,
+    e.campaign AS campaign,
+    e.experiment AS experiment,
+    e.variant AS variant,
+    e.company_size AS company_size,
+    e.industry AS industry,
+    e.country AS country,
+    e.kind IN ($touch_kinds) AS is_touch
+FROM $db.events AS e FINAL
+LEFT JOIN $db.v_identities AS i
+    ON i.workspace_id = e.workspace_id AND i.anonymous_id = e.anonymous_id
+"""
+
+V_TOUCHES = """
+CREATE VIEW IF NOT EXISTS $db.v_touches$oc AS
+SELECT * FROM $db.v_person_events WHERE is_touch
+"""
+
+V_STAGE_TRANSITIONS = """
+CREATE VIEW IF NOT EXISTS $db.v_stage_transitions$oc AS
+SELECT *, occurred_time, $rank_to AS to_rank FROM $db.stage_transitions FINAL
+"""
+
+V_SCORES = """
+CREATE VIEW IF NOT EXISTS $db.v_scores$oc AS
+SELECT *, occurred_time FROM $db.scores FINAL
+"""
+
+V_DEALS = """
+CREATE VIEW IF NOT EXISTS $db.v_deals$oc AS
+SELECT *, occurred_time FROM $db.deals FINAL
+"""
+
+V_HANDOFFS = """
+CREATE VIEW IF NOT EXISTS $db.v_handoffs$oc AS
+SELECT *, became_sql_time FROM $db.handoffs FINAL
+"""
+
+V_SLA_BREACHES = """
+CREATE VIEW IF NOT EXISTS $db.v_sla_breaches$oc AS
+SELECT *, mql_time, due_time FROM $db.sla_breaches FINAL
+"""
+
+# A cost sender may restate a day (ad platforms re-sync): the latest event per day, channel
+# and campaign wins; ties on time go to the larger event id so a replay picks the same row.
+V_COSTS = """
+CREATE VIEW IF NOT EXISTS $db.v_costs$oc AS
+SELECT
+    workspace_id, date, channel, campaign,
+    argMax(costs.amount, (costs.occurred_at, costs.event_id)) AS amount,
+    argMax(costs.currency, (costs.occurred_at, costs.event_id)) AS currency
+FROM $db.costs
+GROUP BY workspace_id, date, channel, campaign
+"""
+
+MV_LEAD_STATE_STAGE = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS $db.mv_lead_state_stage$oc TO $db.lead_state AS
+SELECT
+    workspace_id,
+    lead_id,
+    argMaxState(toString(to_stage), (occurred_at, sequence)) AS stage,
+    max(occurred_at) AS stage_since,
+    uniqExactState(transition_id) AS transitions
+FROM $db.stage_transitions
+GROUP BY workspace_id, lead_id
+"""
+
+MV_LEAD_STATE_SCORE = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS $db.mv_lead_state_score$oc TO $db.lead_state AS
+SELECT
+    workspace_id,
+    lead_id,
+    argMaxState(fit_score, (occurred_at, score_id)) AS fit_score,
+    argMaxState(engagement_score, (occurred_at, score_id)) AS engagement_score,
+    argMaxState(assumeNotNull(model_score), (occurred_at, score_id)) AS model_score,
+    max(occurred_at) AS scored_at
+FROM $db.scores
+GROUP BY workspace_id, lead_id
+"""
+
+V_LEAD_STATE = """
+CREATE VIEW IF NOT EXISTS $db.v_lead_state$oc AS
+SELECT
+    workspace_id,
+    lead_id,
+    argMaxMerge(stage) AS stage,
+    max(stage_since) AS stage_since,
+    uniqExactMerge(transitions) AS transitions,
+    argMaxMerge(fit_score) AS fit_score,
+    argMaxMerge(engagement_score) AS engagement_score,
+    argMaxMerge(model_score) AS model_score,
+    max(scored_at) AS scored_at
+FROM $db.lead_state
+GROUP BY workspace_id, lead_id
+"""
+
+# One row per lead: where it came from (first touch), who it is (latest known firmographics)
+# and when it was created (first transition into 'lead', else its first transition).
+V_LEAD_PROFILE = """
+CREATE VIEW IF NOT EXISTS $db.v_lead_profile$oc AS
+SELECT
+    l.workspace_id AS workspace_id,
+    l.lead_id AS lead_id,
+    l.created_at AS created_at,
+    toStartOfMonth(fromUnixTimestamp64Milli(l.created_at, 'UTC')) AS cohort_month,
+    if(p.p_source = '', 'unknown', p.p_source) AS source,
+    p.p_campaign AS source_campaign,
+    if(p.p_industry = '', 'unknown', p.p_industry) AS industry,
+    p.p_company_size AS company_size,
+    multiIf(p.p_company_size IS NULL, 'unknown', p.p_company_size < 50, '1-49',
+            p.p_company_size < 250, '50-249', p.p_company_size < 1000, '250-999', '1000+')
+        AS size_band,
+    if(p.p_country = '', 'unknown', p.p_country) AS country
+FROM
+(
+    SELECT workspace_id, lead_id,
+           if(countIf(to_stage = 'lead') > 0, minIf(occurred_at, to_stage = 'lead'),
+              min(occurred_at)) AS created_at
+    FROM $db.v_stage_transitions
+    GROUP BY workspace_id, lead_id
+) AS l
+LEFT JOIN
+(
+    SELECT workspace_id, lead_id,
+           argMinIf(channel, (occurred_at, event_id), is_touch) AS p_source,
+           argMinIf(campaign, (occurred_at, event_id), is_touch) AS p_campaign,
+           argMaxIf(industry, (occurred_at, event_id), industry != '') AS p_industry,
+           argMaxIf(company_size, (occurred_at, event_id), company_size IS NOT NULL)
+               AS p_company_size,
+           argMaxIf(country, (occurred_at, event_id), country != '') AS p_country
+    FROM $db.v_person_events
+    WHERE lead_id != ''
+    GROUP BY workspace_id, lead_id
+) AS p
+ON p.workspace_id = l.workspace_id AND p.lead_id = l.lead_id
+"""
+
+# Per lead: the furthest funnel stage it ever reached (a won deal counts as customer).
+V_LEAD_FUNNEL = """
+CREATE VIEW IF NOT EXISTS $db.v_lead_funnel$oc AS
+SELECT
+    p.*,
+    greatest(t.max_rank, if(d.won_at > 0, 5, 0)) AS max_rank,
+    t.mql_at AS mql_at,
+    t.sql_at AS sql_at,
+    t.opportunity_at AS opportunity_at,
+    if(d.won_at > 0, d.won_at, t.customer_at) AS customer_at,
+    d.revenue AS revenue,
+    t.exit_stage AS exit_stage,
+    t.exit_reason AS exit_reason
+FROM $db.v_lead_profile AS p
+LEFT JOIN
+(
+    SELECT workspace_id, lead_id,
+           max(to_rank) AS max_rank,
+           minIf(occurred_at, to_stage = 'mql') AS mql_at,
+           minIf(occurred_at, to_stage = 'sql') AS sql_at,
+           minIf(occurred_at, to_stage = 'opportunity') AS opportunity_at,
+           minIf(occurred_at, to_stage = 'customer') AS customer_at,
+           argMaxIf(toString(to_stage), (occurred_at, sequence),
+                    to_stage IN ('disqualified', 'recycled')) AS exit_stage,
+           argMaxIf(reason, (occurred_at, sequence),
+                    to_stage IN ('disqualified', 'recycled')) AS exit_reason
+    FROM $db.v_stage_transitions
+    GROUP BY workspace_id, lead_id
+) AS t ON t.workspace_id = p.workspace_id AND t.lead_id = p.lead_id
+LEFT JOIN
+(
+    SELECT workspace_id, lead_id, minIf(occurred_at, outcome = 'won') AS won_at,
+           sumIf(amount, outcome = 'won') AS revenue
+    FROM $db.v_deals
+    GROUP BY workspace_id, lead_id
+) AS d ON d.workspace_id = p.workspace_id AND d.lead_id = p.lead_id
+"""
+
+# Time in stage: each transition opens a stay that the lead's next transition closes.
+V_STAGE_DURATIONS = """
+CREATE VIEW IF NOT EXISTS $db.v_stage_durations$oc AS
+SELECT
+    s.workspace_id AS workspace_id,
+    s.lead_id AS lead_id,
+    s.stage AS stage,
+    s.entered_at AS entered_at,
+    s.exited_at AS exited_at,
+    s.next_stage AS next_stage,
+    s.exited_at - s.entered_at AS duration_ms,
+    (s.exited_at - s.entered_at) / 86400000 AS duration_days,
+    p.source AS source,
+    p.industry AS industry,
+    p.size_band AS size_band,
+    p.cohort_month AS cohort_month
+FROM
+(
+    SELECT workspace_id, lead_id, toString(to_stage) AS stage, occurred_at AS entered_at,
+           leadInFrame(toNullable(occurred_at)) OVER w AS exited_at,
+           leadInFrame(toNullable(toString(to_stage))) OVER w AS next_stage
+    FROM $db.v_stage_transitions
+    WINDOW w AS (PARTITION BY workspace_id, lead_id ORDER BY occurred_at, sequence
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+) AS s
+LEFT JOIN $db.v_lead_profile AS p ON p.workspace_id = s.workspace_id AND p.lead_id = s.lead_id
+"""
+
+# Conversions attribution can credit. A lead may reach a stage more than once (recycling):
+# each transition is its own conversion.
+V_CONVERSIONS = """
+CREATE VIEW IF NOT EXISTS $db.v_conversions$oc AS
+SELECT workspace_id, lead_id, toString(to_stage) AS conversion, transition_id AS conversion_id,
+       occurred_at, toFloat64(0) AS revenue
+FROM $db.v_stage_transitions
+WHERE to_stage IN ('lead', 'mql', 'sql', 'opportunity', 'customer')
+UNION ALL
+SELECT workspace_id, lead_id, 'won' AS conversion, event_id AS conversion_id, occurred_at,
+       amount AS revenue
+FROM $db.v_deals
+WHERE outcome = 'won'
+"""
+
+# Every touch before each conversion within the lookback, with its position and the
+# milestone positions the position-based models need:
+#   lead_pos: the last touch at or before the lead's creation (else the first touch),
+#   opp_pos: the last touch at or before the latest opportunity creation before the
+#            conversion (else the last touch),
+#   nd_last_pos: the last touch whose channel is not 'direct' (else the last touch).
+ATTRIBUTION_TOUCHPOINTS_SQL = """
+SELECT *,
+       maxIf(pos, lead_at > 0 AND touch_at <= lead_at) OVER c AS lead_pos_raw,
+       maxIf(pos, opp_at > 0 AND touch_at <= opp_at) OVER c AS opp_pos_raw,
+       maxIf(pos, channel != 'direct') OVER c AS nd_pos_raw,
+       if(lead_pos_raw > 0, lead_pos_raw, 1) AS lead_pos,
+       if(opp_pos_raw > 0, opp_pos_raw, n) AS opp_pos,
+       if(nd_pos_raw > 0, nd_pos_raw, n) AS nd_last_pos
+FROM
+(
+    SELECT
+        c.workspace_id AS workspace_id,
+        c.conversion AS conversion,
+        c.conversion_id AS conversion_id,
+        c.lead_id AS lead_id,
+        c.occurred_at AS converted_at,
+        c.revenue AS revenue,
+        t.event_id AS touch_id,
+        t.occurred_at AS touch_at,
+        t.channel AS channel,
+        t.campaign AS campaign,
+        (c.occurred_at - t.occurred_at) / 86400000 AS age_days,
+        m.lead_at AS lead_at,
+        arrayMax(arrayFilter(x -> x <= c.occurred_at, arrayPushFront(m.opp_times, 0)))
+            AS opp_at,
+        row_number() OVER (PARTITION BY c.workspace_id, c.conversion, c.conversion_id
+                           ORDER BY t.occurred_at, t.event_id) AS pos,
+        count() OVER (PARTITION BY c.workspace_id, c.conversion, c.conversion_id) AS n
+    FROM $db.v_conversions AS c
+    INNER JOIN $db.v_touches AS t
+        ON t.workspace_id = c.workspace_id AND t.lead_id = c.lead_id
+    LEFT JOIN
+    (
+        SELECT workspace_id, lead_id, minIf(occurred_at, to_stage = 'lead') AS lead_at,
+               groupArrayIf(occurred_at, to_stage = 'opportunity') AS opp_times
+        FROM $db.v_stage_transitions
+        GROUP BY workspace_id, lead_id
+    ) AS m ON m.workspace_id = c.workspace_id AND m.lead_id = c.lead_id
+    WHERE t.occurred_at <= c.occurred_at
+      AND t.occurred_at >= c.occurred_at - toInt64({lookback_days:UInt32}) * 86400000
+)
+WINDOW c AS (PARTITION BY workspace_id, conversion, conversion_id)
+"""
+
+# Position-based shares: the milestone touches get their shares (added up when two
+# milestones are the same touch); the rest share is spread evenly over the other touches,
+# and when there are none the milestones' shares are rescaled to sum to 1.
+ATTRIBUTION = """
+CREATE VIEW IF NOT EXISTS $db.attribution$oc AS
+SELECT
+    workspace_id, conversion, conversion_id, lead_id, converted_at, revenue,
+    touch_id, touch_at, channel, campaign, pos, n,
+    model, weight, weight * revenue AS revenue_credit
+FROM
+(
+    SELECT *,
+        length(arrayDistinct([1, n])) AS u_ms,
+        length(arrayDistinct([1, lead_pos, opp_pos])) AS w_ms,
+        length(arrayDistinct([1, lead_pos, opp_pos, n])) AS f_ms,
+        0.4 * (pos = 1) + 0.4 * (pos = n) AS u_share,
+        0.3 * (pos = 1) + 0.3 * (pos = lead_pos) + 0.3 * (pos = opp_pos) AS w_share,
+        0.225 * ((pos = 1) + (pos = lead_pos) + (pos = opp_pos) + (pos = n)) AS f_share,
+        pow(2, -age_days / {half_life_days:Float64}) AS decay,
+        sum(decay) OVER (PARTITION BY workspace_id, conversion, conversion_id) AS decay_total
+    FROM ($touchpoints)
+)
+ARRAY JOIN
+    ['first_touch', 'last_touch', 'linear', 'time_decay', 'u_shaped', 'w_shaped', 'full_path']
+        AS model,
+    [
+        toFloat64(pos = 1),
+        toFloat64(pos = nd_last_pos),
+        1 / n,
+        decay / decay_total,
+        if(n > u_ms, u_share + if(u_share > 0, 0, 0.2 / (n - u_ms)), u_share / 0.8),
+        if(n > w_ms, w_share + if(w_share > 0, 0, 0.1 / (n - w_ms)), w_share / 0.9),
+        if(n > f_ms, f_share + if(f_share > 0, 0, 0.1 / (n - f_ms)), f_share / 0.9)
+    ] AS weight
+"""
+
+# Journeys for the Markov model: the channel path before each conversion (within the
+# lookback), and for every person who never reached that conversion, the path of their
+# touches within the lookback before their last touch.
+ATTRIBUTION_PATHS = """
+CREATE VIEW IF NOT EXISTS $db.attribution_paths$oc AS
+SELECT workspace_id, conversion, path, toUInt64(sum(converted)) AS conversions,
+       toUInt64(sum(1 - converted)) AS non_conversions, sum(revenue) AS revenue
+FROM
+(
+    SELECT workspace_id, conversion, conversion_id,
+           arrayMap(x -> x.2, arraySort(groupArray((pos, channel)))) AS path,
+           1 AS converted, any(revenue) AS revenue
+    FROM ($touchpoints)
+    GROUP BY workspace_id, conversion, conversion_id
+    UNION ALL
+    SELECT t.workspace_id AS workspace_id, k.conversion AS conversion,
+           t.person_id AS conversion_id,
+           arrayMap(x -> x.3, arraySort(groupArrayIf((t.occurred_at, t.event_id, t.channel),
+               t.occurred_at >= l.last_at - toInt64({lookback_days:UInt32}) * 86400000)))
+               AS path,
+           0 AS converted, toFloat64(0) AS revenue
+    FROM $db.v_touches AS t
+    CROSS JOIN (SELECT arrayJoin(['lead', 'mql', 'sql', 'opportunity', 'customer', 'won'])
+                AS conversion) AS k
+    INNER JOIN (SELECT workspace_id, person_id, max(occurred_at) AS last_at
+                FROM $db.v_touches GROUP BY workspace_id, person_id) AS l
+        ON l.workspace_id = t.workspace_id AND l.person_id = t.person_id
+    WHERE (t.workspace_id, t.lead_id, k.conversion) NOT IN
+        (SELECT workspace_id, lead_id, conversion FROM $db.v_conversions)
+    GROUP BY t.workspace_id, k.conversion, t.person_id
+)
+GROUP BY workspace_id, conversion, path
+"""
+
+
+def view_statements() -> tuple[str, ...]:
+    """Every view template in creation order (dependencies first); ``$db``/``$oc`` unbound.
+
+    Example:
+        >>> any("v_lead_state" in s for s in view_statements())
+        True
+    """
+    return tuple(
+        s.replace("$touch_kinds", TOUCH_KIND_LIST)
+        .replace("$rank_to", stage_rank("to_stage"))
+        .replace("$touchpoints", ATTRIBUTION_TOUCHPOINTS_SQL)
+        for s in (
+            V_EVENTS, V_IDENTITIES, V_PERSON_EVENTS, V_TOUCHES, V_STAGE_TRANSITIONS, V_SCORES,
+            V_DEALS, V_HANDOFFS, V_SLA_BREACHES, V_COSTS, MV_LEAD_STATE_STAGE,
+            MV_LEAD_STATE_SCORE, V_LEAD_STATE, V_LEAD_PROFILE, V_LEAD_FUNNEL, V_STAGE_DURATIONS,
+            V_CONVERSIONS, ATTRIBUTION, ATTRIBUTION_PATHS,
+        )
+    )  # fmt: skip
