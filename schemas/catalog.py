@@ -155,6 +155,8 @@ class Catalog:
         for fullname, ordered in self.versions.items():
             kind = ordered[-1].kind
             if kind is not None:
+                if kind in self.by_kind:
+                    raise CatalogError(f"{fullname} and {self.by_kind[kind]} both declare {kind}")
                 self.by_kind[kind] = fullname
 
     def current(self, fullname: str) -> SchemaVersion:

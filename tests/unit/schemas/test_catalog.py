@@ -120,3 +120,10 @@ def test_catalog_rejects_a_gap_in_versions() -> None:
     visit = CATALOG.versions["io.leadflow.events.Visit"][0]
     with pytest.raises(CatalogError, match=r"v1\.\.vN"):
         Catalog([build_version(visit.text, 2)])
+
+
+def test_catalog_rejects_two_records_of_one_kind() -> None:
+    raw = json.loads(CATALOG.current("io.leadflow.events.Custom").text)
+    raw["name"] = "Custom2"
+    with pytest.raises(CatalogError, match="both declare custom"):
+        Catalog([CATALOG.current("io.leadflow.events.Custom"), build_version(json.dumps(raw), 1)])
