@@ -15,6 +15,7 @@ from leadflow.streams.collector import cli as collector_cli
 from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.logs import configure_logging
 from leadflow.streams.settings import Settings, SettingsError, load_settings
+from leadflow.streams.simulator import cli as simulator_cli
 from leadflow.streams.site import site_cmd
 from leadflow.streams.topics import ALL_TOPICS, create_topics
 
@@ -185,3 +186,4 @@ def main() -> None:
 cli.add_command(site_cmd)
 cli.add_command(collector_cli.collector)
 cli.add_command(collector_cli.keys)
+cli.add_command(simulator_cli.simulate)

@@ -66,6 +66,8 @@ REVIEW_THRESHOLD = 42.0
 ENGAGEMENT_HALF_LIFE = 21 * DAY
 WEBINAR_PERIOD = 21 * DAY
 MAX_REVIEWS = 3
+# Fixed campaign spend (booths, platforms) is quoted for a simulation of this many people.
+FIXED_SPEND_PEOPLE = 5_000
 
 
 class SimulationError(LeadflowError):
@@ -464,7 +466,7 @@ class _Journey:
                 campaign_ctx["term"] = rng.choice(c.terms)
         if c.channel in (model.PAID_SEARCH, model.PAID_SOCIAL):
             network = {"google": "google_ads", "linkedin": "linkedin_ads"}.get(
-                c.source or "", "meta_ads"
+                c.source or "", "facebook_ads"
             )
             click_id = derived_id("click", self.seed, self.p.index)[:22]
             self._track(
@@ -734,7 +736,7 @@ class _Journey:
                 t,
                 "Ad Clicked",
                 {
-                    "network": "meta_ads",
+                    "network": "facebook_ads",
                     "campaign": retarget.id,
                     "ad_group": "retargeting",
                     "ad_id": "fb-rt-1",
@@ -922,7 +924,7 @@ class _Journey:
             reason = "competitor"
         elif p.seniority == "student":
             reason = "student"
-        elif p.fit < 0.35:
+        elif p.fit < 0.45:
             reason = "not_icp"
         else:
             reason = rng.choice(("bad_timing", "no_budget", "no_response"))
@@ -1009,7 +1011,10 @@ def _cost_messages(config: SimConfig, tally: Tally) -> Iterator[tuple[int, Messa
         date = iso(t)[:10]
         for c in paid:
             visitors = per_day * shares[c.id]
-            amount = visitors * c.cost_per_visit * rng.lognormvariate(0.0, 0.2) + c.fixed_daily
+            amount = (
+                visitors * c.cost_per_visit * rng.lognormvariate(0.0, 0.2)
+                + c.fixed_daily * config.people / FIXED_SPEND_PEOPLE
+            )
             amount = round(amount, 2)
             tally.spend += amount
             tally.events["Campaign Cost"] += 1
@@ -1018,7 +1023,6 @@ def _cost_messages(config: SimConfig, tally: Tally) -> Iterator[tuple[int, Messa
                 {
                     "type": "track",
                     "event": "Campaign Cost",
-                    "anonymousId": f"cost:{c.channel}:{c.id}",
                     "messageId": message_id(config.seed, "cost", c.id, date),
                     "timestamp": iso(t),
                     "sentAt": iso(t + 60_000),

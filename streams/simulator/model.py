@@ -56,7 +56,8 @@ class Campaign:
         medium: ``utm_medium``.
         cost_per_visit: average spend per acquired visitor (0 for unpaid channels); drives
             the daily ``Campaign Cost`` events.
-        fixed_daily: spend that does not scale with traffic (tools, booth, platform fees).
+        fixed_daily: spend that does not scale with traffic (tools, booth, platform fees),
+            per day, for a simulation of 5,000 people.
         terms: paid-search keywords (``utm_term``); empty when not applicable.
         landing: the path the campaign's links point to.
         lift: how much more likely than average this campaign's visitors are to buy
@@ -195,7 +196,7 @@ REFERRAL_REFERRERS = (
     "https://www.g2.com/products/northwind-analytics/reviews",
     "https://www.capterra.com/p/northwind-analytics/",
     "https://revopsweekly.example/best-tools-2026",
-    "https://www.reddit.com/r/marketing/comments/lead_scoring_tools/",
+    "https://www.partnerstack-blog.example/lead-scoring-tools",
 )
 
 
