@@ -1,0 +1,130 @@
+"""A real collector on a free port (uvicorn in a thread) in front of the session's broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from leadflow.streams.collector.app import Collector, build_collector, create_app
+from leadflow.streams.collector.keys import KeyStore
+from leadflow.streams.settings import Settings
+from leadflow.streams.topics import EVENTS, create_topics
+from tests.conftest import free_port
+
+# The collector's clock in these tests: 2026-03-01T12:00:00Z, so occurred_at is exact.
+RECEIVED_AT = 1_772_366_400_000
+
+
+@dataclass(frozen=True)
+class Running:
+    """A collector serving HTTP, with a valid write key for workspace ``ws-acme``."""
+
+    url: str
+    write_key: str
+    settings: Settings
+    collector: Collector
+
+
+@contextmanager
+def serve(collector: Collector) -> Iterator[str]:
+    """Run the collector's app with uvicorn on a free port; yield its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(collector), host="127.0.0.1", port=port, log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("collector did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def make_collector(settings: Settings, keys_file: Path, **overrides: Any) -> tuple[Collector, str]:
+    """A collector wired to the real producer and codec, and a fresh write key."""
+    settings = settings.model_copy(update={"collector_keys_file": keys_file})
+    key = KeyStore(keys_file).create("ws-acme", lambda: datetime.now(tz=UTC))
+    return build_collector(settings, **overrides), key
+
+
+@pytest.fixture(scope="module")
+def collector_settings(kafka: Settings) -> Settings:
+    create_topics(kafka)
+    return kafka
+
+
+@pytest.fixture(scope="module")
+def running(
+    collector_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
+    keys_file = tmp_path_factory.mktemp("collector") / "keys.json"
+    collector, key = make_collector(collector_settings, keys_file, clock_ms=lambda: RECEIVED_AT)
+    with serve(collector) as url:
+        yield Running(url, key, collector.settings, collector)
+
+
+def end_offsets(settings: Settings, topic: str = EVENTS.name) -> dict[int, int]:
+    """The high watermark of every partition of ``topic``."""
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "collector-tests"})
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                metadata = consumer.list_topics(topic, timeout=10)
+                offsets = {}
+                for partition in metadata.topics[topic].partitions:
+                    _low, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=10
+                    )
+                    offsets[partition] = high
+                return offsets
+            except KafkaException:
+                # Right after creation a partition may have no leader yet.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        consumer.close()
+
+
+def consume_since(
+    settings: Settings, since: dict[int, int], count: int, timeout: float = 20.0
+) -> list[tuple[bytes, bytes]]:
+    """Read ``count`` records written after ``since`` (key, value), failing on timeout."""
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": "collector-tests",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(EVENTS.name, p, o) for p, o in since.items()])
+    found: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            found.append((msg.key(), msg.value()))
+    finally:
+        consumer.close()
+    assert len(found) == count, f"expected {count} records, found {len(found)}"
+    return found
