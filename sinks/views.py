@@ -206,7 +206,10 @@ ON p.workspace_id = l.workspace_id AND p.lead_id = l.lead_id
 V_LEAD_FUNNEL = """
 CREATE VIEW IF NOT EXISTS $db.v_lead_funnel$oc AS
 SELECT
-    p.*,
+    p.workspace_id AS workspace_id, p.lead_id AS lead_id, p.created_at AS created_at,
+    p.cohort_month AS cohort_month, p.source AS source, p.source_campaign AS source_campaign,
+    p.industry AS industry, p.company_size AS company_size, p.size_band AS size_band,
+    p.country AS country,
     greatest(t.max_rank, if(d.won_at > 0, 5, 0)) AS max_rank,
     t.mql_at AS mql_at,
     t.sql_at AS sql_at,

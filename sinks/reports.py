@@ -1,0 +1,528 @@
+"""Report queries over the analyst views, parameterised by date range and model.
+
+Every function takes a clickhouse-connect client and the database, binds its parameters
+server-side (``{name:Type}``; nothing user-given is pasted into SQL) and returns a
+:class:`Report`: a title, column names, rows and plain-language notes. The CLI prints
+reports as a table, JSON or CSV; tests compare them with hand-computed numbers.
+
+Date ranges are half-open, ``[date_from, date_to)``, in UTC, on event time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from leadflow.processors.errors import LeadflowError
+from leadflow.sinks.markov import PathCount, path_weights, removal_effects
+from leadflow.sinks.tables import check_identifier
+
+RULE_MODELS = (
+    "first_touch", "last_touch", "linear", "time_decay", "u_shaped", "w_shaped", "full_path",
+)  # fmt: skip
+MODELS = (*RULE_MODELS, "markov")
+CONVERSIONS = ("lead", "mql", "sql", "opportunity", "customer", "won")
+FUNNEL = ("visitor", "lead", "mql", "sql", "opportunity", "customer")
+DIMENSIONS = ("source", "industry", "size_band", "cohort_month")
+
+
+class ReportError(LeadflowError):
+    """A report was asked for with parameters it does not support."""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A report's result: what the CLI prints and the tests check."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        """Rows as ``{column: value}``."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+def epoch_ms(day: date) -> int:
+    """UTC midnight of ``day`` as epoch milliseconds.
+
+    Example:
+        >>> epoch_ms(date(2026, 1, 1))
+        1767225600000
+    """
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def _range(date_from: date, date_to: date) -> dict[str, Any]:
+    if date_to <= date_from:
+        raise ReportError(f"empty date range: {date_from} .. {date_to}")
+    return {"from_ms": epoch_ms(date_from), "to_ms": epoch_ms(date_to)}
+
+
+def _query(
+    client: Any, sql: str, database: str, params: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    db = check_identifier(database, "database")
+    result = client.query(sql.replace("$db", db), parameters=dict(params))
+    return [tuple(r) for r in result.result_rows]
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return None if not b else a / b
+
+
+# -- attribution -------------------------------------------------------------------------------
+
+ATTRIBUTION_SQL = """
+SELECT $by AS key, sum(weight) AS conversions, sum(revenue_credit) AS revenue
+FROM $db.attribution(lookback_days = {lookback_days:UInt32},
+                     half_life_days = {half_life_days:Float64})
+WHERE model = {model:String} AND conversion = {conversion:String}
+  AND converted_at >= {from_ms:Int64} AND converted_at < {to_ms:Int64}
+GROUP BY key
+ORDER BY conversions DESC, key
+"""
+
+TOUCHES_SQL = """
+SELECT conversion_id, revenue, touch_id, channel, campaign
+FROM $db.attribution(lookback_days = {lookback_days:UInt32}, half_life_days = 7)
+WHERE model = 'linear' AND conversion = {conversion:String}
+  AND converted_at >= {from_ms:Int64} AND converted_at < {to_ms:Int64}
+ORDER BY conversion_id, pos
+"""
+
+PATHS_SQL = """
+SELECT path, conversions, non_conversions
+FROM $db.attribution_paths(lookback_days = {lookback_days:UInt32})
+WHERE conversion = {conversion:String}
+"""
+
+UNATTRIBUTED_SQL = """
+SELECT count()
+FROM $db.v_conversions AS c
+WHERE conversion = {conversion:String}
+  AND occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}
+  AND conversion_id NOT IN (
+      SELECT conversion_id
+      FROM $db.attribution(lookback_days = {lookback_days:UInt32}, half_life_days = 7)
+      WHERE model = 'linear' AND conversion = {conversion:String})
+"""
+
+
+def attribution(
+    client: Any,
+    database: str,
+    *,
+    model: str,
+    conversion: str,
+    date_from: date,
+    date_to: date,
+    by: str = "channel",
+    lookback_days: int = 90,
+    half_life_days: float = 7.0,
+) -> Report:
+    """Credit for ``conversion``s in the range, per channel or campaign, under ``model``.
+
+    ``conversions`` is fractional credit (it sums to the attributed conversions), and
+    ``revenue`` the same weights times each conversion's revenue (won deals only).
+    """
+    if model not in MODELS:
+        raise ReportError(f"unknown model {model!r}; one of {', '.join(MODELS)}")
+    if conversion not in CONVERSIONS:
+        raise ReportError(f"unknown conversion {conversion!r}; one of {', '.join(CONVERSIONS)}")
+    if by not in ("channel", "campaign"):
+        raise ReportError("attribution is by 'channel' or 'campaign'")
+    params = {
+        **_range(date_from, date_to),
+        "conversion": conversion,
+        "lookback_days": lookback_days,
+        "half_life_days": float(half_life_days),
+    }
+    if model == "markov":
+        rows = _markov(client, database, params, by)
+    else:
+        rows = [
+            (str(k), float(c), float(r))
+            for k, c, r in _query(
+                client, ATTRIBUTION_SQL.replace("$by", by), database, {**params, "model": model}
+            )
+        ]
+    missing = _query(client, UNATTRIBUTED_SQL, database, params)[0][0]
+    notes = (
+        f"{missing} {conversion} conversion(s) in range had no touch within "
+        f"{lookback_days} days and are not attributed",
+    ) if missing else ()  # fmt: skip
+    return Report(
+        f"attribution: {model}, {conversion}, {date_from}..{date_to} by {by}",
+        (by, "conversions", "revenue"),
+        rows,
+        notes,
+    )
+
+
+def markov_effects(
+    client: Any, database: str, conversion: str, lookback_days: int = 90
+) -> dict[str, float]:
+    """Removal effect per channel for ``conversion`` (over every journey in the data)."""
+    paths = [
+        PathCount(tuple(p), int(c), int(n))
+        for p, c, n in _query(
+            client, PATHS_SQL, database, {"conversion": conversion, "lookback_days": lookback_days}
+        )
+    ]
+    return removal_effects(paths)
+
+
+def _markov(
+    client: Any, database: str, params: Mapping[str, Any], by: str
+) -> list[tuple[Any, ...]]:
+    effects = markov_effects(
+        client, database, str(params["conversion"]), int(params["lookback_days"])
+    )
+    touches: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
+    for conversion_id, revenue, _touch, channel, campaign in _query(
+        client, TOUCHES_SQL, database, params
+    ):
+        touches[str(conversion_id)].append((float(revenue), str(channel), str(campaign)))
+    credit: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for path in touches.values():
+        weights = path_weights([channel for _, channel, _ in path], effects)
+        for (revenue, channel, campaign), weight in zip(path, weights, strict=True):
+            key = channel if by == "channel" else campaign
+            credit[key][0] += weight
+            credit[key][1] += weight * revenue
+    return sorted(((k, c, r) for k, (c, r) in credit.items()), key=lambda x: (-x[1], x[0]))
+
+
+# -- funnel --------------------------------------------------------------------------------
+
+FUNNEL_SQL = """
+SELECT
+    (SELECT uniqExact(person_id) FROM $db.v_touches
+     WHERE occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}) AS visitors,
+    countIf(max_rank >= 1) AS leads,
+    countIf(max_rank >= 2) AS mqls,
+    countIf(max_rank >= 3) AS sqls,
+    countIf(max_rank >= 4) AS opportunities,
+    countIf(max_rank >= 5) AS customers
+FROM $db.v_lead_funnel
+WHERE created_at >= {from_ms:Int64} AND created_at < {to_ms:Int64}
+"""
+
+CAUSES = {
+    "lead": "low lead volume: visitors rarely become leads (offers, forms or traffic quality)",
+    "mql": "high lead volume but low MQL rate: leads are a poor fit or do not engage",
+    "sql": "high MQL volume but low SQL rate: sales rejects MQLs (threshold or follow-up)",
+    "opportunity": "high SQL volume but low opportunity rate: SQLs stall before an opportunity",
+    "customer": "high SQL volume but low close rate: opportunities are lost (see lost reasons)",
+}
+
+
+def funnel(client: Any, database: str, *, date_from: date, date_to: date) -> Report:
+    """Counts per stage for the leads created in the range, the step rates, the worst leak.
+
+    A lead counts at a stage if it ever reached that stage or a later one. Visitors are the
+    distinct people (identified or not) with a touch in the range.
+    """
+    counts = _query(client, FUNNEL_SQL, database, _range(date_from, date_to))[0]
+    rows: list[tuple[Any, ...]] = []
+    worst: tuple[float, str, int, int] | None = None
+    for i, stage in enumerate(FUNNEL):
+        count = int(counts[i])
+        rate = _ratio(count, int(counts[i - 1])) if i else None
+        rows.append((stage, count, rate, (int(counts[i - 1]) - count) if i else None))
+        if rate is not None and (worst is None or rate < worst[0]):
+            worst = (rate, stage, int(counts[i - 1]), count)
+    notes: tuple[str, ...] = ()
+    if worst is not None:
+        rate, stage, before, after = worst
+        previous = FUNNEL[FUNNEL.index(stage) - 1]
+        notes = (
+            f"largest drop-off: {previous} -> {stage} ({after} of {before}, {rate:.1%}); "
+            f"likely cause: {CAUSES[stage]}",
+        )
+    elif int(counts[0]) == 0:
+        notes = ("no traffic in range",)
+    return Report(
+        f"funnel: leads created {date_from}..{date_to}",
+        ("stage", "count", "rate_from_previous", "lost_from_previous"),
+        rows,
+        notes,
+    )
+
+
+def largest_drop_off(report: Report) -> str | None:
+    """The stage with the lowest rate from its previous stage (``None`` without data)."""
+    rated = [(row[2], row[0]) for row in report.rows if row[2] is not None]
+    return min(rated)[1] if rated else None
+
+
+# -- velocity ------------------------------------------------------------------------------
+
+TIME_IN_STAGE_SQL = """
+SELECT stage, {by:Identifier} AS dim, count() AS stays,
+       avg(duration_days) AS mean_days,
+       quantileExact(0.5)(duration_days) AS p50_days,
+       quantileExact(0.9)(duration_days) AS p90_days
+FROM $db.v_stage_durations
+WHERE exited_at IS NOT NULL AND entered_at >= {from_ms:Int64} AND entered_at < {to_ms:Int64}
+GROUP BY stage, dim
+ORDER BY multiIf(stage = 'lead', 1, stage = 'mql', 2, stage = 'sql', 3, stage = 'opportunity', 4,
+                 stage = 'customer', 5, 6), stage, dim
+"""
+
+STAGE_CONVERSION_SQL = """
+SELECT {by:Identifier} AS dim,
+       countIf(max_rank >= 1) AS leads, countIf(max_rank >= 2) AS mqls,
+       countIf(max_rank >= 3) AS sqls, countIf(max_rank >= 4) AS opportunities,
+       countIf(max_rank >= 5) AS customers
+FROM $db.v_lead_funnel
+WHERE created_at >= {from_ms:Int64} AND created_at < {to_ms:Int64}
+GROUP BY dim ORDER BY dim
+"""
+
+SALES_CYCLE_SQL = """
+SELECT {by:Identifier} AS dim, count() AS customers,
+       avg((customer_at - created_at) / 86400000) AS mean_days,
+       quantileExact(0.5)((customer_at - created_at) / 86400000) AS p50_days,
+       quantileExact(0.9)((customer_at - created_at) / 86400000) AS p90_days
+FROM $db.v_lead_funnel
+WHERE customer_at > 0 AND customer_at >= {from_ms:Int64} AND customer_at < {to_ms:Int64}
+GROUP BY dim ORDER BY dim
+"""
+
+
+def _dimension(by: str | None) -> str:
+    if by is None:
+        return "'all'"
+    if by not in DIMENSIONS:
+        raise ReportError(f"unknown dimension {by!r}; one of {', '.join(DIMENSIONS)}")
+    return by
+
+
+def time_in_stage(
+    client: Any, database: str, *, date_from: date, date_to: date, by: str | None = None
+) -> Report:
+    """Mean, p50 and p90 days spent in each stage (stays entered in the range and ended)."""
+    dim = _dimension(by)
+    sql = TIME_IN_STAGE_SQL.replace("{by:Identifier}", dim)
+    rows = _query(client, sql, database, _range(date_from, date_to))
+    return Report(
+        f"time in stage (days), stays entered {date_from}..{date_to}",
+        ("stage", by or "all", "stays", "mean_days", "p50_days", "p90_days"),
+        [(s, str(d), int(n), float(m), float(a), float(b)) for s, d, n, m, a, b in rows],
+    )
+
+
+def stage_conversion(
+    client: Any, database: str, *, date_from: date, date_to: date, by: str | None = None
+) -> Report:
+    """Stage-to-stage conversion of the leads created in the range, per dimension value."""
+    dim = _dimension(by)
+    sql = STAGE_CONVERSION_SQL.replace("{by:Identifier}", dim)
+    out = []
+    for d, leads, mqls, sqls, opps, customers in _query(
+        client, sql, database, _range(date_from, date_to)
+    ):
+        out.append(
+            (str(d), int(leads), _ratio(mqls, leads), _ratio(sqls, mqls), _ratio(opps, sqls),
+             _ratio(customers, opps), _ratio(customers, leads))
+        )  # fmt: skip
+    return Report(
+        f"stage conversion, leads created {date_from}..{date_to}",
+        (by or "all", "leads", "lead_to_mql", "mql_to_sql", "sql_to_opportunity",
+         "opportunity_to_customer", "lead_to_customer"),
+        out,
+    )  # fmt: skip
+
+
+def sales_cycle(
+    client: Any, database: str, *, date_from: date, date_to: date, by: str | None = None
+) -> Report:
+    """Days from lead creation to customer, for customers won in the range."""
+    dim = _dimension(by)
+    sql = SALES_CYCLE_SQL.replace("{by:Identifier}", dim)
+    rows = _query(client, sql, database, _range(date_from, date_to))
+    return Report(
+        f"sales cycle (days), customers won {date_from}..{date_to}",
+        (by or "all", "customers", "mean_days", "p50_days", "p90_days"),
+        [(str(d), int(n), float(m), float(a), float(b)) for d, n, m, a, b in rows],
+    )
+
+
+# -- KPIs ----------------------------------------------------------------------------------
+
+KPI_COUNTS_SQL = """
+SELECT source,
+       countIf(created_at >= {from_ms:Int64} AND created_at < {to_ms:Int64}) AS leads,
+       countIf(mql_at > 0 AND mql_at >= {from_ms:Int64} AND mql_at < {to_ms:Int64}) AS mqls,
+       countIf(sql_at > 0 AND sql_at >= {from_ms:Int64} AND sql_at < {to_ms:Int64}) AS sqls,
+       countIf(customer_at > 0 AND customer_at >= {from_ms:Int64} AND customer_at < {to_ms:Int64})
+           AS customers
+FROM $db.v_lead_funnel
+GROUP BY source
+"""
+
+KPI_REVENUE_SQL = """
+SELECT p.source AS source, sum(d.amount) AS revenue
+FROM $db.v_deals AS d
+LEFT JOIN $db.v_lead_profile AS p ON p.workspace_id = d.workspace_id AND p.lead_id = d.lead_id
+WHERE d.outcome = 'won' AND d.occurred_at >= {from_ms:Int64} AND d.occurred_at < {to_ms:Int64}
+GROUP BY source
+"""
+
+KPI_COST_SQL = """
+SELECT channel AS source, sum(amount) AS cost
+FROM $db.v_costs
+WHERE date >= toDate(fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC'))
+  AND date < toDate(fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC'))
+GROUP BY source
+"""
+
+KPI_COLUMNS = (
+    "source", "cost", "leads", "mqls", "sqls", "customers", "revenue", "lead_to_mql",
+    "mql_to_sql", "sql_to_close", "cpl", "cost_per_mql", "cost_per_sql", "cac", "ltv_cac",
+)  # fmt: skip
+
+
+def kpis(client: Any, database: str, *, date_from: date, date_to: date) -> Report:
+    """The KPI sheet per source (the lead's first-touch channel) and in total.
+
+    Counts are of leads reaching each stage *within* the range (first time), revenue is won
+    in the range, cost is spend dated in the range on the same channel. LTV is approximated
+    by won revenue per customer (no retention data), so LTV:CAC = revenue / cost.
+    """
+    params = _range(date_from, date_to)
+    counts = {
+        str(r[0]): [int(v) for v in r[1:]] for r in _query(client, KPI_COUNTS_SQL, database, params)
+    }
+    revenue = {str(r[0]): float(r[1]) for r in _query(client, KPI_REVENUE_SQL, database, params)}
+    cost = {str(r[0]): float(r[1]) for r in _query(client, KPI_COST_SQL, database, params)}
+    sources = sorted(set(counts) | set(revenue) | set(cost))
+    rows = [
+        _kpi_row(s, cost.get(s, 0.0), counts.get(s, [0, 0, 0, 0]), revenue.get(s, 0.0))
+        for s in sources
+    ]
+    total_counts = [sum(counts.get(s, [0, 0, 0, 0])[i] for s in sources) for i in range(4)]
+    rows.append(_kpi_row("total", sum(cost.values()), total_counts, sum(revenue.values())))
+    return Report(f"KPIs {date_from}..{date_to}", KPI_COLUMNS, rows)
+
+
+def _kpi_row(source: str, cost: float, counts: Sequence[int], revenue: float) -> tuple[Any, ...]:
+    leads, mqls, sqls, customers = counts
+    return (
+        source, cost, leads, mqls, sqls, customers, revenue,
+        _ratio(mqls, leads), _ratio(sqls, mqls), _ratio(customers, sqls),
+        _ratio(cost, leads), _ratio(cost, mqls), _ratio(cost, sqls), _ratio(cost, customers),
+        _ratio(revenue, cost),
+    )  # fmt: skip
+
+
+# -- lost leads ----------------------------------------------------------------------------
+
+LOST_SQL = """
+SELECT kind, from_stage, reason, p.source AS source, p.industry AS industry,
+       p.size_band AS size_band, count() AS leads
+FROM
+(
+    SELECT workspace_id, lead_id, toString(to_stage) AS kind, toString(from_stage) AS from_stage,
+           reason
+    FROM $db.v_stage_transitions
+    WHERE to_stage IN ('disqualified', 'recycled')
+      AND occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}
+    UNION ALL
+    SELECT workspace_id, lead_id, 'deal_lost' AS kind, 'opportunity' AS from_stage, reason
+    FROM $db.v_deals
+    WHERE outcome = 'lost' AND occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}
+) AS l
+LEFT JOIN $db.v_lead_profile AS p ON p.workspace_id = l.workspace_id AND p.lead_id = l.lead_id
+GROUP BY kind, from_stage, reason, source, industry, size_band
+ORDER BY leads DESC, kind, from_stage, reason
+"""
+
+
+def lost_reasons(client: Any, database: str, *, date_from: date, date_to: date) -> Report:
+    """Disqualifications, recycles and lost deals by stage, reason, source and segment."""
+    rows = _query(client, LOST_SQL, database, _range(date_from, date_to))
+    return Report(
+        f"lost leads {date_from}..{date_to}",
+        ("kind", "from_stage", "reason", "source", "industry", "size_band", "leads"),
+        rows,
+    )
+
+
+# -- experiments ---------------------------------------------------------------------------
+
+EXPERIMENT_SQL = """
+SELECT x.experiment AS experiment, x.variant AS variant, count() AS exposed,
+       countIf(c.first_at > 0 AND c.first_at >= x.exposed_at) AS converted
+FROM
+(
+    SELECT workspace_id, person_id, any(lead_id) AS lead_id, experiment,
+           argMin(variant, (occurred_at, event_id)) AS variant, min(occurred_at) AS exposed_at
+    FROM $db.v_person_events
+    WHERE experiment != '' AND occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}
+    GROUP BY workspace_id, person_id, experiment
+) AS x
+LEFT JOIN
+(
+    SELECT workspace_id, lead_id, min(occurred_at) AS first_at
+    FROM $db.v_conversions WHERE conversion = {conversion:String}
+    GROUP BY workspace_id, lead_id
+) AS c ON c.workspace_id = x.workspace_id AND c.lead_id = x.lead_id AND x.lead_id != ''
+GROUP BY experiment, variant
+ORDER BY experiment, variant
+"""
+
+
+def two_proportion_z(success_a: int, n_a: int, success_b: int, n_b: int) -> tuple[float, float]:
+    """Two-proportion z-test (pooled): ``(z, two-sided p-value)`` of B against A.
+
+    Example:
+        >>> z, p = two_proportion_z(10, 100, 20, 100)
+        >>> round(z, 4), round(p, 4)
+        (1.9803, 0.0477)
+    """
+    if not n_a or not n_b:
+        return 0.0, 1.0
+    pooled = (success_a + success_b) / (n_a + n_b)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if se == 0:
+        return 0.0, 1.0
+    z = (success_b / n_b - success_a / n_a) / se
+    return z, math.erfc(abs(z) / math.sqrt(2))
+
+
+def experiments(
+    client: Any, database: str, *, conversion: str, date_from: date, date_to: date
+) -> Report:
+    """Conversion per variant, each variant tested against the experiment's first variant.
+
+    A person is exposed to the variant of their first event carrying the experiment, and
+    converts if their lead reached ``conversion`` at or after that exposure.
+    """
+    if conversion not in CONVERSIONS:
+        raise ReportError(f"unknown conversion {conversion!r}")
+    params = {**_range(date_from, date_to), "conversion": conversion}
+    control: dict[str, tuple[int, int]] = {}
+    out = []
+    for experiment, variant, exposed, converted in _query(client, EXPERIMENT_SQL, database, params):
+        n, k = int(exposed), int(converted)
+        if str(experiment) in control:
+            z, p = two_proportion_z(*control[str(experiment)], k, n)
+        else:
+            control[str(experiment)] = (k, n)
+            z, p = 0.0, 1.0
+        out.append((str(experiment), str(variant), n, k, _ratio(k, n), z, p))
+    return Report(
+        f"experiments: {conversion}, {date_from}..{date_to}",
+        ("experiment", "variant", "exposed", "converted", "rate", "z_vs_control", "p_value"),
+        out,
+        ("control = first variant in alphabetical order; p < 0.05 means the difference is "
+         "unlikely to be chance (two-proportion z-test; needs enough exposures per variant)",),
+    )  # fmt: skip
