@@ -14,6 +14,9 @@ from leadflow.processors.errors import LeadflowError
 from leadflow.streams.collector import cli as collector_cli
 from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.logs import configure_logging
+from leadflow.streams.projector_cli import projector as projector_cmd
+from leadflow.streams.report_cli import report as report_group
+from leadflow.streams.report_cli import sql_cmd
 from leadflow.streams.settings import Settings, SettingsError, load_settings
 from leadflow.streams.simulator import cli as simulator_cli
 from leadflow.streams.site import site_cmd
@@ -187,3 +190,6 @@ cli.add_command(site_cmd)
 cli.add_command(collector_cli.collector)
 cli.add_command(collector_cli.keys)
 cli.add_command(simulator_cli.simulate)
+cli.add_command(projector_cmd)
+cli.add_command(report_group)
+cli.add_command(sql_cmd)
