@@ -93,6 +93,7 @@ def keys_list(ctx: click.Context) -> None:
     """List key ids, workspaces and dates (never the keys themselves)."""
     table = Table("key id", "workspace", "created", "revoked")
     for record in _store(ctx).records():
-        table.add_row(record.key_id, record.workspace_id, record.created_at,
-                      record.revoked_at or "")
+        table.add_row(
+            record.key_id, record.workspace_id, record.created_at, record.revoked_at or ""
+        )
     Console().print(table)

@@ -315,7 +315,7 @@ def map_message(
     """
     model_type = MESSAGE_MODELS.get(msg_type)
     if model_type is None:
-        return [FieldError(path=join(prefix, ["type"]), message=f"unknown type {msg_type!r}")]
+        return [FieldError(path=join(prefix, ["type"]), message=f"unknown type {msg_type[:40]!r}")]
     try:
         message = model_type.model_validate(raw)
     except ValidationError as exc:
