@@ -178,7 +178,9 @@ class RecordBinding:
     from_avro: Callable[[Mapping[str, Any]], Any]
 
 
-def _event_binding(fullname: str, kind: Kind, payload_fields: tuple[str, ...]) -> RecordBinding:
+def _event_binding(
+    fullname: str, kind: Kind, payload_fields: tuple[str, ...], booleans: tuple[str, ...]
+) -> RecordBinding:
     allowed = frozenset(payload_fields)
 
     def to_avro(event: Event) -> dict[str, Any]:
@@ -188,6 +190,11 @@ def _event_binding(fullname: str, kind: Kind, payload_fields: tuple[str, ...]) -
             raise EncodeError(
                 f"event {event.event_id}: {kind.value} has no field(s) {sorted(unknown)}"
             )
+        for name in booleans:
+            # fastavro writes any truthy value as true ("no" included): refuse non-bools.
+            value = payload.get(name)
+            if value is not None and not isinstance(value, bool):
+                raise EncodeError(f"event {event.event_id}: {kind.value}.{name} must be a bool")
         ctx = event.context
         record: dict[str, Any] = {
             "event_id": event.event_id,
@@ -232,7 +239,8 @@ class Bindings:
             names = current.field_names
             if names[: len(ENVELOPE_FIELDS)] != ENVELOPE_FIELDS:
                 raise CatalogError(f"{fullname}: envelope fields must come first, in order")
-            binding = _event_binding(fullname, kind, names[len(ENVELOPE_FIELDS) :])
+            booleans = tuple(f["name"] for f in current.raw["fields"] if f["type"] == "boolean")
+            binding = _event_binding(fullname, kind, names[len(ENVELOPE_FIELDS) :], booleans)
             self.by_kind[kind] = binding
             self.by_name[fullname] = binding
         for cls in DERIVED_TYPES:
