@@ -226,6 +226,29 @@ class TrainingExample:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnerAssigned:
+    """A lead got an owner (on MQL/SQL) or was escalated after an SLA breach.
+
+    ``pool``/``cursor_after`` carry the round-robin cursor: the agent stores
+    ``cursor_after`` for ``pool`` (per partition) and passes it back in, so a retried step
+    with the same cursor picks the same rep.
+    """
+
+    assignment_id: str
+    workspace_id: str
+    lead_id: str
+    occurred_at: int
+    owner_id: str | None
+    team: str | None
+    pool: str
+    rule: str
+    cursor_after: int
+    previous_owner_id: str | None
+    reason: str  # "mql", "sql" or "sla_escalation"
+    cause_event_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class IdentityLinked:
     """``leadflow.identities`` (compacted by anonymous_id): a device now belongs to a lead.
 

@@ -319,7 +319,7 @@ class _N:
             raise self.fail("must be a single value")
         return self.node.tag.rsplit(":", 1)[-1], str(self.node.value)
 
-    def str(self) -> str:
+    def text(self) -> str:
         tag, value = self._scalar()
         if tag == "null" or value == "":
             raise self.fail("must be a non-empty string")
@@ -331,23 +331,23 @@ class _N:
             raise self.fail("must be a number")
         return float(yaml.safe_load(value))
 
-    def int(self) -> int:
+    def integer(self) -> int:
         tag, value = self._scalar()
         if tag != "int":
             raise self.fail("must be an integer")
         return int(value)
 
-    def bool(self) -> bool:
+    def flag(self) -> bool:
         tag, value = self._scalar()
         if tag != "bool":
             raise self.fail("must be true or false")
         return value.lower() in {"true", "yes", "on"}
 
     def strs(self) -> tuple[str, ...]:
-        return tuple(n.str() for n in self.seq())
+        return tuple(n.text() for n in self.seq())
 
     def kind(self) -> Kind:
-        value = self.str()
+        value = self.text()
         try:
             return Kind(value)
         except ValueError:
@@ -380,7 +380,7 @@ def _match(n: _N, domains: Mapping[str, tuple[str, ...]]) -> Match:
     m = n.mapping(_MATCH_KEYS)
     if not m:
         raise n.fail(f"needs at least one of {', '.join(sorted(_MATCH_KEYS))}")
-    domain_list = _opt(m, "domain_list", _N.str, None)
+    domain_list = _opt(m, "domain_list", _N.text, None)
     if domain_list is not None and domain_list not in domains:
         raise m["domain_list"].fail(f"no list {domain_list!r} under domains")
     return Match(
@@ -403,11 +403,11 @@ def _unique_names(items: list[tuple[_N, str]], what: str) -> None:
 def _fit_rule(n: _N, domains: Mapping[str, tuple[str, ...]]) -> FitRule:
     m = n.mapping(frozenset({"name", "field", "match", "points"}))
     field_node = _req(m, "field", n)
-    fit_field = field_node.str()
+    fit_field = field_node.text()
     if fit_field not in FIT_FIELDS:
         raise field_node.fail(f"must be one of {', '.join(sorted(FIT_FIELDS))}")
     return FitRule(
-        name=_req(m, "name", n).str(),
+        name=_req(m, "name", n).text(),
         field=fit_field,
         match=_match(_req(m, "match", n), domains),
         points=_req(m, "points", n).num(),
@@ -421,14 +421,14 @@ def _engagement_rule(n: _N) -> EngagementRule:
     if cap is not None:
         _positive(m["cap"], cap)
     return EngagementRule(
-        name=_req(m, "name", n).str(),
+        name=_req(m, "name", n).text(),
         kind=_req(m, "kind", n).kind(),
         points=_req(m, "points", n).num(),
         path_contains=_opt(m, "path_contains", _N.strs, ()),
-        custom_name=_opt(m, "custom_name", _N.str, None),
-        min_minutes=_opt(m, "min_minutes", _N.int, None),
+        custom_name=_opt(m, "custom_name", _N.text, None),
+        min_minutes=_opt(m, "min_minutes", _N.integer, None),
         cap=cap,
-        decays=_opt(m, "decays", _N.bool, True),
+        decays=_opt(m, "decays", _N.flag, True),
     )
 
 
@@ -450,7 +450,7 @@ def _scoring(n: _N, domains: Mapping[str, tuple[str, ...]]) -> Scoring:
     th_node = _req(m, "thresholds", n)
     th = th_node.mapping(frozenset({"fit", "engagement"}))
     hl = _req(m, "half_life_days", n)
-    top = _opt(m, "top_rules", _N.int, 5)
+    top = _opt(m, "top_rules", _N.integer, 5)
     if top < 1:
         raise m["top_rules"].fail("must be at least 1")
     return Scoring(
@@ -470,7 +470,7 @@ def _scoring(n: _N, domains: Mapping[str, tuple[str, ...]]) -> Scoring:
 def _strong_signal(n: _N) -> StrongSignal:
     m = n.mapping(frozenset({"name", "kind", "min_fit", "min_engagement"}))
     return StrongSignal(
-        name=_req(m, "name", n).str(),
+        name=_req(m, "name", n).text(),
         kind=_req(m, "kind", n).kind(),
         min_fit=_opt(m, "min_fit", _N.num, 0.0),
         min_engagement=_opt(m, "min_engagement", _N.num, None),
@@ -480,7 +480,7 @@ def _strong_signal(n: _N) -> StrongSignal:
 def _labels(n: _N) -> Labels:
     m = n.mapping(frozenset({"conversion", "negative_horizon_days"}))
     conv_node = _req(m, "conversion", n)
-    conversion = conv_node.str()
+    conversion = conv_node.text()
     if conversion not in CONVERSION_LABELS:
         raise conv_node.fail("must be 'sql' or 'won'")
     horizon = _req(m, "negative_horizon_days", n)
@@ -499,7 +499,7 @@ def _qualification(n: _N) -> QualificationPolicy:
         fields: dict[str, str] = {}
         if "fields" in fm:
             for key, target in fm["fields"].mapping().items():
-                criterion = target.str()
+                criterion = target.text()
                 if criterion not in criteria:
                     raise target.fail(f"{criterion!r} is not a criterion of {name}")
                 fields[key] = criterion
@@ -507,7 +507,7 @@ def _qualification(n: _N) -> QualificationPolicy:
             fields.setdefault(c, c)
         frameworks[name] = Framework(name=name, criteria=criteria, fields=fields)
     fw_sel = _req(m, "framework", n)
-    framework = fw_sel.str()
+    framework = fw_sel.text()
     if framework not in frameworks:
         raise fw_sel.fail(f"must be one of {', '.join(sorted(frameworks))}")
     return QualificationPolicy(framework=framework, frameworks=frameworks)
@@ -520,7 +520,7 @@ def _segments(n: _N, domains: Mapping[str, tuple[str, ...]]) -> tuple[SegmentGro
         seg_nodes = gnode.seq()
         for sn in seg_nodes:
             sm = sn.mapping()
-            name = _req(sm, "name", sn).str()
+            name = _req(sm, "name", sn).text()
             matches: dict[str, Match] = {}
             for key, mn in sm.items():
                 if key == "name":
@@ -546,14 +546,14 @@ def _routing(n: _N) -> Routing:
         reps: list[Rep] = []
         for rn in _req(pm, "reps", pnode).seq():
             rm = rn.mapping(frozenset({"id", "available"}))
-            available = _opt(rm, "available", _N.bool, True)
-            reps.append(Rep(id=_req(rm, "id", rn).str(), available=available))
+            available = _opt(rm, "available", _N.flag, True)
+            reps.append(Rep(id=_req(rm, "id", rn).text(), available=available))
         if not reps:
             raise pm["reps"].fail("a pool needs at least one rep")
-        pools[pname] = Pool(name=pname, team=_req(pm, "team", pnode).str(), reps=tuple(reps))
+        pools[pname] = Pool(name=pname, team=_req(pm, "team", pnode).text(), reps=tuple(reps))
 
     def pool_ref(node: _N) -> str:
-        name = node.str()
+        name = node.text()
         if name not in pools:
             raise node.fail(f"no pool {name!r} under routing.pools")
         return name
@@ -562,18 +562,18 @@ def _routing(n: _N) -> Routing:
     for rn in _req(m, "rules", n).seq():
         keys = {"name", "pool", "territories", "industries", "min_company_size", "max_company_size"}
         rm = rn.mapping(frozenset(keys))
-        terr = _opt(rm, "territories", _N.strs, ())
+        terr: tuple[str, ...] = _opt(rm, "territories", _N.strs, ())
         for i, t in enumerate(terr):
             if t not in territories:
                 raise rm["territories"].seq()[i].fail(f"no territory {t!r}")
         rules.append(
             RoutingRule(
-                name=_req(rm, "name", rn).str(),
+                name=_req(rm, "name", rn).text(),
                 pool=pool_ref(_req(rm, "pool", rn)),
                 territories=terr,
                 industries=_opt(rm, "industries", _N.strs, ()),
-                min_company_size=_opt(rm, "min_company_size", _N.int, None),
-                max_company_size=_opt(rm, "max_company_size", _N.int, None),
+                min_company_size=_opt(rm, "min_company_size", _N.integer, None),
+                max_company_size=_opt(rm, "max_company_size", _N.integer, None),
             )
         )
     return Routing(
@@ -590,13 +590,13 @@ def _nurture(n: _N) -> NurtureTrigger:
         frozenset({"name", "count_kind", "at_least", "reset_kind", "path_contains", "action"})
     )
     at_least = _req(m, "at_least", n)
-    if at_least.int() < 1:
+    if at_least.integer() < 1:
         raise at_least.fail("must be at least 1")
     return NurtureTrigger(
-        name=_req(m, "name", n).str(),
+        name=_req(m, "name", n).text(),
         count_kind=_req(m, "count_kind", n).kind(),
-        at_least=at_least.int(),
-        action=_req(m, "action", n).str(),
+        at_least=at_least.integer(),
+        action=_req(m, "action", n).text(),
         reset_kind=_opt(m, "reset_kind", _N.kind, None),
         path_contains=_opt(m, "path_contains", _N.strs, ()),
     )
@@ -643,7 +643,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     root = _N(root_node, "", source)
     m = root.mapping(_TOP)
     version_node = _req(m, "version", root)
-    if version_node.int() != 1:
+    if version_node.integer() != 1:
         raise version_node.fail("only version 1 is supported")
     domains: dict[str, tuple[str, ...]] = {}
     if "domains" in m:

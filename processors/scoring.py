@@ -123,7 +123,7 @@ def decayed(hit: EngagementHit, at_ms: int, half_life_days: float) -> float:
     if not hit.decays:
         return hit.points
     age = max(0, at_ms - hit.occurred_at)
-    return hit.points * 0.5 ** (age / (half_life_days * DAY_MS))
+    return float(hit.points * 0.5 ** (age / (half_life_days * DAY_MS)))
 
 
 def engagement_breakdown(

@@ -1,0 +1,657 @@
+"""The lead aggregate: one lead's state folded from its events, and what it derives.
+
+``lead_step(state, event, policy, model)`` applies one lead-keyed event and returns the
+new state plus derived events, in this order: SLA breaches / negative labels that the
+event's time made due, stage changes, the lead's score, MQL, owner assignment, SQL
+hand-off, nurture actions, training examples. It never mutates its inputs (the model is
+only read).
+
+Idempotency: an event whose id was already applied changes nothing and derives nothing.
+The lead remembers the last :data:`MAX_SEEN` distinct event ids (as 12-hex-char digests,
+~15 bytes each); a duplicate older than that window would be re-applied, so upstream
+dedupe (the identity step re-emits the same ids; ClickHouse dedupes by id) covers the rest.
+
+Out-of-order guarantees (events of one lead may arrive late, e.g. replayed pre-identify
+touches or a CRM lagging behind):
+
+- first and last touch are the minimum and maximum by ``(occurred_at, event_id)``, so a
+  late earlier visit becomes the first touch; engagement counts are order-free sums;
+- engagement is computed from stored hits at the lead's watermark (max event time seen),
+  so a late hit counts with exactly the decay it would have had in order;
+- profile fields: the latest ``occurred_at`` wins per update, not the latest arrival;
+- stage transitions and nurture counters follow ARRIVAL order (the stage machine is a
+  log of decisions); a sales action that does not fit the current stage raises
+  :class:`InvalidTransition` (to the dead-letter topic) and leaves the state unchanged.
+
+Bounded state: hits :data:`MAX_HITS` (oldest decaying hit dropped first), stage history
+:data:`MAX_HISTORY` (first step kept), aliases :data:`MAX_ALIASES`, answers 32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from leadflow.processors import codec
+from leadflow.processors.derived import (
+    BecameMQL,
+    BecameSQL,
+    Contact,
+    EngagementSummary,
+    LeadScored,
+    NurtureAction,
+    OwnerAssigned,
+    RuleHit,
+    SlaBreached,
+    Stage,
+    StageChanged,
+    StageStep,
+    Touch,
+    TrainingExample,
+    derived_id,
+)
+from leadflow.processors.errors import InvalidEvent, InvalidTransition
+from leadflow.processors.events import TOUCH_KINDS, Event, Kind
+from leadflow.processors.funnel import transition
+from leadflow.processors.handoff import build_handoff
+from leadflow.processors.model import ScoreModel, lead_features
+from leadflow.processors.nurture import nurture_step
+from leadflow.processors.policy import Policy
+from leadflow.processors.qualification import merge_answers
+from leadflow.processors.routing import RoutingState, assign
+from leadflow.processors.scoring import (
+    DAY_MS,
+    EngagementHit,
+    engagement_hits,
+    fit_score,
+    policy_engagement,
+    top_rules,
+)
+from leadflow.processors.segments import segments_of
+
+MAX_SEEN = 256
+MAX_HITS = 100
+MAX_HISTORY = 32
+MAX_ALIASES = 16
+HOUR_MS = 3_600_000
+
+Derived = (
+    StageChanged
+    | LeadScored
+    | BecameMQL
+    | BecameSQL
+    | OwnerAssigned
+    | SlaBreached
+    | NurtureAction
+    | TrainingExample
+)
+
+_PROFILE_FIELDS = (
+    "email", "first_name", "last_name", "phone", "company", "title", "company_size",
+    "industry", "country",
+)  # fmt: skip
+_KNOWN_KINDS = frozenset(
+    {
+        Kind.IDENTIFY, Kind.FORM_SUBMITTED, Kind.EMAIL_SENT, Kind.EMAIL_OPENED,
+        Kind.EMAIL_CLICKED, Kind.EMAIL_BOUNCED, Kind.EMAIL_UNSUBSCRIBED, Kind.DEMO_REQUESTED,
+        Kind.STAGE_CHANGED, Kind.DEAL_WON, Kind.DEAL_LOST,
+    }
+)  # fmt: skip
+_EMAIL_KINDS = frozenset(
+    {Kind.EMAIL_SENT, Kind.EMAIL_OPENED, Kind.EMAIL_CLICKED, Kind.EMAIL_BOUNCED,
+     Kind.EMAIL_UNSUBSCRIBED}
+)  # fmt: skip
+_NURTURE_STAGES = frozenset({Stage.VISITOR, Stage.LEAD, Stage.MQL, Stage.RECYCLED})
+_SQL_FROM = frozenset({Stage.LEAD, Stage.MQL, Stage.RECYCLED})
+
+
+@dataclass(frozen=True, slots=True)
+class LeadState:
+    """Everything the processors know about one lead.
+
+    Field order is the storage format: only append new fields at the end, with defaults
+    (see ``codec``).
+    """
+
+    lead_id: str
+    workspace_id: str
+    contact: Contact = field(default_factory=Contact)
+    profile_at: int = -1  # event time of the newest profile update applied
+    tracking: bool = True
+    marketing: bool | None = None
+    stage: Stage | None = None
+    history: tuple[StageStep, ...] = ()
+    transitions: int = 0
+    hits: tuple[EngagementHit, ...] = ()
+    fit: float = 0.0
+    fit_hits: tuple[RuleHit, ...] = ()
+    engagement: float = 0.0  # as computed at ``watermark``; recomputed, never accumulated
+    engagement_hits: tuple[RuleHit, ...] = ()
+    model_score: float | None = None
+    model_version: str | None = None
+    top_features: tuple[RuleHit, ...] = ()
+    first_touch: Touch | None = None
+    last_touch: Touch | None = None
+    summary: EngagementSummary = field(default_factory=EngagementSummary)
+    answers: dict[str, str] = field(default_factory=dict)
+    segments: tuple[str, ...] = ()
+    owner_id: str | None = None
+    team: str | None = None
+    mql_at: int | None = None
+    mql_transition_id: str | None = None
+    sla_due_at: int | None = None
+    sla_breached: bool = False
+    recycled_at: int | None = None
+    sql_count: int = 0
+    features: dict[str, float] = field(default_factory=dict)  # as of the last score
+    features_at: int | None = None
+    labelled: bool = True  # the current features snapshot already taught a label
+    nurture: dict[str, int] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    watermark: int = 0
+    seen: tuple[str, ...] = ()
+
+
+def encode_lead_state(state: LeadState) -> bytes:
+    """Compact bytes for the RocksDB table (positional JSON, see ``codec``)."""
+    return codec.encode(state)
+
+
+def decode_lead_state(data: bytes) -> LeadState:
+    """Inverse of :func:`encode_lead_state`."""
+    return codec.decode(LeadState, data)
+
+
+def _seen_key(event_id: str) -> str:
+    return derived_id("seen", event_id)[:12]
+
+
+def _channel(event: Event) -> str:
+    # The collector groups channels into context.channel; these are fallbacks for events
+    # produced elsewhere (CRM, ESP webhooks).
+    if event.context.channel:
+        return event.context.channel
+    if event.kind in _EMAIL_KINDS:
+        return "email"
+    if event.kind is Kind.AD_CLICK:
+        return "paid"
+    return "direct"
+
+
+def _touch(event: Event) -> Touch:
+    campaign = event.context.utm_campaign or event.payload.get("campaign")
+    return Touch(
+        event_id=event.event_id,
+        kind=event.kind.value,
+        occurred_at=event.occurred_at,
+        channel=_channel(event),
+        campaign=str(campaign) if campaign else None,
+    )
+
+
+def _order(t: Touch) -> tuple[int, str]:
+    return (t.occurred_at, t.event_id)
+
+
+def _summary(s: EngagementSummary, event: Event) -> EngagementSummary:
+    path = (event.context.path or event.context.url or "").lower()
+    k = event.kind
+    last = s.last_activity_at
+    if k in TOUCH_KINDS or k is Kind.EMAIL_OPENED:
+        last = event.occurred_at if last is None else max(last, event.occurred_at)
+    return dataclasses.replace(
+        s,
+        visits=s.visits + (k is Kind.VISIT),
+        pricing_views=s.pricing_views + (k is Kind.VISIT and "/pricing" in path),
+        content_downloads=s.content_downloads + (k is Kind.CONTENT_DOWNLOADED),
+        emails_opened=s.emails_opened + (k is Kind.EMAIL_OPENED),
+        emails_clicked=s.emails_clicked + (k is Kind.EMAIL_CLICKED),
+        webinars_attended=s.webinars_attended + (k is Kind.WEBINAR_ATTENDED),
+        demo_requested=s.demo_requested or k is Kind.DEMO_REQUESTED,
+        last_activity_at=last,
+    )
+
+
+def _bounded_hits(hits: tuple[EngagementHit, ...]) -> tuple[EngagementHit, ...]:
+    if len(hits) <= MAX_HITS:
+        return hits
+    # The oldest decaying hit contributes least; non-decaying (unsubscribe) hits stay.
+    decaying = sorted((h for h in hits if h.decays), key=lambda h: h.occurred_at)
+    drop = decaying[: len(hits) - MAX_HITS]
+    out = list(hits)
+    for h in drop:
+        out.remove(h)
+    return tuple(out)
+
+
+def _apply_profile(state: LeadState, event: Event, policy: Policy) -> LeadState:
+    if event.kind not in (Kind.IDENTIFY, Kind.FORM_SUBMITTED):
+        return state
+    newer = event.occurred_at >= state.profile_at
+    current = dataclasses.asdict(state.contact)
+    for name in _PROFILE_FIELDS:
+        value = event.payload.get(name)
+        if value is None or value == "":
+            continue
+        if newer or current.get(name) is None:  # a late event only fills gaps
+            current[name] = value
+    current["seniority"] = policy.seniority_of(current.get("title"))
+    return dataclasses.replace(
+        state, contact=Contact(**current), profile_at=max(state.profile_at, event.occurred_at)
+    )
+
+
+class _Step:
+    """Accumulates the new state and the derived events of one step (local, never shared)."""
+
+    def __init__(self, state: LeadState, event: Event, policy: Policy) -> None:
+        self.state = state
+        self.event = event
+        self.policy = policy
+        self.out: list[Derived] = []
+
+    def move(self, to: Stage, reason: str) -> StageChanged:
+        s, e = self.state, self.event
+        change = transition(
+            workspace_id=s.workspace_id,
+            lead_id=s.lead_id,
+            sequence=s.transitions + 1,
+            current=s.stage,
+            to=to,
+            occurred_at=e.occurred_at,
+            reason=reason,
+            cause_event_id=e.event_id,
+        )
+        history = (*s.history, StageStep(to, e.occurred_at, reason))
+        if len(history) > MAX_HISTORY:
+            history = (history[0], *history[-(MAX_HISTORY - 1) :])
+        leaving_mql = s.stage is Stage.MQL
+        self.state = dataclasses.replace(
+            s,
+            stage=to,
+            history=history,
+            transitions=s.transitions + 1,
+            recycled_at=e.occurred_at if to is Stage.RECYCLED else s.recycled_at,
+            sla_due_at=None if leaving_mql else s.sla_due_at,
+        )
+        self.out.append(change)
+        return change
+
+    def route(self, reason: str, routing: RoutingState, *, escalate: bool = False) -> None:
+        s = self.state
+        if s.owner_id is not None and not escalate:
+            return
+        a, _ = assign(s.contact, self.policy, routing, escalate=escalate)
+        self.state = dataclasses.replace(s, owner_id=a.owner_id, team=a.team)
+        self.out.append(
+            OwnerAssigned(
+                assignment_id=derived_id(s.lead_id, "owner", reason, self.event.event_id),
+                workspace_id=s.workspace_id,
+                lead_id=s.lead_id,
+                occurred_at=self.event.occurred_at,
+                owner_id=a.owner_id,
+                team=a.team,
+                pool=a.pool,
+                rule=a.rule,
+                cursor_after=a.cursor_after,
+                previous_owner_id=s.owner_id,
+                reason=reason,
+                cause_event_id=self.event.event_id,
+            )
+        )
+
+    def to_sql(self, reason: str, routing: RoutingState, snapshot: LeadState) -> None:
+        change = self.move(Stage.SQL, reason)
+        self.state = dataclasses.replace(self.state, sql_count=self.state.sql_count + 1)
+        self.route("sql", routing)
+        self.out.append(build_handoff(self.state, change, self.policy))
+        if self.policy.labels.conversion == "sql":
+            self.positive(snapshot)
+
+    def positive(self, snapshot: LeadState) -> None:
+        s, e = self.state, self.event
+        if snapshot.features_at is None:
+            return  # nothing was ever scored before the conversion
+        if snapshot.labelled:
+            # The last snapshot already taught a label (e.g. a negative after a long
+            # silence): teach the lead as it stood just before this event instead.
+            hl = self.policy.scoring.half_life_days
+            features, scored_at = lead_features(snapshot, e.occurred_at, hl), e.occurred_at
+        else:
+            features, scored_at = dict(snapshot.features), snapshot.features_at
+        self.out.append(
+            TrainingExample(
+                example_id=derived_id(s.lead_id, "example", True, e.event_id),
+                workspace_id=s.workspace_id,
+                lead_id=s.lead_id,
+                scored_at=scored_at,
+                labelled_at=e.occurred_at,
+                label=True,
+                features=features,
+            )
+        )
+        self.state = dataclasses.replace(self.state, labelled=True)
+
+
+def _label_open(state: LeadState, policy: Policy) -> bool:
+    converted: tuple[Stage, ...] = (Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
+    if policy.labels.conversion == "won":
+        converted = (Stage.CUSTOMER,)
+    return state.stage not in converted and state.stage is not Stage.DISQUALIFIED
+
+
+def advance_time(
+    state: LeadState,
+    watermark_ms: int,
+    policy: Policy,
+    *,
+    routing: RoutingState | None = None,
+) -> tuple[LeadState, list[Derived]]:
+    """Emit what became due by event time ``watermark_ms``; idempotent per deadline.
+
+    An MQL still unreviewed at its ``sla_due_at`` gives one :class:`SlaBreached`
+    (stamped with the due time, not the watermark) and is escalated to the escalation
+    pool (:class:`OwnerAssigned`, reason ``sla_escalation``). A features snapshot older
+    than the negative horizon without a conversion gives one negative
+    :class:`TrainingExample`.
+    """
+    out: list[Derived] = []
+    s = state
+    if (
+        s.stage is Stage.MQL
+        and s.sla_due_at is not None
+        and not s.sla_breached
+        and s.sla_due_at <= watermark_ms
+        and s.mql_transition_id is not None
+        and s.mql_at is not None
+    ):
+        breach = SlaBreached(
+            breach_id=derived_id(s.lead_id, "sla", s.mql_transition_id),
+            workspace_id=s.workspace_id,
+            lead_id=s.lead_id,
+            mql_transition_id=s.mql_transition_id,
+            mql_at=s.mql_at,
+            due_at=s.sla_due_at,
+            owner_id=s.owner_id,
+        )
+        out.append(breach)
+        a, _ = assign(s.contact, policy, routing or RoutingState(), escalate=True)
+        out.append(
+            OwnerAssigned(
+                assignment_id=derived_id(s.lead_id, "owner", "sla_escalation", breach.breach_id),
+                workspace_id=s.workspace_id,
+                lead_id=s.lead_id,
+                occurred_at=s.sla_due_at,
+                owner_id=a.owner_id,
+                team=a.team,
+                pool=a.pool,
+                rule=a.rule,
+                cursor_after=a.cursor_after,
+                previous_owner_id=s.owner_id,
+                reason="sla_escalation",
+                cause_event_id=breach.breach_id,
+            )
+        )
+        s = dataclasses.replace(s, sla_breached=True, owner_id=a.owner_id, team=a.team)
+    horizon_ms = int(policy.labels.negative_horizon_days * DAY_MS)
+    if (
+        not s.labelled
+        and s.features_at is not None
+        and s.features_at + horizon_ms <= watermark_ms
+        and _label_open(s, policy)
+    ):
+        out.append(
+            TrainingExample(
+                example_id=derived_id(s.lead_id, "example", False, s.features_at),
+                workspace_id=s.workspace_id,
+                lead_id=s.lead_id,
+                scored_at=s.features_at,
+                labelled_at=s.features_at + horizon_ms,
+                label=False,
+                features=dict(s.features),
+            )
+        )
+        s = dataclasses.replace(s, labelled=True)
+    return s, out
+
+
+def _stage_action(step: _Step, routing: RoutingState, snapshot: LeadState) -> None:
+    e = step.event
+    action = e.payload.get("action")
+    reason = str(e.payload.get("reason") or action)
+    stage = step.state.stage
+    if action == "accept_mql":
+        if stage is not Stage.MQL:
+            raise InvalidTransition(f"lead {e.lead_id}: accept_mql while {stage}")
+        step.to_sql("sales_accepted", routing, snapshot)
+    elif action == "reject_mql":
+        if stage is not Stage.MQL:
+            raise InvalidTransition(f"lead {e.lead_id}: reject_mql while {stage}")
+        step.move(Stage.RECYCLED, reason)
+    elif action == "open_opportunity":
+        step.move(Stage.OPPORTUNITY, reason)
+    elif action == "recycle":
+        step.move(Stage.RECYCLED, reason)
+    elif action == "disqualify":
+        step.move(Stage.DISQUALIFIED, reason)
+    else:
+        raise InvalidEvent(f"event {e.event_id}: unknown stage_changed action {action!r}")
+
+
+def _deal(step: _Step, snapshot: LeadState) -> None:
+    e = step.event
+    if e.kind is Kind.DEAL_WON:
+        if step.state.stage is Stage.SQL:
+            step.move(Stage.OPPORTUNITY, "deal_won")
+        step.move(Stage.CUSTOMER, "deal_won")
+        if step.policy.labels.conversion == "won":
+            step.positive(snapshot)
+    else:
+        step.move(Stage.RECYCLED, f"deal_lost: {e.payload.get('reason') or 'unknown'}")
+
+
+def _score(step: _Step, model: ScoreModel | None) -> None:
+    s, e, p = step.state, step.event, step.policy
+    fit, fit_hits = fit_score(s.contact, p)
+    eng, eng_hits = policy_engagement(s.hits, s.watermark, p)
+    s = dataclasses.replace(
+        s,
+        fit=fit,
+        fit_hits=fit_hits,
+        engagement=round(eng, 4),
+        engagement_hits=top_rules(eng_hits, p.scoring.top_rules),
+    )
+    features = lead_features(s, s.watermark, p.scoring.half_life_days)
+    if model is not None:
+        s = dataclasses.replace(
+            s,
+            model_score=round(model.predict(features), 4),
+            model_version=model.version,
+            top_features=model.top_features(features),
+        )
+    if _label_open(s, p):
+        s = dataclasses.replace(s, features=features, features_at=e.occurred_at, labelled=False)
+    step.state = s
+    step.out.append(
+        LeadScored(
+            score_id=derived_id(s.lead_id, "score", e.event_id),
+            workspace_id=s.workspace_id,
+            lead_id=s.lead_id,
+            occurred_at=e.occurred_at,
+            fit_score=round(fit, 2),
+            engagement_score=round(eng, 2),
+            model_score=s.model_score,
+            model_version=s.model_version,
+            top_rules=top_rules((*fit_hits, *eng_hits), p.scoring.top_rules),
+            cause_event_id=e.event_id,
+            stage=s.stage or Stage.VISITOR,
+            segments=s.segments,
+        )
+    )
+
+
+def lead_step(
+    state: LeadState | None,
+    event: Event,
+    policy: Policy,
+    model: ScoreModel | None,
+    *,
+    routing: RoutingState | None = None,
+) -> tuple[LeadState, list[Derived]]:
+    """Apply one lead-keyed event; return the new state and the derived events.
+
+    Args:
+        state: the lead's state, ``None`` for a lead never seen.
+        event: an inbound event carrying ``lead_id`` (from the identity step).
+        policy: the workspace policy.
+        model: the current model (only read), or ``None`` to skip model scoring.
+        routing: round-robin cursors; apply ``OwnerAssigned.cursor_after`` back to them.
+
+    Returns:
+        The new state and the derived events (see the module doc for their order).
+
+    Raises:
+        InvalidEvent: no lead_id, a foreign workspace, or an unknown sales action.
+        InvalidTransition: a sales action the stage machine does not allow.
+    """
+    if not event.lead_id:
+        raise InvalidEvent(f"event {event.event_id} has no lead_id; run it through identity")
+    if state is None:
+        state = LeadState(lead_id=event.lead_id, workspace_id=event.workspace_id)
+    if event.lead_id != state.lead_id or event.workspace_id != state.workspace_id:
+        raise InvalidEvent(f"event {event.event_id} is not for lead {state.lead_id}")
+    key = _seen_key(event.event_id)
+    if key in state.seen:
+        return state, []
+    routing = routing or RoutingState()
+
+    state, due = advance_time(state, event.occurred_at, policy, routing=routing)
+    snapshot = state
+    step = _Step(state, event, policy)
+    step.out.extend(due)
+    s = step.state
+    k = event.kind
+
+    # --- facts -------------------------------------------------------------------------
+    s = dataclasses.replace(s, watermark=max(s.watermark, event.occurred_at))
+    s = _apply_profile(s, event, policy)
+    if k is Kind.CONSENT_CHANGED:
+        s = dataclasses.replace(
+            s,
+            tracking=bool(event.payload.get("tracking", True)),
+            marketing=event.payload.get("marketing", s.marketing),
+        )
+    elif k is Kind.ERASURE_REQUESTED:
+        c = s.contact
+        s = dataclasses.replace(
+            s,
+            contact=Contact(
+                seniority=c.seniority,
+                company_size=c.company_size,
+                industry=c.industry,
+                country=c.country,
+            ),
+            answers={},
+        )
+    elif k is Kind.ALIAS:
+        prev = str(event.payload.get("previous_id") or "")
+        if prev and prev not in s.aliases and prev != s.lead_id:
+            s = dataclasses.replace(s, aliases=(*s.aliases, prev)[-MAX_ALIASES:])
+    answers = event.payload.get("answers")
+    if isinstance(answers, dict) and answers:
+        s = dataclasses.replace(s, answers=merge_answers(s.answers, answers))
+    if k in TOUCH_KINDS:
+        t = _touch(event)
+        first = s.first_touch if s.first_touch and _order(s.first_touch) <= _order(t) else t
+        last = s.last_touch if s.last_touch and _order(s.last_touch) >= _order(t) else t
+        s = dataclasses.replace(s, first_touch=first, last_touch=last)
+    s = dataclasses.replace(s, summary=_summary(s.summary, event))
+    new_hits = engagement_hits(event, policy)
+    if new_hits:
+        s = dataclasses.replace(s, hits=_bounded_hits((*s.hits, *new_hits)))
+    s = dataclasses.replace(s, segments=segments_of(s.contact, policy))
+    step.state = s
+
+    # --- lifecycle ---------------------------------------------------------------------
+    known = s.contact.email is not None or k in _KNOWN_KINDS
+    if s.stage is None:
+        step.move(Stage.LEAD if known else Stage.VISITOR, "first_seen")
+    elif s.stage is Stage.VISITOR and known:
+        step.move(Stage.LEAD, "identified")
+    if k is Kind.STAGE_CHANGED:
+        _stage_action(step, routing, snapshot)
+    elif k in (Kind.DEAL_WON, Kind.DEAL_LOST):
+        _deal(step, snapshot)
+
+    scored = bool(new_hits) or k in (Kind.IDENTIFY, Kind.FORM_SUBMITTED, Kind.ERASURE_REQUESTED)
+    if scored:
+        _score(step, model)
+    s = step.state
+
+    signal = next(
+        (
+            sig
+            for sig in policy.strong_signals
+            if sig.kind is k
+            and s.fit >= sig.min_fit
+            and (sig.min_engagement is None or s.engagement >= sig.min_engagement)
+        ),
+        None,
+    )
+    if s.stage in _SQL_FROM and signal is not None:
+        step.to_sql(signal.name, routing, snapshot)
+    elif (
+        s.stage in (Stage.LEAD, Stage.RECYCLED)
+        and s.fit >= policy.scoring.fit_threshold
+        and s.engagement >= policy.scoring.engagement_threshold
+        # A recycled lead must re-engage: old points alone do not requalify it.
+        and (
+            s.stage is Stage.LEAD or (bool(new_hits) and event.occurred_at >= (s.recycled_at or 0))
+        )
+    ):
+        change = step.move(Stage.MQL, "thresholds_met")
+        due_at = event.occurred_at + int(policy.sla_hours * HOUR_MS)
+        step.state = dataclasses.replace(
+            step.state,
+            mql_at=event.occurred_at,
+            mql_transition_id=change.transition_id,
+            sla_due_at=due_at,
+            sla_breached=False,
+        )
+        step.route("mql", routing)
+        s = step.state
+        step.out.append(
+            BecameMQL(
+                transition_id=change.transition_id,
+                workspace_id=s.workspace_id,
+                lead_id=s.lead_id,
+                occurred_at=event.occurred_at,
+                fit_score=round(s.fit, 2),
+                engagement_score=round(s.engagement, 2),
+                owner_id=s.owner_id,
+                sla_due_at=due_at,
+                segments=s.segments,
+            )
+        )
+
+    s = step.state
+    if s.stage in _NURTURE_STAGES and s.marketing is not False:
+        counters, actions = nurture_step(s.nurture, event, policy, s.lead_id)
+        step.state = dataclasses.replace(s, nurture=counters)
+        step.out.extend(actions)
+
+    s = step.state
+    step.state = dataclasses.replace(s, seen=(*s.seen, key)[-MAX_SEEN:])
+    return step.state, _ordered(step.out)
+
+
+def _reengaged(s: LeadState, event: Event, new_hits: tuple[EngagementHit, ...]) -> bool:
+    return bool(new_hits) and event.occurred_at >= (s.recycled_at or 0)
+
+
+def _ordered(out: list[Derived]) -> list[Derived]:
+    # SLA/negative labels first (they were due before this event), then in step order,
+    # except that training examples go last so consumers see the stage change first.
+    examples = [d for d in out if isinstance(d, TrainingExample)]
+    rest = [d for d in out if not isinstance(d, TrainingExample)]
+    return rest + examples
