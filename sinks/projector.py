@@ -33,8 +33,8 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from leadflow.processors.errors import InvalidEvent, LeadflowError
 from leadflow.schemas.codec import Codec, DecodeError, codec_from_settings
 from leadflow.sinks.migrations import migrate
-from leadflow.sinks.projection import Rows, rows_for
-from leadflow.sinks.tables import PROJECTED_TABLES, check_identifier
+from leadflow.sinks.projection import Row, Rows, rows_for
+from leadflow.sinks.tables import PROJECTED_TABLES, TableSpec, check_identifier
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
@@ -86,6 +86,30 @@ def batch_token(table: str, offsets: Sequence[tuple[str, int, int, int]]) -> str
     """
     text = table + "|" + ";".join(f"{t}:{p}:{a}-{b}" for t, p, a, b in sorted(offsets))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def insert_table(
+    client: Any,
+    database: str,
+    table: TableSpec,
+    rows: Sequence[Row],
+    spans: Sequence[tuple[str, int, int, int]] = (),
+) -> None:
+    """Insert ``rows`` into ``table`` (one insert; a token from ``spans`` when given)."""
+    settings = {"insert_deduplication_token": batch_token(table.name, spans)} if spans else None
+    client.insert(
+        f"{check_identifier(database, 'database')}.{table.name}",
+        list(rows),
+        column_names=list(table.insert_columns),
+        settings=settings,
+    )
+
+
+def insert_rows(client: Any, database: str, rows: Rows) -> None:
+    """Insert every table's rows, no retries (tests, replays of in-memory objects)."""
+    for table in PROJECTED_TABLES:
+        if rows.by_table.get(table.name):
+            insert_table(client, database, table, rows.by_table[table.name])
 
 
 class Projector:
@@ -217,7 +241,7 @@ class Projector:
             except InvalidEvent as exc:
                 self._dead_letter(message, "invalid_event", str(exc))
         spans = [(t, p, a, b) for (t, p), (a, b) in offsets.items()]
-        if not self._insert(rows, spans, stop_event):
+        if not self.insert_batch(rows, spans, stop_event):
             return len(records)  # stopped while ClickHouse was down: nothing committed
         self._flush_dead_letters()
         consumer.commit(
@@ -239,23 +263,21 @@ class Projector:
 
     # -- ClickHouse ------------------------------------------------------------------------
 
-    def _insert(
-        self, rows: Rows, spans: list[tuple[str, int, int, int]], stop_event: threading.Event
+    def insert_batch(
+        self, rows: Rows, spans: Sequence[tuple[str, int, int, int]], stop_event: threading.Event
     ) -> bool:
-        """Insert every table's rows, retrying with backoff; False if stopped first."""
+        """Insert every table's rows, retrying with exponential backoff while ClickHouse fails.
+
+        Returns False when ``stop_event`` was set before the rows were all in (the caller
+        then commits nothing, so the batch is delivered again after the restart).
+        """
         pending = [t for t in PROJECTED_TABLES if rows.by_table.get(t.name)]
         delay = 0.5
         while pending:
             table = pending[0]
-            data = rows.by_table[table.name]
             try:
-                self.client.insert(
-                    f"{self.database}.{table.name}",
-                    data,
-                    column_names=list(table.insert_columns),
-                    settings={"insert_deduplication_token": batch_token(table.name, spans)},
-                )
-            except Exception as exc:
+                insert_table(self.client, self.database, table, rows.by_table[table.name], spans)
+            except Exception as exc:  # any client failure means "retry later"
                 if stop_event.is_set():
                     return False
                 self.stats.insert_retries += 1
@@ -266,8 +288,9 @@ class Projector:
                 delay = min(delay * 2, self.max_backoff)
                 continue
             pending.pop(0)
-            self.stats.rows += len(data)
-            self.stats.per_table[table.name] = self.stats.per_table.get(table.name, 0) + len(data)
+            count = len(rows.by_table[table.name])
+            self.stats.rows += count
+            self.stats.per_table[table.name] = self.stats.per_table.get(table.name, 0) + count
         return True
 
     # -- dead letters ----------------------------------------------------------------------
