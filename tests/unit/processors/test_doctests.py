@@ -1,0 +1,16 @@
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "policy", "identity", "funnel", "scoring", "segments", "qualification", "nurture",
+    "routing", "codec", "model", "handoff", "lead",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(f"leadflow.processors.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0

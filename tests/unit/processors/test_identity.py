@@ -1,0 +1,130 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from leadflow.processors.codec import decode, encode
+from leadflow.processors.errors import InvalidEvent
+from leadflow.processors.events import Event, Kind
+from leadflow.processors.identity import (
+    MAX_BUFFERED,
+    IdentityState,
+    derive_lead_id,
+    identity_link,
+    identity_step,
+)
+
+from ._factory import WS, ev
+
+
+def run(events: list[Event], state: IdentityState | None = None):
+    out: list[Event] = []
+    for e in events:
+        state, emitted = identity_step(state, e)
+        out.extend(emitted)
+    return state, out
+
+
+def test_touches_are_buffered_then_replayed_with_the_lead_id() -> None:
+    visits = [ev(f"v{i}", Kind.VISIT, i, anon="a1", path="/pricing") for i in range(3)]
+    state, out = run(visits)
+    assert out == []
+    assert state is not None and len(state.buffer) == 3
+    form = ev("f1", Kind.FORM_SUBMITTED, 4, anon="a1", email=" Ada@Acme.io ")
+    state, out = run([form], state)
+    lead = derive_lead_id(WS, "ada@acme.io")
+    assert [e.event_id for e in out] == ["v0", "v1", "v2", "f1"]
+    assert {e.lead_id for e in out} == {lead}
+    assert state.lead_id == lead and state.buffer == ()
+    later = ev("v9", Kind.VISIT, 9, anon="a1")
+    _, out = run([later], state)
+    assert [(e.event_id, e.lead_id) for e in out] == [("v9", lead)]
+
+
+def test_replay_is_in_event_time_order_even_if_buffered_out_of_order() -> None:
+    events = [ev("late", Kind.VISIT, 5, anon="a"), ev("early", Kind.VISIT, 1, anon="a"),
+              ev("id", Kind.IDENTIFY, 6, anon="a", lead="L")]
+    _, out = run(events)
+    assert [e.event_id for e in out] == ["early", "late", "id"]
+
+
+def test_buffer_is_bounded_and_keeps_the_first_touch() -> None:
+    events = [ev(f"v{i:03d}", Kind.VISIT, i, anon="a") for i in range(MAX_BUFFERED + 20)]
+    state, _ = run(events)
+    assert state is not None
+    assert len(state.buffer) == MAX_BUFFERED
+    assert state.dropped == 20
+    ids = [e.event_id for e in state.buffer]
+    assert ids[0] == "v000"
+    assert ids[-1] == f"v{MAX_BUFFERED + 19:03d}"
+
+
+def test_lead_only_events_pass_through_without_state() -> None:
+    e = ev("x", Kind.EMAIL_OPENED, 1, lead="L")
+    assert identity_step(None, e) == (None, [e])
+    with pytest.raises(InvalidEvent):
+        identity_step(None, ev("y", Kind.VISIT, 1))
+
+
+def test_alias_of_this_device_links_it_and_other_aliases_reach_the_lead() -> None:
+    state, _ = run([ev("v", Kind.VISIT, 1, anon="a")])
+    state, out = run([ev("al", Kind.ALIAS, 2, anon="a", lead="L", previous_id="a")], state)
+    assert [(e.event_id, e.lead_id) for e in out] == [("v", "L"), ("al", "L")]
+    # alias of an older lead id: forwarded so the lead processor records the merge
+    _, out = run([ev("al2", Kind.ALIAS, 3, anon="a", lead="L", previous_id="old-lead")], state)
+    assert out[0].payload["previous_id"] == "old-lead" and out[0].lead_id == "L"
+
+
+def test_without_tracking_consent_nothing_is_stitched_and_ip_is_stripped() -> None:
+    state, _ = run([ev("v1", Kind.VISIT, 1, anon="a", ip="10.0.0.1")])
+    state, out = run([ev("c", Kind.CONSENT_CHANGED, 2, anon="a", tracking=False)], state)
+    assert out == [] and state is not None and state.buffer == () and not state.tracking
+    state, out = run([ev("v2", Kind.VISIT, 3, anon="a", ip="10.0.0.1")], state)
+    assert out == [] and state.buffer == ()
+    form = ev("f", Kind.FORM_SUBMITTED, 4, anon="a", ip="10.0.0.1", email="b@x.io")
+    state, out = run([form], state)
+    assert [e.event_id for e in out] == ["f"]  # declared data still reaches the lead
+    assert out[0].context.ip is None and out[0].context.user_agent is None
+    assert state.lead_id is None  # but the device is not linked
+    _, out = run([ev("v3", Kind.VISIT, 5, anon="a")], state)
+    assert out == []
+
+
+def test_consent_withdrawn_after_linking_unlinks_the_device() -> None:
+    state, _ = run([ev("i", Kind.IDENTIFY, 1, anon="a", lead="L")])
+    state, out = run([ev("c", Kind.CONSENT_CHANGED, 2, anon="a", tracking=False)], state)
+    assert [e.lead_id for e in out] == ["L"]  # the lead hears about the consent change
+    _, out = run([ev("v", Kind.VISIT, 3, anon="a", ip="1.2.3.4")], state)
+    assert out == []
+
+
+def test_identity_link_record_only_when_the_link_changes() -> None:
+    before = IdentityState("a", WS)
+    after, _ = identity_step(before, ev("i", Kind.IDENTIFY, 1, anon="a", lead="L"))
+    link = identity_link(before, after, ev("i", Kind.IDENTIFY, 1, anon="a", lead="L"))
+    assert link is not None and (link.anonymous_id, link.lead_id) == ("a", "L")
+    assert identity_link(after, after, ev("v", Kind.VISIT, 2, anon="a")) is None
+
+
+def test_state_round_trips_through_the_codec() -> None:
+    state, _ = run([ev(f"v{i}", Kind.VISIT, i, anon="a", path="/p", ip="1.1.1.1") for i in range(5)])
+    assert decode(IdentityState, encode(state)) == state
+
+
+@given(
+    n=st.integers(0, 30),
+    dup=st.lists(st.integers(0, 29), max_size=5),
+    trigger=st.sampled_from(["identify", "form", "lead_id"]),
+)
+def test_every_touch_is_emitted_once_with_the_lead_after_identification(n, dup, trigger) -> None:
+    visits = [ev(f"v{i}", Kind.VISIT, i, anon="a") for i in range(n)]
+    if trigger == "identify":
+        ident = ev("id", Kind.IDENTIFY, n + 1, anon="a", lead="L")
+    elif trigger == "form":
+        ident = ev("id", Kind.FORM_SUBMITTED, n + 1, anon="a", email="p@q.io")
+    else:
+        ident = ev("id", Kind.EMAIL_CLICKED, n + 1, anon="a", lead="L")
+    _, out = run([*visits, ident])
+    lead = "L" if trigger != "form" else derive_lead_id(WS, "p@q.io")
+    assert [e.event_id for e in out] == [*(f"v{i}" for i in range(n)), "id"]
+    assert all(e.lead_id == lead for e in out)
+    assert [e.occurred_at for e in out[:-1]] == sorted(e.occurred_at for e in visits)
