@@ -250,10 +250,13 @@ def experiments_cmd(
 def sql_cmd(ctx: click.Context, query: str, database: str, fmt: str) -> None:
     """Run one ad-hoc query (the default database is --database)."""
     client = clickhouse_client(_settings(ctx))
+    previous = client.database
     try:
-        result = client.query(query, settings={"database": database} if database else None)
+        client.database = database  # the client's default database for this query
+        result = client.query(query)
         rows = [tuple(r) for r in result.result_rows]
         columns = tuple(result.column_names)
     finally:
+        client.database = previous
         client.close()
     click.echo(render(Report("sql", columns, rows), fmt))

@@ -17,7 +17,7 @@ Costs on 2026-01-01: paid_search/brand 200 restated to 300, paid_social/li 100.
 
 from __future__ import annotations
 
-from leadflow.processors.derived import Stage, StageChanged, derived_id
+from leadflow.processors.derived import LeadScored, RuleHit, Stage, StageChanged, derived_id
 from leadflow.processors.events import Context, Event, Kind
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -124,5 +124,19 @@ def transitions() -> list[StageChanged]:
     ]
 
 
+def scores() -> list[LeadScored]:
+    """L1 scored twice: the later score (d6: fit 40, engagement 35) is the current one."""
+    return [
+        LeadScored(
+            "s1", W, "L1", at(4), 30.0, 10.0, 0.2, "m1", (RuleHit("form", 10.0),), "e3",
+            Stage.LEAD,
+        ),
+        LeadScored(
+            "s2", W, "L1", at(6), 40.0, 35.0, 0.6, "m1", (RuleHit("email_click", 25.0),), "e4",
+            Stage.MQL,
+        ),
+    ]  # fmt: skip
+
+
 def everything() -> list[object]:
-    return [*events(), *transitions()]
+    return [*events(), *transitions(), *scores()]
