@@ -26,6 +26,7 @@ from leadflow.processors.derived import (
     IdentityLinked,
     LeadScored,
     NurtureAction,
+    OwnerAssigned,
     SlaBreached,
     StageChanged,
     TrainingExample,
@@ -43,6 +44,7 @@ DerivedEvent: TypeAlias = (
     | NurtureAction
     | TrainingExample
     | IdentityLinked
+    | OwnerAssigned
 )
 """Every derived event the codec writes as a top-level record (one per contract topic)."""
 
