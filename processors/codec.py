@@ -4,6 +4,10 @@ A dataclass becomes a JSON array of its field values in declaration order, with 
 fields that equal their defaults left out; decoding reads the type hints back. Field
 names are not repeated per record, which keeps a typical lead well under 2 KB.
 
+Records above :data:`COMPRESS_OVER` bytes are zlib-compressed (first byte ``z``; plain
+records start with ``[``): long-lived leads repeat rule names and timestamps, which
+compress 3-4x, while small records skip the CPU cost.
+
 Evolution rule (because records are positional): only ever ADD fields, at the END of a
 dataclass, with a default. Renaming, removing or reordering fields needs a new
 ``VERSION`` and a migration in :func:`decode`.
@@ -15,6 +19,7 @@ import dataclasses
 import json
 import types
 import typing
+import zlib
 from collections.abc import Mapping
 from enum import Enum
 from functools import cache
@@ -23,6 +28,7 @@ from typing import Any, TypeVar
 from leadflow.processors.errors import LeadflowError
 
 VERSION = 1
+COMPRESS_OVER = 1024
 T = TypeVar("T")
 
 
@@ -119,8 +125,12 @@ def from_plain(tp: Any, data: Any) -> Any:
 
 
 def encode(obj: object) -> bytes:
-    """``[VERSION, positional-record]`` as compact UTF-8 JSON."""
-    return json.dumps([VERSION, to_plain(obj)], separators=(",", ":"), ensure_ascii=False).encode()
+    """``[VERSION, positional-record]`` as compact UTF-8 JSON, zlib'd when large."""
+    raw = json.dumps([VERSION, to_plain(obj)], separators=(",", ":"), ensure_ascii=False)
+    data = raw.encode()
+    if len(data) > COMPRESS_OVER:
+        return b"z" + zlib.compress(data, 6)
+    return data
 
 
 def decode(cls: type[T], data: bytes) -> T:
@@ -130,8 +140,10 @@ def decode(cls: type[T], data: bytes) -> T:
         StateDecodeError: bytes that are not a version-1 record of ``cls``.
     """
     try:
+        if data[:1] == b"z":
+            data = zlib.decompress(data[1:])
         version, record = json.loads(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, zlib.error) as exc:
         raise StateDecodeError(f"{cls.__name__}: not a state record ({exc})") from None
     if version != VERSION:
         raise StateDecodeError(f"{cls.__name__}: unknown state version {version!r}")

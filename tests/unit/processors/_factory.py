@@ -35,7 +35,10 @@ def ev(
         anonymous_id=anon,
         lead_id=lead,
         context=Context(
-            path=path, channel=channel, utm_campaign=campaign, ip=ip,
+            path=path,
+            channel=channel,
+            utm_campaign=campaign,
+            ip=ip,
             user_agent="Mozilla/5.0" if ip else None,
         ),
         payload=payload,

@@ -4,8 +4,18 @@ import importlib
 import pytest
 
 MODULES = [
-    "policy", "identity", "funnel", "scoring", "segments", "qualification", "nurture",
-    "routing", "codec", "model", "handoff", "lead",
+    "policy",
+    "identity",
+    "funnel",
+    "scoring",
+    "segments",
+    "qualification",
+    "nurture",
+    "routing",
+    "codec",
+    "model",
+    "handoff",
+    "lead",
 ]
 
 

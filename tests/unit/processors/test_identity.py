@@ -28,21 +28,26 @@ def test_touches_are_buffered_then_replayed_with_the_lead_id() -> None:
     visits = [ev(f"v{i}", Kind.VISIT, i, anon="a1", path="/pricing") for i in range(3)]
     state, out = run(visits)
     assert out == []
-    assert state is not None and len(state.buffer) == 3
+    assert state is not None
+    assert len(state.buffer) == 3
     form = ev("f1", Kind.FORM_SUBMITTED, 4, anon="a1", email=" Ada@Acme.io ")
     state, out = run([form], state)
     lead = derive_lead_id(WS, "ada@acme.io")
     assert [e.event_id for e in out] == ["v0", "v1", "v2", "f1"]
     assert {e.lead_id for e in out} == {lead}
-    assert state.lead_id == lead and state.buffer == ()
+    assert state.lead_id == lead
+    assert state.buffer == ()
     later = ev("v9", Kind.VISIT, 9, anon="a1")
     _, out = run([later], state)
     assert [(e.event_id, e.lead_id) for e in out] == [("v9", lead)]
 
 
 def test_replay_is_in_event_time_order_even_if_buffered_out_of_order() -> None:
-    events = [ev("late", Kind.VISIT, 5, anon="a"), ev("early", Kind.VISIT, 1, anon="a"),
-              ev("id", Kind.IDENTIFY, 6, anon="a", lead="L")]
+    events = [
+        ev("late", Kind.VISIT, 5, anon="a"),
+        ev("early", Kind.VISIT, 1, anon="a"),
+        ev("id", Kind.IDENTIFY, 6, anon="a", lead="L"),
+    ]
     _, out = run(events)
     assert [e.event_id for e in out] == ["early", "late", "id"]
 
@@ -71,19 +76,25 @@ def test_alias_of_this_device_links_it_and_other_aliases_reach_the_lead() -> Non
     assert [(e.event_id, e.lead_id) for e in out] == [("v", "L"), ("al", "L")]
     # alias of an older lead id: forwarded so the lead processor records the merge
     _, out = run([ev("al2", Kind.ALIAS, 3, anon="a", lead="L", previous_id="old-lead")], state)
-    assert out[0].payload["previous_id"] == "old-lead" and out[0].lead_id == "L"
+    assert out[0].payload["previous_id"] == "old-lead"
+    assert out[0].lead_id == "L"
 
 
 def test_without_tracking_consent_nothing_is_stitched_and_ip_is_stripped() -> None:
     state, _ = run([ev("v1", Kind.VISIT, 1, anon="a", ip="10.0.0.1")])
     state, out = run([ev("c", Kind.CONSENT_CHANGED, 2, anon="a", tracking=False)], state)
-    assert out == [] and state is not None and state.buffer == () and not state.tracking
+    assert out == []
+    assert state is not None
+    assert state.buffer == ()
+    assert not state.tracking
     state, out = run([ev("v2", Kind.VISIT, 3, anon="a", ip="10.0.0.1")], state)
-    assert out == [] and state.buffer == ()
+    assert out == []
+    assert state.buffer == ()
     form = ev("f", Kind.FORM_SUBMITTED, 4, anon="a", ip="10.0.0.1", email="b@x.io")
     state, out = run([form], state)
     assert [e.event_id for e in out] == ["f"]  # declared data still reaches the lead
-    assert out[0].context.ip is None and out[0].context.user_agent is None
+    assert out[0].context.ip is None
+    assert out[0].context.user_agent is None
     assert state.lead_id is None  # but the device is not linked
     _, out = run([ev("v3", Kind.VISIT, 5, anon="a")], state)
     assert out == []
@@ -101,12 +112,15 @@ def test_identity_link_record_only_when_the_link_changes() -> None:
     before = IdentityState("a", WS)
     after, _ = identity_step(before, ev("i", Kind.IDENTIFY, 1, anon="a", lead="L"))
     link = identity_link(before, after, ev("i", Kind.IDENTIFY, 1, anon="a", lead="L"))
-    assert link is not None and (link.anonymous_id, link.lead_id) == ("a", "L")
+    assert link is not None
+    assert (link.anonymous_id, link.lead_id) == ("a", "L")
     assert identity_link(after, after, ev("v", Kind.VISIT, 2, anon="a")) is None
 
 
 def test_state_round_trips_through_the_codec() -> None:
-    state, _ = run([ev(f"v{i}", Kind.VISIT, i, anon="a", path="/p", ip="1.1.1.1") for i in range(5)])
+    state, _ = run(
+        [ev(f"v{i}", Kind.VISIT, i, anon="a", path="/p", ip="1.1.1.1") for i in range(5)]
+    )
     assert decode(IdentityState, encode(state)) == state
 
 

@@ -2,12 +2,12 @@ import random
 
 import pytest
 
+from leadflow.processors.events import Kind
 from leadflow.processors.lead import LeadState, lead_step
 from leadflow.processors.model import ScoreModel, SnapshotError
 from leadflow.processors.policy import load_default_policy
 
 from ._factory import ICP_FORM, ev
-from leadflow.processors.events import Kind
 
 KEY = b"k" * 32
 
@@ -27,7 +27,8 @@ def test_prequential_auc_is_measured_before_learning() -> None:
     x = {"fit": 1.0}
     p = m.learn(x, True)
     assert p == 0.5  # scored by the untrained model, then learned
-    assert m.n_learned == 1 and m.version == "logreg@1"
+    assert m.n_learned == 1
+    assert m.version == "logreg@1"
     assert trained().auc > 0.85
 
 
@@ -36,7 +37,8 @@ def test_snapshot_round_trip_predicts_identically() -> None:
     restored = ScoreModel.restore(m.snapshot(KEY), KEY)
     x = {"fit": 55.0, "engagement": 40.0}
     assert restored.predict(x) == m.predict(x)
-    assert restored.version == m.version and restored.auc == m.auc
+    assert restored.version == m.version
+    assert restored.auc == m.auc
 
 
 @pytest.mark.parametrize("position", [0, 10, 40, -1])
@@ -72,18 +74,26 @@ def test_drift_counter_moves_when_the_concept_flips() -> None:
     rnd = random.Random(3)
     for _ in range(1500):
         label = rnd.random() < 0.4
-        m.learn({"fit": rnd.gauss(30 if label else 70, 10),
-                 "engagement": rnd.gauss(20 if label else 50, 15)}, label)
+        m.learn(
+            {
+                "fit": rnd.gauss(30 if label else 70, 10),
+                "engagement": rnd.gauss(20 if label else 50, 15),
+            },
+            label,
+        )
     assert m.drift_count >= 1
 
 
 def test_features_of_a_lead() -> None:
     p = load_default_policy()
-    s, _ = lead_step(None, ev("v", Kind.VISIT, 0, lead="L", path="/pricing", channel="paid_search"),
-                     p, None)
+    s, _ = lead_step(
+        None, ev("v", Kind.VISIT, 0, lead="L", path="/pricing", channel="paid_search"), p, None
+    )
     s, _ = lead_step(s, ev("f", Kind.FORM_SUBMITTED, 1, lead="L", **ICP_FORM), p, None)
     f = ScoreModel().features(s, s.watermark)
     assert isinstance(s, LeadState)
-    assert f["channel=paid_search"] == 1.0 and f["stage=lead"] == 1.0
-    assert f["seniority=vp"] == 1.0 and f["fit"] == s.fit
+    assert f["channel=paid_search"] == 1.0
+    assert f["stage=lead"] == 1.0
+    assert f["seniority=vp"] == 1.0
+    assert f["fit"] == s.fit
     assert 0.95 < f["n.pricing_page"] <= 1.0

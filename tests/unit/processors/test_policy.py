@@ -23,7 +23,10 @@ def test_default_policy_loads_with_the_documented_rules() -> None:
     assert set(p.qualification.frameworks) == {"bant", "meddic", "champ", "gpctba"}
     assert p.qualification.active.criteria == ("budget", "authority", "need", "timeline")
     assert {r.kind for r in p.scoring.engagement} >= {
-        Kind.VISIT, Kind.DEMO_REQUESTED, Kind.WEBINAR_ATTENDED, Kind.EMAIL_CLICKED,
+        Kind.VISIT,
+        Kind.DEMO_REQUESTED,
+        Kind.WEBINAR_ATTENDED,
+        Kind.EMAIL_CLICKED,
     }
     assert any(r.points < 0 and r.field == "email_domain" for r in p.scoring.fit)
     assert p.routing.territory_of("de") == "emea"
@@ -33,21 +36,49 @@ def test_default_policy_loads_with_the_documented_rules() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "needle", "expected"),
     [
-        ("points: 10, cap: 30", "points: ten, cap: 30", "points: ten",
-         "scoring.engagement[1].points: must be a number"),
-        ("kind: demo_requested, points: 40", "kind: demo_request, points: 40", "demo_request,",
-         "scoring.engagement[10].kind: unknown event kind 'demo_request'"),
-        ("conversion: sql ", "conversion: lead ", "conversion: lead",
-         "labels.conversion: must be 'sql' or 'won'"),
-        ("default_pool: inbound_sdr", "default_pool: nobody", "default_pool: nobody",
-         "routing.default_pool: no pool 'nobody' under routing.pools"),
-        ("half_life_days: 14", "half_life_days: 0", "half_life_days: 0",
-         "scoring.half_life_days: must be greater than 0"),
-        ("framework: bant ", "framework: spin ", "framework: spin",
-         "qualification.framework: must be one of bant, champ, gpctba, meddic"),
+        (
+            "points: 10, cap: 30",
+            "points: ten, cap: 30",
+            "points: ten",
+            "scoring.engagement[1].points: must be a number",
+        ),
+        (
+            "kind: demo_requested, points: 40",
+            "kind: demo_request, points: 40",
+            "demo_request,",
+            "scoring.engagement[10].kind: unknown event kind 'demo_request'",
+        ),
+        (
+            "conversion: sql ",
+            "conversion: lead ",
+            "conversion: lead",
+            "labels.conversion: must be 'sql' or 'won'",
+        ),
+        (
+            "default_pool: inbound_sdr",
+            "default_pool: nobody",
+            "default_pool: nobody",
+            "routing.default_pool: no pool 'nobody' under routing.pools",
+        ),
+        (
+            "half_life_days: 14",
+            "half_life_days: 0",
+            "half_life_days: 0",
+            "scoring.half_life_days: must be greater than 0",
+        ),
+        (
+            "framework: bant ",
+            "framework: spin ",
+            "framework: spin",
+            "qualification.framework: must be one of bant, champ, gpctba, meddic",
+        ),
         ("sla_hours: 24", "sla_hourz: 24", "sla_hourz", "sla_hourz: unknown field"),
-        ("decision_maker: authority, use_case: need", "decision_maker: authority, use_case: needs",
-         "use_case: needs", "qualification.frameworks.bant.fields.use_case: 'needs' is not a criterion"),
+        (
+            "decision_maker: authority, use_case: need",
+            "decision_maker: authority, use_case: needs",
+            "use_case: needs",
+            "qualification.frameworks.bant.fields.use_case: 'needs' is not a criterion",
+        ),
     ],
 )
 def test_errors_name_file_line_and_field(old: str, new: str, needle: str, expected: str) -> None:
@@ -78,7 +109,9 @@ def test_duplicate_rule_names_are_refused() -> None:
 @settings(max_examples=200)
 @given(st.text(max_size=200))
 def test_arbitrary_text_fails_only_with_policy_error(text: str) -> None:
+    message = ""
     try:
         parse_policy(text, "fuzz.yaml")
     except PolicyError as exc:
-        assert str(exc).startswith("fuzz.yaml:")
+        message = str(exc)
+    assert message == "" or message.startswith("fuzz.yaml:")

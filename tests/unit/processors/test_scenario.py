@@ -49,15 +49,36 @@ def feed(events):
 
 def test_journey_to_sql_recycle_and_sql_again() -> None:
     events = [
-        ev("v1", Kind.VISIT, 0, anon="a1", path="/pricing", channel="paid_search", campaign="spring"),
+        ev(
+            "v1",
+            Kind.VISIT,
+            0,
+            anon="a1",
+            path="/pricing",
+            channel="paid_search",
+            campaign="spring",
+        ),
         ev("v2", Kind.VISIT, 24, anon="a1", path="/pricing", channel="direct"),
         ev("v3", Kind.VISIT, 48, anon="a1", path="/pricing", channel="direct"),
-        ev("f1", Kind.FORM_SUBMITTED, 49, anon="a1", channel="direct",
-           answers={"annual_budget": "100k", "use_case": "churn"}, **ICP_FORM),
+        ev(
+            "f1",
+            Kind.FORM_SUBMITTED,
+            49,
+            anon="a1",
+            channel="direct",
+            answers={"annual_budget": "100k", "use_case": "churn"},
+            **ICP_FORM,
+        ),
         ev("c1", Kind.EMAIL_CLICKED, 72, lead=LEAD, campaign="nurture-1"),
         ev("c2", Kind.EMAIL_CLICKED, 96, lead=LEAD, campaign="nurture-2"),
-        ev("d1", Kind.DEMO_REQUESTED, 100, anon="a1", channel="direct",
-           answers={"purchase_timeframe": "Q3"}),
+        ev(
+            "d1",
+            Kind.DEMO_REQUESTED,
+            100,
+            anon="a1",
+            channel="direct",
+            answers={"purchase_timeframe": "Q3"},
+        ),
         ev("r1", Kind.STAGE_CHANGED, 200, lead=LEAD, action="recycle", reason="no budget yet"),
         ev("v4", Kind.VISIT, 600, anon="a1", path="/pricing", channel="direct"),
         ev("c3", Kind.EMAIL_CLICKED, 601, lead=LEAD),
@@ -103,33 +124,59 @@ def test_journey_to_sql_recycle_and_sql_again() -> None:
     assert breach.mql_transition_id == mql.transition_id
     esc = nxt("c2", OwnerAssigned)
     assert (esc.owner_id, esc.previous_owner_id, esc.reason, esc.occurred_at) == (
-        "mgr-mo", "rep-ava", "sla_escalation", at(73))
+        "mgr-mo",
+        "rep-ava",
+        "sla_escalation",
+        at(73),
+    )
     nxt("c2", LeadScored)
 
     nxt("d1", LeadScored)
     sql1 = nxt("d1", StageChanged)
-    assert (sql1.from_stage, sql1.to_stage, sql1.reason) == (Stage.MQL, Stage.SQL, "demo_request_icp")
+    assert (sql1.from_stage, sql1.to_stage, sql1.reason) == (
+        Stage.MQL,
+        Stage.SQL,
+        "demo_request_icp",
+    )
     handoff = nxt("d1", BecameSQL)
-    assert handoff.transition_id == sql1.transition_id and handoff.sql_count == 1
-    assert handoff.owner_id == "mgr-mo" and handoff.team == "management"
-    assert handoff.first_touch is not None and handoff.first_touch.event_id == "v1"
+    assert handoff.transition_id == sql1.transition_id
+    assert handoff.sql_count == 1
+    assert handoff.owner_id == "mgr-mo"
+    assert handoff.team == "management"
+    assert handoff.first_touch is not None
+    assert handoff.first_touch.event_id == "v1"
     assert (handoff.first_touch.channel, handoff.first_touch.campaign) == ("paid_search", "spring")
-    assert handoff.last_touch is not None and handoff.last_touch.event_id == "d1"
-    assert handoff.engagement.pricing_views == 3 and handoff.engagement.emails_clicked == 2
+    assert handoff.last_touch is not None
+    assert handoff.last_touch.event_id == "d1"
+    assert handoff.engagement.pricing_views == 3
+    assert handoff.engagement.emails_clicked == 2
     assert handoff.engagement.demo_requested
     assert handoff.qualification.answers == {"budget": "100k", "need": "churn", "timeline": "Q3"}
     assert handoff.qualification.completeness == 0.75
-    assert handoff.contact.email == "ada@acme.io" and handoff.contact.company_size == 3000
+    assert handoff.contact.email == "ada@acme.io"
+    assert handoff.contact.company_size == 3000
     assert [st.stage for st in handoff.stage_history] == [
-        Stage.VISITOR, Stage.LEAD, Stage.MQL, Stage.SQL]
+        Stage.VISITOR,
+        Stage.LEAD,
+        Stage.MQL,
+        Stage.SQL,
+    ]
     assert [(r.rule, r.points) for r in handoff.top_rules[:2]] == [
-        ("demo_request", 40.0), ("size_enterprise", 30.0)]
+        ("demo_request", 40.0),
+        ("size_enterprise", 30.0),
+    ]
     example = nxt("d1", TrainingExample)
-    assert example.label is True and example.scored_at == at(96)  # features before the demo
-    assert example.features["stage=mql"] == 1.0 and example.features["demo_requested"] == 0.0
+    assert example.label is True
+    assert example.scored_at == at(96)
+    assert example.features["stage=mql"] == 1.0
+    assert example.features["demo_requested"] == 0.0
 
     rec = nxt("r1", StageChanged)
-    assert (rec.from_stage, rec.to_stage, rec.reason) == (Stage.SQL, Stage.RECYCLED, "no budget yet")
+    assert (rec.from_stage, rec.to_stage, rec.reason) == (
+        Stage.SQL,
+        Stage.RECYCLED,
+        "no budget yet",
+    )
 
     # weeks later: re-engagement requalifies the recycled lead, then a new demo request
     again = nxt("v4", LeadScored)
@@ -144,8 +191,11 @@ def test_journey_to_sql_recycle_and_sql_again() -> None:
     assert (sql2.from_stage, sql2.to_stage) == (Stage.MQL, Stage.SQL)
     assert sql2.transition_id != sql1.transition_id
     handoff2 = nxt("d2", BecameSQL)
-    assert handoff2.sql_count == 2 and handoff2.transition_id == sql2.transition_id
+    assert handoff2.sql_count == 2
+    assert handoff2.transition_id == sql2.transition_id
     assert len(handoff2.stage_history) == 7
     nxt("d2", TrainingExample)
     assert next(it, None) is None
-    assert state is not None and state.sql_count == 2 and state.stage is Stage.SQL
+    assert state is not None
+    assert state.sql_count == 2
+    assert state.stage is Stage.SQL

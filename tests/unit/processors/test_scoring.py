@@ -49,24 +49,41 @@ def test_caps_and_negative_rules() -> None:
 
 
 def test_fit_negatives_for_free_mail_competitor_and_students() -> None:
-    base = Contact(email="ada@acme.io", title="Director of Data", seniority="director",
-                   company_size=800, industry="software", country="DE")
+    base = Contact(
+        email="ada@acme.io",
+        title="Director of Data",
+        seniority="director",
+        company_size=800,
+        industry="software",
+        country="DE",
+    )
     good, rules = fit_score(base, P)
     assert good == 25 + 10 + 20 + 10 + 5
-    assert {r.rule for r in rules} == {"senior_buyer", "data_title", "size_mid_market",
-                                       "icp_industry", "served_country"}
+    assert {r.rule for r in rules} == {
+        "senior_buyer",
+        "data_title",
+        "size_mid_market",
+        "icp_industry",
+        "served_country",
+    }
     free, _ = fit_score(Contact(**{**_asdict(base), "email": "ada@gmail.com"}), P)
     rival, _ = fit_score(Contact(**{**_asdict(base), "email": "x@snowflake.com"}), P)
     student, _ = fit_score(Contact(email="kid@cs.stanford.edu", seniority="student"), P)
-    assert free == good - 10 and rival == good - 100 and student == -70
+    assert free == good - 10
+    assert rival == good - 100
+    assert student == -70
 
 
 def _asdict(c: Contact) -> dict:
     return {f: getattr(c, f) for f in Contact.__slots__}
 
 
-@given(st.lists(hit, max_size=30), st.integers(0, 400 * DAY_MS), st.integers(0, 400 * DAY_MS),
-       half_life)
+@given(
+    st.lists(hit, max_size=30),
+    st.integers(0, 400 * DAY_MS),
+    st.integers(0, 400 * DAY_MS),
+    half_life,
+)
 def test_decay_is_monotone_non_increasing_in_time_for_positive_hits(hits, t1, t2, hl) -> None:
     early, late = sorted((t1, t2))
     a = engagement_score(hits, early, hl, rule_caps=CAPS, cap=100)
@@ -81,8 +98,12 @@ def test_adding_a_positive_event_never_lowers_the_score(hits, extra, at, hl) -> 
     assert after >= before - 1e-9
 
 
-@given(st.lists(hit, max_size=30), st.randoms(use_true_random=False),
-       st.integers(0, 400 * DAY_MS), half_life)
+@given(
+    st.lists(hit, max_size=30),
+    st.randoms(use_true_random=False),
+    st.integers(0, 400 * DAY_MS),
+    half_life,
+)
 def test_order_of_events_does_not_matter(hits, rnd, at, hl) -> None:
     shuffled = list(hits)
     rnd.shuffle(shuffled)

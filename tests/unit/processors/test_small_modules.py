@@ -33,12 +33,22 @@ def test_routing_rules_by_industry_size_and_territory() -> None:
 
 
 def test_qualification_frameworks_and_completeness() -> None:
-    answers = merge_answers({}, {"annual_budget": "120k", "decision_maker": "yes", "pain": "x",
-                                 "purchase_timeframe": "Q2", "ignored": None})
+    answers = merge_answers(
+        {},
+        {
+            "annual_budget": "120k",
+            "decision_maker": "yes",
+            "pain": "x",
+            "purchase_timeframe": "Q2",
+            "ignored": None,
+        },
+    )
     bant = qualify(answers, P.qualification.frameworks["bant"])
-    assert bant.completeness == 1.0 and bant.answers["budget"] == "120k"
+    assert bant.completeness == 1.0
+    assert bant.answers["budget"] == "120k"
     meddic = qualify(answers, P.qualification.frameworks["meddic"])
-    assert meddic.framework == "meddic" and meddic.completeness == 1 / 6
+    assert meddic.framework == "meddic"
+    assert meddic.completeness == 1 / 6
     many = merge_answers({}, {f"k{i}": "v" for i in range(100)})
     assert len(many) == MAX_ANSWERS
 
@@ -54,6 +64,7 @@ def test_nurture_opens_without_click_fires_once_and_rearms_after_click() -> None
 
 
 def test_segments() -> None:
-    assert segments_of(Contact(company_size=50, title="Data Engineer", seniority="individual"),
-                       P) == ("size:smb", "persona:practitioner")
+    assert segments_of(
+        Contact(company_size=50, title="Data Engineer", seniority="individual"), P
+    ) == ("size:smb", "persona:practitioner")
     assert segments_of(Contact(), P) == ()
