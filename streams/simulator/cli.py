@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from rich.table import Table
 from leadflow.streams.settings import Settings
 from leadflow.streams.simulator.generator import (
     DEFAULT_START,
+    LeadTruth,
     Message,
     SimConfig,
     Simulation,
@@ -44,16 +46,36 @@ def parse_start(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def summary_tables(tally: Tally, truth_auc: float | None) -> list[Table]:
+def summary_tables(
+    tally: Tally, truth: Mapping[str, LeadTruth], truth_auc: float | None
+) -> list[Table]:
     """The dry-run summary: events per kind, the funnel per channel, the outcomes."""
     kinds = Table("event", "count", title="Events per kind")
     for kind, count in tally.events.most_common():
         kinds.add_row(kind, f"{count:,}")
     kinds.add_row("[bold]total", f"[bold]{sum(tally.events.values()):,}")
-    channels = Table("channel", "people", "leads", "visitor→lead", title="Acquisition by channel")
+    channels = Table(
+        "channel",
+        "people",
+        "leads",
+        "visitor→lead",
+        "SQL",
+        "won",
+        "revenue",
+        title="Acquisition by channel (first touch)",
+    )
     for channel, people in tally.people.most_common():
         leads = tally.leads[channel]
-        channels.add_row(channel, f"{people:,}", f"{leads:,}", f"{leads / people:.1%}")
+        mine = [t for t in truth.values() if t.channel == channel]
+        channels.add_row(
+            channel,
+            f"{people:,}",
+            f"{leads:,}",
+            f"{leads / people:.1%}",
+            f"{sum(t.converted for t in mine):,}",
+            f"{sum(t.won for t in mine):,}",
+            f"${sum(t.revenue for t in mine):,.0f}",
+        )
     people, leads = sum(tally.people.values()), sum(tally.leads.values())
     outcomes = Table("measure", "value", title="Funnel outcomes (event time, within the span)")
     rows = [
@@ -225,7 +247,7 @@ def simulate(
     except TruthError:
         ceiling = None
     if dry_run:
-        for table in summary_tables(sim.tally, ceiling):
+        for table in summary_tables(sim.tally, truth, ceiling):
             console.print(table)
     total = sum(sim.tally.events.values())
     if report is not None:

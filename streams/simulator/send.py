@@ -221,7 +221,7 @@ def send_http(
                 if attempt == max_retries:
                     raise SendError(f"gave up after {max_retries} retries ({reason})")
                 retries += 1
-                log.info("simulate.retry", reason=reason, wait_seconds=wait, attempt=attempt + 1)
+                log.debug("simulate.retry", reason=reason, wait_seconds=wait, attempt=attempt + 1)
                 sleep(min(wait, 60.0))
             sent += len(batch)
             if on_sent is not None:
