@@ -111,6 +111,7 @@ _SOCIAL_MEDIUMS = frozenset(
         "organic_social",
     }
 )
+_PAID_PATTERN = re.compile(r"(.*cp.*|ppc|retargeting|paid.*)")
 _EVENT_MEDIUMS = frozenset({"event", "events", "tradeshow", "trade_show", "conference", "booth"})
 _KIND_CHANNELS = {
     Kind.EMAIL_SENT: Channel.EMAIL,
@@ -188,20 +189,12 @@ def channel_from_campaign(source: str | None, medium: str | None) -> Channel | N
         return None
     src_site = _site(src) if "." in src else src
     social_source = src_site in SOCIAL_NETWORKS
+    # GA4's "paid" medium pattern: cpc, cpm, cpv, ppc, retargeting, paid...
+    paid = med in _PAID_MEDIUMS or bool(_PAID_PATTERN.fullmatch(med))
     rules: list[tuple[bool, Channel]] = [
-        (
-            med in _PAID_SOCIAL_MEDIUMS or (med in _PAID_MEDIUMS and social_source),
-            Channel.PAID_SOCIAL,
-        ),
-        (
-            med in _PAID_MEDIUMS
-            or (
-                bool(re.fullmatch(r"^(.*cp.|ppc|retargeting|paid.*)$", med))
-                and med not in _SOCIAL_MEDIUMS
-            ),
-            Channel.PAID_SEARCH,
-        ),
+        (med in _PAID_SOCIAL_MEDIUMS or (paid and social_source), Channel.PAID_SOCIAL),
         (med in _DISPLAY_MEDIUMS, Channel.DISPLAY),
+        (paid, Channel.PAID_SEARCH),
         (
             med in _EMAIL_MEDIUMS or (not med and src in {"email", "newsletter", "e-mail"}),
             Channel.EMAIL,

@@ -63,7 +63,7 @@ class KeyStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._records: list[KeyRecord] = []
         self._by_hash: dict[str, KeyRecord] = {}
 
@@ -73,7 +73,8 @@ class KeyStore:
         except FileNotFoundError:
             self._stamp, self._records, self._by_hash = None, [], {}
             return
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        # Writes replace the file, so a new inode means new content even within one mtime tick.
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:
             return
         try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+_EPSILON = 1e-9
+
 
 @dataclass(slots=True)
 class TokenBucket:
@@ -42,7 +44,7 @@ class TokenBucket:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens < 1.0:
+        if self.tokens < 1.0 - _EPSILON:  # float refill must not refuse a due request
             return False
         self.tokens -= cost
         return True

@@ -269,7 +269,7 @@ def _context(
                 utm_medium=utm.get("medium"),
                 referrer=referrer,
                 url=url,
-                ad_network=payload.get("network"),
+                ad_network=_str(payload.get("network")),
             )
         ),
         experiment=_text(props, "experiment", f"{where}.experiment", errors),

@@ -1,0 +1,68 @@
+"""Write keys: stored hashed, looked up, rotated and revoked; the file never holds a key."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from leadflow.streams.collector.keys import KeyStore, KeyStoreError, hash_key
+
+
+def now() -> datetime:
+    return datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def test_create_lookup_and_the_file_holds_only_hashes(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    key = store.create("acme", now)
+    assert key.startswith("lfw_")
+    assert len(key) > 40
+    record = store.lookup(key)
+    assert record is not None
+    assert record.workspace_id == "acme"
+    assert record.sha256 == hash_key(key)
+    text = (tmp_path / "keys.json").read_text()
+    assert key not in text
+    assert stat.S_IMODE((tmp_path / "keys.json").stat().st_mode) == 0o600
+    assert store.lookup(key + "x") is None
+    assert store.lookup("") is None
+
+
+def test_rotation_revokes_old_keys_of_that_workspace_only(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    old = store.create("acme", now)
+    other = store.create("globex", now)
+    new = store.rotate("acme", now)
+    assert store.lookup(old) is None
+    assert store.lookup(new) is not None
+    assert store.lookup(other) is not None
+    assert [r.revoked_at is not None for r in store.records()] == [True, False, False]
+    with pytest.raises(KeyStoreError, match="no keys"):
+        store.rotate("initech", now)
+
+
+def test_a_second_store_on_the_same_file_sees_changes(tmp_path: Path) -> None:
+    """The running collector and the CLI are different processes sharing the file."""
+    serving = KeyStore(tmp_path / "keys.json")
+    cli = KeyStore(tmp_path / "keys.json")
+    assert serving.lookup("lfw_x") is None
+    key = cli.create("acme", now)
+    assert serving.lookup(key) is not None
+    cli.revoke(serving.records()[0].key_id, now)
+    assert serving.lookup(key) is None
+    with pytest.raises(KeyStoreError, match="no active key"):
+        cli.revoke("nope", now)
+
+
+def test_a_corrupt_file_is_a_loud_error(tmp_path: Path) -> None:
+    (tmp_path / "keys.json").write_text("{not json")
+    with pytest.raises(KeyStoreError, match="unreadable"):
+        KeyStore(tmp_path / "keys.json").lookup("k")
+
+
+def test_empty_workspace_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(KeyStoreError):
+        KeyStore(tmp_path / "keys.json").create(" ", now)

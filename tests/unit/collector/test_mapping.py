@@ -1,0 +1,294 @@
+"""Segment message -> Event: field mapping, error paths, and round trips through the codec."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from leadflow.processors.events import Event, Kind
+from leadflow.schemas.codec import SingleObjectCodec
+from leadflow.streams.collector.mapping import MapOptions, Mapped, map_message
+from leadflow.streams.collector.models import FieldError
+from leadflow.streams.collector.tracking_plan import KIND_FIELDS, TRACK_KINDS, FieldSpec, FieldType
+
+RECEIVED = 1_772_366_400_000
+OPTS = MapOptions(workspace_id="ws", received_at=RECEIVED, future_tolerance_ms=300_000)
+CODEC = SingleObjectCodec()
+NAME_OF = {kind: name for name, kind in TRACK_KINDS.items()}
+
+
+def ok(raw: dict[str, Any], msg_type: str = "track", **opts: Any) -> Mapped:
+    options = dataclasses.replace(OPTS, **opts)
+    result = map_message(raw, msg_type, options, new_id=lambda: "generated", prefix="")
+    assert isinstance(result, Mapped), result
+    return result
+
+
+def errors(raw: Any, msg_type: str = "track", prefix: str = "") -> list[tuple[str, str]]:
+    result = map_message(raw, msg_type, OPTS, new_id=lambda: "generated", prefix=prefix)
+    assert isinstance(result, list), result
+    return [(e.path, e.message) for e in result]
+
+
+def value_for(spec: FieldSpec) -> st.SearchStrategy[Any]:
+    if spec.choices:
+        return st.sampled_from(sorted(spec.choices))
+    return {
+        FieldType.STRING: st.text(max_size=20),
+        FieldType.INT: st.integers(-(2**31), 2**31 - 1),
+        FieldType.DOUBLE: st.floats(allow_nan=False, allow_infinity=False),
+        FieldType.BOOLEAN: st.booleans(),
+        FieldType.STRING_MAP: st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+        FieldType.DATE: st.dates().map(lambda d: d.isoformat()),
+    }[spec.type]
+
+
+@st.composite
+def planned_track(draw: st.DrawFn) -> tuple[Kind, dict[str, Any]]:
+    kind = draw(st.sampled_from(sorted(TRACK_KINDS.values())))
+    props = {}
+    for spec in KIND_FIELDS[kind]:
+        if spec.required or draw(st.booleans()):
+            props[spec.name] = draw(value_for(spec))
+    return kind, {
+        "event": NAME_OF[kind],
+        "userId": draw(st.text(min_size=1, max_size=10)),
+        "properties": props,
+    }
+
+
+@given(planned_track())
+def test_planned_events_map_and_survive_the_codec(case: tuple[Kind, dict[str, Any]]) -> None:
+    kind, raw = case
+    event = ok(raw).event
+    assert event.kind is kind
+    for spec in KIND_FIELDS[kind]:
+        sent = raw["properties"].get(spec.name)
+        expected = spec.default if sent is None else sent
+        assert event.payload[spec.name] == expected
+    assert CODEC.decode(CODEC.encode(event)) == event
+    assert ok(raw).event == event  # deterministic
+
+
+WRONG: dict[FieldType, list[Any]] = {
+    FieldType.STRING: [[1], {"a": [1]}, 1.5, True, 7],
+    FieldType.INT: [[1], "text", 1.5, True, {"a": 1}],
+    FieldType.DOUBLE: [[1], "text", True, {"a": 1}],
+    FieldType.BOOLEAN: [[1], "text", 1.5, 0, "true"],
+    FieldType.STRING_MAP: [[1], "text", 1.5, True, {"a": [1]}, {"a": None}],
+    FieldType.DATE: [[1], 1.5, True, "text", "2026-13-01", "20260101"],
+}
+
+
+@given(st.sampled_from(sorted(TRACK_KINDS.values())), st.data())
+def test_a_wrong_type_is_named_by_its_path(kind: Kind, data: st.DataObject) -> None:
+    spec = data.draw(st.sampled_from(KIND_FIELDS[kind]))
+    wrong = data.draw(st.sampled_from(WRONG[spec.type]))
+    raw = {
+        "type": "track",
+        "event": NAME_OF[kind],
+        "anonymousId": "a",
+        "properties": {spec.name: wrong},
+    }
+    paths = [p for p, _ in errors(raw, prefix="batch[7]")]
+    where = f"batch[7].properties.{spec.name}"
+    assert any(p == where or p.startswith(where + ".") for p in paths), paths
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=10),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+            ),
+            max_leaves=6,
+        ),
+    )
+)
+def test_custom_events_keep_every_property(props: dict[str, Any]) -> None:
+    # channel/experiment/variant also feed the context, so they must be text.
+    assume(all(isinstance(props.get(k), str | None) for k in ("channel", "experiment", "variant")))
+    event = ok({"event": "Pricing Calculator Used", "anonymousId": "a", "properties": props}).event
+    assert event.kind is Kind.CUSTOM
+    assert event.payload["name"] == "Pricing Calculator Used"
+    assert json.loads(event.payload["properties_json"]) == props
+
+
+def test_identify_traits_and_segment_aliases() -> None:
+    mapped = ok(
+        {
+            "userId": "u",
+            "anonymousId": "a",
+            "traits": {"firstName": "Ada", "last_name": "L", "company_size": 12.0, "plan": "pro"},
+        },
+        "identify",
+    )
+    assert mapped.event.payload["first_name"] == "Ada"
+    assert mapped.event.payload["company_size"] == 12
+    assert mapped.ignored == ("traits.plan",)
+    assert (mapped.event.lead_id, mapped.event.anonymous_id) == ("u", "a")
+
+
+def test_alias_and_group() -> None:
+    alias = ok({"previousId": "anon-1", "userId": "lead-1"}, "alias").event
+    assert (alias.kind, dict(alias.payload), alias.lead_id) == (
+        Kind.ALIAS,
+        {"previous_id": "anon-1"},
+        "lead-1",
+    )
+    group = ok({"groupId": "acme", "userId": "u", "traits": {"size": 5}}, "group").event
+    assert group.kind is Kind.CUSTOM
+    assert json.loads(group.payload["properties_json"]) == {
+        "group_id": "acme",
+        "traits": {"size": 5},
+    }
+
+
+def test_page_context_campaign_and_utm_from_url() -> None:
+    event = ok(
+        {
+            "anonymousId": "a",
+            "name": "Pricing",
+            "properties": {
+                "url": "https://a.io/pricing?utm_source=google&utm_medium=cpc&utm_campaign=brand",
+                "path": "/pricing",
+                "title": "Pricing",
+                "referrer": "https://www.google.com/",
+                "search": "?utm_source=google",
+                "category": "Docs",
+                "variant": "b",
+            },
+        },
+        "page",
+    ).event
+    ctx = event.context
+    assert (ctx.utm_source, ctx.utm_medium, ctx.utm_campaign) == ("google", "cpc", "brand")
+    assert (ctx.path, ctx.title, ctx.channel, ctx.variant) == (
+        "/pricing",
+        "Pricing",
+        "paid_search",
+        "b",
+    )
+    assert dict(event.payload) == {
+        "name": "Pricing",
+        "category": "Docs",
+        "search": "?utm_source=google",
+    }
+
+
+def test_skew_correction_uses_the_batch_sent_at_when_the_message_has_none() -> None:
+    raw = {"anonymousId": "a", "timestamp": "2026-03-01T11:00:00Z"}
+    assert ok(raw, "page").event.occurred_at == RECEIVED - 3_600_000
+    # Client clock 2 minutes slow: the batch was "sent" at 11:58 when it was 12:00.
+    assert ok(raw, "page", sent_at=RECEIVED - 120_000).event.occurred_at == (
+        RECEIVED - 3_600_000 + 120_000
+    )
+    assert (
+        ok(
+            {**raw, "sentAt": "2026-03-01T12:00:00Z"}, "page", sent_at=RECEIVED - 120_000
+        ).event.occurred_at
+        == RECEIVED - 3_600_000
+    )
+    assert (
+        ok(
+            {"anonymousId": "a", "originalTimestamp": "2026-03-01T11:00:00Z"}, "page"
+        ).event.occurred_at
+        == RECEIVED - 3_600_000
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "msg_type", "expected"),
+    [
+        ({"event": "Deal Won", "userId": "u"}, "track", [("properties.amount", "required")]),
+        (
+            {"event": "Deal Won", "properties": {"amount": 1}},
+            "track",
+            [("userId", "anonymousId or userId is required")],
+        ),
+        (
+            {"event": "Deal Won", "userId": "u", "properties": {"amount": "9"}},
+            "track",
+            [("properties.amount", "expected a number, got string")],
+        ),
+        (
+            {"event": "Webinar Attended", "userId": "u", "properties": {"minutes_attended": 1.5}},
+            "track",
+            [("properties.minutes_attended", "expected an integer, got number")],
+        ),
+        (
+            {"event": "Consent Changed", "userId": "u", "properties": {"tracking": "yes"}},
+            "track",
+            [("properties.tracking", "expected true or false, got string")],
+        ),
+        (
+            {"event": "Form Submitted", "userId": "u", "properties": {"channel": 5}},
+            "track",
+            [("properties.channel", "expected a string, got integer")],
+        ),
+        (
+            {"userId": "u", "timestamp": "2026-03-01T12:05:01Z"},
+            "page",
+            [
+                (
+                    "timestamp",
+                    "in the future beyond the collector's tolerance (300 s) "
+                    "after clock-skew correction",
+                )
+            ],
+        ),
+        (
+            {"userId": "u", "timestamp": "1960-01-01T00:00:00Z"},
+            "page",
+            [("timestamp", "before 1970")],
+        ),
+        ({"userId": "u"}, "screen_view", [("type", "unknown type 'screen_view'")]),
+    ],
+)
+def test_validation_messages(
+    raw: dict[str, Any], msg_type: str, expected: list[tuple[str, str]]
+) -> None:
+    assert errors(raw, msg_type) == expected
+
+
+def test_a_future_timestamp_within_tolerance_is_fine_and_skew_can_rescue_it() -> None:
+    assert ok({"userId": "u", "timestamp": "2026-03-01T12:05:00Z"}, "page")
+    # The device clock is a day ahead, but sentAt says so: corrected to the past.
+    event = ok(
+        {"userId": "u", "timestamp": "2026-03-02T11:00:00Z", "sentAt": "2026-03-02T12:00:00Z"},
+        "page",
+    ).event
+    assert event.occurred_at == RECEIVED - 3_600_000
+
+
+def test_strict_mode_names_unknown_properties() -> None:
+    result = map_message(
+        {"event": "Deal Won", "userId": "u", "properties": {"amount": 1, "amount_eur": 2}},
+        "track",
+        MapOptions("ws", RECEIVED, 0, strict=True),
+        lambda: "x",
+        "batch[0]",
+    )
+    assert result == [
+        FieldError(
+            path="batch[0].properties.amount_eur", message="not in the tracking plan for deal_won"
+        )
+    ]
+
+
+def test_message_id_becomes_the_event_id_else_a_new_one() -> None:
+    assert ok({"event": "X", "userId": "u", "messageId": "m-1"}).event.event_id == "m-1"
+    assert ok({"event": "X", "userId": "u"}).event.event_id == "generated"
+
+
+def test_person_key_prefers_the_device() -> None:
+    event: Event = ok({"event": "X", "userId": "u", "anonymousId": "a"}).event
+    assert event.person_key == "a"
