@@ -930,7 +930,8 @@ class _Journey:
             reason = rng.choice(("bad_timing", "no_budget", "no_response"))
         self._stage(t, "reject_mql", reason, rep, {})
         self.stage = "rejected"
-        if reason in ("competitor", "student", "not_icp") and rng.random() < 0.8:
+        hopeless = reason in ("competitor", "student", "not_icp") and rng.random() < 0.8
+        if hopeless or self.reviews >= 2:  # rejected twice: sales stops looking
             self._stage(t + rng.randrange(MINUTE, 30 * MINUTE), "disqualify", reason, rep, {})
             self.stage = "disqualified"
             self.tally.disqualified += 1

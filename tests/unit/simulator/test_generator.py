@@ -194,7 +194,7 @@ def test_funnel_is_realistic(big: Simulation) -> None:
     assert tally.lost > 0
     assert tally.revenue > 0
     assert tally.recycled > 0
-    assert tally.disqualified >= 0
+    assert tally.disqualified > 0
     assert tally.unsubscribed > 0
     assert tally.opportunities >= tally.won + tally.lost
     assert tally.accepted < sum(tally.leads.values()) * 0.6
