@@ -20,8 +20,10 @@ touches or a CRM lagging behind):
   so a late hit counts with exactly the decay it would have had in order;
 - profile fields: the latest ``occurred_at`` wins per update, not the latest arrival;
 - stage transitions and nurture counters follow ARRIVAL order (the stage machine is a
-  log of decisions); a sales action that does not fit the current stage raises
-  :class:`InvalidTransition` (to the dead-letter topic) and leaves the state unchanged.
+  log of decisions); a transition caused by a late event is stamped no earlier than the
+  previous transition, so time-in-stage is never negative; a sales action that does not
+  fit the current stage raises :class:`InvalidTransition` (to the dead-letter topic) and
+  leaves the state unchanged.
 
 Bounded state: hits :data:`MAX_HITS` (oldest decaying hit dropped first), stage history
 :data:`MAX_HISTORY` (first step kept), aliases :data:`MAX_ALIASES`, answers 32.
@@ -252,17 +254,20 @@ class _Step:
 
     def move(self, to: Stage, reason: str) -> StageChanged:
         s, e = self.state, self.event
+        # A late event that causes a transition is stamped no earlier than the stage it
+        # leaves was entered, so time-in-stage is never negative.
+        at = max(e.occurred_at, s.history[-1].entered_at) if s.history else e.occurred_at
         change = transition(
             workspace_id=s.workspace_id,
             lead_id=s.lead_id,
             sequence=s.transitions + 1,
             current=s.stage,
             to=to,
-            occurred_at=e.occurred_at,
+            occurred_at=at,
             reason=reason,
             cause_event_id=e.event_id,
         )
-        history = (*s.history, StageStep(to, e.occurred_at, reason))
+        history = (*s.history, StageStep(to, at, reason))
         if len(history) > MAX_HISTORY:
             history = (history[0], *history[-(MAX_HISTORY - 1) :])
         leaving_mql = s.stage is Stage.MQL
@@ -271,7 +276,7 @@ class _Step:
             stage=to,
             history=history,
             transitions=s.transitions + 1,
-            recycled_at=e.occurred_at if to is Stage.RECYCLED else s.recycled_at,
+            recycled_at=at if to is Stage.RECYCLED else s.recycled_at,
             sla_due_at=None if leaving_mql else s.sla_due_at,
         )
         self.out.append(change)
@@ -610,10 +615,10 @@ def lead_step(
         )
     ):
         change = step.move(Stage.MQL, "thresholds_met")
-        due_at = event.occurred_at + int(policy.sla_hours * HOUR_MS)
+        due_at = change.occurred_at + int(policy.sla_hours * HOUR_MS)
         step.state = dataclasses.replace(
             step.state,
-            mql_at=event.occurred_at,
+            mql_at=change.occurred_at,
             mql_transition_id=change.transition_id,
             sla_due_at=due_at,
             sla_breached=False,
@@ -625,7 +630,7 @@ def lead_step(
                 transition_id=change.transition_id,
                 workspace_id=s.workspace_id,
                 lead_id=s.lead_id,
-                occurred_at=event.occurred_at,
+                occurred_at=change.occurred_at,
                 fit_score=round(s.fit, 2),
                 engagement_score=round(s.engagement, 2),
                 owner_id=s.owner_id,

@@ -142,3 +142,21 @@ def test_every_touch_is_emitted_once_with_the_lead_after_identification(n, dup, 
     assert [e.event_id for e in out] == [*(f"v{i}" for i in range(n)), "id"]
     assert all(e.lead_id == lead for e in out)
     assert [e.occurred_at for e in out[:-1]] == sorted(e.occurred_at for e in visits)
+
+
+@given(st.emails(), st.sampled_from(["", " ", "  "]), st.booleans())
+def test_two_devices_submitting_the_same_email_merge_into_one_lead(email, pad, upper) -> None:
+    typed = (email.upper() if upper else email) + pad
+    _, out_a = run(
+        [
+            ev("va", Kind.VISIT, 1, anon="dev-a"),
+            ev("fa", Kind.FORM_SUBMITTED, 2, anon="dev-a", email=email),
+        ]
+    )
+    _, out_b = run(
+        [
+            ev("vb", Kind.VISIT, 3, anon="dev-b"),
+            ev("fb", Kind.FORM_SUBMITTED, 4, anon="dev-b", email=typed),
+        ]
+    )
+    assert {e.lead_id for e in out_a} == {e.lead_id for e in out_b} == {derive_lead_id(WS, email)}

@@ -1,4 +1,5 @@
 import dataclasses
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -300,3 +301,28 @@ def test_long_lived_lead_stays_compact_and_bad_bytes_are_refused() -> None:
         decode_lead_state(b"z\x00garbage")
     with pytest.raises(StateDecodeError, match="unknown state version"):
         decode_lead_state(b'[9,["L","w"]]')
+
+
+def test_a_late_event_never_makes_time_in_stage_negative() -> None:
+    form = ev("f", Kind.FORM_SUBMITTED, 10, lead="L", **ICP_FORM)
+    late_pricing = [ev(f"p{i}", Kind.VISIT, i, lead="L", path="/pricing") for i in range(3)]
+    state, _out = fold([form, *late_pricing])
+    assert state.stage is Stage.MQL
+    times = [step.entered_at for step in state.history]
+    assert times == sorted(times)
+    assert state.mql_at == T0 + 10 * HOUR  # stamped at the LEAD entry, not the late visit
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.permutations(list(range(8))))
+def test_stage_changes_form_a_chain_whatever_the_arrival_order(order: list[int]) -> None:
+    events = [
+        *journey(),
+        ev("d", Kind.DEMO_REQUESTED, 40, lead="L"),
+        ev("v", Kind.VISIT, 41, lead="L", path="/pricing"),
+    ]
+    _, out = fold([events[i] for i in order])
+    changes = [d for d in out if hasattr(d, "to_stage")]
+    assert [c.sequence for c in changes] == list(range(1, len(changes) + 1))
+    assert all(b.from_stage == a.to_stage for a, b in itertools.pairwise(changes))
+    assert [c.occurred_at for c in changes] == sorted(c.occurred_at for c in changes)
