@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from leadflow.processors import codec
 from leadflow.processors.derived import IdentityLinked, derived_id
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
@@ -59,6 +60,16 @@ class IdentityState:
     tracking: bool = True
     buffer: tuple[Event, ...] = ()
     dropped: int = 0
+
+
+def encode_identity_state(state: IdentityState) -> bytes:
+    """Compact bytes for the RocksDB table (positional JSON, see ``codec``)."""
+    return codec.encode(state)
+
+
+def decode_identity_state(data: bytes) -> IdentityState:
+    """Inverse of :func:`encode_identity_state`."""
+    return codec.decode(IdentityState, data)
 
 
 def normalise_email(email: str) -> str:

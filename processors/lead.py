@@ -152,6 +152,7 @@ class LeadState:
     aliases: tuple[str, ...] = ()
     watermark: int = 0
     seen: tuple[str, ...] = ()
+    label_due_at: int | None = None  # features_at + negative horizon, while unlabelled
 
 
 def encode_lead_state(state: LeadState) -> bytes:
@@ -162,6 +163,26 @@ def encode_lead_state(state: LeadState) -> bytes:
 def decode_lead_state(data: bytes) -> LeadState:
     """Inverse of :func:`encode_lead_state`."""
     return codec.decode(LeadState, data)
+
+
+def next_deadline(state: LeadState) -> int | None:
+    """The earliest event time at which :func:`advance_time` would emit something.
+
+    The SLA due time of an unreviewed MQL, or when the open features snapshot turns into
+    a negative label; ``None`` when nothing is pending. The agent keeps leads in a heap
+    by this and calls ``advance_time`` once its watermark passes it.
+
+    Example:
+        >>> next_deadline(LeadState("L", "ws", stage=Stage.MQL, sla_due_at=5)), next_deadline(
+        ...     LeadState("L", "ws"))
+        (5, None)
+    """
+    due: list[int] = []
+    if state.stage is Stage.MQL and state.sla_due_at is not None and not state.sla_breached:
+        due.append(state.sla_due_at)
+    if not state.labelled and state.label_due_at is not None:
+        due.append(state.label_due_at)
+    return min(due) if due else None
 
 
 def _seen_key(event_id: str) -> str:
@@ -335,7 +356,7 @@ class _Step:
                 features=features,
             )
         )
-        self.state = dataclasses.replace(self.state, labelled=True)
+        self.state = dataclasses.replace(self.state, labelled=True, label_due_at=None)
 
 
 def _label_open(state: LeadState, policy: Policy) -> bool:
@@ -416,7 +437,7 @@ def advance_time(
                 features=dict(s.features),
             )
         )
-        s = dataclasses.replace(s, labelled=True)
+        s = dataclasses.replace(s, labelled=True, label_due_at=None)
     return s, out
 
 
@@ -475,7 +496,14 @@ def _score(step: _Step, model: ScoreModel | None) -> None:
             top_features=model.top_features(features),
         )
     if _label_open(s, p):
-        s = dataclasses.replace(s, features=features, features_at=e.occurred_at, labelled=False)
+        horizon_ms = int(p.labels.negative_horizon_days * DAY_MS)
+        s = dataclasses.replace(
+            s,
+            features=features,
+            features_at=e.occurred_at,
+            labelled=False,
+            label_due_at=e.occurred_at + horizon_ms,
+        )
     step.state = s
     step.out.append(
         LeadScored(

@@ -7,7 +7,10 @@ ROC AUC, and the absolute error feeds an ADWIN drift detector.
 
 Snapshots are pickles, so they are wrapped in an HMAC-SHA256-signed envelope and the
 signature is checked BEFORE anything is unpickled: a snapshot from ``leadflow.models``
-that was not signed with the workspace key is refused, never loaded.
+that was not signed with the workspace key is refused, never loaded. Envelope:
+``b"LFM1" | HMAC-SHA256 (32 bytes) | version length (2 bytes, big-endian) | version (UTF-8)
+| pickle``; the HMAC covers everything after itself plus the magic. The version sits
+outside the pickle so :meth:`ScoreModel.peek_version` can read it without unpickling.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from leadflow.processors.scoring import DAY_MS, decayed
 
 if TYPE_CHECKING:
     from leadflow.processors.lead import LeadState
+    from leadflow.processors.policy import Policy
 
 # river's metrics and drift detectors are not annotated; keep them behind Any.
 _metrics: Any = metrics
@@ -85,8 +89,16 @@ class ScoreModel:
         (100, True)
     """
 
-    def __init__(self, *, half_life_days: float = 14.0, name: str = "logreg") -> None:
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        *,
+        half_life_days: float | None = None,
+        name: str = "logreg",
+    ) -> None:
         self.name = name
+        if half_life_days is None:
+            half_life_days = policy.scoring.half_life_days if policy is not None else 14.0
         self.half_life_days = half_life_days
         self.pipeline = compose.Pipeline(
             preprocessing.StandardScaler(), linear_model.LogisticRegression()
@@ -105,6 +117,15 @@ class ScoreModel:
     def auc(self) -> float:
         """Prequential ROC AUC so far (0.5 before any mixed labels)."""
         return float(self.roc_auc.get())
+
+    def quality(self) -> dict[str, float | int | str]:
+        """What the trainer logs and exports: prequential AUC, drift count, examples seen."""
+        return {
+            "model_version": self.version,
+            "auc": round(self.auc, 4),
+            "drift_count": self.drift_count,
+            "n_learned": self.n_learned,
+        }
 
     def features(self, state: LeadState, at_ms: int) -> dict[str, float]:
         """The lead's features at event time ``at_ms`` (see :func:`lead_features`)."""
@@ -139,10 +160,33 @@ class ScoreModel:
         return tuple(r for r in contrib[:n] if r.points != 0)
 
     def snapshot(self, key: bytes) -> bytes:
-        """Signed bytes for ``leadflow.models``: magic, HMAC-SHA256, pickle."""
-        body = pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
-        sig = hmac.new(key, _MAGIC + body, hashlib.sha256).digest()
-        return _MAGIC + sig + body
+        """Signed bytes for ``leadflow.models`` (see the module doc for the envelope)."""
+        version = self.version.encode()
+        signed = (
+            len(version).to_bytes(2, "big")
+            + version
+            + pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+        )
+        sig = hmac.new(key, _MAGIC + signed, hashlib.sha256).digest()
+        return _MAGIC + sig + signed
+
+    @staticmethod
+    def peek_version(data: bytes) -> str:
+        """The snapshot's model version, read from the header; nothing is unpickled.
+
+        Not verified: use it only to decide whether :meth:`restore` is needed.
+
+        Raises:
+            SnapshotError: not a snapshot envelope.
+        """
+        head = len(_MAGIC) + _SIG_LEN
+        if len(data) < head + 2 or not data.startswith(_MAGIC):
+            raise SnapshotError("not a leadflow model snapshot")
+        n = int.from_bytes(data[head : head + 2], "big")
+        try:
+            return data[head + 2 : head + 2 + n].decode()
+        except UnicodeDecodeError:
+            raise SnapshotError("snapshot version is not UTF-8") from None
 
     @classmethod
     def restore(cls, data: bytes, key: bytes) -> ScoreModel:
@@ -151,13 +195,14 @@ class ScoreModel:
         Raises:
             SnapshotError: wrong magic, wrong key or tampered bytes.
         """
-        if len(data) < len(_MAGIC) + _SIG_LEN or not data.startswith(_MAGIC):
+        head = len(_MAGIC) + _SIG_LEN
+        if len(data) < head + 2 or not data.startswith(_MAGIC):
             raise SnapshotError("not a leadflow model snapshot")
-        sig = data[len(_MAGIC) : len(_MAGIC) + _SIG_LEN]
-        body = data[len(_MAGIC) + _SIG_LEN :]
-        expected = hmac.new(key, _MAGIC + body, hashlib.sha256).digest()
+        sig, signed = data[len(_MAGIC) : head], data[head:]
+        expected = hmac.new(key, _MAGIC + signed, hashlib.sha256).digest()
         if not hmac.compare_digest(sig, expected):
             raise SnapshotError("model snapshot signature does not verify; refusing to load")
+        body = signed[2 + int.from_bytes(signed[:2], "big") :]
         attrs: dict[str, Any] = pickle.loads(body)  # noqa: S301 - signature verified above
         model = cls.__new__(cls)
         model.__dict__.update(attrs)

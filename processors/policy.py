@@ -245,6 +245,13 @@ class NurtureTrigger:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelPolicy:
+    """How the trainer runs: how often it publishes a signed snapshot."""
+
+    snapshot_every: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """Everything the processors need to decide; parsed by :func:`parse_policy`."""
 
@@ -259,6 +266,7 @@ class Policy:
     segments: tuple[SegmentGroup, ...]
     routing: Routing
     nurture: tuple[NurtureTrigger, ...]
+    model: ModelPolicy = field(default_factory=ModelPolicy)
     source: str = field(default="<policy>", compare=False)
 
     def seniority_of(self, title: str | None) -> str | None:
@@ -602,9 +610,18 @@ def _nurture(n: _N) -> NurtureTrigger:
     )
 
 
+def _model(n: _N) -> ModelPolicy:
+    m = n.mapping(frozenset({"snapshot_every"}))
+    every = _opt(m, "snapshot_every", _N.integer, 100)
+    if every < 1:
+        raise m["snapshot_every"].fail("must be at least 1")
+    return ModelPolicy(snapshot_every=every)
+
+
 _TOP = frozenset(
     {
         "version",
+        "model",
         "domains",
         "seniority",
         "scoring",
@@ -672,6 +689,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         segments=_segments(m["segments"], domains) if "segments" in m else (),
         routing=_routing(_req(m, "routing", root)),
         nurture=nurture,
+        model=_model(m["model"]) if "model" in m else ModelPolicy(),
         source=source,
     )
 

@@ -8,7 +8,9 @@ from leadflow.processors.events import Event, Kind
 from leadflow.processors.identity import (
     MAX_BUFFERED,
     IdentityState,
+    decode_identity_state,
     derive_lead_id,
+    encode_identity_state,
     identity_link,
     identity_step,
 )
@@ -160,3 +162,10 @@ def test_two_devices_submitting_the_same_email_merge_into_one_lead(email, pad, u
         ]
     )
     assert {e.lead_id for e in out_a} == {e.lead_id for e in out_b} == {derive_lead_id(WS, email)}
+
+
+def test_identity_state_bytes_round_trip() -> None:
+    state, _ = run([ev(f"v{i}", Kind.VISIT, i, anon="a", path="/pricing") for i in range(3)])
+    data = encode_identity_state(state)
+    assert decode_identity_state(data) == state
+    assert len(data) < 1024

@@ -16,6 +16,7 @@ from leadflow.processors.lead import (
     decode_lead_state,
     encode_lead_state,
     lead_step,
+    next_deadline,
 )
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy import load_default_policy
@@ -326,3 +327,18 @@ def test_stage_changes_form_a_chain_whatever_the_arrival_order(order: list[int])
     assert [c.sequence for c in changes] == list(range(1, len(changes) + 1))
     assert all(b.from_stage == a.to_stage for a, b in itertools.pairwise(changes))
     assert [c.occurred_at for c in changes] == sorted(c.occurred_at for c in changes)
+
+
+def test_next_deadline_tracks_sla_then_label_horizon() -> None:
+    state, _ = fold(journey())
+    assert next_deadline(state) == state.sla_due_at
+    accepted, _ = lead_step(
+        state, ev("acc", Kind.STAGE_CHANGED, 31, lead="L", action="accept_mql"), P, None
+    )
+    assert next_deadline(accepted) is None  # SQL: SLA met and the label was taught
+    lead_only, _ = fold(journey()[:2], None)
+    horizon = int(P.labels.negative_horizon_days * DAY)
+    assert next_deadline(lead_only) == lead_only.features_at + horizon
+    labelled, out = advance_time(lead_only, next_deadline(lead_only), P)
+    assert [type(d) for d in out] == [TrainingExample]
+    assert next_deadline(labelled) is None

@@ -97,3 +97,21 @@ def test_features_of_a_lead() -> None:
     assert f["seniority=vp"] == 1.0
     assert f["fit"] == s.fit
     assert 0.95 < f["n.pricing_page"] <= 1.0
+
+
+def test_peek_version_reads_the_header_without_the_key() -> None:
+    m = trained(30)
+    data = m.snapshot(KEY)
+    assert ScoreModel.peek_version(data) == "logreg@30"
+    with pytest.raises(SnapshotError):
+        ScoreModel.peek_version(b"nope")
+    q = m.quality()
+    assert q["model_version"] == "logreg@30"
+    assert q["n_learned"] == 30
+    assert 0.0 <= float(q["auc"]) <= 1.0
+
+
+def test_model_takes_its_half_life_from_the_policy() -> None:
+    p = load_default_policy()
+    assert ScoreModel(p).half_life_days == p.scoring.half_life_days
+    assert ScoreModel(p, half_life_days=3.0).half_life_days == 3.0
