@@ -213,8 +213,8 @@ def channel_from_campaign(source: str | None, medium: str | None) -> Channel | N
 
 
 def _click_channel(url: str | None) -> Channel | None:
-    if not url:
-        return None
+    if not url or not any(marker in url for marker in ("clid", "clkid", "braid", "li_fat_id")):
+        return None  # the common case, without parsing the query
     query = parse_qs(urlsplit(url).query)
     if any(name in query for name in PAID_SEARCH_CLICK_IDS):
         return Channel.PAID_SEARCH
@@ -282,13 +282,13 @@ def group_channel(inputs: ChannelInputs) -> str | None:
         return _KIND_CHANNELS[inputs.kind].value
     if inputs.kind is Kind.AD_CLICK and not (inputs.utm_medium or inputs.utm_source):
         return _ad_channel(inputs.ad_network).value
-    for channel in (
-        channel_from_campaign(inputs.utm_source, inputs.utm_medium),
-        _click_channel(inputs.url),
-        _referrer_channel(inputs.referrer, inputs.url),
-    ):
-        if channel is not None:
-            return channel.value
+    channel = (
+        channel_from_campaign(inputs.utm_source, inputs.utm_medium)
+        or _click_channel(inputs.url)
+        or _referrer_channel(inputs.referrer, inputs.url)
+    )
+    if channel is not None:
+        return channel.value
     if inputs.kind in TOUCH_KINDS:
         return Channel.DIRECT.value
     return None

@@ -244,7 +244,7 @@ def _context(
             "term": campaign.term,
             "content": campaign.content,
         }
-    elif url:
+    elif url and "utm_" in url:
         query = parse_qs(urlsplit(url).query)
         utm = {name: query.get(f"utm_{name}", [None])[0] for name in _UTM}
     referrer = (page.referrer if page else None) or (
