@@ -15,6 +15,7 @@ answered 503 at once instead of queueing events nobody acknowledges.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -57,6 +58,8 @@ class EventProducer:
                 # request stops waiting, so the usual failure is a reported one.
                 "message.timeout.ms": max(1000, int(delivery_timeout * 1000) - 500),
                 "error_cb": self._on_error,
+                # librdkafka's own log lines go through logging (and so structlog, as JSON).
+                "logger": logging.getLogger("leadflow.collector.rdkafka"),
                 "log_level": 3,
             }
         )
@@ -82,7 +85,10 @@ class EventProducer:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=5)
-        self._producer.flush(timeout)
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            log.warning("collector.undelivered_at_close", records=remaining)
+        self._producer.close()  # stop librdkafka's threads and reconnect attempts now
 
     def reachable(self, timeout: float = 2.0) -> bool:
         """Whether the broker answers a metadata request that knows the topic."""
