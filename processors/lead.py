@@ -7,9 +7,10 @@ hand-off, nurture actions, training examples. It never mutates its inputs (the m
 only read).
 
 Idempotency: an event whose id was already applied changes nothing and derives nothing.
-The lead remembers the last :data:`MAX_SEEN` distinct event ids (as 12-hex-char digests,
-~15 bytes each); a duplicate older than that window would be re-applied, so upstream
-dedupe (the identity step re-emits the same ids; ClickHouse dedupes by id) covers the rest.
+The lead remembers the last :data:`MAX_SEEN` distinct event ids (as 48-bit digests,
+8 base64 chars each); a duplicate older than that window would be re-applied. Redelivery
+after a crash re-sends only the uncommitted tail of a partition, far inside that window;
+ClickHouse and downstream consumers dedupe by the deterministic derived ids anyway.
 
 Out-of-order guarantees (events of one lead may arrive late, e.g. replayed pre-identify
 touches or a CRM lagging behind):
@@ -25,13 +26,16 @@ touches or a CRM lagging behind):
   fit the current stage raises :class:`InvalidTransition` (to the dead-letter topic) and
   leaves the state unchanged.
 
-Bounded state: hits :data:`MAX_HITS` (oldest decaying hit dropped first), stage history
+Bounded state: hits :data:`MAX_HITS` (decaying hits worth under :data:`NEGLIGIBLE` points
+at the watermark are pruned, then the oldest decaying hits go first), stage history
 :data:`MAX_HISTORY` (first step kept), aliases :data:`MAX_ALIASES`, answers 32.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 
 from leadflow.processors import codec
@@ -64,6 +68,7 @@ from leadflow.processors.routing import RoutingState, assign
 from leadflow.processors.scoring import (
     DAY_MS,
     EngagementHit,
+    decayed,
     engagement_hits,
     fit_score,
     policy_engagement,
@@ -71,8 +76,9 @@ from leadflow.processors.scoring import (
 )
 from leadflow.processors.segments import segments_of
 
-MAX_SEEN = 256
-MAX_HITS = 100
+MAX_SEEN = 128
+MAX_HITS = 64
+NEGLIGIBLE = 0.01
 MAX_HISTORY = 32
 MAX_ALIASES = 16
 HOUR_MS = 3_600_000
@@ -186,7 +192,10 @@ def next_deadline(state: LeadState) -> int | None:
 
 
 def _seen_key(event_id: str) -> str:
-    return derived_id("seen", event_id)[:12]
+    # 48 bits as 8 base64url chars: per lead (<= MAX_SEEN ids) a false "duplicate" has
+    # probability ~ MAX_SEEN**2 / 2**49, i.e. ~3e-11.
+    digest = hashlib.blake2b(event_id.encode(), digest_size=6).digest()
+    return base64.urlsafe_b64encode(digest).decode()
 
 
 def _channel(event: Event) -> str:
@@ -235,16 +244,16 @@ def _summary(s: EngagementSummary, event: Event) -> EngagementSummary:
     )
 
 
-def _bounded_hits(hits: tuple[EngagementHit, ...]) -> tuple[EngagementHit, ...]:
-    if len(hits) <= MAX_HITS:
-        return hits
-    # The oldest decaying hit contributes least; non-decaying (unsubscribe) hits stay.
-    decaying = sorted((h for h in hits if h.decays), key=lambda h: h.occurred_at)
-    drop = decaying[: len(hits) - MAX_HITS]
-    out = list(hits)
-    for h in drop:
-        out.remove(h)
-    return tuple(out)
+def _bounded_hits(
+    hits: tuple[EngagementHit, ...], at_ms: int, half_life_days: float
+) -> tuple[EngagementHit, ...]:
+    kept = [h for h in hits if not h.decays or abs(decayed(h, at_ms, half_life_days)) >= NEGLIGIBLE]
+    if len(kept) > MAX_HITS:
+        # The oldest decaying hit contributes least; non-decaying (unsubscribe) hits stay.
+        decaying = sorted((h for h in kept if h.decays), key=lambda h: h.occurred_at)
+        for h in decaying[: len(kept) - MAX_HITS]:
+            kept.remove(h)
+    return tuple(kept)
 
 
 def _apply_profile(state: LeadState, event: Event, policy: Policy) -> LeadState:
@@ -441,38 +450,66 @@ def advance_time(
     return s, out
 
 
+def _to_opportunity(step: _Step, routing: RoutingState, snapshot: LeadState) -> None:
+    # Sales is authoritative: an opportunity opened (or won) for a lead our rules never
+    # qualified passes through SQL, with its hand-off, so no SQL transition goes unseen.
+    if step.state.stage in _SQL_FROM:
+        step.to_sql("sales_accepted", routing, snapshot)
+    if step.state.stage is Stage.SQL:
+        step.move(Stage.OPPORTUNITY, "opportunity_opened")
+
+
 def _stage_action(step: _Step, routing: RoutingState, snapshot: LeadState) -> None:
+    """Apply a sales decision.
+
+    Sales decisions are authoritative, so they apply from any stage where the machine
+    has a path: ``accept_mql`` from lead/mql/recycled (-> SQL), ``reject_mql`` to recycled,
+    ``open_opportunity`` through SQL if needed. A decision that is already reflected (an
+    accept for a lead that is SQL or beyond, a reject or recycle of a recycled lead, a
+    disqualify of a disqualified one) is a no-op.
+    Anything else (e.g. accepting a disqualified lead) raises ``InvalidTransition``.
+    """
     e = step.event
     action = e.payload.get("action")
     reason = str(e.payload.get("reason") or action)
     stage = step.state.stage
+    beyond_sql = (Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
     if action == "accept_mql":
-        if stage is not Stage.MQL:
+        if stage in _SQL_FROM:
+            step.to_sql("sales_accepted", routing, snapshot)
+        elif stage not in beyond_sql:
             raise InvalidTransition(f"lead {e.lead_id}: accept_mql while {stage}")
-        step.to_sql("sales_accepted", routing, snapshot)
     elif action == "reject_mql":
-        if stage is not Stage.MQL:
-            raise InvalidTransition(f"lead {e.lead_id}: reject_mql while {stage}")
-        step.move(Stage.RECYCLED, reason)
+        if stage not in (Stage.RECYCLED, Stage.DISQUALIFIED):
+            step.move(Stage.RECYCLED, reason)
     elif action == "open_opportunity":
-        step.move(Stage.OPPORTUNITY, reason)
+        if stage not in (Stage.OPPORTUNITY,):
+            _to_opportunity(step, routing, snapshot)
+            if step.state.stage is not Stage.OPPORTUNITY:
+                raise InvalidTransition(f"lead {e.lead_id}: open_opportunity while {stage}")
     elif action == "recycle":
-        step.move(Stage.RECYCLED, reason)
+        if stage is not Stage.RECYCLED:
+            step.move(Stage.RECYCLED, reason)
     elif action == "disqualify":
-        step.move(Stage.DISQUALIFIED, reason)
+        if stage is not Stage.DISQUALIFIED:
+            step.move(Stage.DISQUALIFIED, reason)
     else:
         raise InvalidEvent(f"event {e.event_id}: unknown stage_changed action {action!r}")
 
 
-def _deal(step: _Step, snapshot: LeadState) -> None:
+def _deal(step: _Step, routing: RoutingState, snapshot: LeadState) -> None:
     e = step.event
+    stage = step.state.stage
     if e.kind is Kind.DEAL_WON:
-        if step.state.stage is Stage.SQL:
-            step.move(Stage.OPPORTUNITY, "deal_won")
+        if stage is Stage.CUSTOMER:
+            return  # another deal of a customer (expansion): nothing to transition
+        _to_opportunity(step, routing, snapshot)
+        if step.state.stage is not Stage.OPPORTUNITY:
+            raise InvalidTransition(f"lead {e.lead_id}: deal_won while {stage}")
         step.move(Stage.CUSTOMER, "deal_won")
         if step.policy.labels.conversion == "won":
             step.positive(snapshot)
-    else:
+    elif stage not in (Stage.RECYCLED, Stage.DISQUALIFIED):
         step.move(Stage.RECYCLED, f"deal_lost: {e.payload.get('reason') or 'unknown'}")
 
 
@@ -601,7 +638,8 @@ def lead_step(
     s = dataclasses.replace(s, summary=_summary(s.summary, event))
     new_hits = engagement_hits(event, policy)
     if new_hits:
-        s = dataclasses.replace(s, hits=_bounded_hits((*s.hits, *new_hits)))
+        hits = _bounded_hits((*s.hits, *new_hits), s.watermark, policy.scoring.half_life_days)
+        s = dataclasses.replace(s, hits=hits)
     s = dataclasses.replace(s, segments=segments_of(s.contact, policy))
     step.state = s
 
@@ -614,7 +652,7 @@ def lead_step(
     if k is Kind.STAGE_CHANGED:
         _stage_action(step, routing, snapshot)
     elif k in (Kind.DEAL_WON, Kind.DEAL_LOST):
-        _deal(step, snapshot)
+        _deal(step, routing, snapshot)
 
     scored = bool(new_hits) or k in (Kind.IDENTIFY, Kind.FORM_SUBMITTED, Kind.ERASURE_REQUESTED)
     if scored:

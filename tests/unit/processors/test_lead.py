@@ -86,20 +86,42 @@ def test_accept_mql_gives_exactly_one_handoff_and_duplicates_change_nothing() ->
     assert sqls[0].reason == "sales_accepted"
     assert s1.stage is Stage.SQL
     assert lead_step(s1, accept, P, None) == (s1, [])
-    with pytest.raises(InvalidTransition):
-        lead_step(s1, dataclasses.replace(accept, event_id="a2"), P, None)
+    # a second accept (another id) is already reflected: a no-op, not a second hand-off
+    s2, again = lead_step(s1, dataclasses.replace(accept, event_id="a2"), P, None)
+    assert again == []
+    assert (s2.stage, s2.sql_count) == (Stage.SQL, 1)
 
 
 def test_invalid_sales_actions_raise_and_leave_state_untouched() -> None:
     state, _ = fold(journey()[:2])
+    state, _ = lead_step(
+        state, ev("dq", Kind.STAGE_CHANGED, 6, lead="L", action="disqualify"), P, None
+    )
     before = encode_lead_state(state)
+    for action in ("accept_mql", "open_opportunity"):
+        with pytest.raises(InvalidTransition):
+            lead_step(state, ev("x", Kind.STAGE_CHANGED, 7, lead="L", action=action), P, None)
     with pytest.raises(InvalidTransition):
-        lead_step(state, ev("x", Kind.STAGE_CHANGED, 7, lead="L", action="accept_mql"), P, None)
+        lead_step(state, ev("w", Kind.DEAL_WON, 7, lead="L", amount=1.0), P, None)
     with pytest.raises(InvalidEvent):
         lead_step(state, ev("y", Kind.STAGE_CHANGED, 7, lead="L", action="promote"), P, None)
     with pytest.raises(InvalidEvent):
         lead_step(state, ev("z", Kind.VISIT, 7, anon="a"), P, None)
     assert encode_lead_state(state) == before
+
+
+def test_sales_decisions_on_unqualified_leads_pass_through_sql_with_a_handoff() -> None:
+    state, _ = fold(journey()[:3])  # a lead our rules have not qualified
+    assert state.stage is Stage.LEAD
+    opened, out = lead_step(
+        state, ev("op", Kind.STAGE_CHANGED, 7, lead="L", action="open_opportunity"), P, None
+    )
+    steps = [(c.from_stage, c.to_stage) for c in out if hasattr(c, "to_stage")]
+    assert steps == [(Stage.LEAD, Stage.SQL), (Stage.SQL, Stage.OPPORTUNITY)]
+    assert [h.reason for h in out if isinstance(h, BecameSQL)] == ["sales_accepted"]
+    won, out = lead_step(opened, ev("won", Kind.DEAL_WON, 9, lead="L", amount=5e4), P, None)
+    assert won.stage is Stage.CUSTOMER
+    assert lead_step(won, ev("won2", Kind.DEAL_WON, 99, lead="L", amount=1e4), P, None)[1] == []
 
 
 def test_late_earlier_visit_becomes_first_touch() -> None:
