@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 import time
@@ -233,13 +234,13 @@ class Ingest:
         return record
 
     def _messages(
-        self, data: Any, msg_type: str | None
+        self, data: Any, msg_type: str | None, workspace_id: str
     ) -> tuple[list[tuple[Any, str, str]], MapOptions]:
-        received = self.c.clock_ms()
+        """The request's messages as ``(raw, type, path prefix)`` and the mapping options."""
         s = self.c.settings
         options = MapOptions(
-            workspace_id="",
-            received_at=received,
+            workspace_id=workspace_id,
+            received_at=self.c.clock_ms(),
             future_tolerance_ms=int(s.collector_future_tolerance_seconds * 1000),
             strict=s.collector_strict_properties,
         )
@@ -280,14 +281,7 @@ class Ingest:
         for i, item in enumerate(items):
             kind = item.get("type") if isinstance(item, dict) else None
             messages.append((item, kind if isinstance(kind, str) else "", f"batch[{i}]"))
-        return messages, MapOptions(
-            workspace_id="",
-            received_at=received,
-            future_tolerance_ms=options.future_tolerance_ms,
-            strict=options.strict,
-            sent_at=sent_at,
-            context=context,
-        )
+        return messages, dataclasses.replace(options, sent_at=sent_at, context=context)
 
     async def handle(self, request: Request, msg_type: str | None) -> Response:
         """Run one request through the pipeline; every failure becomes a :class:`Problem`."""
@@ -312,15 +306,7 @@ class Ingest:
             # Browser trackers that cannot set headers (sendBeacon) put it in the body.
             body_key = data.get("writeKey") if isinstance(data, dict) else None
             record = self._authorize(body_key if isinstance(body_key, str) else None)
-        messages, options = self._messages(data, msg_type)
-        options = MapOptions(
-            workspace_id=record.workspace_id,
-            received_at=options.received_at,
-            future_tolerance_ms=options.future_tolerance_ms,
-            strict=options.strict,
-            sent_at=options.sent_at,
-            context=options.context,
-        )
+        messages, options = self._messages(data, msg_type, record.workspace_id)
         bucket = self.limiter.bucket(record.key_id)
         if not bucket.take(len(messages)):
             raise Rejection(

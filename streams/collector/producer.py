@@ -15,6 +15,7 @@ answered 503 at once instead of queueing events nobody acknowledges.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -108,7 +109,10 @@ class EventProducer:
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except Exception:  # a callback's error must not stop every later delivery
+                log.exception("collector.poll_failed")
 
     def _monitor_loop(self) -> None:
         while not self._stop.wait(0.5):
@@ -149,7 +153,9 @@ class EventProducer:
                 pending[0] -= settled
                 last = pending[0] == 0
             if last:
-                loop.call_soon_threadsafe(resolve)
+                # A closed loop (shutdown) raises: nobody waits for this answer any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(resolve)
 
         def on_delivery(err: KafkaError | None, _msg: Any) -> None:
             count(1, None if err is None else str(err))
