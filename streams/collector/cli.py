@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import click
+from fastapi import FastAPI
 from rich.console import Console
 from rich.table import Table
 
 from leadflow.streams.collector.app import build_collector, create_app, keys_path
 from leadflow.streams.collector.keys import KeyStore
-from leadflow.streams.settings import Settings
+from leadflow.streams.logs import configure_logging
+from leadflow.streams.settings import Settings, load_settings
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -26,8 +28,15 @@ def _now() -> datetime:
 @click.command("collector")
 @click.option("--host", help="Bind address (default LEADFLOW_COLLECTOR_HOST).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (LEADFLOW_COLLECTOR_PORT).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes sharing the port (one core each; rate limits are per process).",
+)
 @click.pass_context
-def collector(ctx: click.Context, host: str | None, port: int | None) -> None:
+def collector(ctx: click.Context, host: str | None, port: int | None, workers: int) -> None:
     r"""Serve the Segment-compatible Tracking API in front of leadflow.events.
 
     \b
@@ -39,14 +48,29 @@ def collector(ctx: click.Context, host: str | None, port: int | None) -> None:
     import uvicorn
 
     settings = _settings(ctx)
-    app = create_app(build_collector(settings))
-    uvicorn.run(
-        app,
-        host=host or settings.collector_host,
-        port=port or settings.collector_port,
-        log_config=None,  # logging is structlog's, configured by the root command
-        access_log=False,
-    )
+    options = {
+        "host": host or settings.collector_host,
+        "port": port or settings.collector_port,
+        "log_config": None,  # logging is structlog's, configured by the root command
+        "access_log": False,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(build_collector(settings)), **options)  # type: ignore[arg-type]
+    else:
+        # Worker processes import the factory and build their own settings and producer.
+        uvicorn.run(
+            "leadflow.streams.collector.cli:app_from_environment",
+            factory=True,
+            workers=workers,
+            **options,  # type: ignore[arg-type]
+        )
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``leadflow collector --workers N``."""
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(build_collector(settings))
 
 
 @click.group("keys")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from leadflow.streams.settings import Settings
 from tests.conftest import free_port
@@ -29,7 +30,10 @@ def leadflow(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def test_keys_cli_and_a_served_collector(collector_settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_keys_cli_and_a_served_collector(
+    collector_settings: Settings, tmp_path: Path, workers: str
+) -> None:
     port = free_port()
     env = {
         **os.environ,
@@ -46,7 +50,7 @@ def test_keys_cli_and_a_served_collector(collector_settings: Settings, tmp_path:
     assert key not in (tmp_path / "collector" / "keys.json").read_text()
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "leadflow", "collector"],
+        [sys.executable, "-m", "leadflow", "collector", "--workers", workers],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
