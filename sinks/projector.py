@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from leadflow.processors.errors import InvalidEvent, LeadflowError
 from leadflow.schemas.codec import Codec, DecodeError, codec_from_settings
@@ -149,6 +151,7 @@ class Projector:
         self.stats = ProjectorStats()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._admin: AdminClient | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -206,19 +209,47 @@ class Projector:
                     break
         finally:
             self.close()
+        log.info("projector.idle", group=self.group_id, records=self.stats.records)
         return self.stats
 
     def _caught_up(self) -> bool:
         consumer = self._open()
         assignment = consumer.assignment()
         if not assignment:
+            log.debug("projector.waiting_for_assignment", group=self.group_id)
             return False
-        for tp in consumer.position(assignment):
-            _, high = consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
-            position = tp.offset if tp.offset >= 0 else 0
-            if position < high:
+        positions = consumer.position(assignment)
+        unknown = [tp for tp in positions if tp.offset < 0]
+        # Before its first fetch a partition has no position yet: where the group
+        # committed is where it will start (or the log start when nothing was committed).
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in (consumer.committed(unknown, timeout=10.0) if unknown else [])
+        }
+        ends = self._offsets(positions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
+        starts = self._offsets(positions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        for tp in positions:
+            key = (tp.topic, tp.partition)
+            position = tp.offset if tp.offset >= 0 else committed.get(key, -1)
+            if position < 0:
+                position = starts[key]
+            if position < ends[key]:
                 return False
         return True
+
+    def _offsets(self, partitions: list[TopicPartition], spec: Any) -> dict[tuple[str, int], int]:
+        """Log end or start offsets of ``partitions`` in one request.
+
+        The consumer's own watermark query queues behind its pending fetch (up to
+        ``fetch.wait.max.ms`` per partition), so an admin request is far quicker.
+        """
+        if self._admin is None:
+            self._admin = AdminClient(self.settings.kafka_client_config())
+        futures = self._admin.list_offsets(
+            {TopicPartition(tp.topic, tp.partition): spec for tp in partitions},
+            request_timeout=10.0,
+        )
+        return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
 
     def step(self, poll_timeout: float, stop_event: threading.Event) -> int:
         """Consume, project and commit one batch; return how many records it held."""

@@ -7,7 +7,6 @@ the comments from that scenario, not read back from the code.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -254,7 +253,7 @@ def _direct_linear(client: Any, db: str) -> dict[str, float]:
               AND e.occurred_at >= d.occurred_at - 90 * 86400000
         ) AS t
         GROUP BY t.channel
-        """  # noqa: S608 - test database name
+        """
     ).result_rows
     return {str(c): float(w) for c, w in rows}
 
@@ -279,11 +278,11 @@ class SharedClient:
 
 
 @pytest.fixture
-def cli_client(monkeypatch: pytest.MonkeyPatch, clickhouse_session: Any) -> Iterator[None]:
+def cli_client(monkeypatch: pytest.MonkeyPatch, clickhouse_session: Any) -> None:
     monkeypatch.setattr(
         report_cli, "clickhouse_client", lambda _s: SharedClient(clickhouse_session)
     )
-    yield
+    return
 
 
 @pytest.mark.usefixtures("cli_client")
@@ -345,7 +344,8 @@ def every_report(client: Any, db: str) -> list[list[tuple[Any, ...]]]:
     ]
     state = client.query(f"SELECT * FROM {db}.v_lead_state ORDER BY lead_id").result_rows
     counts = client.query(
-        f"SELECT (SELECT count() FROM {db}.v_events), (SELECT count() FROM {db}.v_stage_transitions),"
+        f"SELECT (SELECT count() FROM {db}.v_events),"
+        f" (SELECT count() FROM {db}.v_stage_transitions),"
         f" (SELECT count() FROM {db}.v_scores), (SELECT count() FROM {db}.v_deals)"
     ).result_rows
     return [*out, [tuple(r) for r in state], [tuple(r) for r in counts]]
