@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
+import os
 import socket
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from leadflow.streams.collector.app import build_collector, create_app
 from leadflow.streams.collector.keys import KeyStore
 from leadflow.streams.collector.mapping import MapOptions, Mapped, map_message
 from leadflow.streams.local_kafka import LocalKafka, install
+from leadflow.streams.logs import configure_logging
 from leadflow.streams.settings import Settings, load_settings
 from leadflow.streams.topics import EVENTS, create_topics
 
@@ -181,6 +183,24 @@ async def _load(url: str, key: str, seconds: float, concurrency: int) -> tuple[i
     return statuses[200], latencies
 
 
+def _serve(settings: Settings, port: int) -> None:
+    """The collector process of the benchmark (spawned, so it has its own interpreter)."""
+    configure_logging(settings)
+    uvicorn.run(
+        create_app(build_collector(settings)),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process (Linux /proc), to charge the collector alone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     """Run both measurements and print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
@@ -205,33 +225,44 @@ def main() -> None:
             create_topics(settings, [EVENTS])
             key = KeyStore(home / "keys.json").create("bench", lambda: datetime.now(tz=UTC))
             port = _free_port()
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    create_app(build_collector(settings)),
-                    host="127.0.0.1",
-                    port=port,
-                    log_config=None,
-                    access_log=False,
-                )
+            # A separate process: the load generator must not share the collector's GIL.
+            server = multiprocessing.get_context("spawn").Process(
+                target=_serve, args=(settings, port), daemon=True
             )
-            thread = threading.Thread(target=server.run, daemon=True)
-            thread.start()
-            while not server.started:
-                time.sleep(0.05)
+            server.start()
+            url = f"http://127.0.0.1:{port}"
             try:
-                requests, latencies = asyncio.run(
-                    _load(f"http://127.0.0.1:{port}", key, args.seconds, args.concurrency)
-                )
+                _wait_until_up(url, server)
+                assert server.pid is not None
+                cpu_before = _cpu_seconds(server.pid)
+                requests, latencies = asyncio.run(_load(url, key, args.seconds, args.concurrency))
+                cpu = _cpu_seconds(server.pid) - cpu_before
             finally:
-                server.should_exit = True
-                thread.join(timeout=30)
+                server.terminate()
+                server.join(timeout=30)
     rps = requests / args.seconds
     quantiles = statistics.quantiles(latencies, n=100)
     print(
         f"/v1/batch x100 events, concurrency {args.concurrency}, {args.seconds:g} s: "
         f"{rps:.1f} requests/s, {rps * 100:.0f} events/s; latency p50 "
-        f"{quantiles[49] * 1000:.1f} ms, p99 {quantiles[98] * 1000:.1f} ms"
+        f"{quantiles[49] * 1000:.1f} ms, p99 {quantiles[98] * 1000:.1f} ms; "
+        f"collector CPU {cpu / (requests * 100) * 1e6:.0f} us/event "
+        f"({cpu / args.seconds:.2f} cores)"
     )
+
+
+def _wait_until_up(url: str, server: multiprocessing.process.BaseProcess) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not server.is_alive():
+            raise RuntimeError("the collector process exited")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the collector did not become ready")
 
 
 if __name__ == "__main__":
