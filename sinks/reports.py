@@ -30,6 +30,10 @@ FUNNEL = ("visitor", "lead", "mql", "sql", "opportunity", "customer")
 DIMENSIONS = ("source", "industry", "size_band", "cohort_month")
 
 
+# Every report is for one workspace (tenant) when one is given, else over all of them.
+WORKSPACE = "({workspace:String} = '' OR workspace_id = {workspace:String})"
+
+
 class ReportError(LeadflowError):
     """A report was asked for with parameters it does not support."""
 
@@ -58,17 +62,22 @@ def epoch_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
-def _range(date_from: date, date_to: date) -> dict[str, Any]:
+def _range(date_from: date, date_to: date, workspace: str | None) -> dict[str, Any]:
     if date_to <= date_from:
         raise ReportError(f"empty date range: {date_from} .. {date_to}")
-    return {"from_ms": epoch_ms(date_from), "to_ms": epoch_ms(date_to)}
+    return {
+        "from_ms": epoch_ms(date_from),
+        "to_ms": epoch_ms(date_to),
+        "workspace": workspace or "",
+    }
 
 
 def _query(
     client: Any, sql: str, database: str, params: Mapping[str, Any]
 ) -> list[tuple[Any, ...]]:
     db = check_identifier(database, "database")
-    result = client.query(sql.replace("$db", db), parameters=dict(params))
+    sql = sql.replace("$ws_d", WORKSPACE.replace("workspace_id", "d.workspace_id"))
+    result = client.query(sql.replace("$ws", WORKSPACE).replace("$db", db), parameters=dict(params))
     return [tuple(r) for r in result.result_rows]
 
 
@@ -82,7 +91,7 @@ ATTRIBUTION_SQL = """
 SELECT $by AS key, sum(weight) AS conversions, sum(revenue_credit) AS revenue
 FROM $db.attribution(lookback_days = {lookback_days:UInt32},
                      half_life_days = {half_life_days:Float64})
-WHERE model = {model:String} AND conversion = {conversion:String}
+WHERE model = {model:String} AND conversion = {conversion:String} AND $ws
   AND converted_at >= {from_ms:Int64} AND converted_at < {to_ms:Int64}
 GROUP BY key
 ORDER BY conversions DESC, key
@@ -91,7 +100,7 @@ ORDER BY conversions DESC, key
 TOUCHES_SQL = """
 SELECT conversion_id, revenue, touch_id, channel, campaign
 FROM $db.attribution(lookback_days = {lookback_days:UInt32}, half_life_days = 7)
-WHERE model = 'linear' AND conversion = {conversion:String}
+WHERE model = 'linear' AND conversion = {conversion:String} AND $ws
   AND converted_at >= {from_ms:Int64} AND converted_at < {to_ms:Int64}
 ORDER BY conversion_id, pos
 """
@@ -99,13 +108,13 @@ ORDER BY conversion_id, pos
 PATHS_SQL = """
 SELECT path, conversions, non_conversions
 FROM $db.attribution_paths(lookback_days = {lookback_days:UInt32})
-WHERE conversion = {conversion:String}
+WHERE conversion = {conversion:String} AND $ws
 """
 
 UNATTRIBUTED_SQL = """
 SELECT count()
 FROM $db.v_conversions AS c
-WHERE conversion = {conversion:String}
+WHERE conversion = {conversion:String} AND $ws
   AND occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}
   AND conversion_id NOT IN (
       SELECT conversion_id
@@ -123,6 +132,7 @@ def attribution(
     date_from: date,
     date_to: date,
     by: str = "channel",
+    workspace: str | None = None,
     lookback_days: int = 90,
     half_life_days: float = 7.0,
 ) -> Report:
@@ -138,7 +148,7 @@ def attribution(
     if by not in ("channel", "campaign"):
         raise ReportError("attribution is by 'channel' or 'campaign'")
     params = {
-        **_range(date_from, date_to),
+        **_range(date_from, date_to, workspace),
         "conversion": conversion,
         "lookback_days": lookback_days,
         "half_life_days": float(half_life_days),
@@ -166,13 +176,24 @@ def attribution(
 
 
 def markov_effects(
-    client: Any, database: str, conversion: str, lookback_days: int = 90
+    client: Any,
+    database: str,
+    conversion: str,
+    lookback_days: int = 90,
+    workspace: str | None = None,
 ) -> dict[str, float]:
     """Removal effect per channel for ``conversion`` (over every journey in the data)."""
     paths = [
         PathCount(tuple(p), int(c), int(n))
         for p, c, n in _query(
-            client, PATHS_SQL, database, {"conversion": conversion, "lookback_days": lookback_days}
+            client,
+            PATHS_SQL,
+            database,
+            {
+                "conversion": conversion,
+                "lookback_days": lookback_days,
+                "workspace": workspace or "",
+            },
         )
     ]
     return removal_effects(paths)
@@ -204,14 +225,15 @@ def _markov(
 FUNNEL_SQL = """
 SELECT
     (SELECT uniqExact(person_id) FROM $db.v_touches
-     WHERE occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}) AS visitors,
+     WHERE occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64} AND $ws)
+        AS visitors,
     countIf(max_rank >= 1) AS leads,
     countIf(max_rank >= 2) AS mqls,
     countIf(max_rank >= 3) AS sqls,
     countIf(max_rank >= 4) AS opportunities,
     countIf(max_rank >= 5) AS customers
 FROM $db.v_lead_funnel
-WHERE created_at >= {from_ms:Int64} AND created_at < {to_ms:Int64}
+WHERE created_at >= {from_ms:Int64} AND created_at < {to_ms:Int64} AND $ws
 """
 
 CAUSES = {
@@ -223,13 +245,15 @@ CAUSES = {
 }
 
 
-def funnel(client: Any, database: str, *, date_from: date, date_to: date) -> Report:
+def funnel(
+    client: Any, database: str, *, date_from: date, date_to: date, workspace: str | None = None
+) -> Report:
     """Counts per stage for the leads created in the range, the step rates, the worst leak.
 
     A lead counts at a stage if it ever reached that stage or a later one. Visitors are the
     distinct people (identified or not) with a touch in the range.
     """
-    counts = _query(client, FUNNEL_SQL, database, _range(date_from, date_to))[0]
+    counts = _query(client, FUNNEL_SQL, database, _range(date_from, date_to, workspace))[0]
     rows: list[tuple[Any, ...]] = []
     worst: tuple[float, str, int, int] | None = None
     for i, stage in enumerate(FUNNEL):
@@ -271,6 +295,7 @@ SELECT stage, {by:Identifier} AS dim, count() AS stays,
        quantileExact(0.9)(duration_days) AS p90_days
 FROM $db.v_stage_durations
 WHERE exited_at IS NOT NULL AND entered_at >= {from_ms:Int64} AND entered_at < {to_ms:Int64}
+  AND $ws
 GROUP BY stage, dim
 ORDER BY multiIf(stage = 'lead', 1, stage = 'mql', 2, stage = 'sql', 3, stage = 'opportunity', 4,
                  stage = 'customer', 5, 6), stage, dim
@@ -282,7 +307,7 @@ SELECT {by:Identifier} AS dim,
        countIf(max_rank >= 3) AS sqls, countIf(max_rank >= 4) AS opportunities,
        countIf(max_rank >= 5) AS customers
 FROM $db.v_lead_funnel
-WHERE created_at >= {from_ms:Int64} AND created_at < {to_ms:Int64}
+WHERE created_at >= {from_ms:Int64} AND created_at < {to_ms:Int64} AND $ws
 GROUP BY dim ORDER BY dim
 """
 
@@ -293,6 +318,7 @@ SELECT {by:Identifier} AS dim, count() AS customers,
        quantileExact(0.9)((customer_at - created_at) / 86400000) AS p90_days
 FROM $db.v_lead_funnel
 WHERE customer_at > 0 AND customer_at >= {from_ms:Int64} AND customer_at < {to_ms:Int64}
+  AND $ws
 GROUP BY dim ORDER BY dim
 """
 
@@ -306,12 +332,18 @@ def _dimension(by: str | None) -> str:
 
 
 def time_in_stage(
-    client: Any, database: str, *, date_from: date, date_to: date, by: str | None = None
+    client: Any,
+    database: str,
+    *,
+    date_from: date,
+    date_to: date,
+    by: str | None = None,
+    workspace: str | None = None,
 ) -> Report:
     """Mean, p50 and p90 days spent in each stage (stays entered in the range and ended)."""
     dim = _dimension(by)
     sql = TIME_IN_STAGE_SQL.replace("{by:Identifier}", dim)
-    rows = _query(client, sql, database, _range(date_from, date_to))
+    rows = _query(client, sql, database, _range(date_from, date_to, workspace))
     return Report(
         f"time in stage (days), stays entered {date_from}..{date_to}",
         ("stage", by or "all", "stays", "mean_days", "p50_days", "p90_days"),
@@ -320,14 +352,20 @@ def time_in_stage(
 
 
 def stage_conversion(
-    client: Any, database: str, *, date_from: date, date_to: date, by: str | None = None
+    client: Any,
+    database: str,
+    *,
+    date_from: date,
+    date_to: date,
+    by: str | None = None,
+    workspace: str | None = None,
 ) -> Report:
     """Stage-to-stage conversion of the leads created in the range, per dimension value."""
     dim = _dimension(by)
     sql = STAGE_CONVERSION_SQL.replace("{by:Identifier}", dim)
     out = []
     for d, leads, mqls, sqls, opps, customers in _query(
-        client, sql, database, _range(date_from, date_to)
+        client, sql, database, _range(date_from, date_to, workspace)
     ):
         out.append(
             (str(d), int(leads), _ratio(mqls, leads), _ratio(sqls, mqls), _ratio(opps, sqls),
@@ -342,12 +380,18 @@ def stage_conversion(
 
 
 def sales_cycle(
-    client: Any, database: str, *, date_from: date, date_to: date, by: str | None = None
+    client: Any,
+    database: str,
+    *,
+    date_from: date,
+    date_to: date,
+    by: str | None = None,
+    workspace: str | None = None,
 ) -> Report:
     """Days from lead creation to customer, for customers won in the range."""
     dim = _dimension(by)
     sql = SALES_CYCLE_SQL.replace("{by:Identifier}", dim)
-    rows = _query(client, sql, database, _range(date_from, date_to))
+    rows = _query(client, sql, database, _range(date_from, date_to, workspace))
     return Report(
         f"sales cycle (days), customers won {date_from}..{date_to}",
         (by or "all", "customers", "mean_days", "p50_days", "p90_days"),
@@ -365,6 +409,7 @@ SELECT source,
        countIf(customer_at > 0 AND customer_at >= {from_ms:Int64} AND customer_at < {to_ms:Int64})
            AS customers
 FROM $db.v_lead_funnel
+WHERE $ws
 GROUP BY source
 """
 
@@ -373,6 +418,7 @@ SELECT p.source AS source, sum(d.amount) AS revenue
 FROM $db.v_deals AS d
 LEFT JOIN $db.v_lead_profile AS p ON p.workspace_id = d.workspace_id AND p.lead_id = d.lead_id
 WHERE d.outcome = 'won' AND d.occurred_at >= {from_ms:Int64} AND d.occurred_at < {to_ms:Int64}
+  AND $ws_d
 GROUP BY source
 """
 
@@ -380,7 +426,7 @@ KPI_COST_SQL = """
 SELECT channel AS source, sum(amount) AS cost
 FROM $db.v_costs
 WHERE date >= toDate(fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC'))
-  AND date < toDate(fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC'))
+  AND date < toDate(fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')) AND $ws
 GROUP BY source
 """
 
@@ -390,14 +436,16 @@ KPI_COLUMNS = (
 )  # fmt: skip
 
 
-def kpis(client: Any, database: str, *, date_from: date, date_to: date) -> Report:
+def kpis(
+    client: Any, database: str, *, date_from: date, date_to: date, workspace: str | None = None
+) -> Report:
     """The KPI sheet per source (the lead's first-touch channel) and in total.
 
     Counts are of leads reaching each stage *within* the range (first time), revenue is won
     in the range, cost is spend dated in the range on the same channel. LTV is approximated
     by won revenue per customer (no retention data), so LTV:CAC = revenue / cost.
     """
-    params = _range(date_from, date_to)
+    params = _range(date_from, date_to, workspace)
     counts = {
         str(r[0]): [int(v) for v in r[1:]] for r in _query(client, KPI_COUNTS_SQL, database, params)
     }
@@ -433,12 +481,13 @@ FROM
     SELECT workspace_id, lead_id, toString(to_stage) AS kind, toString(from_stage) AS from_stage,
            reason
     FROM $db.v_stage_transitions
-    WHERE to_stage IN ('disqualified', 'recycled')
+    WHERE to_stage IN ('disqualified', 'recycled') AND $ws
       AND occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}
     UNION ALL
     SELECT workspace_id, lead_id, 'deal_lost' AS kind, 'opportunity' AS from_stage, reason
     FROM $db.v_deals
     WHERE outcome = 'lost' AND occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}
+      AND $ws
 ) AS l
 LEFT JOIN $db.v_lead_profile AS p ON p.workspace_id = l.workspace_id AND p.lead_id = l.lead_id
 GROUP BY kind, from_stage, reason, source, industry, size_band
@@ -446,9 +495,11 @@ ORDER BY leads DESC, kind, from_stage, reason
 """
 
 
-def lost_reasons(client: Any, database: str, *, date_from: date, date_to: date) -> Report:
+def lost_reasons(
+    client: Any, database: str, *, date_from: date, date_to: date, workspace: str | None = None
+) -> Report:
     """Disqualifications, recycles and lost deals by stage, reason, source and segment."""
-    rows = _query(client, LOST_SQL, database, _range(date_from, date_to))
+    rows = _query(client, LOST_SQL, database, _range(date_from, date_to, workspace))
     return Report(
         f"lost leads {date_from}..{date_to}",
         ("kind", "from_stage", "reason", "source", "industry", "size_band", "leads"),
@@ -467,12 +518,13 @@ FROM
            argMin(variant, (occurred_at, event_id)) AS variant, min(occurred_at) AS exposed_at
     FROM $db.v_person_events
     WHERE experiment != '' AND occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}
+      AND $ws
     GROUP BY workspace_id, person_id, experiment
 ) AS x
 LEFT JOIN
 (
     SELECT workspace_id, lead_id, min(occurred_at) AS first_at
-    FROM $db.v_conversions WHERE conversion = {conversion:String}
+    FROM $db.v_conversions WHERE conversion = {conversion:String} AND $ws
     GROUP BY workspace_id, lead_id
 ) AS c ON c.workspace_id = x.workspace_id AND c.lead_id = x.lead_id AND x.lead_id != ''
 GROUP BY experiment, variant
@@ -499,7 +551,13 @@ def two_proportion_z(success_a: int, n_a: int, success_b: int, n_b: int) -> tupl
 
 
 def experiments(
-    client: Any, database: str, *, conversion: str, date_from: date, date_to: date
+    client: Any,
+    database: str,
+    *,
+    conversion: str,
+    date_from: date,
+    date_to: date,
+    workspace: str | None = None,
 ) -> Report:
     """Conversion per variant, each variant tested against the experiment's first variant.
 
@@ -508,7 +566,7 @@ def experiments(
     """
     if conversion not in CONVERSIONS:
         raise ReportError(f"unknown conversion {conversion!r}")
-    params = {**_range(date_from, date_to), "conversion": conversion}
+    params = {**_range(date_from, date_to, workspace), "conversion": conversion}
     control: dict[str, tuple[int, int]] = {}
     out = []
     for experiment, variant, exposed, converted in _query(client, EXPERIMENT_SQL, database, params):

@@ -89,6 +89,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     )
     func = click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]))(func)
     func = click.option("--database", default=DEFAULT_DATABASE, show_default=True)(func)
+    func = click.option("--workspace", help="Only this workspace (default: all).")(func)
     return func
 
 
@@ -118,11 +119,21 @@ def report() -> None:
 @_common
 @click.pass_context
 def funnel_cmd(
-    ctx: click.Context, database: str, date_from: datetime, date_to: datetime, fmt: str
+    ctx: click.Context,
+    workspace: str | None,
+    database: str,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
 ) -> None:
     """Counts and conversion per stage, the largest drop-off and its likely cause."""
     start, end = _dates(date_from, date_to)
-    _emit(ctx, database, fmt, lambda c: [reports.funnel(c, database, date_from=start, date_to=end)])
+    _emit(
+        ctx,
+        database,
+        fmt,
+        lambda c: [reports.funnel(c, database, date_from=start, date_to=end, workspace=workspace)],
+    )
 
 
 @report.command("velocity")
@@ -131,6 +142,7 @@ def funnel_cmd(
 @click.pass_context
 def velocity_cmd(
     ctx: click.Context,
+    workspace: str | None,
     database: str,
     date_from: datetime,
     date_to: datetime,
@@ -139,7 +151,7 @@ def velocity_cmd(
 ) -> None:
     """Time in stage (mean/p50/p90), stage-to-stage conversion and sales cycle."""
     start, end = _dates(date_from, date_to)
-    kw: dict[str, Any] = {"date_from": start, "date_to": end, "by": by}
+    kw: dict[str, Any] = {"date_from": start, "date_to": end, "by": by, "workspace": workspace}
     _emit(
         ctx,
         database,
@@ -164,6 +176,7 @@ def velocity_cmd(
 @click.pass_context
 def attribution_cmd(
     ctx: click.Context,
+    workspace: str | None,
     database: str,
     date_from: datetime,
     date_to: datetime,
@@ -184,6 +197,7 @@ def attribution_cmd(
             reports.attribution(
                 c, database, model=model, conversion=conversion, date_from=start, date_to=end,
                 by=by, lookback_days=lookback_days, half_life_days=half_life_days,
+                workspace=workspace,
             )
         ],
     )  # fmt: skip
@@ -193,18 +207,33 @@ def attribution_cmd(
 @_common
 @click.pass_context
 def kpis_cmd(
-    ctx: click.Context, database: str, date_from: datetime, date_to: datetime, fmt: str
+    ctx: click.Context,
+    workspace: str | None,
+    database: str,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
 ) -> None:
     """CPL, cost per MQL/SQL, CAC, stage rates, revenue and LTV:CAC by source."""
     start, end = _dates(date_from, date_to)
-    _emit(ctx, database, fmt, lambda c: [reports.kpis(c, database, date_from=start, date_to=end)])
+    _emit(
+        ctx,
+        database,
+        fmt,
+        lambda c: [reports.kpis(c, database, date_from=start, date_to=end, workspace=workspace)],
+    )
 
 
 @report.command("lost")
 @_common
 @click.pass_context
 def lost_cmd(
-    ctx: click.Context, database: str, date_from: datetime, date_to: datetime, fmt: str
+    ctx: click.Context,
+    workspace: str | None,
+    database: str,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
 ) -> None:
     """Disqualification, recycle and loss reasons by stage, source and segment."""
     start, end = _dates(date_from, date_to)
@@ -212,7 +241,9 @@ def lost_cmd(
         ctx,
         database,
         fmt,
-        lambda c: [reports.lost_reasons(c, database, date_from=start, date_to=end)],
+        lambda c: [
+            reports.lost_reasons(c, database, date_from=start, date_to=end, workspace=workspace)
+        ],
     )
 
 
@@ -224,6 +255,7 @@ def lost_cmd(
 @click.pass_context
 def experiments_cmd(
     ctx: click.Context,
+    workspace: str | None,
     database: str,
     date_from: datetime,
     date_to: datetime,
@@ -237,7 +269,14 @@ def experiments_cmd(
         database,
         fmt,
         lambda c: [
-            reports.experiments(c, database, conversion=conversion, date_from=start, date_to=end)
+            reports.experiments(
+                c,
+                database,
+                conversion=conversion,
+                date_from=start,
+                date_to=end,
+                workspace=workspace,
+            )
         ],
     )
 

@@ -6,6 +6,7 @@ the comments from that scenario, not read back from the code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import date
 from typing import Any
@@ -371,3 +372,22 @@ def test_replay_in_another_order_rebuilds_identical_numbers(
         assert every_report(clickhouse_session, replay) == every_report(clickhouse_session, db)
     finally:
         clickhouse_session.command(f"DROP DATABASE IF EXISTS {replay}")
+
+
+def test_reports_isolate_workspaces(clickhouse_session: Any, db: str) -> None:
+    alone = every_report(clickhouse_session, db)[:-2]
+    other = [dataclasses.replace(o, workspace_id="ws2") for o in scenario.everything()]  # type: ignore[type-var]
+    insert_rows(clickhouse_session, db, rows_for_all(other))
+    funnel = reports.funnel(clickhouse_session, db, **RANGE)
+    assert funnel.rows[1][:2] == ("lead", 4)  # both workspaces
+    ws1 = reports.funnel(clickhouse_session, db, workspace="ws1", **RANGE)
+    assert ws1.rows[1][:2] == ("lead", 2)
+    scoped = [
+        rounded(reports.attribution(clickhouse_session, db, model=m, conversion=c,
+                                    workspace="ws1", **RANGE))
+        for m in reports.MODELS
+        for c in ("lead", "mql", "won")
+    ]  # fmt: skip
+    assert scoped == alone[: len(scoped)]
+    kpis = reports.kpis(clickhouse_session, db, workspace="ws2", **RANGE).as_dicts()[-1]
+    assert (kpis["cost"], kpis["revenue"]) == (400.0, 1000.0)
