@@ -158,6 +158,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (what Segment's 32 KB per event counts)."""
+    try:
+        return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    except RecursionError:
+        return 1 << 62  # deeper than anything sane: certainly over any limit
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses as infinity, which no JSON consumer downstream could read back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
 def parse_json(body: bytes) -> Any:
     """Strict JSON from bytes: UTF-8 only, no NaN/Infinity; errors say where.
 
@@ -174,7 +190,14 @@ def parse_json(body: bytes) -> Any:
             [FieldError(path="body", message=f"invalid UTF-8 at byte {exc.start}")],
         ) from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise Rejection(
+            400,
+            "invalid",
+            "the body is nested too deeply",
+            [FieldError(path="body", message="JSON nested too deeply")],
+        ) from None
     except ValueError as exc:
         raise Rejection(
             400,
@@ -245,6 +268,9 @@ class Ingest:
             strict=s.collector_strict_properties,
         )
         if msg_type is not None:
+            if isinstance(data, dict) and "type" in data:
+                # As in Segment, the endpoint decides the call type, not the body.
+                data = {k: v for k, v in data.items() if k != "type"}
             return [(data, msg_type, "")], options
         if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
             raise Rejection(
@@ -358,7 +384,7 @@ class Ingest:
         mapped: list[Mapped] = []
         for raw, msg_type, prefix in messages:
             if check_sizes:
-                size = len(json.dumps(raw, ensure_ascii=False).encode())
+                size = _json_size(raw)
                 if size > s.collector_max_event_bytes:
                     oversize.append(
                         FieldError(
@@ -375,7 +401,10 @@ class Ingest:
                     )
                 )
                 continue
-            result = map_message(raw, msg_type, options, self.c.new_id, prefix)
+            try:
+                result = map_message(raw, msg_type, options, self.c.new_id, prefix)
+            except RecursionError:
+                result = [FieldError(path=prefix or "body", message="nested too deeply")]
             if isinstance(result, Mapped):
                 mapped.append(result)
             else:

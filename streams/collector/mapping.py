@@ -135,10 +135,13 @@ def check_value(spec: FieldSpec, value: Any, path: str) -> tuple[Any, FieldError
     elif kind is FieldType.DOUBLE:
         if not isinstance(value, int | float) or isinstance(value, bool):
             bad = "expected a number"
-        elif not math.isfinite(value):
-            return value, FieldError(path=path, message="must be a finite number")
         else:
-            value = float(value)
+            try:
+                value = float(value)  # a huge JSON integer overflows here
+            except OverflowError:
+                value = math.inf
+            if not math.isfinite(value):
+                return value, FieldError(path=path, message="must be a finite number")
     elif kind is FieldType.BOOLEAN:
         if not isinstance(value, bool):
             bad = "expected true or false"
@@ -284,7 +287,9 @@ def _str(value: Any) -> str | None:
 
 
 def _canonical_json(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def map_message(

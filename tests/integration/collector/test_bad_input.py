@@ -60,6 +60,27 @@ CORPUS = [
         ("body",),
     ),
     Case(
+        "JSON nested too deeply",
+        "/v1/track",
+        400,
+        b'{"event": "X", "userId": "u", "properties": {"a": ' + b"[" * 3000 + b"]" * 3000 + b"}}",
+        ("body",),
+    ),
+    Case(
+        "number out of float range",
+        "/v1/track",
+        400,
+        b'{"event": "X", "userId": "u", "properties": {"a": 1e999}}',
+        ("body",),
+    ),
+    Case(
+        "integer too large for a double",
+        "/v1/track",
+        400,
+        b'{"event": "Deal Won", "userId": "u", "properties": {"amount": 1' + b"0" * 400 + b"}}",
+        ("properties.amount",),
+    ),
+    Case(
         "invalid UTF-8",
         "/v1/track",
         400,
