@@ -318,6 +318,12 @@ class Ingest:
             return JSONResponse(
                 rejection.problem.model_dump(), rejection.status, headers=rejection.headers
             )
+        except Exception:
+            # A bug or a broken keys file: nothing was acknowledged, so the client may retry.
+            log.exception("collector.internal_error")
+            self.c.metrics.reject("internal", 0)
+            problem = Problem(error="internal", message="internal error; nothing was stored")
+            return JSONResponse(problem.model_dump(), 500)
         self.c.metrics.accepted.inc(len(accepted.event_ids))
         return JSONResponse(accepted.model_dump())
 
@@ -436,6 +442,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "Over 32 KB per event or 500 KB per request."},
     429: {"model": Problem, "description": "Over the write key's rate; see Retry-After."},
     503: {"model": Problem, "description": "Kafka did not acknowledge; retry after Retry-After."},
+    500: {"model": Problem, "description": "Internal error; nothing was stored."},
 }
 
 
@@ -512,6 +519,7 @@ def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
         allow_origins=list(collector.settings.collector_cors_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+        expose_headers=["Retry-After"],
         max_age=600,
     )
     ingest = Ingest(collector)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-REJECT_REASONS = ("invalid", "unauthorized", "too_large", "rate_limited", "unavailable")
+REJECT_REASONS = (
+    "invalid",
+    "unauthorized",
+    "too_large",
+    "rate_limited",
+    "unavailable",
+    "internal",
+)
 
 
 class CollectorMetrics:

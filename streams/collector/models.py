@@ -165,7 +165,7 @@ class Problem(BaseModel):
 
     success: Literal[False] = False
     error: str = Field(
-        description="invalid | unauthorized | too_large | rate_limited | unavailable"
+        description="invalid | unauthorized | too_large | rate_limited | unavailable | internal"
     )
     message: str
     errors: list[FieldError] = Field(default_factory=list)

@@ -208,3 +208,15 @@ def test_openapi_references_resolve(h: Harness) -> None:
         operation = doc["paths"][path]["post"]
         assert operation["security"] == [{"writeKey": []}]
         assert set(operation["responses"]) >= {"200", "400", "401", "413", "429", "503"}
+
+
+def test_an_internal_error_is_a_json_500_and_nothing_is_stored(h: Harness, tmp_path: Path) -> None:
+    (tmp_path / "keys.json").write_text("{broken")
+    response = h.post("/v1/track", DEAL)
+    assert response.status_code == 500
+    assert response.json()["error"] == "internal"
+    assert h.sink.records == []
+    assert (
+        'leadflow_collector_requests_rejected_total{reason="internal"} 1.0'
+        in h.get("/metrics").text
+    )
