@@ -32,8 +32,8 @@ def load(client: Any, database: str, objects: list[object]) -> None:
 
 
 @pytest.fixture
-def db(clickhouse_session: Any, clickhouse_db: str) -> str:
-    load(clickhouse_session, clickhouse_db, scenario.everything())
+def db(client: Any, clickhouse_db: str) -> str:
+    load(client, clickhouse_db, scenario.everything())
     return clickhouse_db
 
 
@@ -59,24 +59,20 @@ def rounded(report: reports.Report) -> list[tuple[Any, ...]]:
 # -- migrations --------------------------------------------------------------------------------
 
 
-def test_migrations_apply_once_and_detect_edited_history(
-    clickhouse_session: Any, clickhouse_db: str
-) -> None:
-    assert migrate(clickhouse_session, clickhouse_db) == [1, 2]
-    assert migrate(clickhouse_session, clickhouse_db) == []
-    tables = {
-        r[0] for r in clickhouse_session.query(f"SHOW TABLES FROM {clickhouse_db}").result_rows
-    }
+def test_migrations_apply_once_and_detect_edited_history(client: Any, clickhouse_db: str) -> None:
+    assert migrate(client, clickhouse_db) == [1, 2]
+    assert migrate(client, clickhouse_db) == []
+    tables = {r[0] for r in client.query(f"SHOW TABLES FROM {clickhouse_db}").result_rows}
     assert {"events", "identities", "stage_transitions", "scores", "lead_state", "costs",
             "deals", "handoffs", "sla_breaches", "schema_migrations", "attribution",
             "v_lead_funnel"} <= tables  # fmt: skip
-    clickhouse_session.insert(
+    client.insert(
         f"{clickhouse_db}.schema_migrations", [[2, "views", "edited"]],
         column_names=["version", "name", "checksum"],
     )  # fmt: skip
-    clickhouse_session.command(f"OPTIMIZE TABLE {clickhouse_db}.schema_migrations FINAL")
+    client.command(f"OPTIMIZE TABLE {clickhouse_db}.schema_migrations FINAL")
     with pytest.raises(MigrationError):
-        migrate(clickhouse_session, clickhouse_db)
+        migrate(client, clickhouse_db)
 
 
 # -- attribution -------------------------------------------------------------------------------
@@ -114,26 +110,26 @@ WON = {
 
 
 @pytest.mark.parametrize("model", reports.MODELS)
-def test_won_deal_credit_per_model(clickhouse_session: Any, db: str, model: str) -> None:
+def test_won_deal_credit_per_model(client: Any, db: str, model: str) -> None:
     expected = {k: (w, 1000 * w) for k, w in WON[model].items()}
-    assert credit(clickhouse_session, db, model, "won") == approx_credit(expected)
+    assert credit(client, db, model, "won") == approx_credit(expected)
 
 
-def test_mql_u_shaped_and_campaigns(clickhouse_session: Any, db: str) -> None:
+def test_mql_u_shaped_and_campaigns(client: Any, db: str) -> None:
     # L1's MQL (d6) has 4 touches: .4 organic, .1 paid_search, .1 direct, .4 email.
     # L2's MQL (d5) has 2 touches, both paid_social: .5 + .5.
-    assert credit(clickhouse_session, db, "u_shaped", "mql") == approx_credit(
+    assert credit(client, db, "u_shaped", "mql") == approx_credit(
         {"organic_search": (0.4, 0), "paid_search": (0.1, 0), "direct": (0.1, 0),
          "email": (0.4, 0), "paid_social": (1.0, 0)}
     )  # fmt: skip
     # Linear by campaign: L1 (1/4 each): '' x2, brand, nurture; L2: li x2 (1/2 each).
-    assert credit(clickhouse_session, db, "linear", "mql", by="campaign") == approx_credit(
+    assert credit(client, db, "linear", "mql", by="campaign") == approx_credit(
         {"": (0.5, 0), "brand": (0.25, 0), "nurture": (0.25, 0), "li": (1.0, 0)}
     )
 
 
-def test_every_model_sums_to_one_per_conversion(clickhouse_session: Any, db: str) -> None:
-    rows = clickhouse_session.query(
+def test_every_model_sums_to_one_per_conversion(client: Any, db: str) -> None:
+    rows = client.query(
         f"SELECT model, conversion_id, sum(weight) FROM {db}.attribution("
         "lookback_days = 90, half_life_days = 7) GROUP BY model, conversion_id"
     ).result_rows
@@ -141,10 +137,10 @@ def test_every_model_sums_to_one_per_conversion(clickhouse_session: Any, db: str
     assert [w for _, _, w in rows] == pytest.approx([1.0] * len(rows))
 
 
-def test_lookback_window_excludes_old_touches(clickhouse_session: Any, db: str) -> None:
+def test_lookback_window_excludes_old_touches(client: Any, db: str) -> None:
     # 5 days before the d12 won deal leaves only the d8 demo request (direct).
     report = reports.attribution(
-        clickhouse_session, db, model="linear", conversion="won", lookback_days=5, **RANGE
+        client, db, model="linear", conversion="won", lookback_days=5, **RANGE
     )
     assert report.rows == [("direct", pytest.approx(1.0), pytest.approx(1000.0))]
 
@@ -152,32 +148,32 @@ def test_lookback_window_excludes_old_touches(clickhouse_session: Any, db: str) 
 # -- velocity, funnel, KPIs ----------------------------------------------------------------
 
 
-def test_time_in_stage_and_sales_cycle(clickhouse_session: Any, db: str) -> None:
+def test_time_in_stage_and_sales_cycle(client: Any, db: str) -> None:
     # lead: L1 d4->d6, L2 d3->d5 (2, 2); mql: L1 d6->d8, L2 d5->d7 (2, 2); sql: d8->d9 (1);
     # opportunity: d9->d12 (3).
-    report = reports.time_in_stage(clickhouse_session, db, **RANGE)
+    report = reports.time_in_stage(client, db, **RANGE)
     assert [(r[0], r[2], r[3], r[4], r[5]) for r in report.rows] == [
         ("lead", 2, 2.0, 2.0, 2.0),
         ("mql", 2, 2.0, 2.0, 2.0),
         ("sql", 1, 1.0, 1.0, 1.0),
         ("opportunity", 1, 3.0, 3.0, 3.0),
     ]
-    cycle = reports.sales_cycle(clickhouse_session, db, **RANGE)
+    cycle = reports.sales_cycle(client, db, **RANGE)
     assert cycle.rows == [("all", 1, 8.0, 8.0, 8.0)]  # L1: lead d4, won d12
 
 
-def test_stage_conversion_by_segment(clickhouse_session: Any, db: str) -> None:
-    report = reports.stage_conversion(clickhouse_session, db, by="industry", **RANGE)
+def test_stage_conversion_by_segment(client: Any, db: str) -> None:
+    report = reports.stage_conversion(client, db, by="industry", **RANGE)
     assert report.rows == [
         ("retail", 1, 1.0, 0.0, None, None, 0.0),
         ("software", 1, 1.0, 1.0, 1.0, 1.0, 1.0),
     ]
-    by_size = reports.time_in_stage(clickhouse_session, db, by="size_band", **RANGE)
+    by_size = reports.time_in_stage(client, db, by="size_band", **RANGE)
     assert ("opportunity", "50-249", 1, 3.0, 3.0, 3.0) in by_size.rows
 
 
-def test_funnel_names_the_leak(clickhouse_session: Any, db: str) -> None:
-    report = reports.funnel(clickhouse_session, db, **RANGE)
+def test_funnel_names_the_leak(client: Any, db: str) -> None:
+    report = reports.funnel(client, db, **RANGE)
     # Visitors: L1, L2 and the anonymous a3. Rates: 2/3, 1, 1/2, 1, 1.
     assert [(r[0], r[1]) for r in report.rows] == [
         ("visitor", 3), ("lead", 2), ("mql", 2), ("sql", 1), ("opportunity", 1),
@@ -188,8 +184,8 @@ def test_funnel_names_the_leak(clickhouse_session: Any, db: str) -> None:
     assert "sales rejects MQLs" in report.notes[0]
 
 
-def test_kpis_by_source(clickhouse_session: Any, db: str) -> None:
-    report = {r["source"]: r for r in reports.kpis(clickhouse_session, db, **RANGE).as_dicts()}
+def test_kpis_by_source(client: Any, db: str) -> None:
+    report = {r["source"]: r for r in reports.kpis(client, db, **RANGE).as_dicts()}
     # Costs: paid_search restated 200 -> 300, paid_social 100; total 400.
     total = report["total"]
     assert (total["cost"], total["leads"], total["mqls"], total["sqls"], total["customers"]) == (
@@ -209,18 +205,18 @@ def test_kpis_by_source(clickhouse_session: Any, db: str) -> None:
     assert report["paid_search"]["cpl"] is None
 
 
-def test_lost_reasons_and_experiments(clickhouse_session: Any, db: str) -> None:
-    lost = reports.lost_reasons(clickhouse_session, db, **RANGE)
+def test_lost_reasons_and_experiments(client: Any, db: str) -> None:
+    lost = reports.lost_reasons(client, db, **RANGE)
     assert lost.rows == [("disqualified", "mql", "no budget", "paid_social", "retail", "1000+", 1)]
-    exp = reports.experiments(clickhouse_session, db, conversion="lead", **RANGE)
+    exp = reports.experiments(client, db, conversion="lead", **RANGE)
     # A: L1 exposed d0, lead d4 -> 1/1. B: L2 (lead d3) and anonymous a3 -> 1/2.
     # pooled 2/3, se = sqrt(2/3 * 1/3 * (1 + 1/2)) = sqrt(1/3); z = -0.5 / sqrt(1/3).
     assert [r[:5] for r in exp.rows] == [("lp", "A", 1, 1, 1.0), ("lp", "B", 2, 1, 0.5)]
     assert exp.rows[1][5] == pytest.approx(-0.5 / (1 / 3) ** 0.5)
 
 
-def test_lead_state_is_current(clickhouse_session: Any, db: str) -> None:
-    rows = clickhouse_session.query(
+def test_lead_state_is_current(client: Any, db: str) -> None:
+    rows = client.query(
         f"SELECT lead_id, stage, transitions, fit_score, engagement_score, model_score "
         f"FROM {db}.v_lead_state ORDER BY lead_id"
     ).result_rows
@@ -279,15 +275,13 @@ class SharedClient:
 
 
 @pytest.fixture
-def cli_client(monkeypatch: pytest.MonkeyPatch, clickhouse_session: Any) -> None:
-    monkeypatch.setattr(
-        report_cli, "clickhouse_client", lambda _s: SharedClient(clickhouse_session)
-    )
+def cli_client(monkeypatch: pytest.MonkeyPatch, client: Any) -> None:
+    monkeypatch.setattr(report_cli, "clickhouse_client", lambda _s: SharedClient(client))
     return
 
 
 @pytest.mark.usefixtures("cli_client")
-def test_cli_view_and_direct_query_agree(clickhouse_session: Any, db: str) -> None:
+def test_cli_view_and_direct_query_agree(client: Any, db: str) -> None:
     result = CliRunner().invoke(
         cli,
         ["report", "attribution", "--model", "linear", "--conversion", "won", "--from",
@@ -297,12 +291,12 @@ def test_cli_view_and_direct_query_agree(clickhouse_session: Any, db: str) -> No
     from_cli = {r["channel"]: r["conversions"] for r in json.loads(result.output)["rows"]}
     from_view = {
         str(c): float(w)
-        for c, w in clickhouse_session.query(
+        for c, w in client.query(
             f"SELECT channel, sum(weight) FROM {db}.attribution(lookback_days = 90, "
             "half_life_days = 7) WHERE model = 'linear' AND conversion = 'won' GROUP BY channel"
         ).result_rows
     }
-    direct = _direct_linear(clickhouse_session, db)
+    direct = _direct_linear(client, db)
     assert from_cli == pytest.approx(direct)
     assert from_view == pytest.approx(direct)
     assert direct == pytest.approx(WON["linear"])
@@ -352,42 +346,40 @@ def every_report(client: Any, db: str) -> list[list[tuple[Any, ...]]]:
     return [*out, [tuple(r) for r in state], [tuple(r) for r in counts]]
 
 
-def test_delivering_everything_twice_changes_nothing(clickhouse_session: Any, db: str) -> None:
-    before = every_report(clickhouse_session, db)
+def test_delivering_everything_twice_changes_nothing(client: Any, db: str) -> None:
+    before = every_report(client, db)
     # A second delivery in other batches (one record per insert) -- no merge has run.
     for obj in scenario.everything():
-        insert_rows(clickhouse_session, db, rows_for_all([obj]))
-    raw = clickhouse_session.query(f"SELECT count() FROM {db}.events").result_rows[0][0]
+        insert_rows(client, db, rows_for_all([obj]))
+    raw = client.query(f"SELECT count() FROM {db}.events").result_rows[0][0]
     assert raw > 12  # the duplicates are physically there (unless merged already) ...
-    assert every_report(clickhouse_session, db) == before  # ... and invisible
+    assert every_report(client, db) == before  # ... and invisible
 
 
-def test_replay_in_another_order_rebuilds_identical_numbers(
-    clickhouse_session: Any, db: str
-) -> None:
+def test_replay_in_another_order_rebuilds_identical_numbers(client: Any, db: str) -> None:
     replay = f"{db}_replay"
-    clickhouse_session.command(f"DROP DATABASE IF EXISTS {replay}")
+    client.command(f"DROP DATABASE IF EXISTS {replay}")
     try:
-        load(clickhouse_session, replay, list(reversed(scenario.everything())))
-        assert every_report(clickhouse_session, replay) == every_report(clickhouse_session, db)
+        load(client, replay, list(reversed(scenario.everything())))
+        assert every_report(client, replay) == every_report(client, db)
     finally:
-        clickhouse_session.command(f"DROP DATABASE IF EXISTS {replay}")
+        client.command(f"DROP DATABASE IF EXISTS {replay}")
 
 
-def test_reports_isolate_workspaces(clickhouse_session: Any, db: str) -> None:
-    alone = every_report(clickhouse_session, db)[:-2]
+def test_reports_isolate_workspaces(client: Any, db: str) -> None:
+    alone = every_report(client, db)[:-2]
     other = [dataclasses.replace(o, workspace_id="ws2") for o in scenario.everything()]  # type: ignore[type-var]
-    insert_rows(clickhouse_session, db, rows_for_all(other))
-    funnel = reports.funnel(clickhouse_session, db, **RANGE)
+    insert_rows(client, db, rows_for_all(other))
+    funnel = reports.funnel(client, db, **RANGE)
     assert funnel.rows[1][:2] == ("lead", 4)  # both workspaces
-    ws1 = reports.funnel(clickhouse_session, db, workspace="ws1", **RANGE)
+    ws1 = reports.funnel(client, db, workspace="ws1", **RANGE)
     assert ws1.rows[1][:2] == ("lead", 2)
     scoped = [
-        rounded(reports.attribution(clickhouse_session, db, model=m, conversion=c,
+        rounded(reports.attribution(client, db, model=m, conversion=c,
                                     workspace="ws1", **RANGE))
         for m in reports.MODELS
         for c in ("lead", "mql", "won")
     ]  # fmt: skip
     assert scoped == alone[: len(scoped)]
-    kpis = reports.kpis(clickhouse_session, db, workspace="ws2", **RANGE).as_dicts()[-1]
+    kpis = reports.kpis(client, db, workspace="ws2", **RANGE).as_dicts()[-1]
     assert (kpis["cost"], kpis["revenue"]) == (400.0, 1000.0)
