@@ -126,6 +126,7 @@ class Projector:
         codec: decodes record values; defaults to the settings' codec.
         max_backoff: the longest wait between insert retries, seconds.
         sleep: how to wait between retries (tests pass a fake).
+        on_batch: called with the running stats after each committed batch (progress).
     """
 
     def __init__(
@@ -139,6 +140,7 @@ class Projector:
         codec: Codec | None = None,
         max_backoff: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        on_batch: Callable[[ProjectorStats], None] | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -149,6 +151,8 @@ class Projector:
         self.max_backoff = max_backoff
         self.sleep = sleep
         self.stats = ProjectorStats()
+        self.on_batch = on_batch
+        self.caught_up_at_end = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._admin: AdminClient | None = None
@@ -206,6 +210,7 @@ class Projector:
             while time.monotonic() < deadline:
                 consumed = self.step(poll_timeout, stop)
                 if consumed == 0 and self._caught_up():
+                    self.caught_up_at_end = True
                     break
         finally:
             self.close()
@@ -236,6 +241,26 @@ class Projector:
             if position < ends[key]:
                 return False
         return True
+
+    def backlog(self) -> int:
+        """Records between the start and the end of every projected partition (progress bars).
+
+        For a fresh group that is everything a replay will read.
+        """
+        admin = self._admin or AdminClient(self.settings.kafka_client_config())
+        self._admin = admin
+        topics = admin.list_topics(timeout=10.0).topics
+        partitions = [
+            TopicPartition(name, p)
+            for name in PROJECTED_TOPICS
+            if name in topics
+            for p in topics[name].partitions
+        ]
+        if not partitions:
+            return 0
+        ends = self._offsets(partitions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
+        starts = self._offsets(partitions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        return sum(ends[k] - starts[k] for k in ends)
 
     def _offsets(self, partitions: list[TopicPartition], spec: Any) -> dict[tuple[str, int], int]:
         """Log end or start offsets of ``partitions`` in one request.
@@ -280,6 +305,8 @@ class Projector:
         )
         self.stats.records += len(records)
         self.stats.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(self.stats)
         log.debug("projector.batch", records=len(records), rows=rows.count())
         return len(records)
 

@@ -15,6 +15,7 @@ from leadflow.streams.collector import cli as collector_cli
 from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.logs import configure_logging
 from leadflow.streams.projector_cli import projector as projector_cmd
+from leadflow.streams.replay_cli import replay_cmd
 from leadflow.streams.report_cli import report as report_group
 from leadflow.streams.report_cli import sql_cmd
 from leadflow.streams.settings import Settings, SettingsError, load_settings
@@ -193,3 +194,4 @@ cli.add_command(simulator_cli.simulate)
 cli.add_command(projector_cmd)
 cli.add_command(report_group)
 cli.add_command(sql_cmd)
+cli.add_command(replay_cmd)

@@ -17,6 +17,7 @@ from leadflow.processors.events import Event
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.sinks import reports
 from leadflow.sinks.projector import Projector
+from leadflow.sinks.replay import replay
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import DLQ, EVENTS, LEAD_SCORED, LEAD_STAGE_CHANGED, create_topics
 from tests.integration.sinks import scenario
@@ -124,6 +125,31 @@ def test_project_redeliver_and_replay(
     assert after.rows == linear.rows
 
     # A replay from offset 0 (a fresh group) over the same database changes nothing either.
-    replay = Projector(kafka, clickhouse_session, clickhouse_db, group_id=f"{group}-replay")
-    assert replay.run_until_idle(max_seconds=120).records >= 2 * len(objects)
+    from_zero = Projector(kafka, clickhouse_session, clickhouse_db, group_id=f"{group}-replay")
+    assert from_zero.run_until_idle(max_seconds=120).records >= 2 * len(objects)
     assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
+
+    # leadflow replay: rebuild from offset 0 into <db>_r1 and swap it in.
+    progress: list[int] = []
+    result = replay(
+        kafka, clickhouse_session, clickhouse_db, max_seconds=120,
+        on_batch=lambda s: progress.append(s.records),
+    )  # fmt: skip
+    try:
+        assert result.previous_data_in == f"{clickhouse_db}_r1"
+        assert result.stats.records >= 2 * len(objects)
+        assert progress == sorted(progress)
+        assert progress[-1] == result.stats.records
+        assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
+        rebuilt = reports.attribution(
+            clickhouse_session, clickhouse_db, model="linear", conversion="won", **RANGE
+        )
+        assert rebuilt.rows == linear.rows
+        # The previous tables (same numbers) were swapped into the version database.
+        old = result.previous_data_in
+        assert clickhouse_session.query(
+            f"SELECT count() FROM {old}.stage_transitions FINAL WHERE workspace_id = {{w:String}}",
+            parameters={"w": workspace},
+        ).result_rows == [(8,)]
+    finally:
+        clickhouse_session.command(f"DROP DATABASE IF EXISTS {result.previous_data_in}")
