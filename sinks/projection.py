@@ -21,6 +21,7 @@ from typing import Any
 
 from leadflow.processors.derived import (
     BecameSQL,
+    IdentityLinked,
     LeadScored,
     SlaBreached,
     StageChanged,
@@ -265,6 +266,17 @@ def sla_breached_rows(obj: SlaBreached) -> Rows:
     return rows
 
 
+def identity_linked_rows(obj: IdentityLinked) -> Rows:
+    """One ``identities`` row from the identity processor's link (``leadflow.identities``)."""
+    rows = Rows()
+    rows.add(
+        IDENTITIES,
+        (obj.workspace_id, obj.anonymous_id, obj.lead_id, obj.linked_at, obj.cause_event_id,
+         "identity_linked"),
+    )  # fmt: skip
+    return rows
+
+
 def rows_for(obj: object) -> Rows:
     """The rows any projected object maps to; other derived events map to none.
 
@@ -282,6 +294,8 @@ def rows_for(obj: object) -> Rows:
         return became_sql_rows(obj)
     if isinstance(obj, SlaBreached):
         return sla_breached_rows(obj)
+    if isinstance(obj, IdentityLinked):
+        return identity_linked_rows(obj)
     return Rows()
 
 

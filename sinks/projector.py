@@ -42,6 +42,7 @@ from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
     DLQ,
     EVENTS,
+    IDENTITIES,
     LEAD_BECAME_SQL,
     LEAD_SCORED,
     LEAD_STAGE_CHANGED,
@@ -52,7 +53,7 @@ log = get_logger(__name__)
 
 PROJECTED_TOPICS: tuple[str, ...] = (
     EVENTS.name, LEAD_STAGE_CHANGED.name, LEAD_SCORED.name, LEAD_BECAME_SQL.name,
-    SLA_BREACHED.name,
+    SLA_BREACHED.name, IDENTITIES.name,
 )  # fmt: skip
 DEFAULT_GROUP = "leadflow-projector"
 

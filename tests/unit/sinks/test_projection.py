@@ -64,6 +64,15 @@ def test_alias_links_previous_id() -> None:
     assert ids["anonymous_id"] == ["anon-9"]
 
 
+def test_identity_processor_links_are_projected() -> None:
+    from leadflow.processors.derived import IdentityLinked
+
+    rows = rows_for(IdentityLinked("w", "anon-3", "L7", 99, "e5"))
+    ids = as_columns(TABLES["identities"], rows.by_table["identities"])
+    assert (ids["anonymous_id"], ids["lead_id"], ids["linked_at"]) == (["anon-3"], ["L7"], [99])
+    assert ids["source_kind"] == ["identity_linked"]
+
+
 def test_anonymous_visit_links_nothing() -> None:
     rows = rows_for(_event(Kind.VISIT, anonymous_id="a1"))
     assert set(rows.by_table) == {"events"}
