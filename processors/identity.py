@@ -129,7 +129,8 @@ def identity_step(
     """Fold one device-keyed event; return the new state and the events for the lead log.
 
     Events without an ``anonymous_id`` (keyed by lead) pass through untouched and keep no
-    state. Returned events all carry ``lead_id``.
+    state. Campaign costs belong to no person: they stay on the inbound log (the projector
+    reads them there) and produce nothing here. Returned events all carry ``lead_id``.
 
     Example:
         >>> from leadflow.processors.events import Context
@@ -147,6 +148,8 @@ def identity_step(
     Raises:
         InvalidEvent: an event with neither anonymous_id nor lead_id.
     """
+    if event.kind is Kind.CAMPAIGN_COST:
+        return state, []
     if event.anonymous_id is None:
         if not event.lead_id and _declared_lead_id(event) is None:
             raise InvalidEvent(f"event {event.event_id} has neither lead_id nor anonymous_id")

@@ -22,6 +22,7 @@ from leadflow.streams.settings import Settings, SettingsError, load_settings
 from leadflow.streams.simulator import cli as simulator_cli
 from leadflow.streams.site import site_cmd
 from leadflow.streams.topics import ALL_TOPICS, create_topics
+from leadflow.streams.worker import worker_cmd
 
 console = Console(stderr=False)
 
@@ -188,6 +189,7 @@ def main() -> None:
 
 # Each concern's commands live in its own module; they are registered here, one line each.
 cli.add_command(site_cmd)
+cli.add_command(worker_cmd)
 cli.add_command(collector_cli.collector)
 cli.add_command(collector_cli.keys)
 cli.add_command(simulator_cli.simulate)

@@ -66,6 +66,9 @@ LEAD_BECAME_MQL = TopicSpec("leadflow.lead-became-mql", "lead_id", "a lead becam
 LEAD_BECAME_SQL = TopicSpec(
     "leadflow.lead-became-sql", "lead_id", "hand-off payload, one per SQL transition"
 )
+LEAD_OWNER_ASSIGNED = TopicSpec(
+    "leadflow.lead-owner-assigned", "lead_id", "routing: a lead got (or escalated to) an owner"
+)
 SLA_BREACHED = TopicSpec("leadflow.sla-breached", "lead_id", "MQL not reviewed within the SLA")
 NURTURE_ACTIONS = TopicSpec("leadflow.nurture-actions", "lead_id", "behavioural nurture triggers")
 TRAINING_EXAMPLES = TopicSpec(
@@ -75,7 +78,6 @@ MODELS = TopicSpec("leadflow.models", "workspace_id", "signed model snapshots", 
 IDENTITIES = TopicSpec(
     "leadflow.identities", "anonymous_id", "anonymous id to lead id", compacted=True
 )
-LEAD_STATE = TopicSpec("leadflow.lead-state", "lead_id", "current state per lead", compacted=True)
 PII_KEYS = TopicSpec(
     "leadflow.pii-keys", "lead_id", "per-lead PII encryption keys (erasure)", compacted=True
 )
@@ -88,12 +90,12 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LEAD_STAGE_CHANGED,
     LEAD_BECAME_MQL,
     LEAD_BECAME_SQL,
+    LEAD_OWNER_ASSIGNED,
     SLA_BREACHED,
     NURTURE_ACTIONS,
     TRAINING_EXAMPLES,
     MODELS,
     IDENTITIES,
-    LEAD_STATE,
     PII_KEYS,
 )
 

@@ -169,3 +169,20 @@ def test_identity_state_bytes_round_trip() -> None:
     data = encode_identity_state(state)
     assert decode_identity_state(data) == state
     assert len(data) < 1024
+
+
+def test_campaign_costs_belong_to_no_person_and_pass_by() -> None:
+    cost = Event(
+        "c1",
+        Kind.CAMPAIGN_COST,
+        "ws",
+        1,
+        1,
+        payload={
+            "date": "2026-01-01",
+            "channel": "paid_search",
+            "campaign": "brand",
+            "amount": 10.0,
+        },
+    )
+    assert identity_step(None, cost) == (None, [])

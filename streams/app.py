@@ -1,0 +1,327 @@
+"""The faust app: topics, tables and the agents that wire processors to them.
+
+Agents are thin: decode, call a pure processor, store the new state, send what it derived.
+Everything that can go wrong with a record (it does not decode, or it breaks a domain
+invariant) sends the original bytes to the dead-letter topic with the reason in headers,
+and the stream goes on.
+
+Runtime choices (see docs/architecture.md): agent concurrency stays 1 (faust #606 loses a
+message on restart otherwise); derived events carry deterministic ids so that a
+re-emission after a crash is recognisable downstream whatever the processing guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from leadflow.processors import derived as d
+from leadflow.processors.errors import LeadflowError
+from leadflow.processors.events import Event
+from leadflow.processors.identity import (
+    decode_identity_state,
+    encode_identity_state,
+    identity_link,
+    identity_step,
+)
+from leadflow.processors.lead import (
+    LeadState,
+    advance_time,
+    decode_lead_state,
+    encode_lead_state,
+    lead_step,
+    next_deadline,
+)
+from leadflow.processors.model import ScoreModel
+from leadflow.processors.policy import Policy
+from leadflow.processors.routing import RoutingState
+from leadflow.schemas.codec import Codec
+from leadflow.streams import topics as t
+from leadflow.streams.logs import get_logger
+from leadflow.streams.model_feed import latest_snapshot
+from leadflow.streams.settings import Settings
+
+log = get_logger(__name__)
+
+APP_ID = "leadflow"
+ROUTING_KEY = b"cursors"
+
+# Which contract topic each derived event goes to, and what it is keyed by.
+ROUTES: dict[type, tuple[t.TopicSpec, str]] = {
+    d.LeadScored: (t.LEAD_SCORED, "lead_id"),
+    d.StageChanged: (t.LEAD_STAGE_CHANGED, "lead_id"),
+    d.BecameMQL: (t.LEAD_BECAME_MQL, "lead_id"),
+    d.BecameSQL: (t.LEAD_BECAME_SQL, "lead_id"),
+    d.OwnerAssigned: (t.LEAD_OWNER_ASSIGNED, "lead_id"),
+    d.SlaBreached: (t.SLA_BREACHED, "lead_id"),
+    d.NurtureAction: (t.NURTURE_ACTIONS, "lead_id"),
+    # One trainer per workspace: all of a workspace's examples land on one partition.
+    d.TrainingExample: (t.TRAINING_EXAMPLES, "workspace_id"),
+    d.IdentityLinked: (t.IDENTITIES, "anonymous_id"),
+}
+
+
+def dlq_headers(exc: Exception, topic: str, partition: int, offset: int) -> dict[str, bytes]:
+    """Why a record went to the dead-letter topic, and where it came from.
+
+    Example:
+        >>> dlq_headers(ValueError("bad"), "leadflow.events", 3, 42)["leadflow.reason"]
+        b'ValueError: bad'
+    """
+    return {
+        "leadflow.reason": f"{type(exc).__name__}: {exc}".encode()[:1000],
+        "leadflow.source.topic": topic.encode(),
+        "leadflow.source.partition": str(partition).encode(),
+        "leadflow.source.offset": str(offset).encode(),
+    }
+
+
+@dataclass
+class Deadlines:
+    """Leads waiting for event time to pass a deadline (SLA, label horizon), soonest first.
+
+    Event time advances with the newest ``occurred_at`` the worker has seen (its watermark),
+    never with the wall clock, so a replay fires the same deadlines at the same points.
+    """
+
+    watermark: int = 0
+    heap: list[tuple[int, str]] = field(default_factory=list)
+    scanned: bool = False
+
+    def push(self, state: LeadState, lead_id: str) -> None:
+        """Remember the lead's next deadline, if it has one."""
+        due = next_deadline(state)
+        if due is not None:
+            heapq.heappush(self.heap, (due, lead_id))
+
+    def due(self) -> list[str]:
+        """Lead ids whose deadline the watermark has passed (each once)."""
+        leads: list[str] = []
+        while self.heap and self.heap[0][0] <= self.watermark:
+            _, lead_id = heapq.heappop(self.heap)
+            if lead_id not in leads:
+                leads.append(lead_id)
+        return leads
+
+
+class LeadflowApp:
+    """The faust app with leadflow's topics, tables and agents registered."""
+
+    def __init__(self, settings: Settings, codec: Codec, policy: Policy, model_key: bytes) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.policy = policy
+        self.model_key = model_key
+        self.model: ScoreModel | None = None
+        self.deadlines = Deadlines()
+        self.app = faust.App(
+            APP_ID,
+            broker=f"kafka://{settings.bootstrap}",
+            broker_credentials=_credentials(settings),
+            store="rocksdb://",
+            datadir=str((settings.data_dir / "worker").resolve()),
+            processing_guarantee=settings.processing_guarantee.value,
+            topic_partitions=settings.topic_partitions,
+            topic_replication_factor=settings.topic_replication,
+            topic_allow_declare=True,
+            web_host="127.0.0.1",
+            web_bind="127.0.0.1",
+            web_port=settings.worker_web_port,
+            key_serializer="raw",
+            value_serializer="raw",
+            producer_acks=-1,
+            # Recovery of changelogs silently did nothing with 0 standbys before faust #682.
+            table_standby_replicas=1,
+            # A worker killed with -9 holds its partitions until its session expires: keep
+            # that short so a restarted worker resumes in seconds, not a minute.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=3.0,
+        )
+        partitions = settings.topic_partitions
+        topic = self.app.topic
+        self.events = topic(t.EVENTS.name, key_type=bytes, value_type=bytes, partitions=partitions)
+        self.by_lead = topic(
+            t.EVENTS_BY_LEAD.name, key_type=bytes, value_type=bytes, partitions=partitions
+        )
+        self.dlq = topic(t.DLQ.name, key_type=bytes, value_type=bytes, partitions=partitions)
+        self.training = topic(
+            t.TRAINING_EXAMPLES.name, key_type=bytes, value_type=bytes, partitions=partitions
+        )
+        self.outputs = {
+            spec.name: topic(spec.name, key_type=bytes, value_type=bytes, partitions=partitions)
+            for spec, _ in ROUTES.values()
+        }
+        self.identities = self.app.Table(
+            "identities", partitions=partitions, key_type=bytes, value_type=bytes
+        )
+        self.leads = self.app.Table(
+            "leads", partitions=partitions, key_type=bytes, value_type=bytes
+        )
+        # Round-robin cursors. faust keeps a table's values per source partition, so each
+        # partition advances its own cursors and a retried step sees the same cursor.
+        self.routing = self.app.Table(
+            "routing", partitions=partitions, key_type=bytes, value_type=bytes
+        )
+        self.models = topic(t.MODELS.name, key_type=bytes, value_type=bytes, partitions=partitions)
+        self._snapshot: bytes | None = None
+        self.app.timer(interval=10.0, name="model-feed")(self._refresh_model)
+        self.app.agent(self.events, name="identity", concurrency=1)(self._identity_agent)
+        self.app.agent(self.by_lead, name="lead", concurrency=1)(self._lead_agent)
+        self.app.agent(self.training, name="trainer", concurrency=1)(self._trainer_agent)
+
+    def changelog_topics(self) -> list[t.TopicSpec]:
+        """Faust's changelog topics for the tables, to create before the worker starts.
+
+        faust declares them itself, but concurrently with the agents, which then crash on
+        a partition-count mismatch while the topic does not exist yet.
+        """
+        return [
+            t.TopicSpec(
+                f"{APP_ID}-{name}-changelog",
+                "table key",
+                f"faust changelog of {name}",
+                compacted=True,
+            )
+            for name in ("identities", "leads", "routing")
+        ]
+
+    async def _send(self, obj: Any) -> None:
+        spec, key_field = ROUTES[type(obj)]
+        await self.outputs[spec.name].send(
+            key=str(getattr(obj, key_field)).encode(), value=self.codec.encode(obj)
+        )
+
+    async def _dead_letter(self, exc: Exception, event: faust.EventT[bytes]) -> None:
+        message = event.message
+        log.warning("dead_letter", topic=message.topic, offset=message.offset, reason=str(exc))
+        await self.dlq.send(
+            key=message.key,
+            value=message.value,
+            headers=dlq_headers(exc, message.topic, message.partition, message.offset),
+        )
+
+    async def _identity_agent(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            key = event.key
+            try:
+                inbound = self.codec.decode(event.value)
+                if not isinstance(inbound, Event):
+                    raise LeadflowError(f"{type(inbound).__name__} is not an inbound event")
+                raw_state = self.identities.get(key)
+                state = decode_identity_state(raw_state) if raw_state else None
+                new_state, out = identity_step(state, inbound)
+            except LeadflowError as exc:
+                await self._dead_letter(exc, event)
+                continue
+            if new_state is not None:
+                self.identities[key] = encode_identity_state(new_state)
+            link = identity_link(state, new_state, inbound)
+            if link is not None:
+                await self._send(link)
+            for routed in out:
+                assert routed.lead_id is not None
+                await self.by_lead.send(
+                    key=routed.lead_id.encode(), value=self.codec.encode(routed)
+                )
+
+    async def _lead_agent(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            key = event.key
+            try:
+                inbound = self.codec.decode(event.value)
+                if not isinstance(inbound, Event):
+                    raise LeadflowError(f"{type(inbound).__name__} is not an inbound event")
+                raw_state = self.leads.get(key)
+                state = decode_lead_state(raw_state) if raw_state else None
+                new_state, out = lead_step(
+                    state, inbound, self.policy, self._current_model(), routing=self._routing()
+                )
+            except LeadflowError as exc:
+                await self._dead_letter(exc, event)
+                continue
+            self.leads[key] = encode_lead_state(new_state)
+            await self._emit(out)
+            await self._advance(key.decode(), new_state, inbound.occurred_at)
+
+    async def _advance(self, lead_id: str, state: LeadState, occurred_at: int) -> None:
+        """Fire deadlines that event time has passed, for every lead this worker holds."""
+        deadlines = self.deadlines
+        if not deadlines.scanned:
+            # After a restart the heap is empty; rebuild it once from the recovered table.
+            deadlines.scanned = True
+            for raw_key, raw_value in list(self.leads.items()):
+                deadlines.push(decode_lead_state(raw_value), raw_key.decode())
+        deadlines.push(state, lead_id)
+        deadlines.watermark = max(deadlines.watermark, occurred_at)
+        for due_lead in deadlines.due():
+            raw = self.leads.get(due_lead.encode())
+            if raw is None:
+                continue  # moved to another worker by a rebalance
+            advanced, out = advance_time(
+                decode_lead_state(raw), deadlines.watermark, self.policy, routing=self._routing()
+            )
+            self.leads[due_lead.encode()] = encode_lead_state(advanced)
+            await self._emit(out)
+            deadlines.push(advanced, due_lead)
+
+    def _routing(self) -> RoutingState:
+        raw = self.routing.get(ROUTING_KEY)
+        return RoutingState(cursors=json.loads(raw) if raw else {})
+
+    async def _emit(self, out: list[Any]) -> None:
+        """Send derived events; an owner assignment also moves its pool's cursor."""
+        for obj in out:
+            if isinstance(obj, d.OwnerAssigned):
+                cursors = self._routing().cursors | {obj.pool: obj.cursor_after}
+                self.routing[ROUTING_KEY] = json.dumps(cursors, sort_keys=True).encode()
+            await self._send(obj)
+
+    async def _refresh_model(self) -> None:
+        """Pick up the trainer's newest snapshot (every worker scores with the same model)."""
+        loop = asyncio.get_running_loop()
+        snapshot = await loop.run_in_executor(None, latest_snapshot, self.settings)
+        if snapshot is not None:
+            self._snapshot = snapshot
+
+    def _current_model(self) -> ScoreModel | None:
+        raw = self._snapshot
+        if raw is None:
+            return self.model
+        if self.model is None or self.model.version != ScoreModel.peek_version(raw):
+            self.model = ScoreModel.restore(raw, self.model_key)
+        return self.model
+
+    async def _trainer_agent(self, stream: faust.StreamT[bytes]) -> None:
+        learned = 0
+        async for event in stream.events():
+            try:
+                example = self.codec.decode(event.value)
+                if not isinstance(example, d.TrainingExample):
+                    raise LeadflowError(f"{type(example).__name__} is not a training example")
+            except LeadflowError as exc:
+                await self._dead_letter(exc, event)
+                continue
+            model = self._current_model() or ScoreModel(self.policy)
+            model.learn(example.features, example.label)
+            self.model = model
+            learned += 1
+            if learned % self.policy.model.snapshot_every == 0:
+                self._snapshot = model.snapshot(self.model_key)
+                await self.models.send(key=b"current", value=self._snapshot)
+                log.info("model.snapshot", version=model.version, **model.quality())
+
+
+def _credentials(settings: Settings) -> Any:
+    if not settings.kafka_sasl_mechanism:
+        return None
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username or "",
+        password=password.get_secret_value() if password else "",
+        mechanism=settings.kafka_sasl_mechanism,
+    )

@@ -1,0 +1,63 @@
+"""``leadflow worker``: run the faust stream processors."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import click
+
+from leadflow.streams.settings import Settings
+
+
+def model_key(settings: Settings) -> bytes:
+    """The snapshot-signing key: the configured secret, else one generated once per data dir."""
+    if settings.model_signing_key is not None:
+        return settings.model_signing_key.get_secret_value().encode()
+    path: Path = settings.data_dir / "model.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(secrets.token_bytes(32))
+        path.chmod(0o600)
+    return path.read_bytes()
+
+
+def build_app(settings: Settings) -> object:
+    """The configured faust app (imported lazily: faust is slow to import)."""
+    from leadflow.processors.policy import load_default_policy, parse_policy
+    from leadflow.schemas.codec import codec_from_settings
+    from leadflow.streams.app import LeadflowApp
+
+    path = settings.policy_file
+    policy = parse_policy(path.read_text(), str(path)) if path else load_default_policy()
+    return LeadflowApp(settings, codec_from_settings(settings), policy, model_key(settings))
+
+
+@click.command("worker")
+@click.option(
+    "--loglevel",
+    default="info",
+    show_default=True,
+    type=click.Choice(["crit", "error", "warn", "info", "debug"]),
+)
+@click.pass_context
+def worker_cmd(ctx: click.Context, loglevel: str) -> None:
+    """Run the stream processors: identity, lead state and scoring, trainer.
+
+    Start as many workers as you like with the same settings: they form one consumer
+    group and share the partitions (LEADFLOW_TOPIC_PARTITIONS bounds the parallelism).
+    Each needs its own LEADFLOW_WORKER_WEB_PORT and LEADFLOW_DATA_DIR on one machine.
+    The topics must exist (`leadflow topics create`).
+    """
+    from faust.worker import Worker
+
+    from leadflow.streams.app import LeadflowApp
+    from leadflow.streams.topics import create_topics
+
+    settings = ctx.find_root().obj
+    app = build_app(settings)
+    assert isinstance(app, LeadflowApp)
+    create_topics(settings, app.changelog_topics())
+    Worker(
+        app.app, loglevel=loglevel, override_logging=False, redirect_stdouts=False
+    ).execute_from_commandline()

@@ -1,0 +1,20 @@
+from leadflow.streams.app import ROUTES
+from leadflow.streams.topics import ALL_TOPICS, EVENTS, MODELS, TopicSpec
+
+
+def test_every_topic_the_worker_writes_is_created() -> None:
+    created = {spec.name for spec in ALL_TOPICS}
+    for spec, _key in ROUTES.values():
+        assert spec.name in created, f"{spec.name} is written by the worker but never created"
+
+
+def test_the_event_log_is_kept_forever_and_state_is_compacted() -> None:
+    assert EVENTS.config(1) == {"cleanup.policy": "delete", "retention.ms": "-1"}
+    assert MODELS.config(1)["cleanup.policy"] == "compact"
+    assert TopicSpec("x", "k", "d").config(3)["min.insync.replicas"] == "2"
+
+
+def test_topic_names_are_unique_and_namespaced() -> None:
+    names = [spec.name for spec in ALL_TOPICS]
+    assert len(names) == len(set(names))
+    assert all(name.startswith("leadflow.") for name in names)
