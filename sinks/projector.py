@@ -295,8 +295,11 @@ class Projector:
                 rows.extend(rows_for(self.codec.decode(message.value() or b"")))
             except DecodeError as exc:
                 self._dead_letter(message, exc.reason, str(exc))
-            except InvalidEvent as exc:
-                self._dead_letter(message, "invalid_event", str(exc))
+            except LeadflowError as exc:
+                # A broken invariant in one record must not stop the projection of the
+                # rest: it goes to the dead-letter topic, named, with the record as it was.
+                reason = "invalid_event" if isinstance(exc, InvalidEvent) else type(exc).__name__
+                self._dead_letter(message, reason, str(exc))
         spans = [(t, p, a, b) for (t, p), (a, b) in offsets.items()]
         if not self.insert_batch(rows, spans, stop_event):
             return len(records)  # stopped while ClickHouse was down: nothing committed

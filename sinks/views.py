@@ -139,7 +139,8 @@ SELECT
     lead_id,
     argMaxState(fit_score, (occurred_at, score_id)) AS fit_score,
     argMaxState(engagement_score, (occurred_at, score_id)) AS engagement_score,
-    argMaxState(assumeNotNull(model_score), (occurred_at, score_id)) AS model_score,
+    argMaxStateIf(assumeNotNull(model_score), (occurred_at, score_id), model_score IS NOT NULL)
+        AS model_score,
     max(occurred_at) AS scored_at
 FROM $db.scores
 GROUP BY workspace_id, lead_id

@@ -125,7 +125,8 @@ def transitions() -> list[StageChanged]:
 
 
 def scores() -> list[LeadScored]:
-    """L1 scored twice: the later score (d6: fit 40, engagement 35) is the current one."""
+    """L1 scored three times; the current fit/engagement are d7's (45, 36), and the model
+    score is d6's 0.6 because d7's update had no model score."""
     return [
         LeadScored(
             "s1", W, "L1", at(4), 30.0, 10.0, 0.2, "m1", (RuleHit("form", 10.0),), "e3",
@@ -134,6 +135,9 @@ def scores() -> list[LeadScored]:
         LeadScored(
             "s2", W, "L1", at(6), 40.0, 35.0, 0.6, "m1", (RuleHit("email_click", 25.0),), "e4",
             Stage.MQL,
+        ),
+        LeadScored(
+            "s3", W, "L1", at(7), 45.0, 36.0, None, None, (), "e4", Stage.MQL,
         ),
     ]  # fmt: skip
 

@@ -221,7 +221,7 @@ def test_lead_state_is_current(client: Any, db: str) -> None:
         f"FROM {db}.v_lead_state ORDER BY lead_id"
     ).result_rows
     assert [tuple(r) for r in rows] == [
-        ("L1", "customer", 5, 40.0, 35.0, 0.6),
+        ("L1", "customer", 5, 45.0, 36.0, 0.6),
         ("L2", "disqualified", 3, 0.0, 0.0, 0.0),
     ]
 

@@ -76,7 +76,7 @@ def _dead_letters(settings: Settings, marker: bytes) -> list[dict[str, bytes]]:
 
 
 EXPECTED = {
-    "v_events": 12, "v_identities": 2, "v_stage_transitions": 8, "v_scores": 2, "v_deals": 1,
+    "v_events": 12, "v_identities": 2, "v_stage_transitions": 8, "v_scores": 3, "v_deals": 1,
     "v_costs": 2, "v_lead_state": 2,
 }  # fmt: skip
 
