@@ -70,7 +70,7 @@ class ProjectorStats:
     rows: int = 0
     dead_lettered: int = 0
     batches: int = 0
-    insert_retries: int = 0
+    insert_retries: int = 0  # failed ClickHouse calls (migrations included), each retried
     per_table: dict[str, int] = field(default_factory=dict)
 
 
@@ -154,15 +154,33 @@ class Projector:
         self.stats = ProjectorStats()
         self.on_batch = on_batch
         self.caught_up_at_end = False
+        self._migrated = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._admin: AdminClient | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def _migrate(self, stop_event: threading.Event) -> bool:
+        """Apply the migrations, retrying with backoff while ClickHouse is unreachable."""
+        delay = 0.5
+        while not self._migrated:
+            try:
+                migrate(self.client, self.database, self.settings.clickhouse_cluster)
+                self._migrated = True
+            except LeadflowError:
+                raise  # edited migration history: retrying cannot help
+            except Exception as exc:  # unreachable or failing server: wait and retry
+                if stop_event.is_set():
+                    return False
+                self.stats.insert_retries += 1
+                log.warning("projector.migrate_failed", retry_in=delay, error=str(exc))
+                self.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+        return True
+
     def _open(self) -> Consumer:
         if self._consumer is None:
-            migrate(self.client, self.database, self.settings.clickhouse_cluster)
             config: dict[str, Any] = {
                 **self.settings.kafka_client_config(),
                 "group.id": self.group_id,
@@ -279,6 +297,8 @@ class Projector:
 
     def step(self, poll_timeout: float, stop_event: threading.Event) -> int:
         """Consume, project and commit one batch; return how many records it held."""
+        if not self._migrate(stop_event):
+            return 0
         consumer = self._open()
         messages = consumer.consume(num_messages=self.batch_size, timeout=poll_timeout)
         records = [m for m in messages if not self._is_error(m)]

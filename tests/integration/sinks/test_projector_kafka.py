@@ -153,3 +153,41 @@ def test_project_redeliver_and_replay(
         ).result_rows == [(8,)]
     finally:
         clickhouse_session.command(f"DROP DATABASE IF EXISTS {result.previous_data_in}")
+
+
+class DownFirst:
+    """The session client, except that the first ``failures`` inserts fail (ClickHouse down)."""
+
+    def __init__(self, client: Any, failures: int) -> None:
+        self.client = client
+        self.failures = failures
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("Connection refused")
+        return self.client.insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_clickhouse_down_backs_off_then_catches_up(
+    kafka: Settings, clickhouse_session: Any, clickhouse_db: str
+) -> None:
+    create_topics(kafka)
+    workspace = f"ws-{uuid.uuid4().hex[:8]}"
+    objects = _objects(workspace)
+    _produce(kafka, objects)
+    waits: list[float] = []
+    projector = Projector(
+        kafka, DownFirst(clickhouse_session, failures=5), clickhouse_db,
+        group_id=f"down-{workspace}", sleep=waits.append,
+    )  # fmt: skip
+    stats = projector.run_until_idle(max_seconds=120)
+    assert stats.insert_retries == 5
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
+    # Everything was committed once ClickHouse came back: the group has nothing left to read.
+    again = Projector(kafka, clickhouse_session, clickhouse_db, group_id=f"down-{workspace}")
+    assert again.run_until_idle(max_seconds=60).records == 0
