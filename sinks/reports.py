@@ -607,3 +607,56 @@ def experiments(
         ("control = first variant in alphabetical order; p < 0.05 means the difference is "
          "unlikely to be chance (two-proportion z-test; needs enough exposures per variant)",),
     )  # fmt: skip
+
+
+LEAD_SCORES = """
+SELECT s.lead_id,
+       max(s.fit_score + s.engagement_score) AS rule_score,
+       max(s.model_score) AS model_score
+FROM $db.v_scores AS s
+LEFT JOIN (
+    SELECT lead_id, min(occurred_at) AS first_sql_at
+    FROM $db.v_stage_transitions
+    WHERE to_stage = 'sql' AND $ws
+    GROUP BY lead_id
+) AS q ON q.lead_id = s.lead_id
+WHERE $ws_s AND (q.first_sql_at = 0 OR s.occurred_at < q.first_sql_at)
+GROUP BY s.lead_id
+"""
+
+
+def lead_scores(client: Any, database: str, *, workspace: str | None = None) -> Report:
+    """Each lead's highest rule score (fit + engagement) and model score *before* its first SQL.
+
+    Scores from the SQL moment on are excluded, so the demo request that makes a lead SQL
+    cannot grade its own prediction. Leads that never became SQL keep all their scores.
+    """
+    sql = LEAD_SCORES.replace("$ws_s", WORKSPACE.replace("workspace_id", "s.workspace_id"))
+    rows = _query(client, sql, database, {"workspace": workspace or ""})
+    return Report("Lead scores before SQL", ("lead_id", "rule_score", "model_score"), rows)
+
+
+LATEST_HANDOFFS = """
+SELECT became_sql_time, lead_id, company, industry, company_size, owner_id, reason,
+       round(fit_score, 1), round(engagement_score, 1), model_score,
+       first_touch_channel, last_touch_channel, qualification_completeness
+FROM $db.handoffs FINAL
+WHERE $ws
+ORDER BY became_sql_at DESC, transition_id
+LIMIT {limit:UInt32}
+"""
+
+
+def latest_handoffs(
+    client: Any, database: str, *, limit: int = 5, workspace: str | None = None
+) -> Report:
+    """The newest "lead became SQL" hand-offs with the context a rep opens the call with."""
+    rows = _query(client, LATEST_HANDOFFS, database, {"workspace": workspace or "", "limit": limit})
+    return Report(
+        "latest hand-offs to sales",
+        (
+            "became_sql", "lead", "company", "industry", "size", "owner", "why", "fit",
+            "engagement", "model", "first_touch", "last_touch", "qualified",
+        ),
+        rows,
+    )  # fmt: skip

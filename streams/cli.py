@@ -12,6 +12,7 @@ from rich.table import Table
 from leadflow import __version__
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.collector import cli as collector_cli
+from leadflow.streams.demo import demo_cmd
 from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.logs import configure_logging
 from leadflow.streams.projector_cli import projector as projector_cmd
@@ -190,6 +191,7 @@ def main() -> None:
 # Each concern's commands live in its own module; they are registered here, one line each.
 cli.add_command(site_cmd)
 cli.add_command(worker_cmd)
+cli.add_command(demo_cmd)
 cli.add_command(collector_cli.collector)
 cli.add_command(collector_cli.keys)
 cli.add_command(simulator_cli.simulate)

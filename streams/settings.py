@@ -6,6 +6,7 @@ defaults below). Nothing else in leadflow reads the environment.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -171,6 +172,27 @@ class Settings(BaseSettings):
         if self.clickhouse_dsn is not None:
             return self.clickhouse_dsn.get_secret_value()
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def to_env(self) -> dict[str, str]:
+        """The ``LEADFLOW_*`` variables that rebuild these settings in a child process.
+
+        Example:
+            >>> load_settings(kafka_port=29092).to_env()["LEADFLOW_KAFKA_PORT"]
+            '29092'
+        """
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, tuple):
+                value = json.dumps(list(value))
+            elif isinstance(value, StrEnum):
+                value = value.value
+            env[ENV_PREFIX + name.upper()] = str(value)
+        return env
 
     def kafka_client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka-style connection settings shared by every confluent-kafka client."""

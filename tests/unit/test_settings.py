@@ -60,3 +60,18 @@ def test_secrets_are_hidden_in_repr_and_config(monkeypatch: pytest.MonkeyPatch) 
 def test_log_redaction_masks_nested_secrets_and_pii() -> None:
     event = redact(None, "info", {"event": "x", "email": "a@b.c", "ctx": [{"password": "p"}]})
     assert event == {"event": "x", "email": "***", "ctx": [{"password": "***"}]}
+
+
+def test_to_env_rebuilds_the_same_settings_in_a_child_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        data_dir=tmp_path,
+        kafka_port=29092,
+        kafka_sasl_password="s3cret",
+        collector_cors_origins=("https://a.example", "https://b.example"),
+        processing_guarantee="exactly_once",
+    )
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == settings

@@ -1,0 +1,168 @@
+"""A real `leadflow worker` process against the session broker, and helpers to feed it
+inbound events and read what it derives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from leadflow.processors.events import Event
+from leadflow.schemas.codec import SingleObjectCodec
+from leadflow.streams.settings import Settings
+from leadflow.streams.topics import EVENTS, create_topics
+from tests.conftest import free_port
+
+CODEC = SingleObjectCodec()
+
+
+@dataclass
+class WorkerProcess:
+    """One `leadflow worker` subprocess with its own data dir, web port and log file."""
+
+    settings: Settings
+    data_dir: Path
+    guarantee: str = "at_least_once"
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.starts += 1
+        log = self.data_dir / f"worker-{self.starts}.log"
+        self.logs.append(log)
+        env = {
+            **os.environ,
+            "LEADFLOW_KAFKA_BOOTSTRAP": self.settings.bootstrap,
+            "LEADFLOW_DATA_DIR": str(self.data_dir),
+            "LEADFLOW_WORKER_WEB_PORT": str(free_port()),
+            "LEADFLOW_TOPIC_PARTITIONS": str(self.settings.topic_partitions),
+            "LEADFLOW_PROCESSING_GUARANTEE": self.guarantee,
+            "LEADFLOW_LOG_FORMAT": "json",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "leadflow", "worker"],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.tail()}")
+            if b"Worker ready" in log.read_bytes():
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.tail()}")
+
+    def kill(self) -> None:
+        """kill -9: no clean shutdown, no final commit."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, chars: int = 4000) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.logs)[-chars:]
+
+
+@pytest.fixture(scope="module")
+def topics(kafka: Settings) -> Settings:
+    create_topics(kafka)
+    return kafka
+
+
+@pytest.fixture(scope="module")
+def worker(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(topics, tmp_path_factory.mktemp("worker"))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def send(settings: Settings, events: Iterable[Event]) -> int:
+    """Produce inbound events as the collector does (keyed by person, acks=all)."""
+    producer = Producer(
+        {"bootstrap.servers": settings.bootstrap, "acks": "all", "enable.idempotence": True}
+    )
+    count = 0
+    for event in events:
+        producer.produce(EVENTS.name, key=event.person_key.encode(), value=CODEC.encode(event))
+        count += 1
+    assert producer.flush(30) == 0
+    return count
+
+
+def records_in(settings: Settings, topic: str) -> int:
+    """How many records (and transaction markers) a topic holds: a cheap progress probe."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "probe"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            high - low
+            for low, high in (
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                for p in partitions
+            )
+        )
+    finally:
+        consumer.close()
+
+
+def read(
+    settings: Settings,
+    topic: str,
+    workspace_id: str | None,
+    *,
+    expect: int,
+    timeout: float = 90.0,
+    settle: float = 3.0,
+) -> list[object]:
+    """Every decoded record of `topic` for one workspace (None: all), waiting for `expect`.
+
+    After reaching `expect` it keeps reading for `settle` seconds, so duplicates show up.
+    Reads committed data only (as a downstream consumer would).
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "group.id": f"test-{topic}-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    found: list[object] = []
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < (settle_until or deadline):
+            message = consumer.poll(0.3)
+            if message is None or message.error() is not None:
+                continue
+            record = CODEC.decode(message.value())
+            if workspace_id is None or getattr(record, "workspace_id", None) == workspace_id:
+                found.append(record)
+            if settle_until is None and len(found) >= expect:
+                settle_until = time.monotonic() + settle
+    finally:
+        consumer.close()
+    return found

@@ -1,0 +1,118 @@
+"""Events in, derived events out, through a real `leadflow worker` on the real broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from leadflow.processors.derived import BecameMQL, BecameSQL, SlaBreached, Stage, StageChanged
+from leadflow.processors.events import Event
+from leadflow.streams.settings import Settings
+from leadflow.streams.topics import (
+    LEAD_BECAME_MQL,
+    LEAD_BECAME_SQL,
+    LEAD_STAGE_CHANGED,
+    SLA_BREACHED,
+)
+
+from .conftest import WorkerProcess, read, send
+from .journeys import HOUR, Journey
+
+
+def recycled(records: list[object]) -> bool:
+    return any(isinstance(r, StageChanged) and r.to_stage is Stage.RECYCLED for r in records)
+
+
+# What marks each phase of Journey.to_sql_twice as processed.
+PHASE_DONE: list[tuple[str, Callable[[list[object]], bool]]] = [
+    (LEAD_BECAME_SQL.name, lambda records: len(records) >= 1),
+    (LEAD_STAGE_CHANGED.name, recycled),
+    (LEAD_BECAME_SQL.name, lambda records: len(records) >= 2),
+]
+
+
+def play(settings: Settings, journey: Journey, phases: list[list[Event]]) -> None:
+    """Send each phase once the previous one has been processed, as time passing would."""
+    for phase, (topic, done) in zip(phases, PHASE_DONE, strict=True):
+        send(settings, phase)
+        deadline = time.monotonic() + 90
+        while not done(read(settings, topic, journey.workspace, expect=0, settle=1.0)):
+            assert time.monotonic() < deadline, f"phase not processed: waiting on {topic}"
+
+
+def handoffs(settings: Settings, workspace: str, expect: int) -> list[BecameSQL]:
+    records = read(settings, LEAD_BECAME_SQL.name, workspace, expect=expect)
+    assert all(isinstance(r, BecameSQL) for r in records)
+    return sorted(records, key=lambda r: r.became_sql_at)  # type: ignore[union-attr]
+
+
+def test_recycled_lead_becomes_sql_twice_with_pre_identification_first_touch(
+    topics: Settings, worker: WorkerProcess
+) -> None:
+    journey = Journey("ws-recycle")
+    play(topics, journey, journey.to_sql_twice())
+
+    first, second = handoffs(topics, journey.workspace, expect=2)
+    assert (first.sql_count, second.sql_count) == (1, 2)
+    assert first.transition_id != second.transition_id
+    assert first.lead_id == second.lead_id == journey.lead
+    assert first.became_sql_at == journey.at(60)
+    assert second.became_sql_at == journey.at(602)
+    # The anonymous pricing visits before the form count: first touch and engagement.
+    assert first.first_touch is not None
+    assert first.first_touch.event_id == f"{journey.workspace}-v1"
+    assert (first.first_touch.channel, first.first_touch.campaign) == ("paid_search", "spring")
+    assert first.engagement.pricing_views == 3
+    assert first.engagement.demo_requested
+    assert first.contact.company == "Acme"
+    assert first.owner_id is not None
+    stages = [step.stage for step in second.stage_history]
+    assert stages.count(Stage.SQL) == 2
+    assert Stage.RECYCLED in stages
+
+
+def test_duplicates_and_reordering_change_nothing(topics: Settings, worker: WorkerProcess) -> None:
+    plain, noisy = Journey("ws-plain"), Journey("ws-noisy")
+    play(topics, plain, plain.to_sql_twice())
+    first, *rest = noisy.to_sql_twice()
+    # The anonymous visits arrive in reverse order, and every event arrives twice.
+    first = [*reversed(first[:3]), *first[3:]]
+    play(
+        topics, noisy, [[e for event in phase for e in (event, event)] for phase in [first, *rest]]
+    )
+
+    expected = handoffs(topics, plain.workspace, expect=2)
+    got = handoffs(topics, noisy.workspace, expect=2)
+    assert len(got) == len(expected) == 2
+    for a, b in zip(expected, got, strict=True):
+        assert (b.sql_count, b.became_sql_at, b.reason) == (a.sql_count, a.became_sql_at, a.reason)
+        assert (b.fit_score, b.engagement_score) == (a.fit_score, a.engagement_score)
+        assert b.engagement == a.engagement
+        assert b.first_touch is not None
+        assert a.first_touch is not None
+        assert b.first_touch.event_id == f"{noisy.workspace}-v1"
+        assert a.first_touch.event_id == f"{plain.workspace}-v1"
+    transitions = read(topics, LEAD_STAGE_CHANGED.name, noisy.workspace, expect=1)
+    ids = [t.transition_id for t in transitions if isinstance(t, StageChanged)]
+    assert len(ids) == len(set(ids)), "a duplicate event produced a second transition"
+
+
+def test_unreviewed_mql_raises_sla_breached_at_the_due_event_time(
+    topics: Settings, worker: WorkerProcess
+) -> None:
+    journey = Journey("ws-sla")
+    send(topics, journey.unreviewed_mql())
+
+    mqls = read(topics, LEAD_BECAME_MQL.name, journey.workspace, expect=1)
+    assert len(mqls) == 1
+    mql = mqls[0]
+    assert isinstance(mql, BecameMQL)
+    assert mql.occurred_at == journey.at(3)
+    assert mql.sla_due_at == journey.at(3) + 24 * HOUR
+
+    breaches = read(topics, SLA_BREACHED.name, journey.workspace, expect=1)
+    assert len(breaches) == 1
+    breach = breaches[0]
+    assert isinstance(breach, SlaBreached)
+    assert breach.due_at == mql.sla_due_at
+    assert breach.mql_transition_id == mql.transition_id
