@@ -611,8 +611,8 @@ def experiments(
 
 LEAD_SCORES = """
 SELECT s.lead_id,
-       max(s.fit_score + s.engagement_score) AS rule_score,
-       max(s.model_score) AS model_score
+       argMax(s.fit_score + s.engagement_score, s.occurred_at) AS rule_score,
+       argMax(s.model_score, s.occurred_at) AS model_score
 FROM $db.v_scores AS s
 LEFT JOIN (
     SELECT lead_id, min(occurred_at) AS first_sql_at
@@ -626,7 +626,7 @@ GROUP BY s.lead_id
 
 
 def lead_scores(client: Any, database: str, *, workspace: str | None = None) -> Report:
-    """Each lead's highest rule score (fit + engagement) and model score *before* its first SQL.
+    """Each lead's last rule score (fit + engagement) and model score *before* its first SQL.
 
     Scores from the SQL moment on are excluded, so the demo request that makes a lead SQL
     cannot grade its own prediction. Leads that never became SQL keep all their scores.

@@ -289,15 +289,18 @@ class LeadflowApp:
             self._snapshot = snapshot
 
     def _current_model(self) -> ScoreModel | None:
+        """The published model every worker scores with (None until the first snapshot)."""
         raw = self._snapshot
         if raw is None:
-            return self.model
+            return None
         if self.model is None or self.model.version != ScoreModel.peek_version(raw):
             self.model = ScoreModel.restore(raw, self.model_key)
         return self.model
 
     async def _trainer_agent(self, stream: faust.StreamT[bytes]) -> None:
-        learned = 0
+        # The trainer's model is its own: it keeps learning between snapshots, while
+        # scoring uses only what was published, so every worker scores alike.
+        model: ScoreModel | None = None
         async for event in stream.events():
             try:
                 example = self.codec.decode(event.value)
@@ -306,14 +309,22 @@ class LeadflowApp:
             except LeadflowError as exc:
                 await self._dead_letter(exc, event)
                 continue
-            model = self._current_model() or ScoreModel(self.policy)
+            if model is None:
+                model = await self._resume_training()
             model.learn(example.features, example.label)
-            self.model = model
-            learned += 1
-            if learned % self.policy.model.snapshot_every == 0:
+            if model.n_learned % self.policy.model.snapshot_every == 0:
                 self._snapshot = model.snapshot(self.model_key)
                 await self.models.send(key=b"current", value=self._snapshot)
-                log.info("model.snapshot", version=model.version, **model.quality())
+                log.info("model.snapshot", **model.quality())
+
+    async def _resume_training(self) -> ScoreModel:
+        """Continue from the newest published snapshot (after a restart), else start fresh."""
+        loop = asyncio.get_running_loop()
+        raw = await loop.run_in_executor(None, latest_snapshot, self.settings)
+        if raw is None:
+            return ScoreModel(self.policy)
+        self._snapshot = raw
+        return ScoreModel.restore(raw, self.model_key)
 
 
 def _credentials(settings: Settings) -> Any:

@@ -215,7 +215,8 @@ def chart_calibration(
             axis.set_xticks(range(1, 11))
             for x, (mean, rate) in enumerate(zip(means, rates, strict=True), start=1):
                 if x in (1, 10):
-                    axis.annotate(f"{mean:.2g}", (x, rate), textcoords="offset points",
+                    label = f"avg {mean:.2f}" if abs(mean) < 10 else f"avg {mean:.0f}"
+                    axis.annotate(label, (x, rate), textcoords="offset points",
                                   xytext=(0, 8), fontsize=8, ha="center")  # fmt: skip
         auc_text = f"AUC {value:.3f}" if value is not None else "AUC n/a"
         axis.set_title(f"{name}\n{auc_text}", fontsize=10)

@@ -94,9 +94,12 @@
     page: function (name, properties) {
       return send("/v1/page", { type: "page", name: name, properties: properties || {} });
     },
+    // userId is optional: without one, leadflow derives the lead id from the email trait,
+    // so a marketing site need not know (or expose) the CRM's ids.
     identify: function (userId, traits) {
-      storage.setItem("leadflow.userId", userId);
-      return send("/v1/identify", { type: "identify", userId: userId, traits: traits || {} });
+      var message = { type: "identify", traits: traits || {} };
+      if (userId) { storage.setItem("leadflow.userId", userId); message.userId = userId; }
+      return send("/v1/identify", message);
     },
     track: function (event, properties) {
       return send("/v1/track", { type: "track", event: event, properties: properties || {} });

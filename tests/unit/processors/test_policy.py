@@ -118,9 +118,9 @@ def test_arbitrary_text_fails_only_with_policy_error(text: str) -> None:
 
 
 def test_model_section_is_optional_and_validated() -> None:
-    assert load_default_policy().model.snapshot_every == 100
+    assert load_default_policy().model.snapshot_every == 25
     without = DEFAULT[: DEFAULT.index("\n# The online model")]
-    assert parse_policy(without, "p.yaml").model.snapshot_every == 100
-    bad = DEFAULT.replace("snapshot_every: 100", "snapshot_every: 0")
+    assert parse_policy(without, "p.yaml").model.snapshot_every == 100  # the built-in default
+    bad = DEFAULT.replace("snapshot_every: 25", "snapshot_every: 0")
     with pytest.raises(PolicyError, match=r"model.snapshot_every: must be at least 1"):
         parse_policy(bad, "p.yaml")
