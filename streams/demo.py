@@ -311,9 +311,16 @@ def demo_cmd(
             Stack(settings).stop()
             LocalKafka.from_settings(settings).stop()
     if keep:
+        exports = " ".join(
+            f"{name}={settings.to_env()[name]}"
+            for name in ("LEADFLOW_DATA_DIR", "LEADFLOW_KAFKA_PORT", "LEADFLOW_COLLECTOR_PORT")
+        )
         console.print(
-            f"The stack keeps running (Kafka {settings.bootstrap}, collector port "
-            f"{settings.collector_port}). Stop it with: leadflow demo --stop"
+            f"The stack keeps running: Kafka {settings.bootstrap}, collector port "
+            f"{settings.collector_port}, a worker. ClickHouse projection stopped with the demo;\n"
+            f"to project and query again:  export {exports}\n"
+            "  leadflow projector --until-idle && leadflow report funnel --workspace demo\n"
+            "Stop it with: leadflow demo --stop"
         )
     else:
         console.print("The demo stack is stopped; run with --keep to leave it running.")
