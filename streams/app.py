@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 
@@ -47,6 +48,8 @@ from leadflow.streams.model_feed import latest_snapshot
 from leadflow.streams.settings import Settings
 
 log = get_logger(__name__)
+
+_T = TypeVar("_T")
 
 APP_ID = "leadflow"
 ROUTING_KEY = b"cursors"
@@ -190,9 +193,10 @@ class LeadflowApp:
             for name in ("identities", "leads", "routing")
         ]
 
-    async def _send(self, obj: Any) -> None:
+    async def _send(self, obj: Any) -> Awaitable[Any]:
+        """Publish a derived event; the returned awaitable completes when Kafka has it."""
         spec, key_field = ROUTES[type(obj)]
-        await self.outputs[spec.name].send(
+        return await self.outputs[spec.name].send(
             key=str(getattr(obj, key_field)).encode(), value=self.codec.encode(obj)
         )
 
@@ -205,37 +209,45 @@ class LeadflowApp:
             headers=dlq_headers(exc, message.topic, message.partition, message.offset),
         )
 
+    def _decode_as(self, value: bytes, expected: type[_T]) -> _T:
+        """Decode a record and insist on its type (a wrong record is a dead letter)."""
+        obj = self.codec.decode(value)
+        if not isinstance(obj, expected):
+            raise LeadflowError(f"{type(obj).__name__} is not a {expected.__name__}")
+        return obj
+
     async def _identity_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             key = event.key
             try:
-                inbound = self.codec.decode(event.value)
-                if not isinstance(inbound, Event):
-                    raise LeadflowError(f"{type(inbound).__name__} is not an inbound event")
+                inbound = self._decode_as(event.value, Event)
                 raw_state = self.identities.get(key)
                 state = decode_identity_state(raw_state) if raw_state else None
                 new_state, out = identity_step(state, inbound)
             except LeadflowError as exc:
                 await self._dead_letter(exc, event)
                 continue
-            if new_state is not None:
-                self.identities[key] = encode_identity_state(new_state)
+            sent = []
             link = identity_link(state, new_state, inbound)
             if link is not None:
-                await self._send(link)
+                sent.append(await self._send(link))
             for routed in out:
                 assert routed.lead_id is not None
-                await self.by_lead.send(
-                    key=routed.lead_id.encode(), value=self.codec.encode(routed)
+                sent.append(
+                    await self.by_lead.send(
+                        key=routed.lead_id.encode(), value=self.codec.encode(routed)
+                    )
                 )
+            # State last: see _emit.
+            await asyncio.gather(*sent)
+            if new_state is not None:
+                self.identities[key] = encode_identity_state(new_state)
 
     async def _lead_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             key = event.key
             try:
-                inbound = self.codec.decode(event.value)
-                if not isinstance(inbound, Event):
-                    raise LeadflowError(f"{type(inbound).__name__} is not an inbound event")
+                inbound = self._decode_as(event.value, Event)
                 raw_state = self.leads.get(key)
                 state = decode_lead_state(raw_state) if raw_state else None
                 new_state, out = lead_step(
@@ -244,8 +256,8 @@ class LeadflowApp:
             except LeadflowError as exc:
                 await self._dead_letter(exc, event)
                 continue
-            self.leads[key] = encode_lead_state(new_state)
             await self._emit(out)
+            self.leads[key] = encode_lead_state(new_state)
             await self._advance(key.decode(), new_state, inbound.occurred_at)
 
     async def _advance(self, lead_id: str, state: LeadState, occurred_at: int) -> None:
@@ -265,8 +277,8 @@ class LeadflowApp:
             advanced, out = advance_time(
                 decode_lead_state(raw), deadlines.watermark, self.policy, routing=self._routing()
             )
-            self.leads[due_lead.encode()] = encode_lead_state(advanced)
             await self._emit(out)
+            self.leads[due_lead.encode()] = encode_lead_state(advanced)
             deadlines.push(advanced, due_lead)
 
     def _routing(self) -> RoutingState:
@@ -274,12 +286,19 @@ class LeadflowApp:
         return RoutingState(cursors=json.loads(raw) if raw else {})
 
     async def _emit(self, out: list[Any]) -> None:
-        """Send derived events; an owner assignment also moves its pool's cursor."""
+        """Send derived events and wait until Kafka has them all; then move routing cursors.
+
+        Callers write the new state only after this returns. State marks the inbound event
+        as seen, so a state written before its outputs were delivered would, after a kill -9,
+        make the replayed event a no-op and lose the outputs (measured: 1 to 3 of 30 SQL
+        hand-offs). In this order a crash either replays the event and re-emits the same
+        deterministic ids, or finds everything delivered.
+        """
+        await asyncio.gather(*[await self._send(obj) for obj in out])
         for obj in out:
             if isinstance(obj, d.OwnerAssigned):
                 cursors = self._routing().cursors | {obj.pool: obj.cursor_after}
                 self.routing[ROUTING_KEY] = json.dumps(cursors, sort_keys=True).encode()
-            await self._send(obj)
 
     async def _refresh_model(self) -> None:
         """Pick up the trainer's newest snapshot (every worker scores with the same model)."""
@@ -303,9 +322,7 @@ class LeadflowApp:
         model: ScoreModel | None = None
         async for event in stream.events():
             try:
-                example = self.codec.decode(event.value)
-                if not isinstance(example, d.TrainingExample):
-                    raise LeadflowError(f"{type(example).__name__} is not a training example")
+                example = self._decode_as(event.value, d.TrainingExample)
             except LeadflowError as exc:
                 await self._dead_letter(exc, event)
                 continue

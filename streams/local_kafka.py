@@ -15,8 +15,10 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -45,6 +47,13 @@ logger.state.level = WARN
 
 class KafkaError(LeadflowError):
     """The local broker could not be installed, started or stopped."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (loopback)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def kafka_uuid() -> str:
@@ -311,3 +320,22 @@ class LocalKafka:
             if path.exists():
                 return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         return "(no log)"
+
+
+@contextlib.contextmanager
+def scratch_broker(
+    settings: Settings, home: Path, heap: str = "512m"
+) -> Iterator[tuple[LocalKafka, Settings]]:
+    """A throwaway broker on free loopback ports in ``home``, and settings that point at it.
+
+    For tests and benchmarks that must not share a broker (fault tests stop it; a fresh
+    consumer group would otherwise reprocess everyone else's events).
+    """
+    broker = LocalKafka(
+        home=home, libs=install(settings), port=free_port(), controller_port=free_port(), heap=heap
+    )
+    broker.start()
+    try:
+        yield broker, settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    finally:
+        broker.stop()

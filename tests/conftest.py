@@ -6,22 +6,14 @@ instead of starting a broker.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from leadflow.streams.local_kafka import LocalKafka, install
+from leadflow.streams.local_kafka import LocalKafka, free_port, install
 from leadflow.streams.settings import Settings, load_settings
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (loopback)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

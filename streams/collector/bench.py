@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -34,7 +33,7 @@ from leadflow.schemas.codec import codec_from_settings
 from leadflow.streams.collector.app import build_collector, create_app
 from leadflow.streams.collector.keys import KeyStore
 from leadflow.streams.collector.mapping import MapOptions, Mapped, map_message
-from leadflow.streams.local_kafka import LocalKafka, install
+from leadflow.streams.local_kafka import free_port, scratch_broker
 from leadflow.streams.logs import configure_logging
 from leadflow.streams.settings import Settings, load_settings
 from leadflow.streams.topics import EVENTS, create_topics
@@ -138,26 +137,10 @@ def measure_mapping(settings: Settings, n: int = 5_000, repeat: int = 5) -> tupl
     return map_best / n * 1e6, encode_best / n * 1e6
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _broker(settings: Settings, home: Path) -> Iterator[Settings]:
-    broker = LocalKafka(
-        home=home / "kafka",
-        libs=install(settings),
-        port=_free_port(),
-        controller_port=_free_port(),
-        heap="768m",
-    )
-    broker.start()
-    try:
-        yield settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
-    finally:
-        broker.stop()
+    with scratch_broker(settings, home / "kafka", heap="768m") as (_, scratch):
+        yield scratch
 
 
 async def _load(url: str, key: str, seconds: float, concurrency: int) -> tuple[int, list[float]]:
@@ -224,7 +207,7 @@ def main() -> None:
         with context as settings:
             create_topics(settings, [EVENTS])
             key = KeyStore(home / "keys.json").create("bench", lambda: datetime.now(tz=UTC))
-            port = _free_port()
+            port = free_port()
             # A separate process: the load generator must not share the collector's GIL.
             server = multiprocessing.get_context("spawn").Process(
                 target=_serve, args=(settings, port), daemon=True

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.events import Event
 from leadflow.schemas.codec import codec_from_settings
-from leadflow.streams.local_kafka import LocalKafka, install
+from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, create_topics
 from tests.conftest import free_port
@@ -85,20 +85,14 @@ def test_broker_stop_and_restart(
 ) -> None:
     """Our own broker (the session's stays up): stop it, get 503s, restart, retry."""
     home = tmp_path_factory.mktemp("own-kafka")
-    port = free_port()
-    broker = LocalKafka(
-        home=home, libs=install(base_settings), port=port, controller_port=free_port(), heap="512m"
-    )
-    broker.start()
-    settings = base_settings.model_copy(
-        update={
-            "kafka_bootstrap": broker.bootstrap,
-            "topic_partitions": 2,
-            "collector_delivery_timeout_seconds": 6.0,
-            "collector_retry_after_seconds": 1,
-        }
-    )
-    try:
+    with scratch_broker(base_settings, home) as (broker, scratch):
+        settings = scratch.model_copy(
+            update={
+                "topic_partitions": 2,
+                "collector_delivery_timeout_seconds": 6.0,
+                "collector_retry_after_seconds": 1,
+            }
+        )
         create_topics(settings, [EVENTS])
         collector, key = make_collector(settings, home / "keys.json")
         acknowledged: list[str] = []
@@ -140,8 +134,6 @@ def test_broker_stop_and_restart(
                 acknowledged.append(mid)
         counts = Counter(read_all_ids(settings))
         assert {mid: counts[mid] for mid in acknowledged} == {mid: 1 for mid in acknowledged}
-    finally:
-        broker.stop()
 
 
 def read_all_ids(settings: Settings) -> list[str]:
