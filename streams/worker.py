@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from leadflow.processors.errors import PolicyError
 from leadflow.streams.settings import Settings
+
+if TYPE_CHECKING:
+    from leadflow.streams.app import LeadflowApp
 
 
 def model_key(settings: Settings) -> bytes:
@@ -22,14 +27,25 @@ def model_key(settings: Settings) -> bytes:
     return path.read_bytes()
 
 
-def build_app(settings: Settings) -> object:
-    """The configured faust app (imported lazily: faust is slow to import)."""
+def build_app(settings: Settings) -> LeadflowApp:
+    """The configured faust app (imported lazily: faust is slow to import).
+
+    Raises:
+        PolicyError: the policy file cannot be read or is invalid (names file, line, field).
+    """
     from leadflow.processors.policy import load_default_policy, parse_policy
     from leadflow.schemas.codec import codec_from_settings
     from leadflow.streams.app import LeadflowApp
 
     path = settings.policy_file
-    policy = parse_policy(path.read_text(), str(path)) if path else load_default_policy()
+    if path is None:
+        policy = load_default_policy()
+    else:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise PolicyError(f"cannot read LEADFLOW_POLICY_FILE {path}: {exc.strerror}") from None
+        policy = parse_policy(text, str(path))
     return LeadflowApp(settings, codec_from_settings(settings), policy, model_key(settings))
 
 
@@ -51,12 +67,10 @@ def worker_cmd(ctx: click.Context, loglevel: str) -> None:
     """
     from faust.worker import Worker
 
-    from leadflow.streams.app import LeadflowApp
     from leadflow.streams.topics import create_topics
 
     settings = ctx.find_root().obj
     app = build_app(settings)
-    assert isinstance(app, LeadflowApp)
     create_topics(settings, app.changelog_topics())
     Worker(
         app.app, loglevel=loglevel, override_logging=False, redirect_stdouts=False
