@@ -354,6 +354,24 @@ def _dimension(by: str | None) -> str:
     return by
 
 
+def _query_by(
+    client: Any,
+    sql: str,
+    database: str,
+    by: str | None,
+    date_from: date,
+    date_to: date,
+    workspace: str | None,
+) -> list[tuple[Any, ...]]:
+    """Run a velocity query split by the dimension ``by`` (or not split), over a date range."""
+    return _query(
+        client,
+        sql.replace("{by:Identifier}", _dimension(by)),
+        database,
+        _range(date_from, date_to, workspace),
+    )
+
+
 def time_in_stage(
     client: Any,
     database: str,
@@ -364,9 +382,7 @@ def time_in_stage(
     workspace: str | None = None,
 ) -> Report:
     """Mean, p50 and p90 days spent in each stage (stays entered in the range and ended)."""
-    dim = _dimension(by)
-    sql = TIME_IN_STAGE_SQL.replace("{by:Identifier}", dim)
-    rows = _query(client, sql, database, _range(date_from, date_to, workspace))
+    rows = _query_by(client, TIME_IN_STAGE_SQL, database, by, date_from, date_to, workspace)
     return Report(
         f"time in stage (days), stays entered {date_from}..{date_to}",
         ("stage", by or "all", "stays", "mean_days", "p50_days", "p90_days"),
@@ -384,11 +400,9 @@ def stage_conversion(
     workspace: str | None = None,
 ) -> Report:
     """Stage-to-stage conversion of the leads created in the range, per dimension value."""
-    dim = _dimension(by)
-    sql = STAGE_CONVERSION_SQL.replace("{by:Identifier}", dim)
     out = []
-    for d, leads, mqls, sqls, opps, customers in _query(
-        client, sql, database, _range(date_from, date_to, workspace)
+    for d, leads, mqls, sqls, opps, customers in _query_by(
+        client, STAGE_CONVERSION_SQL, database, by, date_from, date_to, workspace
     ):
         out.append(
             (str(d), int(leads), _ratio(mqls, leads), _ratio(sqls, mqls), _ratio(opps, sqls),
@@ -412,9 +426,7 @@ def sales_cycle(
     workspace: str | None = None,
 ) -> Report:
     """Days from lead creation to customer, for customers won in the range."""
-    dim = _dimension(by)
-    sql = SALES_CYCLE_SQL.replace("{by:Identifier}", dim)
-    rows = _query(client, sql, database, _range(date_from, date_to, workspace))
+    rows = _query_by(client, SALES_CYCLE_SQL, database, by, date_from, date_to, workspace)
     return Report(
         f"sales cycle (days), customers won {date_from}..{date_to}",
         (by or "all", "customers", "mean_days", "p50_days", "p90_days"),
