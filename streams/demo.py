@@ -25,7 +25,6 @@ from typing import Any
 
 import click
 import httpx
-from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -33,14 +32,14 @@ from leadflow.processors.errors import LeadflowError
 from leadflow.streams.local_kafka import LocalKafka
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, TRAINING_EXAMPLES, create_topics
+from leadflow.streams.topics import create_topics
+from leadflow.streams.worker import worker_lag
 
 log = get_logger(__name__)
 # Wide enough for the report's tables when the output is a file or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 WORKSPACE = "demo"
-WORKER_GROUP = "leadflow"  # faust's consumer group is the app id
 
 
 class DemoError(LeadflowError):
@@ -150,24 +149,6 @@ def wait_collector(url: str, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.3)
     raise DemoError(f"the collector at {url} did not become ready")
-
-
-def worker_lag(settings: Settings) -> int:
-    """Records the worker has not committed yet on the topics it consumes."""
-    consumer = Consumer(
-        {**settings.kafka_client_config(), "group.id": WORKER_GROUP, "enable.auto.commit": False}
-    )
-    try:
-        lag = 0
-        for spec in (EVENTS, EVENTS_BY_LEAD, TRAINING_EXAMPLES):
-            meta = consumer.list_topics(spec.name, timeout=10).topics[spec.name]
-            partitions = [TopicPartition(spec.name, p) for p in meta.partitions]
-            for committed in consumer.committed(partitions, timeout=10):
-                _, high = consumer.get_watermark_offsets(committed, timeout=10)
-                lag += high - max(committed.offset, 0)
-        return lag
-    finally:
-        consumer.close()
 
 
 def wait_drained(stack: Stack, timeout: float = 600.0) -> None:

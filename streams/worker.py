@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.errors import PolicyError
 from leadflow.streams.settings import Settings
+from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, TRAINING_EXAMPLES
 
 if TYPE_CHECKING:
     from leadflow.streams.app import LeadflowApp
@@ -25,6 +27,28 @@ def model_key(settings: Settings) -> bytes:
         path.write_bytes(secrets.token_bytes(32))
         path.chmod(0o600)
     return path.read_bytes()
+
+
+# faust's consumer group is its app id (streams/app.py, APP_ID).
+WORKER_GROUP = "leadflow"
+
+
+def worker_lag(settings: Settings) -> int:
+    """Records the worker has not committed yet on the topics it consumes."""
+    consumer = Consumer(
+        {**settings.kafka_client_config(), "group.id": WORKER_GROUP, "enable.auto.commit": False}
+    )
+    try:
+        lag = 0
+        for spec in (EVENTS, EVENTS_BY_LEAD, TRAINING_EXAMPLES):
+            meta = consumer.list_topics(spec.name, timeout=10).topics[spec.name]
+            partitions = [TopicPartition(spec.name, p) for p in meta.partitions]
+            for committed in consumer.committed(partitions, timeout=10):
+                _, high = consumer.get_watermark_offsets(committed, timeout=10)
+                lag += high - max(committed.offset, 0)
+        return lag
+    finally:
+        consumer.close()
 
 
 def build_app(settings: Settings) -> LeadflowApp:

@@ -16,19 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.derived import BecameSQL, StageChanged
 from leadflow.sinks.projector import Projector
 from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
-    EVENTS,
-    EVENTS_BY_LEAD,
     LEAD_BECAME_SQL,
     LEAD_STAGE_CHANGED,
     create_topics,
 )
+from leadflow.streams.worker import worker_lag
 
 from .conftest import CODEC, WorkerProcess, read, records_in, send
 from .journeys import Journey
@@ -47,21 +45,6 @@ def sql_handoffs(settings: Settings, expect: int) -> list[BecameSQL]:
     """Every SQL hand-off of the test, once at least `expect` arrived (plus a settle time)."""
     records = read(settings, LEAD_BECAME_SQL.name, None, expect=expect, timeout=240, settle=5)
     return [r for r in records if isinstance(r, BecameSQL)]
-
-
-def worker_lag(settings: Settings) -> int:
-    """Records the worker group has not committed on the topics it consumes."""
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "leadflow"})
-    try:
-        lag = 0
-        for topic in (EVENTS.name, EVENTS_BY_LEAD.name):
-            meta = consumer.list_topics(topic, timeout=10).topics[topic]
-            parts = [TopicPartition(topic, p) for p in meta.partitions]
-            for tp in consumer.committed(parts, timeout=10):
-                lag += consumer.get_watermark_offsets(tp, timeout=10)[1] - max(tp.offset, 0)
-        return lag
-    finally:
-        consumer.close()
 
 
 def unstick(settings: Settings, worker: WorkerProcess, restarts: list[str]) -> None:
