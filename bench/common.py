@@ -1,0 +1,114 @@
+"""What every bench module shares: result rows, quantiles, CPU time of a process, lag."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from leadflow.streams.collector.bench import _cpu_seconds
+from leadflow.streams.settings import Settings
+
+cpu_seconds = _cpu_seconds  # one helper for "CPU time of a process" (collector bench's)
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One measured figure, with the baseline it is read against and how to reproduce it.
+
+    ``ratio`` is value / baseline when both are set (the headline on a noisy machine).
+    """
+
+    row: str
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    target: str = ""
+    met: bool | None = None
+    command: str = ""
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        """value / baseline (None without a baseline)."""
+        if self.baseline is None or self.baseline == 0:
+            return None
+        return self.value / self.baseline
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) of ``values``, inclusive method; NaN when empty.
+
+    Example:
+        >>> quantile([1.0, 2.0, 3.0, 4.0, 5.0], 0.5)
+        3.0
+    """
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return float(values[0])
+    cuts = statistics.quantiles(values, n=1000, method="inclusive")
+    index = min(max(round(q * 1000) - 1, 0), len(cuts) - 1)
+    return float(cuts[index])
+
+
+def group_lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
+    """Records ``group`` has not committed yet on ``topics`` (absent topics count 0).
+
+    ``leadflow.streams.worker.worker_lag`` does this for the worker's own group and topics;
+    the bench needs it for the projector's group and the pass-through's as well.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        lag = 0
+        for name in topics:
+            meta = consumer.list_topics(name, timeout=10).topics.get(name)
+            if meta is None or meta.error is not None:
+                continue
+            partitions = [TopicPartition(name, p) for p in meta.partitions]
+            for committed in consumer.committed(partitions, timeout=10):
+                low, high = consumer.get_watermark_offsets(committed, timeout=10)
+                start = committed.offset if committed.offset >= 0 else low
+                lag += high - start
+        return lag
+    finally:
+        consumer.close()
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every bench module takes: ``--quick`` and ``--json PATH``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
+        help="small sizes for a smoke run (also BENCH_QUICK=1)",
+    )
+    p.add_argument("--json", type=Path, default=None, help="append result rows here (JSONL)")
+    return p
+
+
+def emit(figures: Sequence[Figure], path: Path | None) -> None:
+    """Print the figures and append them to ``path`` as JSON lines."""
+    for f in figures:
+        ratio = f" ratio {f.ratio:.3f}" if f.ratio is not None else ""
+        base = f" (baseline {f.baseline_name}: {f.baseline:.4g})" if f.baseline is not None else ""
+        print(f"[{f.row}] {f.name}: {f.value:.4g} {f.unit}{base}{ratio} {f.notes}", flush=True)
+    if path is not None:
+        with path.open("a") as out:
+            for f in figures:
+                out.write(json.dumps({**asdict(f), "ratio": f.ratio}) + "\n")
+    sys.stdout.flush()
