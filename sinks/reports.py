@@ -142,7 +142,7 @@ WHERE conversion = {conversion:String} AND $ws
   AND conversion_id NOT IN (
       SELECT conversion_id
       FROM $db.attribution(lookback_days = {lookback_days:UInt32}, half_life_days = 7)
-      WHERE model = 'linear' AND conversion = {conversion:String})
+      WHERE model = 'linear' AND conversion = {conversion:String} AND $ws)
 """
 
 
@@ -225,8 +225,13 @@ def markov_effects(
 def _markov(
     client: Any, database: str, params: Mapping[str, Any], by: str
 ) -> list[tuple[Any, ...]]:
+    # The removal effects are learnt from the same workspace's journeys only.
     effects = markov_effects(
-        client, database, str(params["conversion"]), int(params["lookback_days"])
+        client,
+        database,
+        str(params["conversion"]),
+        int(params["lookback_days"]),
+        workspace=str(params["workspace"]) or None,
     )
     touches: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
     for conversion_id, revenue, _touch, channel, campaign in _query(
@@ -627,13 +632,13 @@ SELECT s.lead_id,
        argMax(s.model_score, s.occurred_at) AS model_score
 FROM $db.v_scores AS s
 LEFT JOIN (
-    SELECT lead_id, min(occurred_at) AS first_sql_at
+    SELECT workspace_id, lead_id, min(occurred_at) AS first_sql_at
     FROM $db.v_stage_transitions
     WHERE to_stage = 'sql' AND $ws
-    GROUP BY lead_id
-) AS q ON q.lead_id = s.lead_id
+    GROUP BY workspace_id, lead_id
+) AS q ON q.workspace_id = s.workspace_id AND q.lead_id = s.lead_id
 WHERE $ws_s AND (q.first_sql_at = 0 OR s.occurred_at < q.first_sql_at)
-GROUP BY s.lead_id
+GROUP BY s.workspace_id, s.lead_id
 """
 
 
