@@ -24,6 +24,7 @@ from leadflow.streams.simulator import cli as simulator_cli
 from leadflow.streams.site import site_cmd
 from leadflow.streams.topics import ALL_TOPICS, create_topics
 from leadflow.streams.worker import worker_cmd
+from leadflow.streams.workspace_cli import workspace as workspace_group
 
 console = Console(stderr=False)
 
@@ -199,3 +200,4 @@ cli.add_command(projector_cmd)
 cli.add_command(report_group)
 cli.add_command(sql_cmd)
 cli.add_command(replay_cmd)
+cli.add_command(workspace_group)

@@ -230,3 +230,29 @@ def test_chdb_refuses_row_policies_so_they_are_server_only(
     statement = row_policy_statements(clickhouse_db, A, "analyst_a")[0]
     with pytest.raises(Exception, match=r"ACCESS_DENIED|Not enough privileges"):
         clickhouse_session.command(statement)
+
+
+def test_cli_creates_the_views_and_prints_the_grant(
+    clickhouse_session: Any, worlds: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from leadflow.streams import workspace_cli
+    from leadflow.streams.cli import cli
+    from tests.integration.sinks.test_analytics import SharedClient
+
+    mixed, _alone = worlds
+    monkeypatch.setattr(
+        workspace_cli, "clickhouse_client", lambda _s: SharedClient(clickhouse_session)
+    )
+    result = CliRunner().invoke(
+        cli, ["workspace", "views", A, "--database", mixed, "--grantee", "analyst_a"]
+    )
+    assert result.exit_code == 0, result.output
+    target = workspace_database(mixed, A)
+    assert f"created {target}" in result.output
+    assert f"GRANT SELECT ON {target}.* TO analyst_a;" in result.output
+    rows = clickhouse_session.query(
+        f"SELECT workspace_id, count() FROM {target}.v_events GROUP BY workspace_id"
+    ).result_rows
+    assert rows == [(A, 12)]
