@@ -132,6 +132,16 @@ class Settings(BaseSettings):
         default=False,
         description="Reject properties/traits a known event kind does not define (else drop them).",
     )
+    collector_tracking_consent_default: bool = Field(
+        default=False,
+        description="Keep IP and user agent of calls that do not state context.consent.tracking "
+        "(default false: only with stated consent). See docs/privacy.md.",
+    )
+    pii_encryption: bool = Field(
+        default=True,
+        description="Encrypt PII fields with per-person keys in leadflow.pii-keys, so erasure "
+        "can shred them in the Kafka log. See docs/privacy.md.",
+    )
     worker_web_port: Port = Field(default=6066, description="faust worker's web port.")
     processing_guarantee: Guarantee = Field(
         default=Guarantee.AT_LEAST_ONCE, description="faust processing guarantee."

@@ -1,0 +1,273 @@
+"""The PII keys, held in the compacted topic ``leadflow.pii-keys``, and who may use them.
+
+Records on the topic (keys are compact JSON arrays, so no separator can be forged):
+
+- ``["key", workspace_id, subject, kid]`` -> the 32-byte AES key. A subject is an event's
+  ``person_key`` (device id, else lead id). Several collectors may create keys for one
+  subject at the same moment; each gets its own ``kid`` and all of them stay valid.
+- ``["link", workspace_id, lead_id, subject]`` -> ``b"1"``: the subject (a device) belongs
+  to the lead, so erasing the lead erases the device's keys too.
+- a tombstone (value ``null``) under either key deletes it. Compaction later removes the
+  key bytes from the log itself; from the tombstone on, every reader forgets the key.
+
+:class:`KeyringState` is the in-memory view (no I/O); :class:`Keyring` follows the topic
+with a plain confluent-kafka consumer (faust's GlobalTable hung for us; see
+``streams/model_feed.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from leadflow.processors.errors import LeadflowError
+from leadflow.streams.logs import get_logger
+from leadflow.streams.settings import Settings
+from leadflow.streams.topics import PII_KEYS
+
+log = get_logger(__name__)
+
+
+class KeyringError(LeadflowError):
+    """The key topic cannot be read or written (the caller must not go on without keys)."""
+
+
+def key_record_key(workspace_id: str, subject: str, kid: str) -> bytes:
+    """The record key of one PII key.
+
+    Example:
+        >>> key_record_key("ws", "anon-1", "ab")
+        b'["key","ws","anon-1","ab"]'
+    """
+    return json.dumps(["key", workspace_id, subject, kid], separators=(",", ":")).encode()
+
+
+def link_record_key(workspace_id: str, lead_id: str, subject: str) -> bytes:
+    """The record key saying ``subject`` belongs to ``lead_id``.
+
+    Example:
+        >>> link_record_key("ws", "L", "anon-1")
+        b'["link","ws","L","anon-1"]'
+    """
+    return json.dumps(["link", workspace_id, lead_id, subject], separators=(",", ":")).encode()
+
+
+@dataclass
+class KeyringState:
+    """Keys and links as the topic says now (apply records in log order).
+
+    Example:
+        >>> s = KeyringState()
+        >>> s.apply(key_record_key("ws", "a1", "k1"), b"K" * 32)
+        >>> s.apply(link_record_key("ws", "L", "a1"), b"1")
+        >>> s.current("ws", "a1")[0], s.subjects_of("ws", "L")
+        ('k1', ['L', 'a1'])
+        >>> s.apply(key_record_key("ws", "a1", "k1"), None)
+        >>> s.key("k1") is None, s.current("ws", "a1"), "k1" in s.shredded
+        (True, None, True)
+    """
+
+    keys: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)
+    by_subject: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+    links: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    shredded: set[str] = field(default_factory=set)
+
+    def apply(self, record_key: bytes | None, value: bytes | None) -> None:
+        """Fold one record of the key topic; records of unknown shape are ignored (logged)."""
+        try:
+            parts = json.loads(record_key or b"")
+        except ValueError:
+            parts = None
+        if not (
+            isinstance(parts, list) and len(parts) == 4 and all(isinstance(p, str) for p in parts)
+        ):
+            log.warning("pii.keyring.unknown_record")
+            return
+        tag, workspace_id, a, b = parts
+        if tag == "key":
+            subject, kid = a, b
+            kids = self.by_subject[(workspace_id, subject)]
+            if value is None:
+                self.keys.pop(kid, None)
+                if kid in kids:
+                    kids.remove(kid)
+                self.shredded.add(kid)
+            elif kid not in self.shredded:
+                self.keys[kid] = (workspace_id, subject, bytes(value))
+                if kid not in kids:
+                    kids.append(kid)
+        elif tag == "link":
+            lead_id, subject = a, b
+            if value is None:
+                self.links[(workspace_id, lead_id)].discard(subject)
+            else:
+                self.links[(workspace_id, lead_id)].add(subject)
+
+    def key(self, kid: str) -> bytes | None:
+        """The key with id ``kid``, if it exists and was not shredded."""
+        entry = self.keys.get(kid)
+        return entry[2] if entry else None
+
+    def owner(self, kid: str) -> tuple[str, str] | None:
+        """``(workspace_id, subject)`` of a live key."""
+        entry = self.keys.get(kid)
+        return (entry[0], entry[1]) if entry else None
+
+    def current(self, workspace_id: str, subject: str) -> tuple[str, bytes] | None:
+        """The newest live ``(kid, key)`` of a subject, to seal new values with."""
+        kids = self.by_subject.get((workspace_id, subject))
+        if not kids:
+            return None
+        kid = kids[-1]
+        return kid, self.keys[kid][2]
+
+    def kids_of(self, workspace_id: str, subject: str) -> list[str]:
+        """Every live key id of a subject."""
+        return list(self.by_subject.get((workspace_id, subject), ()))
+
+    def subjects_of(self, workspace_id: str, lead_id: str) -> list[str]:
+        """The lead itself and every device linked to it (sorted, lead first)."""
+        linked = sorted(self.links.get((workspace_id, lead_id), set()) - {lead_id})
+        return [lead_id, *linked]
+
+
+def shred_records(
+    state: KeyringState, workspace_id: str, lead_id: str, devices: Sequence[str] = ()
+) -> tuple[tuple[str, ...], list[tuple[bytes, None]]]:
+    """The subjects of an erasure and the tombstones that delete all their keys and links.
+
+    Subjects: the lead, every device linked to it, and ``devices`` (ids the caller knows
+    from elsewhere, e.g. the erasure request's own device). Applying the tombstones and
+    asking again gives none: erasure is idempotent.
+
+    Example:
+        >>> s = KeyringState()
+        >>> for rk, v in [(key_record_key("ws", "L", "k1"), b"K"),
+        ...               (key_record_key("ws", "a1", "k2"), b"K"),
+        ...               (link_record_key("ws", "L", "a1"), b"1")]:
+        ...     s.apply(rk, v)
+        >>> subjects, tombstones = shred_records(s, "ws", "L")
+        >>> subjects, len(tombstones)
+        (('L', 'a1'), 3)
+        >>> for rk, v in tombstones:
+        ...     s.apply(rk, v)
+        >>> shred_records(s, "ws", "L")
+        (('L',), [])
+    """
+    subjects = list(state.subjects_of(workspace_id, lead_id))
+    subjects += [d for d in devices if d and d not in subjects]
+    linked = state.links.get((workspace_id, lead_id), set())
+    tombstones: list[tuple[bytes, None]] = []
+    for subject in subjects:
+        tombstones += [(key_record_key(workspace_id, subject, kid), None)
+                       for kid in state.kids_of(workspace_id, subject)]  # fmt: skip
+        if subject != lead_id and subject in linked:
+            tombstones.append((link_record_key(workspace_id, lead_id, subject), None))
+    return tuple(subjects), tombstones
+
+
+class Keyring:
+    """A :class:`KeyringState` kept up to date from ``leadflow.pii-keys``.
+
+    ``refresh()`` reads every partition up to the high watermark it finds when called,
+    so after it returns the state includes every key acknowledged before the call.
+    Thread-safe: the collector seals from several threads.
+
+    Args:
+        settings: Kafka connection settings.
+        timeout: how long one refresh may take before :class:`KeyringError`.
+    """
+
+    def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self.state = KeyringState()
+        self.lock = threading.RLock()
+        self.refreshed_at: float | None = None
+        self._consumer: Consumer | None = None
+        self._next: dict[int, int] = {}
+
+    def _open(self) -> Consumer:
+        if self._consumer is None:
+            consumer = Consumer(
+                {
+                    **self.settings.kafka_client_config(),
+                    # Never subscribes or commits: every process reads the whole topic.
+                    "group.id": "leadflow-pii-keyring",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                    "log_level": 3,
+                }
+            )
+            try:
+                meta = consumer.list_topics(PII_KEYS.name, timeout=self.timeout)
+            except Exception as exc:
+                consumer.close()
+                raise KeyringError(f"cannot reach {PII_KEYS.name}: {exc}") from exc
+            topic = meta.topics.get(PII_KEYS.name)
+            if topic is None or topic.error is not None or not topic.partitions:
+                consumer.close()
+                raise KeyringError(f"topic {PII_KEYS.name} missing: run `leadflow topics create`")
+            partitions = sorted(topic.partitions)
+            consumer.assign(
+                [TopicPartition(PII_KEYS.name, p, OFFSET_BEGINNING) for p in partitions]
+            )
+            self._next = dict.fromkeys(partitions, 0)
+            self._consumer = consumer
+        return self._consumer
+
+    def refresh(self) -> int:
+        """Read what was written since the last refresh; return how many records.
+
+        Raises:
+            KeyringError: the topic is missing, or not read to its end within the timeout.
+        """
+        with self.lock:
+            consumer = self._open()
+            highs: dict[int, int] = {}
+            for p in self._next:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(PII_KEYS.name, p), timeout=self.timeout, cached=False
+                )
+                highs[p] = high
+            behind = {p for p, high in highs.items() if self._next[p] < high}
+            read = 0
+            deadline = time.monotonic() + self.timeout
+            while behind:
+                if time.monotonic() > deadline:
+                    raise KeyringError(f"{PII_KEYS.name} not read to its end in {self.timeout} s")
+                message = consumer.poll(0.5)
+                if message is None:
+                    continue
+                p = int(message.partition() or 0)
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise KeyringError(f"reading {PII_KEYS.name}: {error}")
+                    self._next[p] = max(self._next[p], int(message.offset() or 0))
+                else:
+                    self.state.apply(message.key(), message.value())
+                    self._next[p] = int(message.offset() or 0) + 1
+                    read += 1
+                if self._next[p] >= highs[p]:
+                    behind.discard(p)
+            self.refreshed_at = time.monotonic()
+            return read
+
+    def refresh_if_older(self, seconds: float) -> None:
+        """Refresh unless the last refresh is younger than ``seconds``."""
+        if self.refreshed_at is None or time.monotonic() - self.refreshed_at >= seconds:
+            self.refresh()
+
+    def close(self) -> None:
+        """Release the consumer (safe to call twice)."""
+        with self.lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None

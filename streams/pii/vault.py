@@ -1,0 +1,218 @@
+"""Seal, open and shred: the keyring plus a producer for ``leadflow.pii-keys``.
+
+One :class:`Vault` per process. The collector seals events before producing them (keys
+it creates are acknowledged by Kafka before any event that uses them); the worker opens
+events where a processor needs the plaintext; ``leadflow erase`` and the collector (on an
+``erasure_requested`` event) shred a lead's keys.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+from leadflow.processors.events import Event, Kind
+from leadflow.processors.pii import (
+    Envelope,
+    Sealer,
+    has_pii,
+    open_event,
+    seal_event,
+    subject_of,
+)
+from leadflow.streams.logs import get_logger
+from leadflow.streams.pii.crypto import decrypt, encrypt, new_key, new_kid
+from leadflow.streams.pii.keyring import (
+    Keyring,
+    KeyringError,
+    key_record_key,
+    link_record_key,
+    shred_records,
+)
+from leadflow.streams.settings import Settings
+from leadflow.streams.topics import PII_KEYS
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Shredded:
+    """What an erasure deleted: the subjects (lead and devices) and how many keys."""
+
+    workspace_id: str
+    lead_id: str
+    subjects: tuple[str, ...]
+    keys: int
+    links: int
+
+
+class Vault:
+    """Per-subject PII keys: create on first use, open while they exist, shred on erasure.
+
+    Args:
+        settings: Kafka connection settings.
+        keyring: the key view to use (default: a new :class:`Keyring`).
+        refresh_seconds: how stale the view may get before sealing re-reads the topic
+            (keys shredded by another process are noticed within this time).
+        timeout: seconds to wait for Kafka to acknowledge key records.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        keyring: Keyring | None = None,
+        *,
+        refresh_seconds: float = 5.0,
+        timeout: float = 15.0,
+    ) -> None:
+        self.keyring = keyring or Keyring(settings)
+        self.refresh_seconds = refresh_seconds
+        self.timeout = timeout
+        self._producer: Producer | None = None
+        self._settings = settings
+        self._lock = threading.RLock()
+        self._missing: set[str] = set()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _publish(self, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+        if not records:
+            return
+        if self._producer is None:
+            self._producer = Producer(
+                {
+                    **self._settings.kafka_client_config(),
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 0,
+                    "message.timeout.ms": int(self.timeout * 1000),
+                    "log_level": 3,
+                }
+            )
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for key, value in records:
+            self._producer.produce(PII_KEYS.name, key=key, value=value, on_delivery=on_delivery)
+        left = self._producer.flush(self.timeout)
+        if left or failures:
+            raise KeyringError(
+                f"{PII_KEYS.name} did not acknowledge {left + len(failures)} of "
+                f"{len(records)} key records"
+            )
+        for key, value in records:  # acknowledged: our own view need not wait for a refresh
+            self.keyring.state.apply(key, value)
+
+    def seal(self, events: Sequence[Event]) -> list[Event]:
+        """The events with their PII sealed, creating (and publishing) keys as needed.
+
+        Also records which devices belong to which lead (an event naming both, or an
+        alias), so erasure of the lead finds the devices' keys.
+
+        Raises:
+            KeyringError: Kafka did not acknowledge a new key (nothing may be produced).
+        """
+        with self._lock:
+            self.keyring.refresh_if_older(self.refresh_seconds)
+            state = self.keyring.state
+            new_records: list[tuple[bytes, bytes | None]] = []
+            out: list[Event] = []
+            for event in events:
+                if event.kind is Kind.CAMPAIGN_COST:
+                    out.append(event)
+                    continue
+                subject = subject_of(event)
+                ws = event.workspace_id
+                if has_pii(event):
+                    current = state.current(ws, subject)
+                    if current is None:
+                        kid, key = new_kid(), new_key()
+                        record = (key_record_key(ws, subject, kid), key)
+                        new_records.append(record)
+                        state.apply(*record)
+                        current = (kid, key)
+                    event = seal_event(event, _sealer(*current))
+                for device in _devices(event):
+                    lead = event.lead_id
+                    if lead and device != lead and device not in state.links.get((ws, lead), ()):
+                        record = (link_record_key(ws, lead, device), b"1")
+                        new_records.append(record)
+                        state.apply(*record)
+                out.append(event)
+            try:
+                self._publish(new_records)
+            except KeyringError:
+                for key_bytes, _ in new_records:  # not durable: forget them again
+                    state.apply(key_bytes, None)
+                raise
+            return out
+
+    def shred(self, workspace_id: str, lead_id: str, devices: Sequence[str] = ()) -> Shredded:
+        """Delete every key of the lead and of its devices (tombstones, acknowledged).
+
+        Idempotent: shredding again deletes nothing more and reports zero keys.
+
+        Raises:
+            KeyringError: the tombstones were not acknowledged.
+        """
+        with self._lock:
+            self.keyring.refresh()
+            subjects, tombstones = shred_records(self.keyring.state, workspace_id, lead_id, devices)
+            keys = sum(1 for k, _ in tombstones if k.startswith(b'["key"'))
+            links = len(tombstones) - keys
+            self._publish(tombstones)
+            log.info("pii.shredded", workspace=workspace_id, subjects=len(subjects), keys=keys)
+            return Shredded(workspace_id, lead_id, tuple(subjects), keys, links)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def open(self, event: Event) -> Event:
+        """The event with its sealed PII decrypted; shredded or unknown keys read as None."""
+        return open_event(event, self._open_value)
+
+    def _open_value(self, workspace_id: str, field: str, envelope: Envelope) -> str | None:
+        kid = envelope.kid
+        self.keyring.refresh_if_older(self.refresh_seconds)  # notice other processes' shreds
+        state = self.keyring.state
+        key = state.key(kid)
+        if key is None and kid not in state.shredded and kid not in self._missing:
+            # A key younger than our view: the collector published it before the event.
+            self.keyring.refresh()
+            key = state.key(kid)
+            if key is None:
+                self._missing.add(kid)
+        owner = state.owner(kid)
+        if key is None or owner is None or owner[0] != workspace_id:
+            return None
+        return decrypt(key, workspace_id, field, envelope)
+
+    def close(self) -> None:
+        """Flush and release the Kafka clients."""
+        if self._producer is not None:
+            self._producer.flush(self.timeout)
+            self._producer = None
+        self.keyring.close()
+
+
+def _sealer(kid: str, key: bytes) -> Sealer:
+    def seal(workspace_id: str, field: str, plaintext: str) -> str:
+        return encrypt(key, kid, workspace_id, field, plaintext)
+
+    return seal
+
+
+def _devices(event: Event) -> list[str]:
+    """Devices this event says belong to its lead (its own, and an alias's previous id)."""
+    devices = [event.anonymous_id] if event.anonymous_id else []
+    if event.kind is Kind.ALIAS:
+        previous = event.payload.get("previous_id")
+        if isinstance(previous, str) and previous:
+            devices.append(previous)
+    return devices

@@ -1,0 +1,105 @@
+"""AES-GCM envelopes and the keyring's view of the key topic (no broker needed)."""
+
+from __future__ import annotations
+
+import doctest
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.pii import open_event, parse_envelope, seal_event
+from leadflow.streams.pii import crypto, keyring
+from leadflow.streams.pii.crypto import decrypt, encrypt, new_key, new_kid
+from leadflow.streams.pii.keyring import (
+    KeyringState,
+    key_record_key,
+    link_record_key,
+    shred_records,
+)
+
+KEY = new_key()
+KID = new_kid()
+
+
+def test_doctests() -> None:
+    for module in (crypto, keyring):
+        assert doctest.testmod(module).failed == 0
+
+
+@given(st.text(max_size=200), st.sampled_from(["email", "phone", "ip"]))
+def test_roundtrip_and_no_plaintext_in_the_envelope(plain: str, field: str) -> None:
+    sealed = encrypt(KEY, KID, "ws", field, plain)
+    env = parse_envelope(sealed)
+    assert env is not None
+    assert env.kid == KID
+    assert decrypt(KEY, "ws", field, env) == plain
+    if len(plain) >= 4:
+        assert plain not in sealed
+        assert plain.encode() not in sealed.encode()
+
+
+@given(st.text(min_size=1, max_size=100))
+def test_without_the_key_nothing_opens(plain: str) -> None:
+    env = parse_envelope(encrypt(KEY, KID, "ws", "email", plain))
+    assert env is not None
+    assert decrypt(None, "ws", "email", env) is None
+    assert decrypt(new_key(), "ws", "email", env) is None  # any other key
+    assert decrypt(KEY, "other-ws", "email", env) is None  # bound to its workspace
+    assert decrypt(KEY, "ws", "phone", env) is None  # and to its field
+
+
+def sealed_event(state: KeyringState, email: str) -> Event:
+    """What the vault does for one event: a key per subject, then seal."""
+    kid, key = new_kid(), new_key()
+    state.apply(key_record_key("ws", "a1", kid), key)
+    state.apply(link_record_key("ws", "L", "a1"), b"1")
+    event = Event("e", Kind.IDENTIFY, "ws", 1, 1, anonymous_id="a1", lead_id="L",
+                  context=Context(ip="198.51.100.4"), payload={"email": email})  # fmt: skip
+    return seal_event(event, lambda w, f, t: encrypt(key, kid, w, f, t))
+
+
+def opener(state: KeyringState):  # type: ignore[no-untyped-def]
+    return lambda w, f, env: decrypt(state.key(env.kid), w, f, env)
+
+
+@given(st.emails())
+def test_after_shredding_no_plaintext_is_recoverable_and_erasure_is_idempotent(
+    email: str,
+) -> None:
+    state = KeyringState()
+    event = sealed_event(state, email)
+    assert open_event(event, opener(state)).payload["email"] == email
+    subjects, tombstones = shred_records(state, "ws", "L")
+    assert subjects == ("L", "a1")
+    assert len(tombstones) == 2  # the device's key and its link to the lead
+    for record_key, value in tombstones:
+        state.apply(record_key, value)
+    opened = open_event(event, opener(state))
+    assert opened.payload["email"] is None
+    assert opened.context.ip is None
+    assert email not in repr(event)
+    assert shred_records(state, "ws", "L") == (("L",), [])
+    # A late copy of the key record (e.g. replayed before compaction) does not revive it.
+    kid = parse_envelope(event.payload["email"]).kid  # type: ignore[union-attr]
+    state.apply(key_record_key("ws", "a1", kid), b"late" * 8)
+    assert state.key(kid) is None
+
+
+def test_keys_of_other_workspaces_and_leads_survive() -> None:
+    state = KeyringState()
+    for ws, subject, kid in [("ws", "L", "k1"), ("ws", "M", "k2"), ("other", "L", "k3")]:
+        state.apply(key_record_key(ws, subject, kid), new_key())
+    _, tombstones = shred_records(state, "ws", "L")
+    for record_key, value in tombstones:
+        state.apply(record_key, value)
+    assert state.key("k1") is None
+    assert state.key("k2") is not None
+    assert state.key("k3") is not None
+
+
+def test_unknown_records_are_ignored() -> None:
+    state = KeyringState()
+    state.apply(b"not json", b"x")
+    state.apply(b'["key","ws"]', b"x")
+    assert state.keys == {}

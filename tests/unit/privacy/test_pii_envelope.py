@@ -1,0 +1,125 @@
+"""The pure PII layer: field list, envelope, seal/open/blank, consent rule (no Kafka)."""
+
+from __future__ import annotations
+
+import dataclasses
+import doctest
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from leadflow.processors import pii
+from leadflow.processors.errors import InvalidEvent
+from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.identity import derive_lead_id, identity_step
+from leadflow.processors.pii import (
+    PII_CONTEXT_FIELDS,
+    PII_PAYLOAD_FIELDS,
+    Envelope,
+    blank_event,
+    open_event,
+    parse_envelope,
+    seal_event,
+    tracking_consent,
+)
+
+text = st.text(min_size=1, max_size=40)
+
+
+def reversing(ws: str, field: str, plain: str) -> str:
+    """A toy cipher that is obviously not the plaintext (the real one is in streams.pii)."""
+    return str(Envelope("0123abcd", plain[::-1].encode().hex() or "00"))
+
+
+def unreversing(ws: str, field: str, env: Envelope) -> str | None:
+    return bytes.fromhex(env.blob).decode()[::-1]
+
+
+def person(email: str, name: str, ip: str, lead: str | None = None) -> Event:
+    return Event(
+        "e1",
+        Kind.FORM_SUBMITTED,
+        "ws",
+        1,
+        1,
+        anonymous_id="a1",
+        lead_id=lead,
+        context=Context(ip=ip, user_agent="UA " + name, path="/p"),
+        payload={"email": email, "first_name": name, "company": "Acme", "answers": {}},
+    )
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(pii, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+@given(text, text, text)
+def test_seal_then_open_is_the_identity_and_sealed_holds_no_plaintext(
+    email: str, name: str, ip: str
+) -> None:
+    event = person(email, name, ip, lead="L")
+    sealed = seal_event(event, reversing)
+    for f in ("email", "first_name"):
+        assert parse_envelope(sealed.payload[f]) is not None
+    assert sealed.context.ip is not None
+    assert sealed.context.ip.startswith("enc:v1:")
+    assert sealed.payload["company"] == "Acme"
+    assert sealed.context.path == "/p"
+    assert open_event(sealed, unreversing) == event
+
+
+@given(text, text)
+def test_sealing_twice_changes_nothing_more(email: str, name: str) -> None:
+    once = seal_event(person(email, name, "1.2.3.4"), reversing)
+    assert seal_event(once, reversing) == once
+
+
+@given(text, text, text)
+def test_a_shredded_key_opens_to_none_and_equals_the_blanked_event(
+    email: str, name: str, ip: str
+) -> None:
+    sealed = seal_event(person(email, name, ip, lead="L"), reversing)
+    opened = open_event(sealed, lambda ws, f, env: None)
+    assert opened == blank_event(sealed)
+    assert all(opened.payload.get(f) is None for f in PII_PAYLOAD_FIELDS)
+    assert all(getattr(opened.context, f) is None for f in PII_CONTEXT_FIELDS)
+    assert blank_event(opened) == opened  # erasing again changes nothing
+
+
+def test_sealing_keeps_the_lead_id_identity_would_derive_from_the_email() -> None:
+    plain = person("Ada@Example.com", "Ada", "1.2.3.4")
+    sealed = seal_event(plain, reversing)
+    assert sealed.lead_id == derive_lead_id("ws", "Ada@Example.com")
+    # Identity now stitches the device to the same lead without seeing the email.
+    _, out_plain = identity_step(None, plain)
+    _, out_sealed = identity_step(None, sealed)
+    assert [e.lead_id for e in out_sealed] == [e.lead_id for e in out_plain]
+
+
+def test_erasure_request_without_user_id_names_its_lead_by_email() -> None:
+    erase = Event("x", Kind.ERASURE_REQUESTED, "ws", 1, 1, anonymous_id="a9",
+                  payload={"subject_email": "ada@example.com", "requested_by": "dpo"})  # fmt: skip
+    sealed = seal_event(erase, reversing)
+    assert sealed.lead_id == derive_lead_id("ws", "ada@example.com")
+    assert sealed.payload["requested_by"] == "dpo"
+    assert "ada" not in str(sealed)
+
+
+@pytest.mark.parametrize("bad", ["enc:", "enc:v1:", "enc:v1:zz:abc", "enc:v2:00ff00ff:abc"])
+def test_malformed_envelopes_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidEvent):
+        parse_envelope(bad)
+    event = dataclasses.replace(person("a@b.c", "A", "1.1.1.1"), payload={"email": bad})
+    with pytest.raises(InvalidEvent):
+        open_event(event, unreversing)
+
+
+@given(st.booleans() | st.none(), st.booleans())
+def test_consent_stated_on_the_call_wins_over_the_default(
+    stated: bool | None, default: bool
+) -> None:
+    visit = Event("v", Kind.VISIT, "ws", 1, 1, "a")
+    assert tracking_consent(stated, visit, default) is (default if stated is None else stated)
+    change = Event("c", Kind.CONSENT_CHANGED, "ws", 1, 1, "a", payload={"tracking": not default})
+    assert tracking_consent(stated, change, default) is (not default)
