@@ -45,6 +45,7 @@ from leadflow.schemas.codec import Codec
 from leadflow.streams import topics as t
 from leadflow.streams.logs import get_logger
 from leadflow.streams.model_feed import latest_snapshot
+from leadflow.streams.security import faust_credentials
 from leadflow.streams.settings import Settings
 
 log = get_logger(__name__)
@@ -345,11 +346,5 @@ class LeadflowApp:
 
 
 def _credentials(settings: Settings) -> Any:
-    if not settings.kafka_sasl_mechanism:
-        return None
-    password = settings.kafka_sasl_password
-    return faust.SASLCredentials(
-        username=settings.kafka_sasl_username or "",
-        password=password.get_secret_value() if password else "",
-        mechanism=settings.kafka_sasl_mechanism,
-    )
+    # SASL and TLS from the one helper every Kafka client's security goes through.
+    return faust_credentials(settings)

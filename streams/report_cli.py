@@ -20,6 +20,7 @@ from rich.table import Table
 from leadflow.sinks import reports
 from leadflow.sinks.migrations import DEFAULT_DATABASE, migrate
 from leadflow.sinks.reports import Report
+from leadflow.streams.security import clickhouse_options
 from leadflow.streams.settings import Settings
 
 console = Console()
@@ -30,7 +31,7 @@ def clickhouse_client(settings: Settings) -> Any:
     """The clickhouse-connect client for ``settings.clickhouse_url`` (chdb or HTTP)."""
     from clickhouse_connect import get_client
 
-    return get_client(dsn=settings.clickhouse_url)
+    return get_client(**clickhouse_options(settings))
 
 
 def _settings(ctx: click.Context) -> Settings:

@@ -7,11 +7,12 @@ defaults below). Nothing else in leadflow reads the environment.
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leadflow.processors.errors import LeadflowError
@@ -35,6 +36,8 @@ class Guarantee(StrEnum):
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 
 
 class SettingsError(LeadflowError):
@@ -79,6 +82,18 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
     kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle for Kafka TLS.")
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate (PEM) for Kafka mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="Private key (PEM) of the Kafka client certificate."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of the Kafka client key, if it is encrypted."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that the broker's certificate names its host."
+    )
     topic_partitions: int = Field(
         default=12, ge=1, le=10_000, description="Partitions per topic created by leadflow."
     )
@@ -96,6 +111,23 @@ class Settings(BaseSettings):
     )
     clickhouse_cluster: str | None = Field(
         default=None, description="Cluster name: replicated engines and ON CLUSTER DDL."
+    )
+    clickhouse_secure: bool = Field(
+        default=False,
+        description="Use TLS to the ClickHouse server even if the DSN says http (an https DSN "
+        "always does).",
+    )
+    clickhouse_verify: bool = Field(
+        default=True, description="Verify the ClickHouse server's TLS certificate."
+    )
+    clickhouse_ca_cert: Path | None = Field(
+        default=None, description="CA bundle (PEM) that signed the ClickHouse server certificate."
+    )
+    clickhouse_client_cert: Path | None = Field(
+        default=None, description="Client certificate (PEM) for ClickHouse mutual TLS."
+    )
+    clickhouse_client_cert_key: Path | None = Field(
+        default=None, description="Private key (PEM) of the ClickHouse client certificate."
     )
     collector_host: str = Field(default="127.0.0.1", description="Collector bind address.")
     collector_port: Port = Field(default=8088, description="Collector port.")
@@ -161,6 +193,32 @@ class Settings(BaseSettings):
         description="Lowest level logged.",
     )
 
+    @field_validator("kafka_sasl_mechanism")
+    @classmethod
+    def _sasl_needs_sasl_protocol(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A mechanism with a non-SASL protocol is silently ignored by the clients: the
+        # operator believes the connection is authenticated when it is not.
+        protocol = info.data.get("kafka_security_protocol", "PLAINTEXT")
+        if value and not protocol.startswith("SASL_"):
+            raise ValueError(
+                f"needs LEADFLOW_KAFKA_SECURITY_PROTOCOL SASL_SSL or SASL_PLAINTEXT, not {protocol}"
+            )
+        if not value and protocol.startswith("SASL_"):
+            raise ValueError(f"must be set when LEADFLOW_KAFKA_SECURITY_PROTOCOL is {protocol}")
+        if value and value not in SASL_MECHANISMS:
+            raise ValueError(f"must be one of {', '.join(SASL_MECHANISMS)}")
+        return value or None
+
+    @field_validator("collector_cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Browsers send "scheme://host[:port]" with no path or trailing slash; anything else
+        # never matches and silently blocks the site that was meant to be allowed.
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin like https://www.example.com")
+        return value
+
     @field_validator("kafka_bootstrap", "schema_registry_url", "clickhouse_cluster")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
@@ -218,6 +276,16 @@ class Settings(BaseSettings):
             config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         if self.kafka_ssl_cafile:
             config["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile:
+            config["ssl.certificate.location"] = str(self.kafka_ssl_certfile)
+        if self.kafka_ssl_keyfile:
+            config["ssl.key.location"] = str(self.kafka_ssl_keyfile)
+        if self.kafka_ssl_key_password:
+            config["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        if self.kafka_security_protocol.endswith("SSL"):
+            config["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.kafka_ssl_check_hostname else "none"
+            )
         return config
 
 
