@@ -1,0 +1,113 @@
+"""Row 5: every attribution model and the velocity reports over N touches on chdb.
+
+Synthetic touches, transitions and won deals go straight into the real tables
+(``sinks.bench_data``); each report is then run ``--repeat`` times through the same
+functions ``leadflow report`` uses, and the median is compared with the median of a plain
+scan of the same events table (count + sum) taken alternately in the same run.
+
+    python -m bench.analytics [--touches 10000000] [--conversion sql]
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure, emit, parser
+from leadflow.sinks.bench_data import fill_synthetic, scan_baseline
+from leadflow.sinks.migrations import migrate
+from leadflow.sinks.reports import MODELS, attribution, sales_cycle, stage_conversion, time_in_stage
+
+DB = "leadflow"
+START_MS = 1_767_225_600_000  # 2026-01-01 UTC
+FROM, TO = date(2026, 1, 1), date(2026, 7, 1)
+TOUCHES_PER_LEAD = 20
+
+
+def _median_seconds(run: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def run(touches: int, conversion: str, repeat: int) -> list[Figure]:
+    """Fill a fresh chdb with ``touches`` touches and time every report against a scan."""
+    from clickhouse_connect import get_client
+
+    with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as tmp:
+        client = get_client(dsn=f"chdb://{Path(tmp) / 'clickhouse'}")
+        migrate(client, DB)
+        started = time.perf_counter()
+        counts = fill_synthetic(client, DB, touches, max(touches // TOUCHES_PER_LEAD, 1), START_MS)
+        fill = time.perf_counter() - started
+        client.command(f"OPTIMIZE TABLE {DB}.events FINAL")
+        command = f"python -m bench.analytics --touches {touches} --conversion {conversion}"
+        data = (
+            f"{counts['events']:,} touches, {counts['stage_transitions']:,} transitions, "
+            f"{counts['deals']:,} won deals (filled in {fill:.0f} s)"
+        )
+
+        def attribute(model: str) -> Callable[[], Any]:
+            return lambda: attribution(
+                client, DB, model=model, conversion=conversion, date_from=FROM, date_to=TO
+            )
+
+        reports = [(f"attribution {model} ({conversion})", attribute(model)) for model in MODELS]
+        reports += [
+            ("velocity: time in stage by source",
+             lambda: time_in_stage(client, DB, by="source", date_from=FROM, date_to=TO)),
+            ("velocity: stage conversion by source",
+             lambda: stage_conversion(client, DB, by="source", date_from=FROM, date_to=TO)),
+            ("velocity: sales cycle by source",
+             lambda: sales_cycle(client, DB, by="source", date_from=FROM, date_to=TO)),
+        ]  # fmt: skip
+        figures = []
+        scans = []
+        for name, report in reports:
+            scan, _ = _median_seconds(lambda: scan_baseline(client, DB), repeat)
+            scans.append(scan)
+            seconds, result = _median_seconds(report, repeat)
+            rows = len(result.rows)
+            print(f"{name}: {seconds:.3f} s (scan {scan:.3f} s)", flush=True)
+            if not rows:
+                raise RuntimeError(f"{name} returned no rows: the synthetic data is wrong")
+            is_attribution = name.startswith("attribution")
+            figures.append(
+                Figure(
+                    "5", name, seconds, "s", baseline=scan, baseline_name="scan count+sum",
+                    target="< 1 s" if is_attribution else "", met=seconds < 1 if
+                    is_attribution else None, command=command,
+                    notes=f"median of {repeat}; {rows} result rows; {data}",
+                )
+            )  # fmt: skip
+        figures.append(
+            Figure(
+                "5", "baseline: plain scan (count + sum over events)", statistics.median(scans),
+                "s", command=command, notes=data,
+            )
+        )  # fmt: skip
+        client.close()
+    return figures
+
+
+def main() -> None:
+    """Parse arguments, run, print and record."""
+    p = parser(__doc__.splitlines()[0] if __doc__ else "")
+    p.add_argument("--touches", type=int, default=None)
+    p.add_argument("--conversion", default="sql")
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    touches = args.touches or (200_000 if args.quick else 10_000_000)
+    emit(run(touches, args.conversion, args.repeat), args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,450 @@
+"""Rows 1, 2, 3, 4 (CPU per process) and 6: the real pipeline on throwaway brokers.
+
+Every scenario gets its own scratch broker (``streams.local_kafka.scratch_broker``) and a
+temp data dir, and starts the same processes ``leadflow demo`` starts, with the demo's own
+``Stack`` helper: ``leadflow collector``, ``leadflow worker`` (one or two), and the
+projector (``bench.projector_host``: the real ``Projector`` plus a freshness poller).
+
+1. baseline: ``bench.passthrough`` (aiokafka consume -> produce, acks=all) drains N
+   simulated events that the bench produces straight to ``leadflow.events``;
+2. catch-up: the same N events through worker(s) and projector, 1 and 2 workers;
+3. end-to-end: N events POSTed to the collector as fast as it acks (one sender), through
+   the worker and the projector; then a steady phase at ``--rate`` events/s with probe
+   leads (identify + "Stage Changed" accept_mql, which makes them SQL) to time
+   ack -> ``leadflow.lead-became-sql`` and ack -> row visible in ClickHouse.
+
+A run "ends" when the worker's and the projector's consumer groups have committed
+everything (polled each second), so each throughput includes up to one commit interval.
+
+    python -m bench.pipeline [--events 15000] [--rate 1000] [--seconds 60] [--quick]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure, cpu_seconds, emit, group_lag, parser, quantile
+from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
+from leadflow.streams.demo import Stack, wait_collector
+from leadflow.streams.local_kafka import LocalKafka, free_port, scratch_broker
+from leadflow.streams.settings import Settings, load_settings
+from leadflow.streams.simulator.generator import Message, SimConfig, Simulation
+from leadflow.streams.simulator.send import send_http, send_kafka
+from leadflow.streams.topics import EVENTS, LEAD_BECAME_SQL, TopicSpec, create_topics
+from leadflow.streams.worker import worker_lag
+
+WORKSPACE = "bench"
+PROBE = "probe-"
+MESSAGES_PER_PERSON = 9  # measured: the simulator emits ~9.2 messages per person
+
+
+def simulated(n: int, seed: int) -> Iterator[Message]:
+    """The first ``n`` messages of a seeded simulation (same seed, same messages)."""
+    people = n // MESSAGES_PER_PERSON + 50
+    return itertools.islice(Simulation(SimConfig(people=people, seed=seed)).messages(), n)
+
+
+@dataclass
+class Running:
+    """A started stack: settings, the stacks that own the children, and where things are."""
+
+    broker: LocalKafka
+    settings: Settings
+    stacks: list[Stack]
+    url: str
+    projector: subprocess.Popen[bytes] | None = None
+    projector_out: Path | None = None
+    seen: dict[str, float] = field(default_factory=dict)
+
+    def pids(self) -> dict[str, int]:
+        """Process ids of every part, for CPU accounting."""
+        out = {name: p.pid for s in self.stacks for name, p in s.children.items()}
+        if self.broker.pid() is not None:
+            out["broker"] = int(self.broker.pid() or 0)
+        return out
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of every part (user + system)."""
+        out = {}
+        for name, pid in self.pids().items():
+            with suppress(FileNotFoundError, ProcessLookupError):
+                out[name] = cpu_seconds(pid)
+        return out
+
+    def check_alive(self) -> None:
+        """Raise with a log tail if a child died."""
+        for stack in self.stacks:
+            stack.check_alive()
+
+    def lag(self) -> int:
+        """Records the worker group and the projector group have not committed yet."""
+        return worker_lag(self.settings) + group_lag(self.settings, DEFAULT_GROUP, PROJECTED_TOPICS)
+
+
+def _stack_settings(scratch: Settings, home: Path) -> Settings:
+    return scratch.model_copy(
+        update={
+            "data_dir": home / "stack",
+            "collector_port": free_port(),
+            "worker_web_port": free_port(),
+            "collector_keys_file": home / "keys.json",
+            "collector_rate_per_second": 1e9,
+            "collector_rate_burst": 1e9,
+            "log_format": "json",
+        }
+    )
+
+
+@contextmanager
+def stack(
+    base: Settings, home: Path, *, workers: int, collector: bool, probes: int = 0
+) -> Iterator[Running]:
+    """A scratch broker, topics, and the pipeline's processes; everything stopped after."""
+    with scratch_broker(base, home / "kafka", heap="512m") as (broker, scratch):
+        settings = _stack_settings(scratch, home)
+        create_topics(settings)
+        main = Stack(settings)
+        running = Running(broker, settings, [main], f"http://127.0.0.1:{settings.collector_port}")
+        try:
+            if collector:
+                main.spawn("collector", "collector")
+            logs = [(main, "worker0", main.spawn("worker0", "worker"))]
+            for i in range(1, workers):
+                extra = Stack(
+                    settings.model_copy(
+                        update={"data_dir": home / f"worker{i}", "worker_web_port": free_port()}
+                    )
+                )
+                running.stacks.append(extra)
+                logs.append((extra, f"worker{i}", extra.spawn(f"worker{i}", "worker")))
+            running.projector_out = home / "seen.json"
+            _spawn_projector(main, running.projector_out, probes)
+            if collector:
+                wait_collector(running.url)
+            for owner, name, log in logs:
+                owner.wait_for(name, "Worker ready", log, timeout=180)
+            main.wait_for("projector", "projector host ready", main.run_dir / "projector.log")
+            yield running
+        finally:
+            for owner in running.stacks:
+                owner.stop()
+            if running.projector_out is not None and running.projector_out.exists():
+                running.seen = json.loads(running.projector_out.read_text())["seen"]
+
+
+def _spawn_projector(main: Stack, out: Path, probes: int) -> None:
+    main.run_dir.mkdir(parents=True, exist_ok=True)
+    log = main.run_dir / "projector.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.projector_host", "--out", str(out),
+         "--probe-prefix", PROBE, "--probes", str(probes)],
+        env={**os.environ, **main.settings.to_env()},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    main.children["projector"] = process
+    (main.run_dir / "projector.pid").write_text(str(process.pid))
+
+
+def wait_drained(running: Running, timeout: float) -> float:
+    """Block until both groups have committed everything (twice in a row); return the time."""
+    deadline = time.monotonic() + timeout
+    zeros = 0
+    while True:
+        running.check_alive()
+        lag = running.lag()
+        if lag == 0:
+            zeros += 1
+            if zeros == 2:
+                return time.time()
+        else:
+            zeros = 0
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the pipeline did not drain in {timeout:.0f} s (lag {lag})")
+        time.sleep(1.0)
+
+
+# -- scenarios ---------------------------------------------------------------------------
+
+
+def passthrough(base: Settings, home: Path, events: int) -> dict[str, float]:
+    """The baseline: events/s of a raw aiokafka pass-through over ``events`` records."""
+    with scratch_broker(base, home / "kafka", heap="512m") as (broker, settings):
+        create_topics(settings, [EVENTS, TopicSpec("bench.passthrough", "key", "baseline")])
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bench.passthrough", "--count", str(events)],
+            env={**os.environ, **settings.to_env()},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("the pass-through did not start")
+            broker_pid = broker.pid()
+            broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
+            started = time.time()
+            send_kafka(simulated(events, 1), settings=settings, workspace_id=WORKSPACE)
+            result = json.loads(child.stdout.readline())
+            broker_cpu = (cpu_seconds(broker_pid) if broker_pid else 0.0) - broker_cpu
+        finally:
+            child.kill()
+            child.wait()
+    seconds = result["last"] - started
+    return {
+        "per_second": events / seconds,
+        "seconds": seconds,
+        "cpu_us": result["cpu"] / events * 1e6,
+        "broker_us": broker_cpu / events * 1e6,
+    }
+
+
+def catch_up(base: Settings, home: Path, events: int, workers: int) -> dict[str, Any]:
+    """Events/s of worker(s) + projector over ``events`` records produced straight to Kafka."""
+    with stack(base, home, workers=workers, collector=False) as running:
+        cpu_before = running.cpu()
+        started = time.time()
+        send_kafka(simulated(events, 1), settings=running.settings, workspace_id=WORKSPACE)
+        ended = wait_drained(running, timeout=max(600.0, events / 20))
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in running.cpu().items()}
+    seconds = ended - started
+    return {"per_second": events / seconds, "seconds": seconds, "cpu": cpu}
+
+
+@dataclass
+class Probes:
+    """Probe leads interleaved with simulated traffic, and when each was acknowledged."""
+
+    every: int
+    positions: dict[int, int] = field(default_factory=dict)  # stream index -> probe number
+    acked: dict[int, float] = field(default_factory=dict)
+    sent: int = 0
+
+    def stream(self, messages: Iterator[Message], limit: int) -> Iterator[Message]:
+        """Simulated messages with an identify + accept_mql pair after every ``every``."""
+        index = 0
+        probe = 0
+        last = "2026-01-01T00:00:00.000Z"
+        for n, message in enumerate(messages):
+            if index >= limit:
+                return
+            last = str(message.get("timestamp", last))
+            yield message
+            index += 1
+            if n % self.every == self.every - 1:
+                lead = f"{PROBE}lead-{probe}"
+                yield {
+                    "type": "identify", "userId": lead, "messageId": f"{PROBE}id-{probe}",
+                    "timestamp": last,
+                    "traits": {"email": f"{lead}@bench.example", "title": "VP Sales"},
+                }  # fmt: skip
+                yield {
+                    "type": "track", "event": "Stage Changed", "userId": lead,
+                    "messageId": f"{PROBE}{probe}", "timestamp": last,
+                    "properties": {"action": "accept_mql", "reason": "bench", "actor": "bench"},
+                }  # fmt: skip
+                self.positions[index + 1] = probe
+                index += 2
+                probe += 1
+
+    def on_sent(self, count: int, _last: Message) -> None:
+        """Note the ack time of every probe in the batch just acknowledged."""
+        now = time.time()
+        first = self.sent
+        self.sent += count
+        for position in range(first, self.sent):
+            if position in self.positions:
+                self.acked[self.positions[position]] = now
+
+
+class SqlWatcher(threading.Thread):
+    """Notes when each probe lead's hand-off arrives on ``leadflow.lead-became-sql``."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="sql-watcher", daemon=True)
+        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+        self.consumer = Consumer(
+            {**settings.kafka_client_config(), "group.id": "bench-sql", "enable.auto.commit": False}
+        )
+        meta = self.consumer.list_topics(LEAD_BECAME_SQL.name, timeout=10)
+        self.consumer.assign(
+            [
+                TopicPartition(LEAD_BECAME_SQL.name, p, OFFSET_END)
+                for p in meta.topics[LEAD_BECAME_SQL.name].partitions
+            ]
+        )
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        """Poll until stopped."""
+        prefix = f"{PROBE}lead-".encode()
+        while not self.stop.is_set():
+            message = self.consumer.poll(0.05)
+            if message is None or message.error() is not None:
+                continue
+            key = message.key() or b""
+            if key.startswith(prefix):
+                self.seen.setdefault(int(key[len(prefix) :]), time.time())
+        self.consumer.close()
+
+
+def end_to_end(
+    base: Settings, home: Path, events: int, rate: float | None, seconds: float
+) -> dict[str, Any]:
+    """Max-rate run through the collector, then a steady phase with latency probes."""
+    from leadflow.streams.collector.app import keys_path
+    from leadflow.streams.collector.keys import KeyStore
+
+    steady_events = int((rate or 1000) * seconds)
+    probe_every = max(int((rate or 1000) / 4), 10)  # ~4 probe leads per second
+    probes = Probes(every=probe_every)
+    max_probes = steady_events // probe_every + 1
+    out: dict[str, Any] = {}
+    with stack(base, home, workers=1, collector=True, probes=max_probes) as running:
+        key = KeyStore(keys_path(running.settings)).create(WORKSPACE, now=lambda: datetime.now(UTC))
+        cpu_before = running.cpu()
+        sender_before = time.process_time()
+        started = time.time()
+        report = send_http(simulated(events, 1), collector_url=running.url, write_key=key)
+        out["ingest_per_second"] = report.per_second
+        ended = wait_drained(running, timeout=max(600.0, events / 20))
+        out["cpu"] = {k: v - cpu_before.get(k, 0.0) for k, v in running.cpu().items()}
+        out["sender_cpu"] = time.process_time() - sender_before
+        out["per_second"] = events / (ended - started)
+        out["seconds"] = ended - started
+        steady = rate or min(1000.0, 0.8 * out["per_second"])
+        out["rate"] = steady
+        probes.every = max(int(steady / 4), 10)
+        watcher = SqlWatcher(running.settings)
+        watcher.start()
+        phase = send_http(
+            probes.stream(simulated(int(steady * seconds), 2), int(steady * seconds)),
+            collector_url=running.url,
+            write_key=key,
+            rate=steady,
+            on_sent=probes.on_sent,
+        )
+        out["steady_achieved"] = phase.per_second
+        out["lag_after_steady"] = running.lag()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(watcher.seen) < len(probes.acked):
+            time.sleep(0.5)
+        time.sleep(3)  # let the freshness poller see the last rows
+        watcher.stop.set()
+        watcher.join(10)
+    seen = running.seen
+    out["sql_ms"] = sorted(
+        (watcher.seen[p] - t) * 1000 for p, t in probes.acked.items() if p in watcher.seen
+    )
+    out["fresh_ms"] = sorted(
+        (seen[f"{PROBE}{p}"] - t) * 1000 for p, t in probes.acked.items() if f"{PROBE}{p}" in seen
+    )
+    out["probes"] = len(probes.acked)
+    return out
+
+
+# -- figures -----------------------------------------------------------------------------
+
+
+def run(events: int, rate: float | None, seconds: float, two_workers: bool) -> list[Figure]:
+    """Every scenario, each on its own broker, then the figures."""
+    base = load_settings(log_level="INFO")
+    cmd = f"python -m bench.pipeline --events {events} --seconds {seconds:g}"
+    with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as tmp:
+        home = Path(tmp)
+        base_line = passthrough(base, home / "pass", events)
+        print(f"pass-through: {base_line}", flush=True)
+        one = catch_up(base, home / "one", events, 1)
+        print(f"catch-up, 1 worker: {one}", flush=True)
+        two = catch_up(base, home / "two", events, 2) if two_workers else None
+        print(f"catch-up, 2 workers: {two}", flush=True)
+        e2e = end_to_end(base, home / "e2e", events, rate, seconds)
+        print(f"end-to-end: { {k: v for k, v in e2e.items() if not k.endswith('_ms')} }")
+    raw = base_line["per_second"]
+    n = f"{events:,} simulated events, 12 partitions"
+    figures = [
+        Figure("1", "end-to-end: collector -> Kafka -> worker -> ClickHouse", e2e["per_second"],
+               "events/s", baseline=raw, baseline_name="raw aiokafka pass-through",
+               target="ratio >= 0.5", met=e2e["per_second"] >= 0.5 * raw, command=cmd,
+               notes=f"{n}; HTTP ingest alone {e2e['ingest_per_second']:.0f} ev/s (one sender)"),
+        Figure("1", "catch-up from Kafka: worker + projector (1 worker)", one["per_second"],
+               "events/s", baseline=raw, baseline_name="raw aiokafka pass-through",
+               target="ratio >= 0.5", met=one["per_second"] >= 0.5 * raw, command=cmd, notes=n),
+        Figure("1", "baseline: raw aiokafka pass-through (acks=all)", raw, "events/s",
+               command=cmd, notes=f"{n}; pass-through CPU {base_line['cpu_us']:.0f} µs/event, "
+               f"broker {base_line['broker_us']:.0f} µs/event"),
+    ]  # fmt: skip
+    if two is not None:
+        figures.append(
+            Figure("6", "catch-up, 2 workers (same consumer group)", two["per_second"],
+                   "events/s", baseline=one["per_second"], baseline_name="1 worker",
+                   command=cmd, notes=f"{n}; 2 cores for everything")
+        )  # fmt: skip
+    sql, fresh = e2e["sql_ms"], e2e["fresh_ms"]
+    steady = (
+        f"steady {e2e['rate']:.0f} ev/s asked, {e2e['steady_achieved']:.0f} sent, "
+        f"{e2e['probes']} probes; lag after the phase {e2e['lag_after_steady']}"
+    )
+    figures += [
+        Figure("2", "ack -> lead-became-sql p50", quantile(sql, 0.5), "ms", command=cmd,
+               notes=f"{steady}; {len(sql)} hand-offs seen"),
+        Figure("2", "ack -> lead-became-sql p99", quantile(sql, 0.99), "ms", target="< 200 ms",
+               met=bool(sql) and quantile(sql, 0.99) < 200, command=cmd, notes=steady),
+        Figure("3", "ack -> row in ClickHouse p50", quantile(fresh, 0.5), "ms", command=cmd,
+               notes=f"{steady}; {len(fresh)} rows seen; poll every 50 ms"),
+        Figure("3", "ack -> row in ClickHouse p99", quantile(fresh, 0.99), "ms", target="< 2 s",
+               met=bool(fresh) and quantile(fresh, 0.99) < 2000, command=cmd, notes=steady),
+    ]  # fmt: skip
+    cpu = e2e["cpu"]
+    parts = {
+        "collector": "collector",
+        "worker0": "worker (identity + lead + trainer agents)",
+        "projector": "projector",
+        "broker": "broker",
+    }
+    for name, label in parts.items():
+        if name in cpu:
+            figures.append(
+                Figure("4", f"CPU per event: {label}", cpu[name] / events * 1e6, "µs/event",
+                       command=cmd, notes=f"process CPU over the end-to-end run / {events:,} "
+                       "inbound events")
+            )  # fmt: skip
+    figures.append(
+        Figure("4", "CPU per event: HTTP sender (load generator)", e2e["sender_cpu"] / events
+               * 1e6, "µs/event", command=cmd, notes="competes for the same 2 cores")
+    )  # fmt: skip
+    return figures
+
+
+def main() -> None:
+    """Parse arguments, run, print and record."""
+    p = parser(__doc__.splitlines()[0] if __doc__ else "")
+    p.add_argument("--events", type=int, default=None)
+    p.add_argument("--rate", type=float, default=None, help="steady phase; default min(1000, "
+                   "0.8 x measured end-to-end)")  # fmt: skip
+    p.add_argument("--seconds", type=float, default=None, help="length of the steady phase")
+    p.add_argument("--one-worker", action="store_true", help="skip the 2-worker run")
+    args = p.parse_args()
+    events = args.events or (1_500 if args.quick else 15_000)
+    seconds = args.seconds or (15.0 if args.quick else 60.0)
+    emit(run(events, args.rate, seconds, not (args.one_worker or args.quick)), args.json)
+
+
+if __name__ == "__main__":
+    main()
