@@ -261,3 +261,18 @@ class IdentityLinked:
     lead_id: str
     linked_at: int
     cause_event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineTick:
+    """``leadflow.events.by-lead`` (internal): event time has passed one of the lead's deadlines.
+
+    The worker's watermark advances with records of every partition it holds, but faust
+    keeps table state per source partition: a lead's state may only be read and written
+    while processing a record of the lead's own partition. A deadline found due elsewhere
+    therefore travels to the lead as this record, keyed by lead, and is applied there.
+    Applying a tick twice is harmless: time that has passed fires nothing new.
+    """
+
+    lead_id: str
+    watermark: int

@@ -23,6 +23,7 @@ from leadflow.processors import derived
 from leadflow.processors.derived import (
     BecameMQL,
     BecameSQL,
+    DeadlineTick,
     IdentityLinked,
     LeadScored,
     NurtureAction,
@@ -45,6 +46,7 @@ DerivedEvent: TypeAlias = (
     | TrainingExample
     | IdentityLinked
     | OwnerAssigned
+    | DeadlineTick
 )
 """Every derived event the codec writes as a top-level record (one per contract topic)."""
 

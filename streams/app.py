@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import signal
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -96,6 +97,9 @@ class Deadlines:
     watermark: int = 0
     heap: list[tuple[int, str]] = field(default_factory=list)
     scanned: bool = False
+    # Leads already sent a tick at the current watermark: a lead whose deadline stays
+    # due after its tick must not tick again until event time moves.
+    ticked: set[str] = field(default_factory=set)
 
     def push(self, state: LeadState, lead_id: str) -> None:
         """Remember the lead's next deadline, if it has one."""
@@ -103,12 +107,19 @@ class Deadlines:
         if due is not None:
             heapq.heappush(self.heap, (due, lead_id))
 
+    def advance(self, occurred_at: int) -> None:
+        """Move the watermark forward (never back)."""
+        if occurred_at > self.watermark:
+            self.watermark = occurred_at
+            self.ticked.clear()
+
     def due(self) -> list[str]:
-        """Lead ids whose deadline the watermark has passed (each once)."""
+        """Lead ids whose deadline the watermark has passed (each once per watermark)."""
         leads: list[str] = []
         while self.heap and self.heap[0][0] <= self.watermark:
             _, lead_id = heapq.heappop(self.heap)
-            if lead_id not in leads:
+            if lead_id not in self.ticked:
+                self.ticked.add(lead_id)
                 leads.append(lead_id)
         return leads
 
@@ -174,6 +185,7 @@ class LeadflowApp:
         self.models = topic(t.MODELS.name, key_type=bytes, value_type=bytes, partitions=partitions)
         self._snapshot: bytes | None = None
         self.app.timer(interval=10.0, name="model-feed")(self._refresh_model)
+        self.app.task(self._install_task_dump)
         self.app.agent(self.events, name="identity", concurrency=1)(self._identity_agent)
         self.app.agent(self.by_lead, name="lead", concurrency=1)(self._lead_agent)
         self.app.agent(self.training, name="trainer", concurrency=1)(self._trainer_agent)
@@ -248,21 +260,38 @@ class LeadflowApp:
         async for event in stream.events():
             key = event.key
             try:
-                inbound = self._decode_as(event.value, Event)
+                record = self.codec.decode(event.value)
                 raw_state = self.leads.get(key)
                 state = decode_lead_state(raw_state) if raw_state else None
-                new_state, out = lead_step(
-                    state, inbound, self.policy, self._current_model(), routing=self._routing()
-                )
+                if isinstance(record, d.DeadlineTick):
+                    if state is None:
+                        continue  # the lead's state is gone (erased): nothing is due
+                    watermark = record.watermark
+                    new_state, out = advance_time(
+                        state, watermark, self.policy, routing=self._routing()
+                    )
+                elif isinstance(record, Event):
+                    watermark = record.occurred_at
+                    new_state, out = lead_step(
+                        state, record, self.policy, self._current_model(), routing=self._routing()
+                    )
+                else:
+                    raise LeadflowError(f"{type(record).__name__} is not an Event or a tick")
             except LeadflowError as exc:
                 await self._dead_letter(exc, event)
                 continue
             await self._emit(out)
             self.leads[key] = encode_lead_state(new_state)
-            await self._advance(key.decode(), new_state, inbound.occurred_at)
+            await self._advance(key.decode(), new_state, watermark)
 
-    async def _advance(self, lead_id: str, state: LeadState, occurred_at: int) -> None:
-        """Fire deadlines that event time has passed, for every lead this worker holds."""
+    async def _advance(self, lead_id: str, state: LeadState, watermark: int) -> None:
+        """Send a tick to every lead whose deadline event time has passed.
+
+        The tick goes through ``events.by-lead`` keyed by lead, so the deadline is applied
+        on the lead's own partition, the only place its state may be read and written
+        (see :class:`~leadflow.processors.derived.DeadlineTick`). It is durable like any
+        record: a crash before it is applied replays it, after it changes nothing.
+        """
         deadlines = self.deadlines
         if not deadlines.scanned:
             # After a restart the heap is empty; rebuild it once from the recovered table.
@@ -270,17 +299,15 @@ class LeadflowApp:
             for raw_key, raw_value in list(self.leads.items()):
                 deadlines.push(decode_lead_state(raw_value), raw_key.decode())
         deadlines.push(state, lead_id)
-        deadlines.watermark = max(deadlines.watermark, occurred_at)
-        for due_lead in deadlines.due():
-            raw = self.leads.get(due_lead.encode())
-            if raw is None:
-                continue  # moved to another worker by a rebalance
-            advanced, out = advance_time(
-                decode_lead_state(raw), deadlines.watermark, self.policy, routing=self._routing()
+        deadlines.advance(watermark)
+        ticks = [
+            await self.by_lead.send(
+                key=due.encode(),
+                value=self.codec.encode(d.DeadlineTick(due, deadlines.watermark)),
             )
-            await self._emit(out)
-            self.leads[due_lead.encode()] = encode_lead_state(advanced)
-            deadlines.push(advanced, due_lead)
+            for due in deadlines.due()
+        ]
+        await asyncio.gather(*ticks)
 
     def _routing(self) -> RoutingState:
         raw = self.routing.get(ROUTING_KEY)
@@ -300,6 +327,24 @@ class LeadflowApp:
             if isinstance(obj, d.OwnerAssigned):
                 cursors = self._routing().cursors | {obj.pool: obj.cursor_after}
                 self.routing[ROUTING_KEY] = json.dumps(cursors, sort_keys=True).encode()
+
+    async def _install_task_dump(self) -> None:
+        """``kill -USR1 <worker>`` logs where every task waits: the tool for a stuck worker."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._dump_tasks)
+
+    def _dump_tasks(self) -> None:
+        consumer: Any = self.app.consumer
+        log.warning(
+            "worker.dump",
+            assigned=len(consumer.assignment()),
+            # faust internals, read only: what a stall report needs.
+            paused=sorted(f"{tp.topic}:{tp.partition}" for tp in consumer._paused_partitions),
+            active=len(consumer._active_partitions or ()),
+            consumer_flow=consumer.flow_active,
+            app_flow=self.app.flow_control.is_active(),
+        )
+        for task in asyncio.all_tasks():
+            log.warning("worker.task", task=task.get_name(), awaits=list(_await_chain(task)))
 
     async def _refresh_model(self) -> None:
         """Pick up the trainer's newest snapshot (every worker scores with the same model)."""
@@ -343,6 +388,18 @@ class LeadflowApp:
             return ScoreModel(self.policy)
         self._snapshot = raw
         return ScoreModel.restore(raw, self.model_key)
+
+
+def _await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """Where a suspended task waits, outermost first (``Task.get_stack`` shows one frame)."""
+    chain = []
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
 
 
 def _credentials(settings: Settings) -> Any:

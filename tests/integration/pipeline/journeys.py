@@ -24,14 +24,15 @@ ICP = {
 class Journey:
     """Events of one person in one workspace, in event time (hours from T0)."""
 
-    def __init__(self, workspace: str) -> None:
+    def __init__(self, workspace: str, start: int = T0) -> None:
         self.workspace = workspace
+        self.start = start
         self.anon = f"{workspace}-device"
         self.email = f"ada@{workspace}.example.com"
         self.lead = derive_lead_id(workspace, self.email)
 
     def at(self, hours: float) -> int:
-        return T0 + int(hours * HOUR)
+        return self.start + int(hours * HOUR)
 
     def ev(
         self,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from aiokafka.partitioner import murmur2
+
 from leadflow.processors.derived import BecameMQL, BecameSQL, SlaBreached, Stage, StageChanged
-from leadflow.processors.events import Event
+from leadflow.processors.events import Event, Kind
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
     LEAD_BECAME_MQL,
@@ -16,7 +18,7 @@ from leadflow.streams.topics import (
 )
 
 from .conftest import WorkerProcess, read, send
-from .journeys import HOUR, Journey
+from .journeys import HOUR, T0, Journey
 
 
 def recycled(records: list[object]) -> bool:
@@ -116,3 +118,31 @@ def test_unreviewed_mql_raises_sla_breached_at_the_due_event_time(
     assert isinstance(breach, SlaBreached)
     assert breach.due_at == mql.sla_due_at
     assert breach.mql_transition_id == mql.transition_id
+
+
+def by_lead_partition(lead_id: str, partitions: int) -> int:
+    """The partition of `events.by-lead` the worker's producer puts a lead on."""
+    return (murmur2(lead_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+# Last in the module: it moves the worker's event time decades ahead of the others.
+def test_sla_fires_when_event_time_moves_on_another_partition(
+    topics: Settings, worker: WorkerProcess
+) -> None:
+    later = T0 + 200_000 * HOUR
+    quiet = Journey("ws-sla-quiet", start=later)
+    partition = by_lead_partition(quiet.lead, topics.topic_partitions)
+    other = next(
+        j
+        for j in (Journey(f"ws-sla-busy-{i}", start=later) for i in range(100))
+        if by_lead_partition(j.lead, topics.topic_partitions) != partition
+    )
+    # The quiet lead becomes MQL and then says nothing more; only the other lead's
+    # traffic, on another partition, carries event time past the quiet lead's SLA.
+    send(topics, quiet.unreviewed_mql()[:-1])
+    mql = read(topics, LEAD_BECAME_MQL.name, quiet.workspace, expect=1)[0]
+    assert isinstance(mql, BecameMQL)
+    send(topics, [other.ev("v1", Kind.VISIT, 40, device=False, path="/blog", channel="direct")])
+
+    breaches = read(topics, SLA_BREACHED.name, quiet.workspace, expect=1)
+    assert [b.due_at for b in breaches if isinstance(b, SlaBreached)] == [mql.sla_due_at]
