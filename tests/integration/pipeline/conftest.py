@@ -69,6 +69,12 @@ class WorkerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
 
+    def dump(self) -> None:
+        """Have the worker log where each of its tasks waits (SIGUSR1), for a stuck run."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 from leadflow.processors.derived import BecameSQL, StageChanged
+from leadflow.processors.events import Event
 from leadflow.sinks.projector import Projector
 from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
+    EVENTS_BY_LEAD,
     LEAD_BECAME_SQL,
     LEAD_STAGE_CHANGED,
     create_topics,
@@ -57,9 +59,26 @@ def unstick(settings: Settings, worker: WorkerProcess, restarts: list[str]) -> N
             last, since = lag, time.monotonic()
         elif time.monotonic() - since > 45:
             restarts.append(f"stalled with lag {lag}")
+            worker.dump()
             worker.stop()
             worker.start()
             last, since = worker_lag(settings), time.monotonic()
+
+
+def diagnose(settings: Settings, leads: set[str]) -> str:
+    """What the log holds for leads whose hand-off is missing: where did they stop?"""
+    lines = []
+    routed = read(settings, EVENTS_BY_LEAD.name, None, expect=10**9, timeout=20)
+    stages = read(settings, LEAD_STAGE_CHANGED.name, None, expect=10**9, timeout=10)
+    for lead in sorted(leads):
+        ids = [e.event_id for e in routed if isinstance(e, Event) and e.lead_id == lead]
+        moves = [
+            f"{s.from_stage}->{s.to_stage}"
+            for s in stages
+            if isinstance(s, StageChanged) and s.lead_id == lead
+        ]
+        lines.append(f"{lead}: routed {ids}; stages {moves}")
+    return "\n".join(lines)
 
 
 def recycled_leads(settings: Settings, expect: int) -> set[str]:
@@ -104,7 +123,12 @@ def test_kill_9_mid_stream_loses_no_handoff_and_clickhouse_counts_each_once(
         restarts: list[str] = []
         unstick(own_broker, worker, restarts)
         # Each phase goes out once the previous one is processed for every lead.
-        assert len({h.lead_id for h in sql_handoffs(own_broker, expect=LEADS)}) == LEADS
+        first = {h.lead_id for h in sql_handoffs(own_broker, expect=LEADS)}
+        missing = {j.lead for j in journeys} - first
+        assert not missing, (
+            f"lag {worker_lag(own_broker)}, restarts {restarts}\n"
+            f"{diagnose(own_broker, missing)}\n{worker.tail()}"
+        )
         send(own_broker, [e for p in phases for e in p[1]])
         unstick(own_broker, worker, restarts)
         deadline = time.monotonic() + 240
