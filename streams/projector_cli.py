@@ -4,14 +4,45 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import click
 
 from leadflow.sinks.migrations import DEFAULT_DATABASE
 from leadflow.sinks.projector import DEFAULT_GROUP, Projector
+from leadflow.streams.logs import get_logger
 from leadflow.streams.report_cli import clickhouse_client
 from leadflow.streams.settings import Settings
+
+log = get_logger(__name__)
+
+
+def connect_with_backoff(
+    connect: Callable[[], Any],
+    stop: threading.Event,
+    sleep: Callable[[float], None] = time.sleep,
+    max_backoff: float = 30.0,
+) -> Any:
+    """The ClickHouse client, waiting with exponential backoff while the server refuses.
+
+    clickhouse-connect pings the server when the client is built, so a projector started
+    while ClickHouse is down (or the chdb directory is locked by another process) would
+    die with a traceback; it waits instead, as it does for a failed insert. Returns
+    ``None`` when ``stop`` is set first.
+    """
+    delay = 0.5
+    while True:
+        try:
+            return connect()
+        except Exception as exc:  # refused, timed out, locked: all mean "retry later"
+            if stop.is_set():
+                return None
+            log.warning("projector.clickhouse_unreachable", retry_in=delay, error=str(exc))
+            sleep(delay)
+            delay = min(delay * 2, max_backoff)
 
 
 @click.command("projector")
@@ -37,20 +68,24 @@ def projector(
     settings = ctx.find_root().obj
     if not isinstance(settings, Settings):
         raise click.UsageError("settings were not loaded")
-    client = clickhouse_client(settings)
+    stop = threading.Event()
+
+    def _stop(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    give_up = threading.Timer(max_seconds, stop.set)  # --until-idle waits that long at most
+    give_up.daemon = True
+    if until_idle:
+        give_up.start()
+    client = connect_with_backoff(lambda: clickhouse_client(settings), stop)
+    give_up.cancel()
+    if client is None:
+        raise click.ClickException("stopped before ClickHouse could be reached")
     runner = Projector(settings, client, database, group_id=group_id, batch_size=batch_size)
     try:
-        if until_idle:
-            stats = runner.run_until_idle(max_seconds)
-        else:
-            stop = threading.Event()
-
-            def _stop(_sig: int, _frame: FrameType | None) -> None:
-                stop.set()
-
-            signal.signal(signal.SIGINT, _stop)
-            signal.signal(signal.SIGTERM, _stop)
-            stats = runner.run(stop)
+        stats = runner.run_until_idle(max_seconds) if until_idle else runner.run(stop)
     finally:
         client.close()
     click.echo(
