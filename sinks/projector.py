@@ -33,7 +33,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from leadflow.processors.errors import InvalidEvent, LeadflowError
+from leadflow.processors.events import Event, Kind
 from leadflow.schemas.codec import Codec, DecodeError, codec_from_settings
+from leadflow.sinks.erasure import erase_person
 from leadflow.sinks.migrations import migrate
 from leadflow.sinks.projection import Row, Rows, rows_for
 from leadflow.sinks.tables import PROJECTED_TABLES, TableSpec, check_identifier
@@ -305,6 +307,7 @@ class Projector:
         if not records:
             return 0
         rows = Rows()
+        erasures: list[Event] = []
         offsets: dict[tuple[str, int], tuple[int, int]] = {}
         for message in records:
             key = (str(message.topic()), int(message.partition() or 0))
@@ -312,7 +315,10 @@ class Projector:
             first, _ = offsets.get(key, (offset, offset))
             offsets[key] = (min(first, offset), offset)
             try:
-                rows.extend(rows_for(self.codec.decode(message.value() or b"")))
+                obj = self.codec.decode(message.value() or b"")
+                rows.extend(rows_for(obj))
+                if isinstance(obj, Event) and obj.kind is Kind.ERASURE_REQUESTED:
+                    erasures.append(obj)
             except DecodeError as exc:
                 self._dead_letter(message, exc.reason, str(exc))
             except LeadflowError as exc:
@@ -323,6 +329,8 @@ class Projector:
         spans = [(t, p, a, b) for (t, p), (a, b) in offsets.items()]
         if not self.insert_batch(rows, spans, stop_event):
             return len(records)  # stopped while ClickHouse was down: nothing committed
+        if erasures and not self.erase_batch(erasures, stop_event):
+            return len(records)
         self._flush_dead_letters()
         consumer.commit(
             offsets=[TopicPartition(t, p, b + 1) for t, p, _, b in spans], asynchronous=False
@@ -373,6 +381,34 @@ class Projector:
             count = len(rows.by_table[table.name])
             self.stats.rows += count
             self.stats.per_table[table.name] = self.stats.per_table.get(table.name, 0) + count
+        return True
+
+    def erase_batch(self, erasures: Sequence[Event], stop_event: threading.Event) -> bool:
+        """Apply erasure requests after their batch's rows are in (docs/privacy.md).
+
+        Runs before the offsets are committed, so a crash repeats it (it is idempotent);
+        retried with backoff like inserts. Returns False when stopped first.
+        """
+        delay = 0.5
+        for event in erasures:
+            devices = [event.anonymous_id] if event.anonymous_id else []
+            while True:
+                try:
+                    erase_person(
+                        self.client,
+                        self.database,
+                        event.workspace_id,
+                        event.lead_id or event.person_key,
+                        devices,
+                        self.settings.clickhouse_cluster,
+                    )
+                    break
+                except Exception as exc:  # any client failure means "retry later"
+                    if stop_event.is_set():
+                        return False
+                    log.warning("projector.erasure_failed", retry_in=delay, error=str(exc))
+                    self.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff)
         return True
 
     # -- dead letters ----------------------------------------------------------------------

@@ -46,6 +46,7 @@ from leadflow.schemas.codec import Codec
 from leadflow.streams import topics as t
 from leadflow.streams.logs import get_logger
 from leadflow.streams.model_feed import latest_snapshot
+from leadflow.streams.pii.vault import Vault
 from leadflow.streams.security import faust_credentials
 from leadflow.streams.settings import Settings
 
@@ -134,6 +135,8 @@ class LeadflowApp:
         self.model_key = model_key
         self.model: ScoreModel | None = None
         self.deadlines = Deadlines()
+        # PII arrives sealed (docs/privacy.md); only the lead agent needs the plaintext.
+        self.vault = Vault(settings) if settings.pii_encryption else None
         self.app = faust.App(
             APP_ID,
             broker=f"kafka://{settings.bootstrap}",
@@ -271,6 +274,7 @@ class LeadflowApp:
                         state, watermark, self.policy, routing=self._routing()
                     )
                 elif isinstance(record, Event):
+                    record = await self._open_pii(record)
                     watermark = record.occurred_at
                     new_state, out = lead_step(
                         state, record, self.policy, self._current_model(), routing=self._routing()
@@ -308,6 +312,13 @@ class LeadflowApp:
             for due in deadlines.due()
         ]
         await asyncio.gather(*ticks)
+
+    async def _open_pii(self, inbound: Event) -> Event:
+        """Decrypt sealed PII; shredded keys read as None (a key topic failure is raised)."""
+        if self.vault is None:
+            return inbound
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.vault.open, inbound)
 
     def _routing(self) -> RoutingState:
         raw = self.routing.get(ROUTING_KEY)

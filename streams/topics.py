@@ -33,12 +33,14 @@ class TopicSpec:
         key: what the record key is (documentation, and what partitions by).
         description: what flows on it.
         compacted: keep only the newest record per key.
+        overrides: extra broker-side config for this topic only (``(name, value)`` pairs).
     """
 
     name: str
     key: str
     description: str
     compacted: bool = False
+    overrides: tuple[tuple[str, str], ...] = ()
 
     def config(self, replication: int) -> dict[str, str]:
         """Broker-side topic config for this topic."""
@@ -50,6 +52,7 @@ class TopicSpec:
         if replication >= 3:
             # With acks=all, one replica down must not stop writes; two down must.
             config["min.insync.replicas"] = "2"
+        config.update(dict(self.overrides))
         return config
 
 
@@ -79,7 +82,17 @@ IDENTITIES = TopicSpec(
     "leadflow.identities", "anonymous_id", "anonymous id to lead id", compacted=True
 )
 PII_KEYS = TopicSpec(
-    "leadflow.pii-keys", "lead_id", "per-lead PII encryption keys (erasure)", compacted=True
+    "leadflow.pii-keys",
+    "[kind, workspace, subject, key id] (JSON)",
+    "per-person PII encryption keys; a tombstone shreds (docs/privacy.md)",
+    compacted=True,
+    # A shredded key's bytes must leave the disk in bounded time, not "eventually":
+    # roll segments every 10 min and force compaction within an hour of the tombstone.
+    overrides=(
+        ("segment.ms", "600000"),
+        ("max.compaction.lag.ms", "3600000"),
+        ("min.cleanable.dirty.ratio", "0.01"),
+    ),
 )
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (

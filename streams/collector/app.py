@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 
 from leadflow import __version__
 from leadflow.processors.errors import LeadflowError
-from leadflow.processors.events import Event
+from leadflow.processors.events import Event, Kind
 from leadflow.streams.collector.keys import KeyRecord, KeyStore
 from leadflow.streams.collector.limits import RateLimiter
 from leadflow.streams.collector.mapping import MapOptions, Mapped, map_message, pydantic_errors
@@ -55,6 +55,8 @@ from leadflow.streams.collector.models import (
 from leadflow.streams.collector.producer import EventProducer, KafkaUnavailable
 from leadflow.streams.collector.timing import epoch_ms
 from leadflow.streams.logs import get_logger
+from leadflow.streams.pii.keyring import KeyringError
+from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS
 
@@ -107,6 +109,7 @@ class Collector:
         clock_ms: ``receivedAt`` source, UTC epoch ms.
         monotonic: the rate limiter's clock, seconds.
         new_id: event id for messages without ``messageId``.
+        vault: seals PII before it reaches Kafka and shreds keys on erasure (None: off).
     """
 
     settings: Settings
@@ -117,6 +120,7 @@ class Collector:
     monotonic: Callable[[], float] = time.monotonic
     new_id: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
     metrics: CollectorMetrics = field(default_factory=CollectorMetrics)
+    vault: Vault | None = None
 
 
 class Rejection(Exception):
@@ -266,6 +270,7 @@ class Ingest:
             received_at=self.c.clock_ms(),
             future_tolerance_ms=int(s.collector_future_tolerance_seconds * 1000),
             strict=s.collector_strict_properties,
+            tracking_consent_default=s.collector_tracking_consent_default,
         )
         if msg_type is not None:
             if isinstance(data, dict) and "type" in data:
@@ -349,6 +354,7 @@ class Ingest:
                 events=len(messages),
             )
         mapped = self._map_all(messages, options, len(body) > s.collector_max_event_bytes)
+        mapped = await self._seal(mapped)
         records: list[tuple[bytes, bytes]] = []
         event_ids: list[str] = []
         ignored: list[str] = []
@@ -379,7 +385,46 @@ class Ingest:
                 events=len(records),
             ) from exc
         self.c.metrics.produce_seconds.observe(latency)
+        await self._shred([m.event for m in mapped if m.event.kind is Kind.ERASURE_REQUESTED])
         return Accepted(event_ids=event_ids, ignored=ignored)
+
+    async def _seal(self, mapped: list[Mapped]) -> list[Mapped]:
+        """Encrypt PII with per-person keys (docs/privacy.md); 503 if a new key is not durable."""
+        vault = self.c.vault
+        if vault is None:
+            return mapped
+        if not self.c.sink.available:
+            # Kafka is known to be down: answer 503 now rather than wait on the key topic.
+            raise self._keys_unavailable(KafkaUnavailable("Kafka is unreachable"), len(mapped))
+        try:
+            sealed = await run_in_threadpool(vault.seal, [m.event for m in mapped])
+        except KeyringError as exc:
+            raise self._keys_unavailable(exc, len(mapped)) from exc
+        return [dataclasses.replace(m, event=e) for m, e in zip(mapped, sealed, strict=True)]
+
+    async def _shred(self, erasures: list[Event]) -> None:
+        """Delete the keys of every person an acknowledged erasure request names."""
+        vault = self.c.vault
+        if vault is None or not erasures:
+            return
+        for event in erasures:
+            lead = event.lead_id or event.person_key
+            devices = [event.anonymous_id] if event.anonymous_id else []
+            try:
+                await run_in_threadpool(vault.shred, event.workspace_id, lead, devices)
+            except KeyringError as exc:
+                # The request is in Kafka; a retry (same messageId) shreds again, idempotently.
+                raise self._keys_unavailable(exc, len(erasures)) from exc
+
+    def _keys_unavailable(self, exc: Exception, events: int) -> Rejection:
+        log.warning("collector.keys_unavailable", reason=str(exc))
+        return Rejection(
+            503,
+            "unavailable",
+            f"the PII key topic is unavailable ({exc}); retry the whole request",
+            headers={"Retry-After": str(self.c.settings.collector_retry_after_seconds)},
+            events=events,
+        )
 
     def _map_all(
         self, messages: list[tuple[Any, str, str]], options: MapOptions, check_sizes: bool
@@ -506,6 +551,8 @@ def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
         finally:
             if manage_sink:
                 await run_in_threadpool(collector.sink.close)
+                if collector.vault is not None:
+                    await run_in_threadpool(collector.vault.close)
 
     app = FastAPI(
         title="leadflow collector",
@@ -587,6 +634,7 @@ def build_collector(settings: Settings, **overrides: Any) -> Collector:
             settings.collector_delivery_timeout_seconds,
         ),
         "encode": codec_from_settings(settings).encode,
+        "vault": Vault(settings) if settings.pii_encryption else None,
     }
     parts.update(overrides)
     return Collector(**parts)

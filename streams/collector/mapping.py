@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import ValidationError
 
 from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.pii import tracking_consent, without_device_data
 from leadflow.streams.collector.channels import ChannelInputs, group_channel
 from leadflow.streams.collector.models import (
     MESSAGE_MODELS,
@@ -62,6 +63,7 @@ class MapOptions:
         strict: reject properties a known kind does not define instead of dropping them.
         sent_at: the batch's ``sentAt`` (UTC ms) for messages without their own.
         context: the batch's ``context`` for messages without their own.
+        tracking_consent_default: keep IP and user agent of calls that state no consent.
     """
 
     workspace_id: str
@@ -70,6 +72,7 @@ class MapOptions:
     strict: bool = False
     sent_at: int | None = None
     context: SegmentContext | None = None
+    tracking_consent_default: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +392,12 @@ def map_message(
         errors.append(FieldError(path=join(prefix, ["timestamp"]), message="before 1970"))
     if errors:
         return errors
+    segment_context = message.context or options.context
+    stated = (
+        segment_context.consent.tracking
+        if segment_context is not None and segment_context.consent is not None
+        else None
+    )
     event = Event(
         event_id=message.messageId or new_id(),
         kind=kind,
@@ -400,4 +409,6 @@ def map_message(
         context=context,
         payload=payload,
     )
+    if not tracking_consent(stated, event, options.tracking_consent_default):
+        event = without_device_data(event)  # docs/privacy.md: no IP/UA without consent
     return Mapped(event=event, ignored=tuple(ignored))

@@ -42,11 +42,22 @@ class CampaignContext(_Open):
     content: Text | None = None
 
 
+class ConsentContext(_Open):
+    """``context.consent``: what the person agreed to (Segment's consent object is tolerated).
+
+    ``tracking`` is leadflow's switch: ``true`` lets the collector keep the call's IP and
+    user agent; absent, the workspace default applies (docs/privacy.md).
+    """
+
+    tracking: bool | None = None
+
+
 class SegmentContext(_Open):
     """``context``: page, campaign, user agent and IP (other keys are tolerated)."""
 
     page: PageContext | None = None
     campaign: CampaignContext | None = None
+    consent: ConsentContext | None = None
     userAgent: Text | None = None
     ip: Annotated[str, Field(max_length=64)] | None = None
 

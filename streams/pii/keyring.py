@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from leadflow.processors.errors import LeadflowError
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import PII_KEYS
@@ -34,7 +33,7 @@ from leadflow.streams.topics import PII_KEYS
 log = get_logger(__name__)
 
 
-class KeyringError(LeadflowError):
+class KeyringError(RuntimeError):
     """The key topic cannot be read or written (the caller must not go on without keys)."""
 
 

@@ -119,6 +119,8 @@ class Vault:
         Raises:
             KeyringError: Kafka did not acknowledge a new key (nothing may be produced).
         """
+        if not any(_needs_keyring(e) for e in events):
+            return list(events)  # nothing personal: no key topic round trip
         with self._lock:
             self.keyring.refresh_if_older(self.refresh_seconds)
             state = self.keyring.state
@@ -174,7 +176,13 @@ class Vault:
     # -- reading -----------------------------------------------------------------------
 
     def open(self, event: Event) -> Event:
-        """The event with its sealed PII decrypted; shredded or unknown keys read as None."""
+        """The event with its sealed PII decrypted; shredded or unknown keys read as None.
+
+        An erasure request makes the view re-read the key topic at once, so events the
+        processor sees after it no longer open with the shredded keys.
+        """
+        if event.kind is Kind.ERASURE_REQUESTED and self.keyring.refreshed_at is not None:
+            self.keyring.refresh()
         return open_event(event, self._open_value)
 
     def _open_value(self, workspace_id: str, field: str, envelope: Envelope) -> str | None:
@@ -199,6 +207,12 @@ class Vault:
             self._producer.flush(self.timeout)
             self._producer = None
         self.keyring.close()
+
+
+def _needs_keyring(event: Event) -> bool:
+    if event.kind is Kind.CAMPAIGN_COST:
+        return False
+    return has_pii(event) or bool(event.lead_id and _devices(event))
 
 
 def _sealer(kid: str, key: bytes) -> Sealer:

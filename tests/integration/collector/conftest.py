@@ -75,7 +75,10 @@ def running(
     collector_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Running]:
     keys_file = tmp_path_factory.mktemp("collector") / "keys.json"
-    collector, key = make_collector(collector_settings, keys_file, clock_ms=lambda: RECEIVED_AT)
+    # These tests check the mapping field for field, so PII stays plaintext here; the
+    # encrypted path has its own tests (tests/integration/privacy).
+    plain = collector_settings.model_copy(update={"pii_encryption": False})
+    collector, key = make_collector(plain, keys_file, clock_ms=lambda: RECEIVED_AT)
     with serve(collector) as url:
         yield Running(url, key, collector.settings, collector)
 

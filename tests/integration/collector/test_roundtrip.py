@@ -77,6 +77,8 @@ def test_form_submitted_arrives_field_for_field(running: Running) -> None:
             },
             "userAgent": "Mozilla/5.0",
             "ip": "203.0.113.7",
+            # Without stated consent the collector drops IP and user agent (docs/privacy.md).
+            "consent": {"tracking": True},
             "library": {"name": "analytics.js", "version": "2.0"},
         },
         "integrations": {"All": True},
