@@ -26,6 +26,34 @@ touches or a CRM lagging behind):
   fit the current stage raises :class:`InvalidTransition` (to the dead-letter topic) and
   leaves the state unchanged.
 
+Training examples (the labelling policy). The model answers "will this lead convert
+(``labels.conversion``) within the horizon of its current score?", so a lead teaches ONE
+example per *episode*: the span from its first score as a known lead (visitors, i.e.
+replayed pre-identify touches, open none) to its outcome. The episode keeps one open
+snapshot, the features of its LAST score (computed at the lead's event-time watermark),
+and ends with exactly one label:
+
+- positive at a conversion, with the open snapshot (the last score BEFORE the converting
+  event: the demo request that makes a lead SQL never grades itself);
+- negative when sales says no (recycled, disqualified, a lost deal), with the open snapshot;
+- negative when ``labels.negative_horizon_days`` of event time pass after the last score
+  without a conversion.
+
+Why one per episode: every score of an active lead is a near-duplicate of the previous one
+(the same lead, a few hits apart), so one example per score or per day weights busy leads
+by their activity, correlates the stream the online model learns from, and needs many
+pending snapshots in state; the last score before the outcome is the moment the model is
+used for (ranking open leads), and it is the same moment for both classes. Episodes never
+overlap in event time: a new one opens only from the previous label's time on
+(``episode_after``), so events that arrive late from inside a span already taught (a
+partition lagging the worker's watermark) open no second negative. A recycled lead that
+re-engages starts a new episode, labelled on its own. A conversion always teaches its
+positive, also right after a negative (the comeback is an episode of its own). No example
+uses features from after its label time: when the open snapshot is newer than a late
+labelling event, the features are recomputed as of the event's time
+(:func:`_features_as_of`). Example ids are deterministic (lead, label, cause), so a replay
+re-emits the same examples.
+
 Bounded state: hits :data:`MAX_HITS` (decaying hits worth under :data:`NEGLIGIBLE` points
 at the watermark are pruned, then the oldest decaying hits go first), stage history
 :data:`MAX_HISTORY` (first step kept), aliases :data:`MAX_ALIASES`, answers 32.
@@ -159,6 +187,7 @@ class LeadState:
     watermark: int = 0
     seen: tuple[str, ...] = ()
     label_due_at: int | None = None  # features_at + negative horizon, while unlabelled
+    episode_after: int = 0  # labelled_at of the last example: no episode opens before it
 
 
 def encode_lead_state(state: LeadState) -> bytes:
@@ -278,6 +307,7 @@ class _Step:
 
     def __init__(self, state: LeadState, event: Event, policy: Policy) -> None:
         self.state = state
+        self.snapshot = state  # the lead just before this event: what examples may use
         self.event = event
         self.policy = policy
         self.out: list[Derived] = []
@@ -310,6 +340,8 @@ class _Step:
             sla_due_at=None if leaving_mql else s.sla_due_at,
         )
         self.out.append(change)
+        if to in (Stage.RECYCLED, Stage.DISQUALIFIED):
+            self.close_episode(label=False)
         return change
 
     def route(self, reason: str, routing: RoutingState, *, escalate: bool = False) -> None:
@@ -335,44 +367,77 @@ class _Step:
             )
         )
 
-    def to_sql(self, reason: str, routing: RoutingState, snapshot: LeadState) -> None:
+    def to_sql(self, reason: str, routing: RoutingState) -> None:
         change = self.move(Stage.SQL, reason)
         self.state = dataclasses.replace(self.state, sql_count=self.state.sql_count + 1)
         self.route("sql", routing)
         self.out.append(build_handoff(self.state, change, self.policy))
         if self.policy.labels.conversion == "sql":
-            self.positive(snapshot)
+            self.close_episode(label=True)
 
-    def positive(self, snapshot: LeadState) -> None:
-        s, e = self.state, self.event
-        if snapshot.features_at is None:
-            return  # nothing was ever scored before the conversion
-        if snapshot.labelled:
-            # The last snapshot already taught a label (e.g. a negative after a long
-            # silence): teach the lead as it stood just before this event instead.
-            hl = self.policy.scoring.half_life_days
-            features, scored_at = lead_features(snapshot, e.occurred_at, hl), e.occurred_at
+    def close_episode(self, *, label: bool) -> None:
+        """Teach the episode's one example at this event: a conversion, or a sales no.
+
+        A positive is taught on every conversion, even when the episode already closed
+        (a negative after a silence, then a comeback): the comeback is a new episode that
+        ends right here. A negative (recycled, disqualified) is taught only for an OPEN
+        episode, so a lead recycled twice without re-engaging teaches one negative.
+        Features are the open snapshot's (the last score before this event), or, when
+        there is none or it is newer than this event (a late CRM event), the lead as it
+        stood at this event's time (:func:`_features_as_of`): never features from after
+        the label.
+        """
+        s, e, snap = self.state, self.event, self.snapshot
+        at = e.occurred_at
+        if snap.features_at is None or (not label and (snap.labelled or at < s.episode_after)):
+            return  # never scored, or a negative for a span already taught
+        if not snap.labelled and snap.features_at <= at:
+            features, scored_at = dict(snap.features), snap.features_at
         else:
-            features, scored_at = dict(snapshot.features), snapshot.features_at
+            features, scored_at = _features_as_of(snap, at, self.policy), at
         self.out.append(
             TrainingExample(
-                example_id=derived_id(s.lead_id, "example", True, e.event_id),
+                example_id=derived_id(s.lead_id, "example", label, e.event_id),
                 workspace_id=s.workspace_id,
                 lead_id=s.lead_id,
                 scored_at=scored_at,
-                labelled_at=e.occurred_at,
-                label=True,
+                labelled_at=at,
+                label=label,
                 features=features,
             )
         )
-        self.state = dataclasses.replace(self.state, labelled=True, label_due_at=None)
+        self.state = dataclasses.replace(
+            self.state,
+            labelled=True,
+            label_due_at=None,
+            features={},
+            episode_after=max(s.episode_after, at),
+        )
+        # Later steps of this event (a recycle after the SQL of the same event) see the
+        # episode closed.
+        self.snapshot = dataclasses.replace(snap, labelled=True, label_due_at=None)
+
+
+def _features_as_of(state: LeadState, at_ms: int, policy: Policy) -> dict[str, float]:
+    """The lead's features at ``at_ms`` from hits up to then (a label must not see later ones).
+
+    Used when no open snapshot predates the label: engagement is recomputed from the hits
+    that happened by ``at_ms``. Lifetime counters (visits, pricing views) cannot be rewound
+    and may include a few later touches when the labelling event arrived late.
+    """
+    hits = tuple(h for h in state.hits if h.occurred_at <= at_ms)
+    engagement, _ = policy_engagement(hits, at_ms, policy)
+    as_of = dataclasses.replace(state, hits=hits, engagement=round(engagement, 4))
+    return lead_features(as_of, at_ms, policy.scoring.half_life_days)
 
 
 def _label_open(state: LeadState, policy: Policy) -> bool:
     converted: tuple[Stage, ...] = (Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
     if policy.labels.conversion == "won":
         converted = (Stage.CUSTOMER,)
-    return state.stage not in converted and state.stage is not Stage.DISQUALIFIED
+    # Visitors (replayed pre-identify touches) are not leads yet: no episode, no label.
+    closed = (*converted, Stage.DISQUALIFIED, Stage.VISITOR, None)
+    return state.stage not in closed
 
 
 def advance_time(
@@ -446,20 +511,26 @@ def advance_time(
                 features=dict(s.features),
             )
         )
-        s = dataclasses.replace(s, labelled=True, label_due_at=None)
+        s = dataclasses.replace(
+            s,
+            labelled=True,
+            label_due_at=None,
+            features={},
+            episode_after=max(s.episode_after, s.features_at + horizon_ms),
+        )
     return s, out
 
 
-def _to_opportunity(step: _Step, routing: RoutingState, snapshot: LeadState) -> None:
+def _to_opportunity(step: _Step, routing: RoutingState) -> None:
     # Sales is authoritative: an opportunity opened (or won) for a lead our rules never
     # qualified passes through SQL, with its hand-off, so no SQL transition goes unseen.
     if step.state.stage in _SQL_FROM:
-        step.to_sql("sales_accepted", routing, snapshot)
+        step.to_sql("sales_accepted", routing)
     if step.state.stage is Stage.SQL:
         step.move(Stage.OPPORTUNITY, "opportunity_opened")
 
 
-def _stage_action(step: _Step, routing: RoutingState, snapshot: LeadState) -> None:
+def _stage_action(step: _Step, routing: RoutingState) -> None:
     """Apply a sales decision.
 
     Sales decisions are authoritative, so they apply from any stage where the machine
@@ -476,7 +547,7 @@ def _stage_action(step: _Step, routing: RoutingState, snapshot: LeadState) -> No
     beyond_sql = (Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
     if action == "accept_mql":
         if stage in _SQL_FROM:
-            step.to_sql("sales_accepted", routing, snapshot)
+            step.to_sql("sales_accepted", routing)
         elif stage not in beyond_sql:
             raise InvalidTransition(f"lead {e.lead_id}: accept_mql while {stage}")
     elif action == "reject_mql":
@@ -484,7 +555,7 @@ def _stage_action(step: _Step, routing: RoutingState, snapshot: LeadState) -> No
             step.move(Stage.RECYCLED, reason)
     elif action == "open_opportunity":
         if stage not in (Stage.OPPORTUNITY,):
-            _to_opportunity(step, routing, snapshot)
+            _to_opportunity(step, routing)
             if step.state.stage is not Stage.OPPORTUNITY:
                 raise InvalidTransition(f"lead {e.lead_id}: open_opportunity while {stage}")
     elif action == "recycle":
@@ -497,18 +568,18 @@ def _stage_action(step: _Step, routing: RoutingState, snapshot: LeadState) -> No
         raise InvalidEvent(f"event {e.event_id}: unknown stage_changed action {action!r}")
 
 
-def _deal(step: _Step, routing: RoutingState, snapshot: LeadState) -> None:
+def _deal(step: _Step, routing: RoutingState) -> None:
     e = step.event
     stage = step.state.stage
     if e.kind is Kind.DEAL_WON:
         if stage is Stage.CUSTOMER:
             return  # another deal of a customer (expansion): nothing to transition
-        _to_opportunity(step, routing, snapshot)
+        _to_opportunity(step, routing)
         if step.state.stage is not Stage.OPPORTUNITY:
             raise InvalidTransition(f"lead {e.lead_id}: deal_won while {stage}")
         step.move(Stage.CUSTOMER, "deal_won")
         if step.policy.labels.conversion == "won":
-            step.positive(snapshot)
+            step.close_episode(label=True)
     elif stage not in (Stage.RECYCLED, Stage.DISQUALIFIED):
         step.move(Stage.RECYCLED, f"deal_lost: {e.payload.get('reason') or 'unknown'}")
 
@@ -532,14 +603,17 @@ def _score(step: _Step, model: ScoreModel | None) -> None:
             model_version=model.version,
             top_features=model.top_features(features),
         )
-    if _label_open(s, p):
+    if _label_open(s, p) and s.watermark >= s.episode_after:
+        # The snapshot is the lead at its watermark (the features above), also when this
+        # event is a late one: a replayed pre-identify touch must not open an episode in
+        # the past whose horizon has already run out.
         horizon_ms = int(p.labels.negative_horizon_days * DAY_MS)
         s = dataclasses.replace(
             s,
             features=features,
-            features_at=e.occurred_at,
+            features_at=s.watermark,
             labelled=False,
-            label_due_at=e.occurred_at + horizon_ms,
+            label_due_at=s.watermark + horizon_ms,
         )
     step.state = s
     step.out.append(
@@ -596,7 +670,6 @@ def lead_step(
     routing = routing or RoutingState()
 
     state, due = advance_time(state, event.occurred_at, policy, routing=routing)
-    snapshot = state
     step = _Step(state, event, policy)
     step.out.extend(due)
     s = step.state
@@ -650,9 +723,9 @@ def lead_step(
     elif s.stage is Stage.VISITOR and known:
         step.move(Stage.LEAD, "identified")
     if k is Kind.STAGE_CHANGED:
-        _stage_action(step, routing, snapshot)
+        _stage_action(step, routing)
     elif k in (Kind.DEAL_WON, Kind.DEAL_LOST):
-        _deal(step, routing, snapshot)
+        _deal(step, routing)
 
     scored = bool(new_hits) or k in (Kind.IDENTIFY, Kind.FORM_SUBMITTED, Kind.ERASURE_REQUESTED)
     if scored:
@@ -670,7 +743,7 @@ def lead_step(
         None,
     )
     if s.stage in _SQL_FROM and signal is not None:
-        step.to_sql(signal.name, routing, snapshot)
+        step.to_sql(signal.name, routing)
     elif (
         s.stage in (Stage.LEAD, Stage.RECYCLED)
         and s.fit >= policy.scoring.fit_threshold

@@ -1,7 +1,8 @@
 """The model score: an online river model of P(conversion | lead features).
 
-Labels arrive late (see ``lead.py``: a conversion teaches a positive with the features as
-they were when last scored; silence past the horizon teaches a negative). Quality is
+Labels arrive late (see ``lead.py``: one example per lead episode; a conversion teaches a
+positive with the features of the last score before it; a sales "no" or silence past the
+horizon teaches a negative). Quality is
 measured prequentially: every example is scored BEFORE the model learns from it, into a
 ROC AUC, and the absolute error feeds an ADWIN drift detector.
 
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 # river's metrics and drift detectors are not annotated; keep them behind Any.
 _metrics: Any = metrics
 _drift: Any = drift
+
+MODEL_KINDS = frozenset({"logreg"})
+DEFAULT_KIND = "logreg"
 
 _MAGIC = b"LFM1"
 _SIG_LEN = 32
@@ -94,9 +98,11 @@ class ScoreModel:
         policy: Policy | None = None,
         *,
         half_life_days: float | None = None,
-        name: str = "logreg",
+        kind: str = DEFAULT_KIND,
     ) -> None:
-        self.name = name
+        if kind not in MODEL_KINDS:
+            raise LeadflowError(f"unknown model kind {kind!r}; one of {sorted(MODEL_KINDS)}")
+        self.name = kind
         if half_life_days is None:
             half_life_days = policy.scoring.half_life_days if policy is not None else 14.0
         self.half_life_days = half_life_days

@@ -15,6 +15,7 @@ from leadflow.streams.collector import cli as collector_cli
 from leadflow.streams.demo import demo_cmd
 from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.logs import configure_logging
+from leadflow.streams.model_eval_cli import model_eval_cmd
 from leadflow.streams.pii.erase_cli import erase_cmd
 from leadflow.streams.projector_cli import projector as projector_cmd
 from leadflow.streams.replay_cli import replay_cmd
@@ -201,5 +202,6 @@ cli.add_command(projector_cmd)
 cli.add_command(report_group)
 cli.add_command(sql_cmd)
 cli.add_command(replay_cmd)
+cli.add_command(model_eval_cmd)
 cli.add_command(workspace_group)
 cli.add_command(erase_cmd)

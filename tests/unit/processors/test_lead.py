@@ -358,7 +358,9 @@ def test_next_deadline_tracks_sla_then_label_horizon() -> None:
         state, ev("acc", Kind.STAGE_CHANGED, 31, lead="L", action="accept_mql"), P, None
     )
     assert next_deadline(accepted) is None  # SQL: SLA met and the label was taught
-    lead_only, _ = fold(journey()[:2], None)
+    # A known lead (an email) below the MQL thresholds: only the label horizon is due.
+    lead_only, _ = fold([*journey()[:2], ev("i", Kind.IDENTIFY, 6, lead="L", email="a@b.io")])
+    assert lead_only.stage is Stage.LEAD
     horizon = int(P.labels.negative_horizon_days * DAY)
     assert next_deadline(lead_only) == lead_only.features_at + horizon
     labelled, out = advance_time(lead_only, next_deadline(lead_only), P)
