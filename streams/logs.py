@@ -36,6 +36,7 @@ SENSITIVE_KEYS = frozenset(
         "first_name",
         "last_name",
         "user_agent",
+        "subject_email",
     }
 )
 MASK = "***"
