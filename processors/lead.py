@@ -10,7 +10,11 @@ Idempotency: an event whose id was already applied changes nothing and derives n
 The lead remembers the last :data:`MAX_SEEN` distinct event ids (as 48-bit digests,
 8 base64 chars each); a duplicate older than that window would be re-applied. Redelivery
 after a crash re-sends only the uncommitted tail of a partition, far inside that window;
-ClickHouse and downstream consumers dedupe by the deterministic derived ids anyway.
+the largest burst one upstream step re-emits at once is the identity processor's replay
+of a device buffer (``identity.MAX_BUFFERED`` events plus the identifying one), which the
+window must cover; ClickHouse and downstream consumers dedupe by the deterministic derived
+ids anyway. The window is the largest part of a lead's state (a digest is incompressible,
+~6 bytes stored), so it is sized to that burst with margin, not larger.
 
 Out-of-order guarantees (events of one lead may arrive late, e.g. replayed pre-identify
 touches or a CRM lagging behind):
@@ -104,7 +108,7 @@ from leadflow.processors.scoring import (
 )
 from leadflow.processors.segments import segments_of
 
-MAX_SEEN = 128
+MAX_SEEN = 64  # > identity.MAX_BUFFERED + 1 (tested); 128 made p90 state > 2 KB
 MAX_HITS = 64
 NEGLIGIBLE = 0.01
 MAX_HISTORY = 32
@@ -222,7 +226,7 @@ def next_deadline(state: LeadState) -> int | None:
 
 def _seen_key(event_id: str) -> str:
     # 48 bits as 8 base64url chars: per lead (<= MAX_SEEN ids) a false "duplicate" has
-    # probability ~ MAX_SEEN**2 / 2**49, i.e. ~3e-11.
+    # probability ~ MAX_SEEN**2 / 2**49, i.e. ~7e-12.
     digest = hashlib.blake2b(event_id.encode(), digest_size=6).digest()
     return base64.urlsafe_b64encode(digest).decode()
 
