@@ -123,6 +123,34 @@ def _buffered(buffer: tuple[Event, ...], event: Event) -> tuple[tuple[Event, ...
     return (oldest, *rest[1:], event), 1
 
 
+def check_record_key(key: bytes | None, event: Event) -> None:
+    """Insist that a record of the inbound log is keyed by its event's person key.
+
+    State is stored under the record key and partitions follow it, so a record without a
+    key, or keyed by someone else, would read and write another person's state and sit
+    out of order with that person's other events. Such a record is refused, loudly.
+
+    Example:
+        >>> e = Event("e1", Kind.VISIT, "ws", 1, 1, anonymous_id="a1")
+        >>> check_record_key(b"a1", e)
+        >>> check_record_key(None, e)
+        Traceback (most recent call last):
+        ...
+        leadflow.processors.errors.InvalidEvent: event e1: missing key (expected 'a1')
+
+    Raises:
+        InvalidEvent: no key, another person's key, or an event that names no person.
+    """
+    expected = event.person_key  # raises for an event that names no person
+    if not key:
+        raise InvalidEvent(f"event {event.event_id}: missing key (expected {expected!r})")
+    if key != expected.encode():
+        raise InvalidEvent(
+            f"event {event.event_id}: keyed {key.decode(errors='replace')!r}, "
+            f"not by its person key {expected!r}"
+        )
+
+
 def identity_step(
     state: IdentityState | None, event: Event
 ) -> tuple[IdentityState | None, list[Event]]:

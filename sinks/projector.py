@@ -32,8 +32,16 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
+from leadflow.processors.derived import (
+    BecameSQL,
+    IdentityLinked,
+    LeadScored,
+    SlaBreached,
+    StageChanged,
+)
 from leadflow.processors.errors import InvalidEvent, LeadflowError
 from leadflow.processors.events import Event, Kind
+from leadflow.processors.identity import check_record_key
 from leadflow.schemas.codec import Codec, DecodeError, codec_from_settings
 from leadflow.sinks.erasure import erase_person
 from leadflow.sinks.migrations import migrate
@@ -58,6 +66,46 @@ PROJECTED_TOPICS: tuple[str, ...] = (
     SLA_BREACHED.name, IDENTITIES.name,
 )  # fmt: skip
 DEFAULT_GROUP = "leadflow-projector"
+
+# What each projected topic carries. A record of another type is a producer's bug: it goes
+# to the dead-letter topic instead of becoming a row in the wrong table.
+TOPIC_RECORDS: dict[str, type] = {
+    EVENTS.name: Event, LEAD_STAGE_CHANGED.name: StageChanged, LEAD_SCORED.name: LeadScored,
+    LEAD_BECAME_SQL.name: BecameSQL, SLA_BREACHED.name: SlaBreached,
+    IDENTITIES.name: IdentityLinked,
+}  # fmt: skip
+
+
+def admission_error(topic: str, key: bytes | None, obj: object) -> tuple[str, str] | None:
+    """``(reason, error)`` when a decoded record does not belong where it was found.
+
+    The inbound log admits only events keyed by their person (the worker applies the same
+    rule, so ClickHouse never counts an event the worker dead-lettered).
+
+    Example:
+        >>> from leadflow.processors.derived import Stage
+        >>> scored = LeadScored("s", "ws", "L1", 1, 0.0, 0.0, None, None, (), "e", Stage.LEAD)
+        >>> admission_error("leadflow.events", b"L1", scored)[0]
+        'wrong_record_type'
+        >>> admission_error("leadflow.lead-scored", b"L1", scored) is None
+        True
+    """
+    expected = TOPIC_RECORDS.get(topic)
+    if expected is not None and not isinstance(obj, expected):
+        return (
+            "wrong_record_type",
+            f"{type(obj).__name__} on {topic}, which carries {expected.__name__}",
+        )
+    if topic == EVENTS.name and isinstance(obj, Event):
+        try:
+            _ = obj.person_key
+        except InvalidEvent as exc:
+            return "no_person", str(exc)
+        try:
+            check_record_key(key, obj)
+        except InvalidEvent as exc:
+            return ("missing_key" if not key else "wrong_key"), str(exc)
+    return None
 
 
 class ProjectorError(LeadflowError):
@@ -316,6 +364,10 @@ class Projector:
             offsets[key] = (min(first, offset), offset)
             try:
                 obj = self.codec.decode(message.value() or b"")
+                refused = admission_error(str(message.topic()), message.key(), obj)
+                if refused is not None:
+                    self._dead_letter(message, *refused)
+                    continue
                 rows.extend(rows_for(obj))
                 if isinstance(obj, Event) and obj.kind is Kind.ERASURE_REQUESTED:
                     erasures.append(obj)
@@ -423,6 +475,7 @@ class Projector:
             ("source.partition", str(message.partition()).encode()),
             ("source.offset", str(message.offset()).encode()),
             ("stage", b"projector"),
+            ("group", self.group_id.encode()),  # a replay's group re-dead-letters: tell apart
         ]
         self._producer.produce(DLQ.name, value=message.value(), key=message.key(), headers=headers)
         self._producer.poll(0)

@@ -26,6 +26,7 @@ from leadflow.processors import derived as d
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event
 from leadflow.processors.identity import (
+    check_record_key,
     decode_identity_state,
     encode_identity_state,
     identity_link,
@@ -237,6 +238,7 @@ class LeadflowApp:
             key = event.key
             try:
                 inbound = self._decode_as(event.value, Event)
+                check_record_key(key, inbound)
                 raw_state = self.identities.get(key)
                 state = decode_identity_state(raw_state) if raw_state else None
                 new_state, out = identity_step(state, inbound)
