@@ -41,6 +41,9 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 demo: $(STAMP) kafka-jars  ## the whole pipeline on simulated traffic, with a report
 	$(BIN)/leadflow demo
 
+bench: $(STAMP) kafka-jars  ## benchmarks, ~15 min on 2 cores (BENCH_QUICK=1: ~3 min smoke run); see docs/benchmarks.md
+	$(BIN)/python -m bench.run
+
 lock:  ## refresh constraints.txt from a clean resolve
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
 	.lockenv/bin/python -m pip install -q --upgrade pip

@@ -103,10 +103,11 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
     p.add_argument("--touches", type=int, default=None)
     p.add_argument("--conversion", default="sql")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=None, help="runs per query (median)")
     args = p.parse_args()
-    touches = args.touches or (200_000 if args.quick else 10_000_000)
-    emit(run(touches, args.conversion, args.repeat), args.json)
+    touches = args.touches or (100_000 if args.quick else 10_000_000)
+    repeat = args.repeat or (1 if args.quick or touches > 2_000_000 else 3)
+    emit(run(touches, args.conversion, repeat), args.json)
 
 
 if __name__ == "__main__":

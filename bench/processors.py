@@ -154,7 +154,7 @@ def main() -> None:
     p.add_argument("--people", type=int, default=None)
     p.add_argument("--profile", action="store_true", help="cProfile the loop (top 25)")
     args = p.parse_args()
-    people = args.people or (1_500 if args.quick else 8_000)
+    people = args.people or (600 if args.quick else 6_000)
     emit(run(people, args.profile), args.json)
 
 
