@@ -40,6 +40,7 @@ class ModelQuality:
     leads: int
     converted: int
     rule_auc: float | None
+    rule_auc_model_leads: float | None  # the rule score on exactly the leads the model scored
     model_auc: float | None
     best_auc: float | None
     prequential: dict[str, Any]
@@ -56,11 +57,12 @@ def model_quality(settings: Settings, client: Any, truth: dict[str, LeadTruth]) 
     labels = [t.converted for t, _, _ in labelled]
     rule_auc = auc([r for _, r, _ in labelled], labels) if 0 < sum(labels) < len(labels) else None
     model_rows = [(t.converted, m) for t, _, m in labelled if m is not None]
-    model_auc = (
-        auc([m for _, m in model_rows], [c for c, _ in model_rows])
-        if model_rows and 0 < sum(c for c, _ in model_rows) < len(model_rows)
-        else None
-    )
+    both = bool(model_rows) and 0 < sum(c for c, _ in model_rows) < len(model_rows)
+    model_auc = auc([m for _, m in model_rows], [c for c, _ in model_rows]) if both else None
+    # Leads scored before the first model snapshot have no model score; comparing the
+    # rule score on all leads with the model on the rest would compare different leads.
+    same = [(t.converted, r) for t, r, m in labelled if m is not None]
+    rule_auc_model_leads = auc([r for _, r in same], [c for c, _ in same]) if both else None
     snapshot = latest_snapshot(settings)
     prequential = (
         ScoreModel.restore(snapshot, model_key(settings)).quality() if snapshot is not None else {}
@@ -69,6 +71,7 @@ def model_quality(settings: Settings, client: Any, truth: dict[str, LeadTruth]) 
         leads=len(labelled),
         converted=sum(labels),
         rule_auc=rule_auc,
+        rule_auc_model_leads=rule_auc_model_leads,
         model_auc=model_auc,
         best_auc=best_possible_auc(truth) if truth else None,
         prequential=prequential,
@@ -254,6 +257,7 @@ def write_report(
         ("score", "AUC"),
         [
             ("rule score (fit + engagement), before SQL", quality.rule_auc),
+            ("rule score, the leads the model scored", quality.rule_auc_model_leads),
             ("model score, before SQL", quality.model_auc),
             ("model, prequential (scored before learning)", quality.prequential.get("auc")),
             ("best possible (true propensity)", quality.best_auc),

@@ -11,11 +11,13 @@ latest *snapshot* (every ``model.snapshot_every`` examples), like the workers.
 It reports, for one seeded simulation:
 
 - training examples: how many, positives, examples per lead (mean, p90, max);
-- prequential ROC AUC (each example scored before the model learns it);
+- prequential ROC AUC (each example scored before the model learns it), as the model
+  reports it and exactly (Mann-Whitney over the same scores);
 - per-lead AUC of the last score before the lead's first SQL, for the rule score and the
   model score, on the same leads, next to the best possible (true propensity), exactly as
   ``streams/demo_report.py`` defines them, plus the model AUC on all leads;
-- the trainer's learn + predict cost per example in microseconds;
+- the trainer's learn + predict cost per example, and the cost of scoring one lead
+  (``predict`` + ``top_features``, what every scored event pays), in microseconds;
 - the serialized lead state size (median, p90, max) at the end of the run.
 
 Wall-clock time is read only to measure the model's cost; nothing in the processors sees it.
@@ -66,6 +68,17 @@ class Replay:
     states: dict[str, LeadState] = field(default_factory=dict)
     dead_letters: int = 0
     learn_seconds: float = 0.0
+    prequential: list[tuple[float, bool]] = field(default_factory=list)
+
+    def predict_seconds(self) -> float:
+        """Mean time of one score (``predict`` plus ``top_features``) with the final model."""
+        if not self.examples:
+            return 0.0
+        started = time.perf_counter()
+        for ex in self.examples:
+            self.model.predict(ex.features)
+            self.model.top_features(ex.features)
+        return (time.perf_counter() - started) / len(self.examples)
 
 
 def lead_events(events: Iterable[Event]) -> Iterable[Event]:
@@ -102,7 +115,7 @@ def replay(events: Iterable[Event], policy: Policy, model: ScoreModel) -> Replay
             elif isinstance(obj, Example):
                 run.examples.append(obj)
                 started = time.perf_counter()
-                model.learn(obj.features, obj.label)
+                run.prequential.append((model.learn(obj.features, obj.label), obj.label))
                 run.learn_seconds += time.perf_counter() - started
                 if model.n_learned % policy.model.snapshot_every == 0:
                     published = copy.deepcopy(model)
@@ -191,6 +204,9 @@ def evaluate(run: Replay, truth: dict[str, LeadTruth]) -> dict[str, float | int 
         "examples_per_lead_p90": _quantile(counts, 0.9),
         "examples_per_lead_max": max(counts, default=0),
         "prequential_auc": round(run.model.auc, 4),
+        "prequential_auc_exact": _auc(
+            [p for p, _ in run.prequential], [y for _, y in run.prequential]
+        ),
         "drift_alarms": run.model.drift_count,
         "leads_compared": len(labels),
         "converted": sum(labels),
@@ -200,6 +216,7 @@ def evaluate(run: Replay, truth: dict[str, LeadTruth]) -> dict[str, float | int 
         "leads_all": len(labels_rule_all),
         "best_auc": best,
         "learn_predict_us": round(run.learn_seconds / n * 1e6, 1),
+        "score_us": round(run.predict_seconds() * 1e6, 1),
         "leads": len(sizes),
         "state_median_bytes": int(statistics.median(sizes)) if sizes else 0,
         "state_p90_bytes": _quantile(sizes, 0.9),
