@@ -29,8 +29,9 @@ import copy
 import heapq
 import statistics
 import time
+import zlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from rich.table import Table
@@ -95,16 +96,51 @@ def lead_events(events: Iterable[Event]) -> Iterable[Event]:
         yield from out
 
 
-def replay(events: Iterable[Event], policy: Policy, model: ScoreModel) -> Replay:
-    """Run identity + lead processors over ``events``; train ``model`` on their examples."""
+def arrival_order(
+    events: Iterable[Event], key: Callable[[Event], str], partitions: int, batch: int
+) -> list[Event]:
+    """The order one consumer of ``partitions`` partitions sees: ``batch`` records of each in turn.
+
+    Per-partition order is kept, but partitions with little traffic run ahead in event time
+    and a key's events may arrive after those of keys on other partitions that happened
+    later: what the worker sees on the real broker (e.g. a sales event keyed by lead
+    arriving before the device's buffered touches).
+    """
+    parts: list[list[Event]] = [[] for _ in range(partitions)]
+    for event in events:
+        parts[zlib.crc32(key(event).encode()) % partitions].append(event)
+    out: list[Event] = []
+    for start in range(0, max((len(p) for p in parts), default=0), batch):
+        for part in parts:
+            out.extend(part[start : start + batch])
+    return out
+
+
+def replay(
+    events: Iterable[Event],
+    policy: Policy,
+    model: ScoreModel,
+    *,
+    partitions: int = 0,
+    batch: int = 500,
+    refresh_every: int = 0,
+) -> Replay:
+    """Run identity + lead processors over ``events``; train ``model`` on their examples.
+
+    With ``partitions`` the inbound and the lead-keyed logs are consumed in
+    :func:`arrival_order` (otherwise in event-time order). With ``refresh_every`` the lead
+    step scores with the newest snapshot as of every that many lead events (the workers
+    poll ``leadflow.models``), otherwise with the newest snapshot at once.
+    """
     run = Replay(model=model)
+    newest: ScoreModel | None = None
     published: ScoreModel | None = None
     routing = RoutingState()
     heap: list[tuple[int, str]] = []
     watermark = 0
 
     def absorb(out: list[object]) -> None:
-        nonlocal published, routing
+        nonlocal newest, routing
         for obj in out:
             if isinstance(obj, LeadScored):
                 run.scores[obj.lead_id].append(obj)
@@ -118,9 +154,17 @@ def replay(events: Iterable[Event], policy: Policy, model: ScoreModel) -> Replay
                 run.prequential.append((model.learn(obj.features, obj.label), obj.label))
                 run.learn_seconds += time.perf_counter() - started
                 if model.n_learned % policy.model.snapshot_every == 0:
-                    published = copy.deepcopy(model)
+                    newest = copy.deepcopy(model)
 
-    for event in lead_events(events):
+    lead_log: Iterable[Event]
+    if partitions:
+        inbound = arrival_order(events, lambda e: e.person_key, partitions, batch)
+        lead_log = arrival_order(lead_events(inbound), lambda e: str(e.lead_id), partitions, batch)
+    else:
+        lead_log = lead_events(events)
+    for n, event in enumerate(lead_log):
+        if not refresh_every or n % refresh_every == 0:
+            published = newest
         lead = str(event.lead_id)
         try:
             state, out = lead_step(run.states.get(lead), event, policy, published, routing=routing)
@@ -226,13 +270,21 @@ def evaluate(run: Replay, truth: dict[str, LeadTruth]) -> dict[str, float | int 
 
 
 def run_eval(
-    people: int, days: float, seed: int, kind: str, policy: Policy | None = None
+    people: int,
+    days: float,
+    seed: int,
+    kind: str,
+    policy: Policy | None = None,
+    *,
+    partitions: int = 0,
+    refresh_every: int = 0,
 ) -> dict[str, float | int | None]:
     """Simulate, replay through the processors with a ``kind`` model, and evaluate."""
     policy = policy or load_default_policy()
     simulation = Simulation(SimConfig(people=people, days=days, seed=seed))
     events = (message_to_event(m, WORKSPACE) for m in simulation.messages())
-    run = replay(events, policy, ScoreModel(policy, kind=kind))
+    model = ScoreModel(policy, kind=kind)
+    run = replay(events, policy, model, partitions=partitions, refresh_every=refresh_every)
     return evaluate(run, simulation.ground_truth())
 
 

@@ -19,7 +19,28 @@ from rich.console import Console
     multiple=True,
     help="Model kind(s) to compare side by side (default: the one the trainer uses).",
 )
-def model_eval_cmd(people: int, days: float, seed: int, kinds: tuple[str, ...]) -> None:
+@click.option(
+    "--partitions",
+    default=0,
+    show_default=True,
+    help="Consume the logs as from this many partitions, 500 records each in turn "
+    "(0: in event-time order). The demo's worker sees 12.",
+)
+@click.option(
+    "--refresh-every",
+    default=0,
+    show_default=True,
+    help="Score with the newest model snapshot only every N lead events (0: at once), "
+    "like workers polling leadflow.models.",
+)
+def model_eval_cmd(
+    people: int,
+    days: float,
+    seed: int,
+    kinds: tuple[str, ...],
+    partitions: int,
+    refresh_every: int,
+) -> None:
     r"""Measure the lead model and the lead state size offline (no Kafka, no ClickHouse).
 
     Replays a seeded simulation through the pure identity and lead processors, trains
@@ -32,12 +53,18 @@ def model_eval_cmd(people: int, days: float, seed: int, kinds: tuple[str, ...]) 
     Examples:
       leadflow model-eval                          # the demo's simulation
       leadflow model-eval --model logreg --model arf --people 1000
+      leadflow model-eval --partitions 12 --refresh-every 2000   # closer to the demo
     """
     from leadflow.processors.model import DEFAULT_KIND
     from leadflow.processors.policy import load_default_policy
     from leadflow.streams.model_eval import results_table, run_eval
 
     policy = load_default_policy()
-    results = {k: run_eval(people, days, seed, k, policy) for k in kinds or (DEFAULT_KIND,)}
+    results = {
+        k: run_eval(
+            people, days, seed, k, policy, partitions=partitions, refresh_every=refresh_every
+        )
+        for k in kinds or (DEFAULT_KIND,)
+    }
     title = f"model-eval: {people:,} people, {days:g} days, seed {seed}"
     Console().print(results_table(title, results))

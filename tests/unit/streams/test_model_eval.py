@@ -1,7 +1,8 @@
 """``leadflow model-eval``: the offline replay of the processors behind the model figures."""
 
+from leadflow.processors.events import Event, Kind
 from leadflow.processors.policy import load_default_policy
-from leadflow.streams.model_eval import run_eval
+from leadflow.streams.model_eval import arrival_order, run_eval
 
 P = load_default_policy()
 TIMINGS = ("learn_predict_us", "score_us")
@@ -24,3 +25,16 @@ def test_a_small_simulation_gives_sane_repeatable_figures() -> None:
     assert abs(exact - reported) < 0.02
     assert isinstance(first["state_p90_bytes"], int)
     assert first["state_p90_bytes"] < 2048
+
+
+def test_arrival_order_keeps_every_event_and_each_keys_order() -> None:
+    events = [
+        Event(f"e{i}", Kind.VISIT, "ws", i, i, anonymous_id=f"a{i % 7}", lead_id=None)
+        for i in range(100)
+    ]
+    seen = arrival_order(events, lambda e: e.person_key, partitions=3, batch=4)
+    assert sorted(e.event_id for e in seen) == sorted(e.event_id for e in events)
+    for device in {e.person_key for e in events}:
+        mine = [e.occurred_at for e in seen if e.person_key == device]
+        assert mine == sorted(mine)
+    assert [e.occurred_at for e in seen] != sorted(e.occurred_at for e in seen)
