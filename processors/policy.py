@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -337,7 +338,11 @@ class _N:
         tag, value = self._scalar()
         if tag not in {"int", "float"}:
             raise self.fail("must be a number")
-        return float(yaml.safe_load(value))
+        number = float(yaml.safe_load(value))
+        if not math.isfinite(number):
+            # .nan passes every "> 0" check and then turns each decayed score into NaN.
+            raise self.fail("must be a finite number")
+        return number
 
     def integer(self) -> int:
         tag, value = self._scalar()
@@ -391,11 +396,15 @@ def _match(n: _N, domains: Mapping[str, tuple[str, ...]]) -> Match:
     domain_list = _opt(m, "domain_list", _N.text, None)
     if domain_list is not None and domain_list not in domains:
         raise m["domain_list"].fail(f"no list {domain_list!r} under domains")
+    low, high = _opt(m, "min", _N.num, None), _opt(m, "max", _N.num, None)
+    if low is not None and high is not None and low > high:
+        # An empty range never matches: the rule would silently never fire.
+        raise m["max"].fail(f"must not be below min ({low:g})")
     return Match(
         contains_any=_opt(m, "contains_any", _N.strs, ()),
         equals_any=_opt(m, "equals_any", _N.strs, ()),
-        min=_opt(m, "min", _N.num, None),
-        max=_opt(m, "max", _N.num, None),
+        min=low,
+        max=high,
         domain_list=domain_list,
     )
 

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.streams.cli_params import FiniteFloatRange
 from leadflow.streams.local_kafka import LocalKafka
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
@@ -248,8 +249,20 @@ def run_demo(settings: Settings, people: int, days: float, seed: int, out: Path)
 
 
 @click.command("demo")
-@click.option("--people", default=3000, show_default=True, help="Simulated people.")
-@click.option("--days", default=180.0, show_default=True, help="Event-time span in days.")
+@click.option(
+    "--people",
+    type=click.IntRange(min=1),
+    default=3000,
+    show_default=True,
+    help="Simulated people.",
+)
+@click.option(
+    "--days",
+    type=FiniteFloatRange(min=0, min_open=True, max=3650),
+    default=180.0,
+    show_default=True,
+    help="Event-time span in days.",
+)
 @click.option("--seed", default=1, show_default=True, help="Simulation seed (same seed, same run).")
 @click.option(
     "--out",

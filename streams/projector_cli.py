@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from leadflow.sinks.migrations import DEFAULT_DATABASE
 from leadflow.sinks.projector import DEFAULT_GROUP, Projector
+from leadflow.streams.cli_params import FiniteFloatRange
 from leadflow.streams.logs import get_logger
-from leadflow.streams.report_cli import clickhouse_client
+from leadflow.streams.report_cli import clickhouse_client, database_option
 from leadflow.streams.settings import Settings
 
 log = get_logger(__name__)
@@ -46,11 +46,16 @@ def connect_with_backoff(
 
 
 @click.command("projector")
-@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
+@database_option
 @click.option("--group", "group_id", default=DEFAULT_GROUP, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True)
 @click.option("--until-idle", is_flag=True, help="Stop once every partition is caught up.")
-@click.option("--max-seconds", type=float, default=600.0, help="With --until-idle: give up after.")
+@click.option(
+    "--max-seconds",
+    type=FiniteFloatRange(min=0, min_open=True, max=7 * 86400),
+    default=600.0,
+    help="With --until-idle: give up after.",
+)
 @click.pass_context
 def projector(
     ctx: click.Context,

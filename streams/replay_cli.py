@@ -5,16 +5,21 @@ from __future__ import annotations
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from leadflow.sinks.migrations import DEFAULT_DATABASE
 from leadflow.sinks.projector import Projector, ProjectorStats
 from leadflow.sinks.replay import replay
-from leadflow.streams.report_cli import clickhouse_client
+from leadflow.streams.cli_params import FiniteFloatRange
+from leadflow.streams.report_cli import clickhouse_client, database_option
 from leadflow.streams.settings import Settings
 
 
 @click.command("replay")
-@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
-@click.option("--max-seconds", type=float, default=3600.0, show_default=True)
+@database_option
+@click.option(
+    "--max-seconds",
+    type=FiniteFloatRange(min=0, min_open=True, max=7 * 86400),
+    default=3600.0,
+    show_default=True,
+)
 @click.pass_context
 def replay_cmd(ctx: click.Context, database: str, max_seconds: float) -> None:
     """Rebuild the projections from offset 0 into a fresh database version and swap it in.

@@ -20,6 +20,8 @@ from rich.table import Table
 from leadflow.sinks import reports
 from leadflow.sinks.migrations import DEFAULT_DATABASE, migrate
 from leadflow.sinks.reports import Report
+from leadflow.sinks.tables import DdlError, check_identifier
+from leadflow.streams.cli_params import workspace_param
 from leadflow.streams.security import clickhouse_options
 from leadflow.streams.settings import Settings
 
@@ -32,6 +34,24 @@ def clickhouse_client(settings: Settings) -> Any:
     from clickhouse_connect import get_client
 
     return get_client(**clickhouse_options(settings))
+
+
+def _check_database(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return check_identifier(value, "database")
+    except DdlError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def database_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--database``, refused at parse time unless it is a plain identifier.
+
+    It is pasted into SQL, so a bad name must fail as a usage error before anything
+    connects to ClickHouse (and, locally, before the embedded engine's directory is made).
+    """
+    return click.option(
+        "--database", default=DEFAULT_DATABASE, show_default=True, callback=_check_database
+    )(func)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -80,6 +100,8 @@ def render(report: Report, fmt: str) -> str:
 def _dates(date_from: datetime | None, date_to: datetime | None) -> tuple[date, date]:
     if date_from is None or date_to is None:
         raise click.UsageError("--from and --to are required (YYYY-MM-DD, --to exclusive)")
+    if date_to <= date_from:
+        raise click.UsageError(f"--to ({date_to:%Y-%m-%d}) must be after --from (exclusive end)")
     return date_from.date(), date_to.date()
 
 
@@ -89,8 +111,10 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         func
     )
     func = click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]))(func)
-    func = click.option("--database", default=DEFAULT_DATABASE, show_default=True)(func)
-    func = click.option("--workspace", help="Only this workspace (default: all).")(func)
+    func = database_option(func)
+    func = click.option(
+        "--workspace", callback=workspace_param, help="Only this workspace (default: all)."
+    )(func)
     return func
 
 
@@ -284,7 +308,7 @@ def experiments_cmd(
 
 @click.command("sql")
 @click.argument("query")
-@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
+@database_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table")
 @click.pass_context
 def sql_cmd(ctx: click.Context, query: str, database: str, fmt: str) -> None:
@@ -297,6 +321,8 @@ def sql_cmd(ctx: click.Context, query: str, database: str, fmt: str) -> None:
         rows = [tuple(r) for r in result.result_rows]
         columns = tuple(result.column_names)
     finally:
-        client.database = previous
+        # chdb keeps the last database current when set back to None: a later query in
+        # the same engine would then run in a database that may have been dropped.
+        client.database = previous or "default"
         client.close()
     click.echo(render(Report("sql", columns, rows), fmt))

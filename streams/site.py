@@ -62,7 +62,9 @@ def serve_site(host: str, port: int, write_key: str, collector_url: str) -> Thre
 
 
 @click.command("site")
-@click.option("--port", default=8089, show_default=True, help="Port of the site.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8089, show_default=True, help="Site port."
+)
 @click.option("--write-key", required=True, help="A collector write key (leadflow keys create).")
 @click.pass_context
 def site_cmd(ctx: click.Context, port: int, write_key: str) -> None:

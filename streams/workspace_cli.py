@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import click
 
-from leadflow.sinks.migrations import DEFAULT_DATABASE
 from leadflow.sinks.workspaces import (
-    WorkspaceError,
-    check_workspace,
     create_workspace_views,
     grant_statements,
     row_policy_statements,
     workspace_view_statements,
 )
-from leadflow.streams.report_cli import clickhouse_client
+from leadflow.streams.cli_params import workspace_param
+from leadflow.streams.report_cli import clickhouse_client, database_option
 from leadflow.streams.settings import Settings
-
-
-def _workspace(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    try:
-        return check_workspace(value)
-    except WorkspaceError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _identifier(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -44,8 +35,8 @@ def workspace() -> None:
 
 
 @workspace.command("views")
-@click.argument("workspace_id", callback=_workspace)
-@click.option("--database", default=DEFAULT_DATABASE, show_default=True, callback=_identifier)
+@click.argument("workspace_id", callback=workspace_param)
+@database_option
 @click.option("--grantee", callback=_identifier, help="Also print the GRANT for this user/role.")
 @click.option("--print-only", is_flag=True, help="Print the DDL instead of running it.")
 @click.pass_context
@@ -75,9 +66,9 @@ def views_cmd(
 
 
 @workspace.command("policy")
-@click.argument("workspace_id", callback=_workspace)
+@click.argument("workspace_id", callback=workspace_param)
 @click.option("--grantee", required=True, callback=_identifier, help="ClickHouse user or role.")
-@click.option("--database", default=DEFAULT_DATABASE, show_default=True, callback=_identifier)
+@database_option
 def policy_cmd(workspace_id: str, grantee: str, database: str) -> None:
     """Print the row-policy DDL that limits GRANTEE to WORKSPACE_ID on a ClickHouse server.
 

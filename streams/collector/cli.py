@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import click
@@ -9,8 +11,9 @@ from fastapi import FastAPI
 from rich.console import Console
 from rich.table import Table
 
+from leadflow.streams.cli_params import workspace_param
 from leadflow.streams.collector.app import build_collector, create_app, keys_path
-from leadflow.streams.collector.keys import KeyStore
+from leadflow.streams.collector.keys import KeyStore, KeyStoreError
 from leadflow.streams.logs import configure_logging
 from leadflow.streams.settings import Settings, load_settings
 
@@ -19,6 +22,15 @@ def _settings(ctx: click.Context) -> Settings:
     settings = ctx.find_root().obj
     assert isinstance(settings, Settings)
     return settings
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """A key operation that cannot be done is one ``Error:`` line and exit 1."""
+    try:
+        yield
+    except KeyStoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _now() -> datetime:
@@ -87,19 +99,21 @@ def _store(ctx: click.Context) -> KeyStore:
 
 
 @keys.command("create")
-@click.argument("workspace")
+@click.argument("workspace", callback=workspace_param)
 @click.pass_context
 def keys_create(ctx: click.Context, workspace: str) -> None:
     """Make a new write key for WORKSPACE and print it (once)."""
-    click.echo(_store(ctx).create(workspace, _now))
+    with _clear_errors():
+        click.echo(_store(ctx).create(workspace, _now))
 
 
 @keys.command("rotate")
-@click.argument("workspace")
+@click.argument("workspace", callback=workspace_param)
 @click.pass_context
 def keys_rotate(ctx: click.Context, workspace: str) -> None:
     """Revoke WORKSPACE's active keys and print a new one (once)."""
-    click.echo(_store(ctx).rotate(workspace, _now))
+    with _clear_errors():
+        click.echo(_store(ctx).rotate(workspace, _now))
 
 
 @keys.command("revoke")
@@ -107,7 +121,8 @@ def keys_rotate(ctx: click.Context, workspace: str) -> None:
 @click.pass_context
 def keys_revoke(ctx: click.Context, key_id: str) -> None:
     """Revoke one key by its id (see `leadflow keys list`)."""
-    record = _store(ctx).revoke(key_id, _now)
+    with _clear_errors():
+        record = _store(ctx).revoke(key_id, _now)
     click.echo(f"revoked {record.key_id} of {record.workspace_id}")
 
 
