@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install kafka-jars test test-unit test-integration lint format demo bench clean lock compose-check
+.PHONY: help install kafka-jars test test-unit test-integration test-faults lint format demo bench clean lock compose-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,6 +28,15 @@ test-unit: $(STAMP)  ## only the fast tests of pure logic
 
 test-integration: $(STAMP) kafka-jars  ## only the tests against the real broker and ClickHouse
 	$(BIN)/pytest -m integration
+
+FAULT_TESTS := tests/integration/collector/test_outage.py \
+  tests/integration/sinks/test_projector_kafka.py tests/integration/sinks/test_projector_outage.py \
+  tests/integration/pipeline/test_poison.py tests/integration/pipeline/test_worker_restart.py \
+  tests/integration/sinks/test_kafka_bad_input.py tests/integration/collector/test_bad_input.py \
+  tests/unit/streams/test_bad_input_cli.py tests/integration/sinks/test_workspaces.py
+
+test-faults: $(STAMP) kafka-jars  ## only the fault, bad-input and isolation tests (all are in make test too)
+	$(BIN)/pytest $(FAULT_TESTS)
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check .

@@ -6,7 +6,7 @@ instead of starting a broker.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +88,26 @@ def clickhouse_db(clickhouse_session: Any, request: pytest.FixtureRequest) -> It
         yield name
     finally:
         clickhouse_session.command(f"DROP DATABASE IF EXISTS {name}")
+
+
+# Fault and bad-input tests state the counts they checked; the lines are printed in one
+# section at the end of the run (make test), not only on failure.
+_COUNTS_CHECKED: list[str] = []
+
+
+@pytest.fixture
+def counts_checked(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a line such as ``"15 acknowledged, each once in Kafka"`` for the summary."""
+
+    def state(line: str) -> None:
+        _COUNTS_CHECKED.append(f"{request.node.nodeid}: {line}")
+
+    return state
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print every count the fault and bad-input tests checked."""
+    if _COUNTS_CHECKED:
+        terminalreporter.section("counts checked by the fault and bad-input tests")
+        for line in _COUNTS_CHECKED:
+            terminalreporter.write_line(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -81,7 +82,9 @@ def test_rate_limit_per_write_key(
 
 @pytest.mark.slow
 def test_broker_stop_and_restart(
-    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    base_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    counts_checked: Callable[[str], None],
 ) -> None:
     """Our own broker (the session's stays up): stop it, get 503s, restart, retry."""
     home = tmp_path_factory.mktemp("own-kafka")
@@ -134,6 +137,11 @@ def test_broker_stop_and_restart(
                 acknowledged.append(mid)
         counts = Counter(read_all_ids(settings))
         assert {mid: counts[mid] for mid in acknowledged} == {mid: 1 for mid in acknowledged}
+        counts_checked(
+            f"broker stopped and restarted: {len(refused)} request(s) answered 503 and retried, "
+            f"{len(acknowledged)} acknowledged, each exactly once in Kafka "
+            f"({sum(counts.values())} records on the topic)"
+        )
 
 
 def read_all_ids(settings: Settings) -> list[str]:

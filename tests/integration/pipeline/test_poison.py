@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -184,7 +185,7 @@ def transitions(settings: Settings, workspace: str, expect: int) -> list[tuple[s
 
 
 def test_poison_goes_to_the_dlq_with_its_reason_and_the_journey_is_unchanged(
-    topics: Settings, worker: WorkerProcess
+    topics: Settings, worker: WorkerProcess, counts_checked: Callable[[str], None]
 ) -> None:
     run = uuid.uuid4().hex[:6]
     control, poisoned = Journey(f"ws-clean-{run}"), Journey(f"ws-poison-{run}")
@@ -228,7 +229,7 @@ def test_poison_goes_to_the_dlq_with_its_reason_and_the_journey_is_unchanged(
         assert letter["value"] == value, case
         assert reason in letter["leadflow.reason"].decode(), (case, letter)
         assert letter["key"] == (None if key == NO_KEY else key or poisoned.anon.encode()), case
-    print(
+    counts_checked(
         f"{len(corpus)} poison records -> exactly one dead letter each, reasons checked; "
         f"journey transitions {clean} identical to the clean run; 1 hand-off each"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -168,11 +169,16 @@ def projected(kafka: Settings, clickhouse_session: Any) -> tuple[Any, ...]:
     return cases, by_case, rows, group
 
 
-def test_only_the_good_records_reach_clickhouse(projected: Any) -> None:
+def test_only_the_good_records_reach_clickhouse(
+    projected: Any, counts_checked: Callable[[str], None]
+) -> None:
     cases, by_case, rows, _group = projected
     assert rows == {"events": 2, "scores": 0, "costs": 0}
     assert set(by_case) == set(cases)
-    print(f"{len(cases)} bad records, each dead-lettered; rows of the good ones only: {rows}")
+    counts_checked(
+        f"{len(cases)} bad records, each dead-lettered exactly once by this projector group "
+        f"with its reason (per-case tests); ClickHouse rows are the 2 good records: {rows}"
+    )
 
 
 @pytest.mark.parametrize("case", sorted(corpus("x")))

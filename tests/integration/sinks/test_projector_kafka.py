@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -173,7 +174,10 @@ class DownFirst:
 
 
 def test_clickhouse_down_backs_off_then_catches_up(
-    kafka: Settings, clickhouse_session: Any, clickhouse_db: str
+    kafka: Settings,
+    clickhouse_session: Any,
+    clickhouse_db: str,
+    counts_checked: Callable[[str], None],
 ) -> None:
     create_topics(kafka)
     workspace = f"ws-{uuid.uuid4().hex[:8]}"
@@ -191,3 +195,6 @@ def test_clickhouse_down_backs_off_then_catches_up(
     # Everything was committed once ClickHouse came back: the group has nothing left to read.
     again = Projector(kafka, clickhouse_session, clickhouse_db, group_id=f"down-{workspace}")
     assert again.run_until_idle(max_seconds=60).records == 0
+    counts_checked(
+        f"5 failed inserts, backoff {waits}; then counts {EXPECTED}; 0 records left uncommitted"
+    )

@@ -12,6 +12,7 @@ import contextlib
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import Any
 
@@ -68,7 +69,10 @@ class Server:
 
 
 def test_clickhouse_refusing_at_start_and_mid_stream_then_exact_counts(
-    kafka: Settings, clickhouse_session: Any, clickhouse_db: str
+    kafka: Settings,
+    clickhouse_session: Any,
+    clickhouse_db: str,
+    counts_checked: Callable[[str], None],
 ) -> None:
     create_topics(kafka)
     workspace = f"ws-{uuid.uuid4().hex[:8]}"
@@ -124,7 +128,7 @@ def test_clickhouse_refusing_at_start_and_mid_stream_then_exact_counts(
         # Committed only after the rows were in: the group has nothing left to read.
         again = Projector(kafka, client, clickhouse_db, group_id=f"refused-{workspace}")
         assert again.run_until_idle(max_seconds=60).records == 0
-        print(
+        counts_checked(
             f"ClickHouse refused {len(connect_waits)} connects, 3 migrations and 3 inserts; "
             f"projected {stats.records} records in {len(batches)} batches; counts {counts}"
         )

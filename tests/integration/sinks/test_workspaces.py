@@ -158,7 +158,10 @@ def test_every_report_with_a_workspace_is_in_the_contract() -> None:
 
 @pytest.mark.parametrize("name", sorted(REPORTS))
 def test_report_for_a_ignores_b(
-    clickhouse_session: Any, worlds: tuple[str, str], name: str
+    clickhouse_session: Any,
+    worlds: tuple[str, str],
+    name: str,
+    counts_checked: Callable[[str], None],
 ) -> None:
     mixed, alone = worlds
     run = REPORTS[name]
@@ -169,11 +172,11 @@ def test_report_for_a_ignores_b(
     # B's data is really there: B's own report differs from A's and carries B's values.
     b_mixed = run(clickhouse_session, mixed, B)
     assert repr(b_mixed) != repr(a_mixed)
-    print(f"{name}: workspace A identical with and without B; B differs")
+    counts_checked(f"{name}: workspace A identical with and without B; B differs")
 
 
 def test_workspace_views_hold_only_their_workspace(
-    clickhouse_session: Any, worlds: tuple[str, str]
+    clickhouse_session: Any, worlds: tuple[str, str], counts_checked: Callable[[str], None]
 ) -> None:
     mixed, _alone = worlds
     ws_db = create_workspace_views(clickhouse_session, mixed, A)
@@ -196,7 +199,7 @@ def test_workspace_views_hold_only_their_workspace(
     # Every table and view exposed, and nearly all hold data in this world (so the
     # comparison above is not vacuous).
     assert checked >= len(analyst_objects()) - 2
-    print(f"{checked} of {len(analyst_objects())} workspace views non-empty and A-only")
+    counts_checked(f"{checked} of {len(analyst_objects())} workspace views non-empty and A-only")
 
 
 def test_workspace_views_are_idempotent_and_isolated_per_workspace(
