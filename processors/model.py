@@ -77,8 +77,8 @@ def _pipeline(kind: str) -> Any:
 
 # Measured with ``leadflow model-eval`` (3,000 people, 180 days, seeds 1-3; see
 # docs/architecture.md): per-lead AUC logreg 0.922/0.918/0.926, logreg_fx 0.923/0.921/0.928,
-# arf 0.954/0.909/0.923 at ~10x the scoring cost and no per-feature explanation. The
-# trainer uses DEFAULT_KIND; the others stay selectable for measurement.
+# arf 0.954/0.909/0.923 at 16x the learning and 4x the scoring cost, with no per-feature
+# explanation. The trainer uses DEFAULT_KIND; the others stay selectable for measurement.
 MODEL_KINDS = frozenset({"logreg", "logreg_fx", "arf"})
 DEFAULT_KIND = "logreg"
 

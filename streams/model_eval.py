@@ -128,9 +128,11 @@ def replay(
     """Run identity + lead processors over ``events``; train ``model`` on their examples.
 
     With ``partitions`` the inbound and the lead-keyed logs are consumed in
-    :func:`arrival_order` (otherwise in event-time order). With ``refresh_every`` the lead
-    step scores with the newest snapshot as of every that many lead events (the workers
-    poll ``leadflow.models``), otherwise with the newest snapshot at once.
+    :func:`arrival_order` (otherwise in event-time order); label and SLA deadlines fire as
+    soon as the newest event time of any partition passes them (an upper bound: the
+    worker's DeadlineTick lets the lead's own queued records go first). With
+    ``refresh_every`` the lead step scores with the newest snapshot as of every that many
+    lead events (the workers poll ``leadflow.models``), otherwise with the newest at once.
     """
     run = Replay(model=model)
     newest: ScoreModel | None = None
@@ -156,6 +158,20 @@ def replay(
                 if model.n_learned % policy.model.snapshot_every == 0:
                     newest = copy.deepcopy(model)
 
+    def fire(watermark: int) -> None:
+        fired: set[str] = set()
+        while heap and heap[0][0] <= watermark:
+            _, lid = heapq.heappop(heap)
+            if lid in fired:
+                continue
+            fired.add(lid)
+            advanced, out = advance_time(run.states[lid], watermark, policy, routing=routing)
+            run.states[lid] = advanced
+            absorb(list(out))
+            due = next_deadline(advanced)
+            if due is not None and due > watermark:
+                heapq.heappush(heap, (due, lid))
+
     lead_log: Iterable[Event]
     if partitions:
         inbound = arrival_order(events, lambda e: e.person_key, partitions, batch)
@@ -174,22 +190,13 @@ def replay(
         run.states[lead] = state
         absorb(list(out))
         watermark = max(watermark, event.occurred_at)
-        for s, lid in ((state, lead),):
-            due = next_deadline(s)
-            if due is not None:
-                heapq.heappush(heap, (due, lid))
-        fired: set[str] = set()
-        while heap and heap[0][0] <= watermark:
-            _, lid = heapq.heappop(heap)
-            if lid in fired:
-                continue
-            fired.add(lid)
-            advanced, out = advance_time(run.states[lid], watermark, policy, routing=routing)
-            run.states[lid] = advanced
-            absorb(list(out))
-            due = next_deadline(advanced)
-            if due is not None and due > watermark:
-                heapq.heappush(heap, (due, lid))
+        due = next_deadline(state)
+        if due is not None:
+            heapq.heappush(heap, (due, lead))
+        # Deadlines fire at once on the newest event time of any partition. The worker
+        # defers them through a DeadlineTick queued behind the lead's own records, so with
+        # --partitions this is an upper bound on premature negatives.
+        fire(watermark)
     return run
 
 

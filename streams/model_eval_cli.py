@@ -24,7 +24,8 @@ from rich.console import Console
     default=0,
     show_default=True,
     help="Consume the logs as from this many partitions, 500 records each in turn "
-    "(0: in event-time order). The demo's worker sees 12.",
+    "(0: in event-time order), firing deadlines on the newest event time of any "
+    "partition: an upper bound on premature negative labels.",
 )
 @click.option(
     "--refresh-every",
@@ -53,7 +54,7 @@ def model_eval_cmd(
     Examples:
       leadflow model-eval                          # the demo's simulation
       leadflow model-eval --model logreg --model arf --people 1000
-      leadflow model-eval --partitions 12 --refresh-every 2000   # closer to the demo
+      leadflow model-eval --partitions 12 --refresh-every 2000   # worst-case arrival order
     """
     from leadflow.processors.model import DEFAULT_KIND
     from leadflow.processors.policy import load_default_policy
