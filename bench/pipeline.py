@@ -331,7 +331,7 @@ def end_to_end(
         out["sender_cpu"] = time.process_time() - sender_before
         out["per_second"] = events / (ended - started)
         out["seconds"] = ended - started
-        steady = rate or min(1000.0, 0.8 * out["per_second"])
+        steady = rate or min(1000.0, 0.5 * out["per_second"])
         out["rate"] = steady
         probes.every = max(int(steady / 4), 10)
         watcher = SqlWatcher(running.settings)
@@ -443,7 +443,7 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
     p.add_argument("--events", type=int, default=None)
     p.add_argument("--rate", type=float, default=None, help="steady phase; default min(1000, "
-                   "0.8 x measured end-to-end)")  # fmt: skip
+                   "0.5 x measured end-to-end)")  # fmt: skip
     p.add_argument("--seconds", type=float, default=None, help="length of the steady phase")
     p.add_argument("--one-worker", action="store_true", help="skip the 2-worker run")
     args = p.parse_args()

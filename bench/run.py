@@ -27,8 +27,8 @@ MODULES = ("processors", "analytics", "pipeline")
 def table(rows: list[dict[str, Any]]) -> str:
     """The figures as a Markdown table (row, figure, value, baseline, ratio, target)."""
     lines = [
-        "| row | figure | value | baseline | ratio | target | met |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| row | figure | value | baseline | ratio | target | met | command |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         base = f"{r['baseline']:.4g} ({r['baseline_name']})" if r["baseline"] is not None else ""
@@ -36,7 +36,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         met = {True: "yes", False: "**no**", None: ""}[r["met"]]
         lines.append(
             f"| {r['row']} | {r['name']} | {r['value']:.4g} {r['unit']} | {base} | {ratio} | "
-            f"{r['target']} | {met} |"
+            f"{r['target']} | {met} | `{r['command']}` |"
         )
     return "\n".join(lines)
 
