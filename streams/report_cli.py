@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from leadflow.processors.errors import LeadflowError
 from leadflow.sinks import reports
 from leadflow.sinks.migrations import DEFAULT_DATABASE, migrate
 from leadflow.sinks.reports import Report
@@ -29,11 +30,28 @@ console = Console()
 FORMATS = ("table", "json", "csv")
 
 
+class ClickHouseUnavailable(LeadflowError):
+    """ClickHouse cannot be reached (server down, or the local engine locked by another process)."""
+
+
 def clickhouse_client(settings: Settings) -> Any:
-    """The clickhouse-connect client for ``settings.clickhouse_url`` (chdb or HTTP)."""
+    """The clickhouse-connect client for ``settings.clickhouse_url`` (chdb or HTTP).
+
+    Raises:
+        ClickHouseUnavailable: one line saying why, instead of the driver's traceback.
+    """
     from clickhouse_connect import get_client
 
-    return get_client(**clickhouse_options(settings))
+    try:
+        return get_client(**clickhouse_options(settings))
+    except Exception as exc:  # refused, TLS, auth, or chdb's directory lock
+        hint = (
+            "; if another process (the projector) holds the embedded engine, stop it "
+            "or point LEADFLOW_CLICKHOUSE_DSN at a ClickHouse server"
+            if settings.clickhouse_url.startswith("chdb:")
+            else ""
+        )
+        raise ClickHouseUnavailable(f"cannot open ClickHouse: {exc}{hint}") from None
 
 
 def _check_database(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
