@@ -1,0 +1,57 @@
+"""The bench harness runs on tiny sizes and records the rows docs/benchmarks.md is built from.
+
+Each module runs as ``make bench`` runs it (its own process: it opens its own chdb), so a
+change to the reports, the processors or the synthetic data that breaks the harness fails
+here and not after ten minutes of ``make bench``. Nothing here checks a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def run_module(name: str, out: Path, *args: str) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", "--json", str(out), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_analytics_times_every_report_next_to_the_scan(tmp_path: Path) -> None:
+    from leadflow.sinks.reports import MODELS
+
+    rows = run_module("analytics", tmp_path / "rows.jsonl", "--touches", "10000", "--repeat", "1")
+    names = [str(r["name"]) for r in rows]
+    assert [n for n in names if n.startswith("attribution")] == [
+        f"attribution {m} (sql)" for m in MODELS
+    ]
+    assert sum(n.startswith("velocity") for n in names) == 3
+    for row in rows[:-1]:  # every report carries the scan baseline and its ratio
+        assert row["baseline"] is not None
+        assert row["ratio"] == row["value"] / row["baseline"]
+        assert "8 result rows" in str(row["notes"]) or row["name"].startswith("velocity")
+    assert rows[-1]["name"] == "baseline: plain scan (count + sum over events)"
+
+
+def test_processors_measure_steps_and_state_per_lead(tmp_path: Path) -> None:
+    rows = {str(r["name"]): r for r in run_module("processors", tmp_path / "rows.jsonl",
+                                                  "--people", "150")}  # fmt: skip
+    state = rows["lead state, mean"]
+    extra = state["extra"]
+    assert isinstance(extra, dict)
+    assert extra["leads"] > 0
+    assert 0 < state["value"] <= extra["max"]
+    assert state["met"] == (state["value"] < 2048)
+    assert rows["lead step (decode, state, step+score, encode)"]["value"] > 0
