@@ -13,6 +13,7 @@ from leadflow import __version__
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.collector import cli as collector_cli
 from leadflow.streams.demo import demo_cmd
+from leadflow.streams.dlq_cli import dlq as dlq_group
 from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.logs import configure_logging
 from leadflow.streams.model_eval_cli import model_eval_cmd
@@ -205,3 +206,4 @@ cli.add_command(replay_cmd)
 cli.add_command(model_eval_cmd)
 cli.add_command(workspace_group)
 cli.add_command(erase_cmd)
+cli.add_command(dlq_group)

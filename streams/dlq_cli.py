@@ -1,0 +1,225 @@
+"""``leadflow dlq show|replay``: inspect the dead-letter topic and send a fixed record back.
+
+Two writers use ``leadflow.events.dlq`` with different header names (the worker prefixes
+``leadflow.``, the projector adds ``reason``/``error``/``stage``/``group``); both are read
+here into one :class:`DeadLetter`. See docs/operations.md, "Poison records".
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Generator, Sequence
+from contextlib import closing
+from dataclasses import asdict, dataclass
+
+import click
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from leadflow.processors.errors import LeadflowError
+from leadflow.streams.settings import Settings
+from leadflow.streams.topics import ALL_TOPICS, DLQ
+
+# Headers the dead-lettering added; everything else is the record's own and travels back.
+_DLQ_HEADERS = frozenset(
+    {"reason", "error", "source.topic", "source.partition", "source.offset", "stage", "group"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One record of the dead-letter topic, whoever wrote it.
+
+    Attributes:
+        dlq_partition: where it sits in ``leadflow.events.dlq``.
+        dlq_offset: its offset there.
+        by: ``worker`` or ``projector:<group>``.
+        reason: the short reason (projector) or ``<Exception>: <message>`` (worker).
+        error: the projector's detail message ('' from the worker).
+        source: ``topic:partition:offset`` of the original record.
+        key: the original key, as text ('' when it had none).
+        size: bytes of the original value.
+    """
+
+    dlq_partition: int
+    dlq_offset: int
+    by: str
+    reason: str
+    error: str
+    source: str
+    key: str
+    size: int
+
+
+def dead_letter(
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+) -> DeadLetter:
+    """Read either writer's headers into a :class:`DeadLetter`.
+
+    Example:
+        >>> dead_letter(0, 7, b"a1", b"xx", [("reason", b"bad_magic"), ("stage", b"projector"),
+        ...     ("group", b"g"), ("source.topic", b"leadflow.events"),
+        ...     ("source.partition", b"1"), ("source.offset", b"0")]).source
+        'leadflow.events:1:0'
+        >>> dead_letter(0, 8, None, b"", [("leadflow.reason", b"DecodeError: empty: no bytes"),
+        ...     ("leadflow.source.topic", b"leadflow.events"),
+        ...     ("leadflow.source.partition", b"1"), ("leadflow.source.offset", b"2")]).by
+        'worker'
+    """
+    h = {k: (v or b"").decode(errors="replace") for k, v in headers}
+    worker = "leadflow.reason" in h
+    prefix = "leadflow." if worker else ""
+    source = ":".join(
+        h.get(f"{prefix}source.{part}", "?") for part in ("topic", "partition", "offset")
+    )
+    return DeadLetter(
+        dlq_partition=partition,
+        dlq_offset=offset,
+        by="worker" if worker else f"{h.get('stage', '?')}:{h.get('group', '?')}",
+        reason=h.get(f"{prefix}reason", "?"),
+        error=h.get("error", ""),
+        source=source,
+        key=(key or b"").decode(errors="replace"),
+        size=len(value or b""),
+    )
+
+
+def _headers(message: Message) -> list[tuple[str, bytes | None]]:
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
+
+
+def _read(
+    settings: Settings, timeout: float = 3.0
+) -> Generator[tuple[DeadLetter, Message], None, None]:
+    """Every dead letter from the start, with its message (nothing committed)."""
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"leadflow-dlq-cli-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        meta = consumer.list_topics(DLQ.name, timeout=10).topics.get(DLQ.name)
+        if meta is None or meta.error is not None:
+            raise LeadflowError(f"topic {DLQ.name} does not exist (leadflow topics create)")
+        partitions = [TopicPartition(DLQ.name, p, 0) for p in meta.partitions]
+        consumer.assign(partitions)
+        remaining = set(meta.partitions)
+        while remaining:
+            message = consumer.poll(timeout)
+            if message is None:
+                break  # nothing more within the timeout
+            if message.error() is not None:
+                remaining.discard(message.partition())  # end of that partition
+                continue
+            yield (
+                dead_letter(
+                    int(message.partition() or 0),
+                    int(message.offset() or 0),
+                    message.key(),
+                    message.value(),
+                    _headers(message),
+                ),
+                message,
+            )
+    finally:
+        consumer.close()
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings = ctx.find_root().obj
+    if not isinstance(settings, Settings):
+        raise click.UsageError("settings were not loaded")
+    return settings
+
+
+@click.group("dlq")
+def dlq() -> None:
+    """Inspect the dead-letter topic (leadflow.events.dlq) and replay fixed records."""
+
+
+@dlq.command("show")
+@click.option("--reason", help="Only letters whose reason contains this text.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def show_cmd(ctx: click.Context, reason: str | None, limit: int, fmt: str) -> None:
+    """List dead letters: who refused them, why, and where they came from."""
+    letters: list[DeadLetter] = []
+    with closing(_read(_settings(ctx))) as found:
+        for letter, _message in found:
+            if reason is None or reason in letter.reason:
+                letters.append(letter)
+            if len(letters) >= limit:
+                break
+    if fmt == "json":
+        click.echo(json.dumps([asdict(x) for x in letters], indent=2))
+        return
+    table = Table("dlq", "by", "reason", "source", "key", "bytes")
+    for x in letters:
+        table.add_row(
+            f"{x.dlq_partition}:{x.dlq_offset}", x.by, x.reason, x.source, x.key, str(x.size)
+        )
+    Console(width=200).print(table)
+
+
+def _source(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    topic, _, rest = value.partition(":")
+    partition, _, offset = rest.partition(":")
+    if topic not in {t.name for t in ALL_TOPICS} or not partition.isdigit() or not offset.isdigit():
+        raise click.BadParameter(
+            f"{value!r} is not TOPIC:PARTITION:OFFSET of a leadflow topic (see `dlq show`)"
+        )
+    return value
+
+
+@dlq.command("replay")
+@click.option("--source", required=True, callback=_source, help="TOPIC:PARTITION:OFFSET.")
+@click.option("--key", help="Key to send it with (required when the record had none).")
+@click.pass_context
+def replay_cmd(ctx: click.Context, source: str, key: str | None) -> None:
+    """Send a dead letter's original bytes back to its source topic (after fixing the cause).
+
+    The record must decode (a garbage record would only be dead-lettered again). Replaying
+    a record that was in fact processed changes nothing: processors and ClickHouse dedupe
+    by event id.
+    """
+    from leadflow.schemas.codec import DecodeError, codec_from_settings
+
+    settings = _settings(ctx)
+    with closing(_read(settings)) as letters:
+        message = next((m for x, m in letters if x.source == source), None)
+    if message is None:
+        raise click.ClickException(f"no dead letter from {source}")
+    value = message.value() or b""
+    try:
+        codec_from_settings(settings).decode(value)
+    except DecodeError as exc:
+        raise click.ClickException(
+            f"{source} does not decode ({exc.reason}); replaying it would only dead-letter it "
+            "again: fix the producer instead"
+        ) from None
+    send_key = key.encode() if key else message.key()
+    if not send_key:
+        raise click.UsageError(f"{source} had no key: give --key (its person key)")
+    headers: list[tuple[str, str | bytes | None]] = [
+        (k, v)
+        for k, v in _headers(message)
+        if k not in _DLQ_HEADERS and not k.startswith("leadflow.")
+    ]
+    topic = source.split(":", 1)[0]
+    producer = Producer({**settings.kafka_client_config(), "acks": "all"})
+    producer.produce(topic, key=send_key, value=value, headers=headers)
+    if producer.flush(30) > 0:
+        raise click.ClickException(f"Kafka did not acknowledge the replay to {topic}")
+    click.echo(f"replayed {source} to {topic} with key {send_key.decode(errors='replace')!r}")
