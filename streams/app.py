@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import os
 import signal
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -49,7 +51,8 @@ from leadflow.streams.logs import get_logger
 from leadflow.streams.model_feed import latest_snapshot
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.security import faust_credentials
-from leadflow.streams.settings import Settings
+from leadflow.streams.settings import Guarantee, Settings
+from leadflow.streams.stall import StallWatch, Verdict
 
 log = get_logger(__name__)
 
@@ -190,6 +193,9 @@ class LeadflowApp:
         self._snapshot: bytes | None = None
         self.app.timer(interval=10.0, name="model-feed")(self._refresh_model)
         self.app.task(self._install_task_dump)
+        self.processed = 0
+        self.stall = StallWatch(after=settings.worker_stall_seconds)
+        self.app.timer(interval=5.0, name="stall-watch")(self._watch_stall)
         self.app.agent(self.events, name="identity", concurrency=1)(self._identity_agent)
         self.app.agent(self.by_lead, name="lead", concurrency=1)(self._lead_agent)
         self.app.agent(self.training, name="trainer", concurrency=1)(self._trainer_agent)
@@ -235,6 +241,7 @@ class LeadflowApp:
 
     async def _identity_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
+            self.processed += 1
             key = event.key
             try:
                 inbound = self._decode_as(event.value, Event)
@@ -259,10 +266,11 @@ class LeadflowApp:
             # State last: see _emit.
             await asyncio.gather(*sent)
             if new_state is not None:
-                self.identities[key] = encode_identity_state(new_state)
+                await self._store(self.identities, key, encode_identity_state(new_state))
 
     async def _lead_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
+            self.processed += 1
             key = event.key
             try:
                 record = self.codec.decode(event.value)
@@ -287,7 +295,7 @@ class LeadflowApp:
                 await self._dead_letter(exc, event)
                 continue
             await self._emit(out)
-            self.leads[key] = encode_lead_state(new_state)
+            await self._store(self.leads, key, encode_lead_state(new_state))
             await self._advance(key.decode(), new_state, watermark)
 
     async def _advance(self, lead_id: str, state: LeadState, watermark: int) -> None:
@@ -315,6 +323,25 @@ class LeadflowApp:
         ]
         await asyncio.gather(*ticks)
 
+    async def _store(self, table: Any, key: bytes, value: bytes) -> None:
+        """Write a table entry; return once its changelog record is with the Kafka client.
+
+        ``table[key] = value`` queues the changelog record in faust's own buffer, and the
+        flush before each offset commit drains that buffer only best-effort (it gives up
+        after 0.1 s): an offset could be committed while the state it relies on was
+        still inside the process, and a kill -9 then lost it. Handed to the client before
+        the event is acked, the record is under the client flush that precedes every
+        commit. The local store is written too; after an unclean stop it is discarded
+        and rebuilt from the changelog (streams/worker.py).
+        """
+        table.data[key] = value
+        await table.changelog_topic.send(
+            key=key,
+            value=value,
+            partition=table.partition_for_key(key),
+            callback=table._on_changelog_sent,  # faust's own: records the persisted offset
+        )
+
     async def _open_pii(self, inbound: Event) -> Event:
         """Decrypt sealed PII; shredded keys read as None (a key topic failure is raised)."""
         if self.vault is None:
@@ -339,7 +366,48 @@ class LeadflowApp:
         for obj in out:
             if isinstance(obj, d.OwnerAssigned):
                 cursors = self._routing().cursors | {obj.pool: obj.cursor_after}
-                self.routing[ROUTING_KEY] = json.dumps(cursors, sort_keys=True).encode()
+                await self._store(
+                    self.routing, ROUTING_KEY, json.dumps(cursors, sort_keys=True).encode()
+                )
+
+    async def _watch_stall(self) -> None:
+        """Act on a worker that holds lag and processes nothing (streams/stall.py)."""
+        tables: Any = self.app.tables
+        if not tables.recovery.completed.is_set():
+            return  # recovering tables is progress faust does not count as processing
+        lag = await self._own_lag()
+        verdict = self.stall.observe(time.monotonic(), lag=lag, processed=self.processed)
+        if verdict is Verdict.RESEEK:
+            log.warning("worker.stalled", lag=lag, action="seek to committed offsets")
+            self._dump_tasks()
+            await self.app.consumer.perform_seek()
+        elif verdict is Verdict.EXIT:
+            log.error("worker.stalled", lag=lag, action="exit 70 for the supervisor")
+            # Like a crash: the next start discards local tables (streams/worker.py).
+            os._exit(70)
+
+    async def _own_lag(self) -> int:
+        """Records on this worker's own input partitions past its committed offsets.
+
+        Committed, not read: the stalled workers seen after a kill -9 had read offsets at
+        the end of their partitions and processed nothing, so only the committed offsets
+        showed what was still owed.
+        """
+        consumer: Any = self.app.consumer
+        sources = {self.events.get_topic_name(), self.by_lead.get_topic_name()}
+        sources.add(self.training.get_topic_name())
+        tps = [tp for tp in consumer.assignment() if tp.topic in sources]
+        if not tps:
+            return 0
+        ends = await consumer.highwaters(*tps)
+        # Under exactly_once a partition ends with a transaction marker nobody reads.
+        slack = 1 if self.settings.processing_guarantee is Guarantee.EXACTLY_ONCE else 0
+        lag = 0
+        for tp in tps:
+            committed = consumer._committed_offset.get(tp) or 0  # faust internals, read only
+            behind = ends.get(tp, 0) - committed
+            lag += behind if behind > slack else 0
+        return lag
 
     async def _install_task_dump(self) -> None:
         """``kill -USR1 <worker>`` logs where every task waits: the tool for a stuck worker."""
@@ -347,8 +415,17 @@ class LeadflowApp:
 
     def _dump_tasks(self) -> None:
         consumer: Any = self.app.consumer
+        positions = {
+            f"{tp.topic}:{tp.partition}": (
+                consumer._read_offset.get(tp),
+                consumer._committed_offset.get(tp),
+            )
+            for tp in consumer.assignment()
+            if not tp.topic.endswith("-changelog")
+        }
         log.warning(
             "worker.dump",
+            read_and_committed=positions,
             assigned=len(consumer.assignment()),
             # faust internals, read only: what a stall report needs.
             paused=sorted(f"{tp.topic}:{tp.partition}" for tp in consumer._paused_partitions),
@@ -380,6 +457,7 @@ class LeadflowApp:
         # scoring uses only what was published, so every worker scores alike.
         model: ScoreModel | None = None
         async for event in stream.events():
+            self.processed += 1
             try:
                 example = self._decode_as(event.value, d.TrainingExample)
             except LeadflowError as exc:

@@ -178,6 +178,12 @@ class Settings(BaseSettings):
     processing_guarantee: Guarantee = Field(
         default=Guarantee.AT_LEAST_ONCE, description="faust processing guarantee."
     )
+    worker_stall_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker with lag that processes nothing this long re-seeks to its "
+        "committed offsets, and exits (code 70) for its supervisor if that does not help.",
+    )
     model_signing_key: SecretStr | None = Field(
         default=None,
         description="HMAC key that signs model snapshots; unset means a random key kept "

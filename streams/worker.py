@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,11 +11,14 @@ import click
 from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.errors import PolicyError
+from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, TRAINING_EXAMPLES
 
 if TYPE_CHECKING:
     from leadflow.streams.app import LeadflowApp
+
+log = get_logger(__name__)
 
 
 def model_key(settings: Settings) -> bytes:
@@ -33,8 +37,16 @@ def model_key(settings: Settings) -> bytes:
 WORKER_GROUP = "leadflow"
 
 
-def worker_lag(settings: Settings) -> int:
-    """Records the worker has not committed yet on the topics it consumes."""
+# Written by a worker that stopped cleanly (exit 0), next to its local table stores.
+CLEAN_STOP = "clean-stop"
+
+
+def worker_lag(settings: Settings, *, markers: bool = False) -> int:
+    """Records the worker has not committed yet on the topics it consumes.
+
+    ``markers=True`` ignores a lag of one record on a partition: under exactly_once a
+    partition ends with a transaction marker that no consumer ever commits past.
+    """
     consumer = Consumer(
         {**settings.kafka_client_config(), "group.id": WORKER_GROUP, "enable.auto.commit": False}
     )
@@ -45,7 +57,8 @@ def worker_lag(settings: Settings) -> int:
             partitions = [TopicPartition(spec.name, p) for p in meta.partitions]
             for committed in consumer.committed(partitions, timeout=10):
                 _, high = consumer.get_watermark_offsets(committed, timeout=10)
-                lag += high - max(committed.offset, 0)
+                behind = high - max(committed.offset, 0)
+                lag += 0 if markers and behind <= 1 else behind
         return lag
     finally:
         consumer.close()
@@ -95,7 +108,40 @@ def worker_cmd(ctx: click.Context, loglevel: str) -> None:
 
     settings = ctx.find_root().obj
     app = build_app(settings)
+    marker = Path(app.app.conf.appdir) / CLEAN_STOP
+    if discard_after_unclean_stop(Path(app.app.conf.tabledir), marker):
+        log.warning("worker.unclean_stop", action="local tables discarded, rebuilt from changelogs")
     create_topics(settings, app.changelog_topics())
-    Worker(
-        app.app, loglevel=loglevel, override_logging=False, redirect_stdouts=False
-    ).execute_from_commandline()
+    try:
+        Worker(
+            app.app, loglevel=loglevel, override_logging=False, redirect_stdouts=False
+        ).execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            marker.touch()
+        raise
+
+
+def discard_after_unclean_stop(tables: Path, marker: Path) -> bool:
+    """Delete the local table stores unless the last run stopped cleanly; say if it did.
+
+    The local RocksDB files can hold writes the changelog never received (a kill -9
+    between the two) or, under exactly_once, writes of a transaction that was aborted.
+    faust recovers from the changelog only past the offset it recorded locally, so such
+    writes would survive and mark events as seen that Kafka will deliver again. After an
+    unclean stop the changelog is the only truth (Kafka Streams does the same under EOS).
+    The marker is removed while the worker runs and written back on a clean exit.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "tables").mkdir()
+        >>> discard_after_unclean_stop(root / "tables", root / "clean"), (root / "tables").exists()
+        (True, False)
+    """
+    clean = marker.exists()
+    marker.unlink(missing_ok=True)
+    if clean or not tables.exists():
+        return False
+    shutil.rmtree(tables)
+    return True

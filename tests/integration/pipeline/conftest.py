@@ -3,6 +3,7 @@ inbound events and read what it derives."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ class WorkerProcess:
     settings: Settings
     data_dir: Path
     guarantee: str = "at_least_once"
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     logs: list[Path] = field(default_factory=list)
@@ -47,6 +49,7 @@ class WorkerProcess:
             "LEADFLOW_TOPIC_PARTITIONS": str(self.settings.topic_partitions),
             "LEADFLOW_PROCESSING_GUARANTEE": self.guarantee,
             "LEADFLOW_LOG_FORMAT": "json",
+            **self.env,
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "leadflow", "worker"],
@@ -69,11 +72,21 @@ class WorkerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
 
-    def dump(self) -> None:
-        """Have the worker log where each of its tasks waits (SIGUSR1), for a stuck run."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGUSR1)
-        time.sleep(1)
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.returncode
+
+    def log_events(self, name: str) -> list[str]:
+        """``action`` of each JSON log line named `name`, over every start of the worker."""
+        found = []
+        for path in self.logs:
+            for line in path.read_text(errors="replace").splitlines():
+                if f'"{name}"' in line:
+                    record = json.loads(line)
+                    found.append(f"{record.get('action')} (lag {record.get('lag')})")
+        return found
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

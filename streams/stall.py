@@ -1,0 +1,61 @@
+"""Notice a worker that holds lag but processes nothing, and say what to do about it.
+
+After a ``kill -9`` a restarted faust worker sometimes reports "Worker ready" and then
+fetches nothing, with no error (docs/architecture.md, known issues). The watch turns that
+silent state into an action: first re-seek the consumer to its committed offsets, and if
+that does not move it either, exit so the supervisor starts a fresh process (whose local
+tables are rebuilt from the changelogs, see ``streams/worker.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Verdict(Enum):
+    """What the worker should do after one observation."""
+
+    OK = "ok"
+    RESEEK = "reseek"
+    EXIT = "exit"
+
+
+@dataclass
+class StallWatch:
+    """Progress of one worker: lag on its inputs and how many records it has processed.
+
+    A stall is lag above zero with no record processed for ``after`` seconds. The first
+    stall asks for a re-seek; a second one in a row asks the worker to exit.
+
+    Example:
+        >>> watch = StallWatch(after=30.0)
+        >>> watch.observe(0.0, lag=5, processed=10)
+        <Verdict.OK: 'ok'>
+        >>> watch.observe(31.0, lag=5, processed=10)
+        <Verdict.RESEEK: 'reseek'>
+        >>> watch.observe(62.0, lag=5, processed=10)
+        <Verdict.EXIT: 'exit'>
+        >>> StallWatch(after=30.0).observe(100.0, lag=0, processed=0)
+        <Verdict.OK: 'ok'>
+    """
+
+    after: float
+    since: float | None = None
+    processed: int = -1
+    reseeked: bool = False
+
+    def observe(self, now: float, *, lag: int, processed: int) -> Verdict:
+        """Record one look at the worker (``now`` from a monotonic clock, in seconds)."""
+        if lag <= 0 or processed != self.processed:
+            self.since, self.processed, self.reseeked = now, processed, False
+            return Verdict.OK
+        if self.since is None:
+            self.since = now
+        if now - self.since < self.after:
+            return Verdict.OK
+        self.since = now
+        if not self.reseeked:
+            self.reseeked = True
+            return Verdict.RESEEK
+        return Verdict.EXIT
