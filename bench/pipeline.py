@@ -43,7 +43,13 @@ from leadflow.streams.local_kafka import LocalKafka, free_port, scratch_broker
 from leadflow.streams.settings import Settings, load_settings
 from leadflow.streams.simulator.generator import Message, SimConfig, Simulation
 from leadflow.streams.simulator.send import send_http, send_kafka
-from leadflow.streams.topics import EVENTS, LEAD_BECAME_SQL, TopicSpec, create_topics
+from leadflow.streams.topics import (
+    EVENTS,
+    EVENTS_BY_LEAD,
+    LEAD_BECAME_SQL,
+    TopicSpec,
+    create_topics,
+)
 from leadflow.streams.worker import worker_lag
 
 WORKSPACE = "bench"
@@ -272,7 +278,13 @@ class Probes:
 
 
 class SqlWatcher(threading.Thread):
-    """Notes when each probe lead's hand-off arrives on ``leadflow.lead-became-sql``."""
+    """Notes when each probe lead's hand-off arrives on ``leadflow.lead-became-sql``.
+
+    It also watches ``leadflow.events.by-lead`` (when the identity agent has forwarded the
+    probe's ``Stage Changed``, the second record keyed by the probe lead) and keeps the
+    hand-off's Kafka CreateTime, so the latency splits into identity hop, lead hop and
+    delivery to this consumer.
+    """
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="sql-watcher", daemon=True)
@@ -281,14 +293,14 @@ class SqlWatcher(threading.Thread):
         self.consumer = Consumer(
             {**settings.kafka_client_config(), "group.id": "bench-sql", "enable.auto.commit": False}
         )
-        meta = self.consumer.list_topics(LEAD_BECAME_SQL.name, timeout=10)
-        self.consumer.assign(
-            [
-                TopicPartition(LEAD_BECAME_SQL.name, p, OFFSET_END)
-                for p in meta.topics[LEAD_BECAME_SQL.name].partitions
-            ]
-        )
+        assignment = []
+        for topic in (LEAD_BECAME_SQL.name, EVENTS_BY_LEAD.name):
+            partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            assignment += [TopicPartition(topic, p, OFFSET_END) for p in partitions]
+        self.consumer.assign(assignment)
         self.seen: dict[int, float] = {}
+        self.created: dict[int, float] = {}
+        self.by_lead: dict[int, list[float]] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -299,8 +311,14 @@ class SqlWatcher(threading.Thread):
             if message is None or message.error() is not None:
                 continue
             key = message.key() or b""
-            if key.startswith(prefix):
-                self.seen.setdefault(int(key[len(prefix) :]), time.time())
+            if not key.startswith(prefix):
+                continue
+            probe = int(key[len(prefix) :])
+            if message.topic() == EVENTS_BY_LEAD.name:
+                self.by_lead.setdefault(probe, []).append(time.time())
+            elif probe not in self.seen:
+                self.seen[probe] = time.time()
+                self.created[probe] = message.timestamp()[1] / 1000
         self.consumer.close()
 
 
@@ -359,6 +377,16 @@ def end_to_end(
         (seen[f"{PROBE}{p}"] - t) * 1000 for p, t in probes.acked.items() if f"{PROBE}{p}" in seen
     )
     out["probes"] = len(probes.acked)
+    acked = probes.acked
+    out["identity_hop_ms"] = sorted(
+        (t[-1] - acked[p]) * 1000 for p, t in watcher.by_lead.items() if p in acked and len(t) > 1
+    )
+    out["lead_hop_ms"] = sorted(
+        (watcher.created[p] - t[-1]) * 1000
+        for p, t in watcher.by_lead.items()
+        if p in watcher.created and len(t) > 1
+    )
+    out["delivery_ms"] = sorted((watcher.seen[p] - c) * 1000 for p, c in watcher.created.items())
     return out
 
 
@@ -409,6 +437,15 @@ def run(events: int, rate: float | None, seconds: float, two_workers: bool) -> l
                notes=f"{steady}; {len(sql)} hand-offs seen"),
         Figure("2", "ack -> lead-became-sql p99", quantile(sql, 0.99), "ms", target="< 200 ms",
                met=bool(sql) and quantile(sql, 0.99) < 200, command=cmd, notes=steady),
+        *(
+            Figure("2", f"  of which {label} p50", quantile(e2e[key], 0.5), "ms", command=cmd,
+                   notes=f"p99 {quantile(e2e[key], 0.99):.0f} ms; {len(e2e[key])} probes")
+            for key, label in (
+                ("identity_hop_ms", "ack -> Stage Changed on events.by-lead (identity hop)"),
+                ("lead_hop_ms", "by-lead -> hand-off produced (lead hop, CreateTime)"),
+                ("delivery_ms", "hand-off produced -> received by a consumer"),
+            )
+        ),
         Figure("3", "ack -> row in ClickHouse p50", quantile(fresh, 0.5), "ms", command=cmd,
                notes=f"{steady}; {len(fresh)} rows seen; poll every 50 ms"),
         Figure("3", "ack -> row in ClickHouse p99", quantile(fresh, 0.99), "ms", target="< 2 s",
