@@ -281,7 +281,8 @@ class SqlWatcher(threading.Thread):
     """Notes when each probe lead's hand-off arrives on ``leadflow.lead-became-sql``.
 
     It also watches ``leadflow.events.by-lead`` (when the identity agent has forwarded the
-    probe's ``Stage Changed``, the second record keyed by the probe lead) and keeps the
+    probe's ``Stage Changed``: the second record keyed by the probe lead, after its
+    identify; deadline ticks for the lead come later) and keeps the
     hand-off's Kafka CreateTime, so the latency splits into identity hop, lead hop and
     delivery to this consumer.
     """
@@ -378,11 +379,13 @@ def end_to_end(
     )
     out["probes"] = len(probes.acked)
     acked = probes.acked
+    # The Stage Changed is the probe lead's second record on by-lead (after its identify);
+    # later ones are the lead agent's own deadline ticks for that lead.
     out["identity_hop_ms"] = sorted(
-        (t[-1] - acked[p]) * 1000 for p, t in watcher.by_lead.items() if p in acked and len(t) > 1
+        (t[1] - acked[p]) * 1000 for p, t in watcher.by_lead.items() if p in acked and len(t) > 1
     )
     out["lead_hop_ms"] = sorted(
-        (watcher.created[p] - t[-1]) * 1000
+        (watcher.created[p] - t[1]) * 1000
         for p, t in watcher.by_lead.items()
         if p in watcher.created and len(t) > 1
     )
