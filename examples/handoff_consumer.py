@@ -13,22 +13,36 @@ Run it::
 Delivery is at least once: a hand-off can arrive twice after a crash or a rebalance, always
 with the same ``transition_id``. Keep the ids you have acted on (here: a set; in a real
 service, a unique key in your database) and skip repeats.
+
+With PII encryption on (leadflow's default) the contact's email, names and phone arrive
+sealed (``enc:v1:<kid>:<base64url(nonce, ciphertext, tag)>``, AES-256-GCM). :class:`Keys`
+opens them with the keys on the compacted topic ``leadflow.pii-keys`` (it needs the
+``cryptography`` package and read access to that topic). After ``leadflow erase`` the
+person's keys are gone and every hand-off's contact reads as null: do not copy the
+plaintext anywhere you cannot erase it. Plain values (encryption off) pass through, and
+then the key topic is never read.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import fastavro
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 TOPIC = "leadflow.lead-became-sql"
+KEYS_TOPIC = "leadflow.pii-keys"
 MARKER = b"\xc3\x01"
+SEALED_FIELDS = ("email", "first_name", "last_name", "phone")  # of the hand-off's contact
 
 
 def load_schema(path: Path) -> tuple[Any, bytes]:
@@ -46,6 +60,99 @@ def decode(value: bytes, schema: Any, fingerprint: bytes) -> dict[str, Any]:
     if value[2:10] != fingerprint:
         raise ValueError(f"unknown writer schema {value[2:10].hex()}: update the .avsc file")
     return dict(fastavro.schemaless_reader(io.BytesIO(value[10:]), schema, schema))
+
+
+class Keys:
+    """The live PII keys, read from ``leadflow.pii-keys`` and kept up to date.
+
+    Records: key ``["key", workspace, subject, kid]`` (JSON) -> the 32 key bytes; a
+    tombstone (null value) means the key was shredded. ``["link", ...]`` records tell
+    leadflow which devices belong to a lead; a reader ignores them.
+
+    Args:
+        bootstrap: Kafka bootstrap servers.
+        max_age: seconds after which the view is re-read before opening, so keys shredded
+            by ``leadflow erase`` stop opening within that time.
+    """
+
+    def __init__(self, bootstrap: str, max_age: float = 5.0) -> None:
+        self.consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "handoff-example-keys",
+             "enable.auto.commit": False, "enable.partition.eof": True}
+        )  # fmt: skip
+        partitions = self.consumer.list_topics(KEYS_TOPIC, timeout=10).topics[KEYS_TOPIC]
+        self.next = dict.fromkeys(sorted(partitions.partitions), 0)
+        self.consumer.assign([TopicPartition(KEYS_TOPIC, p, OFFSET_BEGINNING) for p in self.next])
+        self.keys: dict[str, tuple[str, bytes]] = {}  # kid -> (workspace, key)
+        self.shredded: set[str] = set()
+        self.max_age = max_age
+        self.read_at: float | None = None
+
+    def catch_up(self, timeout: float = 30.0) -> None:
+        """Read every record written so far (up to each partition's current end)."""
+        ends = {
+            p: self.consumer.get_watermark_offsets(TopicPartition(KEYS_TOPIC, p), cached=False)[1]
+            for p in self.next
+        }
+        deadline = time.monotonic() + timeout
+        while any(self.next[p] < end for p, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{KEYS_TOPIC} not read to its end")
+            message = self.consumer.poll(0.5)
+            if message is None:
+                continue
+            partition, offset = message.partition() or 0, message.offset() or 0
+            error = message.error()
+            if error is not None:  # the end of a partition whose last records compacted away
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self.next[partition] = max(self.next[partition], offset)
+                continue
+            self.next[partition] = offset + 1
+            parts = json.loads(message.key() or b"[]")
+            if not (isinstance(parts, list) and len(parts) == 4 and parts[0] == "key"):
+                continue  # a link record
+            _tag, workspace, _subject, kid = parts
+            value = message.value()
+            if value is None:
+                self.keys.pop(kid, None)
+                self.shredded.add(kid)
+            elif kid not in self.shredded:
+                self.keys[kid] = (workspace, value)
+        self.read_at = time.monotonic()
+
+    def open(self, workspace: str, field: str, value: str | None) -> str | None:
+        """The plaintext of a sealed value; None once its key is shredded; plain passes."""
+        if value is None or not value.startswith("enc:"):
+            return value
+        version, kid, blob = value.split(":", 3)[1:]
+        if version != "v1":
+            raise ValueError(f"unknown PII envelope {version}: update this consumer")
+        stale = self.read_at is None or time.monotonic() - self.read_at > self.max_age
+        if stale or (kid not in self.keys and kid not in self.shredded):
+            self.catch_up()  # a key younger than our view, or shreds we have not seen yet
+        owner = self.keys.get(kid)
+        if owner is None or owner[0] != workspace:
+            return None
+        raw = base64.urlsafe_b64decode(blob)
+        bound_to = "\x1f".join(("leadflow-pii/v1", workspace, field, kid)).encode()
+        try:
+            return AESGCM(owner[1]).decrypt(raw[:12], raw[12:], bound_to).decode()
+        except InvalidTag:
+            return None
+
+    def close(self) -> None:
+        """Release the consumer."""
+        self.consumer.close()
+
+
+def open_contact(handoff: dict[str, Any], keys: Callable[[], Keys]) -> dict[str, Any]:
+    """The hand-off with its contact opened; ``keys`` is asked for only if something is sealed."""
+    contact = dict(handoff["contact"])
+    for field in SEALED_FIELDS:
+        value = contact.get(field)
+        if isinstance(value, str) and value.startswith("enc:"):
+            contact[field] = keys().open(handoff["workspace_id"], field, value)
+    return {**handoff, "contact": contact}
 
 
 def handoffs(
@@ -85,12 +192,15 @@ def handoffs(
 
 
 def alert_line(handoff: dict[str, Any]) -> str:
-    """What a sales-alert bot would post."""
+    """What a sales-alert bot would post (for a hand-off whose contact is opened)."""
     contact = handoff["contact"]
     first = handoff["first_touch"] or {}
     owner = handoff["owner_id"] or "unassigned"
+    name = " ".join(n for n in (contact.get("first_name"), contact.get("last_name")) if n)
+    email = contact.get("email")
+    person = f"{name} <{email}>" if name and email else name or email or "contact withheld"
     return (
-        f"New SQL #{handoff['sql_count']}: {contact.get('company') or '?'} "
+        f"New SQL #{handoff['sql_count']}: {person} at {contact.get('company') or '?'} "
         f"({contact.get('title') or 'unknown title'}), owner {owner}, "
         f"fit {handoff['fit_score']:.0f} / engagement {handoff['engagement_score']:.0f}, "
         f"first touch {first.get('channel', '?')}, why: {handoff['reason']}"
@@ -107,9 +217,20 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser.add_argument("--group", default="crm-sync-example")
     args = parser.parse_args(argv)
     count = 0
-    for handoff in handoffs(args.bootstrap, args.schema, args.group):
-        out(alert_line(handoff))
-        count += 1
+    opened_keys: list[Keys] = []
+
+    def keys() -> Keys:  # only sealed contacts need the key topic
+        if not opened_keys:
+            opened_keys.append(Keys(args.bootstrap))
+        return opened_keys[0]
+
+    try:
+        for handoff in handoffs(args.bootstrap, args.schema, args.group):
+            out(alert_line(open_contact(handoff, keys)))
+            count += 1
+    finally:
+        for k in opened_keys:
+            k.close()
     return count
 
 

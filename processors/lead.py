@@ -94,6 +94,7 @@ from leadflow.processors.funnel import transition
 from leadflow.processors.handoff import build_handoff
 from leadflow.processors.model import ScoreModel, lead_features
 from leadflow.processors.nurture import nurture_step
+from leadflow.processors.pii import PiiFacts
 from leadflow.processors.policy import Policy
 from leadflow.processors.qualification import merge_answers
 from leadflow.processors.routing import RoutingState, assign
@@ -101,6 +102,7 @@ from leadflow.processors.scoring import (
     DAY_MS,
     EngagementHit,
     decayed,
+    email_domain,
     engagement_hits,
     fit_score,
     policy_engagement,
@@ -192,6 +194,9 @@ class LeadState:
     seen: tuple[str, ...] = ()
     label_due_at: int | None = None  # features_at + negative horizon, while unlabelled
     episode_after: int = 0  # labelled_at of the last example: no episode opens before it
+    # The domain of ``contact.email``, which may be sealed (docs/privacy.md): fit rules and
+    # segments test the domain, and the worker derives it at the edge (``PiiFacts``).
+    email_domain: str | None = None
 
 
 def encode_lead_state(state: LeadState) -> bytes:
@@ -289,20 +294,28 @@ def _bounded_hits(
     return tuple(kept)
 
 
-def _apply_profile(state: LeadState, event: Event, policy: Policy) -> LeadState:
+def _apply_profile(
+    state: LeadState, event: Event, policy: Policy, facts: PiiFacts | None
+) -> LeadState:
     if event.kind not in (Kind.IDENTIFY, Kind.FORM_SUBMITTED):
         return state
     newer = event.occurred_at >= state.profile_at
     current = dataclasses.asdict(state.contact)
+    domain = state.email_domain
     for name in _PROFILE_FIELDS:
         value = event.payload.get(name)
         if value is None or value == "":
             continue
         if newer or current.get(name) is None:  # a late event only fills gaps
             current[name] = value
+            if name == "email":  # a sealed email has no readable domain: the edge's facts do
+                domain = facts.email_domain if facts is not None else email_domain(str(value))
     current["seniority"] = policy.seniority_of(current.get("title"))
     return dataclasses.replace(
-        state, contact=Contact(**current), profile_at=max(state.profile_at, event.occurred_at)
+        state,
+        contact=Contact(**current),
+        profile_at=max(state.profile_at, event.occurred_at),
+        email_domain=domain,
     )
 
 
@@ -590,7 +603,7 @@ def _deal(step: _Step, routing: RoutingState) -> None:
 
 def _score(step: _Step, model: ScoreModel | None) -> None:
     s, e, p = step.state, step.event, step.policy
-    fit, fit_hits = fit_score(s.contact, p)
+    fit, fit_hits = fit_score(s.contact, p, domain=s.email_domain)
     eng, eng_hits = policy_engagement(s.hits, s.watermark, p)
     s = dataclasses.replace(
         s,
@@ -645,6 +658,7 @@ def lead_step(
     model: ScoreModel | None,
     *,
     routing: RoutingState | None = None,
+    facts: PiiFacts | None = None,
 ) -> tuple[LeadState, list[Derived]]:
     """Apply one lead-keyed event; return the new state and the derived events.
 
@@ -654,6 +668,9 @@ def lead_step(
         policy: the workspace policy.
         model: the current model (only read), or ``None`` to skip model scoring.
         routing: round-robin cursors; apply ``OwnerAssigned.cursor_after`` back to them.
+        facts: what the caller derived from the event's opened PII while ``event`` keeps
+            it sealed (``processors.pii.keep_sealed``); ``None`` when the event's PII is
+            plaintext (encryption off), from which the step derives the same facts.
 
     Returns:
         The new state and the derived events (see the module doc for their order).
@@ -681,7 +698,7 @@ def lead_step(
 
     # --- facts -------------------------------------------------------------------------
     s = dataclasses.replace(s, watermark=max(s.watermark, event.occurred_at))
-    s = _apply_profile(s, event, policy)
+    s = _apply_profile(s, event, policy, facts)
     if k is Kind.CONSENT_CHANGED:
         s = dataclasses.replace(
             s,
@@ -699,6 +716,7 @@ def lead_step(
                 country=c.country,
             ),
             answers={},
+            email_domain=None,
         )
     elif k is Kind.ALIAS:
         prev = str(event.payload.get("previous_id") or "")
@@ -717,7 +735,7 @@ def lead_step(
     if new_hits:
         hits = _bounded_hits((*s.hits, *new_hits), s.watermark, policy.scoring.half_life_days)
         s = dataclasses.replace(s, hits=hits)
-    s = dataclasses.replace(s, segments=segments_of(s.contact, policy))
+    s = dataclasses.replace(s, segments=segments_of(s.contact, policy, domain=s.email_domain))
     step.state = s
 
     # --- lifecycle ---------------------------------------------------------------------

@@ -24,9 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from leadflow.processors.derived import Contact
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
 from leadflow.processors.identity import derive_lead_id
+from leadflow.processors.scoring import email_domain
 
 # Fields that identify a person directly. Firmographics (company, title, company size,
 # industry, country) stay plaintext: scoring, routing and analytics need them and they
@@ -34,6 +36,8 @@ from leadflow.processors.identity import derive_lead_id
 PII_PAYLOAD_FIELDS: tuple[str, ...] = ("email", "first_name", "last_name", "phone", "subject_email")
 PII_CONTEXT_FIELDS: tuple[str, ...] = ("ip", "user_agent")
 PII_FIELDS: tuple[str, ...] = PII_PAYLOAD_FIELDS + PII_CONTEXT_FIELDS
+# The hand-off's contact fields that carry those values (sealed when encryption is on).
+CONTACT_PII_FIELDS: tuple[str, ...] = ("email", "first_name", "last_name", "phone")
 
 PREFIX = "enc:"
 VERSION = "v1"
@@ -198,6 +202,101 @@ def open_event(event: Event, open_: Opener) -> Event:
         return value if envelope is None else open_(ws, name, envelope)
 
     return _rewrite(event, change)
+
+
+@dataclass(frozen=True, slots=True)
+class PiiFacts:
+    """What the processors may know of an event's PII without seeing it.
+
+    Derived at the edge (the worker's lead agent) from the opened values, so the lead's
+    state, its changelog and the hand-off keep only sealed PII. ``email_domain`` names a
+    company or a mail provider, not a person (like ``company``, it is not PII here); fit
+    rules and segments test it.
+    """
+
+    email_domain: str | None = None
+
+
+def pii_facts(opened: Event) -> PiiFacts:
+    """The non-personal facts of an opened event's PII.
+
+    Example:
+        >>> e = Event("e", Kind.IDENTIFY, "ws", 1, 1, lead_id="L",
+        ...           payload={"email": "Ada@Example.COM"})
+        >>> pii_facts(e)
+        PiiFacts(email_domain='example.com')
+        >>> pii_facts(Event("e", Kind.VISIT, "ws", 1, 1, "a"))
+        PiiFacts(email_domain=None)
+    """
+    email = opened.payload.get("email")
+    if parse_envelope(email) is not None:  # an opener that left a value sealed
+        return PiiFacts()
+    return PiiFacts(email_domain=email_domain(email if isinstance(email, str) else None))
+
+
+def keep_sealed(sealed: Event, opened: Event) -> tuple[Event, PiiFacts]:
+    """The event to hand to the processors: PII still sealed, plus its facts.
+
+    A sealed value whose key is gone (erased, or never known) becomes ``None``, exactly
+    as opening it would make it, so a processor treats it as absent (an erased email
+    does not count as "known", does not overwrite an older value). Every other value
+    stays as it arrived: sealed values sealed, plaintext (encryption off) plaintext.
+
+    Args:
+        sealed: the event as read from Kafka.
+        opened: the same event after :func:`open_event`.
+
+    Example:
+        >>> opener = lambda ws, field, env: None if env.kid == "dead0000" else "ada@x.io"
+        >>> e = Event("e", Kind.IDENTIFY, "ws", 1, 1, lead_id="L",
+        ...           payload={"email": "enc:v1:0000aaaa:QQ", "phone": "enc:v1:dead0000:QQ",
+        ...                    "title": "CTO"})
+        >>> kept, facts = keep_sealed(e, open_event(e, opener))
+        >>> dict(kept.payload), facts.email_domain
+        ({'email': 'enc:v1:0000aaaa:QQ', 'phone': None, 'title': 'CTO'}, 'x.io')
+
+    Raises:
+        InvalidEvent: ``opened`` is not ``sealed`` opened (another event).
+    """
+    if opened.event_id != sealed.event_id:
+        raise InvalidEvent(f"event {opened.event_id} is not the opened {sealed.event_id}")
+
+    def opened_value(name: str) -> Any:
+        if name in PII_CONTEXT_FIELDS:
+            return getattr(opened.context, name)
+        return opened.payload.get(name)
+
+    def change(name: str, value: Any) -> Any:
+        return None if opened_value(name) is None else value
+
+    return _rewrite(sealed, change), pii_facts(opened)
+
+
+def open_contact(contact: Contact, workspace_id: str, open_: Opener) -> Contact:
+    """A hand-off's contact with its sealed fields opened; erased ones read as ``None``.
+
+    The hand-off carries the lead's contact as it arrived (sealed with the keys of the
+    person's subjects, bound to the same field names), so a downstream consumer opens
+    it the way the worker opens an event. Plaintext (encryption off) passes through.
+
+    Example:
+        >>> opener = lambda ws, field, env: None if env.kid == "dead0000" else env.blob
+        >>> c = Contact(email="enc:v1:0000aaaa:ada", phone="enc:v1:dead0000:1", company="X")
+        >>> o = open_contact(c, "ws", opener)
+        >>> o.email, o.phone, o.company
+        ('ada', None, 'X')
+        >>> open_contact(Contact(email="ada@x.io"), "ws", opener).email
+        'ada@x.io'
+
+    Raises:
+        InvalidEvent: a contact field holds a malformed envelope.
+    """
+    changes: dict[str, Any] = {}
+    for name in CONTACT_PII_FIELDS:
+        envelope = parse_envelope(getattr(contact, name))
+        if envelope is not None:
+            changes[name] = open_(workspace_id, name, envelope)
+    return dataclasses.replace(contact, **changes) if changes else contact
 
 
 def blank_event(event: Event) -> Event:

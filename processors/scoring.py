@@ -47,19 +47,34 @@ def email_domain(email: str | None) -> str | None:
     return email.rsplit("@", 1)[1].strip().lower() or None
 
 
-def fit_value(contact: Contact, fit_field: str) -> object:
-    """The value a fit rule or segment tests, by field name."""
+def fit_value(contact: Contact, fit_field: str, domain: str | None = None) -> object:
+    """The value a fit rule or segment tests, by field name.
+
+    ``domain`` is the email's domain when the caller knows it: with PII encryption on,
+    ``contact.email`` is sealed and the worker derives the domain at the edge. Without
+    it the domain comes from ``contact.email`` (plaintext; a sealed one has none).
+
+    Example:
+        >>> fit_value(Contact(email="ada@acme.io"), "email_domain")
+        'acme.io'
+        >>> fit_value(Contact(email="enc:v1:0a0a0a0a:QUJD"), "email_domain", domain="acme.io")
+        'acme.io'
+    """
     if fit_field == "email_domain":
-        return email_domain(contact.email)
+        return domain if domain is not None else email_domain(contact.email)
     return getattr(contact, fit_field)
 
 
-def _fit_rule_fires(rule: FitRule, contact: Contact, policy: Policy) -> bool:
-    return rule.match.test(fit_value(contact, rule.field), policy.domains)
+def _fit_rule_fires(rule: FitRule, contact: Contact, policy: Policy, domain: str | None) -> bool:
+    return rule.match.test(fit_value(contact, rule.field, domain), policy.domains)
 
 
-def fit_score(contact: Contact, policy: Policy) -> tuple[float, tuple[RuleHit, ...]]:
+def fit_score(
+    contact: Contact, policy: Policy, *, domain: str | None = None
+) -> tuple[float, tuple[RuleHit, ...]]:
     """Fit score (capped at ``scoring.caps.fit``) and the rules that fired.
+
+    ``domain``: the email's domain when ``contact.email`` is sealed (see :func:`fit_value`).
 
     Example:
         >>> from leadflow.processors.policy import load_default_policy
@@ -73,7 +88,7 @@ def fit_score(contact: Contact, policy: Policy) -> tuple[float, tuple[RuleHit, .
     hits = tuple(
         RuleHit(rule.name, rule.points)
         for rule in policy.scoring.fit
-        if _fit_rule_fires(rule, contact, policy)
+        if _fit_rule_fires(rule, contact, policy, domain)
     )
     total = math.fsum(h.points for h in hits)
     return min(total, policy.scoring.fit_cap), hits

@@ -12,8 +12,10 @@ from leadflow.processors.policy import Policy
 from leadflow.processors.scoring import fit_value
 
 
-def segments_of(contact: Contact, policy: Policy) -> tuple[str, ...]:
+def segments_of(contact: Contact, policy: Policy, *, domain: str | None = None) -> tuple[str, ...]:
     """The lead's segments, one per group at most.
+
+    ``domain``: the email's domain when ``contact.email`` is sealed (see ``fit_value``).
 
     Example:
         >>> from leadflow.processors.policy import load_default_policy
@@ -23,7 +25,10 @@ def segments_of(contact: Contact, policy: Policy) -> tuple[str, ...]:
     out: list[str] = []
     for group in policy.segments:
         for seg in group.segments:
-            if all(m.test(fit_value(contact, f), policy.domains) for f, m in seg.matches.items()):
+            if all(
+                m.test(fit_value(contact, f, domain), policy.domains)
+                for f, m in seg.matches.items()
+            ):
                 out.append(f"{group.name}:{seg.name}")
                 break
     return tuple(out)

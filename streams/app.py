@@ -43,6 +43,7 @@ from leadflow.processors.lead import (
     next_deadline,
 )
 from leadflow.processors.model import ScoreModel
+from leadflow.processors.pii import PiiFacts, keep_sealed
 from leadflow.processors.policy import Policy
 from leadflow.processors.routing import RoutingState
 from leadflow.schemas.codec import Codec
@@ -139,7 +140,8 @@ class LeadflowApp:
         self.model_key = model_key
         self.model: ScoreModel | None = None
         self.deadlines = Deadlines()
-        # PII arrives sealed (docs/privacy.md); only the lead agent needs the plaintext.
+        # PII arrives sealed and stays so (docs/privacy.md); only the lead agent opens it,
+        # to derive non-personal facts (the email domain) for scoring.
         self.vault = Vault(settings) if settings.pii_encryption else None
         self.app = faust.App(
             APP_ID,
@@ -284,10 +286,15 @@ class LeadflowApp:
                         state, watermark, self.policy, routing=self._routing()
                     )
                 elif isinstance(record, Event):
-                    record = await self._open_pii(record)
+                    record, facts = await self._keep_pii_sealed(record)
                     watermark = record.occurred_at
                     new_state, out = lead_step(
-                        state, record, self.policy, self._current_model(), routing=self._routing()
+                        state,
+                        record,
+                        self.policy,
+                        self._current_model(),
+                        routing=self._routing(),
+                        facts=facts,
                     )
                 else:
                     raise LeadflowError(f"{type(record).__name__} is not an Event or a tick")
@@ -342,12 +349,18 @@ class LeadflowApp:
             callback=table._on_changelog_sent,  # faust's own: records the persisted offset
         )
 
-    async def _open_pii(self, inbound: Event) -> Event:
-        """Decrypt sealed PII; shredded keys read as None (a key topic failure is raised)."""
+    async def _keep_pii_sealed(self, inbound: Event) -> tuple[Event, PiiFacts | None]:
+        """The event with PII still sealed, and the facts scoring needs from its plaintext.
+
+        The lead's state (and so its changelog) and the hand-off then hold only sealed
+        PII, which erasure makes unreadable there too. Values whose key is shredded come
+        back as None, as opening them would (a key topic failure is raised).
+        """
         if self.vault is None:
-            return inbound
+            return inbound, None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self.vault.open, inbound)
+        opened = await loop.run_in_executor(None, self.vault.open, inbound)
+        return keep_sealed(inbound, opened)
 
     def _routing(self) -> RoutingState:
         raw = self.routing.get(ROUTING_KEY)

@@ -2,24 +2,27 @@
 
 One :class:`Vault` per process. The collector seals events before producing them (keys
 it creates are acknowledged by Kafka before any event that uses them); the worker opens
-events where a processor needs the plaintext; ``leadflow erase`` and the collector (on an
-``erasure_requested`` event) shred a lead's keys.
+events only to derive what scoring needs (the email domain); downstream consumers open
+the hand-off's contact (:meth:`Vault.open_handoff`); ``leadflow erase`` and the
+collector (on an ``erasure_requested`` event) shred a lead's keys.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from leadflow.processors.derived import BecameSQL, Contact
 from leadflow.processors.events import Event, Kind
 from leadflow.processors.pii import (
     Envelope,
     Sealer,
     has_pii,
+    open_contact,
     open_event,
     seal_event,
     subject_of,
@@ -184,6 +187,23 @@ class Vault:
         if event.kind is Kind.ERASURE_REQUESTED and self.keyring.refreshed_at is not None:
             self.keyring.refresh()
         return open_event(event, self._open_value)
+
+    def open_contact(self, workspace_id: str, contact: Contact) -> Contact:
+        """A hand-off's contact with its sealed fields opened; erased ones read as None.
+
+        Plaintext contact fields (PII encryption off) pass through unchanged.
+        """
+        return open_contact(contact, workspace_id, self._open_value)
+
+    def open_handoff(self, handoff: BecameSQL) -> BecameSQL:
+        """The hand-off with its contact opened (see :meth:`open_contact`).
+
+        What a downstream consumer built on leadflow calls on every record of
+        ``leadflow.lead-became-sql``; after ``leadflow erase`` the contact's email,
+        names and phone read as None in every past hand-off of that person.
+        """
+        contact = self.open_contact(handoff.workspace_id, handoff.contact)
+        return handoff if contact is handoff.contact else replace(handoff, contact=contact)
 
     def _open_value(self, workspace_id: str, field: str, envelope: Envelope) -> str | None:
         kid = envelope.kid

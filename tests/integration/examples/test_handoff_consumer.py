@@ -1,8 +1,15 @@
-"""The documented downstream consumer reads what leadflow writes, and skips repeats."""
+"""The documented downstream consumer reads what leadflow writes, and skips repeats.
+
+It opens a sealed contact with the keys on ``leadflow.pii-keys`` (sealed by leadflow's own
+Vault here), reads it as withheld once the person's keys are shredded, and handles plain
+contacts (PII encryption off) without the key topic.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import uuid
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -17,7 +24,9 @@ from leadflow.processors.derived import (
     StageStep,
     Touch,
 )
+from leadflow.processors.events import Event, Kind
 from leadflow.schemas.codec import SingleObjectCodec
+from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import LEAD_BECAME_SQL, create_topics
 
@@ -37,7 +46,15 @@ HANDOFF = BecameSQL(
     became_sql_at=1_767_225_600_000,
     reason="demo_request_icp",
     sql_count=1,
-    contact=Contact(company="Acme", title="VP Data", company_size=3000, country="US"),
+    contact=Contact(
+        email="ada@acme.io",
+        first_name="Ada",
+        last_name="Lovelace",
+        company="Acme",
+        title="VP Data",
+        company_size=3000,
+        country="US",
+    ),
     segments=("size:enterprise",),
     fit_score=80.0,
     engagement_score=54.5,
@@ -55,20 +72,70 @@ HANDOFF = BecameSQL(
 )
 
 
-def test_example_consumer_decodes_handoffs_and_skips_repeats(kafka: Settings) -> None:
-    create_topics(kafka)
-    producer = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all"})
-    value = SingleObjectCodec().encode(HANDOFF)
-    for _ in range(2):  # a re-emission after a crash carries the same transition id
-        producer.produce(LEAD_BECAME_SQL.name, key=HANDOFF.lead_id.encode(), value=value)
+SCHEMA = str(ROOT / "schemas/avsc/derived/BecameSQL/v1.avsc")
+
+
+def publish(settings: Settings, handoff: BecameSQL, times: int = 1) -> None:
+    producer = Producer({"bootstrap.servers": settings.bootstrap, "acks": "all"})
+    value = SingleObjectCodec().encode(handoff)
+    for _ in range(times):
+        producer.produce(LEAD_BECAME_SQL.name, key=handoff.lead_id.encode(), value=value)
     assert producer.flush(30) == 0
 
+
+def run_example(settings: Settings, company: str) -> list[str]:
+    """The example's alert lines for our hand-offs (other tests share the topic)."""
     lines: list[str] = []
-    args = ["--bootstrap", kafka.bootstrap, "--group", "example-test",
-            "--schema", str(ROOT / "schemas/avsc/derived/BecameSQL/v1.avsc")]  # fmt: skip
+    args = ["--bootstrap", settings.bootstrap, "--group", f"example-{uuid.uuid4().hex}",
+            "--schema", SCHEMA]  # fmt: skip
     example.main(args, out=lines.append)
-    ours = [line for line in lines if "Acme" in line]
-    assert ours == [
-        "New SQL #1: Acme (VP Data), owner rep-ava, fit 80 / engagement 54, "
-        "first touch paid_search, why: demo_request_icp"
+    return [line for line in lines if f" at {company} (" in line]
+
+
+def test_example_consumer_decodes_handoffs_and_skips_repeats(kafka: Settings) -> None:
+    create_topics(kafka)
+    company = f"Acme-{uuid.uuid4().hex[:6]}"  # plain contact: PII encryption off
+    handoff = dataclasses.replace(
+        HANDOFF, contact=dataclasses.replace(HANDOFF.contact, company=company)
+    )
+    publish(kafka, handoff, times=2)  # a re-emission after a crash: the same transition id
+
+    assert run_example(kafka, company) == [
+        f"New SQL #1: Ada Lovelace <ada@acme.io> at {company} (VP Data), owner rep-ava, "
+        "fit 80 / engagement 54, first touch paid_search, why: demo_request_icp"
     ]
+
+
+def test_example_consumer_opens_sealed_contacts_until_erasure(kafka: Settings) -> None:
+    create_topics(kafka)
+    ws, lead = f"ws-ex-{uuid.uuid4().hex[:8]}", f"lead-{uuid.uuid4().hex[:8]}"
+    company = f"Sealed-{uuid.uuid4().hex[:6]}"
+    person = {"email": "ada@acme.io", "first_name": "Ada", "last_name": "Lovelace",
+              "phone": "+1 555 0100"}  # fmt: skip
+    vault = Vault(kafka)
+    try:
+        # As the collector seals a form and the worker carries the values into the hand-off.
+        (form,) = vault.seal([Event("f1", Kind.IDENTIFY, ws, 1, 1, lead_id=lead, payload=person)])
+        sealed = Contact(**form.payload, company=company, title="VP Data")
+        assert all(str(v).startswith("enc:v1:") for v in form.payload.values())
+        handoff = dataclasses.replace(
+            HANDOFF, transition_id=f"t-{lead}", workspace_id=ws, lead_id=lead, contact=sealed
+        )
+        publish(kafka, handoff)
+        # The example and leadflow's own helper open it to the same plaintext.
+        assert run_example(kafka, company) == [
+            f"New SQL #1: Ada Lovelace <ada@acme.io> at {company} (VP Data), owner rep-ava, "
+            "fit 80 / engagement 54, first touch paid_search, why: demo_request_icp"
+        ]
+        assert vault.open_handoff(handoff).contact == dataclasses.replace(sealed, **person)
+
+        assert vault.shred(ws, lead).keys == 1  # what `leadflow erase` does first
+        assert run_example(kafka, company) == [
+            f"New SQL #1: contact withheld at {company} (VP Data), owner rep-ava, "
+            "fit 80 / engagement 54, first touch paid_search, why: demo_request_icp"
+        ]
+        gone = vault.open_handoff(handoff).contact
+        assert (gone.email, gone.first_name, gone.last_name, gone.phone) == (None,) * 4
+        assert gone.company == company
+    finally:
+        vault.close()

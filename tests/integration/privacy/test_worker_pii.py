@@ -1,9 +1,15 @@
-"""A real `leadflow worker` on sealed events: it opens PII for the hand-off, forgets on erasure."""
+"""A real `leadflow worker` on sealed events: PII stays sealed in every log it writes.
+
+The lead's state (its changelog) and the hand-off keep the contact sealed; a consumer with
+the keys opens it, and after `leadflow erase` nobody can.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +25,7 @@ from tests.integration.pipeline.conftest import WorkerProcess, read, send
 from tests.integration.pipeline.journeys import Journey
 
 LEADS_CHANGELOG = "leadflow-leads-changelog"
+PHONE = "+1 555 0100"
 
 
 @pytest.fixture(scope="module")
@@ -67,26 +74,63 @@ def raw_values(settings: Settings, topic: str, key: bytes | None = None) -> list
     return values
 
 
-def test_worker_opens_sealed_pii_and_drops_it_on_erasure(
+def readable(value: bytes) -> bytes:
+    """A stored record as bytes a reader can search: state records may be zlib'd."""
+    return zlib.decompress(value[1:]) if value[:1] == b"z" else value
+
+
+def test_pii_stays_sealed_in_state_and_handoff_and_erasure_unseals_nothing(
     topics: Settings, pii_worker: WorkerProcess
 ) -> None:
     journey = Journey(f"ws-pii-{uuid.uuid4().hex[:8]}")
+    phase = journey.to_sql_twice()[0]
+    phase = [
+        dataclasses.replace(e, payload={**e.payload, "phone": PHONE}) if e.payload.get("email")
+        else e
+        for e in phase
+    ]  # fmt: skip
     vault = Vault(topics)
     try:
-        sealed = vault.seal(journey.to_sql_twice()[0])
+        sealed = vault.seal(phase)
     finally:
         vault.close()
     form = next(e for e in sealed if e.payload.get("email"))
     assert str(form.payload["email"]).startswith("enc:v1:")
     send(topics, sealed)
+    secrets = [s.encode() for s in (journey.email, "Ada", "Lovelace", PHONE)]
 
     (handoff,) = read(topics, LEAD_BECAME_SQL.name, journey.workspace, expect=1)
     assert isinstance(handoff, BecameSQL)
-    # The lead agent opened the sealed fields: the hand-off is as useful as before.
-    assert (handoff.contact.email, handoff.contact.first_name) == (journey.email, "Ada")
     assert handoff.lead_id == journey.lead
-    # The identity agent forwarded the sealed values: no plaintext on the by-lead log.
-    assert not any(journey.email.encode() in v for v in raw_values(topics, EVENTS_BY_LEAD.name))
+    # The hand-off carries the contact sealed (firmographics plaintext), and the fit rules
+    # saw the email's domain: acme.io is no free-mail domain, so the lead became SQL.
+    contact = handoff.contact
+    for value in (contact.email, contact.first_name, contact.last_name, contact.phone):
+        assert str(value).startswith("enc:v1:")
+    assert (contact.company, contact.title) == ("Acme", "VP Data Platform")
+    # A downstream consumer with access to the keys opens it.
+    reader = Vault(topics)
+    try:
+        opened = reader.open_handoff(handoff).contact
+    finally:
+        reader.close()
+    assert (opened.email, opened.first_name, opened.last_name, opened.phone) == (
+        journey.email, "Ada", "Lovelace", PHONE,
+    )  # fmt: skip
+
+    # The raw bytes of every Kafka log the worker wrote for this lead: no plaintext PII.
+    key = journey.lead.encode()
+    logs = {
+        topic: [readable(v) for v in raw_values(topics, topic, key)]
+        for topic in (LEAD_BECAME_SQL.name, LEADS_CHANGELOG, EVENTS_BY_LEAD.name)
+    }
+    assert all(logs.values()), {topic: len(values) for topic, values in logs.items()}
+    for topic, values in logs.items():
+        for secret in secrets:
+            assert not any(secret in v for v in values), (topic, secret)
+    states = [decode_lead_state(v) for v in raw_values(topics, LEADS_CHANGELOG, key)]
+    assert any(str(state.contact.email).startswith("enc:v1:") for state in states)
+    assert all(state.contact.email is None or "@" not in state.contact.email for state in states)
 
     done = erase(topics, journey.workspace, journey.lead)
     assert done.shredded.keys == 1  # the one device's key
@@ -97,12 +141,20 @@ def test_worker_opens_sealed_pii_and_drops_it_on_erasure(
             break
         assert time.monotonic() < deadline, f"erasure not processed:\n{pii_worker.tail()}"
 
-    states = [
-        decode_lead_state(v) for v in raw_values(topics, LEADS_CHANGELOG, journey.lead.encode())
-    ]
-    # Known limit (docs/privacy.md): older state records hold the opened contact until
-    # the changelog is compacted; the newest one, which recovery reads, holds none.
-    assert any(state.contact.email == journey.email for state in states)
-    latest = states[-1].contact
-    assert (latest.email, latest.first_name, latest.last_name) == (None, None, None)
-    assert states[-1].answers == {}
+    # After erasure the past hand-off and every old state record still hold the sealed
+    # contact, but nobody can open it any more: it reads as null.
+    reader = Vault(topics)
+    try:
+        gone = reader.open_handoff(handoff).contact
+        states = [decode_lead_state(v) for v in raw_values(topics, LEADS_CHANGELOG, key)]
+        old = [reader.open_contact(journey.workspace, s.contact) for s in states]
+    finally:
+        reader.close()
+    assert (gone.email, gone.first_name, gone.last_name, gone.phone) == (None,) * 4
+    assert gone.company == "Acme"
+    assert all((c.email, c.first_name, c.last_name, c.phone) == (None,) * 4 for c in old)
+    latest = states[-1]
+    assert (latest.contact.email, latest.contact.first_name, latest.email_domain) == (None,) * 3
+    assert latest.answers == {}
+    for secret in secrets:
+        assert not any(secret in readable(v) for v in raw_values(topics, LEADS_CHANGELOG, key))
