@@ -28,6 +28,7 @@ from leadflow.processors.pii import (
     seal_event,
 )
 from leadflow.processors.policy import load_default_policy
+from leadflow.sinks.projection import rows_for_all
 from tests.unit.processors._factory import ICP_FORM, ev
 
 P = load_default_policy()
@@ -192,3 +193,14 @@ def test_erasure_clears_the_domain_with_the_contact() -> None:
 def _both(e: Event, kid: str) -> tuple[Event, Event]:
     sealed = seal_event(e, sealer(kid))
     return sealed, open_event(sealed, opener)
+
+
+def test_no_envelope_reaches_a_clickhouse_row() -> None:
+    """The projection keeps contact PII out of ClickHouse, sealed or not (docs/privacy.md)."""
+    events = [seal_event(e, sealer(LIVE)) for e in journey("ada@acme.io")]
+    _, out = fold_sealed(journey("ada@acme.io"))
+    rows = rows_for_all([*events, *out])
+    assert rows.by_table["handoffs"]  # the sealed hand-off was projected
+    values = [v for table in rows.by_table.values() for row in table for v in row]
+    assert not [v for v in values if "enc:v1:" in str(v)]
+    assert "Acme" in values  # firmographics stay
