@@ -26,7 +26,7 @@ from leadflow.sinks.tables import (
     engine_for,
     on_cluster,
 )
-from leadflow.sinks.views import view_statements
+from leadflow.sinks.views import V_IDENTITIES_CONSENT, view_statements
 from leadflow.streams.logs import get_logger
 
 log = get_logger(__name__)
@@ -77,6 +77,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tables", tuple(f"table:{t.name}" for t in ALL_TABLES)),
     Migration(2, "views", view_statements()),
+    Migration(3, "identities honour tracking consent", (V_IDENTITIES_CONSENT,)),
 )
 
 

@@ -51,6 +51,29 @@ FROM $db.identities
 GROUP BY workspace_id, anonymous_id
 """
 
+# Migration 3: a device whose latest consent_changed (by event time) withdrew tracking
+# consent is linked to no lead, so its anonymous touches stay anonymous in every report
+# (docs/privacy.md). The identity processor already refuses to stitch such a device; this
+# covers the links the projector takes from raw events that carry both ids.
+V_IDENTITIES_CONSENT = """
+CREATE OR REPLACE VIEW $db.v_identities$oc AS
+SELECT
+    workspace_id,
+    anonymous_id,
+    argMin(identities.lead_id, (identities.linked_at, identities.lead_id)) AS lead_id,
+    min(linked_at) AS first_linked_at,
+    uniqExact(identities.lead_id) AS leads_seen
+FROM $db.identities
+WHERE (workspace_id, anonymous_id) NOT IN (
+    SELECT workspace_id, anonymous_id
+    FROM $db.events
+    WHERE kind = 'consent_changed' AND anonymous_id != ''
+    GROUP BY workspace_id, anonymous_id
+    HAVING argMax(JSONExtractBool(payload_json, 'tracking'), (occurred_at, event_id)) = 0
+)
+GROUP BY workspace_id, anonymous_id
+"""
+
 # Every event with the person it belongs to: its own lead_id, else the lead its device was
 # linked to (so touches before identification count for the lead), else the device.
 V_PERSON_EVENTS = """

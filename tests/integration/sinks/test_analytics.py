@@ -60,7 +60,7 @@ def rounded(report: reports.Report) -> list[tuple[Any, ...]]:
 
 
 def test_migrations_apply_once_and_detect_edited_history(client: Any, clickhouse_db: str) -> None:
-    assert migrate(client, clickhouse_db) == [1, 2]
+    assert migrate(client, clickhouse_db) == [1, 2, 3]
     assert migrate(client, clickhouse_db) == []
     tables = {r[0] for r in client.query(f"SHOW TABLES FROM {clickhouse_db}").result_rows}
     assert {"events", "identities", "stage_transitions", "scores", "lead_state", "costs",
