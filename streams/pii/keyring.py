@@ -190,6 +190,10 @@ class Keyring:
         self.lock = threading.RLock()
         self.refreshed_at: float | None = None
         self._consumer: Consumer | None = None
+        # A second client only asks for end offsets: on the reading consumer's connection a
+        # ListOffsets request queues behind the long-polling fetch (fetch.wait.max.ms, 500 ms),
+        # which made one refresh of 12 partitions take 6 s even with nothing new.
+        self._offsets: Consumer | None = None
         self._next: dict[int, int] = {}
 
     def _open(self) -> Consumer:
@@ -218,6 +222,14 @@ class Keyring:
                 [TopicPartition(PII_KEYS.name, p, OFFSET_BEGINNING) for p in partitions]
             )
             self._next = dict.fromkeys(partitions, 0)
+            self._offsets = Consumer(
+                {
+                    **self.settings.kafka_client_config(),
+                    "group.id": "leadflow-pii-keyring",
+                    "enable.auto.commit": False,
+                    "log_level": 3,
+                }
+            )
             self._consumer = consumer
         return self._consumer
 
@@ -229,9 +241,10 @@ class Keyring:
         """
         with self.lock:
             consumer = self._open()
+            assert self._offsets is not None
             highs: dict[int, int] = {}
             for p in self._next:
-                _low, high = consumer.get_watermark_offsets(
+                _low, high = self._offsets.get_watermark_offsets(
                     TopicPartition(PII_KEYS.name, p), timeout=self.timeout, cached=False
                 )
                 highs[p] = high
@@ -270,3 +283,6 @@ class Keyring:
             if self._consumer is not None:
                 self._consumer.close()
                 self._consumer = None
+            if self._offsets is not None:
+                self._offsets.close()
+                self._offsets = None
