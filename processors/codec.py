@@ -11,6 +11,12 @@ compress 3-4x, while small records skip the CPU cost.
 Evolution rule (because records are positional): only ever ADD fields, at the END of a
 dataclass, with a default. Renaming, removing or reordering fields needs a new
 ``VERSION`` and a migration in :func:`decode`.
+
+Every state write and read goes through here (identity and lead steps), so the class-level
+work is done once per type: field names and plain defaults are cached per dataclass, and
+decoding compiles one function per type instead of re-reading type hints per value. The
+bytes written and the values read are the same as before that caching (checked against a
+reference copy in ``tests/unit/processors/test_codec_equivalence.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import json
 import types
 import typing
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 from functools import cache
 from typing import Any, TypeVar
@@ -51,24 +57,75 @@ def _hints(cls: type) -> tuple[tuple[str, Any, Any], ...]:
     return tuple(out)
 
 
+# Exact types that ``to_plain`` returns unchanged. Checked with ``type(obj) in ...`` (no
+# subclasses): most values in a state are these, and one set lookup is far cheaper than the
+# dataclass/Enum/Mapping isinstance chain they would otherwise fall through.
+_PRIMITIVES = frozenset({str, int, float, bool, type(None)})
+
+_DATACLASS, _ENUM, _SEQUENCE, _OTHER = range(4)
+
+
+@cache
+def _layout(cls: type) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """Field names and plain defaults of dataclass ``cls``, computed once per class.
+
+    Why: trimming trailing defaults compares against ``to_plain(default)``; re-plaining every
+    field's default for every object on every encode was most of the encoder's cost. The
+    cached plain defaults are only compared, never returned, so sharing them is safe.
+    """
+    fields = _hints(cls)
+    names = tuple(name for name, _, _ in fields)
+    defaults = tuple(d if d is dataclasses.MISSING else to_plain(d) for _, _, d in fields)
+    return names, defaults
+
+
+@cache
+def _encode_kind(cls: type) -> int:
+    """How ``to_plain`` treats instances of ``cls``, in the order it always has.
+
+    Why cached per type: a class's dataclass-ness and its Enum/tuple/list bases are fixed
+    when it is created. ``Mapping`` is left out (``_OTHER``) and checked per value, because
+    ``Mapping.register`` can change the answer later.
+    """
+    if dataclasses.is_dataclass(cls):
+        return _DATACLASS
+    if issubclass(cls, Enum):
+        return _ENUM
+    if issubclass(cls, tuple | list):
+        return _SEQUENCE
+    return _OTHER
+
+
 def to_plain(obj: object) -> Any:
     """A JSON-ready value for ``obj`` (dataclasses as positional arrays).
+
+    Primitives are answered first and everything class-level (field names, plain defaults,
+    which branch a type takes) is cached per type, because this runs for every value of
+    every state on every write. The output is exactly what the uncached version produced.
 
     Example:
         >>> from leadflow.processors.derived import RuleHit
         >>> to_plain((RuleHit("pricing", 10.0),))
         [['pricing', 10.0]]
     """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        values = [to_plain(getattr(obj, name)) for name, _, _ in _hints(type(obj))]
-        defaults = [d if d is dataclasses.MISSING else to_plain(d) for _, _, d in _hints(type(obj))]
-        while (
-            values
-            and defaults[len(values) - 1] is not dataclasses.MISSING
-            and (values[-1] == defaults[len(values) - 1])
-        ):
-            values.pop()
+    cls: Any = type(obj)
+    if cls in _PRIMITIVES:
+        return obj
+    kind = _encode_kind(cls)
+    if kind == _DATACLASS:
+        names, defaults = _layout(cls)
+        values = [to_plain(getattr(obj, name)) for name in names]
+        n = len(values)
+        while n and defaults[n - 1] is not dataclasses.MISSING and values[n - 1] == defaults[n - 1]:
+            n -= 1
+        del values[n:]
         return values
+    if kind == _ENUM:
+        return obj.value  # type: ignore[attr-defined]
+    if kind == _SEQUENCE:
+        return [to_plain(v) for v in obj]  # type: ignore[attr-defined]
+    # Anything else takes the original per-value checks, so an object whose ``__class__``
+    # differs from its type (proxies) is treated exactly as before.
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, tuple | list):
@@ -78,50 +135,111 @@ def to_plain(obj: object) -> Any:
     return obj
 
 
+Decoder = Callable[[Any], Any]
+
+
+def _identity(data: Any) -> Any:
+    return data
+
+
+def _primitive_decoder(tp: type) -> Decoder:
+    def check(data: Any) -> Any:
+        if not isinstance(data, tp):
+            raise StateDecodeError(f"expected {tp.__name__}, got {type(data).__name__}")
+        return data
+
+    return check
+
+
+def _optional_decoder(inner: Decoder) -> Decoder:
+    def optional(data: Any) -> Any:
+        return None if data is None else inner(data)
+
+    return optional
+
+
+def _dataclass_decoder(tp: type) -> Decoder:
+    # Field decoders are resolved on first use, not here: a dataclass that (indirectly)
+    # refers to itself would otherwise recurse forever while its decoder is being built.
+    fields: list[tuple[str, Decoder, Any]] = []
+    resolved = False
+
+    def record(data: Any) -> Any:
+        nonlocal resolved
+        if not resolved:
+            fields[:] = [(name, _decoder(ftp), default) for name, ftp, default in _hints(tp)]
+            resolved = True
+        if not isinstance(data, list) or len(data) > len(fields):
+            raise StateDecodeError(f"{tp.__name__}: expected at most {len(fields)} values")
+        kwargs = {}
+        n = len(data)
+        for i, (name, decode_field, default) in enumerate(fields):
+            if i < n:
+                kwargs[name] = decode_field(data[i])
+            elif default is dataclasses.MISSING:
+                raise StateDecodeError(f"{tp.__name__}.{name} is missing")
+        return tp(**kwargs)
+
+    return record
+
+
+def _unsupported_decoder(tp: Any) -> Decoder:
+    # Raised when a value of this type is read, never when the decoder is built: an
+    # unsupported ``X | None`` field that holds ``None`` has always decoded fine.
+    def unsupported(data: Any) -> Any:
+        raise StateDecodeError(f"cannot decode type {tp!r}")
+
+    return unsupported
+
+
+@cache
+def _decoder(tp: Any) -> Decoder:
+    """One decoding function per type, built once.
+
+    Why: interpreting the type hints (``get_origin``, ``is_dataclass``, ``get_args``) for
+    every value of every record was most of the decoder's cost. The branches, their order
+    and the errors they raise are those :func:`from_plain` always had.
+    """
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _optional_decoder(_decoder(args[0])) if len(args) == 1 else _identity
+    if tp is Any or tp is object:
+        return _identity
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _dataclass_decoder(tp)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp
+    if origin is tuple:
+        targs = typing.get_args(tp)
+        if len(targs) == 2 and targs[1] is Ellipsis:
+            item = _decoder(targs[0])
+            return lambda data: tuple(item(v) for v in data)
+        items = [_decoder(a) for a in targs]
+        return lambda data: tuple(f(v) for f, v in zip(items, data, strict=True))
+    if origin in (dict, Mapping):
+        _, vt = typing.get_args(tp)
+        value = _decoder(vt)
+        return lambda data: {k: value(v) for k, v in data.items()}
+    if tp is float:
+        return float
+    if tp in (int, str, bool):
+        return _primitive_decoder(tp)
+    return _unsupported_decoder(tp)
+
+
 def from_plain(tp: Any, data: Any) -> Any:
     """Rebuild a value of type ``tp`` from :func:`to_plain` output.
+
+    Uses the cached decoder for ``tp`` (see ``_decoder``), so only the first record of a
+    type pays for reading its hints.
 
     Example:
         >>> from leadflow.processors.derived import RuleHit
         >>> from_plain(tuple[RuleHit, ...], [["pricing", 10]])
         (RuleHit(rule='pricing', points=10.0),)
     """
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if data is None:
-            return None
-        return from_plain(args[0], data) if len(args) == 1 else data
-    if tp is Any or tp is object:
-        return data
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        fields = _hints(tp)
-        if not isinstance(data, list) or len(data) > len(fields):
-            raise StateDecodeError(f"{tp.__name__}: expected at most {len(fields)} values")
-        kwargs = {}
-        for i, (name, ftp, default) in enumerate(fields):
-            if i < len(data):
-                kwargs[name] = from_plain(ftp, data[i])
-            elif default is dataclasses.MISSING:
-                raise StateDecodeError(f"{tp.__name__}.{name} is missing")
-        return tp(**kwargs)
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        return tp(data)
-    if origin is tuple:
-        targs = typing.get_args(tp)
-        if len(targs) == 2 and targs[1] is Ellipsis:
-            return tuple(from_plain(targs[0], v) for v in data)
-        return tuple(from_plain(a, v) for a, v in zip(targs, data, strict=True))
-    if origin in (dict, Mapping):
-        _, vt = typing.get_args(tp)
-        return {k: from_plain(vt, v) for k, v in data.items()}
-    if tp is float:
-        return float(data)
-    if tp in (int, str, bool):
-        if not isinstance(data, tp):
-            raise StateDecodeError(f"expected {tp.__name__}, got {type(data).__name__}")
-        return data
-    raise StateDecodeError(f"cannot decode type {tp!r}")
+    return _decoder(tp)(data)
 
 
 def encode(obj: object) -> bytes:
@@ -148,7 +266,7 @@ def decode(cls: type[T], data: bytes) -> T:
     if version != VERSION:
         raise StateDecodeError(f"{cls.__name__}: unknown state version {version!r}")
     try:
-        value = from_plain(cls, record)
+        value = _decoder(typing.cast(Any, cls))(record)
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
         raise StateDecodeError(f"{cls.__name__}: {exc}") from None
     return typing.cast(T, value)
