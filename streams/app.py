@@ -42,7 +42,7 @@ from leadflow.processors.lead import (
     lead_step,
     next_deadline,
 )
-from leadflow.processors.model import ScoreModel
+from leadflow.processors.model import ScoreModel, SnapshotError
 from leadflow.processors.pii import PiiFacts, keep_sealed
 from leadflow.processors.policy import Policy
 from leadflow.processors.routing import RoutingState
@@ -462,7 +462,13 @@ class LeadflowApp:
         if raw is None:
             return None
         if self.model is None or self.model.version != ScoreModel.peek_version(raw):
-            self.model = ScoreModel.restore(raw, self.model_key)
+            try:
+                self.model = ScoreModel.restore(raw, self.model_key)
+            except SnapshotError as exc:
+                # A snapshot signed with another key is not this worker's to load, and not
+                # the scored event's fault: keep the last good model (or the rules alone).
+                log.error("model.snapshot_rejected", reason=str(exc))
+                self._snapshot = None
         return self.model
 
     async def _trainer_agent(self, stream: faust.StreamT[bytes]) -> None:
@@ -490,8 +496,13 @@ class LeadflowApp:
         raw = await loop.run_in_executor(None, latest_snapshot, self.settings)
         if raw is None:
             return ScoreModel(self.policy)
+        try:
+            model = ScoreModel.restore(raw, self.model_key)
+        except SnapshotError as exc:
+            log.error("model.snapshot_rejected", reason=str(exc), action="training from scratch")
+            return ScoreModel(self.policy)
         self._snapshot = raw
-        return ScoreModel.restore(raw, self.model_key)
+        return model
 
 
 def _await_chain(task: asyncio.Task[Any]) -> list[str]:

@@ -49,6 +49,8 @@ class WorkerProcess:
             "LEADFLOW_TOPIC_PARTITIONS": str(self.settings.topic_partitions),
             "LEADFLOW_PROCESSING_GUARANTEE": self.guarantee,
             "LEADFLOW_LOG_FORMAT": "json",
+            # Workers of one session share the broker's leadflow.models: one signing key.
+            "LEADFLOW_MODEL_SIGNING_KEY": "test-session-model-key",
             **self.env,
         }
         self.process = subprocess.Popen(

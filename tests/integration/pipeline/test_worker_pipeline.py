@@ -6,14 +6,19 @@ import time
 from collections.abc import Callable
 
 from aiokafka.partitioner import murmur2
+from confluent_kafka import Consumer, Producer
 
 from leadflow.processors.derived import BecameMQL, BecameSQL, SlaBreached, Stage, StageChanged
 from leadflow.processors.events import Event, Kind
+from leadflow.processors.model import ScoreModel
+from leadflow.processors.policy import load_default_policy
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
+    DLQ,
     LEAD_BECAME_MQL,
     LEAD_BECAME_SQL,
     LEAD_STAGE_CHANGED,
+    MODELS,
     SLA_BREACHED,
 )
 
@@ -118,6 +123,47 @@ def test_unreviewed_mql_raises_sla_breached_at_the_due_event_time(
     assert isinstance(breach, SlaBreached)
     assert breach.due_at == mql.sla_due_at
     assert breach.mql_transition_id == mql.transition_id
+
+
+def publish_model(settings: Settings, key: bytes) -> None:
+    """Put a fresh model snapshot signed with `key` on leadflow.models, as a trainer would."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap, "acks": "all"})
+    producer.produce(
+        MODELS.name, key=b"current", value=ScoreModel(load_default_policy()).snapshot(key)
+    )
+    assert producer.flush(30) == 0
+
+
+def dead_letters_mentioning(settings: Settings, needle: bytes) -> int:
+    """Dead letters whose raw bytes contain `needle` (other tests' letters do not decode)."""
+    consumer = Consumer(
+        {"bootstrap.servers": settings.bootstrap, "group.id": f"dlq-{time.monotonic_ns()}",
+         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )  # fmt: skip
+    consumer.subscribe([DLQ.name])
+    found, deadline = 0, time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=0.5):
+                if message.error() is None and needle in (message.value() or b""):
+                    found += 1
+    finally:
+        consumer.close()
+    return found
+
+
+def test_a_snapshot_signed_with_another_key_is_refused_and_scoring_goes_on(
+    topics: Settings, worker: WorkerProcess
+) -> None:
+    publish_model(topics, b"someone else's key")
+    time.sleep(12)  # the worker looks for a new snapshot every 10 s
+    journey = Journey("ws-foreign-model")
+    play(topics, journey, journey.to_sql_twice())
+
+    assert len(handoffs(topics, journey.workspace, expect=2)) == 2
+    assert dead_letters_mentioning(topics, journey.workspace.encode()) == 0
+    assert worker.log_events("model.snapshot_rejected")
+    publish_model(topics, b"test-session-model-key")  # what the other tests' workers verify
 
 
 def by_lead_partition(lead_id: str, partitions: int) -> int:
