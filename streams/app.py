@@ -53,7 +53,7 @@ from leadflow.streams.model_feed import latest_snapshot
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.security import faust_credentials
 from leadflow.streams.settings import Guarantee, Settings
-from leadflow.streams.stall import StallWatch, Verdict
+from leadflow.streams.stall import StallWatch, Verdict, owed
 
 log = get_logger(__name__)
 
@@ -407,19 +407,16 @@ class LeadflowApp:
         showed what was still owed.
         """
         consumer: Any = self.app.consumer
-        sources = {self.events.get_topic_name(), self.by_lead.get_topic_name()}
-        sources.add(self.training.get_topic_name())
+        sources = {spec.name for spec in t.WORKER_INPUTS}
         tps = [tp for tp in consumer.assignment() if tp.topic in sources]
         if not tps:
             return 0
         ends = await consumer.highwaters(*tps)
-        # Under exactly_once a partition ends with a transaction marker nobody reads.
-        slack = 1 if self.settings.processing_guarantee is Guarantee.EXACTLY_ONCE else 0
+        markers = self.settings.processing_guarantee is Guarantee.EXACTLY_ONCE
         lag = 0
         for tp in tps:
             committed = consumer._committed_offset.get(tp) or 0  # faust internals, read only
-            behind = ends.get(tp, 0) - committed
-            lag += behind if behind > slack else 0
+            lag += owed(ends.get(tp, 0), committed, markers=markers)
         return lag
 
     async def _install_task_dump(self) -> None:

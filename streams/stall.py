@@ -13,6 +13,20 @@ from dataclasses import dataclass
 from enum import Enum
 
 
+def owed(end: int, committed: int, *, markers: bool) -> int:
+    """Records of one partition past its committed offset.
+
+    Under exactly_once a partition ends with a transaction marker that no consumer ever
+    commits past: with ``markers=True`` a lag of one record counts as none.
+
+    Example:
+        >>> owed(10, 7, markers=False), owed(10, 9, markers=True), owed(10, 7, markers=True)
+        (3, 0, 3)
+    """
+    behind = end - committed
+    return 0 if behind <= (1 if markers else 0) else behind
+
+
 class Verdict(Enum):
     """What the worker should do after one observation."""
 

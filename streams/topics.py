@@ -95,6 +95,9 @@ PII_KEYS = TopicSpec(
     ),
 )
 
+# What `leadflow worker` consumes (its agents' inputs; lag is counted over these).
+WORKER_INPUTS: tuple[TopicSpec, ...] = (EVENTS, EVENTS_BY_LEAD, TRAINING_EXAMPLES)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     EVENTS,
     EVENTS_BY_LEAD,

@@ -13,7 +13,8 @@ from confluent_kafka import Consumer, TopicPartition
 from leadflow.processors.errors import PolicyError
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, TRAINING_EXAMPLES
+from leadflow.streams.stall import owed
+from leadflow.streams.topics import WORKER_INPUTS
 
 if TYPE_CHECKING:
     from leadflow.streams.app import LeadflowApp
@@ -44,21 +45,20 @@ CLEAN_STOP = "clean-stop"
 def worker_lag(settings: Settings, *, markers: bool = False) -> int:
     """Records the worker has not committed yet on the topics it consumes.
 
-    ``markers=True`` ignores a lag of one record on a partition: under exactly_once a
-    partition ends with a transaction marker that no consumer ever commits past.
+    ``markers=True`` ignores exactly_once's trailing transaction markers (see
+    :func:`~leadflow.streams.stall.owed`).
     """
     consumer = Consumer(
         {**settings.kafka_client_config(), "group.id": WORKER_GROUP, "enable.auto.commit": False}
     )
     try:
         lag = 0
-        for spec in (EVENTS, EVENTS_BY_LEAD, TRAINING_EXAMPLES):
+        for spec in WORKER_INPUTS:
             meta = consumer.list_topics(spec.name, timeout=10).topics[spec.name]
             partitions = [TopicPartition(spec.name, p) for p in meta.partitions]
             for committed in consumer.committed(partitions, timeout=10):
                 _, high = consumer.get_watermark_offsets(committed, timeout=10)
-                behind = high - max(committed.offset, 0)
-                lag += 0 if markers and behind <= 1 else behind
+                lag += owed(high, max(committed.offset, 0), markers=markers)
         return lag
     finally:
         consumer.close()

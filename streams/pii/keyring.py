@@ -198,16 +198,14 @@ class Keyring:
 
     def _open(self) -> Consumer:
         if self._consumer is None:
-            consumer = Consumer(
-                {
-                    **self.settings.kafka_client_config(),
-                    # Never subscribes or commits: every process reads the whole topic.
-                    "group.id": "leadflow-pii-keyring",
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": True,
-                    "log_level": 3,
-                }
-            )
+            # Never subscribes or commits: every process reads the whole topic.
+            config = {
+                **self.settings.kafka_client_config(),
+                "group.id": "leadflow-pii-keyring",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+            consumer = Consumer({**config, "enable.partition.eof": True})
             try:
                 meta = consumer.list_topics(PII_KEYS.name, timeout=self.timeout)
             except Exception as exc:
@@ -222,14 +220,7 @@ class Keyring:
                 [TopicPartition(PII_KEYS.name, p, OFFSET_BEGINNING) for p in partitions]
             )
             self._next = dict.fromkeys(partitions, 0)
-            self._offsets = Consumer(
-                {
-                    **self.settings.kafka_client_config(),
-                    "group.id": "leadflow-pii-keyring",
-                    "enable.auto.commit": False,
-                    "log_level": 3,
-                }
-            )
+            self._offsets = Consumer(config)
             self._consumer = consumer
         return self._consumer
 
