@@ -8,6 +8,8 @@ COPY schemas ./schemas
 COPY processors ./processors
 COPY sinks ./sinks
 COPY infra ./infra
+COPY cli ./cli
+COPY demo ./demo
 RUN pip wheel --no-cache-dir -c constraints.txt --wheel-dir /wheels .
 
 FROM python:3.11-slim

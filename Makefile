@@ -33,7 +33,7 @@ FAULT_TESTS := tests/integration/collector/test_outage.py \
   tests/integration/sinks/test_projector_kafka.py tests/integration/sinks/test_projector_outage.py \
   tests/integration/pipeline/test_poison.py tests/integration/pipeline/test_worker_restart.py \
   tests/integration/sinks/test_kafka_bad_input.py tests/integration/collector/test_bad_input.py \
-  tests/unit/streams/test_bad_input_cli.py tests/integration/sinks/test_workspaces.py
+  tests/unit/cli/test_bad_input_cli.py tests/integration/sinks/test_workspaces.py
 
 test-faults: $(STAMP) kafka-jars  ## only the fault, bad-input and isolation tests (all are in make test too)
 	$(BIN)/pytest $(FAULT_TESTS)
@@ -41,7 +41,7 @@ test-faults: $(STAMP) kafka-jars  ## only the fault, bad-input and isolation tes
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	$(BIN)/python .ci/typecheck.py
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

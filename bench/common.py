@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leadflow.streams.collector.bench import _cpu_seconds
+from bench.collector import _cpu_seconds
 from leadflow.streams.settings import Settings
 
 cpu_seconds = _cpu_seconds  # one helper for "CPU time of a process" (collector bench's)

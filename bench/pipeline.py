@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Figure, cpu_seconds, emit, group_lag, parser, quantile
+from leadflow.demo.run import Stack, wait_collector
+from leadflow.demo.simulator.generator import Message, SimConfig, Simulation
+from leadflow.demo.simulator.send import send_http, send_kafka
 from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
-from leadflow.streams.demo import Stack, wait_collector
 from leadflow.streams.local_kafka import LocalKafka, free_port, scratch_broker
 from leadflow.streams.settings import Settings, load_settings
-from leadflow.streams.simulator.generator import Message, SimConfig, Simulation
-from leadflow.streams.simulator.send import send_http, send_kafka
 from leadflow.streams.topics import (
     EVENTS,
     EVENTS_BY_LEAD,

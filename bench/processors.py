@@ -22,6 +22,8 @@ import time
 from typing import Any
 
 from bench.common import Figure, emit, parser, quantile
+from leadflow.demo.simulator.generator import SimConfig, Simulation
+from leadflow.demo.simulator.send import message_to_event
 from leadflow.processors import derived as d
 from leadflow.processors.events import Event
 from leadflow.processors.identity import (
@@ -36,8 +38,6 @@ from leadflow.processors.policy import load_default_policy
 from leadflow.processors.routing import RoutingState
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.streams.settings import load_settings
-from leadflow.streams.simulator.generator import SimConfig, Simulation
-from leadflow.streams.simulator.send import message_to_event
 
 COMMAND = "python -m bench.processors --people {people}"
 

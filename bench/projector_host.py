@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from leadflow.cli.report import clickhouse_client
 from leadflow.sinks.bench_data import visible_event_ids
 from leadflow.sinks.migrations import DEFAULT_DATABASE
 from leadflow.sinks.projector import Projector
 from leadflow.streams.logs import configure_logging
-from leadflow.streams.report_cli import clickhouse_client
 from leadflow.streams.settings import load_settings
 
 

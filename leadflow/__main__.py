@@ -1,5 +1,5 @@
 """``python -m leadflow`` is the ``leadflow`` command."""
 
-from leadflow.streams.cli import main
+from leadflow.cli.main import main
 
 main()

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from leadflow.demo.site import serve_site
 from leadflow.processors.identity import derive_lead_id
 from leadflow.sinks.projector import Projector
 from leadflow.streams.settings import Settings
-from leadflow.streams.site import serve_site
 from leadflow.streams.topics import create_topics
 from tests.conftest import free_port
 from tests.integration.collector.conftest import make_collector, serve

@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, TopicPartition
 
+from leadflow.cli.erase import erase_cmd
 from leadflow.processors.events import Event, Kind
 from leadflow.processors.identity import derive_lead_id
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.sinks.projector import Projector
-from leadflow.streams.pii.erase_cli import erase_cmd
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, PII_KEYS, create_topics

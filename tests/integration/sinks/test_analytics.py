@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from leadflow.cli import report as report_cli
+from leadflow.cli.main import cli
 from leadflow.processors.events import TOUCH_KINDS
 from leadflow.sinks import reports
 from leadflow.sinks.migrations import MigrationError, migrate
 from leadflow.sinks.projection import rows_for_all
 from leadflow.sinks.projector import insert_rows
-from leadflow.streams import report_cli
-from leadflow.streams.cli import cli
 from tests.integration.sinks import scenario
 
 RANGE = {"date_from": date(2025, 12, 1), "date_to": date(2026, 3, 1)}

@@ -18,9 +18,9 @@ from typing import Any
 
 from clickhouse_connect import get_client
 
+from leadflow.cli.projector import connect_with_backoff
 from leadflow.sinks.projector import Projector
 from leadflow.streams.local_kafka import free_port
-from leadflow.streams.projector_cli import connect_with_backoff
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import create_topics
 from tests.integration.sinks.http_bridge import _handler

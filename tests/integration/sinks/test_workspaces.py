@@ -240,8 +240,8 @@ def test_cli_creates_the_views_and_prints_the_grant(
 ) -> None:
     from click.testing import CliRunner
 
-    from leadflow.streams import workspace_cli
-    from leadflow.streams.cli import cli
+    from leadflow.cli import workspace as workspace_cli
+    from leadflow.cli.main import cli
     from tests.integration.sinks.test_analytics import SharedClient
 
     mixed, _alone = worlds

@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from leadflow.cli.erase import erase_cmd
 from leadflow.processors.events import Context, Event, Kind
 from leadflow.processors.identity import IdentityState, identity_link, identity_step
 from leadflow.processors.pii import seal_event
 from leadflow.streams.collector.mapping import MapOptions, Mapped, map_message
 from leadflow.streams.collector.models import SegmentContext
-from leadflow.streams.pii.erase_cli import erase_cmd
 
 DEVICE = {"ip": "203.0.113.7", "userAgent": "Mozilla/5.0"}
 

@@ -26,6 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from leadflow.demo.simulator.generator import SimConfig, Simulation
+from leadflow.demo.simulator.send import message_to_event
 from leadflow.processors.codec import COMPRESS_OVER, VERSION, StateDecodeError, decode, encode
 from leadflow.processors.derived import OwnerAssigned
 from leadflow.processors.errors import LeadflowError
@@ -35,8 +37,6 @@ from leadflow.processors.lead import LeadState, advance_time, lead_step
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy import load_default_policy
 from leadflow.processors.routing import RoutingState
-from leadflow.streams.simulator.generator import SimConfig, Simulation
-from leadflow.streams.simulator.send import message_to_event
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from datetime import date
 
 import pytest
 
+from leadflow.cli.report import render
 from leadflow.sinks.reports import Report, ReportError, epoch_ms, largest_drop_off, two_proportion_z
-from leadflow.streams.report_cli import render
 
 
 def test_z_test_by_hand() -> None:

@@ -166,7 +166,7 @@ def test_clickhouse_connect_accepts_the_tls_options(monkeypatch: pytest.MonkeyPa
     # verifies (construction pings the server, so the ping is stubbed out).
     from clickhouse_connect.driver.httpclient import HttpClient
 
-    from leadflow.streams.report_cli import clickhouse_client
+    from leadflow.cli.report import clickhouse_client
 
     monkeypatch.setattr(HttpClient, "_init_common_settings", lambda *_a, **_k: None)
     seen: dict[str, Any] = {}

@@ -1,0 +1,1 @@
+"""The ``leadflow`` command line: one module per command group, shared options in ``options``."""

@@ -1,0 +1,346 @@
+"""``leadflow report ...`` and ``leadflow sql``: analytics from the terminal.
+
+Thin glue: parse options, open the ClickHouse client from the settings, call
+:mod:`leadflow.sinks.reports`, print. Every query lives in ``sinks/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from leadflow.cli.options import workspace_param
+from leadflow.processors.errors import LeadflowError
+from leadflow.sinks import reports
+from leadflow.sinks.migrations import DEFAULT_DATABASE, migrate
+from leadflow.sinks.reports import Report
+from leadflow.sinks.tables import DdlError, check_identifier
+from leadflow.streams.security import clickhouse_options
+from leadflow.streams.settings import Settings
+
+console = Console()
+FORMATS = ("table", "json", "csv")
+
+
+class ClickHouseUnavailable(LeadflowError):
+    """ClickHouse cannot be reached (server down, or the local engine locked by another process)."""
+
+
+def clickhouse_client(settings: Settings) -> Any:
+    """The clickhouse-connect client for ``settings.clickhouse_url`` (chdb or HTTP).
+
+    Raises:
+        ClickHouseUnavailable: one line saying why, instead of the driver's traceback.
+    """
+    from clickhouse_connect import get_client
+
+    try:
+        return get_client(**clickhouse_options(settings))
+    except Exception as exc:  # refused, TLS, auth, or chdb's directory lock
+        hint = (
+            "; if another process (the projector) holds the embedded engine, stop it "
+            "or point LEADFLOW_CLICKHOUSE_DSN at a ClickHouse server"
+            if settings.clickhouse_url.startswith("chdb:")
+            else ""
+        )
+        raise ClickHouseUnavailable(f"cannot open ClickHouse: {exc}{hint}") from None
+
+
+def _check_database(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return check_identifier(value, "database")
+    except DdlError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def database_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--database``, refused at parse time unless it is a plain identifier.
+
+    It is pasted into SQL, so a bad name must fail as a usage error before anything
+    connects to ClickHouse (and, locally, before the embedded engine's directory is made).
+    """
+    return click.option(
+        "--database", default=DEFAULT_DATABASE, show_default=True, callback=_check_database
+    )(func)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings = ctx.find_root().obj
+    if not isinstance(settings, Settings):
+        raise click.UsageError("settings were not loaded")
+    return settings
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
+
+
+def render(report: Report, fmt: str) -> str:
+    """The report as text in ``fmt`` (``table``, ``json`` or ``csv``)."""
+    if fmt == "json":
+        return json.dumps(
+            {
+                "title": report.title,
+                "rows": [{k: _cell(v) for k, v in r.items()} for r in report.as_dicts()],
+                "notes": list(report.notes),
+            },
+            indent=2,
+        )
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(report.columns)
+        writer.writerows([[_cell(v) for v in row] for row in report.rows])
+        return buffer.getvalue().rstrip("\n")
+    table = Table(*report.columns, title=report.title)
+    for row in report.rows:
+        table.add_row(*("" if v is None else str(_cell(v)) for v in row))
+    capture = Console(width=200, record=True)
+    with capture.capture() as out:
+        capture.print(table)
+        for note in report.notes:
+            capture.print(note)
+    return out.get().rstrip("\n")
+
+
+def _dates(date_from: datetime | None, date_to: datetime | None) -> tuple[date, date]:
+    if date_from is None or date_to is None:
+        raise click.UsageError("--from and --to are required (YYYY-MM-DD, --to exclusive)")
+    if date_to <= date_from:
+        raise click.UsageError(f"--to ({date_to:%Y-%m-%d}) must be after --from (exclusive end)")
+    return date_from.date(), date_to.date()
+
+
+def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table")(func)
+    func = click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), help="Exclusive.")(
+        func
+    )
+    func = click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]))(func)
+    func = database_option(func)
+    func = click.option(
+        "--workspace", callback=workspace_param, help="Only this workspace (default: all)."
+    )(func)
+    return func
+
+
+def _emit(
+    ctx: click.Context, database: str, fmt: str, build: Callable[[Any], list[Report]]
+) -> None:
+    client = clickhouse_client(_settings(ctx))
+    try:
+        migrate(client, database, _settings(ctx).clickhouse_cluster)
+        texts = [render(r, fmt) for r in build(client)]
+    finally:
+        client.close()
+    click.echo("\n\n".join(texts))
+
+
+@click.group("report")
+def report() -> None:
+    r"""Analytics reports over ClickHouse (dates are UTC, --to is exclusive).
+
+    \b
+    leadflow report funnel --from 2026-01-01 --to 2026-02-01
+    leadflow report attribution --model markov --conversion won --from ... --to ...
+    """
+
+
+@report.command("funnel")
+@_common
+@click.pass_context
+def funnel_cmd(
+    ctx: click.Context,
+    workspace: str | None,
+    database: str,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
+) -> None:
+    """Counts and conversion per stage, the largest drop-off and its likely cause."""
+    start, end = _dates(date_from, date_to)
+    _emit(
+        ctx,
+        database,
+        fmt,
+        lambda c: [reports.funnel(c, database, date_from=start, date_to=end, workspace=workspace)],
+    )
+
+
+@report.command("velocity")
+@_common
+@click.option("--by", type=click.Choice(reports.DIMENSIONS), help="Split by this dimension.")
+@click.pass_context
+def velocity_cmd(
+    ctx: click.Context,
+    workspace: str | None,
+    database: str,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
+    by: str | None,
+) -> None:
+    """Time in stage (mean/p50/p90), stage-to-stage conversion and sales cycle."""
+    start, end = _dates(date_from, date_to)
+    kw: dict[str, Any] = {"date_from": start, "date_to": end, "by": by, "workspace": workspace}
+    _emit(
+        ctx,
+        database,
+        fmt,
+        lambda c: [
+            reports.time_in_stage(c, database, **kw),
+            reports.stage_conversion(c, database, **kw),
+            reports.sales_cycle(c, database, **kw),
+        ],
+    )
+
+
+@report.command("attribution")
+@_common
+@click.option("--model", type=click.Choice(reports.MODELS), default="linear", show_default=True)
+@click.option(
+    "--conversion", type=click.Choice(reports.CONVERSIONS), default="won", show_default=True
+)
+@click.option("--by", type=click.Choice(["channel", "campaign"]), default="channel")
+@click.option("--lookback-days", type=click.IntRange(1, 3650), default=90, show_default=True)
+@click.option("--half-life-days", type=click.FloatRange(0.01, 3650), default=7.0, show_default=True)
+@click.pass_context
+def attribution_cmd(
+    ctx: click.Context,
+    workspace: str | None,
+    database: str,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
+    model: str,
+    conversion: str,
+    by: str,
+    lookback_days: int,
+    half_life_days: float,
+) -> None:
+    """Credit for conversions (and revenue) per channel or campaign under one model."""
+    start, end = _dates(date_from, date_to)
+    _emit(
+        ctx,
+        database,
+        fmt,
+        lambda c: [
+            reports.attribution(
+                c, database, model=model, conversion=conversion, date_from=start, date_to=end,
+                by=by, lookback_days=lookback_days, half_life_days=half_life_days,
+                workspace=workspace,
+            )
+        ],
+    )  # fmt: skip
+
+
+@report.command("kpis")
+@_common
+@click.pass_context
+def kpis_cmd(
+    ctx: click.Context,
+    workspace: str | None,
+    database: str,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
+) -> None:
+    """CPL, cost per MQL/SQL, CAC, stage rates, revenue and LTV:CAC by source."""
+    start, end = _dates(date_from, date_to)
+    _emit(
+        ctx,
+        database,
+        fmt,
+        lambda c: [reports.kpis(c, database, date_from=start, date_to=end, workspace=workspace)],
+    )
+
+
+@report.command("lost")
+@_common
+@click.pass_context
+def lost_cmd(
+    ctx: click.Context,
+    workspace: str | None,
+    database: str,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
+) -> None:
+    """Disqualification, recycle and loss reasons by stage, source and segment."""
+    start, end = _dates(date_from, date_to)
+    _emit(
+        ctx,
+        database,
+        fmt,
+        lambda c: [
+            reports.lost_reasons(c, database, date_from=start, date_to=end, workspace=workspace)
+        ],
+    )
+
+
+@report.command("experiments")
+@_common
+@click.option(
+    "--conversion", type=click.Choice(reports.CONVERSIONS), default="lead", show_default=True
+)
+@click.pass_context
+def experiments_cmd(
+    ctx: click.Context,
+    workspace: str | None,
+    database: str,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
+    conversion: str,
+) -> None:
+    """Conversion per experiment variant with a two-proportion z-test."""
+    start, end = _dates(date_from, date_to)
+    _emit(
+        ctx,
+        database,
+        fmt,
+        lambda c: [
+            reports.experiments(
+                c,
+                database,
+                conversion=conversion,
+                date_from=start,
+                date_to=end,
+                workspace=workspace,
+            )
+        ],
+    )
+
+
+@click.command("sql")
+@click.argument("query")
+@database_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table")
+@click.pass_context
+def sql_cmd(ctx: click.Context, query: str, database: str, fmt: str) -> None:
+    """Run one ad-hoc query (the default database is --database)."""
+    client = clickhouse_client(_settings(ctx))
+    previous = client.database
+    try:
+        client.database = database  # the client's default database for this query
+        result = client.query(query)
+        rows = [tuple(r) for r in result.result_rows]
+        columns = tuple(result.column_names)
+    finally:
+        # chdb keeps the last database current when set back to None: a later query in
+        # the same engine would then run in a database that may have been dropped.
+        client.database = previous or "default"
+        client.close()
+    click.echo(render(Report("sql", columns, rows), fmt))
