@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from leadflow.cli.options import settings_of
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import ALL_TOPICS, DLQ
@@ -136,13 +137,6 @@ def _read(
         consumer.close()
 
 
-def _settings(ctx: click.Context) -> Settings:
-    settings = ctx.find_root().obj
-    if not isinstance(settings, Settings):
-        raise click.UsageError("settings were not loaded")
-    return settings
-
-
 @click.group("dlq")
 def dlq() -> None:
     """Inspect the dead-letter topic (leadflow.events.dlq) and replay fixed records."""
@@ -156,7 +150,7 @@ def dlq() -> None:
 def show_cmd(ctx: click.Context, reason: str | None, limit: int, fmt: str) -> None:
     """List dead letters: who refused them, why, and where they came from."""
     letters: list[DeadLetter] = []
-    with closing(_read(_settings(ctx))) as found:
+    with closing(_read(settings_of(ctx))) as found:
         for letter, _message in found:
             if reason is None or reason in letter.reason:
                 letters.append(letter)
@@ -196,7 +190,7 @@ def replay_cmd(ctx: click.Context, source: str, key: str | None) -> None:
     """
     from leadflow.schemas.codec import DecodeError, codec_from_settings
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with closing(_read(settings)) as letters:
         message = next((m for x, m in letters if x.source == source), None)
     if message is None:

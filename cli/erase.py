@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import click
 
+from leadflow.cli.options import settings_of
 from leadflow.processors.events import Event, Kind
 from leadflow.processors.identity import derive_lead_id
 from leadflow.streams.collector.producer import EventProducer
@@ -131,7 +132,7 @@ def erase_cmd(
     if email is not None and "@" not in email:
         raise click.BadParameter("not an email address", param_hint="--email")
     lead = lead_id or derive_lead_id(workspace_id, email or "")
-    settings = ctx.find_root().obj
+    settings = settings_of(ctx)
     try:
         done = erase(settings, workspace_id, lead, devices, requested_by)
     except KeyringError as exc:

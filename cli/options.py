@@ -1,11 +1,14 @@
-"""Click parameter types shared by the CLI modules."""
+"""What every command shares: the settings the root command built, errors, parameter types."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import click
+
+from leadflow.streams.settings import Settings
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -47,3 +50,17 @@ def workspace_param(_ctx: click.Context, _param: click.Parameter, value: str | N
         return check_workspace(value)
     except WorkspaceError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def fail(message: str) -> NoReturn:
+    """Print a clear error and exit 1 (no traceback for expected failures)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The settings the root command built (the only place that reads the environment)."""
+    settings = ctx.find_root().obj
+    if not isinstance(settings, Settings):
+        raise click.UsageError("settings were not loaded")
+    return settings

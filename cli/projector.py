@@ -11,11 +11,10 @@ from typing import Any
 
 import click
 
-from leadflow.cli.options import FiniteFloatRange
+from leadflow.cli.options import FiniteFloatRange, settings_of
 from leadflow.cli.report import clickhouse_client, database_option
 from leadflow.sinks.projector import DEFAULT_GROUP, Projector
 from leadflow.streams.logs import get_logger
-from leadflow.streams.settings import Settings
 
 log = get_logger(__name__)
 
@@ -70,9 +69,7 @@ def projector(
     Offsets are committed only after ClickHouse has the batch, and every table dedups by
     its record id, so a restart or replay never double-counts.
     """
-    settings = ctx.find_root().obj
-    if not isinstance(settings, Settings):
-        raise click.UsageError("settings were not loaded")
+    settings = settings_of(ctx)
     stop = threading.Event()
 
     def _stop(_sig: int, _frame: FrameType | None) -> None:

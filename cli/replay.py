@@ -5,11 +5,10 @@ from __future__ import annotations
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from leadflow.cli.options import FiniteFloatRange
+from leadflow.cli.options import FiniteFloatRange, settings_of
 from leadflow.cli.report import clickhouse_client, database_option
 from leadflow.sinks.projector import Projector, ProjectorStats
 from leadflow.sinks.replay import replay
-from leadflow.streams.settings import Settings
 
 
 @click.command("replay")
@@ -27,9 +26,7 @@ def replay_cmd(ctx: click.Context, database: str, max_seconds: float) -> None:
     Stop the projector first. The previous data stays in <database>_r<N>; drop it with
     `leadflow sql "DROP DATABASE <database>_r<N>"` once the new numbers look right.
     """
-    settings = ctx.find_root().obj
-    if not isinstance(settings, Settings):
-        raise click.UsageError("settings were not loaded")
+    settings = settings_of(ctx)
     client = clickhouse_client(settings)
     try:
         total = Projector(settings, client, database).backlog()

@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from leadflow.cli.options import workspace_param
+from leadflow.cli.options import settings_of, workspace_param
 from leadflow.processors.errors import LeadflowError
 from leadflow.sinks import reports
 from leadflow.sinks.migrations import DEFAULT_DATABASE, migrate
@@ -70,13 +70,6 @@ def database_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--database", default=DEFAULT_DATABASE, show_default=True, callback=_check_database
     )(func)
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings = ctx.find_root().obj
-    if not isinstance(settings, Settings):
-        raise click.UsageError("settings were not loaded")
-    return settings
 
 
 def _cell(value: Any) -> Any:
@@ -139,9 +132,9 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 def _emit(
     ctx: click.Context, database: str, fmt: str, build: Callable[[Any], list[Report]]
 ) -> None:
-    client = clickhouse_client(_settings(ctx))
+    client = clickhouse_client(settings_of(ctx))
     try:
-        migrate(client, database, _settings(ctx).clickhouse_cluster)
+        migrate(client, database, settings_of(ctx).clickhouse_cluster)
         texts = [render(r, fmt) for r in build(client)]
     finally:
         client.close()
@@ -331,7 +324,7 @@ def experiments_cmd(
 @click.pass_context
 def sql_cmd(ctx: click.Context, query: str, database: str, fmt: str) -> None:
     """Run one ad-hoc query (the default database is --database)."""
-    client = clickhouse_client(_settings(ctx))
+    client = clickhouse_client(settings_of(ctx))
     previous = client.database
     try:
         client.database = database  # the client's default database for this query

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from leadflow.cli.options import settings_of
 from leadflow.demo.simulator.generator import (
     DEFAULT_START,
     LeadTruth,
@@ -27,7 +28,6 @@ from leadflow.demo.simulator.generator import (
 )
 from leadflow.demo.simulator.send import SendReport, send_http, send_kafka
 from leadflow.demo.simulator.truth import TruthError, best_possible_auc, write_truth
-from leadflow.streams.settings import Settings
 
 console = Console()
 
@@ -190,8 +190,7 @@ def simulate(
       leadflow simulate --write-key lfw_... --people 3000
       leadflow simulate --via kafka --people 100000 --workspace acme
     """
-    settings = ctx.find_root().obj
-    assert isinstance(settings, Settings)
+    settings = settings_of(ctx)
     config = SimConfig(people=people, days=days, seed=seed, start=parse_start(start_text))
     sim = Simulation(config)
     if not dry_run and via == "http" and not write_key:

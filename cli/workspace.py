@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from leadflow.cli.options import workspace_param
+from leadflow.cli.options import settings_of, workspace_param
 from leadflow.cli.report import clickhouse_client, database_option
 from leadflow.sinks.workspaces import (
     create_workspace_views,
@@ -16,7 +16,6 @@ from leadflow.sinks.workspaces import (
     row_policy_statements,
     workspace_view_statements,
 )
-from leadflow.streams.settings import Settings
 
 
 def _identifier(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -52,9 +51,7 @@ def views_cmd(
         statements = (*workspace_view_statements(database, workspace_id), *grants)
         click.echo(";\n\n".join(statements) + ";")
         return
-    settings = ctx.find_root().obj
-    if not isinstance(settings, Settings):
-        raise click.UsageError("settings were not loaded")
+    settings = settings_of(ctx)
     client = clickhouse_client(settings)
     try:
         target = create_workspace_views(client, database, workspace_id, settings.clickhouse_cluster)

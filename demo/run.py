@@ -23,12 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import click
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from leadflow.cli.options import FiniteFloatRange
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.local_kafka import LocalKafka
 from leadflow.streams.logs import get_logger
@@ -246,75 +244,3 @@ def run_demo(settings: Settings, people: int, days: float, seed: int, out: Path)
     truth = simulation.ground_truth()
     write_report(settings, client, truth, out, console)
     console.print(f"\nDemo took {time.monotonic() - started:.0f}s.")
-
-
-@click.command("demo")
-@click.option(
-    "--people",
-    type=click.IntRange(min=1),
-    default=3000,
-    show_default=True,
-    help="Simulated people.",
-)
-@click.option(
-    "--days",
-    type=FiniteFloatRange(min=0, min_open=True, max=3650),
-    default=180.0,
-    show_default=True,
-    help="Event-time span in days.",
-)
-@click.option("--seed", default=1, show_default=True, help="Simulation seed (same seed, same run).")
-@click.option(
-    "--out",
-    default=Path("reports"),
-    type=click.Path(path_type=Path),
-    show_default=True,
-    help="Where the charts and the HTML report go.",
-)
-@click.option("--keep", is_flag=True, help="Leave the stack running afterwards.")
-@click.option("--stop", "stop_only", is_flag=True, help="Stop a stack left by --keep and exit.")
-@click.pass_context
-def demo_cmd(
-    ctx: click.Context, people: int, days: float, seed: int, out: Path, keep: bool, stop_only: bool
-) -> None:
-    r"""Run the whole pipeline on simulated B2B traffic and show what it found.
-
-    Starts a real Kafka broker, the collector, a worker and the ClickHouse projector under
-    LEADFLOW_DATA_DIR/demo (ports: the configured ones + 100), simulates PEOPLE prospects
-    over DAYS of event time through the collector's HTTP API, waits for the pipeline to
-    catch up, then prints the funnel, velocity, attribution under every model, KPIs, the
-    latest hand-offs and model quality, and writes PNG charts and an HTML report to OUT.
-
-    \b
-    Examples:
-      leadflow demo                      # about 3 minutes on 2 cores
-      leadflow demo --people 500 --days 90
-      leadflow demo --keep               # then: leadflow report funnel, leadflow site ...
-      leadflow demo --stop
-    """
-    settings = demo_settings(ctx.find_root().obj)
-    if stop_only:
-        Stack(settings).stop()
-        LocalKafka.from_settings(settings).stop()
-        console.print("demo stack stopped")
-        return
-    try:
-        run_demo(settings, people, days, seed, out)
-    finally:
-        if not keep:
-            Stack(settings).stop()
-            LocalKafka.from_settings(settings).stop()
-    if keep:
-        exports = " ".join(
-            f"{name}={settings.to_env()[name]}"
-            for name in ("LEADFLOW_DATA_DIR", "LEADFLOW_KAFKA_PORT", "LEADFLOW_COLLECTOR_PORT")
-        )
-        console.print(
-            f"The stack keeps running: Kafka {settings.bootstrap}, collector port "
-            f"{settings.collector_port}, a worker. ClickHouse projection stopped with the demo;\n"
-            f"to project and query again:  export {exports}\n"
-            "  leadflow projector --until-idle && leadflow report funnel --workspace demo\n"
-            "Stop it with: leadflow demo --stop"
-        )
-    else:
-        console.print("The demo stack is stopped; run with --keep to leave it running.")

@@ -14,8 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import click
-
 SITE_DIR = Path(str(resources.files("leadflow.infra") / "demo-site"))
 
 
@@ -59,26 +57,3 @@ def serve_site(host: str, port: int, write_key: str, collector_url: str) -> Thre
     server = ThreadingHTTPServer((host, port), handler)
     threading.Thread(target=server.serve_forever, name="demo-site", daemon=True).start()
     return server
-
-
-@click.command("site")
-@click.option(
-    "--port", type=click.IntRange(1, 65535), default=8089, show_default=True, help="Site port."
-)
-@click.option("--write-key", required=True, help="A collector write key (leadflow keys create).")
-@click.pass_context
-def site_cmd(ctx: click.Context, port: int, write_key: str) -> None:
-    """Serve the demo landing site on 127.0.0.1, wired to the local collector.
-
-    Open it, browse pricing, submit the form: your visit becomes a lead in the pipeline.
-    The collector must allow the site's origin (LEADFLOW_COLLECTOR_CORS_ORIGINS; the
-    default allows http://127.0.0.1:8089 and http://localhost:8089).
-    """
-    settings = ctx.find_root().obj
-    collector = f"http://{settings.collector_host}:{settings.collector_port}"
-    server = serve_site("127.0.0.1", port, write_key, collector)
-    click.echo(f"demo site on http://127.0.0.1:{port}/ (collector {collector}); Ctrl-C stops")
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        server.shutdown()

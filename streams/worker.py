@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
 from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.errors import PolicyError
@@ -84,42 +83,6 @@ def build_app(settings: Settings) -> LeadflowApp:
             raise PolicyError(f"cannot read LEADFLOW_POLICY_FILE {path}: {exc.strerror}") from None
         policy = parse_policy(text, str(path))
     return LeadflowApp(settings, codec_from_settings(settings), policy, model_key(settings))
-
-
-@click.command("worker")
-@click.option(
-    "--loglevel",
-    default="info",
-    show_default=True,
-    type=click.Choice(["crit", "error", "warn", "info", "debug"]),
-)
-@click.pass_context
-def worker_cmd(ctx: click.Context, loglevel: str) -> None:
-    """Run the stream processors: identity, lead state and scoring, trainer.
-
-    Start as many workers as you like with the same settings: they form one consumer
-    group and share the partitions (LEADFLOW_TOPIC_PARTITIONS bounds the parallelism).
-    Each needs its own LEADFLOW_WORKER_WEB_PORT and LEADFLOW_DATA_DIR on one machine.
-    The topics must exist (`leadflow topics create`).
-    """
-    from faust.worker import Worker
-
-    from leadflow.streams.topics import create_topics
-
-    settings = ctx.find_root().obj
-    app = build_app(settings)
-    marker = Path(app.app.conf.appdir) / CLEAN_STOP
-    if discard_after_unclean_stop(Path(app.app.conf.tabledir), marker):
-        log.warning("worker.unclean_stop", action="local tables discarded, rebuilt from changelogs")
-    create_topics(settings, app.changelog_topics())
-    try:
-        Worker(
-            app.app, loglevel=loglevel, override_logging=False, redirect_stdouts=False
-        ).execute_from_commandline()
-    except SystemExit as exc:
-        if exc.code in (0, None):
-            marker.touch()
-        raise
 
 
 def discard_after_unclean_stop(tables: Path, marker: Path) -> bool:
