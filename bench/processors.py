@@ -32,9 +32,10 @@ from leadflow.processors.identity import (
     encode_identity_state,
     identity_step,
 )
-from leadflow.processors.lead import decode_lead_state, encode_lead_state, lead_step
+from leadflow.processors.lead import lead_step
+from leadflow.processors.lead_state import decode_lead_state, encode_lead_state
 from leadflow.processors.model import ScoreModel
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 from leadflow.processors.routing import RoutingState
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.streams.settings import load_settings

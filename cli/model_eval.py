@@ -58,7 +58,7 @@ def model_eval_cmd(
     """
     from leadflow.demo.model_eval import results_table, run_eval
     from leadflow.processors.model import DEFAULT_KIND
-    from leadflow.processors.policy import load_default_policy
+    from leadflow.processors.policy_load import load_default_policy
 
     policy = load_default_policy()
     results = {

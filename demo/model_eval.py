@@ -39,20 +39,17 @@ from rich.table import Table
 from leadflow.demo.simulator.generator import LeadTruth, SimConfig, Simulation
 from leadflow.demo.simulator.send import message_to_event
 from leadflow.demo.simulator.truth import TruthError, auc, best_possible_auc
+from leadflow.processors.deadlines import advance_time, next_deadline
 from leadflow.processors.derived import LeadScored, OwnerAssigned, Stage, StageChanged
 from leadflow.processors.derived import TrainingExample as Example
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event
 from leadflow.processors.identity import IdentityState, identity_step
-from leadflow.processors.lead import (
-    LeadState,
-    advance_time,
-    encode_lead_state,
-    lead_step,
-    next_deadline,
-)
+from leadflow.processors.lead import lead_step
+from leadflow.processors.lead_state import LeadState, encode_lead_state
 from leadflow.processors.model import ScoreModel
-from leadflow.processors.policy import Policy, load_default_policy
+from leadflow.processors.policy import Policy
+from leadflow.processors.policy_load import load_default_policy
 from leadflow.processors.routing import RoutingState
 
 WORKSPACE = "demo"

@@ -15,7 +15,7 @@ from leadflow.processors.qualification import qualify
 from leadflow.processors.scoring import top_rules
 
 if TYPE_CHECKING:
-    from leadflow.processors.lead import LeadState
+    from leadflow.processors.lead_state import LeadState
 
 
 def build_handoff(state: LeadState, change: StageChanged, policy: Policy) -> BecameSQL:

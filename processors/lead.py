@@ -30,37 +30,9 @@ touches or a CRM lagging behind):
   fit the current stage raises :class:`InvalidTransition` (to the dead-letter topic) and
   leaves the state unchanged.
 
-Training examples (the labelling policy). The model answers "will this lead convert
-(``labels.conversion``) within the horizon of its current score?", so a lead teaches ONE
-example per *episode*: the span from its first score as a known lead (visitors, i.e.
-replayed pre-identify touches, open none) to its outcome. The episode keeps one open
-snapshot, the features of its LAST score (computed at the lead's event-time watermark),
-and ends with exactly one label:
-
-- positive at a conversion, with the open snapshot (the last score BEFORE the converting
-  event: the demo request that makes a lead SQL never grades itself);
-- negative when sales says no (recycled, disqualified, a lost deal), with the open snapshot;
-- negative when ``labels.negative_horizon_days`` of event time pass after the last score
-  without a conversion.
-
-Why one per episode: every score of an active lead is a near-duplicate of the previous one
-(the same lead, a few hits apart), so one example per score or per day weights busy leads
-by their activity, correlates the stream the online model learns from, and needs many
-pending snapshots in state; the last score before the outcome is the moment the model is
-used for (ranking open leads), and it is the same moment for both classes. Episodes never
-overlap in event time: a new one opens only from the previous label's time on
-(``episode_after``), so events that arrive late from inside a span already taught (a
-partition lagging the worker's watermark) open no second negative. A recycled lead that
-re-engages starts a new episode, labelled on its own. A conversion always teaches its
-positive, also right after a negative (the comeback is an episode of its own). No example
-uses features from after its label time: when the open snapshot is newer than a late
-labelling event, the features are recomputed as of the event's time
-(:func:`_features_as_of`). Example ids are deterministic (lead, label, cause), so a replay
-re-emits the same examples.
-
-Bounded state: hits :data:`MAX_HITS` (decaying hits worth under :data:`NEGLIGIBLE` points
-at the watermark are pruned, then the oldest decaying hits go first), stage history
-:data:`MAX_HISTORY` (first step kept), aliases :data:`MAX_ALIASES`, answers 32.
+Episode labels are :mod:`~leadflow.processors.labels`' business, deadlines (SLA, label
+horizon) :mod:`~leadflow.processors.deadlines`', the state and its caps
+:mod:`~leadflow.processors.lead_state`'.
 """
 
 from __future__ import annotations
@@ -68,19 +40,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-from dataclasses import dataclass, field
 
-from leadflow.processors import codec
+from leadflow.processors.deadlines import advance_time
 from leadflow.processors.derived import (
     BecameMQL,
-    BecameSQL,
     Contact,
     EngagementSummary,
     LeadScored,
-    NurtureAction,
     OwnerAssigned,
-    RuleHit,
-    SlaBreached,
     Stage,
     StageChanged,
     StageStep,
@@ -92,6 +59,16 @@ from leadflow.processors.errors import InvalidEvent, InvalidTransition
 from leadflow.processors.events import TOUCH_KINDS, Event, Kind
 from leadflow.processors.funnel import transition
 from leadflow.processors.handoff import build_handoff
+from leadflow.processors.labels import close_episode, label_open
+from leadflow.processors.lead_state import (
+    MAX_ALIASES,
+    MAX_HISTORY,
+    MAX_HITS,
+    MAX_SEEN,
+    NEGLIGIBLE,
+    Derived,
+    LeadState,
+)
 from leadflow.processors.model import ScoreModel, lead_features
 from leadflow.processors.nurture import nurture_step
 from leadflow.processors.pii import PiiFacts
@@ -110,23 +87,7 @@ from leadflow.processors.scoring import (
 )
 from leadflow.processors.segments import segments_of
 
-MAX_SEEN = 64  # > identity.MAX_BUFFERED + 1 (tested); 128 made p90 state > 2 KB
-MAX_HITS = 64
-NEGLIGIBLE = 0.01
-MAX_HISTORY = 32
-MAX_ALIASES = 16
 HOUR_MS = 3_600_000
-
-Derived = (
-    StageChanged
-    | LeadScored
-    | BecameMQL
-    | BecameSQL
-    | OwnerAssigned
-    | SlaBreached
-    | NurtureAction
-    | TrainingExample
-)
 
 _PROFILE_FIELDS = (
     "email", "first_name", "last_name", "phone", "company", "title", "company_size",
@@ -145,88 +106,6 @@ _EMAIL_KINDS = frozenset(
 )  # fmt: skip
 _NURTURE_STAGES = frozenset({Stage.VISITOR, Stage.LEAD, Stage.MQL, Stage.RECYCLED})
 _SQL_FROM = frozenset({Stage.LEAD, Stage.MQL, Stage.RECYCLED})
-
-
-@dataclass(frozen=True, slots=True)
-class LeadState:
-    """Everything the processors know about one lead.
-
-    Field order is the storage format: only append new fields at the end, with defaults
-    (see ``codec``).
-    """
-
-    lead_id: str
-    workspace_id: str
-    contact: Contact = field(default_factory=Contact)
-    profile_at: int = -1  # event time of the newest profile update applied
-    tracking: bool = True
-    marketing: bool | None = None
-    stage: Stage | None = None
-    history: tuple[StageStep, ...] = ()
-    transitions: int = 0
-    hits: tuple[EngagementHit, ...] = ()
-    fit: float = 0.0
-    fit_hits: tuple[RuleHit, ...] = ()
-    engagement: float = 0.0  # as computed at ``watermark``; recomputed, never accumulated
-    engagement_hits: tuple[RuleHit, ...] = ()
-    model_score: float | None = None
-    model_version: str | None = None
-    top_features: tuple[RuleHit, ...] = ()
-    first_touch: Touch | None = None
-    last_touch: Touch | None = None
-    summary: EngagementSummary = field(default_factory=EngagementSummary)
-    answers: dict[str, str] = field(default_factory=dict)
-    segments: tuple[str, ...] = ()
-    owner_id: str | None = None
-    team: str | None = None
-    mql_at: int | None = None
-    mql_transition_id: str | None = None
-    sla_due_at: int | None = None
-    sla_breached: bool = False
-    recycled_at: int | None = None
-    sql_count: int = 0
-    features: dict[str, float] = field(default_factory=dict)  # as of the last score
-    features_at: int | None = None
-    labelled: bool = True  # the current features snapshot already taught a label
-    nurture: dict[str, int] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-    watermark: int = 0
-    seen: tuple[str, ...] = ()
-    label_due_at: int | None = None  # features_at + negative horizon, while unlabelled
-    episode_after: int = 0  # labelled_at of the last example: no episode opens before it
-    # The domain of ``contact.email``, which may be sealed (docs/privacy.md): fit rules and
-    # segments test the domain, and the worker derives it at the edge (``PiiFacts``).
-    email_domain: str | None = None
-
-
-def encode_lead_state(state: LeadState) -> bytes:
-    """Compact bytes for the RocksDB table (positional JSON, see ``codec``)."""
-    return codec.encode(state)
-
-
-def decode_lead_state(data: bytes) -> LeadState:
-    """Inverse of :func:`encode_lead_state`."""
-    return codec.decode(LeadState, data)
-
-
-def next_deadline(state: LeadState) -> int | None:
-    """The earliest event time at which :func:`advance_time` would emit something.
-
-    The SLA due time of an unreviewed MQL, or when the open features snapshot turns into
-    a negative label; ``None`` when nothing is pending. The agent keeps leads in a heap
-    by this and calls ``advance_time`` once its watermark passes it.
-
-    Example:
-        >>> next_deadline(LeadState("L", "ws", stage=Stage.MQL, sla_due_at=5)), next_deadline(
-        ...     LeadState("L", "ws"))
-        (5, None)
-    """
-    due: list[int] = []
-    if state.stage is Stage.MQL and state.sla_due_at is not None and not state.sla_breached:
-        due.append(state.sla_due_at)
-    if not state.labelled and state.label_due_at is not None:
-        due.append(state.label_due_at)
-    return min(due) if due else None
 
 
 def _seen_key(event_id: str) -> str:
@@ -393,149 +272,12 @@ class _Step:
             self.close_episode(label=True)
 
     def close_episode(self, *, label: bool) -> None:
-        """Teach the episode's one example at this event: a conversion, or a sales no.
-
-        A positive is taught on every conversion, even when the episode already closed
-        (a negative after a silence, then a comeback): the comeback is a new episode that
-        ends right here. A negative (recycled, disqualified) is taught only for an OPEN
-        episode, so a lead recycled twice without re-engaging teaches one negative.
-        Features are the open snapshot's (the last score before this event), or, when
-        there is none or it is newer than this event (a late CRM event), the lead as it
-        stood at this event's time (:func:`_features_as_of`): never features from after
-        the label.
-        """
-        s, e, snap = self.state, self.event, self.snapshot
-        at = e.occurred_at
-        if snap.features_at is None or (not label and (snap.labelled or at < s.episode_after)):
-            return  # never scored, or a negative for a span already taught
-        if not snap.labelled and snap.features_at <= at:
-            features, scored_at = dict(snap.features), snap.features_at
-        else:
-            features, scored_at = _features_as_of(snap, at, self.policy), at
-        self.out.append(
-            TrainingExample(
-                example_id=derived_id(s.lead_id, "example", label, e.event_id),
-                workspace_id=s.workspace_id,
-                lead_id=s.lead_id,
-                scored_at=scored_at,
-                labelled_at=at,
-                label=label,
-                features=features,
-            )
+        """Teach the episode's one example at this event (see ``labels.close_episode``)."""
+        self.state, self.snapshot, example = close_episode(
+            self.state, self.snapshot, self.event, self.policy, label=label
         )
-        self.state = dataclasses.replace(
-            self.state,
-            labelled=True,
-            label_due_at=None,
-            features={},
-            episode_after=max(s.episode_after, at),
-        )
-        # Later steps of this event (a recycle after the SQL of the same event) see the
-        # episode closed.
-        self.snapshot = dataclasses.replace(snap, labelled=True, label_due_at=None)
-
-
-def _features_as_of(state: LeadState, at_ms: int, policy: Policy) -> dict[str, float]:
-    """The lead's features at ``at_ms`` from hits up to then (a label must not see later ones).
-
-    Used when no open snapshot predates the label: engagement is recomputed from the hits
-    that happened by ``at_ms``. Lifetime counters (visits, pricing views) cannot be rewound
-    and may include a few later touches when the labelling event arrived late.
-    """
-    hits = tuple(h for h in state.hits if h.occurred_at <= at_ms)
-    engagement, _ = policy_engagement(hits, at_ms, policy)
-    as_of = dataclasses.replace(state, hits=hits, engagement=round(engagement, 4))
-    return lead_features(as_of, at_ms, policy.scoring.half_life_days)
-
-
-def _label_open(state: LeadState, policy: Policy) -> bool:
-    converted: tuple[Stage, ...] = (Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
-    if policy.labels.conversion == "won":
-        converted = (Stage.CUSTOMER,)
-    # Visitors (replayed pre-identify touches) are not leads yet: no episode, no label.
-    closed = (*converted, Stage.DISQUALIFIED, Stage.VISITOR, None)
-    return state.stage not in closed
-
-
-def advance_time(
-    state: LeadState,
-    watermark_ms: int,
-    policy: Policy,
-    *,
-    routing: RoutingState | None = None,
-) -> tuple[LeadState, list[Derived]]:
-    """Emit what became due by event time ``watermark_ms``; idempotent per deadline.
-
-    An MQL still unreviewed at its ``sla_due_at`` gives one :class:`SlaBreached`
-    (stamped with the due time, not the watermark) and is escalated to the escalation
-    pool (:class:`OwnerAssigned`, reason ``sla_escalation``). A features snapshot older
-    than the negative horizon without a conversion gives one negative
-    :class:`TrainingExample`.
-    """
-    out: list[Derived] = []
-    s = state
-    if (
-        s.stage is Stage.MQL
-        and s.sla_due_at is not None
-        and not s.sla_breached
-        and s.sla_due_at <= watermark_ms
-        and s.mql_transition_id is not None
-        and s.mql_at is not None
-    ):
-        breach = SlaBreached(
-            breach_id=derived_id(s.lead_id, "sla", s.mql_transition_id),
-            workspace_id=s.workspace_id,
-            lead_id=s.lead_id,
-            mql_transition_id=s.mql_transition_id,
-            mql_at=s.mql_at,
-            due_at=s.sla_due_at,
-            owner_id=s.owner_id,
-        )
-        out.append(breach)
-        a, _ = assign(s.contact, policy, routing or RoutingState(), escalate=True)
-        out.append(
-            OwnerAssigned(
-                assignment_id=derived_id(s.lead_id, "owner", "sla_escalation", breach.breach_id),
-                workspace_id=s.workspace_id,
-                lead_id=s.lead_id,
-                occurred_at=s.sla_due_at,
-                owner_id=a.owner_id,
-                team=a.team,
-                pool=a.pool,
-                rule=a.rule,
-                cursor_after=a.cursor_after,
-                previous_owner_id=s.owner_id,
-                reason="sla_escalation",
-                cause_event_id=breach.breach_id,
-            )
-        )
-        s = dataclasses.replace(s, sla_breached=True, owner_id=a.owner_id, team=a.team)
-    horizon_ms = int(policy.labels.negative_horizon_days * DAY_MS)
-    if (
-        not s.labelled
-        and s.features_at is not None
-        and s.features_at + horizon_ms <= watermark_ms
-        and _label_open(s, policy)
-    ):
-        out.append(
-            TrainingExample(
-                example_id=derived_id(s.lead_id, "example", False, s.features_at),
-                workspace_id=s.workspace_id,
-                lead_id=s.lead_id,
-                scored_at=s.features_at,
-                labelled_at=s.features_at + horizon_ms,
-                label=False,
-                features=dict(s.features),
-            )
-        )
-        s = dataclasses.replace(
-            s,
-            labelled=True,
-            label_due_at=None,
-            features={},
-            episode_after=max(s.episode_after, s.features_at + horizon_ms),
-        )
-    return s, out
+        if example is not None:
+            self.out.append(example)
 
 
 def _to_opportunity(step: _Step, routing: RoutingState) -> None:
@@ -620,7 +362,7 @@ def _score(step: _Step, model: ScoreModel | None) -> None:
             model_version=model.version,
             top_features=model.top_features(features),
         )
-    if _label_open(s, p) and s.watermark >= s.episode_after:
+    if label_open(s, p) and s.watermark >= s.episode_after:
         # The snapshot is the lead at its watermark (the features above), also when this
         # event is a late one: a replayed pre-identify touch must not open an episode in
         # the past whose horizon has already run out.

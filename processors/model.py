@@ -30,7 +30,7 @@ from leadflow.processors.errors import LeadflowError
 from leadflow.processors.scoring import DAY_MS, decayed
 
 if TYPE_CHECKING:
-    from leadflow.processors.lead import LeadState
+    from leadflow.processors.lead_state import LeadState
     from leadflow.processors.policy import Policy
 
 # river's metrics and drift detectors are not annotated; keep them behind Any.

@@ -31,7 +31,7 @@ def nurture_step(
 
     Example:
         >>> from leadflow.processors.events import Kind
-        >>> from leadflow.processors.policy import load_default_policy
+        >>> from leadflow.processors.policy_load import load_default_policy
         >>> p, c, fired = load_default_policy(), {}, []
         >>> for i in range(3):
         ...     e = Event(f"o{i}", Kind.EMAIL_OPENED, "w", i, i, None, "L")

@@ -38,7 +38,7 @@ def qualify(answers: Mapping[str, str], framework: Framework) -> Qualification:
     """The framework's view of the raw answers.
 
     Example:
-        >>> from leadflow.processors.policy import load_default_policy
+        >>> from leadflow.processors.policy_load import load_default_policy
         >>> fw = load_default_policy().qualification.active
         >>> q = qualify({"annual_budget": "100k", "use_case": "churn"}, fw)
         >>> q.answers, q.completeness

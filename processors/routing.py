@@ -51,7 +51,7 @@ def choose_pool(contact: Contact, policy: Policy) -> tuple[str, str]:
     """The pool and the name of the rule that chose it (first match, else the default).
 
     Example:
-        >>> from leadflow.processors.policy import load_default_policy
+        >>> from leadflow.processors.policy_load import load_default_policy
         >>> choose_pool(Contact(country="DE", company_size=3000), load_default_policy())
         ('emea_enterprise', 'emea_enterprise')
         >>> choose_pool(Contact(country="BR"), load_default_policy())

@@ -77,7 +77,7 @@ def fit_score(
     ``domain``: the email's domain when ``contact.email`` is sealed (see :func:`fit_value`).
 
     Example:
-        >>> from leadflow.processors.policy import load_default_policy
+        >>> from leadflow.processors.policy_load import load_default_policy
         >>> p = load_default_policy()
         >>> c = Contact(email="ada@acme.io", title="VP Data", seniority="vp", company_size=5000)
         >>> fit_score(c, p)[0]
@@ -115,7 +115,7 @@ def engagement_hits(event: Event, policy: Policy) -> tuple[EngagementHit, ...]:
 
     Example:
         >>> from leadflow.processors.events import Context
-        >>> from leadflow.processors.policy import load_default_policy
+        >>> from leadflow.processors.policy_load import load_default_policy
         >>> from leadflow.processors.events import Kind
         >>> e = Event("e", Kind.VISIT, "ws", 0, 0, "a", "L", Context(path="/pricing"))
         >>> [h.rule for h in engagement_hits(e, load_default_policy())]

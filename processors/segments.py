@@ -18,7 +18,7 @@ def segments_of(contact: Contact, policy: Policy, *, domain: str | None = None) 
     ``domain``: the email's domain when ``contact.email`` is sealed (see ``fit_value``).
 
     Example:
-        >>> from leadflow.processors.policy import load_default_policy
+        >>> from leadflow.processors.policy_load import load_default_policy
         >>> segments_of(Contact(company_size=5000, seniority="vp"), load_default_policy())
         ('size:enterprise', 'persona:executive')
     """

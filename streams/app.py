@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import faust
 
 from leadflow.processors import derived as d
+from leadflow.processors.deadlines import advance_time, next_deadline
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event
 from leadflow.processors.identity import (
@@ -34,14 +35,8 @@ from leadflow.processors.identity import (
     identity_link,
     identity_step,
 )
-from leadflow.processors.lead import (
-    LeadState,
-    advance_time,
-    decode_lead_state,
-    encode_lead_state,
-    lead_step,
-    next_deadline,
-)
+from leadflow.processors.lead import lead_step
+from leadflow.processors.lead_state import LeadState, decode_lead_state, encode_lead_state
 from leadflow.processors.model import ScoreModel, SnapshotError
 from leadflow.processors.pii import PiiFacts, keep_sealed
 from leadflow.processors.policy import Policy

@@ -69,7 +69,7 @@ def build_app(settings: Settings) -> LeadflowApp:
     Raises:
         PolicyError: the policy file cannot be read or is invalid (names file, line, field).
     """
-    from leadflow.processors.policy import load_default_policy, parse_policy
+    from leadflow.processors.policy_load import load_default_policy, parse_policy
     from leadflow.schemas.codec import codec_from_settings
     from leadflow.streams.app import LeadflowApp
 

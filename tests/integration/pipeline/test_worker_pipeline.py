@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, Producer
 from leadflow.processors.derived import BecameMQL, BecameSQL, SlaBreached, Stage, StageChanged
 from leadflow.processors.events import Event, Kind
 from leadflow.processors.model import ScoreModel
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
     DLQ,

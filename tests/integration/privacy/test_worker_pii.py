@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.cli.erase import erase
 from leadflow.processors.derived import BecameSQL, LeadScored
-from leadflow.processors.lead import decode_lead_state
+from leadflow.processors.lead_state import decode_lead_state
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS_BY_LEAD, LEAD_BECAME_SQL, LEAD_SCORED, create_topics

@@ -22,7 +22,7 @@ from leadflow.cli import report as report_cli
 from leadflow.cli import workspace as workspace_cli
 from leadflow.cli.main import main
 from leadflow.processors.errors import PolicyError
-from leadflow.processors.policy import parse_policy
+from leadflow.processors.policy_load import parse_policy
 from leadflow.streams.collector.keys import KeyStore
 
 DEFAULT = (Path(__file__).parents[3] / "infra" / "policy" / "default.yaml").read_text()

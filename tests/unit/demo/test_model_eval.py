@@ -2,7 +2,7 @@
 
 from leadflow.demo.model_eval import arrival_order, run_eval
 from leadflow.processors.events import Event, Kind
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 
 P = load_default_policy()
 TIMINGS = ("learn_predict_us", "score_us")

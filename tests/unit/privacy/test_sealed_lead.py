@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from leadflow.processors.derived import BecameSQL, Contact, Stage
 from leadflow.processors.events import Event, Kind
-from leadflow.processors.lead import LeadState, decode_lead_state, encode_lead_state, lead_step
+from leadflow.processors.lead import lead_step
+from leadflow.processors.lead_state import LeadState, decode_lead_state, encode_lead_state
 from leadflow.processors.pii import (
     Envelope,
     PiiFacts,
@@ -27,7 +28,7 @@ from leadflow.processors.pii import (
     pii_facts,
     seal_event,
 )
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 from leadflow.sinks.projection import rows_for_all
 from tests.unit.processors._factory import ICP_FORM, ev
 

@@ -29,13 +29,15 @@ from hypothesis import strategies as st
 from leadflow.demo.simulator.generator import SimConfig, Simulation
 from leadflow.demo.simulator.send import message_to_event
 from leadflow.processors.codec import COMPRESS_OVER, VERSION, StateDecodeError, decode, encode
+from leadflow.processors.deadlines import advance_time
 from leadflow.processors.derived import OwnerAssigned
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Context, Event, Kind
 from leadflow.processors.identity import IdentityState, identity_step
-from leadflow.processors.lead import LeadState, advance_time, lead_step
+from leadflow.processors.lead import lead_step
+from leadflow.processors.lead_state import LeadState
 from leadflow.processors.model import ScoreModel
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 from leadflow.processors.routing import RoutingState
 
 T = TypeVar("T")

@@ -4,7 +4,8 @@ import importlib
 import pytest
 
 MODULES = [
-    "policy",
+    "policy_load",
+    "policy_yaml",
     "identity",
     "funnel",
     "scoring",
@@ -16,6 +17,9 @@ MODULES = [
     "model",
     "handoff",
     "lead",
+    "lead_state",
+    "labels",
+    "deadlines",
 ]
 
 

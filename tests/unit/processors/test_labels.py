@@ -5,11 +5,13 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leadflow.processors.deadlines import advance_time, next_deadline
 from leadflow.processors.derived import Stage, TrainingExample
 from leadflow.processors.errors import InvalidTransition
 from leadflow.processors.events import Event, Kind
-from leadflow.processors.lead import LeadState, advance_time, lead_step, next_deadline
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.lead import lead_step
+from leadflow.processors.lead_state import LeadState
+from leadflow.processors.policy_load import load_default_policy
 
 from ._factory import DAY, HOUR, ICP_FORM, T0, ev
 

@@ -6,20 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadflow.processors.codec import StateDecodeError
+from leadflow.processors.deadlines import advance_time, next_deadline
 from leadflow.processors.derived import BecameSQL, SlaBreached, Stage, TrainingExample
 from leadflow.processors.errors import InvalidEvent, InvalidTransition
 from leadflow.processors.events import Event, Kind
-from leadflow.processors.lead import (
-    MAX_HITS,
-    LeadState,
-    advance_time,
-    decode_lead_state,
-    encode_lead_state,
-    lead_step,
-    next_deadline,
-)
+from leadflow.processors.lead import lead_step
+from leadflow.processors.lead_state import MAX_HITS, LeadState, decode_lead_state, encode_lead_state
 from leadflow.processors.model import ScoreModel
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 
 from ._factory import DAY, HOUR, ICP_FORM, T0, ev
 

@@ -1,19 +1,19 @@
 """Lead state stays small (< 2 KB serialized) because every growing part has a cap."""
 
+from leadflow.processors.deadlines import advance_time
 from leadflow.processors.events import Event, Kind
 from leadflow.processors.identity import MAX_BUFFERED, identity_step
-from leadflow.processors.lead import (
+from leadflow.processors.lead import lead_step
+from leadflow.processors.lead_state import (
     MAX_HISTORY,
     MAX_HITS,
     MAX_SEEN,
     LeadState,
-    advance_time,
     decode_lead_state,
     encode_lead_state,
-    lead_step,
 )
 from leadflow.processors.model import ScoreModel
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 
 from ._factory import ICP_FORM, ev
 

@@ -3,9 +3,10 @@ import random
 import pytest
 
 from leadflow.processors.events import Kind
-from leadflow.processors.lead import LeadState, lead_step
+from leadflow.processors.lead import lead_step
+from leadflow.processors.lead_state import LeadState
 from leadflow.processors.model import ScoreModel, SnapshotError
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 
 from ._factory import ICP_FORM, ev
 

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from leadflow.processors.errors import PolicyError
 from leadflow.processors.events import Kind
-from leadflow.processors.policy import load_default_policy, parse_policy
+from leadflow.processors.policy_load import load_default_policy, parse_policy
 
 DEFAULT = (Path(__file__).parents[3] / "infra" / "policy" / "default.yaml").read_text()
 

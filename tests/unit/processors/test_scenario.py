@@ -20,7 +20,7 @@ from leadflow.processors.derived import (
 from leadflow.processors.events import Kind
 from leadflow.processors.identity import derive_lead_id, identity_step
 from leadflow.processors.lead import lead_step
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 
 from ._factory import HOUR, ICP_FORM, T0, WS, ev
 

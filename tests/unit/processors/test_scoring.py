@@ -2,7 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from leadflow.processors.derived import Contact
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 from leadflow.processors.scoring import (
     DAY_MS,
     EngagementHit,

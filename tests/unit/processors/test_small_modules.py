@@ -1,7 +1,7 @@
 from leadflow.processors.derived import Contact
 from leadflow.processors.events import Kind
 from leadflow.processors.nurture import nurture_step
-from leadflow.processors.policy import load_default_policy
+from leadflow.processors.policy_load import load_default_policy
 from leadflow.processors.qualification import MAX_ANSWERS, merge_answers, qualify
 from leadflow.processors.routing import RoutingState, assign, choose_pool
 from leadflow.processors.segments import segments_of

@@ -1,0 +1,95 @@
+"""What event time makes due for a lead: an MQL's review SLA and its episode's label horizon.
+
+Deadlines fire on event time, never on the wall clock: the caller passes the watermark
+(the newest ``occurred_at`` it has processed), so a replay fires the same deadlines with the
+same stamps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from leadflow.processors.derived import OwnerAssigned, SlaBreached, Stage, derived_id
+from leadflow.processors.labels import horizon_negative
+from leadflow.processors.lead_state import Derived, LeadState
+from leadflow.processors.policy import Policy
+from leadflow.processors.routing import RoutingState, assign
+
+
+def next_deadline(state: LeadState) -> int | None:
+    """The earliest event time at which :func:`advance_time` would emit something.
+
+    The SLA due time of an unreviewed MQL, or when the open features snapshot turns into
+    a negative label; ``None`` when nothing is pending. The agent keeps leads in a heap
+    by this and calls ``advance_time`` once its watermark passes it.
+
+    Example:
+        >>> next_deadline(LeadState("L", "ws", stage=Stage.MQL, sla_due_at=5)), next_deadline(
+        ...     LeadState("L", "ws"))
+        (5, None)
+    """
+    due: list[int] = []
+    if state.stage is Stage.MQL and state.sla_due_at is not None and not state.sla_breached:
+        due.append(state.sla_due_at)
+    if not state.labelled and state.label_due_at is not None:
+        due.append(state.label_due_at)
+    return min(due) if due else None
+
+
+def advance_time(
+    state: LeadState,
+    watermark_ms: int,
+    policy: Policy,
+    *,
+    routing: RoutingState | None = None,
+) -> tuple[LeadState, list[Derived]]:
+    """Emit what became due by event time ``watermark_ms``; idempotent per deadline.
+
+    An MQL still unreviewed at its ``sla_due_at`` gives one :class:`SlaBreached`
+    (stamped with the due time, not the watermark) and is escalated to the escalation
+    pool (:class:`OwnerAssigned`, reason ``sla_escalation``). A features snapshot older
+    than the negative horizon without a conversion gives one negative
+    :class:`TrainingExample`.
+    """
+    out: list[Derived] = []
+    s = state
+    if (
+        s.stage is Stage.MQL
+        and s.sla_due_at is not None
+        and not s.sla_breached
+        and s.sla_due_at <= watermark_ms
+        and s.mql_transition_id is not None
+        and s.mql_at is not None
+    ):
+        breach = SlaBreached(
+            breach_id=derived_id(s.lead_id, "sla", s.mql_transition_id),
+            workspace_id=s.workspace_id,
+            lead_id=s.lead_id,
+            mql_transition_id=s.mql_transition_id,
+            mql_at=s.mql_at,
+            due_at=s.sla_due_at,
+            owner_id=s.owner_id,
+        )
+        out.append(breach)
+        a, _ = assign(s.contact, policy, routing or RoutingState(), escalate=True)
+        out.append(
+            OwnerAssigned(
+                assignment_id=derived_id(s.lead_id, "owner", "sla_escalation", breach.breach_id),
+                workspace_id=s.workspace_id,
+                lead_id=s.lead_id,
+                occurred_at=s.sla_due_at,
+                owner_id=a.owner_id,
+                team=a.team,
+                pool=a.pool,
+                rule=a.rule,
+                cursor_after=a.cursor_after,
+                previous_owner_id=s.owner_id,
+                reason="sla_escalation",
+                cause_event_id=breach.breach_id,
+            )
+        )
+        s = dataclasses.replace(s, sla_breached=True, owner_id=a.owner_id, team=a.team)
+    s, example = horizon_negative(s, watermark_ms, policy)
+    if example is not None:
+        out.append(example)
+    return s, out
