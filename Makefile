@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install kafka-jars test test-unit test-integration test-faults lint format demo bench clean lock compose-check
+.PHONY: help install kafka-jars wheel-check test test-unit test-integration test-faults lint format demo bench clean lock compose-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ FAULT_TESTS := tests/integration/collector/test_outage.py \
 
 test-faults: $(STAMP) kafka-jars  ## only the fault, bad-input and isolation tests (all are in make test too)
 	$(BIN)/pytest $(FAULT_TESTS)
+
+wheel-check:  ## build the wheel, install it in a fresh venv, import everything, run --help
+	bash .ci/wheel_check.sh
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check .
