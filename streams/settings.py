@@ -143,7 +143,10 @@ class Settings(BaseSettings):
         default=32 * 1024, ge=1024, description="Largest accepted event (Segment: 32 KB)."
     )
     collector_max_batch_bytes: int = Field(
-        default=500 * 1024, ge=1024, description="Largest accepted request body (Segment: 500 KB)."
+        default=4000 * 1024,
+        ge=1024,
+        description="Largest accepted batch body, after gunzip (RudderStack's SDKs send up to "
+        "its gateway's 4000 KB; Segment's send at most 500 KB).",
     )
     collector_rate_per_second: float = Field(
         default=1000.0, gt=0, description="Events per second each write key may send."

@@ -18,7 +18,7 @@ import math
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,10 +33,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leadflow import __version__
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, Kind
+from leadflow.streams.collector.dead_letters import DeadLetter, dead_letter
 from leadflow.streams.collector.keys import KeyRecord, KeyStore
 from leadflow.streams.collector.limits import RateLimiter
 from leadflow.streams.collector.mapping import MapOptions, Mapped, map_message, pydantic_errors
@@ -46,19 +48,23 @@ from leadflow.streams.collector.models import (
     AliasMessage,
     BatchRequest,
     FieldError,
+    GroupMessage,
     IdentifyMessage,
     PageMessage,
     Problem,
+    Refusal,
+    ScreenMessage,
     SegmentContext,
     TrackMessage,
 )
+from leadflow.streams.collector.pixel import GIF, PIXEL_TYPES, PixelError, pixel_message
 from leadflow.streams.collector.producer import EventProducer, KafkaUnavailable
 from leadflow.streams.collector.timing import epoch_ms
 from leadflow.streams.logs import get_logger
 from leadflow.streams.pii.keyring import KeyringError
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import EVENTS
+from leadflow.streams.topics import DLQ, EVENTS
 
 log = get_logger(__name__)
 
@@ -77,8 +83,10 @@ class Sink(Protocol):
     def reachable(self, timeout: float = 2.0) -> bool:
         """Whether the destination answers now."""
 
-    async def send(self, records: Sequence[tuple[bytes, bytes]]) -> float:
-        """Deliver all records or raise :class:`KafkaUnavailable`; return the latency."""
+    async def send(
+        self, records: Sequence[tuple[bytes, bytes]], dead: Sequence[DeadLetter] = ()
+    ) -> float:
+        """Deliver all records (and dead letters) or raise :class:`KafkaUnavailable`."""
 
 
 def wall_clock_ms() -> int:
@@ -134,10 +142,13 @@ class Rejection(Exception):
         errors: Sequence[FieldError] = (),
         headers: dict[str, str] | None = None,
         events: int = 0,
+        refused: Sequence[Refusal] = (),
     ) -> None:
         super().__init__(message)
         self.status, self.headers, self.events = status, headers or {}, events
-        self.problem = Problem(error=error, message=message, errors=list(errors))
+        self.problem = Problem(
+            error=error, message=message, errors=list(errors), refused=list(refused)
+        )
 
 
 def basic_username(header: str | None) -> str | None:
@@ -316,8 +327,36 @@ class Ingest:
 
     async def handle(self, request: Request, msg_type: str | None) -> Response:
         """Run one request through the pipeline; every failure becomes a :class:`Problem`."""
+        return await self._answer(lambda: self._from_body(request, msg_type))
+
+    async def handle_data(
+        self, data: Any, msg_type: str | None, write_key: str | None, source: str
+    ) -> Response:
+        """Ingest already-parsed messages (the pixel endpoints and webhooks use this)."""
+        return await self._answer(lambda: self._ingest(data, msg_type, write_key, source, 0))
+
+    async def pixel(self, request: Request, msg_type: str) -> Response:
+        """A tracking pixel: the message is in the URL; the answer is always the GIF."""
+        problem: Problem | None = None
         try:
-            accepted = await self._handle(request, msg_type)
+            message, key = pixel_message(request.query_params.multi_items())
+        except PixelError as exc:
+            self.c.metrics.reject("invalid", 1)
+            problem = Problem(error="invalid", message=str(exc))
+        else:
+            answer = await self._answer(
+                lambda: self._ingest(message, msg_type, key, request.url.path, 0)
+            )
+            if answer.status_code != 200:
+                problem = Problem.model_validate_json(bytes(answer.body))
+        if problem is not None:
+            # An image has no error path: the GIF goes back anyway, so say it here.
+            log.info("collector.pixel_refused", path=request.url.path, error=problem.message)
+        return Response(GIF, media_type="image/gif", headers={"Cache-Control": "no-store"})
+
+    async def _answer(self, run: Callable[[], Awaitable[Accepted]]) -> Response:
+        try:
+            accepted = await run()
         except Rejection as rejection:
             self.c.metrics.reject(rejection.problem.error, rejection.events)
             return JSONResponse(
@@ -329,20 +368,29 @@ class Ingest:
             self.c.metrics.reject("internal", 0)
             problem = Problem(error="internal", message="internal error; nothing was stored")
             return JSONResponse(problem.model_dump(), 500)
-        self.c.metrics.accepted.inc(len(accepted.event_ids))
         return JSONResponse(accepted.model_dump())
 
-    async def _handle(self, request: Request, msg_type: str | None) -> Accepted:
+    async def _from_body(self, request: Request, msg_type: str | None) -> Accepted:
         s = self.c.settings
         header_key = basic_username(request.headers.get("authorization"))
-        record = self._authorize(header_key) if header_key else None
+        if header_key:
+            self._authorize(header_key)  # a wrong key is a 401 before the body is read
         limit = s.collector_max_event_bytes if msg_type else s.collector_max_batch_bytes
         body = await read_body(request, limit)
         data = parse_json(body)
-        if record is None:
-            # Browser trackers that cannot set headers (sendBeacon) put it in the body.
-            body_key = data.get("writeKey") if isinstance(data, dict) else None
-            record = self._authorize(body_key if isinstance(body_key, str) else None)
+        # Browser beacons cannot set headers: the key may be in the body or the query
+        # (RudderStack's /beacon/v1/batch?writeKey=...).
+        key = header_key
+        if key is None and isinstance(data, dict) and isinstance(data.get("writeKey"), str):
+            key = data["writeKey"]
+        key = key or request.query_params.get("writeKey")
+        return await self._ingest(data, msg_type, key, request.url.path, len(body))
+
+    async def _ingest(
+        self, data: Any, msg_type: str | None, key: str | None, source: str, size: int
+    ) -> Accepted:
+        s = self.c.settings
+        record = self._authorize(key)
         messages, options = self._messages(data, msg_type, record.workspace_id)
         bucket = self.limiter.bucket(record.key_id)
         if not bucket.take(len(messages)):
@@ -353,27 +401,35 @@ class Ingest:
                 headers={"Retry-After": str(max(1, math.ceil(bucket.wait_seconds())))},
                 events=len(messages),
             )
-        mapped = self._map_all(messages, options, len(body) > s.collector_max_event_bytes)
-        mapped = await self._seal(mapped)
+        outcome = self._map_all(messages, options, size > s.collector_max_event_bytes)
+        mapped = await self._seal([m for _i, m in outcome.mapped])
         records: list[tuple[bytes, bytes]] = []
-        event_ids: list[str] = []
-        ignored: list[str] = []
-        for (_raw, _t, prefix), item in zip(messages, mapped, strict=True):
+        stored: list[Mapped] = []
+        for (index, _m), item in zip(outcome.mapped, mapped, strict=True):
             try:
                 records.append((item.event.person_key.encode(), self.c.encode(item.event)))
             except LeadflowError as exc:
                 # A mapping the codec refuses is our bug, but the client still gets a path.
-                raise Rejection(
-                    400,
-                    "invalid",
-                    "an event could not be encoded",
-                    [FieldError(path=prefix or "body", message=str(exc))],
-                    events=len(messages),
-                ) from exc
-            event_ids.append(item.event.event_id)
-            ignored.extend(item.ignored)
+                log.error("collector.encode_failed", error=str(exc), index=index)
+                prefix = messages[index][2] or "body"
+                outcome.refuse(index, "invalid", [FieldError(path=prefix, message=str(exc))])
+                continue
+            stored.append(item)
+        refused = sorted(outcome.refused, key=lambda r: r.index)
+        letters = [
+            dead_letter(
+                messages[r.index][0],
+                r.reason,
+                r.errors,
+                workspace_id=record.workspace_id,
+                source=source,
+                index=r.index,
+                received_at=options.received_at,
+            )
+            for r in refused
+        ]
         try:
-            latency = await self.c.sink.send(records)
+            latency = await self.c.sink.send(records, letters)
         except KafkaUnavailable as exc:
             log.warning("collector.unavailable", reason=str(exc), events=len(records))
             raise Rejection(
@@ -382,16 +438,49 @@ class Ingest:
                 f"Kafka did not acknowledge the events ({exc}); retry the whole request "
                 "with the same messageIds (event ids make the retry idempotent downstream)",
                 headers={"Retry-After": str(s.collector_retry_after_seconds)},
-                events=len(records),
+                events=len(messages),
             ) from exc
         self.c.metrics.produce_seconds.observe(latency)
-        await self._shred([m.event for m in mapped if m.event.kind is Kind.ERASURE_REQUESTED])
-        return Accepted(event_ids=event_ids, ignored=ignored)
+        for r in refused:
+            self.c.metrics.refused_events.labels(r.reason).inc()
+        if refused:
+            log.info(
+                "collector.refused",
+                workspace=record.workspace_id,
+                source=source,
+                refused=[(r.index, r.reason, [e.path for e in r.errors]) for r in refused],
+            )
+        await self._shred([m.event for m in stored if m.event.kind is Kind.ERASURE_REQUESTED])
+        if not stored:
+            # Nothing of the request is stored: a 400 (413 for one oversized event), which no
+            # SDK retries; the messages are on the dead-letter topic.
+            too_large = all(r.reason == "too_large" for r in refused)
+            errors = [e for r in refused for e in r.errors]
+            raise Rejection(
+                413 if too_large else 400,
+                "too_large" if too_large else "invalid",
+                f"{len(errors)} problem(s) in {len(refused)} message(s); nothing was stored "
+                "(the messages are on the dead-letter topic)",
+                errors,
+                events=len(messages),
+                refused=refused,
+            )
+        ignored = list(dict.fromkeys(p for m in stored for p in m.ignored))
+        warnings = [w for m in stored for w in m.warnings]
+        self.c.metrics.accepted.inc(len(stored))
+        self.c.metrics.ignored_fields.inc(len(ignored))
+        self.c.metrics.warnings.inc(len(warnings))
+        return Accepted(
+            event_ids=[m.event.event_id for m in stored],
+            ignored=ignored,
+            warnings=warnings,
+            refused=refused,
+        )
 
     async def _seal(self, mapped: list[Mapped]) -> list[Mapped]:
         """Encrypt PII with per-person keys (docs/privacy.md); 503 if a new key is not durable."""
         vault = self.c.vault
-        if vault is None:
+        if vault is None or not mapped:
             return mapped
         if not self.c.sink.available:
             # Kafka is known to be down: answer 503 now rather than wait on the key topic.
@@ -428,28 +517,23 @@ class Ingest:
 
     def _map_all(
         self, messages: list[tuple[Any, str, str]], options: MapOptions, check_sizes: bool
-    ) -> list[Mapped]:
+    ) -> _Outcome:
+        """Map every message; each one is stored or refused on its own."""
         s = self.c.settings
-        errors: list[FieldError] = []
-        oversize: list[FieldError] = []
-        mapped: list[Mapped] = []
-        for raw, msg_type, prefix in messages:
+        outcome = _Outcome()
+        for index, (raw, msg_type, prefix) in enumerate(messages):
             if check_sizes:
                 size = _json_size(raw)
                 if size > s.collector_max_event_bytes:
-                    oversize.append(
-                        FieldError(
-                            path=prefix or "body",
-                            message=f"{size} bytes exceeds {s.collector_max_event_bytes} per event",
-                        )
+                    message = f"{size} bytes exceeds {s.collector_max_event_bytes} per event"
+                    outcome.refuse(
+                        index, "too_large", [FieldError(path=prefix or "body", message=message)]
                     )
                     continue
             if not msg_type:
-                errors.append(
-                    FieldError(
-                        path=f"{prefix}.type",
-                        message="required: track, page, screen, identify, alias or group",
-                    )
+                problem = "required: track, page, screen, identify, alias or group"
+                outcome.refuse(
+                    index, "invalid", [FieldError(path=f"{prefix}.type", message=problem)]
                 )
                 continue
             try:
@@ -457,34 +541,41 @@ class Ingest:
             except RecursionError:
                 result = [FieldError(path=prefix or "body", message="nested too deeply")]
             if isinstance(result, Mapped):
-                mapped.append(result)
+                outcome.mapped.append((index, result))
             else:
-                errors.extend(result)
-        if oversize:
-            raise Rejection(
-                413,
-                "too_large",
-                "events over the size limit",
-                oversize + errors,
-                events=len(messages),
-            )
-        if errors:
-            raise Rejection(
-                400,
-                "invalid",
-                f"{len(errors)} invalid field(s); nothing was stored",
-                errors,
-                events=len(messages),
-            )
-        return mapped
+                outcome.refuse(index, "invalid", result)
+        return outcome
 
 
-_BODY_MODELS = (TrackMessage, PageMessage, IdentifyMessage, AliasMessage, BatchRequest)
+@dataclass
+class _Outcome:
+    """What became of a request's messages: mapped (with their index) or refused."""
+
+    mapped: list[tuple[int, Mapped]] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+
+    def refuse(self, index: int, reason: str, errors: list[FieldError]) -> None:
+        self.refused.append(Refusal(index=index, reason=reason, errors=errors))
+
+
+_BODY_MODELS = (
+    TrackMessage,
+    PageMessage,
+    IdentifyMessage,
+    AliasMessage,
+    GroupMessage,
+    ScreenMessage,
+    BatchRequest,
+)
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": Accepted, "description": "Every event is durably in Kafka."},
-    400: {"model": Problem, "description": "Invalid JSON, UTF-8 or fields (each named)."},
+    200: {
+        "model": Accepted,
+        "description": "Every accepted event is durably in Kafka; refused ones are listed "
+        "and on the dead-letter topic.",
+    },
+    400: {"model": Problem, "description": "Invalid JSON or nothing storable (each named)."},
     401: {"model": Problem, "description": "Unknown or missing write key."},
-    413: {"model": Problem, "description": "Over 32 KB per event or 500 KB per request."},
+    413: {"model": Problem, "description": "Request body over the limit."},
     429: {"model": Problem, "description": "Over the write key's rate; see Retry-After."},
     503: {"model": Problem, "description": "Kafka did not acknowledge; retry after Retry-After."},
     500: {"model": Problem, "description": "Internal error; nothing was stored."},
@@ -530,7 +621,27 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
-_PATHS = ("/v1/track", "/v1/page", "/v1/identify", "/v1/alias", "/v1/batch")
+_PATHS = (
+    "/v1/track",
+    "/v1/page",
+    "/v1/identify",
+    "/v1/alias",
+    "/v1/group",
+    "/v1/screen",
+    "/v1/batch",
+)
+# The same calls under the other paths real trackers post to: analytics.js posts
+# /v1/{t,p,i,a,g,s} and, batching, /v1/b; RudderStack's JS beacon plugin posts
+# /beacon/v1/batch?writeKey=...; /v1/import is the historical-import name of a batch.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "/v1/track": ("/v1/t",),
+    "/v1/page": ("/v1/p",),
+    "/v1/identify": ("/v1/i",),
+    "/v1/alias": ("/v1/a",),
+    "/v1/group": ("/v1/g",),
+    "/v1/screen": ("/v1/s",),
+    "/v1/batch": ("/v1/b", "/v1/import", "/beacon/v1/batch"),
+}
 
 
 def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
@@ -565,44 +676,75 @@ def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
         CORSMiddleware,
         allow_origins=list(collector.settings.collector_cors_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+        # X-Retry-Count: analytics.js's retries; AnonymousId: RudderStack's JS SDK.
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Content-Encoding",
+            "X-Retry-Count",
+            "AnonymousId",
+        ],
         expose_headers=["Retry-After"],
         max_age=600,
     )
     ingest = Ingest(collector)
     app.state.collector = collector
 
-    async def track(request: Request) -> Response:
-        return await ingest.handle(request, "track")
+    def endpoint(msg_type: str | None) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            return await ingest.handle(request, msg_type)
 
-    async def page(request: Request) -> Response:
-        return await ingest.handle(request, "page")
-
-    async def identify(request: Request) -> Response:
-        return await ingest.handle(request, "identify")
-
-    async def alias(request: Request) -> Response:
-        return await ingest.handle(request, "alias")
-
-    async def batch(request: Request) -> Response:
-        return await ingest.handle(request, None)
+        return handle
 
     summaries = (
-        (track, "Record an action (the tracking plan picks the kind)."),
-        (page, "Record a page view (kind visit)."),
-        (identify, "Tie traits to a user (kind identify)."),
-        (alias, "Merge two ids (kind alias)."),
-        (batch, "Many messages at once; accepted whole or rejected with per-event errors."),
+        ("track", "Record an action (the tracking plan picks the kind)."),
+        ("page", "Record a page view (kind visit)."),
+        ("identify", "Tie traits to a user (kind identify)."),
+        ("alias", "Merge two ids (kind alias)."),
+        ("group", "Tie a user to an account (stored as the custom event Group)."),
+        ("screen", "Record a screen view (kind visit)."),
+        (None, "Many messages at once; each is stored or refused (dead-letter topic) alone."),
     )
-    for path, (endpoint, summary) in zip(_PATHS, summaries, strict=True):
-        app.add_api_route(
-            path,
-            endpoint,
-            methods=["POST"],
-            summary=summary,
-            responses=_RESPONSES,
-            response_class=JSONResponse,
-        )
+    for path, (msg_type, summary) in zip(_PATHS, summaries, strict=True):
+        for route in (path, *_ALIASES[path]):
+            app.add_api_route(
+                route,
+                endpoint(msg_type),
+                methods=["POST"],
+                summary=summary,
+                responses=_RESPONSES,
+                response_class=JSONResponse,
+                include_in_schema=route == path,
+            )
+
+    def pixel(msg_type: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            return await ingest.pixel(request, msg_type)
+
+        return handle
+
+    for msg_type in PIXEL_TYPES:
+        routes = [f"/v1/pixel/{msg_type}"]
+        if msg_type in ("track", "page"):
+            routes.append(f"/pixel/v1/{msg_type}")  # RudderStack's pixel paths
+        for route in routes:
+            app.add_api_route(
+                route,
+                pixel(msg_type),
+                methods=["GET"],
+                summary=f"Tracking pixel ({msg_type}): ?data=<base64 JSON> or dotted query "
+                "parameters; always a 1x1 GIF.",
+                response_class=Response,
+            )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown paths and methods answer in the Problem shape too: rudder-sdk-python reads
+        # body["code"] of every error and retries forever when it is missing.
+        error = "not_found" if exc.status_code in (404, 405) else "invalid"
+        collector.metrics.reject(error, 0)
+        problem = Problem(error=error, message=str(exc.detail))
+        return JSONResponse(problem.model_dump(), exc.status_code, headers=exc.headers)
 
     @app.get("/health", summary="Liveness: the process serves HTTP.")
     async def health() -> dict[str, str]:
@@ -632,6 +774,7 @@ def build_collector(settings: Settings, **overrides: Any) -> Collector:
             settings.kafka_client_config(),
             EVENTS.name,
             settings.collector_delivery_timeout_seconds,
+            DLQ.name,
         ),
         "encode": codec_from_settings(settings).encode,
         "vault": Vault(settings) if settings.pii_encryption else None,

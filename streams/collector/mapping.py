@@ -38,18 +38,28 @@ from leadflow.streams.collector.timing import epoch_ms, occurred_at, too_far_ahe
 from leadflow.streams.collector.tracking_plan import (
     CONTEXT_PROPERTIES,
     KIND_FIELDS,
+    STAGE_NAMES,
     FieldSpec,
     FieldType,
     kind_for_track,
 )
+from leadflow.streams.collector.traits import contact
 
 INT32 = (-(2**31), 2**31 - 1)
 # Standard page properties analytics.js adds to every page call: they feed the context.
 PAGE_PROPERTIES = frozenset({"url", "path", "referrer", "title", "keywords"})
-# Segment's spec spells some traits in camelCase; the event table uses snake_case.
-TRAIT_ALIASES = {"firstName": "first_name", "lastName": "last_name"}
+# Context members the event contract stores (traits feed the payload; library, integrations
+# and _metadata are SDK bookkeeping, never data about the person).
+STORED_CONTEXT = frozenset(
+    {"page", "campaign", "consent", "referrer", "traits", "userAgent", "ip", "library"}
+)
+# Kinds whose payload is a person's contact fields (they read traits and company objects).
+CONTACT_KINDS = frozenset({Kind.IDENTIFY, Kind.FORM_SUBMITTED})
+# Segment's ecommerce spec calls the amount of an order ``revenue`` (or ``value``).
+AMOUNT_ALIASES = ("revenue", "value", "total")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UTM = ("source", "medium", "campaign", "term", "content")
+_NUMERIC = re.compile(r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +91,7 @@ class Mapped:
 
     event: Event
     ignored: tuple[str, ...] = ()
+    warnings: tuple[FieldError, ...] = ()
 
 
 def join(prefix: str, loc: tuple[int | str, ...] | list[int | str]) -> str:
@@ -116,7 +127,9 @@ def check_value(spec: FieldSpec, value: Any, path: str) -> tuple[Any, FieldError
     Example:
         >>> check_value(FieldSpec("n", FieldType.INT), 12.0, "p.n")
         (12, None)
-        >>> check_value(FieldSpec("n", FieldType.INT), "12", "p.n")[1].message
+        >>> check_value(FieldSpec("n", FieldType.INT), "12", "p.n")
+        (12, None)
+        >>> check_value(FieldSpec("n", FieldType.INT), "twelve", "p.n")[1].message
         'expected an integer, got string'
     """
     kind = spec.type
@@ -129,6 +142,7 @@ def check_value(spec: FieldSpec, value: Any, path: str) -> tuple[Any, FieldError
                 path=path, message=f"must be one of {', '.join(sorted(spec.choices))}"
             )
     elif kind is FieldType.INT:
+        value = _number(value)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
@@ -136,6 +150,7 @@ def check_value(spec: FieldSpec, value: Any, path: str) -> tuple[Any, FieldError
         elif not INT32[0] <= value <= INT32[1]:
             return value, FieldError(path=path, message="out of range for a 32-bit integer")
     elif kind is FieldType.DOUBLE:
+        value = _number(value)
         if not isinstance(value, int | float) or isinstance(value, bool):
             bad = "expected a number"
         else:
@@ -161,6 +176,22 @@ def check_value(spec: FieldSpec, value: Any, path: str) -> tuple[Any, FieldError
     if bad is not None:
         return value, FieldError(path=path, message=f"{bad}, got {_json_type(value)}")
     return value, None
+
+
+def _number(value: Any) -> Any:
+    """A numeric string as the number it spells (web forms send ``"250"``); else unchanged.
+
+    Example:
+        >>> _number("250"), _number(" 12.5 "), _number("12 apples")
+        (250, 12.5, '12 apples')
+    """
+    if not isinstance(value, str) or not _NUMERIC.match(value):
+        return value
+    text = value.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _check_map(value: Any, path: str) -> tuple[Any, FieldError | None]:
@@ -191,7 +222,11 @@ def _json_type(value: Any) -> str:
 
 
 def _payload(
-    kind: Kind, fields: Mapping[str, Any], where: str, strict: bool
+    kind: Kind,
+    fields: Mapping[str, Any],
+    where: str,
+    strict: bool,
+    sources: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[FieldError], list[str]]:
     """The kind's payload from properties/traits: values checked, unknown names sorted out."""
     payload: dict[str, Any] = {}
@@ -199,7 +234,7 @@ def _payload(
     specs = KIND_FIELDS[kind]
     for spec in specs:
         value = fields.get(spec.name)
-        path = f"{where}.{spec.name}"
+        path = f"{(sources or {}).get(spec.name, where)}.{spec.name}"
         if value is None:
             if spec.required:
                 errors.append(FieldError(path=path, message="required"))
@@ -212,7 +247,7 @@ def _payload(
     known = {spec.name for spec in specs} | CONTEXT_PROPERTIES
     if kind is Kind.VISIT:
         known |= PAGE_PROPERTIES
-    unknown = [f"{where}.{name}" for name in fields if name not in known]
+    unknown = [f"{(sources or {}).get(n, where)}.{n}" for n in fields if n not in known]
     if strict:
         errors.extend(
             FieldError(path=path, message=f"not in the tracking plan for {kind.value}")
@@ -253,8 +288,10 @@ def _context(
     elif url and "utm_" in url:
         query = parse_qs(urlsplit(url).query)
         utm = {name: query.get(f"utm_{name}", [None])[0] for name in _UTM}
-    referrer = (page.referrer if page else None) or (
-        _str(props.get("referrer")) if from_props else None
+    referrer = (
+        (page.referrer if page else None)
+        or (segment.referrer.url if segment and segment.referrer else None)
+        or (_str(props.get("referrer")) if from_props else None)
     )
     explicit = _text(props, "channel", f"{where}.channel", errors)
     return Context(
@@ -330,8 +367,12 @@ def map_message(
         return pydantic_errors(exc, prefix)
     errors: list[FieldError] = []
     ignored: list[str] = []
-    props: Mapping[str, Any]
+    warnings: list[FieldError] = []
+    segment_context = message.context or options.context
+    context_traits = (segment_context.traits if segment_context else None) or {}
+    props: Mapping[str, Any] = {}
     where = join(prefix, ["properties"])
+    sources: dict[str, str] = {}  # field name -> where it came from, for ignored paths
     if isinstance(message, TrackMessage):
         kind = kind_for_track(message.event)
         props = message.properties or {}
@@ -340,12 +381,20 @@ def map_message(
                 "name": message.event,
                 "properties_json": _canonical_json(props),
             }
+        elif kind is Kind.FORM_SUBMITTED:
+            fields = _contact_fields(
+                [(context_traits, join(prefix, ["context", "traits"])), (props, where)],
+                sources,
+                ignored,
+                warnings,
+                full_name=False,
+            )
         else:
-            fields = props
+            fields = _track_fields(kind, props, where, warnings)
     elif isinstance(message, PageMessage | ScreenMessage):
         kind = Kind.VISIT
         props = message.properties or {}
-        segment_page = (message.context or options.context or SegmentContext()).page
+        segment_page = (segment_context or SegmentContext()).page
         fields = {
             **props,
             "name": message.name or props.get("name"),
@@ -353,26 +402,35 @@ def map_message(
             "search": props.get("search") or (segment_page.search if segment_page else None),
         }
     elif isinstance(message, IdentifyMessage):
-        kind, props, where = Kind.IDENTIFY, {}, join(prefix, ["traits"])
-        traits = message.traits or {}
-        fields = {TRAIT_ALIASES.get(k, k): v for k, v in traits.items()}
+        kind, where = Kind.IDENTIFY, join(prefix, ["traits"])
+        # RudderStack's SDKs put identify traits in context.traits (rudder-sdk-python only
+        # there); the top-level traits win where both name a field.
+        fields = _contact_fields(
+            [(context_traits, join(prefix, ["context", "traits"])), (message.traits or {}, where)],
+            sources,
+            ignored,
+            warnings,
+            full_name=True,
+        )
     elif isinstance(message, AliasMessage):
-        kind, props = Kind.ALIAS, {}
+        kind = Kind.ALIAS
         fields = {"previous_id": message.previousId}
     else:
         assert isinstance(message, GroupMessage)
-        kind, props = Kind.CUSTOM, {}
+        kind = Kind.CUSTOM
         fields = {
             "name": "Group",
             "properties_json": _canonical_json(
                 {"group_id": message.groupId, "traits": message.traits or {}}
             ),
         }
-    payload, payload_errors, unknown = _payload(kind, fields, where, options.strict)
+    payload, payload_errors, unknown = _payload(kind, fields, where, options.strict, sources)
     errors.extend(payload_errors)
     if kind is not Kind.CUSTOM:
         ignored.extend(unknown)
-    context = _context(kind, message.context or options.context, props, payload, where, errors)
+    if segment_context is not None:
+        ignored.extend(_unstored_context(segment_context, kind, prefix, message.context is None))
+    context = _context(kind, segment_context, props, payload, where, errors)
     if not (message.anonymousId or message.userId) and kind is not Kind.CAMPAIGN_COST:
         errors.append(
             FieldError(path=join(prefix, ["userId"]), message="anonymousId or userId is required")
@@ -381,18 +439,20 @@ def map_message(
     sent = epoch_ms(message.sentAt) if message.sentAt else options.sent_at
     when = occurred_at(epoch_ms(moment) if moment else None, sent, options.received_at)
     if too_far_ahead(when, options.received_at, options.future_tolerance_ms):
-        errors.append(
+        # A device clock far ahead must not lose the event: store it at the receive time
+        # (future events would poison decay, SLAs and velocity) and say so.
+        warnings.append(
             FieldError(
                 path=join(prefix, ["timestamp"]),
-                message="in the future beyond the collector's tolerance "
-                f"({options.future_tolerance_ms // 1000} s) after clock-skew correction",
+                message=f"{(when - options.received_at) / 1000:.0f} s in the future after "
+                "clock-skew correction; stored at the collector's receive time",
             )
         )
+        when = options.received_at
     elif when < 0:
         errors.append(FieldError(path=join(prefix, ["timestamp"]), message="before 1970"))
     if errors:
         return errors
-    segment_context = message.context or options.context
     stated = (
         segment_context.consent.tracking
         if segment_context is not None and segment_context.consent is not None
@@ -411,4 +471,61 @@ def map_message(
     )
     if not tracking_consent(stated, event, options.tracking_consent_default):
         event = without_device_data(event)  # docs/privacy.md: no IP/UA without consent
-    return Mapped(event=event, ignored=tuple(ignored))
+    return Mapped(event=event, ignored=tuple(ignored), warnings=tuple(warnings))
+
+
+def _contact_fields(
+    layers: list[tuple[Mapping[str, Any], str]],
+    sources: dict[str, str],
+    ignored: list[str],
+    warnings: list[FieldError],
+    *,
+    full_name: bool,
+) -> dict[str, Any]:
+    """Contact fields from trait layers (later layers win), noting where each came from."""
+    fields: dict[str, Any] = {}
+    for traits, where in layers:
+        flat = contact(traits, full_name=full_name)
+        for name, value in flat.fields.items():
+            if value is not None or name not in fields:
+                fields[name] = value
+                sources[name] = where
+        ignored.extend(f"{where}.{path}" for path in flat.ignored)
+        warnings.extend(FieldError(path=f"{where}.{p}", message=m) for p, m in flat.warnings)
+    return fields
+
+
+def _track_fields(
+    kind: Kind, props: Mapping[str, Any], where: str, warnings: list[FieldError]
+) -> Mapping[str, Any]:
+    """A track call's properties with the spec's other names for required fields."""
+    fields = dict(props)
+    if kind is Kind.STAGE_CHANGED and fields.get("action") is None:
+        stage = fields.pop("stage", None)
+        if isinstance(stage, str):
+            normal = re.sub(r"[\s-]+", "_", stage.strip().lower())
+            # An unknown stage stays in ``action`` so the enumeration check names it.
+            fields["action"] = STAGE_NAMES.get(normal, stage)
+        elif stage is not None:
+            fields["action"] = stage
+    if kind in (Kind.DEAL_WON, Kind.DEAL_LOST) and fields.get("amount") is None:
+        for alias in AMOUNT_ALIASES:
+            if fields.get(alias) is not None:
+                fields["amount"] = fields.pop(alias)
+                warnings.append(
+                    FieldError(path=f"{where}.{alias}", message="stored as the deal's amount")
+                )
+                break
+    return fields
+
+
+def _unstored_context(
+    segment: SegmentContext, kind: Kind, prefix: str, from_batch: bool
+) -> list[str]:
+    """Paths of context members the event has no place for (listed in ``ignored``)."""
+    where = "context" if from_batch else join(prefix, ["context"])
+    extra = segment.model_extra or {}
+    paths = [f"{where}.{name}" for name in extra if name not in STORED_CONTEXT]
+    if segment.traits and kind not in CONTACT_KINDS:
+        paths.append(f"{where}.traits")
+    return paths

@@ -11,7 +11,10 @@ REJECT_REASONS = (
     "rate_limited",
     "unavailable",
     "internal",
+    "not_found",
 )
+# Why a single event of an accepted request went to the dead-letter topic.
+REFUSE_REASONS = ("invalid", "too_large")
 
 
 class CollectorMetrics:
@@ -36,6 +39,23 @@ class CollectorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.refused_events = Counter(
+            "leadflow_collector_events_refused",
+            "Events not stored and written to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.ignored_fields = Counter(
+            "leadflow_collector_fields_ignored",
+            "Fields of stored events that had no place in the event contract (the answer's "
+            "'ignored').",
+            registry=self.registry,
+        )
+        self.warnings = Counter(
+            "leadflow_collector_values_adjusted",
+            "Values stored differently from how they were sent (the answer's 'warnings').",
+            registry=self.registry,
+        )
         self.produce_seconds = Histogram(
             "leadflow_collector_produce_seconds",
             "From produce to the last acknowledgement of a request's events.",
@@ -45,6 +65,8 @@ class CollectorMetrics:
         for reason in REJECT_REASONS:  # export zeros, so dashboards see every series
             self.rejected_requests.labels(reason)
             self.rejected_events.labels(reason)
+        for reason in REFUSE_REASONS:
+            self.refused_events.labels(reason)
 
     def reject(self, reason: str, events: int) -> None:
         """Count one rejected request carrying ``events`` events."""

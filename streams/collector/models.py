@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 Text = Annotated[str, Field(max_length=8192)]
@@ -52,12 +52,24 @@ class ConsentContext(_Open):
     tracking: bool | None = None
 
 
+class ReferrerContext(_Open):
+    """``context.referrer``: Segment's referrer object (``{type, name, url, link}``)."""
+
+    url: Text | None = None
+
+
 class SegmentContext(_Open):
-    """``context``: page, campaign, user agent and IP (other keys are tolerated)."""
+    """``context``: page, campaign, user agent and IP (other keys are tolerated).
+
+    ``traits`` is where RudderStack's SDKs (and some Segment calls) put the user's traits;
+    identify and form calls read them as well as the top-level ``traits``/``properties``.
+    """
 
     page: PageContext | None = None
     campaign: CampaignContext | None = None
     consent: ConsentContext | None = None
+    referrer: ReferrerContext | None = None
+    traits: dict[str, Any] | None = None
     userAgent: Text | None = None
     ip: Annotated[str, Field(max_length=64)] | None = None
 
@@ -142,7 +154,7 @@ MESSAGE_MODELS: dict[str, type[_Message]] = {
 
 
 class BatchRequest(_Open):
-    """``/v1/batch``: up to 500 KB of messages; accepted whole or not at all."""
+    """``/v1/batch``: many messages; each is stored or refused on its own."""
 
     batch: list[AnyMessage]
     sentAt: datetime | None = None
@@ -160,23 +172,58 @@ class FieldError(BaseModel):
     message: str
 
 
+class Refusal(BaseModel):
+    """One message of a request that was not stored (it went to the dead-letter topic)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(description="Place of the message in the request (0 for single calls).")
+    reason: str = Field(description="invalid | too_large")
+    errors: list[FieldError]
+
+
 class Accepted(BaseModel):
-    """The 200 answer: every event is durably in Kafka (acks=all)."""
+    """The 200 answer: every accepted event is durably in Kafka (acks=all)."""
 
     success: Literal[True] = True
-    event_ids: list[str] = Field(description="The event ids, in request order.")
+    event_ids: list[str] = Field(description="Ids of the stored events, in request order.")
     ignored: list[str] = Field(
         default_factory=list,
-        description="Paths of properties/traits the event's kind does not define (not stored).",
+        description="Paths of fields that were not stored (the event's kind has no place "
+        "for them).",
+    )
+    warnings: list[FieldError] = Field(
+        default_factory=list,
+        description="Values stored differently from how they were sent (a future timestamp "
+        "clamped, a size range stored as its lower bound).",
+    )
+    refused: list[Refusal] = Field(
+        default_factory=list,
+        description="Messages not stored, each on the dead-letter topic with its reasons.",
     )
 
 
 class Problem(BaseModel):
-    """Every non-2xx answer."""
+    """Every non-2xx answer.
+
+    ``code`` repeats ``error`` because rudder-sdk-python reads ``body["code"]`` and, without
+    it, treats a final 4xx as a network failure and retries it.
+    """
 
     success: Literal[False] = False
     error: str = Field(
-        description="invalid | unauthorized | too_large | rate_limited | unavailable | internal"
+        description="invalid | unauthorized | too_large | rate_limited | unavailable | "
+        "internal | not_found"
     )
     message: str
     errors: list[FieldError] = Field(default_factory=list)
+    refused: list[Refusal] = Field(
+        default_factory=list,
+        description="With 400: every message of the request, each refused with its reasons.",
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def code(self) -> str:
+        """The same as ``error`` (the field Segment's and RudderStack's SDKs read)."""
+        return self.error

@@ -25,7 +25,9 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.streams.collector.dead_letters import DeadLetter
 from leadflow.streams.logs import get_logger
+from leadflow.streams.topics import DLQ
 
 log = get_logger(__name__)
 
@@ -39,14 +41,20 @@ class EventProducer:
 
     Args:
         client_config: librdkafka connection settings (``Settings.kafka_client_config()``).
-        topic: the topic every record goes to.
+        topic: the topic every event goes to.
         delivery_timeout: seconds a request waits for its acknowledgements.
+        dead_letter_topic: where refused messages go (JSON, with their reasons).
     """
 
     def __init__(
-        self, client_config: Mapping[str, Any], topic: str, delivery_timeout: float
+        self,
+        client_config: Mapping[str, Any],
+        topic: str,
+        delivery_timeout: float,
+        dead_letter_topic: str = DLQ.name,
     ) -> None:
         self.topic = topic
+        self.dead_letter_topic = dead_letter_topic
         self.delivery_timeout = delivery_timeout
         self._producer = Producer(
             {
@@ -124,8 +132,12 @@ class EventProducer:
                 log.info("collector.kafka_reachable" if ok else "collector.kafka_unreachable")
             self.available = ok
 
-    async def send(self, records: Sequence[tuple[bytes, bytes]]) -> float:
-        """Produce ``(key, value)`` records; return the seconds until all were acknowledged.
+    async def send(
+        self, records: Sequence[tuple[bytes, bytes]], dead: Sequence[DeadLetter] = ()
+    ) -> float:
+        """Produce ``(key, value)`` records (and refused messages to the dead-letter topic).
+
+        Returns the seconds until all of them were acknowledged.
 
         Raises:
             KafkaUnavailable: Kafka is known to be unreachable (nothing produced), or some
@@ -136,7 +148,8 @@ class EventProducer:
             raise KafkaUnavailable("Kafka is unreachable")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[str]] = loop.create_future()
-        pending = [len(records)]
+        total = len(records) + len(dead)
+        pending = [total]
         failures: list[str] = []
 
         def resolve() -> None:
@@ -166,10 +179,19 @@ class EventProducer:
             for key, value in records:
                 self._producer.produce(self.topic, value=value, key=key, on_delivery=on_delivery)
                 produced += 1
+            for letter in dead:
+                self._producer.produce(
+                    self.dead_letter_topic,
+                    value=letter.value,
+                    key=letter.key or None,
+                    headers=list(letter.headers),
+                    on_delivery=on_delivery,
+                )
+                produced += 1
         except (BufferError, KafkaException) as exc:
             # The rest was never queued: settle it as failed so the future still resolves.
-            count(len(records) - produced, f"produce refused: {exc}")
-        if not records:
+            count(total - produced, f"produce refused: {exc}")
+        if not total:
             return 0.0
         try:
             outcome = await asyncio.wait_for(done, self.delivery_timeout)
@@ -181,7 +203,5 @@ class EventProducer:
             ) from None
         if outcome:
             self._suspect.set()
-            raise KafkaUnavailable(
-                f"{len(outcome)} of {len(records)} deliveries failed: {outcome[0]}"
-            )
+            raise KafkaUnavailable(f"{len(outcome)} of {total} deliveries failed: {outcome[0]}")
         return time.perf_counter() - started

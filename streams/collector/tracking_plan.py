@@ -60,6 +60,28 @@ _EMAIL = _s("email_id", "campaign", "subject", "link_url", "bounce_type")
 _ANSWERS = FieldSpec("answers", FieldType.STRING_MAP, default={})
 
 STAGE_ACTIONS = frozenset({"accept_mql", "reject_mql", "open_opportunity", "recycle", "disqualify"})
+# A CRM often names the stage a lead moved to instead of the decision (``stage: "sql"``);
+# these are the stage names (lower-cased, spaces and dashes as underscores) that imply one.
+# HubSpot's lifecycle values are included (salesqualifiedlead, opportunity).
+STAGE_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "sql": "accept_mql",
+        "sales_qualified": "accept_mql",
+        "sales_qualified_lead": "accept_mql",
+        "salesqualifiedlead": "accept_mql",
+        "sales_accepted": "accept_mql",
+        "sal": "accept_mql",
+        "accepted": "accept_mql",
+        "rejected": "reject_mql",
+        "mql_rejected": "reject_mql",
+        "opportunity": "open_opportunity",
+        "opp": "open_opportunity",
+        "recycled": "recycle",
+        "nurture": "recycle",
+        "disqualified": "disqualify",
+        "unqualified": "disqualify",
+    }
+)
 
 KIND_FIELDS: Mapping[Kind, tuple[FieldSpec, ...]] = MappingProxyType(
     {

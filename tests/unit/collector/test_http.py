@@ -20,6 +20,7 @@ import pytest
 from leadflow.processors.events import Event, Kind
 from leadflow.schemas.codec import SingleObjectCodec
 from leadflow.streams.collector.app import Collector, create_app
+from leadflow.streams.collector.dead_letters import DeadLetter
 from leadflow.streams.collector.keys import KeyStore
 from leadflow.streams.collector.producer import KafkaUnavailable
 from leadflow.streams.settings import load_settings
@@ -31,6 +32,7 @@ class RecordingSink:
     def __init__(self) -> None:
         self.available = True
         self.records: list[tuple[bytes, bytes]] = []
+        self.dead: list[DeadLetter] = []
 
     def start(self) -> None:
         pass
@@ -41,10 +43,13 @@ class RecordingSink:
     def reachable(self, timeout: float = 2.0) -> bool:
         return self.available
 
-    async def send(self, records: Sequence[tuple[bytes, bytes]]) -> float:
+    async def send(
+        self, records: Sequence[tuple[bytes, bytes]], dead: Sequence[DeadLetter] = ()
+    ) -> float:
         if not self.available:
             raise KafkaUnavailable("down")
         self.records.extend(records)
+        self.dead.extend(dead)
         return 0.001
 
 
@@ -111,7 +116,13 @@ DEAL = {"event": "Deal Won", "userId": "u1", "properties": {"amount": 5}}
 def test_accepted_events_are_keyed_by_person_and_decodable(h: Harness) -> None:
     response = h.post("/v1/track", {**DEAL, "anonymousId": "a1"})
     assert response.status_code == 200
-    assert response.json() == {"success": True, "event_ids": ["new-id"], "ignored": []}
+    assert response.json() == {
+        "success": True,
+        "event_ids": ["new-id"],
+        "ignored": [],
+        "warnings": [],
+        "refused": [],
+    }
     [(key, _)] = h.sink.records
     assert key == b"a1"
     [event] = h.events()
@@ -161,7 +172,7 @@ def test_unavailable_sink_is_503_and_counted(h: Harness) -> None:
     assert 'leadflow_collector_events_rejected_total{reason="unavailable"} 3.0' in metrics
 
 
-def test_a_bad_batch_produces_nothing_and_names_every_problem(h: Harness) -> None:
+def test_a_bad_event_costs_only_itself_and_goes_to_the_dead_letter_topic(h: Harness) -> None:
     response = h.post(
         "/v1/batch",
         {
@@ -177,12 +188,29 @@ def test_a_bad_batch_produces_nothing_and_names_every_problem(h: Harness) -> Non
             ]
         },
     )
-    assert response.status_code == 400
-    assert [e["path"] for e in response.json()["errors"]] == [
-        "batch[1].properties.amount",
-        "batch[2].userId",
+    assert response.status_code == 200
+    body = response.json()
+    assert body["event_ids"] == ["new-id"]
+    assert [
+        (r["index"], r["reason"], [e["path"] for e in r["errors"]]) for r in body["refused"]
+    ] == [
+        (1, "invalid", ["batch[1].properties.amount"]),
+        (2, "invalid", ["batch[2].userId"]),
     ]
+    assert len(h.sink.records) == 1
+    assert [dict(d.headers)["source.partition"] for d in h.sink.dead] == [b"1", b"2"]
+    assert json.loads(h.sink.dead[0].value)["properties"] == {"amount": "x"}
+
+
+def test_a_batch_of_only_bad_events_is_a_400_naming_every_problem(h: Harness) -> None:
+    response = h.post("/v1/batch", {"batch": [{"type": "page"}, {"type": "track", "event": "x"}]})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == body["error"] == "invalid"
+    assert [e["path"] for e in body["errors"]] == ["batch[0].userId", "batch[1].userId"]
+    assert [r["index"] for r in body["refused"]] == [0, 1]
     assert h.sink.records == []
+    assert len(h.sink.dead) == 2
 
 
 def test_openapi_references_resolve(h: Harness) -> None:

@@ -215,7 +215,7 @@ def test_skew_correction_uses_the_batch_sent_at_when_the_message_has_none() -> N
             [("userId", "anonymousId or userId is required")],
         ),
         (
-            {"event": "Deal Won", "userId": "u", "properties": {"amount": "9"}},
+            {"event": "Deal Won", "userId": "u", "properties": {"amount": "lots"}},
             "track",
             [("properties.amount", "expected a number, got string")],
         ),
@@ -233,17 +233,6 @@ def test_skew_correction_uses_the_batch_sent_at_when_the_message_has_none() -> N
             {"event": "Form Submitted", "userId": "u", "properties": {"channel": 5}},
             "track",
             [("properties.channel", "expected a string, got integer")],
-        ),
-        (
-            {"userId": "u", "timestamp": "2026-03-01T12:05:01Z"},
-            "page",
-            [
-                (
-                    "timestamp",
-                    "in the future beyond the collector's tolerance (300 s) "
-                    "after clock-skew correction",
-                )
-            ],
         ),
         (
             {"userId": "u", "timestamp": "1960-01-01T00:00:00Z"},

@@ -223,7 +223,7 @@ def test_collector_defaults_are_safe() -> None:
     settings = Settings()
     assert "*" not in settings.collector_cors_origins
     assert settings.collector_max_event_bytes == 32 * 1024
-    assert settings.collector_max_batch_bytes == 500 * 1024
+    assert settings.collector_max_batch_bytes == 4000 * 1024  # RudderStack gateway default
     assert settings.collector_rate_per_second == 1000.0
     assert settings.collector_rate_burst == 2000.0
 

@@ -1,0 +1,151 @@
+"""Segment's and RudderStack's reserved traits, as the contact fields of the event contract.
+
+Trackers describe a person in their own vocabulary: Segment's spec has ``firstName``, a
+``company`` object (``{name, employee_count, industry, plan}``), ``employees`` on group
+calls and an ``address`` object; forms and enrichment tools send company sizes as text
+(``"250"``, ``"51-200"``, ``"1000+"``). This module turns those shapes into the flat
+contact fields (``first_name``, ``company``, ``company_size``...) and says which parts had no
+place, so the mapping can list them in ``ignored`` instead of losing them silently.
+Pure functions: the same traits always give the same fields.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Segment's camelCase spellings of the contact fields.
+ALIASES = {
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "firstname": "first_name",
+    "lastname": "last_name",
+    "jobTitle": "title",
+    "job_title": "title",
+    "companySize": "company_size",
+    "employees": "company_size",
+    "employee_count": "company_size",
+    "numberOfEmployees": "company_size",
+}
+# Where the company object's members go (Segment spec: company.name, .employee_count, ...).
+COMPANY_MEMBERS = {
+    "name": "company",
+    "employee_count": "company_size",
+    "employees": "company_size",
+    "size": "company_size",
+    "industry": "industry",
+}
+ADDRESS_MEMBERS = {"country": "country"}
+
+_NUMBER = r"\d{1,3}(?:,\d{3})+|\d+"
+_RANGE = re.compile(rf"^\s*({_NUMBER})\s*(?:-|\u2013|\u2014|to)\s*({_NUMBER})\s*$", re.IGNORECASE)
+_PLUS = re.compile(rf"^\s*({_NUMBER})\s*\+\s*$")
+_PLAIN = re.compile(rf"^\s*({_NUMBER})(?:\.0+)?\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Traits rewritten as contact fields.
+
+    Attributes:
+        fields: the traits with reserved shapes flattened (unknown names are kept as they
+            are; the caller decides what a kind stores).
+        ignored: relative paths of members that have no contact field (``company.plan``).
+        warnings: ``(relative path, message)`` for values stored differently than sent.
+    """
+
+    fields: dict[str, Any]
+    ignored: tuple[str, ...] = ()
+    warnings: tuple[tuple[str, str], ...] = ()
+
+
+def company_size(value: Any) -> tuple[Any, str | None]:
+    """A company size as an integer, from a number, a numeric string or a size range.
+
+    A range is stored as its lower bound (the only size it guarantees: ``"1000+"`` has no
+    other) and the second value says so, for the answer's ``warnings``. Anything else is
+    returned unchanged for the type check to name.
+
+    Example:
+        >>> company_size("250"), company_size("1,200")
+        ((250, None), (1200, None))
+        >>> company_size("51-200")
+        (51, 'the range 51-200 is stored as its lower bound 51')
+        >>> company_size("10,000+")[0], company_size(42.0)
+        (10000, (42.0, None))
+        >>> company_size("lots")
+        ('lots', None)
+    """
+    if not isinstance(value, str):
+        return value, None
+    plain = _PLAIN.match(value)
+    if plain:
+        return int(plain.group(1).replace(",", "")), None
+    ranged = _RANGE.match(value) or _PLUS.match(value)
+    if ranged:
+        low = int(ranged.group(1).replace(",", ""))
+        return low, f"the range {value.strip()} is stored as its lower bound {low}"
+    return value, None
+
+
+def _split_name(name: str) -> tuple[str, str | None]:
+    first, _, last = name.strip().partition(" ")
+    return first, (last.strip() or None)
+
+
+def contact(traits: Mapping[str, Any], *, full_name: bool = True) -> Contact:
+    """Flatten Segment's reserved traits into contact fields.
+
+    ``full_name``: split Segment's ``name`` trait into first and last name (identify
+    traits); a form's ``name`` property may name the form, so forms leave it alone.
+
+    Example:
+        >>> c = contact({"firstName": "Ada", "company": {"name": "Acme", "employee_count": "51-200",
+        ...              "plan": "pro"}, "address": {"country": "DE", "city": "Berlin"}})
+        >>> sorted(c.fields.items())
+        [('company', 'Acme'), ('company_size', 51), ('country', 'DE'), ('first_name', 'Ada')]
+        >>> c.ignored
+        ('company.plan', 'address.city')
+        >>> contact({"name": "Grace Brewster Hopper"}).fields
+        {'first_name': 'Grace', 'last_name': 'Brewster Hopper'}
+    """
+    fields: dict[str, Any] = {}
+    ignored: list[str] = []
+    warnings: list[tuple[str, str]] = []
+    nested: dict[str, Any] = {}
+    for key, value in traits.items():
+        name = ALIASES.get(key, key)
+        if key == "company" and isinstance(value, dict):
+            for member, item in value.items():
+                target = COMPANY_MEMBERS.get(member)
+                if target is None:
+                    ignored.append(f"company.{member}")
+                else:
+                    nested.setdefault(target, item)
+        elif key == "address" and isinstance(value, dict):
+            for member, item in value.items():
+                target = ADDRESS_MEMBERS.get(member)
+                if target is None:
+                    ignored.append(f"address.{member}")
+                else:
+                    nested.setdefault(target, item)
+        elif name in fields and name != key:
+            continue  # the snake_case spelling was sent too and wins
+        else:
+            fields[name] = value
+    for name, value in nested.items():
+        fields.setdefault(name, value)  # a flat trait wins over the object's member
+    whole = fields.get("name") if full_name else None
+    if isinstance(whole, str) and whole.strip():
+        del fields["name"]
+        first, last = _split_name(whole)
+        fields.setdefault("first_name", first)
+        if last is not None:
+            fields.setdefault("last_name", last)
+    if "company_size" in fields:
+        fields["company_size"], note = company_size(fields["company_size"])
+        if note:
+            warnings.append(("company_size", note))
+    return Contact(fields=fields, ignored=tuple(ignored), warnings=tuple(warnings))

@@ -1,0 +1,315 @@
+"""The wire shapes real trackers send (recorded from the SDKs, see docs/collector.md).
+
+Each case is what an SDK put on the wire when pointed at a capture server: analytics.js's
+short paths and text/plain bodies, RudderStack's context.traits and beacon query key,
+Segment's reserved traits, pixels, and the error bodies the SDKs parse.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from leadflow.processors.events import Kind
+from tests.unit.collector.test_http import Harness
+
+pytestmark = pytest.mark.unit
+
+NOW = "2026-03-01T12:00:00Z"
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "kind"),
+    [
+        ("/v1/t", {"event": "Pricing Viewed"}, Kind.CUSTOM),
+        ("/v1/p", {"name": "Pricing"}, Kind.VISIT),
+        ("/v1/i", {"traits": {"email": "ada@acme.example"}}, Kind.IDENTIFY),
+        ("/v1/a", {"previousId": "anon-1", "userId": "lead-1"}, Kind.ALIAS),
+        ("/v1/g", {"groupId": "acme", "traits": {"employees": 120}}, Kind.CUSTOM),
+        ("/v1/s", {"name": "Home"}, Kind.VISIT),
+        ("/v1/group", {"groupId": "acme"}, Kind.CUSTOM),
+        ("/v1/screen", {"name": "Home"}, Kind.VISIT),
+    ],
+)
+def test_analytics_js_short_paths(h: Harness, path: str, body: dict[str, Any], kind: Kind) -> None:
+    # analytics.js posts text/plain (no CORS preflight for the type) with the key twice.
+    message = {"anonymousId": "anon-1", "writeKey": h.key, **body}
+    response = h.post(path, message, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 200, response.text
+    assert [e.kind for e in h.events()] == [kind]
+
+
+def test_batching_paths_and_beacon_key_in_the_query(h: Harness) -> None:
+    batch = {"batch": [{"type": "page", "anonymousId": "a"}], "writeKey": h.key}
+    assert h.post("/v1/b", batch, key=None).status_code == 200
+    beacon = {"batch": [{"type": "track", "event": "x", "anonymousId": "a"}]}
+    assert h.post(f"/beacon/v1/batch?writeKey={h.key}", beacon, key=None).status_code == 200
+    assert h.post("/beacon/v1/batch?writeKey=nope", beacon, key=None).status_code == 401
+    assert len(h.events()) == 2
+
+
+def test_cors_preflight_allows_the_headers_sdks_send(tmp_path: Path) -> None:
+    h = Harness(tmp_path, collector_cors_origins=("http://site.example",))
+    import asyncio
+
+    import httpx
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=h.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.options(
+                "/v1/t",
+                headers={
+                    "Origin": "http://site.example",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,x-retry-count,anonymousid",
+                },
+            )
+
+    response = asyncio.run(go())
+    assert response.status_code == 200
+    allowed = response.headers["access-control-allow-headers"].lower()
+    assert {"authorization", "x-retry-count", "anonymousid"} <= set(allowed.split(", "))
+
+
+def test_every_error_body_carries_code_and_message(h: Harness) -> None:
+    # rudder-sdk-python reads body["code"] of every non-200 answer (KeyError otherwise, and
+    # a final 4xx is retried as a network failure).
+    answers = [
+        h.post("/v1/nope", {}),
+        h.post("/v1/track", {}, key="wrong"),
+        h.post("/v1/track", content=b"x" * 40_000),
+        h.post("/v1/track", content=b"{"),
+        h.get("/v1/track"),
+    ]
+    assert [a.status_code for a in answers] == [404, 401, 413, 400, 405]
+    for answer in answers:
+        body = answer.json()
+        assert body["code"] == body["error"], body
+        assert body["message"], body
+
+
+def test_rudderstack_identify_reads_context_traits(h: Harness) -> None:
+    # rudder-sdk-python puts identify traits only in context.traits.
+    message = {
+        "userId": "u1",
+        "context": {"traits": {"email": "ada@acme.example", "title": "CTO"}},
+        "channel": "server",
+        "integrations": {"All": True},
+    }
+    response = h.post("/v1/identify", message)
+    assert response.status_code == 200
+    payload = h.events()[0].payload
+    assert (payload["email"], payload["title"]) == ("ada@acme.example", "CTO")
+    assert response.json()["ignored"] == []
+
+
+def test_top_level_traits_win_over_context_traits(h: Harness) -> None:
+    message = {
+        "userId": "u1",
+        "traits": {"title": "CEO"},
+        "context": {"traits": {"title": "CTO", "industry": "Software"}},
+    }
+    h.post("/v1/identify", message)
+    payload = h.events()[0].payload
+    assert (payload["title"], payload["industry"]) == ("CEO", "Software")
+
+
+def test_segment_reserved_traits(h: Harness) -> None:
+    traits = {
+        "name": "Grace Hopper",
+        "company": {"name": "Navy", "employee_count": "51-200", "industry": "Defense", "plan": "x"},
+        "address": {"country": "US", "city": "Arlington"},
+        "phone": "555",
+        "website": "navy.example",
+    }
+    response = h.post("/v1/identify", {"userId": "u1", "traits": traits})
+    assert response.status_code == 200
+    payload = h.events()[0].payload
+    assert {k: payload[k] for k in ("first_name", "last_name", "company", "company_size")} == {
+        "first_name": "Grace",
+        "last_name": "Hopper",
+        "company": "Navy",
+        "company_size": 51,
+    }
+    assert (payload["industry"], payload["country"]) == ("Defense", "US")
+    body = response.json()
+    assert sorted(body["ignored"]) == [
+        "traits.address.city",
+        "traits.company.plan",
+        "traits.website",
+    ]
+    assert body["warnings"] == [
+        {
+            "path": "traits.company_size",
+            "message": "the range 51-200 is stored as its lower bound 51",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [("250", 250), ("1,200", 1200), ("1000+", 1000), ("51 - 200", 51), (120, 120), ("12.0", 12)],
+)
+def test_company_sizes_as_forms_send_them(h: Harness, sent: Any, stored: int) -> None:
+    form = {
+        "event": "Form Submitted",
+        "anonymousId": "a",
+        "properties": {"email": "a@b.example", "company_size": sent, "title": "VP"},
+    }
+    assert h.post("/v1/track", form).status_code == 200
+    assert h.events()[0].payload["company_size"] == stored
+
+
+def test_employees_trait_is_the_company_size(h: Harness) -> None:
+    h.post("/v1/identify", {"userId": "u", "traits": {"employees": "300"}})
+    assert h.events()[0].payload["company_size"] == 300
+
+
+def test_a_form_fills_gaps_from_context_traits(h: Harness) -> None:
+    form = {
+        "event": "Form Submitted",
+        "anonymousId": "a",
+        "properties": {"form_id": "demo", "email": "ada@acme.example"},
+        "context": {"traits": {"title": "CTO", "email": "old@acme.example"}},
+    }
+    h.post("/v1/track", form)
+    payload = h.events()[0].payload
+    assert (payload["email"], payload["title"]) == ("ada@acme.example", "CTO")
+
+
+@pytest.mark.parametrize(
+    ("stage", "action"),
+    [
+        ("sql", "accept_mql"),
+        ("SQL", "accept_mql"),
+        ("Sales Qualified Lead", "accept_mql"),
+        ("salesqualifiedlead", "accept_mql"),
+        ("opportunity", "open_opportunity"),
+        ("disqualified", "disqualify"),
+        ("recycled", "recycle"),
+    ],
+)
+def test_a_stage_change_may_name_the_stage(h: Harness, stage: str, action: str) -> None:
+    message = {"event": "Stage Changed", "userId": "u", "properties": {"stage": stage}}
+    assert h.post("/v1/track", message).status_code == 200
+    assert h.events()[0].payload["action"] == action
+
+
+def test_an_unknown_stage_is_refused_naming_the_choices(h: Harness) -> None:
+    message = {"event": "Stage Changed", "userId": "u", "properties": {"stage": "golden"}}
+    response = h.post("/v1/track", message)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["path"] == "properties.action"
+    assert "accept_mql" in response.json()["errors"][0]["message"]
+
+
+def test_a_won_deal_may_carry_revenue(h: Harness) -> None:
+    message = {"event": "Deal Won", "userId": "u", "properties": {"revenue": "12000.50"}}
+    response = h.post("/v1/track", message)
+    assert response.status_code == 200
+    assert h.events()[0].payload["amount"] == 12000.5
+    assert response.json()["warnings"][0]["path"] == "properties.revenue"
+
+
+def test_a_future_timestamp_is_clamped_and_flagged(h: Harness) -> None:
+    batch = {
+        "batch": [
+            {"type": "page", "anonymousId": "a", "timestamp": "2026-03-01T13:00:00Z"},
+            {"type": "page", "anonymousId": "a", "timestamp": NOW},
+        ]
+    }
+    response = h.post("/v1/batch", batch)
+    assert response.status_code == 200
+    assert [e.occurred_at for e in h.events()] == [1_772_366_400_000] * 2
+    [warning] = response.json()["warnings"]
+    assert warning["path"] == "batch[0].timestamp"
+    assert "3600 s in the future" in warning["message"]
+
+
+def test_context_members_without_a_place_are_listed(h: Harness) -> None:
+    context = {
+        "page": {"url": "https://acme.example/?utm_source=x"},
+        "device": {"type": "mobile"},
+        "library": {"name": "analytics.js"},
+        "referrer": {"type": "dataxu", "url": "https://ads.example/"},
+        "traits": {"email": "a@b.example"},
+    }
+    response = h.post(
+        "/v1/track", {"event": "Pricing Viewed", "anonymousId": "a", "context": context}
+    )
+    assert response.json()["ignored"] == ["context.device", "context.traits"]
+    assert h.events()[0].context.referrer == "https://ads.example/"
+
+
+def test_rudderstacks_server_channel_is_not_a_marketing_channel(h: Harness) -> None:
+    h.post("/v1/page", {"anonymousId": "a", "channel": "server"})
+    assert h.events()[0].context.channel == "direct"
+
+
+def test_segment_pixel_with_base64_data(h: Harness) -> None:
+    message = {
+        "writeKey": h.key,
+        "userId": "lead-1",
+        "event": "Email Opened",
+        "properties": {"subject": "Hi", "email_id": "e-1"},
+    }
+    data = base64.b64encode(json.dumps(message).encode()).decode().rstrip("=")
+    response = h.get(f"/v1/pixel/track?data={data}")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/gif"
+    assert response.content[:6] == b"GIF89a"
+    [event] = h.events()
+    assert (event.kind, event.payload["subject"], event.context.channel) == (
+        Kind.EMAIL_OPENED,
+        "Hi",
+        "email",
+    )
+
+
+def test_rudderstack_pixel_with_dotted_query(h: Harness) -> None:
+    response = h.get(
+        f"/pixel/v1/track?writeKey={h.key}&anonymousId=a&event=Email%20Opened"
+        "&properties.subject=Hello"
+    )
+    assert response.status_code == 200
+    assert h.events()[0].payload["subject"] == "Hello"
+
+
+def test_a_bad_pixel_still_answers_the_gif_and_is_dead_lettered(h: Harness) -> None:
+    assert h.get("/v1/pixel/track?data=!!!").content[:6] == b"GIF89a"
+    assert h.get("/v1/pixel/track?writeKey=nope&event=x&userId=u").status_code == 200
+    response = h.get(f"/v1/pixel/track?writeKey={h.key}&event=Deal%20Won&userId=u")
+    assert response.status_code == 200
+    assert h.events() == []
+    assert len(h.sink.dead) == 1
+    assert dict(h.sink.dead[0].headers)["source.topic"] == b"/v1/pixel/track"
+
+
+def test_an_oversized_event_is_refused_alone(h: Harness) -> None:
+    big = {"type": "track", "event": "x", "anonymousId": "a", "properties": {"p": "x" * 40_000}}
+    small = {"type": "page", "anonymousId": "a"}
+    response = h.post("/v1/batch", {"batch": [big, small]})
+    assert response.status_code == 200
+    assert [r["reason"] for r in response.json()["refused"]] == ["too_large"]
+    assert len(h.events()) == 1
+
+
+def test_dead_letters_do_not_keep_personal_data(h: Harness) -> None:
+    bad = {
+        "type": "identify",
+        "userId": "u",
+        "traits": {"email": "ada@acme.example", "company_size": "lots"},
+    }
+    h.post("/v1/batch", {"batch": [bad]})
+    value = json.loads(h.sink.dead[0].value)
+    assert value["traits"] == {"email": "<redacted>", "company_size": "lots"}
