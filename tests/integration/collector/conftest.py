@@ -108,7 +108,11 @@ def end_offsets(settings: Settings, topic: str = EVENTS.name) -> dict[int, int]:
 
 
 def consume_since(
-    settings: Settings, since: dict[int, int], count: int, timeout: float = 20.0
+    settings: Settings,
+    since: dict[int, int],
+    count: int,
+    timeout: float = 20.0,
+    topic: str = EVENTS.name,
 ) -> list[tuple[bytes, bytes]]:
     """Read ``count`` records written after ``since`` (key, value), failing on timeout."""
     consumer = Consumer(
@@ -118,7 +122,7 @@ def consume_since(
             "enable.auto.commit": False,
         }
     )
-    consumer.assign([TopicPartition(EVENTS.name, p, o) for p, o in since.items()])
+    consumer.assign([TopicPartition(topic, p, o) for p, o in since.items()])
     found: list[tuple[bytes, bytes]] = []
     deadline = time.monotonic() + timeout
     try:

@@ -1,7 +1,8 @@
 """Property-based fuzzing of the HTTP API with hypothesis, against the running collector.
 
 Whatever arrives, the answer is a documented status with a Problem body naming fields,
-never a 5xx; and exactly the events of 2xx answers reach Kafka.
+never a 5xx; every message is either stored or refused with its reasons; and exactly the
+events listed in 2xx answers reach Kafka.
 """
 
 from __future__ import annotations
@@ -138,8 +139,11 @@ def test_fuzzed_requests_get_documented_answers(running: Running) -> None:
         assert response.status_code in (200, 400, 413), (response.status_code, answer)
         if response.status_code == 200:
             count = len(body["batch"]) if path == "/v1/batch" else 1
-            assert len(answer["event_ids"]) == count
-            accepted.append(count)
+            assert len(answer["event_ids"]) + len(answer["refused"]) == count
+            for refusal in answer["refused"]:
+                assert refusal["errors"]
+                assert all(PATH.match(e["path"]) for e in refusal["errors"]), refusal
+            accepted.append(len(answer["event_ids"]))
         else:
             assert answer["success"] is False
             assert answer["errors"]

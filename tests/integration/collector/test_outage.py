@@ -43,13 +43,16 @@ def test_dead_broker_answers_503_with_retry_after(
         assert (
             httpx.post(f"{url}/v1/batch", json=batch, auth=(key, ""), timeout=30).status_code == 503
         )
-        # Validation still comes first: a bad request is the client's problem, not ours.
+        # A request that cannot be read is the client's problem, whatever Kafka does...
+        unreadable = httpx.post(f"{url}/v1/track", content=b"{", auth=(key, ""))
+        assert unreadable.status_code == 400
+        # ...but a refused message must reach the dead-letter topic: that needs Kafka too.
         bad = httpx.post(f"{url}/v1/track", json={"event": "Deal Won"}, auth=(key, ""))
-        assert bad.status_code == 400
+        assert bad.status_code == 503
         assert httpx.get(f"{url}/ready", timeout=10).status_code == 503
         assert httpx.get(f"{url}/health").status_code == 200
         metrics = httpx.get(f"{url}/metrics").text
-        assert 'leadflow_collector_events_rejected_total{reason="unavailable"} 4.0' in metrics
+        assert 'leadflow_collector_events_rejected_total{reason="unavailable"} 5.0' in metrics
 
 
 def test_rate_limit_per_write_key(

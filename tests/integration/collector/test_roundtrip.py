@@ -85,7 +85,13 @@ def test_form_submitted_arrives_field_for_field(running: Running) -> None:
     }
     response = post(running, "/v1/track", body)
     assert response.status_code == 200, response.text
-    assert response.json() == {"success": True, "event_ids": [message_id], "ignored": []}
+    assert response.json() == {
+        "success": True,
+        "event_ids": [message_id],
+        "ignored": [],
+        "warnings": [],
+        "refused": [],
+    }
 
     [(key, event)] = decode_all(running, consume_since(running.settings, before, 1))
     assert key == "anon-42"
