@@ -163,6 +163,16 @@ class Settings(BaseSettings):
     collector_retry_after_seconds: int = Field(
         default=5, ge=1, description="Retry-After sent with 503 while Kafka is unreachable."
     )
+    collector_webhooks_file: Path | None = Field(
+        default=None,
+        description="Webhook secrets per workspace and vendor (JSON); unset means "
+        "<data dir>/collector/webhooks.json. See docs/collector.md, Webhooks.",
+    )
+    collector_webhook_tolerance_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How old (or early) a signed webhook may be; older ones are replays.",
+    )
     collector_strict_properties: bool = Field(
         default=False,
         description="Reject properties/traits a known event kind does not define (else drop them).",

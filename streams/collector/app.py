@@ -60,6 +60,14 @@ from leadflow.streams.collector.models import (
 from leadflow.streams.collector.pixel import GIF, PIXEL_TYPES, PixelError, pixel_message
 from leadflow.streams.collector.producer import EventProducer, KafkaUnavailable
 from leadflow.streams.collector.timing import epoch_ms
+from leadflow.streams.collector.webhooks import vendors
+from leadflow.streams.collector.webhooks.config import VENDORS, WebhookSecrets
+from leadflow.streams.collector.webhooks.replay import ReplayGuard
+from leadflow.streams.collector.webhooks.signatures import (
+    hubspot_v3_valid,
+    mailgun_valid,
+    sendgrid_valid,
+)
 from leadflow.streams.logs import get_logger
 from leadflow.streams.pii.keyring import KeyringError
 from leadflow.streams.pii.vault import Vault
@@ -118,6 +126,7 @@ class Collector:
         monotonic: the rate limiter's clock, seconds.
         new_id: event id for messages without ``messageId``.
         vault: seals PII before it reaches Kafka and shreds keys on erasure (None: off).
+        webhooks: the vendors' webhook secrets per workspace (None: no webhooks).
     """
 
     settings: Settings
@@ -129,6 +138,7 @@ class Collector:
     new_id: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
     metrics: CollectorMetrics = field(default_factory=CollectorMetrics)
     vault: Vault | None = None
+    webhooks: WebhookSecrets | None = None
 
 
 class Rejection(Exception):
@@ -249,6 +259,47 @@ async def read_body(request: Request, limit: int) -> bytes:
 _SENT_AT: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
 
 
+def _header_ms(value: str | None, scale: int) -> int:
+    try:
+        return int(float(value or "") * scale)
+    except ValueError:
+        return 0
+
+
+def _verify(
+    vendor: str, conf: dict[str, str], request: Request, body: bytes, data: Any
+) -> tuple[str, int]:
+    """Check the vendor's signature; return the replay token and the signing time (ms).
+
+    Raises:
+        Rejection: 401 when the signature is missing or wrong.
+    """
+    headers = request.headers
+    if vendor == "sendgrid":
+        signature = headers.get("x-twilio-email-event-webhook-signature", "")
+        stamp = headers.get("x-twilio-email-event-webhook-timestamp", "")
+        ok = bool(signature) and sendgrid_valid(conf["public_key"], signature, stamp, body)
+        token, sent_ms = signature, _header_ms(stamp, 1000)
+    elif vendor == "mailgun":
+        signed = data.get("signature") if isinstance(data, dict) else None
+        signed = signed if isinstance(signed, dict) else {}
+        stamp, token = str(signed.get("timestamp", "")), str(signed.get("token", ""))
+        signature = str(signed.get("signature", ""))
+        ok = bool(token) and mailgun_valid(conf["signing_key"], stamp, token, signature)
+        sent_ms = _header_ms(stamp, 1000)
+    else:
+        signature = headers.get("x-hubspot-signature-v3", "")
+        stamp = headers.get("x-hubspot-request-timestamp", "")
+        uri = conf.get("url") or str(request.url)
+        ok = bool(signature) and hubspot_v3_valid(
+            conf["client_secret"], request.method, uri, body, stamp, signature
+        )
+        token, sent_ms = signature, _header_ms(stamp, 1)
+    if not ok:
+        raise Rejection(401, "unauthorized", f"the {vendor} signature does not verify")
+    return token, sent_ms
+
+
 class Ingest:
     """The request pipeline shared by the five endpoints."""
 
@@ -258,6 +309,7 @@ class Ingest:
         self.limiter = RateLimiter(
             s.collector_rate_per_second, s.collector_rate_burst, collector.monotonic
         )
+        self.replay = ReplayGuard(int(s.collector_webhook_tolerance_seconds * 1000))
 
     def _authorize(self, write_key: str | None) -> KeyRecord:
         record = self.c.keys.lookup(write_key) if write_key else None
@@ -354,6 +406,47 @@ class Ingest:
             log.info("collector.pixel_refused", path=request.url.path, error=problem.message)
         return Response(GIF, media_type="image/gif", headers={"Cache-Control": "no-store"})
 
+    async def webhook(self, request: Request, vendor: str, workspace_id: str) -> Response:
+        """A vendor's signed webhook for one workspace (see :mod:`webhooks`)."""
+        return await self._answer(lambda: self._webhook(request, vendor, workspace_id))
+
+    async def _webhook(self, request: Request, vendor: str, workspace_id: str) -> Accepted:
+        conf = self.c.webhooks.lookup(workspace_id, vendor) if self.c.webhooks else None
+        if conf is None:
+            raise Rejection(
+                401, "unauthorized", f"no {vendor} webhook is configured for {workspace_id!r}"
+            )
+        body = await read_body(request, self.c.settings.collector_max_batch_bytes)
+        data = parse_json(body)
+        now = self.c.clock_ms()
+        token, sent_ms = _verify(vendor, conf, request, body, data)
+        problem = self.replay.problem(f"{vendor}:{token}", sent_at_ms=sent_ms, now_ms=now)
+        if problem is not None:
+            raise Rejection(401, "unauthorized", f"{vendor} webhook refused: {problem}")
+        if vendor == "sendgrid":
+            converted = vendors.sendgrid(data, workspace_id)
+        elif vendor == "mailgun":
+            converted = vendors.mailgun(data, workspace_id)
+        else:
+            converted = vendors.hubspot(data, workspace_id, sent_ms)
+        if converted.skipped:
+            log.info("collector.webhook_skipped", vendor=vendor, skipped=converted.skipped)
+        if converted.messages:
+            accepted = await self._store(
+                {"batch": converted.messages},
+                None,
+                workspace_id,
+                f"webhook:{workspace_id}",
+                request.url.path,
+                len(body),
+                skipped=converted.skipped,
+            )
+        else:
+            accepted = Accepted(event_ids=[], ignored=converted.skipped)
+        # Remembered only once stored: a vendor's retry after a 503 must still get in.
+        self.replay.remember(f"{vendor}:{token}", now_ms=now)
+        return accepted
+
     async def _answer(self, run: Callable[[], Awaitable[Accepted]]) -> Response:
         try:
             accepted = await run()
@@ -389,10 +482,23 @@ class Ingest:
     async def _ingest(
         self, data: Any, msg_type: str | None, key: str | None, source: str, size: int
     ) -> Accepted:
-        s = self.c.settings
         record = self._authorize(key)
-        messages, options = self._messages(data, msg_type, record.workspace_id)
-        bucket = self.limiter.bucket(record.key_id)
+        return await self._store(data, msg_type, record.workspace_id, record.key_id, source, size)
+
+    async def _store(
+        self,
+        data: Any,
+        msg_type: str | None,
+        workspace_id: str,
+        bucket_id: str,
+        source: str,
+        size: int,
+        skipped: Sequence[str] = (),
+    ) -> Accepted:
+        """Map, store and dead-letter the messages of one authenticated request."""
+        s = self.c.settings
+        messages, options = self._messages(data, msg_type, workspace_id)
+        bucket = self.limiter.bucket(bucket_id)
         if not bucket.take(len(messages)):
             raise Rejection(
                 429,
@@ -421,7 +527,7 @@ class Ingest:
                 messages[r.index][0],
                 r.reason,
                 r.errors,
-                workspace_id=record.workspace_id,
+                workspace_id=workspace_id,
                 source=source,
                 index=r.index,
                 received_at=options.received_at,
@@ -446,7 +552,7 @@ class Ingest:
         if refused:
             log.info(
                 "collector.refused",
-                workspace=record.workspace_id,
+                workspace=workspace_id,
                 source=source,
                 refused=[(r.index, r.reason, [e.path for e in r.errors]) for r in refused],
             )
@@ -465,7 +571,7 @@ class Ingest:
                 events=len(messages),
                 refused=refused,
             )
-        ignored = list(dict.fromkeys(p for m in stored for p in m.ignored))
+        ignored = list(dict.fromkeys([*skipped, *(p for m in stored for p in m.ignored)]))
         warnings = [w for m in stored for w in m.warnings]
         self.c.metrics.accepted.inc(len(stored))
         self.c.metrics.ignored_fields.inc(len(ignored))
@@ -737,6 +843,22 @@ def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
                 response_class=Response,
             )
 
+    def webhook(vendor: str) -> Callable[[Request, str], Awaitable[Response]]:
+        async def handle(request: Request, workspace_id: str) -> Response:
+            return await ingest.webhook(request, vendor, workspace_id)
+
+        return handle
+
+    for vendor in VENDORS:
+        app.add_api_route(
+            f"/webhooks/{vendor}/{{workspace_id}}",
+            webhook(vendor),
+            methods=["POST"],
+            summary=f"{vendor} webhook for one workspace, checked with its signature.",
+            responses=_RESPONSES,
+            response_class=JSONResponse,
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         # Unknown paths and methods answer in the Problem shape too: rudder-sdk-python reads
@@ -778,6 +900,9 @@ def build_collector(settings: Settings, **overrides: Any) -> Collector:
         ),
         "encode": codec_from_settings(settings).encode,
         "vault": Vault(settings) if settings.pii_encryption else None,
+        "webhooks": WebhookSecrets(
+            settings.collector_webhooks_file or settings.data_dir / "collector" / "webhooks.json"
+        ),
     }
     parts.update(overrides)
     return Collector(**parts)

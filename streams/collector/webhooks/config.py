@@ -1,0 +1,72 @@
+"""Which workspace takes which vendor's webhooks, with the secret that checks them.
+
+The file (``LEADFLOW_COLLECTOR_WEBHOOKS_FILE``, default ``<data dir>/collector/webhooks.json``,
+mode 0600) maps workspace -> vendor -> settings::
+
+    {"acme": {"sendgrid": {"public_key": "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE..."},
+              "mailgun": {"signing_key": "key-..."},
+              "hubspot": {"client_secret": "...",
+                          "url": "https://collector.acme.example/webhooks/hubspot/acme"}}}
+
+HubSpot signs the URL it called: ``url`` is that URL when a proxy stands in front of the
+collector (without it the request's own URL is used). Mailgun's signing key and HubSpot's
+client secret are HMAC keys and must be stored as they are; hence the file mode. A running
+collector re-reads the file when it changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from leadflow.processors.errors import LeadflowError
+
+VENDORS = ("sendgrid", "mailgun", "hubspot")
+REQUIRED = {"sendgrid": "public_key", "mailgun": "signing_key", "hubspot": "client_secret"}
+
+
+class WebhookConfigError(LeadflowError):
+    """The webhooks file cannot be read or names a secret wrongly."""
+
+
+@dataclass
+class WebhookSecrets:
+    """The webhooks file, read lazily and again whenever it changes on disk."""
+
+    path: Path
+    _stamp: tuple[int, int, int] | None = None
+    _data: dict[str, Any] = field(default_factory=dict)
+
+    def lookup(self, workspace_id: str, vendor: str) -> dict[str, str] | None:
+        """The vendor's settings for ``workspace_id``, or ``None`` when not configured."""
+        self._refresh()
+        found = self._data.get(workspace_id, {}).get(vendor)
+        return found if isinstance(found, dict) else None
+
+    def _refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._data = None, {}
+            return
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise WebhookConfigError(f"{self.path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise WebhookConfigError(f"{self.path}: expected an object of workspaces")
+        for workspace, vendors in data.items():
+            for vendor, conf in (vendors or {}).items():
+                if vendor not in VENDORS or not isinstance(conf, dict):
+                    raise WebhookConfigError(f"{self.path}: {workspace}.{vendor} is not a vendor")
+                if not isinstance(conf.get(REQUIRED[vendor]), str):
+                    raise WebhookConfigError(
+                        f"{self.path}: {workspace}.{vendor} needs {REQUIRED[vendor]}"
+                    )
+        self._stamp, self._data = stamp, data
