@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install kafka-jars wheel-check test test-unit test-integration test-faults lint format demo bench clean lock compose-check
+.PHONY: help install kafka-jars wheel-check sdk-deps test test-unit test-integration test-faults lint format demo bench clean lock compose-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -20,13 +20,27 @@ install: $(STAMP)  ## create .venv and install leadflow with its pinned dependen
 kafka-jars: $(STAMP)  ## fetch the Kafka broker's jars from Maven Central (once)
 	$(BIN)/leadflow kafka install
 
-test: $(STAMP) kafka-jars  ## unit and integration tests (starts a real broker and chdb)
+SDK := tests/sdk
+sdk-deps: $(SDK)/.venv/.installed $(SDK)/node_modules/.installed  ## the real tracker SDKs the collector tests drive (PyPI + npm)
+
+$(SDK)/.venv/.installed: $(SDK)/requirements.txt
+	test -x $(SDK)/.venv/bin/python || $(PYTHON) -m venv $(SDK)/.venv
+	$(SDK)/.venv/bin/python -m pip install -q -r $(SDK)/requirements.txt
+	touch $@
+
+# Without npm the Node and browser SDK tests skip (they say so); the Python ones still run.
+$(SDK)/node_modules/.installed: $(SDK)/package.json $(SDK)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(SDK) --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
+	else echo "npm not found: the Node/browser SDK tests will be skipped" >&2; fi
+
+test: $(STAMP) kafka-jars sdk-deps  ## unit and integration tests (starts a real broker and chdb)
 	$(BIN)/pytest
 
 test-unit: $(STAMP)  ## only the fast tests of pure logic
 	$(BIN)/pytest -m unit
 
-test-integration: $(STAMP) kafka-jars  ## only the tests against the real broker and ClickHouse
+test-integration: $(STAMP) kafka-jars sdk-deps  ## only the tests against the real broker and ClickHouse
 	$(BIN)/pytest -m integration
 
 FAULT_TESTS := tests/integration/collector/test_outage.py \

@@ -1,0 +1,115 @@
+"""segment-analytics-python, rudder-sdk-python and @segment/analytics-node, unmodified.
+
+Each SDK runs in its own process (tests/sdk) with its defaults, pointed at a running
+collector in front of the real broker; the assertions read the events back from Kafka.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from leadflow.processors.events import Kind
+from leadflow.streams.topics import DLQ
+from tests.integration.collector.conftest import Running, consume_since, end_offsets
+from tests.integration.sdk.conftest import (
+    NODE,
+    SDK,
+    SDK_PYTHON,
+    needs_node_sdks,
+    needs_python_sdks,
+    new_run,
+    run_driver,
+    stored_events,
+)
+
+pytestmark = pytest.mark.integration
+OCCURRED = 1_772_362_800_000  # 2026-03-01T11:00:00Z, the drivers' timestamp
+
+
+@needs_python_sdks
+@pytest.mark.parametrize("sdk", ["segment", "rudder"])
+def test_python_sdk_journey_arrives_whole(sdk: str, sdk_collector: Running) -> None:
+    run = new_run()
+    before = end_offsets(sdk_collector.settings)
+    result = run_driver(
+        [
+            str(SDK_PYTHON),
+            "drive_python.py",
+            sdk,
+            sdk_collector.url,
+            sdk_collector.write_key,
+            run,
+            "journey",
+        ]
+    )
+    assert result["errors"] == []
+    events = stored_events(sdk_collector, before, 6)
+    kinds = {eid.removeprefix(f"{run}-"): e.kind for eid, e in events.items()}
+    assert kinds == {
+        "page": Kind.VISIT,
+        "form": Kind.FORM_SUBMITTED,
+        "identify": Kind.IDENTIFY,
+        "alias": Kind.ALIAS,
+        "group": Kind.CUSTOM,
+        "won": Kind.DEAL_WON,
+    }
+    page, form = events[f"{run}-page"], events[f"{run}-form"]
+    identify, won = events[f"{run}-identify"], events[f"{run}-won"]
+    assert page.context.channel == "paid_search"  # utm_medium=cpc on the page URL
+    # The event's time, corrected by the skew between the SDK's sentAt and our clock (ms).
+    assert abs(page.occurred_at - OCCURRED) < 1000
+    # The form's size range and the identify's company object are understood.
+    assert (form.payload["company_size"], form.payload["title"]) == (51, "CTO")
+    assert (identify.payload["company"], identify.payload["company_size"]) == ("Acme", 120)
+    assert (identify.payload["first_name"], identify.lead_id) == ("Ada", f"lead-{run}")
+    # rudder-sdk-python sends identify traits only in context.traits.
+    assert identify.payload["email"] == f"{run}@acme.example"
+    assert won.payload["amount"] == 12000.0
+    assert form.anonymous_id == f"anon-{run}"
+    assert events[f"{run}-alias"].payload["previous_id"] == f"anon-{run}"
+
+
+@needs_python_sdks
+def test_rudder_batch_over_the_gateway_limit_gets_a_413_it_reads(sdk_collector: Running) -> None:
+    # rudder-sdk-python reads body["code"]; without it the 413 became a KeyError, retried as
+    # a network failure max_retries times, then dropped.
+    before = end_offsets(sdk_collector.settings)
+    result = run_driver(
+        [
+            str(SDK_PYTHON),
+            "drive_python.py",
+            "rudder",
+            sdk_collector.url,
+            sdk_collector.write_key,
+            new_run(),
+            "oversize",
+        ]
+    )
+    assert result["errors"] == [
+        {"type": "APIError", "status": 413, "code": "too_large", "messages": 2}
+    ]
+    assert end_offsets(sdk_collector.settings) == before
+
+
+@needs_node_sdks
+def test_analytics_node_journey_with_one_bad_event(sdk_collector: Running) -> None:
+    run = new_run()
+    before = end_offsets(sdk_collector.settings)
+    dead_before = end_offsets(sdk_collector.settings, DLQ.name)
+    assert NODE is not None
+    result = run_driver(
+        [NODE, str(SDK / "drive_node.mjs"), sdk_collector.url, sdk_collector.write_key, run]
+    )
+    assert result["errors"] == []
+    assert set(result["statuses"]) == {200}
+    events = stored_events(sdk_collector, before, 6)
+    assert f"{run}-bad" not in events
+    form, identify = events[f"{run}-form"], events[f"{run}-identify"]
+    stage = events[f"{run}-stage"]
+    assert form.payload["company_size"] == 1000
+    assert (identify.payload["title"], identify.payload["company_size"]) == ("VP Sales", 250)
+    assert identify.payload["email"] == f"{run}@acme.example"
+    assert (stage.kind, stage.payload["action"]) == (Kind.STAGE_CHANGED, "accept_mql")
+    [(key, value)] = consume_since(sdk_collector.settings, dead_before, 1, topic=DLQ.name)
+    assert key == f"lead-{run}".encode()
+    assert b'"a lot"' in value
