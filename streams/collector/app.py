@@ -1,11 +1,11 @@
-"""The collector's HTTP layer: Segment's Tracking API in front of the event log.
+"""The collector's HTTP layer: the trackers' APIs, pixels and webhooks before the log.
 
 A request goes through, in order: body size (413), write key (401), UTF-8 and JSON
-(400), the per-key rate (429), per-message size (413) and validation of every message
-(400, every problem with its path), encoding, and production to ``leadflow.events``
-(503 with ``Retry-After`` when Kafka does not acknowledge). Nothing is produced unless
-every message of the request is valid, and the 200 is sent only after Kafka acknowledged
-every event (acks=all). See docs/collector.md.
+(400), the per-key rate (429); then each message on its own: its size and validation
+(every problem with its path). Valid messages are encoded and produced to
+``leadflow.events``, refused ones to ``leadflow.events.dlq`` with their reasons; the 200
+(listing both) is sent only after Kafka acknowledged every record (acks=all), else 503
+with ``Retry-After``. A request with nothing storable is a 400/413. See docs/collector.md.
 """
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ def _verify(
 
 
 class Ingest:
-    """The request pipeline shared by the five endpoints."""
+    """The request pipeline shared by every endpoint (trackers, pixels, webhooks)."""
 
     def __init__(self, collector: Collector) -> None:
         self.c = collector
@@ -380,12 +380,6 @@ class Ingest:
     async def handle(self, request: Request, msg_type: str | None) -> Response:
         """Run one request through the pipeline; every failure becomes a :class:`Problem`."""
         return await self._answer(lambda: self._from_body(request, msg_type))
-
-    async def handle_data(
-        self, data: Any, msg_type: str | None, write_key: str | None, source: str
-    ) -> Response:
-        """Ingest already-parsed messages (the pixel endpoints and webhooks use this)."""
-        return await self._answer(lambda: self._ingest(data, msg_type, write_key, source, 0))
 
     async def pixel(self, request: Request, msg_type: str) -> Response:
         """A tracking pixel: the message is in the URL; the answer is always the GIF."""
