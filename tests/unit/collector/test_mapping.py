@@ -89,6 +89,9 @@ WRONG: dict[FieldType, list[Any]] = {
 def test_a_wrong_type_is_named_by_its_path(kind: Kind, data: st.DataObject) -> None:
     spec = data.draw(st.sampled_from(KIND_FIELDS[kind]))
     wrong = data.draw(st.sampled_from(WRONG[spec.type]))
+    # An object under "company" is Segment's company object ({name, employee_count...}):
+    # its members are read, not refused (test_trackers.py covers it).
+    assume(not (spec.name == "company" and isinstance(wrong, dict)))
     raw = {
         "type": "track",
         "event": NAME_OF[kind],
