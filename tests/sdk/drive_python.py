@@ -1,6 +1,6 @@
 """Drive a real Python tracker SDK, unmodified, against a collector (run in tests/sdk/.venv).
 
-    python drive_python.py segment|rudder URL WRITE_KEY RUN_ID journey|oversize
+    python drive_python.py segment|rudder URL WRITE_KEY RUN_ID journey|full|oversize
 
 Prints one JSON object: the errors the SDK reported through its on_error hook.
 """
@@ -81,6 +81,18 @@ if scenario == "journey":
         timestamp=at,
         message_id=f"{run}-won",
     )
+elif scenario == "full":
+    # A full batch at the SDK's own limits: segment-analytics-python sends 100 messages
+    # under 475,000 bytes; rudder-sdk-python 100 messages of up to 4 MiB together (here
+    # 30 KB each, 3 MB: six times Segment's 500 KB, under RudderStack's 4000 KB).
+    size = 4_400 if sdk == "segment" else 30_000
+    for i in range(100):
+        client.track(
+            anonymous_id=anon,
+            event="Pricing Viewed",
+            properties={"blob": "x" * size},
+            message_id=f"{run}-full-{i}",
+        )
 elif scenario == "oversize":
     # Two 3 MB messages: rudder-sdk-python batches them together (its limit is 4 MiB per
     # batch, checked after adding), over RudderStack's 4000 KB gateway limit.

@@ -70,6 +70,18 @@ def test_python_sdk_journey_arrives_whole(sdk: str, sdk_collector: Running) -> N
 
 
 @needs_python_sdks
+@pytest.mark.parametrize("sdk", ["segment", "rudder"])
+def test_a_full_batch_at_the_sdks_own_limit_is_stored(sdk: str, sdk_collector: Running) -> None:
+    run = new_run()
+    before = end_offsets(sdk_collector.settings)
+    args = [str(SDK_PYTHON), "drive_python.py", sdk, sdk_collector.url, sdk_collector.write_key]
+    result = run_driver([*args, run, "full"])
+    assert result["errors"] == []
+    events = stored_events(sdk_collector, before, 100)
+    assert set(events) == {f"{run}-full-{i}" for i in range(100)}
+
+
+@needs_python_sdks
 def test_rudder_batch_over_the_gateway_limit_gets_a_413_it_reads(sdk_collector: Running) -> None:
     # rudder-sdk-python reads body["code"]; without it the 413 became a KeyError, retried as
     # a network failure max_retries times, then dropped.
