@@ -15,7 +15,7 @@ with the same ``transition_id``. Keep the ids you have acted on (here: a set; in
 service, a unique key in your database) and skip repeats.
 
 With PII encryption on (leadflow's default) the contact's email, names and phone arrive
-sealed (``enc:v1:<kid>:<base64url(nonce, ciphertext, tag)>``, AES-256-GCM). :class:`Keys`
+sealed (``enc:v2:<kid>:<base64url(nonce, ciphertext, tag)>``, AES-256-GCM). :class:`Keys`
 opens them with the keys on the compacted topic ``leadflow.pii-keys`` (it needs the
 ``cryptography`` package and read access to that topic). After ``leadflow erase`` the
 person's keys are gone and every hand-off's contact reads as null: do not copy the
@@ -83,7 +83,7 @@ class Keys:
         partitions = self.consumer.list_topics(KEYS_TOPIC, timeout=10).topics[KEYS_TOPIC]
         self.next = dict.fromkeys(sorted(partitions.partitions), 0)
         self.consumer.assign([TopicPartition(KEYS_TOPIC, p, OFFSET_BEGINNING) for p in self.next])
-        self.keys: dict[str, tuple[str, bytes]] = {}  # kid -> (workspace, key)
+        self.keys: dict[str, tuple[str, str, bytes]] = {}  # kid -> (workspace, subject, key)
         self.shredded: set[str] = set()
         self.max_age = max_age
         self.read_at: float | None = None
@@ -111,13 +111,13 @@ class Keys:
             parts = json.loads(message.key() or b"[]")
             if not (isinstance(parts, list) and len(parts) == 4 and parts[0] == "key"):
                 continue  # a link record
-            _tag, workspace, _subject, kid = parts
+            _tag, workspace, subject, kid = parts
             value = message.value()
             if value is None:
                 self.keys.pop(kid, None)
                 self.shredded.add(kid)
             elif kid not in self.shredded:
-                self.keys[kid] = (workspace, value)
+                self.keys[kid] = (workspace, subject, value)
         self.read_at = time.monotonic()
 
     def open(self, workspace: str, field: str, value: str | None) -> str | None:
@@ -125,7 +125,7 @@ class Keys:
         if value is None or not value.startswith("enc:"):
             return value
         version, kid, blob = value.split(":", 3)[1:]
-        if version != "v1":
+        if version not in ("v1", "v2"):
             raise ValueError(f"unknown PII envelope {version}: update this consumer")
         stale = self.read_at is None or time.monotonic() - self.read_at > self.max_age
         if stale or (kid not in self.keys and kid not in self.shredded):
@@ -134,9 +134,14 @@ class Keys:
         if owner is None or owner[0] != workspace:
             return None
         raw = base64.urlsafe_b64decode(blob)
-        bound_to = "\x1f".join(("leadflow-pii/v1", workspace, field, kid)).encode()
+        # v2 binds the person (the key's subject) too; v1 envelopes are older ones.
+        parts = ("leadflow-pii/v2", workspace, owner[1], field, kid)
+        if version == "v1":
+            parts = ("leadflow-pii/v1", workspace, field, kid)
         try:
-            return AESGCM(owner[1]).decrypt(raw[:12], raw[12:], bound_to).decode()
+            return (
+                AESGCM(owner[2]).decrypt(raw[:12], raw[12:], "\x1f".join(parts).encode()).decode()
+            )
         except InvalidTag:
             return None
 

@@ -2,7 +2,7 @@
 
 Crypto-shredding keeps the event log immutable and still makes a person's PII
 unrecoverable: every PII field is stored as an *envelope* encrypted with a key that belongs
-to one subject (a workspace's ``person_key``: the device id, else the lead id), and
+to one subject (within a workspace: the device id, else the lead id), and
 erasure deletes the key. The log keeps the event, its time, kind, ids, context and
 firmographics; the PII then reads as ``None``.
 
@@ -10,10 +10,15 @@ This module is the pure part: the field list, the envelope format, and event rew
 that take the actual cipher as a function (the AES-GCM code and the keys live in
 ``leadflow.streams.pii``), so everything here is deterministic.
 
-Envelope: ``enc:v1:<kid>:<blob>`` where ``kid`` names the key (hex) and ``blob`` is the
-url-safe base64 of nonce + ciphertext + tag. A value that does not start with ``enc:``
-is plaintext (events produced before encryption was on, or with it off) and is left as it
-is by :func:`open_event`.
+Envelope: ``enc:v2:<kid>:<blob>`` where ``kid`` names the key (hex) and ``blob`` is the
+url-safe base64 of nonce + ciphertext + tag; the ciphertext is bound (AES-GCM associated
+data) to its workspace, its subject (the person whose key sealed it), its field and its key
+id. ``enc:v1`` envelopes (sealed before the subject was bound) still open; for both versions
+the opener also insists that the key belongs to the event's own workspace and subject, so a
+ciphertext copied into another person's event opens to ``None``. A value that does not start
+with ``enc:`` is plaintext (events produced before encryption was on, or with it off) and is
+left as it is by :func:`open_event`. Only the collector seals: :func:`seal_event` treats
+every value it is given as plaintext, whatever it looks like.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ PII_FIELDS: tuple[str, ...] = PII_PAYLOAD_FIELDS + PII_CONTEXT_FIELDS
 CONTACT_PII_FIELDS: tuple[str, ...] = ("email", "first_name", "last_name", "phone")
 
 PREFIX = "enc:"
-VERSION = "v1"
-_ENVELOPE = re.compile(r"^enc:v1:([0-9a-f]{8,64}):([A-Za-z0-9_-]+={0,2})$")
+VERSION = "v2"
+# v1: associated data without the subject (still opened, never written any more).
+VERSIONS = ("v1", "v2")
+_ENVELOPE = re.compile(r"enc:(v1|v2):([0-9a-f]{8,64}):([A-Za-z0-9_-]+={0,2})")
 # Kinds whose lead id the identity processor derives from an email in the payload.
 _EMAIL_OF = {
     Kind.IDENTIFY: "email",
@@ -49,29 +56,33 @@ _EMAIL_OF = {
     Kind.ERASURE_REQUESTED: "subject_email",
 }
 
-# (workspace_id, field, plaintext) -> envelope; the caller's closure holds the key.
-Sealer = Callable[[str, str, str], str]
-# (workspace_id, field, envelope) -> plaintext, or None when the key is gone.
-Opener = Callable[[str, str, "Envelope"], str | None]
+# (workspace_id, subject, field, plaintext) -> envelope; the caller's closure holds the key.
+Sealer = Callable[[str, str, str, str], str]
+# (workspace_id, subject, field, envelope) -> plaintext, or None when the key is gone or
+# belongs to someone else. ``subject`` None: any subject of the workspace (a hand-off's
+# contact gathers values of the lead's several subjects; each was checked against its own
+# event's subject when the lead agent kept it).
+Opener = Callable[[str, "str | None", str, "Envelope"], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A sealed value: which key (``kid``) and the encrypted bytes (base64url)."""
+    """A sealed value: which key (``kid``), the encrypted bytes (base64url), the format."""
 
     kid: str
     blob: str
+    version: str = VERSION
 
     def __str__(self) -> str:
-        return f"{PREFIX}{VERSION}:{self.kid}:{self.blob}"
+        return f"{PREFIX}{self.version}:{self.kid}:{self.blob}"
 
 
 def parse_envelope(value: object) -> Envelope | None:
     """The envelope in ``value``, or ``None`` for plaintext (anything not ``enc:``).
 
     Example:
-        >>> parse_envelope("enc:v1:00ff00ff00ff00ff:AAAA")
-        Envelope(kid='00ff00ff00ff00ff', blob='AAAA')
+        >>> parse_envelope("enc:v2:00ff00ff00ff00ff:AAAA")
+        Envelope(kid='00ff00ff00ff00ff', blob='AAAA', version='v2')
         >>> parse_envelope("ada@example.com") is None
         True
         >>> parse_envelope("enc:v9:x")
@@ -80,37 +91,54 @@ def parse_envelope(value: object) -> Envelope | None:
         leadflow.processors.errors.InvalidEvent: malformed PII envelope (enc:v9:...)
 
     Raises:
-        InvalidEvent: the value claims to be an envelope but is not a valid v1 one.
+        InvalidEvent: the value claims to be an envelope but is not a valid v1/v2 one.
     """
     if not isinstance(value, str) or not value.startswith(PREFIX):
         return None
-    match = _ENVELOPE.match(value)
+    match = _ENVELOPE.fullmatch(value)  # fullmatch: "$" would let a trailing newline in
     if match is None:
         raise InvalidEvent(f"malformed PII envelope ({value[:7]}...)")
-    return Envelope(kid=match.group(1), blob=match.group(2))
+    return Envelope(kid=match.group(2), blob=match.group(3), version=match.group(1))
 
 
-def associated_data(workspace_id: str, field: str, kid: str) -> bytes:
-    r"""What each ciphertext is bound to: a sealed email cannot be replayed as a phone.
+def associated_data(version: str, workspace_id: str, subject: str, field: str, kid: str) -> bytes:
+    r"""What a ciphertext is bound to: its workspace, person, field and key.
+
+    A sealed email cannot be replayed as a phone, in another workspace, or (``v2``) as
+    another person's value even under a key of that person. ``v1`` (older envelopes) did
+    not bind the subject; the opener checks the key's owner instead.
 
     Example:
-        >>> associated_data("ws", "email", "ab12")
+        >>> associated_data("v2", "ws", "a1", "email", "ab12")
+        b'leadflow-pii/v2\x1fws\x1fa1\x1femail\x1fab12'
+        >>> associated_data("v1", "ws", "a1", "email", "ab12")
         b'leadflow-pii/v1\x1fws\x1femail\x1fab12'
     """
-    return "\x1f".join(("leadflow-pii/v1", workspace_id, field, kid)).encode()
+    if version == "v1":
+        return "\x1f".join(("leadflow-pii/v1", workspace_id, field, kid)).encode()
+    return "\x1f".join((f"leadflow-pii/{version}", workspace_id, subject, field, kid)).encode()
 
 
 def subject_of(event: Event) -> str:
-    """The key subject of an event: its Kafka key (device first, else lead).
+    """The key subject of an event: its device id, else its lead id (within its workspace).
 
-    One subject's events share a partition and a key; a lead with several devices has
-    several subjects, and erasure deletes the keys of all of them.
+    One subject's events share a partition; a lead with several devices has several
+    subjects, and erasure deletes the keys of all of them. Deliberately not the Kafka record
+    key: that one also names the workspace, which the key topic records separately.
 
     Example:
         >>> subject_of(Event("e", Kind.VISIT, "ws", 1, 1, anonymous_id="a1", lead_id="L"))
         'a1'
+        >>> subject_of(Event("e", Kind.DEAL_WON, "ws", 1, 1, lead_id="L"))
+        'L'
+
+    Raises:
+        InvalidEvent: the event names no person.
     """
-    return event.person_key
+    subject = event.anonymous_id or event.lead_id
+    if not subject:
+        raise InvalidEvent(f"event {event.event_id} has neither lead_id nor anonymous_id")
+    return subject
 
 
 def has_pii(event: Event) -> bool:
@@ -147,7 +175,11 @@ def _rewrite(event: Event, change: Callable[[str, Any], Any]) -> Event:
 
 
 def seal_event(event: Event, seal: Sealer) -> Event:
-    """Encrypt every PII field of ``event`` with ``seal``; already sealed values stay.
+    """Encrypt every PII field of ``event`` with ``seal``, bound to the event's subject.
+
+    Every value is plaintext here, including one that looks like an envelope: only the
+    collector seals, so a client cannot hand in a ciphertext (copied from another person,
+    or malformed) and have it stored as if the collector had sealed it.
 
     The identity processor derives a lead id from a form's or identify's email when the
     sender gave no ``userId``; it cannot once the email is sealed, so sealing sets that
@@ -155,51 +187,54 @@ def seal_event(event: Event, seal: Sealer) -> Event:
     erasure request without ``userId`` the subject's email names the lead the same way.
 
     Example:
-        >>> fake = lambda ws, field, text: "enc:v1:00000000:" + text[::-1]
+        >>> fake = lambda ws, subject, field, text: f"enc:v2:0000000{len(subject)}:" + text[::-1]
         >>> e = Event("e", Kind.FORM_SUBMITTED, "ws", 1, 1, anonymous_id="a1",
         ...           payload={"email": "ada@x.io", "company": "X"})
         >>> s = seal_event(e, fake)
         >>> s.payload["email"], s.payload["company"], s.lead_id == derive_lead_id("ws", "ada@x.io")
-        ('enc:v1:00000000:oi.x@ada', 'X', True)
+        ('enc:v2:00000002:oi.x@ada', 'X', True)
+        >>> seal_event(s, fake).payload["email"]  # a sealed-looking value is sealed again
+        'enc:v2:00000002:ada@x.io:20000000:2v:cne'
+
+    Raises:
+        InvalidEvent: the event names no person (no subject to seal for).
     """
     lead_id = event.lead_id
     field = _EMAIL_OF.get(event.kind)
     if lead_id is None and field is not None:
         email = event.payload.get(field)
-        if isinstance(email, str) and "@" in email and parse_envelope(email) is None:
+        if isinstance(email, str) and "@" in email:
             lead_id = derive_lead_id(event.workspace_id, email)
     ws = event.workspace_id
-
-    def change(name: str, value: Any) -> Any:
-        if parse_envelope(value) is not None:
-            return value
-        return seal(ws, name, str(value))
-
-    sealed = _rewrite(event, change)
+    subject = subject_of(event)
+    sealed = _rewrite(event, lambda name, value: seal(ws, subject, name, str(value)))
     return sealed if lead_id == sealed.lead_id else dataclasses.replace(sealed, lead_id=lead_id)
 
 
 def open_event(event: Event, open_: Opener) -> Event:
     """Decrypt every sealed PII field with ``open_``; a shredded key reads as ``None``.
 
-    Plaintext values pass through, so processors work the same with encryption off.
+    Plaintext values pass through, so processors work the same with encryption off. The
+    opener learns the event's subject: a value sealed for anyone else opens to ``None``.
 
     Example:
-        >>> opener = lambda ws, field, env: None if env.kid == "dead0000" else env.blob.upper()
+        >>> opener = lambda ws, subject, field, env: (
+        ...     None if env.kid == "dead0000" else f"{env.blob.upper()} of {subject}")
         >>> e = Event("e", Kind.IDENTIFY, "ws", 1, 1, lead_id="L",
-        ...           payload={"email": "enc:v1:0000aaaa:ada", "phone": "enc:v1:dead0000:1",
+        ...           payload={"email": "enc:v2:0000aaaa:ada", "phone": "enc:v1:dead0000:1",
         ...                    "title": "CTO"})
         >>> dict(open_event(e, opener).payload)
-        {'email': 'ADA', 'phone': None, 'title': 'CTO'}
+        {'email': 'ADA of L', 'phone': None, 'title': 'CTO'}
 
     Raises:
-        InvalidEvent: a PII field holds a malformed envelope.
+        InvalidEvent: a PII field holds a malformed envelope, or the event names no person.
     """
     ws = event.workspace_id
+    subject = subject_of(event) if has_pii(event) else None
 
     def change(name: str, value: Any) -> Any:
         envelope = parse_envelope(value)
-        return value if envelope is None else open_(ws, name, envelope)
+        return value if envelope is None else open_(ws, subject, name, envelope)
 
     return _rewrite(event, change)
 
@@ -247,13 +282,13 @@ def keep_sealed(sealed: Event, opened: Event) -> tuple[Event, PiiFacts]:
         opened: the same event after :func:`open_event`.
 
     Example:
-        >>> opener = lambda ws, field, env: None if env.kid == "dead0000" else "ada@x.io"
+        >>> opener = lambda ws, subject, field, env: None if env.kid == "dead0000" else "ada@x.io"
         >>> e = Event("e", Kind.IDENTIFY, "ws", 1, 1, lead_id="L",
-        ...           payload={"email": "enc:v1:0000aaaa:QQ", "phone": "enc:v1:dead0000:QQ",
+        ...           payload={"email": "enc:v2:0000aaaa:QQ", "phone": "enc:v2:dead0000:QQ",
         ...                    "title": "CTO"})
         >>> kept, facts = keep_sealed(e, open_event(e, opener))
         >>> dict(kept.payload), facts.email_domain
-        ({'email': 'enc:v1:0000aaaa:QQ', 'phone': None, 'title': 'CTO'}, 'x.io')
+        ({'email': 'enc:v2:0000aaaa:QQ', 'phone': None, 'title': 'CTO'}, 'x.io')
 
     Raises:
         InvalidEvent: ``opened`` is not ``sealed`` opened (another event).
@@ -277,11 +312,13 @@ def open_contact(contact: Contact, workspace_id: str, open_: Opener) -> Contact:
 
     The hand-off carries the lead's contact as it arrived (sealed with the keys of the
     person's subjects, bound to the same field names), so a downstream consumer opens
-    it the way the worker opens an event. Plaintext (encryption off) passes through.
+    it the way the worker opens an event, with any subject of the workspace (the opener is
+    called with subject ``None``): the lead agent kept only values that opened for their
+    own event's subject. Plaintext (encryption off) passes through.
 
     Example:
-        >>> opener = lambda ws, field, env: None if env.kid == "dead0000" else env.blob
-        >>> c = Contact(email="enc:v1:0000aaaa:ada", phone="enc:v1:dead0000:1", company="X")
+        >>> opener = lambda ws, subject, field, env: None if env.kid == "dead0000" else env.blob
+        >>> c = Contact(email="enc:v2:0000aaaa:ada", phone="enc:v2:dead0000:1", company="X")
         >>> o = open_contact(c, "ws", opener)
         >>> o.email, o.phone, o.company
         ('ada', None, 'X')
@@ -295,7 +332,7 @@ def open_contact(contact: Contact, workspace_id: str, open_: Opener) -> Contact:
     for name in CONTACT_PII_FIELDS:
         envelope = parse_envelope(getattr(contact, name))
         if envelope is not None:
-            changes[name] = open_(workspace_id, name, envelope)
+            changes[name] = open_(workspace_id, None, name, envelope)
     return dataclasses.replace(contact, **changes) if changes else contact
 
 

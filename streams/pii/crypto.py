@@ -1,8 +1,9 @@
 """AES-256-GCM for PII envelopes (the cipher behind ``processors.pii``'s sealer/opener).
 
 Each value gets a fresh 96-bit random nonce; the associated data binds the ciphertext to
-its workspace, field and key id, so a sealed value moved to another field or tenant does
-not open. A wrong or missing key opens to ``None``: after erasure that is the point.
+its workspace, subject (the person), field and key id, so a sealed value moved to another
+field, person or tenant does not open. A wrong or missing key opens to ``None``: after
+erasure that is the point.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import secrets
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from leadflow.processors.pii import Envelope, associated_data
+from leadflow.processors.pii import VERSION, Envelope, associated_data
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -30,33 +31,39 @@ def new_kid() -> str:
     return secrets.token_hex(8)
 
 
-def encrypt(key: bytes, kid: str, workspace_id: str, field: str, plaintext: str) -> str:
-    """Seal ``plaintext`` as an ``enc:v1:`` envelope string.
+def encrypt(
+    key: bytes, kid: str, workspace_id: str, subject: str, field: str, plaintext: str
+) -> str:
+    """Seal ``plaintext`` of ``subject`` as an ``enc:v2:`` envelope string.
 
     Example:
         >>> k = new_key()
-        >>> sealed = encrypt(k, "00ff00ff00ff00ff", "ws", "email", "ada@example.com")
-        >>> sealed.startswith("enc:v1:00ff00ff00ff00ff:"), "ada" in sealed
+        >>> sealed = encrypt(k, "00ff00ff00ff00ff", "ws", "a1", "email", "ada@example.com")
+        >>> sealed.startswith("enc:v2:00ff00ff00ff00ff:"), "ada" in sealed
         (True, False)
     """
     nonce = os.urandom(NONCE_BYTES)
-    data = AESGCM(key).encrypt(
-        nonce, plaintext.encode("utf-8"), associated_data(workspace_id, field, kid)
-    )
+    bound_to = associated_data(VERSION, workspace_id, subject, field, kid)
+    data = AESGCM(key).encrypt(nonce, plaintext.encode("utf-8"), bound_to)
     blob = base64.urlsafe_b64encode(nonce + data).decode("ascii")
-    return str(Envelope(kid=kid, blob=blob))
+    return str(Envelope(kid=kid, blob=blob, version=VERSION))
 
 
-def decrypt(key: bytes | None, workspace_id: str, field: str, envelope: Envelope) -> str | None:
+def decrypt(
+    key: bytes | None, workspace_id: str, subject: str, field: str, envelope: Envelope
+) -> str | None:
     """The plaintext of ``envelope``, or ``None`` when the key is gone or does not fit.
+
+    ``v1`` envelopes (sealed before the subject was bound) open without it.
 
     Example:
         >>> from leadflow.processors.pii import parse_envelope
         >>> k = new_key()
-        >>> env = parse_envelope(encrypt(k, "0a0a0a0a", "ws", "email", "ada@example.com"))
-        >>> decrypt(k, "ws", "email", env), decrypt(k, "ws", "phone", env), decrypt(None, "ws",
-        ...     "email", env)
-        ('ada@example.com', None, None)
+        >>> env = parse_envelope(encrypt(k, "0a0a0a0a", "ws", "a1", "email", "ada@example.com"))
+        >>> decrypt(k, "ws", "a1", "email", env), decrypt(k, "ws", "a1", "phone", env)
+        ('ada@example.com', None)
+        >>> decrypt(k, "ws", "a2", "email", env), decrypt(None, "ws", "a1", "email", env)
+        (None, None)
     """
     if key is None:
         return None
@@ -70,7 +77,7 @@ def decrypt(key: bytes | None, workspace_id: str, field: str, envelope: Envelope
         plain = AESGCM(key).decrypt(
             raw[:NONCE_BYTES],
             raw[NONCE_BYTES:],
-            associated_data(workspace_id, field, envelope.kid),
+            associated_data(envelope.version, workspace_id, subject, field, envelope.kid),
         )
     except (InvalidTag, ValueError):
         return None

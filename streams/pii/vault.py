@@ -143,7 +143,7 @@ class Vault:
                         new_records.append(record)
                         state.apply(*record)
                         current = (kid, key)
-                    event = seal_event(event, _sealer(*current))
+                    event = seal_event(event, _sealer(*current, subject))
                 for device in _devices(event):
                     lead = event.lead_id
                     if lead and device != lead and device not in state.links.get((ws, lead), ()):
@@ -205,7 +205,9 @@ class Vault:
         contact = self.open_contact(handoff.workspace_id, handoff.contact)
         return handoff if contact is handoff.contact else replace(handoff, contact=contact)
 
-    def _open_value(self, workspace_id: str, field: str, envelope: Envelope) -> str | None:
+    def _open_value(
+        self, workspace_id: str, subject: str | None, field: str, envelope: Envelope
+    ) -> str | None:
         kid = envelope.kid
         self.keyring.refresh_if_older(self.refresh_seconds)  # notice other processes' shreds
         state = self.keyring.state
@@ -219,7 +221,12 @@ class Vault:
         owner = state.owner(kid)
         if key is None or owner is None or owner[0] != workspace_id:
             return None
-        return decrypt(key, workspace_id, field, envelope)
+        if subject is not None and owner[1] != subject:
+            # Another person's key: a ciphertext copied into this event (the associated
+            # data of v2 envelopes would refuse it too; v1 ones rely on this check).
+            log.warning("pii.foreign_ciphertext", workspace=workspace_id, field=field)
+            return None
+        return decrypt(key, workspace_id, owner[1], field, envelope)
 
     def close(self) -> None:
         """Flush and release the Kafka clients."""
@@ -235,9 +242,11 @@ def _needs_keyring(event: Event) -> bool:
     return has_pii(event) or bool(event.lead_id and _devices(event))
 
 
-def _sealer(kid: str, key: bytes) -> Sealer:
-    def seal(workspace_id: str, field: str, plaintext: str) -> str:
-        return encrypt(key, kid, workspace_id, field, plaintext)
+def _sealer(kid: str, key: bytes, owner: str) -> Sealer:
+    def seal(workspace_id: str, subject: str, field: str, plaintext: str) -> str:
+        if subject != owner:  # the key was picked for this subject: anything else is a bug
+            raise KeyringError(f"key {kid} belongs to another subject")
+        return encrypt(key, kid, workspace_id, subject, field, plaintext)
 
     return seal
 

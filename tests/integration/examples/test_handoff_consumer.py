@@ -117,7 +117,7 @@ def test_example_consumer_opens_sealed_contacts_until_erasure(kafka: Settings) -
         # As the collector seals a form and the worker carries the values into the hand-off.
         (form,) = vault.seal([Event("f1", Kind.IDENTIFY, ws, 1, 1, lead_id=lead, payload=person)])
         sealed = Contact(**form.payload, company=company, title="VP Data")
-        assert all(str(v).startswith("enc:v1:") for v in form.payload.values())
+        assert all(str(v).startswith("enc:v2:") for v in form.payload.values())
         handoff = dataclasses.replace(
             HANDOFF, transition_id=f"t-{lead}", workspace_id=ws, lead_id=lead, contact=sealed
         )

@@ -196,5 +196,5 @@ def test_without_consent_no_ip_or_user_agent_is_stored(
     # With consent they are kept, sealed.
     sealed = events[f"d3-{u}"].context.ip  # type: ignore[union-attr]
     assert sealed is not None
-    assert sealed.startswith("enc:v1:")
+    assert sealed.startswith("enc:v2:")
     assert leaks(records, [ip, agent]) == set()

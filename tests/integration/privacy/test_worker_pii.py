@@ -95,7 +95,7 @@ def test_pii_stays_sealed_in_state_and_handoff_and_erasure_unseals_nothing(
     finally:
         vault.close()
     form = next(e for e in sealed if e.payload.get("email"))
-    assert str(form.payload["email"]).startswith("enc:v1:")
+    assert str(form.payload["email"]).startswith("enc:v2:")
     send(topics, sealed)
     secrets = [s.encode() for s in (journey.email, "Ada", "Lovelace", PHONE)]
 
@@ -106,7 +106,7 @@ def test_pii_stays_sealed_in_state_and_handoff_and_erasure_unseals_nothing(
     # saw the email's domain: acme.io is no free-mail domain, so the lead became SQL.
     contact = handoff.contact
     for value in (contact.email, contact.first_name, contact.last_name, contact.phone):
-        assert str(value).startswith("enc:v1:")
+        assert str(value).startswith("enc:v2:")
     assert (contact.company, contact.title) == ("Acme", "VP Data Platform")
     # A downstream consumer with access to the keys opens it.
     reader = Vault(topics)
@@ -129,7 +129,7 @@ def test_pii_stays_sealed_in_state_and_handoff_and_erasure_unseals_nothing(
         for secret in secrets:
             assert not any(secret in v for v in values), (topic, secret)
     states = [decode_lead_state(v) for v in raw_values(topics, LEADS_CHANGELOG, key)]
-    assert any(str(state.contact.email).startswith("enc:v1:") for state in states)
+    assert any(str(state.contact.email).startswith("enc:v2:") for state in states)
     assert all(state.contact.email is None or "@" not in state.contact.email for state in states)
 
     done = erase(topics, journey.workspace, journey.lead)

@@ -78,7 +78,7 @@ def sealed(event_id: str, kind: Kind, at: int, **kw: Any) -> Event:
     """Events as the worker gets them: PII sealed by the collector."""
     event = Event(event_id, kind, "ws", at, at, anonymous_id="a1",
                   context=Context(ip="198.51.100.1"), **kw)  # fmt: skip
-    return seal_event(event, lambda ws, f, text: "enc:v1:0badcafe:" + text.encode().hex())
+    return seal_event(event, lambda ws, subject, f, text: "enc:v2:0badcafe:" + text.encode().hex())
 
 
 def test_consent_changes_are_honoured_from_then_on_on_sealed_events() -> None:

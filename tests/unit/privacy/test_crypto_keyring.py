@@ -8,7 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from leadflow.processors.events import Context, Event, Kind
-from leadflow.processors.pii import open_event, parse_envelope, seal_event
+from leadflow.processors.pii import (
+    Envelope,
+    associated_data,
+    open_event,
+    parse_envelope,
+    seal_event,
+)
 from leadflow.streams.pii import crypto, keyring
 from leadflow.streams.pii.crypto import decrypt, encrypt, new_key, new_kid
 from leadflow.streams.pii.keyring import (
@@ -29,11 +35,11 @@ def test_doctests() -> None:
 
 @given(st.text(max_size=200), st.sampled_from(["email", "phone", "ip"]))
 def test_roundtrip_and_no_plaintext_in_the_envelope(plain: str, field: str) -> None:
-    sealed = encrypt(KEY, KID, "ws", field, plain)
+    sealed = encrypt(KEY, KID, "ws", "a1", field, plain)
     env = parse_envelope(sealed)
     assert env is not None
     assert env.kid == KID
-    assert decrypt(KEY, "ws", field, env) == plain
+    assert decrypt(KEY, "ws", "a1", field, env) == plain
     if len(plain) >= 4:
         assert plain not in sealed
         assert plain.encode() not in sealed.encode()
@@ -41,12 +47,13 @@ def test_roundtrip_and_no_plaintext_in_the_envelope(plain: str, field: str) -> N
 
 @given(st.text(min_size=1, max_size=100))
 def test_without_the_key_nothing_opens(plain: str) -> None:
-    env = parse_envelope(encrypt(KEY, KID, "ws", "email", plain))
+    env = parse_envelope(encrypt(KEY, KID, "ws", "a1", "email", plain))
     assert env is not None
-    assert decrypt(None, "ws", "email", env) is None
-    assert decrypt(new_key(), "ws", "email", env) is None  # any other key
-    assert decrypt(KEY, "other-ws", "email", env) is None  # bound to its workspace
-    assert decrypt(KEY, "ws", "phone", env) is None  # and to its field
+    assert decrypt(None, "ws", "a1", "email", env) is None
+    assert decrypt(new_key(), "ws", "a1", "email", env) is None  # any other key
+    assert decrypt(KEY, "other-ws", "a1", "email", env) is None  # bound to its workspace
+    assert decrypt(KEY, "ws", "a2", "email", env) is None  # to its person
+    assert decrypt(KEY, "ws", "a1", "phone", env) is None  # and to its field
 
 
 def sealed_event(state: KeyringState, email: str) -> Event:
@@ -56,11 +63,17 @@ def sealed_event(state: KeyringState, email: str) -> Event:
     state.apply(link_record_key("ws", "L", "a1"), b"1")
     event = Event("e", Kind.IDENTIFY, "ws", 1, 1, anonymous_id="a1", lead_id="L",
                   context=Context(ip="198.51.100.4"), payload={"email": email})  # fmt: skip
-    return seal_event(event, lambda w, f, t: encrypt(key, kid, w, f, t))
+    return seal_event(event, lambda w, subject, f, t: encrypt(key, kid, w, subject, f, t))
 
 
 def opener(state: KeyringState):  # type: ignore[no-untyped-def]
-    return lambda w, f, env: decrypt(state.key(env.kid), w, f, env)
+    def open_(w: str, subject: str | None, f: str, env: Envelope) -> str | None:
+        owner = state.owner(env.kid)
+        if owner is None or owner[0] != w or subject not in (None, owner[1]):
+            return None
+        return decrypt(state.key(env.kid), w, owner[1], f, env)
+
+    return open_
 
 
 @given(st.emails())
@@ -103,3 +116,36 @@ def test_unknown_records_are_ignored() -> None:
     state.apply(b"not json", b"x")
     state.apply(b'["key","ws"]', b"x")
     assert state.keys == {}
+
+
+def test_a_ciphertext_copied_into_another_persons_event_does_not_open() -> None:
+    # Issue 19 (LOW-MEDIUM): a ciphertext was bound to workspace, field and key only.
+    # Now the associated data names the person too, and the opener checks the key's owner.
+    state = KeyringState()
+    victim = sealed_event(state, "victim@corp.example")
+    injected = Event("x", Kind.IDENTIFY, "ws", 2, 2, anonymous_id="attacker-dev",
+                     payload={"email": victim.payload["email"]})  # fmt: skip
+    assert open_event(victim, opener(state)).payload["email"] == "victim@corp.example"
+    assert open_event(injected, opener(state)).payload["email"] is None
+    env = parse_envelope(victim.payload["email"])
+    assert env is not None
+    assert env.version == "v2"
+    key = state.key(env.kid)
+    assert decrypt(key, "ws", "a1", "email", env) == "victim@corp.example"
+    assert decrypt(key, "ws", "attacker-dev", "email", env) is None
+
+
+def test_v1_envelopes_written_before_the_binding_still_open() -> None:
+    # Existing data: a v1 ciphertext (associated data without the subject) opens as before.
+    import base64
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    data = AESGCM(KEY).encrypt(nonce, b"ada@x.io", associated_data("v1", "ws", "", "email", KID))
+    env = Envelope(KID, base64.urlsafe_b64encode(nonce + data).decode(), "v1")
+    assert str(env).startswith("enc:v1:")
+    assert parse_envelope(str(env)) == env
+    assert decrypt(KEY, "ws", "a1", "email", env) == "ada@x.io"
+    assert decrypt(KEY, "ws2", "a1", "email", env) is None

@@ -27,12 +27,12 @@ from leadflow.processors.pii import (
 text = st.text(min_size=1, max_size=40)
 
 
-def reversing(ws: str, field: str, plain: str) -> str:
+def reversing(ws: str, subject: str, field: str, plain: str) -> str:
     """A toy cipher that is obviously not the plaintext (the real one is in streams.pii)."""
     return str(Envelope("0123abcd", plain[::-1].encode().hex() or "00"))
 
 
-def unreversing(ws: str, field: str, env: Envelope) -> str | None:
+def unreversing(ws: str, subject: str | None, field: str, env: Envelope) -> str | None:
     return bytes.fromhex(env.blob).decode()[::-1]
 
 
@@ -63,16 +63,23 @@ def test_seal_then_open_is_the_identity_and_sealed_holds_no_plaintext(
     for f in ("email", "first_name"):
         assert parse_envelope(sealed.payload[f]) is not None
     assert sealed.context.ip is not None
-    assert sealed.context.ip.startswith("enc:v1:")
+    assert sealed.context.ip.startswith("enc:v2:")
     assert sealed.payload["company"] == "Acme"
     assert sealed.context.path == "/p"
     assert open_event(sealed, unreversing) == event
 
 
 @given(text, text)
-def test_sealing_twice_changes_nothing_more(email: str, name: str) -> None:
+def test_a_client_value_that_looks_sealed_is_sealed_as_plaintext(email: str, name: str) -> None:
+    # Issue 19: only the collector seals. A sealed-looking value from a client (a copied
+    # ciphertext, or a malformed one such as "enc:v9:x") is plaintext and is sealed again,
+    # never stored as if the collector had sealed it, and never an error.
     once = seal_event(person(email, name, "1.2.3.4"), reversing)
-    assert seal_event(once, reversing) == once
+    for injected in (once.payload["email"], "enc:v9:x", "enc:v1:0123abcd:AAAA"):
+        client = dataclasses.replace(once, payload={**once.payload, "email": injected})
+        twice = seal_event(client, reversing)
+        assert twice.payload["email"] != injected
+        assert open_event(twice, unreversing).payload["email"] == injected
 
 
 @given(text, text, text)
@@ -80,7 +87,7 @@ def test_a_shredded_key_opens_to_none_and_equals_the_blanked_event(
     email: str, name: str, ip: str
 ) -> None:
     sealed = seal_event(person(email, name, ip, lead="L"), reversing)
-    opened = open_event(sealed, lambda ws, f, env: None)
+    opened = open_event(sealed, lambda ws, subject, f, env: None)
     assert opened == blank_event(sealed)
     assert all(opened.payload.get(f) is None for f in PII_PAYLOAD_FIELDS)
     assert all(getattr(opened.context, f) is None for f in PII_CONTEXT_FIELDS)
@@ -106,7 +113,9 @@ def test_erasure_request_without_user_id_names_its_lead_by_email() -> None:
     assert "ada" not in str(sealed)
 
 
-@pytest.mark.parametrize("bad", ["enc:", "enc:v1:", "enc:v1:zz:abc", "enc:v2:00ff00ff:abc"])
+@pytest.mark.parametrize(
+    "bad", ["enc:", "enc:v1:", "enc:v1:zz:abc", "enc:v3:00ff00ff:abc", "enc:v2:00ff00ff:abc\n"]
+)
 def test_malformed_envelopes_are_refused(bad: str) -> None:
     with pytest.raises(InvalidEvent):
         parse_envelope(bad)

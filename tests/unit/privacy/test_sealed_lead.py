@@ -37,19 +37,22 @@ LIVE, DEAD = "0123abcd", "dead0000"
 
 
 def sealer(kid: str) -> Sealer:
-    def seal(ws: str, field: str, plain: str) -> str:
+    def seal(ws: str, subject: str, field: str, plain: str) -> str:
         # A toy cipher (base64 is not encryption; the real AES-GCM is in streams.pii): the
         # kid decides whether it still opens, as a shredded key would.
-        blob = base64.urlsafe_b64encode(f"{ws}|{field}|{plain}".encode()).decode()
+        blob = base64.urlsafe_b64encode(f"{ws}|{subject}|{field}|{plain}".encode()).decode()
         return str(Envelope(kid, blob))
 
     return seal
 
 
-def opener(ws: str, field: str, env: Envelope) -> str | None:
+def opener(ws: str, subject: str | None, field: str, env: Envelope) -> str | None:
     if env.kid == DEAD:
         return None
-    sealed_ws, sealed_field, plain = base64.urlsafe_b64decode(env.blob).decode().split("|", 2)
+    text = base64.urlsafe_b64decode(env.blob).decode()
+    sealed_ws, sealed_subject, sealed_field, plain = text.split("|", 3)
+    if subject is not None and subject != sealed_subject:
+        return None
     return plain if (sealed_ws, sealed_field) == (ws, field) else None
 
 
@@ -145,14 +148,14 @@ def test_sealed_fold_decides_exactly_like_the_plaintext_fold(domain: str, local:
         assert secret.encode() not in stored
         assert all(secret not in repr(h.contact) for h in handoffs)
     assert decode_lead_state(stored) == sealed_state
-    assert str(contact.email).startswith("enc:v1:")
+    assert str(contact.email).startswith("enc:v2:")
 
 
 def test_sealed_journey_reaches_sql_with_a_sealed_contact() -> None:
     state, out = fold_sealed(journey("ada@acme.io"))
     (handoff,) = [o for o in out if isinstance(o, BecameSQL)]
     assert state.email_domain == "acme.io"
-    assert str(handoff.contact.email).startswith("enc:v1:")
+    assert str(handoff.contact.email).startswith("enc:v2:")
     assert handoff.contact.company == "Acme"  # firmographics stay plaintext
     contact = open_contact(handoff.contact, handoff.workspace_id, opener)
     assert (contact.email, contact.first_name, contact.phone) == (
@@ -203,5 +206,5 @@ def test_no_envelope_reaches_a_clickhouse_row() -> None:
     rows = rows_for_all([*events, *out])
     assert rows.by_table["handoffs"]  # the sealed hand-off was projected
     values = [v for table in rows.by_table.values() for row in table for v in row]
-    assert not [v for v in values if "enc:v1:" in str(v)]
+    assert not [v for v in values if "enc:v2:" in str(v)]
     assert "Acme" in values  # firmographics stay
