@@ -26,12 +26,10 @@ import re
 from dataclasses import dataclass
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.processors.workspace_id import InvalidWorkspaceId, check_workspace_id
 from leadflow.sinks.tables import ALL_TABLES, LEAD_STATE, check_identifier, on_cluster
 from leadflow.sinks.views import view_statements
 
-# Workspace ids are pasted into DDL as string literals (DDL cannot bind parameters), so
-# they are restricted to characters that need no quoting at all.
-_WORKSPACE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 _VIEW_NAME = re.compile(r"CREATE VIEW IF NOT EXISTS \$db\.(\w+)\$oc")
 _PARAMETER = re.compile(r"\{(\w+):(\w+)\}")
 
@@ -67,12 +65,11 @@ def check_workspace(workspace_id: str) -> str:
         ...
         leadflow.sinks.workspaces.WorkspaceError: workspace id "x' OR 1=1 --" must match ...
     """
-    if not _WORKSPACE_ID.match(workspace_id):
-        raise WorkspaceError(
-            f"workspace id {workspace_id!r} must match {_WORKSPACE_ID.pattern} "
-            "(letters, digits, '_', '.', ':', '-'; at most 100)"
-        )
-    return workspace_id
+    # Workspace ids are pasted into DDL as string literals (DDL cannot bind parameters).
+    try:
+        return check_workspace_id(workspace_id)
+    except InvalidWorkspaceId as exc:
+        raise WorkspaceError(str(exc)) from None
 
 
 def workspace_database(database: str, workspace_id: str) -> str:

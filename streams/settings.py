@@ -234,7 +234,7 @@ class Settings(BaseSettings):
         # Browsers send "scheme://host[:port]" with no path or trailing slash; anything else
         # never matches and silently blocks the site that was meant to be allowed.
         for origin in value:
-            if origin != "*" and not _ORIGIN.match(origin):
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"{origin!r} is not an origin like https://www.example.com")
         return value
 

@@ -21,6 +21,10 @@ from datetime import datetime
 from pathlib import Path
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.processors.workspace_id import InvalidWorkspaceId, check_workspace_id, is_workspace_id
+from leadflow.streams.logs import get_logger
+
+log = get_logger(__name__)
 
 KEY_PREFIX = "lfw_"
 
@@ -83,7 +87,15 @@ class KeyStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KeyStoreError(f"keys file {self.path} is unreadable: {exc}") from exc
         self._stamp, self._records = stamp, records
-        self._by_hash = {r.sha256: r for r in records if r.revoked_at is None}
+        bad = {r.key_id for r in records if not is_workspace_id(r.workspace_id)}
+        if bad:
+            # Written before ids were checked whole ("wsA\n" passed): such a key must not
+            # select a workspace whose id breaks keys and DDL downstream. Loud, not fatal
+            # for every other workspace.
+            log.error("collector.keys.invalid_workspace", key_ids=sorted(bad))
+        self._by_hash = {
+            r.sha256: r for r in records if r.revoked_at is None and r.key_id not in bad
+        }
 
     def records(self) -> list[KeyRecord]:
         """Every key, active and revoked, oldest first."""
@@ -108,8 +120,10 @@ class KeyStore:
         self, workspace_id: str, now: Callable[[], datetime], token: Callable[[], str] | None = None
     ) -> str:
         """Add a key for ``workspace_id`` and return it (the only time it is visible)."""
-        if not workspace_id.strip():
-            raise KeyStoreError("workspace id must not be empty")
+        try:
+            check_workspace_id(workspace_id)
+        except InvalidWorkspaceId as exc:
+            raise KeyStoreError(str(exc)) from None
         write_key = KEY_PREFIX + (token or (lambda: secrets.token_urlsafe(32)))()
         digest = hash_key(write_key)
         record = KeyRecord(digest[:12], workspace_id, digest, now().isoformat())

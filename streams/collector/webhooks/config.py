@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.processors.workspace_id import RULE, is_workspace_id
 
 VENDORS = ("sendgrid", "mailgun", "hubspot")
 REQUIRED = {"sendgrid": "public_key", "mailgun": "signing_key", "hubspot": "client_secret"}
@@ -62,6 +63,8 @@ class WebhookSecrets:
         if not isinstance(data, dict):
             raise WebhookConfigError(f"{self.path}: expected an object of workspaces")
         for workspace, vendors in data.items():
+            if not is_workspace_id(workspace):
+                raise WebhookConfigError(f"{self.path}: workspace id {workspace!r} {RULE}")
             for vendor, conf in (vendors or {}).items():
                 if vendor not in VENDORS or not isinstance(conf, dict):
                     raise WebhookConfigError(f"{self.path}: {workspace}.{vendor} is not a vendor")

@@ -62,6 +62,7 @@ CLI_CORPUS: list[tuple[list[str], int, str]] = [
     (["collector", "--workers", "0"], 2, "0 is not in the range"),
     (["keys", "create", ""], 2, VALID_ISH),
     (["keys", "create", "two words"], 2, VALID_ISH),
+    (["keys", "create", "wsA\n"], 2, VALID_ISH),  # issue 19: the id is checked whole
     (["keys", "rotate", "nobody"], 1, "workspace 'nobody' has no keys to rotate"),
     (["keys", "revoke", "nope"], 1, "no active key with id 'nope'"),
     (["simulate", "--start", "notadate", "--dry-run"], 2, "not an ISO-8601 time"),
@@ -69,6 +70,9 @@ CLI_CORPUS: list[tuple[list[str], int, str]] = [
     (["simulate", "--via", "pigeon"], 2, "'pigeon' is not one of"),
     (["worker", "--loglevel", "loud"], 2, "'loud' is not one of"),
     (["workspace", "views", "bad id"], 2, VALID_ISH),
+    (["workspace", "views", "wsA\n"], 2, VALID_ISH),
+    (["report", "kpis", "--from", "2026-01-01", "--to", "2026-02-01", "--workspace", "wsA\n"],
+     2, VALID_ISH),
     (["workspace", "views", "acme", "--database", "a.b"], 2, "'a.b' is not a plain identifier"),
     (["workspace", "policy", "acme", "--grantee", "x;y"], 2, "'x;y' is not a plain identifier"),
     (["workspace", "policy", "acme"], 2, "Missing option '--grantee'"),

@@ -66,3 +66,23 @@ def test_a_corrupt_file_is_a_loud_error(tmp_path: Path) -> None:
 def test_empty_workspace_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyStoreError):
         KeyStore(tmp_path / "keys.json").create(" ", now)
+
+
+@pytest.mark.parametrize("bad", ["wsA\n", "ws A", "x' OR 1=1 --", "", "a" * 101, '"ws"'])
+def test_workspace_ids_are_checked_whole(tmp_path: Path, bad: str) -> None:
+    # Issue 19 (LOW): "wsA\n" passed the old ^...$ check (``$`` matches before a final newline).
+    with pytest.raises(KeyStoreError, match="must match"):
+        KeyStore(tmp_path / "keys.json").create(bad, now)
+
+
+def test_a_key_recorded_for_an_invalid_workspace_id_selects_nothing(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    good = store.create("acme", now)
+    bad = store.create("acme2", now)
+    path = tmp_path / "keys.json"
+    path.write_text(path.read_text().replace('"acme2"', '"acme2\\n"'))  # an older, looser file
+    other = KeyStore(path)
+    assert other.lookup(bad) is None
+    found = other.lookup(good)
+    assert found is not None
+    assert found.workspace_id == "acme"

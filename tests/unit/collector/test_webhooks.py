@@ -267,3 +267,12 @@ def test_hubspot_signature_over_another_url_or_too_old_fails(h: Harness) -> None
     assert (
         h.post("/webhooks/hubspot/acme", content=body, key=None, headers=headers).status_code == 401
     )
+
+
+def test_a_webhooks_file_naming_an_invalid_workspace_id_is_a_loud_error(tmp_path: Path) -> None:
+    from leadflow.streams.collector.webhooks.config import WebhookConfigError
+
+    path = tmp_path / "webhooks.json"
+    path.write_text(json.dumps({"acme\n": {"mailgun": {"signing_key": "k"}}}))
+    with pytest.raises(WebhookConfigError, match="must match"):
+        WebhookSecrets(path).lookup("acme", "mailgun")

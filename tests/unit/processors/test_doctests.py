@@ -20,6 +20,7 @@ MODULES = [
     "lead_state",
     "labels",
     "deadlines",
+    "workspace_id",
 ]
 
 
