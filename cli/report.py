@@ -34,6 +34,31 @@ class ClickHouseUnavailable(LeadflowError):
     """ClickHouse cannot be reached (server down, or the local engine locked by another process)."""
 
 
+class QueryFailed(LeadflowError):
+    """ClickHouse refused an ad-hoc query; the message is ClickHouse's reason on one line."""
+
+
+def one_line(exc: Exception, limit: int = 400) -> str:
+    r"""ClickHouse's reason for a failed query as one short line, without a stack trace.
+
+    The driver's message may span lines (the query echoed back, or a server stack trace);
+    the terminal gets the code and reason only, never the driver's Python traceback.
+
+    Example:
+        >>> one_line(ValueError("Code: 62. DB::Exception: Syntax error\n FORMAT Native.\n"
+        ...                     "Stack trace:\n0. DB::Exception..."))
+        'Code: 62. DB::Exception: Syntax error FORMAT Native.'
+        >>> one_line(ValueError("Code: 62. Expected: " + "x, " * 99 + "end. (SYNTAX_ERROR)"), 50)
+        'Code: 62. Expected: x, x, x, x, ... (SYNTAX_ERROR)'
+    """
+    text = " ".join(str(exc).split("Stack trace:", 1)[0].split())
+    if len(text) <= limit:
+        return text
+    # ClickHouse ends its message with the error's name, e.g. "(SYNTAX_ERROR)": keep it.
+    name = text[text.rfind(" (") :] if text.endswith(")") else ""
+    return text[: limit - len(name) - 4] + " ..." + name
+
+
 def clickhouse_client(settings: Settings) -> Any:
     """The clickhouse-connect client for ``settings.clickhouse_url`` (chdb or HTTP).
 
@@ -328,7 +353,10 @@ def sql_cmd(ctx: click.Context, query: str, database: str, fmt: str) -> None:
     previous = client.database
     try:
         client.database = database  # the client's default database for this query
-        result = client.query(query)
+        try:
+            result = client.query(query)
+        except Exception as exc:  # any ClickHouse or driver error: one line, no traceback
+            raise QueryFailed(f"query failed: {one_line(exc)}") from None
         rows = [tuple(r) for r in result.result_rows]
         columns = tuple(result.column_names)
     finally:
