@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +29,7 @@ from leadflow.cli import (
 from leadflow.cli.options import fail, settings_of
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.logs import configure_logging
+from leadflow.streams.private_files import PRIVATE_UMASK, private_dir
 from leadflow.streams.settings import Settings, SettingsError, load_settings
 
 console = Console(stderr=False)
@@ -59,6 +62,12 @@ def cli(ctx: click.Context) -> None:
     except SettingsError as exc:
         fail(str(exc))
     configure_logging(settings)
+    # Everything leadflow writes (broker segments with PII keys, worker state, ClickHouse,
+    # key files) is for this user only: new files 0600, directories 0700 (docs/operations.md).
+    os.umask(PRIVATE_UMASK)
+    data_dir = settings.data_dir
+    if data_dir.is_dir() and data_dir.stat().st_uid == os.getuid():
+        private_dir(data_dir)
     ctx.obj = settings
 
 

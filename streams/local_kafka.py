@@ -25,6 +25,7 @@ from pathlib import Path
 
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.logs import get_logger
+from leadflow.streams.private_files import PRIVATE_UMASK, private_dir, tighten, write_private
 from leadflow.streams.settings import Settings
 
 log = get_logger(__name__)
@@ -236,6 +237,7 @@ class LocalKafka:
             capture_output=True,
             text=True,
             check=False,
+            umask=PRIVATE_UMASK,
         )
         if result.returncode != 0:
             raise KafkaError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
@@ -272,19 +274,28 @@ class LocalKafka:
         if self.pid() is not None and self.ready(timeout=5):
             log.info("kafka.already_running", bootstrap=self.bootstrap, pid=self.pid())
             return
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        self._config_file.write_text(self._server_properties())
-        (self.home / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
+        # The segments of leadflow.pii-keys hold every person's key bytes: nothing here is
+        # for other users. Older homes (segments were 0644) are tightened once per start.
+        private_dir(self.home)
+        if changed := tighten(self.home):
+            log.info("kafka.files_made_private", home=str(self.home), entries=changed)
+        private_dir(self.home / "logs")
+        write_private(self._config_file, self._server_properties().encode())
+        write_private(self.home / "log4j2.properties", LOG4J2_PROPERTIES.encode())
         self._format()
-        with (self.home / "logs" / "stdout.log").open("ab") as out:
+        stdout = os.open(
+            self.home / "logs" / "stdout.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+        )
+        with os.fdopen(stdout, "ab") as out:
             process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 self._java("kafka.Kafka", str(self._config_file)),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the CLI that started it
+                umask=PRIVATE_UMASK,  # the JVM's segments, indexes and logs: 0600 / 0700
             )
-        self._pid_file.write_text(str(process.pid))
+        write_private(self._pid_file, str(process.pid).encode())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:

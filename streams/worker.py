@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.errors import PolicyError
 from leadflow.streams.logs import get_logger
+from leadflow.streams.private_files import write_private
 from leadflow.streams.settings import Settings
 from leadflow.streams.stall import owed
 from leadflow.streams.topics import WORKER_INPUTS
@@ -27,9 +28,7 @@ def model_key(settings: Settings) -> bytes:
         return settings.model_signing_key.get_secret_value().encode()
     path: Path = settings.data_dir / "model.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
+        write_private(path, secrets.token_bytes(32))  # 0600 from its first byte
     return path.read_bytes()
 
 

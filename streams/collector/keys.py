@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -23,6 +22,7 @@ from pathlib import Path
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.workspace_id import InvalidWorkspaceId, check_workspace_id, is_workspace_id
 from leadflow.streams.logs import get_logger
+from leadflow.streams.private_files import write_private
 
 log = get_logger(__name__)
 
@@ -108,12 +108,8 @@ class KeyStore:
         return self._by_hash.get(hash_key(write_key))
 
     def _write(self, records: list[KeyRecord]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump({"version": 1, "keys": [asdict(r) for r in records]}, out, indent=2)
-        tmp.replace(self.path)  # atomic: a running collector never reads half a file
+        data = json.dumps({"version": 1, "keys": [asdict(r) for r in records]}, indent=2)
+        write_private(self.path, data.encode())  # atomic: a collector never reads half a file
         self._stamp = None
 
     def create(
