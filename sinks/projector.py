@@ -28,7 +28,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
@@ -106,6 +113,29 @@ def admission_error(topic: str, key: bytes | None, obj: object) -> tuple[str, st
         except InvalidEvent as exc:
             return ("missing_key" if not key else "wrong_key"), str(exc)
     return None
+
+
+# Commit errors while the group's coordinator moves to another broker (one died).
+MOVED = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._WAIT_COORD,
+    }
+)
+# Commit errors that mean the partitions were reassigned meanwhile.
+REBALANCED = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
 
 
 class ProjectorError(LeadflowError):
@@ -384,15 +414,39 @@ class Projector:
         if erasures and not self.erase_batch(erasures, stop_event):
             return len(records)
         self._flush_dead_letters()
-        consumer.commit(
-            offsets=[TopicPartition(t, p, b + 1) for t, p, _, b in spans], asynchronous=False
-        )
+        self._commit(consumer, [TopicPartition(t, p, b + 1) for t, p, _, b in spans], stop_event)
         self.stats.records += len(records)
         self.stats.batches += 1
         if self.on_batch is not None:
             self.on_batch(self.stats)
         log.debug("projector.batch", records=len(records), rows=rows.count())
         return len(records)
+
+    def _commit(
+        self, consumer: Consumer, offsets: list[TopicPartition], stop_event: threading.Event
+    ) -> None:
+        """Commit the batch's offsets, riding out a group coordinator that moves.
+
+        When the broker holding the group's coordinator dies, commits fail with
+        NOT_COORDINATOR (and the like) until another broker takes the group over: retry.
+        A commit refused because the group rebalanced meanwhile is given up: the rows are
+        in ClickHouse and the partition's new owner reads the batch again (rows dedup).
+        """
+        delay = 0.2
+        while True:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() in REBALANCED:
+                    log.warning("projector.commit_superseded", error=str(error))
+                    return
+                if stop_event.is_set() or not (error.retriable() or error.code() in MOVED):
+                    raise
+                log.warning("projector.commit_retry", retry_in=delay, error=str(error))
+                self.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     @staticmethod
     def _is_error(message: Message) -> bool:

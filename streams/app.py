@@ -146,7 +146,9 @@ class LeadflowApp:
             datadir=str((settings.data_dir / "worker").resolve()),
             processing_guarantee=settings.processing_guarantee.value,
             topic_partitions=settings.topic_partitions,
-            topic_replication_factor=settings.topic_replication,
+            # Only faust's own assignor topic is declared with this: the contract topics and
+            # the changelogs exist already (create_topics, replication from the cluster).
+            topic_replication_factor=settings.topic_replication or 1,
             topic_allow_declare=True,
             web_host="127.0.0.1",
             web_bind="127.0.0.1",

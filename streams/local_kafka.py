@@ -57,6 +57,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (held open together, so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def kafka_uuid() -> str:
     """A Kafka ``Uuid`` string (22 chars of URL-safe base64, never starting with ``-``).
 
@@ -128,7 +137,12 @@ def install(settings: Settings) -> Path:
 
 @dataclass(frozen=True)
 class LocalKafka:
-    """One single-node KRaft broker+controller living in ``home``.
+    """One KRaft node (broker and controller in one JVM) living in ``home``.
+
+    Alone (``voters`` empty) it is a single-node cluster with every replication default
+    lowered to 1. In a cluster (:mod:`leadflow.streams.kafka_cluster`) every node is a
+    voter of a static controller quorum and the internal topics get the cluster's
+    replication.
 
     Attributes:
         home: folder for the config, the log dirs, the pid file and ``server.log``.
@@ -136,6 +150,8 @@ class LocalKafka:
         port: client port on 127.0.0.1.
         controller_port: KRaft controller port on 127.0.0.1.
         heap: JVM ``-Xmx``.
+        node_id: this node's id in the cluster.
+        voters: ``(node id, controller port)`` of every node of a cluster; empty alone.
     """
 
     home: Path
@@ -143,6 +159,8 @@ class LocalKafka:
     port: int
     controller_port: int
     heap: str = "1G"
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
@@ -166,6 +184,11 @@ class LocalKafka:
         return self.home / "logs" / "server.log"
 
     @property
+    def formatted(self) -> bool:
+        """Whether this node's storage has been formatted (it has a cluster id)."""
+        return (self.home / "data" / "meta.properties").exists()
+
+    @property
     def _pid_file(self) -> Path:
         return self.home / "broker.pid"
 
@@ -174,33 +197,51 @@ class LocalKafka:
         return self.home / "server.properties"
 
     def _server_properties(self) -> str:
+        replication = max(1, min(len(self.voters), 3))
+        # With three copies one may be down and writes still need two: min ISR 2.
+        min_isr = "2" if replication >= 3 else "1"
+        listeners = (
+            f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+        )
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "listeners": listeners,
+            "advertised.listeners": listeners,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.home / "data"),
-            # One broker: every internal topic must fit on it or coordinators never appear.
-            "offsets.topic.replication.factor": "1",
+            # Every internal topic must fit on the live brokers or coordinators never
+            # appear: one copy alone, three (two in sync) in a cluster.
+            "offsets.topic.replication.factor": str(replication),
             "offsets.topic.num.partitions": "12",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(replication),
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "12",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": str(replication),
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             # Two cores: a few threads each is plenty and leaves room for the workers.
             "num.network.threads": "2",
-            "num.io.threads": "4",
+            "num.io.threads": "4" if not self.voters else "2",
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
         }
+        if self.voters:
+            props["controller.quorum.voters"] = ",".join(
+                f"{node}@127.0.0.1:{port}" for node, port in self.voters
+            )
+            # A node killed with -9 keeps its partitions' leadership and ISR membership
+            # until the controller fences it; every acks=all write to them waits that long.
+            # The default (9 s) nearly equals the collector's delivery timeout (10 s).
+            props["broker.session.timeout.ms"] = "6000"
+            props["broker.heartbeat.interval.ms"] = "1000"
+            # A returning node gets its preferred leaderships back within ~30 s (default
+            # 5 min), so load spreads over all brokers again soon after a restart.
+            props["leader.imbalance.check.interval.seconds"] = "30"
+        else:
+            props["controller.quorum.bootstrap.servers"] = f"127.0.0.1:{self.controller_port}"
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
     def _java(self, *args: str) -> list[str]:
@@ -210,7 +251,7 @@ class LocalKafka:
         return [
             java,
             f"-Xmx{self.heap}",
-            "-Xms256m",
+            "-Xms128m",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
@@ -221,16 +262,36 @@ class LocalKafka:
             *args,
         ]
 
-    def _format(self) -> None:
-        if (self.home / "data" / "meta.properties").exists():
+    def write_config(self) -> None:
+        """Write ``server.properties`` and the log configuration (each start rewrites them)."""
+        # The segments of leadflow.pii-keys hold every person's key bytes: nothing here is
+        # for other users. Older homes (segments were 0644) are tightened once per start.
+        private_dir(self.home)
+        if changed := tighten(self.home):
+            log.info("kafka.files_made_private", home=str(self.home), entries=changed)
+        private_dir(self.home / "logs")
+        write_private(self._config_file, self._server_properties().encode())
+        write_private(self.home / "log4j2.properties", LOG4J2_PROPERTIES.encode())
+
+    def format(self, cluster_id: str) -> None:
+        """Format this node's storage for ``cluster_id`` unless it is formatted already.
+
+        Raises:
+            KafkaError: the storage tool failed (its output is in the message).
+        """
+        if self.formatted:
             return
+        self.write_config()
+        # Alone, the node bootstraps a one-voter dynamic quorum; in a cluster the voters
+        # are static (controller.quorum.voters), which the storage tool reads itself.
+        mode = () if self.voters else ("--standalone",)
         result = subprocess.run(  # noqa: S603 - fixed argv, no shell
             self._java(
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
+                *mode,
                 "-t",
-                kafka_uuid(),
+                cluster_id,
                 "-c",
                 str(self._config_file),
             ),
@@ -274,15 +335,15 @@ class LocalKafka:
         if self.pid() is not None and self.ready(timeout=5):
             log.info("kafka.already_running", bootstrap=self.bootstrap, pid=self.pid())
             return
-        # The segments of leadflow.pii-keys hold every person's key bytes: nothing here is
-        # for other users. Older homes (segments were 0644) are tightened once per start.
-        private_dir(self.home)
-        if changed := tighten(self.home):
-            log.info("kafka.files_made_private", home=str(self.home), entries=changed)
-        private_dir(self.home / "logs")
-        write_private(self._config_file, self._server_properties().encode())
-        write_private(self.home / "log4j2.properties", LOG4J2_PROPERTIES.encode())
-        self._format()
+        if not self.voters:
+            self.format(kafka_uuid())
+        self.await_ready(self.launch(), timeout)
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the JVM detached (storage must be formatted) and return its process."""
+        if not self.formatted:
+            raise KafkaError(f"{self.home}: storage is not formatted")
+        self.write_config()
         stdout = os.open(
             self.home / "logs" / "stdout.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
         )
@@ -296,6 +357,15 @@ class LocalKafka:
                 umask=PRIVATE_UMASK,  # the JVM's segments, indexes and logs: 0600 / 0700
             )
         write_private(self._pid_file, str(process.pid).encode())
+        return process
+
+    def await_ready(self, process: subprocess.Popen[bytes], timeout: float) -> None:
+        """Wait until the launched node answers metadata requests.
+
+        Raises:
+            KafkaError: the JVM exited, or did not serve within ``timeout`` (then it is
+                stopped); the message has the tail of its log.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -306,6 +376,17 @@ class LocalKafka:
             time.sleep(0.3)
         self.stop()
         raise KafkaError(f"Kafka did not become ready in {timeout:.0f}s: {self._tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL the JVM (a crash: no controlled shutdown, no flush) and reap it."""
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        self._pid_file.unlink(missing_ok=True)
+        log.warning("kafka.killed", node=self.node_id, pid=pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (a clean shutdown), then SIGKILL if it does not exit in time."""

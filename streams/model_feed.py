@@ -8,8 +8,11 @@ partition with confluent-kafka is simple and dependable.
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import Consumer, TopicPartition
 
+from leadflow.streams.kafka_offsets import watermarks
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import MODELS
 
@@ -28,8 +31,8 @@ def latest_snapshot(settings: Settings, timeout: float = 10.0) -> bytes | None:
         metadata = consumer.list_topics(MODELS.name, timeout=timeout)
         newest: tuple[int, bytes] | None = None
         for partition in metadata.topics[MODELS.name].partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(MODELS.name, partition), timeout=timeout
+            low, high = watermarks(
+                consumer, TopicPartition(MODELS.name, partition), time.monotonic() + timeout
             )
             if high <= low:
                 continue

@@ -40,6 +40,29 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 
 
+def node_ports_problem(brokers: int, port: int, controller_port: int) -> str | None:
+    """Why ``brokers`` local nodes cannot use these ports (node n: both + 2(n-1)), or None.
+
+    Two nodes on one port fail with "address in use" deep in a JVM log; say it up front.
+
+    Example:
+        >>> node_ports_problem(3, 19092, 19093) is None
+        True
+        >>> node_ports_problem(3, 19092, 19094)
+        'with 3 nodes the client ports 19092-19096 and controller ports 19094-19098 overlap'
+    """
+    clients = [port + 2 * n for n in range(brokers)]
+    controllers = [controller_port + 2 * n for n in range(brokers)]
+    if set(clients) & set(controllers):
+        return (
+            f"with {brokers} nodes the client ports {clients[0]}-{clients[-1]} and controller "
+            f"ports {controllers[0]}-{controllers[-1]} overlap"
+        )
+    if max(clients + controllers) > 65535:
+        return f"{brokers} nodes need ports up to {max(clients + controllers)}"
+    return None
+
+
 class SettingsError(LeadflowError):
     """A setting has an invalid value; the message names the environment variable."""
 
@@ -60,6 +83,13 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None,
         description="Bootstrap servers of an existing Kafka; when set, no local broker starts.",
+    )
+    kafka_brokers: int = Field(
+        default=1,
+        ge=1,
+        le=9,
+        description="Nodes (broker + controller each) of the local Kafka; 3 is a real cluster: "
+        "replication 3, min.insync.replicas 2. Node n listens on the ports below + 2(n-1).",
     )
     kafka_port: Port = Field(default=19092, description="Port of the local broker.")
     kafka_controller_port: Port = Field(
@@ -97,8 +127,11 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(
         default=12, ge=1, le=10_000, description="Partitions per topic created by leadflow."
     )
-    topic_replication: int = Field(
-        default=1, ge=1, le=32, description="Replication factor of the topics."
+    topic_replication: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="Replication factor of the topics; unset means the cluster's size, at most 3.",
     )
     schema_registry_url: str | None = Field(
         default=None,
@@ -228,6 +261,16 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(SASL_MECHANISMS)}")
         return value or None
 
+    @field_validator("kafka_controller_port")
+    @classmethod
+    def _node_ports_apart(cls, value: int, info: ValidationInfo) -> int:
+        problem = node_ports_problem(
+            info.data.get("kafka_brokers", 1), info.data.get("kafka_port", 19092), value
+        )
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("collector_cors_origins")
     @classmethod
     def _origins_are_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -249,9 +292,32 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap is None
 
     @property
+    def kafka_node_ports(self) -> tuple[tuple[int, int], ...]:
+        """``(client port, controller port)`` of each local Kafka node, node 1 first.
+
+        Example:
+            >>> load_settings(kafka_brokers=3).kafka_node_ports
+            ((19092, 19093), (19094, 19095), (19096, 19097))
+        """
+        return tuple(
+            (self.kafka_port + 2 * n, self.kafka_controller_port + 2 * n)
+            for n in range(self.kafka_brokers)
+        )
+
+    @property
     def bootstrap(self) -> str:
-        """The bootstrap servers every Kafka client uses."""
-        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        """The bootstrap servers every Kafka client uses.
+
+        Locally that is every node, so a client starting while one node is down still
+        finds the cluster.
+
+        Example:
+            >>> load_settings(kafka_brokers=2).bootstrap
+            '127.0.0.1:19092,127.0.0.1:19094'
+        """
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        return ",".join(f"127.0.0.1:{port}" for port, _ in self.kafka_node_ports)
 
     @property
     def clickhouse_url(self) -> str:

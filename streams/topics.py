@@ -8,6 +8,7 @@ value per key matters.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -120,23 +121,89 @@ class TopicError(LeadflowError):
     """A topic could not be created."""
 
 
+# Three copies survive one broker down with min.insync.replicas=2 still met; more copies
+# cost disk and replication traffic without changing what one failure does.
+MAX_DEFAULT_REPLICATION = 3
+
+
+def replication_for(settings: Settings, brokers: int) -> int:
+    """The replication factor for new topics on a cluster of ``brokers`` brokers.
+
+    ``LEADFLOW_TOPIC_REPLICATION`` when set, else the cluster's size up to 3.
+
+    Raises:
+        TopicError: the setting asks for more copies than there are brokers.
+
+    Example:
+        >>> from leadflow.streams.settings import load_settings
+        >>> replication_for(load_settings(), 1), replication_for(load_settings(), 5)
+        (1, 3)
+    """
+    wanted = settings.topic_replication
+    if wanted is None:
+        return max(1, min(brokers, MAX_DEFAULT_REPLICATION))
+    if wanted > brokers:
+        raise TopicError(
+            f"LEADFLOW_TOPIC_REPLICATION is {wanted} but the cluster has {brokers} broker(s)"
+        )
+    return wanted
+
+
+def _await_on_every_broker(
+    settings: Settings, brokers: Iterable[str], names: list[str], timeout: float
+) -> None:
+    """Wait until every broker's metadata has the topics, each partition with a leader.
+
+    A created topic is committed by the controller first and reaches each broker's
+    metadata cache a moment later; a client starting right after `topics create` that
+    asks another broker would be told the topic does not exist.
+
+    Raises:
+        TopicError: naming the broker and the topics it still lacks at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    for address in brokers:
+        admin = AdminClient({**settings.kafka_client_config(), "bootstrap.servers": address})
+        while True:
+            topics = admin.list_topics(timeout=timeout).topics
+            lacking = [
+                name
+                for name in names
+                if name not in topics
+                or topics[name].error is not None
+                or any(p.leader < 0 for p in topics[name].partitions.values())
+            ]
+            if not lacking:
+                break
+            if time.monotonic() > deadline:
+                raise TopicError(f"broker {address} still lacks {lacking} after {timeout:.0f}s")
+            time.sleep(0.1)
+
+
 def create_topics(
     settings: Settings, topics: Iterable[TopicSpec] = ALL_TOPICS, timeout: float = 30.0
 ) -> dict[str, str]:
     """Create the topics that do not exist yet; return ``{name: "created" | "exists"}``.
 
-    Safe to run again: existing topics are left as they are (partitions are never shrunk).
+    Safe to run again: existing topics are left as they are (partitions are never shrunk,
+    replication is not changed). New topics get :func:`replication_for` the cluster.
     """
     admin = AdminClient(settings.kafka_client_config())
     wanted = list(topics)
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    metadata = admin.list_topics(timeout=timeout)
+    existing = set(metadata.topics)
+    # The brokers that answer, but never fewer than the local cluster's known size: a
+    # local node that is down then makes creation fail loudly instead of quietly giving
+    # fewer copies. (A remote broker that is down lowers it; the log line says so.)
+    brokers = max(len(metadata.brokers), settings.kafka_brokers if settings.local_kafka else 0)
+    replication = replication_for(settings, brokers)
     outcome = {spec.name: "exists" for spec in wanted if spec.name in existing}
     new = [
         NewTopic(
             spec.name,
             num_partitions=settings.topic_partitions,
-            replication_factor=settings.topic_replication,
-            config=spec.config(settings.topic_replication),
+            replication_factor=replication,
+            config=spec.config(replication),
         )
         for spec in wanted
         if spec.name not in existing
@@ -151,9 +218,12 @@ def create_topics(
                     outcome[name] = "exists"
                 else:
                     raise TopicError(f"creating {name} failed: {exc}") from exc
+    addresses = [f"{b.host}:{b.port}" for b in metadata.brokers.values()]
+    _await_on_every_broker(settings, addresses, [spec.name for spec in wanted], timeout)
     log.info(
         "topics.ensured",
         created=sorted(n for n, s in outcome.items() if s == "created"),
+        replication=replication,
         existing=sum(1 for s in outcome.values() if s == "exists"),
     )
     return outcome

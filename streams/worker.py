@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.errors import PolicyError
+from leadflow.streams.kafka_offsets import watermarks
 from leadflow.streams.logs import get_logger
 from leadflow.streams.private_files import write_private
 from leadflow.streams.settings import Settings
@@ -55,7 +57,7 @@ def worker_lag(settings: Settings, *, markers: bool = False) -> int:
             meta = consumer.list_topics(spec.name, timeout=10).topics[spec.name]
             partitions = [TopicPartition(spec.name, p) for p in meta.partitions]
             for committed in consumer.committed(partitions, timeout=10):
-                _, high = consumer.get_watermark_offsets(committed, timeout=10)
+                _, high = watermarks(consumer, committed, time.monotonic() + 30)
                 lag += owed(high, max(committed.offset, 0), markers=markers)
         return lag
     finally:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from leadflow.streams.kafka_cluster import KafkaCluster, scratch_cluster
 from leadflow.streams.local_kafka import LocalKafka, free_port, install
 from leadflow.streams.settings import Settings, load_settings
 
@@ -60,6 +61,22 @@ def kafka(base_settings: Settings) -> Iterator[Settings]:
         yield base_settings
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[KafkaCluster, Settings]]:
+    """A real 3-node KRaft cluster (broker + controller per JVM, 384 MB heaps) for the session.
+
+    Yields the cluster (to kill and restart nodes) and settings whose bootstrap lists all
+    three nodes. A test that kills a node brings it back and waits for
+    ``cluster.wait_settled`` before it ends, so the next test finds three nodes in sync.
+    """
+    if not base_settings.local_kafka:
+        pytest.skip("LEADFLOW_KAFKA_BOOTSTRAP is set: the cluster tests kill local brokers")
+    with scratch_cluster(base_settings, tmp_path_factory.mktemp("kafka-cluster")) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="session")

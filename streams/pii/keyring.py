@@ -24,8 +24,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from leadflow.streams.kafka_offsets import watermarks
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import PII_KEYS
@@ -232,27 +233,26 @@ class Keyring:
         """
         with self.lock:
             consumer = self._open()
-            assert self._offsets is not None
-            highs: dict[int, int] = {}
-            for p in self._next:
-                _low, high = self._offsets.get_watermark_offsets(
-                    TopicPartition(PII_KEYS.name, p), timeout=self.timeout, cached=False
-                )
-                highs[p] = high
+            deadline = time.monotonic() + self.timeout
+            highs = {p: self._high_watermark(p, deadline) for p in self._next}
             behind = {p for p, high in highs.items() if self._next[p] < high}
             read = 0
-            deadline = time.monotonic() + self.timeout
             while behind:
                 if time.monotonic() > deadline:
                     raise KeyringError(f"{PII_KEYS.name} not read to its end in {self.timeout} s")
                 message = consumer.poll(0.5)
                 if message is None:
                     continue
-                p = int(message.partition() or 0)
                 error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    if error.fatal():
                         raise KeyringError(f"reading {PII_KEYS.name}: {error}")
+                    # A broker going away is reported here too; the client fails over
+                    # to the new leader by itself, within the deadline.
+                    log.info("keyring.read_retry", error=str(error))
+                    continue
+                p = int(message.partition() or 0)
+                if error is not None:
                     self._next[p] = max(self._next[p], int(message.offset() or 0))
                 else:
                     self.state.apply(message.key(), message.value())
@@ -262,6 +262,13 @@ class Keyring:
                     behind.discard(p)
             self.refreshed_at = time.monotonic()
             return read
+
+    def _high_watermark(self, partition: int, deadline: float) -> int:
+        assert self._offsets is not None
+        try:
+            return watermarks(self._offsets, TopicPartition(PII_KEYS.name, partition), deadline)[1]
+        except KafkaException as exc:
+            raise KeyringError(f"end of {PII_KEYS.name}[{partition}]: {exc}") from exc
 
     def refresh_if_older(self, seconds: float) -> None:
         """Refresh unless the last refresh is younger than ``seconds``."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
 from leadflow.processors.events import Event, Kind
 from leadflow.sinks.projection import rows_for_all
 from leadflow.sinks.projector import Projector, batch_token
@@ -54,3 +57,37 @@ def test_stop_while_down_reports_not_inserted() -> None:
     projector = Projector(load_settings(), client, "db", sleep=lambda _: stop.set())
     assert not projector.insert_batch(_rows(), [("t", 0, 1, 1)], stop)
     assert client.inserts == []
+
+
+class MovingCoordinator:
+    """A consumer whose commits fail with ``errors`` (one each), then succeed."""
+
+    def __init__(self, *errors: int) -> None:
+        self.errors = list(errors)
+        self.committed: list[list[TopicPartition]] = []
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        if self.errors:
+            raise KafkaException(KafkaError(self.errors.pop(0)))
+        self.committed.append(offsets)
+
+
+def test_commit_waits_out_a_coordinator_that_moves_to_another_broker() -> None:
+    waits: list[float] = []
+    projector = Projector(load_settings(), FlakyClient(0), "db", sleep=waits.append)
+    consumer = MovingCoordinator(KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE)
+    offsets = [TopicPartition("leadflow.events", 0, 12)]
+    projector._commit(consumer, offsets, threading.Event())  # type: ignore[arg-type]
+    assert consumer.committed == [offsets]
+    assert waits == [0.2, 0.4]
+
+
+def test_commit_after_a_rebalance_is_given_up_and_other_errors_are_raised() -> None:
+    projector = Projector(load_settings(), FlakyClient(0), "db", sleep=lambda _: None)
+    offsets = [TopicPartition("leadflow.events", 0, 12)]
+    superseded = MovingCoordinator(KafkaError.ILLEGAL_GENERATION)
+    projector._commit(superseded, offsets, threading.Event())  # type: ignore[arg-type]
+    assert superseded.committed == []
+    broken = MovingCoordinator(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):
+        projector._commit(broken, offsets, threading.Event())  # type: ignore[arg-type]

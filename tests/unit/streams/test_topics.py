@@ -1,5 +1,15 @@
+import pytest
+
 from leadflow.streams.app import ROUTES
-from leadflow.streams.topics import ALL_TOPICS, EVENTS, MODELS, TopicSpec
+from leadflow.streams.settings import load_settings
+from leadflow.streams.topics import (
+    ALL_TOPICS,
+    EVENTS,
+    MODELS,
+    TopicError,
+    TopicSpec,
+    replication_for,
+)
 
 
 def test_every_topic_the_worker_writes_is_created() -> None:
@@ -18,3 +28,15 @@ def test_topic_names_are_unique_and_namespaced() -> None:
     names = [spec.name for spec in ALL_TOPICS]
     assert len(names) == len(set(names))
     assert all(name.startswith("leadflow.") for name in names)
+
+
+def test_replication_follows_the_cluster_up_to_three_copies() -> None:
+    settings = load_settings()
+    assert [replication_for(settings, n) for n in (1, 2, 3, 5)] == [1, 2, 3, 3]
+
+
+def test_a_replication_setting_wins_but_never_exceeds_the_brokers() -> None:
+    settings = load_settings(topic_replication=2)
+    assert replication_for(settings, 3) == 2
+    with pytest.raises(TopicError, match="LEADFLOW_TOPIC_REPLICATION is 2 but the cluster has 1"):
+        replication_for(settings, 1)

@@ -1,0 +1,79 @@
+"""The local cluster's layout and configuration, and the health summary (no JVM started)."""
+
+from pathlib import Path
+
+import pytest
+
+from leadflow.streams.kafka_cluster import KafkaCluster
+from leadflow.streams.kafka_health import ClusterHealth, PartitionState
+from leadflow.streams.local_kafka import KafkaError
+from leadflow.streams.settings import SettingsError, load_settings
+
+
+def properties(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line)
+
+
+def test_three_nodes_get_their_own_ports_and_every_node_in_the_bootstrap() -> None:
+    settings = load_settings(kafka_brokers=3, kafka_port=27000, kafka_controller_port=27001)
+    assert settings.kafka_node_ports == ((27000, 27001), (27002, 27003), (27004, 27005))
+    assert settings.bootstrap == "127.0.0.1:27000,127.0.0.1:27002,127.0.0.1:27004"
+
+
+def test_ports_that_would_collide_are_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match=r"LEADFLOW_KAFKA_CONTROLLER_PORT: .*overlap"):
+        load_settings(kafka_brokers=3, kafka_port=27000, kafka_controller_port=27002)
+
+
+def test_cluster_nodes_form_one_quorum_with_three_copies_two_in_sync(tmp_path: Path) -> None:
+    cluster = KafkaCluster.on_ports(
+        tmp_path, tmp_path / "libs", [(27000, 27001), (27002, 27003), (27004, 27005)], "384m"
+    )
+    assert [node.home for node in cluster.nodes] == [tmp_path / f"node-{n}" for n in (1, 2, 3)]
+    props = [properties(node._server_properties()) for node in cluster.nodes]
+    assert [p["node.id"] for p in props] == ["1", "2", "3"]
+    voters = "1@127.0.0.1:27001,2@127.0.0.1:27003,3@127.0.0.1:27005"
+    for p in props:
+        assert p["controller.quorum.voters"] == voters
+        assert "controller.quorum.bootstrap.servers" not in p
+        assert p["offsets.topic.replication.factor"] == "3"
+        assert p["transaction.state.log.replication.factor"] == "3"
+        assert p["transaction.state.log.min.isr"] == "2"
+    assert cluster.bootstrap == "127.0.0.1:27000,127.0.0.1:27002,127.0.0.1:27004"
+
+
+def test_one_node_stays_the_standalone_broker_in_the_same_folder(tmp_path: Path) -> None:
+    cluster = KafkaCluster.on_ports(tmp_path, tmp_path / "libs", [(27000, 27001)], "384m")
+    (node,) = cluster.nodes
+    assert node.home == tmp_path
+    p = properties(node._server_properties())
+    assert p["controller.quorum.bootstrap.servers"] == "127.0.0.1:27001"
+    assert p["offsets.topic.replication.factor"] == "1"
+    assert "controller.quorum.voters" not in p
+
+
+def test_a_data_dir_holding_another_cluster_size_is_refused(tmp_path: Path) -> None:
+    meta = tmp_path / "kafka" / "data" / "meta.properties"
+    meta.parent.mkdir(parents=True)
+    meta.write_text("cluster.id=abc\n")
+    with pytest.raises(KafkaError, match=r"holds a Kafka of 1 node.*LEADFLOW_KAFKA_BROKERS=1"):
+        KafkaCluster.from_settings(load_settings(data_dir=tmp_path), brokers=3)
+
+
+def test_health_counts_leaders_and_under_replicated_and_offline_partitions() -> None:
+    health = ClusterHealth(
+        (1, 3),
+        (
+            PartitionState("t", 0, 1, (1, 2, 3), (1, 3)),
+            PartitionState("t", 1, 3, (3, 1, 2), (3, 1)),
+            PartitionState("t", 2, -1, (2,), ()),
+            PartitionState("u", 0, 3, (3, 1), (3, 1)),
+        ),
+    )
+    assert health.leaders() == {1: 1, 3: 2}
+    assert [p.partition for p in health.under_replicated] == [0, 1, 2]
+    assert [p.describe() for p in health.offline] == ["t[2] leader -1 replicas 2 isr -"]
+    assert not health.settled(2)
+    settled = ClusterHealth((1, 2, 3), (PartitionState("t", 0, 1, (1, 2, 3), (1, 2, 3)),))
+    assert settled.settled(3)
+    assert not settled.settled(4)
