@@ -29,8 +29,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,11 +63,23 @@ def simulated(n: int, seed: int) -> Iterator[Message]:
     return itertools.islice(Simulation(SimConfig(people=people, seed=seed)).messages(), n)
 
 
+# Where a scenario's Kafka comes from: one scratch broker (the default), or a cluster that
+# ``bench.cluster`` keeps for several scenarios. Yields the broker processes and settings.
+KafkaFactory = Callable[[Settings, Path], AbstractContextManager[tuple[list[LocalKafka], Settings]]]
+
+
+@contextmanager
+def one_broker(base: Settings, home: Path) -> Iterator[tuple[list[LocalKafka], Settings]]:
+    """A scratch broker for one scenario (512 MB heap)."""
+    with scratch_broker(base, home / "kafka", heap="512m") as (broker, scratch):
+        yield [broker], scratch
+
+
 @dataclass
 class Running:
     """A started stack: settings, the stacks that own the children, and where things are."""
 
-    broker: LocalKafka
+    brokers: list[LocalKafka]
     settings: Settings
     stacks: list[Stack]
     url: str
@@ -78,8 +90,9 @@ class Running:
     def pids(self) -> dict[str, int]:
         """Process ids of every part, for CPU accounting."""
         out = {name: p.pid for s in self.stacks for name, p in s.children.items()}
-        if self.broker.pid() is not None:
-            out["broker"] = int(self.broker.pid() or 0)
+        for n, broker in enumerate(self.brokers, start=1):
+            if (pid := broker.pid()) is not None:
+                out["broker" if len(self.brokers) == 1 else f"broker{n}"] = pid
         return out
 
     def cpu(self) -> dict[str, float]:
@@ -116,14 +129,20 @@ def _stack_settings(scratch: Settings, home: Path) -> Settings:
 
 @contextmanager
 def stack(
-    base: Settings, home: Path, *, workers: int, collector: bool, probes: int = 0
+    base: Settings,
+    home: Path,
+    *,
+    workers: int,
+    collector: bool,
+    probes: int = 0,
+    kafka: KafkaFactory = one_broker,
 ) -> Iterator[Running]:
-    """A scratch broker, topics, and the pipeline's processes; everything stopped after."""
-    with scratch_broker(base, home / "kafka", heap="512m") as (broker, scratch):
+    """Kafka, topics, and the pipeline's processes; everything stopped after."""
+    with kafka(base, home) as (brokers, scratch):
         settings = _stack_settings(scratch, home)
         create_topics(settings)
         main = Stack(settings)
-        running = Running(broker, settings, [main], f"http://127.0.0.1:{settings.collector_port}")
+        running = Running(brokers, settings, [main], f"http://127.0.0.1:{settings.collector_port}")
         try:
             if collector:
                 main.spawn("collector", "collector")
@@ -187,9 +206,11 @@ def wait_drained(running: Running, timeout: float) -> float:
 # -- scenarios ---------------------------------------------------------------------------
 
 
-def passthrough(base: Settings, home: Path, events: int) -> dict[str, float]:
+def passthrough(
+    base: Settings, home: Path, events: int, kafka: KafkaFactory = one_broker
+) -> dict[str, float]:
     """The baseline: events/s of a raw aiokafka pass-through over ``events`` records."""
-    with scratch_broker(base, home / "kafka", heap="512m") as (broker, settings):
+    with kafka(base, home) as (brokers, settings):
         create_topics(settings, [EVENTS, TopicSpec("bench.passthrough", "key", "baseline")])
         child = subprocess.Popen(
             [sys.executable, "-m", "bench.passthrough", "--count", str(events)],
@@ -201,12 +222,11 @@ def passthrough(base: Settings, home: Path, events: int) -> dict[str, float]:
             assert child.stdout is not None
             if child.stdout.readline().strip() != "ready":
                 raise RuntimeError("the pass-through did not start")
-            broker_pid = broker.pid()
-            broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
+            broker_cpu = -sum(cpu_seconds(pid) for b in brokers if (pid := b.pid()))
             started = time.time()
             send_kafka(simulated(events, 1), settings=settings, workspace_id=WORKSPACE)
             result = json.loads(child.stdout.readline())
-            broker_cpu = (cpu_seconds(broker_pid) if broker_pid else 0.0) - broker_cpu
+            broker_cpu += sum(cpu_seconds(pid) for b in brokers if (pid := b.pid()))
         finally:
             child.kill()
             child.wait()
@@ -219,9 +239,11 @@ def passthrough(base: Settings, home: Path, events: int) -> dict[str, float]:
     }
 
 
-def catch_up(base: Settings, home: Path, events: int, workers: int) -> dict[str, Any]:
+def catch_up(
+    base: Settings, home: Path, events: int, workers: int, kafka: KafkaFactory = one_broker
+) -> dict[str, Any]:
     """Events/s of worker(s) + projector over ``events`` records produced straight to Kafka."""
-    with stack(base, home, workers=workers, collector=False) as running:
+    with stack(base, home, workers=workers, collector=False, kafka=kafka) as running:
         cpu_before = running.cpu()
         started = time.time()
         send_kafka(simulated(events, 1), settings=running.settings, workspace_id=WORKSPACE)

@@ -1,0 +1,120 @@
+"""Row 7: throughput on a 3-broker cluster with 1, 2 and 3 workers, and the pass-through on it.
+
+One scratch cluster (``streams.kafka_cluster.scratch_cluster``: 3 KRaft nodes, 3 copies per
+partition, ``min.insync.replicas=2``, 384 MB heaps) serves every scenario, so each ratio
+compares runs on the same brokers. Between scenarios every topic and consumer group is
+deleted, so each starts as empty as a fresh broker would. The scenarios are those of
+``bench.pipeline``: the raw pass-through, then catch-up (N simulated events produced
+straight to ``leadflow.events``, drained by the worker group and the projector) with 1, 2
+and 3 ``leadflow worker`` processes in one consumer group.
+
+All of it shares the machine's 2 cores with the three broker JVMs: more workers cannot
+add cores here, so read the scaling ratios together with the CPU per event (the figure the
+sizing in docs/operations.md is built on).
+
+    python -m bench.cluster [--events 10000] [--quick]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from bench.common import Figure, emit, parser
+from bench.pipeline import KafkaFactory, catch_up, passthrough
+from leadflow.streams.kafka_cluster import KafkaCluster, scratch_cluster
+from leadflow.streams.local_kafka import LocalKafka
+from leadflow.streams.settings import Settings, load_settings
+
+BROKERS = 3
+
+
+def reset(settings: Settings, timeout: float = 120.0) -> None:
+    """Delete every topic and consumer group, and wait until no broker knows them."""
+    admin = AdminClient(settings.kafka_client_config())
+    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=30).valid]
+    if groups:
+        for future in admin.delete_consumer_groups(groups).values():
+            future.result(timeout=30)
+    topics = [t for t in admin.list_topics(timeout=30).topics if not t.startswith("__")]
+    if topics:
+        for future in admin.delete_topics(topics, operation_timeout=30).values():
+            future.result(timeout=30)
+    deadline = time.monotonic() + timeout
+    for broker in admin.list_topics(timeout=30).brokers.values():
+        # A name still being deleted on one broker would make create_topics say "exists".
+        one = AdminClient(
+            {**settings.kafka_client_config(), "bootstrap.servers": f"{broker.host}:{broker.port}"}
+        )
+        while set(topics) & set(one.list_topics(timeout=30).topics):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics not deleted on broker {broker.id} in {timeout:.0f} s")
+            time.sleep(0.5)
+
+
+def on(cluster: KafkaCluster) -> KafkaFactory:
+    """A scenario's Kafka: this cluster, emptied first."""
+
+    @contextmanager
+    def factory(base: Settings, _home: Path) -> Iterator[tuple[list[LocalKafka], Settings]]:
+        settings = cluster.settings_for(base).model_copy(update={"topic_replication": None})
+        reset(settings)
+        yield list(cluster.nodes), settings
+
+    return factory
+
+
+def run(events: int) -> list[Figure]:
+    """Pass-through, then catch-up with 1, 2 and 3 workers, all on one cluster."""
+    base = load_settings(log_level="INFO")
+    cmd = f"python -m bench.cluster --events {events}"
+    results: dict[int, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="leadflow-bench-cluster-") as tmp:
+        home = Path(tmp)
+        with scratch_cluster(base, home / "kafka", brokers=BROKERS) as (cluster, _):
+            kafka = on(cluster)
+            raw = passthrough(base, home / "pass", events, kafka)
+            print(f"pass-through on {BROKERS} brokers: {raw}", flush=True)
+            for workers in (1, 2, 3):
+                results[workers] = catch_up(base, home / f"w{workers}", events, workers, kafka)
+                print(f"catch-up, {workers} worker(s): {results[workers]}", flush=True)
+    n = f"{events:,} simulated events, 12 partitions x 3 copies, min.insync.replicas 2"
+    figures = [
+        Figure("7", f"cluster baseline: raw aiokafka pass-through, {BROKERS} brokers",
+               raw["per_second"], "events/s", command=cmd,
+               notes=f"{n}; pass-through CPU {raw['cpu_us']:.0f} µs/event, brokers together "
+               f"{raw['broker_us']:.0f} µs/event"),
+    ]  # fmt: skip
+    one = results[1]["per_second"]
+    for workers, result in results.items():
+        cpu = result["cpu"]
+        worker_us = sum(v for k, v in cpu.items() if k.startswith("worker")) / events * 1e6
+        broker_us = sum(v for k, v in cpu.items() if k.startswith("broker")) / events * 1e6
+        projector_us = cpu.get("projector", 0.0) / events * 1e6
+        figures.append(
+            Figure("7", f"cluster catch-up: worker + projector, {workers} worker(s)",
+                   result["per_second"], "events/s", baseline=raw["per_second"],
+                   baseline_name=f"pass-through on the same {BROKERS} brokers", command=cmd,
+                   notes=f"{n}; {result['per_second'] / one:.2f}x the 1-worker rate; CPU per "
+                   f"event: workers {worker_us:.0f} µs, brokers {broker_us:.0f} µs, projector "
+                   f"{projector_us:.0f} µs; 2 cores for all of it")
+        )  # fmt: skip
+    return figures
+
+
+def main() -> None:
+    """Parse arguments, run, print and record."""
+    p = parser(__doc__.splitlines()[0] if __doc__ else "")
+    p.add_argument("--events", type=int, default=None)
+    args = p.parse_args()
+    emit(run(args.events or (1_000 if args.quick else 10_000)), args.json)
+
+
+if __name__ == "__main__":
+    main()
