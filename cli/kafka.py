@@ -58,7 +58,7 @@ def kafka_install(ctx: click.Context) -> None:
     type=click.IntRange(1, 9),
     help="Nodes to run (default LEADFLOW_KAFKA_BROKERS, 1); other processes need the same.",
 )
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for ready.")
+@click.option("--timeout", default=240.0, show_default=True, help="Seconds to wait for ready.")
 @click.pass_context
 def kafka_start(ctx: click.Context, brokers: int | None, timeout: float) -> None:
     """Format storage if new, start the node(s) in the background, wait until all serve."""

@@ -104,7 +104,7 @@ class KafkaCluster:
         """``settings`` pointed at this cluster (what every client of a test should use)."""
         return settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float = 240.0) -> None:
         """Format new storage, start every node that is not running, wait until all serve.
 
         The nodes start together: a node alone cannot serve, since broker registration
@@ -142,8 +142,12 @@ class KafkaCluster:
         """Kill node ``node_id`` with SIGKILL (a crash)."""
         self.node(node_id).kill()
 
-    def restart(self, node_id: int, timeout: float = 90.0) -> None:
-        """Start node ``node_id`` again (it recovers its log and catches up by itself)."""
+    def restart(self, node_id: int, timeout: float = 240.0) -> None:
+        """Start node ``node_id`` again (it recovers its log and catches up by itself).
+
+        The generous default is for shared 2-core machines: a JVM start there was measured
+        at 85 s under a load average of 30.
+        """
         node = self.node(node_id)
         node.await_ready(node.launch(), timeout)
 
