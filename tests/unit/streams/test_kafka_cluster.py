@@ -1,5 +1,7 @@
 """The local cluster's layout and configuration, and the health summary (no JVM started)."""
 
+import doctest
+import importlib
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,11 @@ def test_health_counts_leaders_and_under_replicated_and_offline_partitions() -> 
     settled = ClusterHealth((1, 2, 3), (PartitionState("t", 0, 1, (1, 2, 3), (1, 2, 3)),))
     assert settled.settled(3)
     assert not settled.settled(4)
+
+
+@pytest.mark.parametrize("name", ["kafka_health", "settings", "topics", "local_kafka"])
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(f"leadflow.streams.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
