@@ -13,6 +13,7 @@ import click
 
 from leadflow.cli.options import FiniteFloatRange, settings_of
 from leadflow.cli.report import clickhouse_client, database_option
+from leadflow.sinks.clickhouse_http import ServeError, serve
 from leadflow.sinks.projector import DEFAULT_GROUP, Projector
 from leadflow.streams.logs import get_logger
 
@@ -87,7 +88,14 @@ def projector(
         raise click.ClickException("stopped before ClickHouse could be reached")
     runner = Projector(settings, client, database, group_id=group_id, batch_size=batch_size)
     try:
-        stats = runner.run_until_idle(max_seconds) if until_idle else runner.run(stop)
+        # The embedded engine is this process's alone: analysts query it through the
+        # ClickHouse HTTP interface served here (nothing is served for a ClickHouse server).
+        with serve(settings, database) as serving:
+            if serving is not None:
+                click.echo(f"ClickHouse HTTP interface (read-only): {serving.url}", err=True)
+            stats = runner.run_until_idle(max_seconds) if until_idle else runner.run(stop)
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         client.close()
     click.echo(

@@ -20,7 +20,8 @@ from rich.table import Table
 from leadflow.cli.options import settings_of, workspace_param
 from leadflow.processors.errors import LeadflowError
 from leadflow.sinks import reports
-from leadflow.sinks.migrations import DEFAULT_DATABASE, migrate
+from leadflow.sinks.clickhouse_http import served_url
+from leadflow.sinks.migrations import DEFAULT_DATABASE, migrate, pending_migrations
 from leadflow.sinks.reports import Report
 from leadflow.sinks.tables import DdlError, check_identifier
 from leadflow.streams.security import clickhouse_options
@@ -71,12 +72,56 @@ def clickhouse_client(settings: Settings) -> Any:
         return get_client(**clickhouse_options(settings))
     except Exception as exc:  # refused, TLS, auth, or chdb's directory lock
         hint = (
-            "; if another process (the projector) holds the embedded engine, stop it "
-            "or point LEADFLOW_CLICKHOUSE_DSN at a ClickHouse server"
+            "; another process holds the embedded engine: a projector serves it over "
+            "ClickHouse's HTTP interface (unless LEADFLOW_CLICKHOUSE_HTTP=false), other "
+            "commands (replay, workspace views) need it stopped"
             if settings.clickhouse_url.startswith("chdb:")
             else ""
         )
         raise ClickHouseUnavailable(f"cannot open ClickHouse: {exc}{hint}") from None
+
+
+def analytics_client(settings: Settings) -> tuple[Any, bool]:
+    """The client ``report`` and ``sql`` read through, and whether it is the owner's endpoint.
+
+    Locally the projector owns the embedded engine and serves ClickHouse's HTTP interface
+    (read-only); when it runs, reads go there, so nobody has to stop it. Otherwise (no
+    projector, or a ClickHouse server) this is :func:`clickhouse_client`.
+
+    Raises:
+        ClickHouseUnavailable: one line saying why.
+    """
+    from clickhouse_connect import get_client
+
+    url = served_url(settings) if settings.clickhouse_url.startswith("chdb:") else None
+    if url is None:
+        return clickhouse_client(settings), False
+    password = settings.clickhouse_http_password
+    try:
+        client = get_client(
+            dsn=url,
+            username=settings.clickhouse_http_user,
+            password=password.get_secret_value() if password else "",
+            autogenerate_session_id=False,
+        )
+    except Exception as exc:  # refused, wrong password: say where and why
+        raise ClickHouseUnavailable(
+            f"the projector serves the local engine at {url}, but it answered: {exc}"
+        ) from None
+    return client, True
+
+
+def prepare_schema(client: Any, database: str, settings: Settings, via_owner: bool) -> None:
+    """Migrate (own engine or server), or check the owner did (read-only endpoint)."""
+    if not via_owner:
+        migrate(client, database, settings.clickhouse_cluster)
+        return
+    missing = pending_migrations(client, database)
+    if missing:
+        raise ClickHouseUnavailable(
+            f"the running projector has not applied migrations {missing} to {database}; "
+            "restart it (it migrates at start)"
+        )
 
 
 def _check_database(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -157,9 +202,10 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 def _emit(
     ctx: click.Context, database: str, fmt: str, build: Callable[[Any], list[Report]]
 ) -> None:
-    client = clickhouse_client(settings_of(ctx))
+    settings = settings_of(ctx)
+    client, via_owner = analytics_client(settings)
     try:
-        migrate(client, database, settings_of(ctx).clickhouse_cluster)
+        prepare_schema(client, database, settings, via_owner)
         texts = [render(r, fmt) for r in build(client)]
     finally:
         client.close()
@@ -349,7 +395,7 @@ def experiments_cmd(
 @click.pass_context
 def sql_cmd(ctx: click.Context, query: str, database: str, fmt: str) -> None:
     """Run one ad-hoc query (the default database is --database)."""
-    client = clickhouse_client(settings_of(ctx))
+    client, _via_owner = analytics_client(settings_of(ctx))
     previous = client.database
     try:
         client.database = database  # the client's default database for this query

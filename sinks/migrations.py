@@ -116,6 +116,20 @@ def applied_versions(client: Any, database: str) -> dict[int, str]:
     return {int(v): str(c) for v, c in rows}
 
 
+def pending_migrations(client: Any, database: str) -> list[int]:
+    """Versions the code has and ``database`` has not applied (a read-only check).
+
+    A reader of the projector's read-only HTTP interface cannot migrate; it checks instead.
+    """
+    try:
+        done = applied_versions(client, database)
+    except Exception as exc:  # no schema_migrations table (or database): nothing applied
+        if "UNKNOWN_TABLE" not in str(exc) and "UNKNOWN_DATABASE" not in str(exc):
+            raise
+        done = {}
+    return [m.version for m in MIGRATIONS if m.version not in done]
+
+
 def migrate(client: Any, database: str = DEFAULT_DATABASE, cluster: str | None = None) -> list[int]:
     """Bring ``database`` up to the newest schema; return the versions applied now.
 

@@ -162,6 +162,55 @@ class Settings(BaseSettings):
     clickhouse_client_cert_key: Path | None = Field(
         default=None, description="Private key (PEM) of the ClickHouse client certificate."
     )
+    # The ClickHouse HTTP interface that the process owning the embedded engine serves
+    # (docs/analytics.md, "Connecting"). Read-only; limits keep ingestion ahead of analysts.
+    clickhouse_http: bool = Field(
+        default=True,
+        description="Serve ClickHouse's HTTP interface (read-only) from the process that owns "
+        "the embedded engine (the projector), so analysts can query while it ingests.",
+    )
+    clickhouse_http_host: str = Field(
+        default="127.0.0.1", description="Bind address of that interface (loopback by default)."
+    )
+    clickhouse_http_port: Port = Field(default=8123, description="Its port (ClickHouse's).")
+    clickhouse_http_user: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="The user that may read every workspace (analysts get their own users).",
+    )
+    clickhouse_http_password: SecretStr | None = Field(
+        default=None,
+        description="That user's password; unset means none, allowed only on a loopback host.",
+    )
+    clickhouse_http_users_file: Path | None = Field(
+        default=None,
+        description="Workspace analysts (hashed passwords, JSON); unset means "
+        "<data dir>/clickhouse-users.json.",
+    )
+    clickhouse_http_max_query_seconds: float = Field(
+        default=60.0, gt=0, le=86400, description="Longest an analyst query may run."
+    )
+    clickhouse_http_max_query_memory: int = Field(
+        default=2 * 1024**3, ge=16 * 1024**2, description="Most memory one query may use, bytes."
+    )
+    clickhouse_http_max_result_bytes: int = Field(
+        default=512 * 1024**2, ge=1024**2, description="Largest result one query may return."
+    )
+    clickhouse_http_max_threads: int = Field(
+        default=1, ge=1, le=256, description="Threads one analyst query may use."
+    )
+    clickhouse_http_max_concurrent: int = Field(
+        default=2, ge=1, le=256, description="Analyst queries that run at once."
+    )
+    clickhouse_http_max_queued: int = Field(
+        default=32,
+        ge=0,
+        le=10_000,
+        description="Queries that may wait for a slot; more are refused.",
+    )
+    clickhouse_http_queue_seconds: float = Field(
+        default=10.0, ge=0, le=3600, description="Longest a query waits for a slot."
+    )
     collector_host: str = Field(default="127.0.0.1", description="Collector bind address.")
     collector_port: Port = Field(default=8088, description="Collector port.")
     collector_cors_origins: tuple[str, ...] = Field(
