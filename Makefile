@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install kafka-jars wheel-check sdk-deps test test-unit test-integration test-faults lint format demo bench clean lock compose-check
+.PHONY: help install kafka-jars wheel-check sdk-deps client-kits test test-unit test-integration test-faults lint format demo bench clean lock compose-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,13 +34,23 @@ $(SDK)/node_modules/.installed: $(SDK)/package.json $(SDK)/package-lock.json
 	  npm ci --prefix $(SDK) --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
 	else echo "npm not found: the Node/browser SDK tests will be skipped" >&2; fi
 
-test: $(STAMP) kafka-jars sdk-deps  ## unit and integration tests (starts a real broker and chdb)
+# The JDBC driver and @clickhouse/client that tests/integration/sinks/test_clickhouse_http_clients.py
+# drives against the embedded engine's HTTP interface (Maven Central and npm, once).
+client-kits:  ## fetch the JDBC driver and the Node.js ClickHouse client for the HTTP-interface tests
+	test -f tests/clients/jdbc/libs/.complete || { mvn -q -B -f tests/clients/jdbc/pom.xml \
+	  dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/tests/clients/jdbc/libs && \
+	  touch tests/clients/jdbc/libs/.complete; }
+	test -d tests/clients/node/node_modules/@clickhouse/client || { command -v npm >/dev/null && \
+	  npm ci --prefix tests/clients/node --no-audit --no-fund --loglevel=error; } || \
+	  echo "client-kits: npm missing, the Node.js client test will be skipped" >&2
+
+test: $(STAMP) kafka-jars sdk-deps client-kits  ## unit and integration tests (starts a real broker and chdb)
 	$(BIN)/pytest
 
 test-unit: $(STAMP)  ## only the fast tests of pure logic
 	$(BIN)/pytest -m unit
 
-test-integration: $(STAMP) kafka-jars sdk-deps  ## only the tests against the real broker and ClickHouse
+test-integration: $(STAMP) kafka-jars sdk-deps client-kits  ## only the tests against the real broker and ClickHouse
 	$(BIN)/pytest -m integration
 
 FAULT_TESTS := tests/integration/collector/test_outage.py \

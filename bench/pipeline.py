@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Figure, cpu_seconds, emit, group_lag, parser, quantile
+from bench.query_load import QueryLoad
 from leadflow.demo.run import Stack, wait_collector
 from leadflow.demo.simulator.generator import Message, SimConfig, Simulation
 from leadflow.demo.simulator.send import send_http, send_kafka
@@ -120,6 +121,7 @@ def _stack_settings(scratch: Settings, home: Path) -> Settings:
             "collector_port": free_port(),
             "worker_web_port": free_port(),
             "collector_keys_file": home / "keys.json",
+            "clickhouse_http_port": free_port(),
             "collector_rate_per_second": 1e9,
             "collector_rate_burst": 1e9,
             "log_format": "json",
@@ -258,6 +260,7 @@ class Probes:
     """Probe leads interleaved with simulated traffic, and when each was acknowledged."""
 
     every: int
+    first: int = 0  # number of the first probe (a second phase continues the numbering)
     positions: dict[int, int] = field(default_factory=dict)  # stream index -> probe number
     acked: dict[int, float] = field(default_factory=dict)
     sent: int = 0
@@ -265,7 +268,7 @@ class Probes:
     def stream(self, messages: Iterator[Message], limit: int) -> Iterator[Message]:
         """Simulated messages with an identify + accept_mql pair after every ``every``."""
         index = 0
-        probe = 0
+        probe = self.first
         last = "2026-01-01T00:00:00.000Z"
         for n, message in enumerate(messages):
             if index >= limit:
@@ -357,7 +360,8 @@ def end_to_end(
     probes = Probes(every=probe_every)
     max_probes = steady_events // probe_every + 1
     out: dict[str, Any] = {}
-    with stack(base, home, workers=1, collector=True, probes=max_probes) as running:
+    # Two steady phases: the second with analysts querying the projector's HTTP interface.
+    with stack(base, home, workers=1, collector=True, probes=2 * max_probes) as running:
         key = KeyStore(keys_path(running.settings)).create(WORKSPACE, now=lambda: datetime.now(UTC))
         idle = running.cpu().get("broker", 0.0)
         time.sleep(5)  # the broker's own idle CPU (KRaft, GC), subtracted below
@@ -390,9 +394,25 @@ def end_to_end(
         while time.monotonic() < deadline and len(watcher.seen) < len(probes.acked):
             time.sleep(0.5)
         time.sleep(3)  # let the freshness poller see the last rows
+        # The same phase again while analysts query: freshness with and without the load.
+        loaded = Probes(every=probes.every, first=max_probes)
+        load = QueryLoad(f"http://127.0.0.1:{running.settings.clickhouse_http_port}")
+        load.start()
+        send_http(
+            loaded.stream(simulated(int(steady * seconds), 3), int(steady * seconds)),
+            collector_url=running.url,
+            write_key=key,
+            rate=steady,
+            on_sent=loaded.on_sent,
+        )
+        time.sleep(3)
+        out["load"] = load.stop()
         watcher.stop.set()
         watcher.join(10)
     seen = running.seen
+    out["fresh_loaded_ms"] = sorted(
+        (seen[f"{PROBE}{p}"] - t) * 1000 for p, t in loaded.acked.items() if f"{PROBE}{p}" in seen
+    )
     out["sql_ms"] = sorted(
         (watcher.seen[p] - t) * 1000 for p, t in probes.acked.items() if p in watcher.seen
     )
@@ -476,6 +496,15 @@ def run(events: int, rate: float | None, seconds: float, two_workers: bool) -> l
         Figure("3", "ack -> row in ClickHouse p99", quantile(fresh, 0.99), "ms", target="< 2 s",
                met=bool(fresh) and quantile(fresh, 0.99) < 2000, command=cmd, notes=steady),
     ]  # fmt: skip
+    loaded = e2e["fresh_loaded_ms"]
+    if fresh and loaded:
+        figures.append(
+            Figure("3", "ack -> row in ClickHouse p99 under analyst query load",
+                   quantile(loaded, 0.99), "ms", baseline=quantile(fresh, 0.99),
+                   baseline_name="same phase without queries", target="ratio <= 1.5",
+                   met=quantile(loaded, 0.99) <= 1.5 * quantile(fresh, 0.99), command=cmd,
+                   notes=f"{len(loaded)} rows seen; load: {e2e['load']}")
+        )  # fmt: skip
     cpu = e2e["cpu"]
     parts = {
         "collector": "collector",

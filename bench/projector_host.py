@@ -22,6 +22,7 @@ from types import FrameType
 
 from leadflow.cli.report import clickhouse_client
 from leadflow.sinks.bench_data import visible_event_ids
+from leadflow.sinks.clickhouse_http import serve
 from leadflow.sinks.migrations import DEFAULT_DATABASE
 from leadflow.sinks.projector import Projector
 from leadflow.streams.logs import configure_logging
@@ -46,6 +47,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     projector = Projector(settings, clickhouse_client(settings), DEFAULT_DATABASE)
+    # As `leadflow projector` does: the owner serves ClickHouse's HTTP interface, which
+    # bench.pipeline's query-load phase hammers.
+    serving = serve(settings, DEFAULT_DATABASE)
+    serving.__enter__()
     thread = threading.Thread(target=projector.run, args=(stop,), name="projector")
     thread.start()
     watcher = clickhouse_client(settings)
@@ -65,6 +70,7 @@ def main() -> None:
             seen[event_id] = now
         pending = [i for i in pending if i not in found]
     thread.join(60)
+    serving.__exit__(None, None, None)
     args.out.write_text(json.dumps({"seen": seen, "records": projector.stats.records}))
 
 

@@ -131,7 +131,7 @@ def native_compress(data: bytes) -> bytes:
         packed = lz4.block.compress(raw, store_size=False)
         block = struct.pack("<BII", 0x82, len(packed) + 9, len(raw)) + packed
         digest = CityHash128(block)
-        out.append(struct.pack("<QQ", digest & (2**64 - 1), digest >> 64) + block)
+        out.append(struct.pack("<QQ", digest >> 64, digest & (2**64 - 1)) + block)
     return b"".join(out)
 
 

@@ -203,6 +203,7 @@ class QueryRunner:
         self.limits = Limits.of(settings)
         self.database = check_identifier(database, "database")
         self._facts: EngineFacts | None = None
+        self._overdue: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     @contextmanager
@@ -249,7 +250,9 @@ class QueryRunner:
         """Run ``sql`` for ``principal``; raise :class:`QueryError` as ClickHouse would."""
         facts = self.facts()
         marker = marker or f"leadflow:{uuid.uuid4()}"
-        watchdog = threading.Timer(self.limits.seconds + KILL_GRACE_SECONDS, self.kill, (marker,))
+        watchdog = threading.Timer(
+            self.limits.seconds + KILL_GRACE_SECONDS, self._kill_overdue, (marker,)
+        )
         watchdog.daemon = True
         try:
             with self._connection() as conn:
@@ -263,9 +266,25 @@ class QueryRunner:
                 result = conn.query(canonical, fmt, params=dict(params or {}))
                 return Outcome(bytes(result.bytes() or b""), fmt, _summary(result))
         except Exception as exc:  # every engine failure becomes ClickHouse's error shape
-            raise error_of(exc) from None
+            error = error_of(exc)
+            if error.code == 394 and self._overdue.pop(marker, False):
+                # Killed by the watchdog: the client's error is the limit it ran past.
+                error = QueryError(
+                    159,
+                    "TIMEOUT_EXCEEDED",
+                    f"Timeout exceeded: the query ran past max_execution_time "
+                    f"({self.limits.seconds:g} s) and was cancelled",
+                )
+            raise error from None
         finally:
             watchdog.cancel()
+            self._overdue.pop(marker, None)
+
+    def _kill_overdue(self, marker: str) -> None:
+        # ClickHouse checks max_execution_time between blocks; a query starved of CPU or
+        # stuck where it cannot check (merging aggregation states) is stopped here.
+        self._overdue[marker] = True
+        self.kill(marker)
 
     def kill(self, marker: str) -> None:
         """Cancel the query carrying ``marker`` (past its limit, or its client went away)."""

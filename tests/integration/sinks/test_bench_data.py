@@ -27,7 +27,7 @@ DAY_MS = 86_400_000
 
 @pytest.fixture
 def client(clickhouse_session: Any) -> Any:
-    # chdb only, like the bench: the test HTTP bridge does not pass INSERT ... SELECT on.
+    # chdb only, like the bench: INSERT ... SELECT is a write, and the HTTP interface reads.
     return clickhouse_session
 
 

@@ -23,8 +23,8 @@ from leadflow.sinks.projector import Projector
 from leadflow.streams.local_kafka import free_port
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import create_topics
-from tests.integration.sinks.http_bridge import _handler
 from tests.integration.sinks.test_projector_kafka import EXPECTED, _counts, _objects, _produce
+from tests.integration.sinks.writable_server import _handler
 
 
 class _DroppingServer(ThreadingHTTPServer):
@@ -47,7 +47,7 @@ class _DroppingServer(ThreadingHTTPServer):
 
 
 class Server:
-    """The HTTP bridge on one fixed port, stoppable and restartable (a ClickHouse restart)."""
+    """The writable stand-in on one fixed port, stoppable and restartable (a ClickHouse restart)."""
 
     def __init__(self, chdb_client: Any, port: int) -> None:
         self.backend = chdb_client._backend

@@ -1,13 +1,10 @@
-"""A test-only ClickHouse HTTP interface in front of the session's embedded engine.
+"""A stand-in for a *writable* ClickHouse server (server mode), over the session's engine.
 
-clickhouse-connect's HTTP client (the code path used against a ClickHouse server) talks to
-this bridge, which runs each request on the session's chdb engine. So the same contract
-suite exercises both client paths: query planning, server-side parameter binding
-(``param_*`` URL arguments), the Native-format read path, ``INSERT ... FORMAT Native``
-bodies, per-request settings and error mapping.
-
-What it does not exercise: real server behaviour (replication, ``ON CLUSTER``, auth,
-compression). The client is created with ``compress=False``.
+The projector writes to a ClickHouse server over HTTP when ``LEADFLOW_CLICKHOUSE_DSN`` is
+``http://...``; test_projector_outage stops and restarts this stand-in to show the
+projector backing off on the real clickhouse-connect HTTP path. It accepts inserts, which
+the real interface of the embedded engine (:mod:`leadflow.sinks.clickhouse_http`, read-only,
+what analysts and the contract suite use) never does. No auth, no compression.
 """
 
 from __future__ import annotations
@@ -16,10 +13,7 @@ import json
 import os
 import re
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -149,16 +143,3 @@ def _handler(backend: Any) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
     return Handler
-
-
-@contextmanager
-def http_bridge(chdb_client: Any) -> Iterator[str]:
-    """Serve the chdb client's engine over HTTP on a free loopback port; yield its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(chdb_client._backend))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
