@@ -39,7 +39,7 @@ def _command(kind: str, url: str, user: str, password: str, table: str, ws: str)
     if kind == "jdbc":
         if not (CLIENTS / "jdbc" / "libs").is_dir() or shutil.which("java") is None:
             pytest.skip("the JDBC driver is not installed: run `make client-kits`")
-        jdbc = f"jdbc:clickhouse://127.0.0.1:{port}/default"
+        jdbc = f"jdbc:clickhouse://127.0.0.1:{port}/{table.split('.')[0]}"
         return ["java", "-cp", "libs/*", "Probe.java", jdbc, user, password, table, ws, "25"]
     if not (CLIENTS / "node" / "node_modules").is_dir() or shutil.which("node") is None:
         pytest.skip("@clickhouse/client is not installed: run `make client-kits`")
