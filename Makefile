@@ -34,15 +34,19 @@ $(SDK)/node_modules/.installed: $(SDK)/package.json $(SDK)/package-lock.json
 	  npm ci --prefix $(SDK) --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
 	else echo "npm not found: the Node/browser SDK tests will be skipped" >&2; fi
 
-# The JDBC driver and @clickhouse/client that tests/integration/sinks/test_clickhouse_http_clients.py
-# drives against the embedded engine's HTTP interface (Maven Central and npm, once).
-client-kits:  ## fetch the JDBC driver and the Node.js ClickHouse client for the HTTP-interface tests
+# The JDBC driver, @clickhouse/client and clickhouse-go (Grafana's ClickHouse data source driver)
+# that tests/integration/sinks/test_clickhouse_http_clients.py drives against the embedded
+# engine's HTTP interface (Maven Central, npm, the Go module proxy; once).
+client-kits:  ## fetch the JDBC driver, the Node.js client and Grafana's driver (clickhouse-go) for the HTTP-interface tests
 	test -f tests/clients/jdbc/libs/.complete || { mvn -q -B -f tests/clients/jdbc/pom.xml \
 	  dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/tests/clients/jdbc/libs && \
 	  touch tests/clients/jdbc/libs/.complete; }
 	test -d tests/clients/node/node_modules/@clickhouse/client || { command -v npm >/dev/null && \
 	  npm ci --prefix tests/clients/node --no-audit --no-fund --loglevel=error; } || \
 	  echo "client-kits: npm missing, the Node.js client test will be skipped" >&2
+	test -x tests/clients/go/grafanaprobe || { command -v go >/dev/null && \
+	  (cd tests/clients/go && go build -o grafanaprobe .); } || \
+	  echo "client-kits: go missing, the Grafana data source driver test will be skipped" >&2
 
 test: $(STAMP) kafka-jars sdk-deps client-kits  ## unit and integration tests (starts a real broker and chdb)
 	$(BIN)/pytest

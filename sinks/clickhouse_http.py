@@ -155,6 +155,165 @@ def native_decompress(data: bytes) -> bytes:
     return b"".join(out)
 
 
+# For a client that names its protocol revision, ClickHouse's Native output starts each block
+# with the block info (is_overflows = 0, bucket_num = -1), and from this revision on carries a
+# byte per column after its type: "has custom serialization". clickhouse-go (Grafana's data
+# source) asks for revision 54460 over HTTP; the embedded engine writes Native as revision 0,
+# so both are added here for such clients. (clickhouse-connect probes revision 54405 and,
+# answered without block info, stays on revision 0: nothing to rewrite for it.)
+CUSTOM_SERIALIZATION_REVISION = 54454
+_BLOCK_INFO = b"\x01\x00\x02\xff\xff\xff\xff\x00"
+
+
+def native_for_revision(data: bytes) -> bytes:
+    """The engine's Native blocks with block info and the per-column serialization byte added.
+
+    The column data is copied byte for byte; :class:`_NativeReader` only measures it.
+
+    Example:
+        >>> block = bytes([1, 2, 1]) + b"x" + bytes([5]) + b"UInt8" + bytes([7, 9])
+        >>> native_for_revision(block) == _BLOCK_INFO + block[:10] + bytes([0, 7, 9])
+        True
+    """
+    reader = _NativeReader(data)
+    out = bytearray()
+    while reader.pos < len(data):
+        start = reader.pos
+        columns, rows = reader.leb128(), reader.leb128()
+        out += _BLOCK_INFO + data[start : reader.pos]
+        for _ in range(columns):
+            head = reader.pos
+            reader.skip(reader.leb128())  # name
+            kind = reader.string()
+            out += data[head : reader.pos] + b"\x00"
+            body = reader.pos
+            if rows:
+                reader.column(kind, rows, prefix=True)
+            out += data[body : reader.pos]
+    return bytes(out)
+
+
+_FIXED = {
+    "Int8": 1, "UInt8": 1, "Bool": 1, "Enum8": 1, "Int16": 2, "UInt16": 2, "Enum16": 2,
+    "Date": 2, "Int32": 4, "UInt32": 4, "Float32": 4, "Date32": 4, "DateTime": 4, "IPv4": 4,
+    "BFloat16": 2, "Int64": 8, "UInt64": 8, "Float64": 8, "DateTime64": 8, "Time": 4,
+    "Time64": 8, "Int128": 16, "UInt128": 16, "UUID": 16, "IPv6": 16, "Int256": 32,
+    "UInt256": 32,
+}  # fmt: skip
+
+
+class _NativeReader:
+    """Walks Native column data to find where each column ends (the types the views use)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def leb128(self) -> int:
+        value, shift = 0, 0
+        while True:
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    def skip(self, size: int) -> None:
+        self.pos += size
+        if self.pos > len(self.data):
+            raise QueryError(1001, "STD_EXCEPTION", "truncated Native block")
+
+    def string(self) -> str:
+        size = self.leb128()
+        self.skip(size)
+        return self.data[self.pos - size : self.pos].decode()
+
+    def uint64(self) -> int:
+        self.skip(8)
+        return int.from_bytes(self.data[self.pos - 8 : self.pos], "little")
+
+    def column(self, kind: str, rows: int, *, prefix: bool = False) -> None:
+        name, _, rest = kind.partition("(")
+        args = _split_args(rest[:-1]) if rest else []
+        if name in _FIXED:
+            self.skip(_FIXED[name] * rows)
+        elif name == "Decimal" or name.startswith("Decimal"):
+            precision = int(args[0]) if name == "Decimal" else {"32": 9, "64": 18}.get(
+                name[7:], 38 if name[7:] == "128" else 76
+            )  # fmt: skip
+            self.skip(
+                rows
+                * (4 if precision <= 9 else 8 if precision <= 18 else 16 if precision <= 38 else 32)
+            )
+        elif name in ("String", "JSON"):
+            for _ in range(rows):
+                self.skip(self.leb128())
+        elif name == "FixedString":
+            self.skip(int(args[0]) * rows)
+        elif name == "Nullable":
+            self.skip(rows)
+            self.column(args[0], rows)
+        elif name == "Array":
+            if rows:
+                self.skip(8 * (rows - 1))
+                total = self.uint64()
+            else:
+                total = 0
+            self.column(args[0], total)
+        elif name == "Map":
+            self.column(f"Array(Tuple({args[0]}, {args[1]}))", rows)
+        elif name == "Tuple":
+            for arg in args:
+                self.column(arg.split(" ", 1)[-1] if _named(arg) else arg, rows)
+        elif name == "LowCardinality":
+            if prefix:
+                self.skip(8)  # key serialization version
+            flags = self.uint64()
+            keys = self.uint64()
+            inner = args[0][len("Nullable(") : -1] if args[0].startswith("Nullable(") else args[0]
+            self.column(inner, keys)
+            count = self.uint64()
+            self.skip(count * (1 << (flags & 0xFF)))
+        else:
+            raise QueryError(
+                48, "NOT_IMPLEMENTED", f"type {kind} in Native for protocol revision >= "
+                f"{CUSTOM_SERIALIZATION_REVISION} (use another format)"
+            )  # fmt: skip
+
+
+def _named(arg: str) -> bool:
+    head = arg.split(" ", 1)
+    return len(head) == 2 and head[0].isidentifier() and not head[0][0].isupper()
+
+
+def _split_args(text: str) -> list[str]:
+    """Top-level comma-separated type arguments.
+
+    Example:
+        >>> _split_args("String, Tuple(a UInt8, b Array(String)), DateTime64(3, 'UTC')")
+        ['String', 'Tuple(a UInt8, b Array(String))', "DateTime64(3, 'UTC')"]
+    """
+    out: list[str] = []
+    current: list[str] = []
+    depth, quoted = 0, False
+    for char in text:
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth -= 1
+        elif not quoted and char == "," and depth == 0:
+            out.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    if current:
+        out.append("".join(current).strip())
+    return out
+
+
 def _encode(body: bytes, encoding: str) -> bytes:
     if encoding == "gzip":
         return gzip.compress(body, compresslevel=3)
@@ -454,6 +613,10 @@ class ClickHouseHttp:
         headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
         headers["Content-Type"] = content_type(outcome.output_format)
         body = outcome.body
+        revision = parsed.settings.get("client_protocol_version", "0")
+        modern = revision.isdigit() and int(revision) >= CUSTOM_SERIALIZATION_REVISION
+        if outcome.output_format == "Native" and modern and body:
+            body = native_for_revision(body)
         if parsed.settings.get("compress") == "1":
             body = native_compress(body)
         elif parsed.settings.get("enable_http_compression") == "1":

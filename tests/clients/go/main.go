@@ -5,7 +5,7 @@
 // variables are substituted. This program does the same for every panel of the shipped
 // dashboard JSON and its workspace variable, and prints one JSON line per query.
 //
-//	go run . ADDR USER PASSWORD DASHBOARD.json WORKSPACE
+//	grafanaprobe ADDR USER PASSWORD DATABASE DASHBOARD.json WORKSPACE
 package main
 
 import (
@@ -35,10 +35,11 @@ type dashboard struct {
 }
 
 func main() {
-	addr, user, password, path, workspace := os.Args[1], os.Args[2], os.Args[3], os.Args[4], os.Args[5]
+	addr, user, password, database := os.Args[1], os.Args[2], os.Args[3], os.Args[4]
+	path, workspace := os.Args[5], os.Args[6]
 	db := clickhouse.OpenDB(&clickhouse.Options{
 		Addr:        []string{addr},
-		Auth:        clickhouse.Auth{Database: "leadflow", Username: user, Password: password},
+		Auth:        clickhouse.Auth{Database: database, Username: user, Password: password},
 		Compression: &clickhouse.Compression{Method: clickhouse.CompressionGZIP},
 		DialTimeout: 10 * time.Second,
 		Protocol:    clickhouse.HTTP,
@@ -75,7 +76,7 @@ func main() {
 			emit(map[string]any{"panel": p.Title, "rows": len(values(ctx, db, query))})
 		}
 	}
-	_, err = db.ExecContext(ctx, "INSERT INTO leadflow.events (event_id) VALUES ('grafana')")
+	_, err = db.ExecContext(ctx, "INSERT INTO events (event_id) VALUES ('grafana')")
 	emit(map[string]any{"insert_error": fmt.Sprint(err)})
 }
 

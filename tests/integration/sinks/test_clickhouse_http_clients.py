@@ -86,3 +86,54 @@ def test_other_language_client_reads_while_the_projector_inserts(
         f"{kind}: 25 reads while {stream.total} events were projected, counts {counts[0]} -> "
         f"{counts[-1]} only growing, never a duplicate; insert refused (164)"
     )
+
+
+def test_grafana_data_source_driver_runs_every_shipped_panel(
+    clickhouse_session: Any,
+    clickhouse_db: str,
+    serve_engine: Serve,
+    tmp_path: Path,
+    counts_checked: Callable[[str], None],
+) -> None:
+    """Grafana itself does not run here (no Docker); its ClickHouse data source does.
+
+    ``tests/clients/go`` opens clickhouse-go v2 with the Options the plugin's ``Connect``
+    builds in HTTP mode (gzip, basic auth, default database, client protocol revision
+    54460, Native), pings, asks ``version()`` as the plugin does, then runs the shipped
+    dashboard's workspace variable and every panel's ``rawSql`` with ``${workspace}``
+    substituted, as an analyst of that workspace.
+    """
+    probe = CLIENTS / "go" / "grafanaprobe"
+    if not probe.exists():
+        pytest.skip("Grafana's driver probe is not built: run `make client-kits` (needs go)")
+    from leadflow.sinks.dashboards import render
+    from leadflow.sinks.migrations import migrate
+    from leadflow.sinks.projection import rows_for_all
+    from leadflow.sinks.projector import insert_rows
+    from tests.integration.sinks import scenario
+    from tests.integration.sinks.test_dashboards import EXTRA
+
+    migrate(clickhouse_session, clickhouse_db)
+    insert_rows(clickhouse_session, clickhouse_db, rows_for_all([*scenario.everything(), *EXTRA]))
+    dashboard = tmp_path / "leadflow.json"
+    dashboard.write_text(render().replace("leadflow.", f"{clickhouse_db}."))
+    with serve_engine(clickhouse_db) as serving:
+        user, password = AnalystStore(users_path(serving.app.settings)).add(
+            scenario.W, lambda: datetime.now(UTC), "grafana_viewer"
+        )
+        done = subprocess.run(
+            [str(probe), serving.url.removeprefix("http://"), user, password, clickhouse_db,
+             str(dashboard), scenario.W],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    panels = [line for line in lines if "panel" in line]
+    assert {"variable": [scenario.W]} in lines
+    assert len(panels) == 6
+    assert all(p["rows"] > 0 for p in panels), panels
+    assert "(READONLY)" in lines[-1]["insert_error"]
+    counts_checked(
+        f"Grafana's driver (clickhouse-go, HTTP): variable + {len(panels)} panels answered "
+        "for an analyst of the workspace, insert refused (164)"
+    )
