@@ -117,7 +117,7 @@ def parse_tree(dump: str) -> Node:
     Literals are printed escaped on one line, so indentation alone gives the structure.
 
     Example:
-        >>> tree = parse_tree("SelectWithUnionQuery (children 1)\\n ExpressionList\\n"
+        >>> tree = parse_tree("SelectWithUnionQuery (children 1)\n ExpressionList\n"
         ...                   "  TableIdentifier db.t (alias x)")
         >>> tree.children[0].children[0].name
         'db.t'

@@ -155,7 +155,7 @@ def quote(value: object) -> str:
 
     Example:
         >>> print(quote("it's"))
-        'it\\'s'
+        'it\'s'
     """
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
