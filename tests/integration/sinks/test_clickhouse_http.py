@@ -406,3 +406,44 @@ def test_a_workspace_analyst_sees_only_its_workspace(
         f"analyst of wa: {compared} tables/views equal the operator's wa-only counts, the "
         "funnel equals --workspace wa, 4 reads around the filter refused (497), 1 (164)"
     )
+
+
+def test_report_and_sql_read_through_the_owner_without_stopping_it(
+    clickhouse_session: Any, clickhouse_db: str, serve_engine: Serve
+) -> None:
+    from click.testing import CliRunner
+
+    from leadflow.cli.main import cli
+    from leadflow.sinks.migrations import migrate
+    from leadflow.sinks.projection import rows_for_all
+    from leadflow.sinks.projector import insert_rows
+
+    migrate(clickhouse_session, clickhouse_db)
+    insert_rows(clickhouse_session, clickhouse_db, rows_for_all(scenario.everything()))
+    with serve_engine(clickhouse_db) as serving:
+        env = serving.app.settings.to_env()
+        sql = CliRunner().invoke(
+            cli,
+            ["sql", "SELECT count() AS n FROM v_events", "--database", clickhouse_db,
+             "--format", "csv"],
+            env=env,
+        )  # fmt: skip
+        assert sql.exit_code == 0, sql.output
+        assert sql.output.split() == ["n", "12"]
+        report = CliRunner().invoke(
+            cli,
+            ["report", "funnel", "--from", "2025-12-01", "--to", "2026-03-01", "--database",
+             clickhouse_db, "--format", "json"],
+            env=env,
+        )  # fmt: skip
+        assert report.exit_code == 0, report.output
+        # The same process holds the engine, so only the HTTP path refuses a write: proof
+        # that `leadflow sql` went through the owner's interface, not the engine.
+        drop = CliRunner().invoke(
+            cli, ["sql", "DROP TABLE events", "--database", clickhouse_db], env=env
+        )
+        assert drop.exit_code == 1
+        said = f"{drop.output} {drop.exception}"
+        assert "code: 164" in said
+        assert "(READONLY)" in said
+    assert clickhouse_session.command(f"EXISTS TABLE {clickhouse_db}.events") == 1
