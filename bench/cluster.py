@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from bench.common import Figure, cpu_seconds, emit, parser
@@ -38,15 +39,26 @@ BROKERS = 3
 def reset(settings: Settings, timeout: float = 120.0) -> None:
     """Delete every topic and consumer group, and wait until no broker knows them."""
     admin = AdminClient(settings.kafka_client_config())
+    deadline = time.monotonic() + timeout
     groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=30).valid]
-    if groups:
-        for future in admin.delete_consumer_groups(groups).values():
-            future.result(timeout=30)
+    while groups:
+        # A stopped worker's membership lasts until its session times out (NON_EMPTY_GROUP).
+        failed = []
+        for group, future in admin.delete_consumer_groups(groups).items():
+            try:
+                future.result(timeout=30)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.NON_EMPTY_GROUP:
+                    raise
+                failed.append(group)
+        if failed and time.monotonic() > deadline:
+            raise RuntimeError(f"consumer groups {failed} still have members")
+        groups = failed
+        time.sleep(1.0 if failed else 0)
     topics = [t for t in admin.list_topics(timeout=30).topics if not t.startswith("__")]
     if topics:
         for future in admin.delete_topics(topics, operation_timeout=30).values():
             future.result(timeout=30)
-    deadline = time.monotonic() + timeout
     for broker in admin.list_topics(timeout=30).brokers.values():
         # A name still being deleted on one broker would make create_topics say "exists".
         one = AdminClient(
