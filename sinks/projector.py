@@ -39,6 +39,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
+from leadflow.processors.bounds import BoundsTable, check_bounds
+from leadflow.processors.bounds_load import load_bounds
 from leadflow.processors.derived import (
     BecameSQL,
     IdentityLinked,
@@ -83,11 +85,14 @@ TOPIC_RECORDS: dict[str, type] = {
 }  # fmt: skip
 
 
-def admission_error(topic: str, key: bytes | None, obj: object) -> tuple[str, str] | None:
+def admission_error(
+    topic: str, key: bytes | None, obj: object, bounds: BoundsTable | None = None
+) -> tuple[str, str] | None:
     """``(reason, error)`` when a decoded record does not belong where it was found.
 
-    The inbound log admits only events keyed by their person (the worker applies the same
-    rule, so ClickHouse never counts an event the worker dead-lettered).
+    The inbound log admits only events keyed by their person, with amounts and counts
+    within their workspace's bounds (the worker applies the same rules, so ClickHouse never
+    counts an event the worker dead-lettered; a campaign cost reaches only the projector).
 
     Example:
         >>> from leadflow.processors.derived import Stage
@@ -112,6 +117,10 @@ def admission_error(topic: str, key: bytes | None, obj: object) -> tuple[str, st
             check_record_key(key, obj)
         except InvalidEvent as exc:
             return ("missing_key" if not key else "wrong_key"), str(exc)
+        try:
+            check_bounds(obj, bounds or BoundsTable())
+        except InvalidEvent as exc:
+            return "out_of_bounds", str(exc)
     return None
 
 
@@ -208,6 +217,7 @@ class Projector:
         max_backoff: the longest wait between insert retries, seconds.
         sleep: how to wait between retries (tests pass a fake).
         on_batch: called with the running stats after each committed batch (progress).
+        bounds: amounts and counts accepted per workspace (default: ``LEADFLOW_BOUNDS_FILE``).
     """
 
     def __init__(
@@ -222,8 +232,10 @@ class Projector:
         max_backoff: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         on_batch: Callable[[ProjectorStats], None] | None = None,
+        bounds: BoundsTable | None = None,
     ) -> None:
         self.settings = settings
+        self.bounds = bounds if bounds is not None else load_bounds(settings.bounds_file)
         self.client = client
         self.database = check_identifier(database, "database")
         self.group_id = group_id
@@ -394,7 +406,7 @@ class Projector:
             offsets[key] = (min(first, offset), offset)
             try:
                 obj = self.codec.decode(message.value() or b"")
-                refused = admission_error(str(message.topic()), message.key(), obj)
+                refused = admission_error(str(message.topic()), message.key(), obj, self.bounds)
                 if refused is not None:
                     self._dead_letter(message, *refused)
                     continue

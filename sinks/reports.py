@@ -40,12 +40,40 @@ class ReportError(LeadflowError):
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """A report's result: what the CLI prints and the tests check."""
+    """A report's result: what the CLI prints and the tests check.
+
+    No report shows ``inf`` or ``NaN``: such a value (amounts stored before bounds were
+    enforced, summed past the float range) is shown empty and a note says how many and how
+    to clean the data.
+
+    Example:
+        >>> r = Report("KPIs", ("source", "revenue"), [("ads", math.inf), ("seo", 2.0)])
+        >>> r.rows, r.notes[0][:40]
+        ([('ads', None), ('seo', 2.0)], '1 value(s) not finite (inf or NaN) shown')
+    """
 
     title: str
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        bad = 0
+        rows: list[tuple[Any, ...]] = []
+        for row in self.rows:
+            if any(isinstance(v, float) and not math.isfinite(v) for v in row):
+                bad += sum(1 for v in row if isinstance(v, float) and not math.isfinite(v))
+                row = tuple(None if isinstance(v, float) and not math.isfinite(v) else v
+                            for v in row)  # fmt: skip
+            rows.append(row)
+        if bad:
+            # Frozen: the cleaned rows replace the given ones once, at construction.
+            object.__setattr__(self, "rows", rows)
+            note = (
+                f"{bad} value(s) not finite (inf or NaN) shown empty: amounts outside the "
+                "bounds are in the data; rebuild with `leadflow replay` (docs/operations.md)"
+            )
+            object.__setattr__(self, "notes", (*self.notes, note))
 
     def as_dicts(self) -> list[dict[str, Any]]:
         """Rows as ``{column: value}``."""

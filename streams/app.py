@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import faust
 
 from leadflow.processors import derived as d
+from leadflow.processors.bounds import BoundsTable, check_bounds
 from leadflow.processors.deadlines import advance_time, next_deadline
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event
@@ -128,8 +129,18 @@ class Deadlines:
 class LeadflowApp:
     """The faust app with leadflow's topics, tables and agents registered."""
 
-    def __init__(self, settings: Settings, codec: Codec, policy: Policy, model_key: bytes) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        policy: Policy,
+        model_key: bytes,
+        bounds: BoundsTable | None = None,
+    ) -> None:
         self.settings = settings
+        # Amounts and counts per workspace: an absurd one is a dead letter here, before any
+        # state or report sees it (the collector refuses it too; this catches direct producers).
+        self.bounds = bounds or BoundsTable()
         self.codec = codec
         self.policy = policy
         self.model_key = model_key
@@ -245,6 +256,7 @@ class LeadflowApp:
             try:
                 inbound = self._decode_as(event.value, Event)
                 check_record_key(key, inbound)
+                check_bounds(inbound, self.bounds)
                 raw_state = self.identities.get(key)
                 state = decode_identity_state(raw_state) if raw_state else None
                 new_state, out = identity_step(state, inbound)

@@ -287,6 +287,12 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         default=None, description="Business rules (YAML); unset means the packaged default."
     )
+    bounds_file: Path | None = Field(
+        default=None,
+        description="Accepted ranges of amounts and counts, per workspace (YAML); unset means "
+        "the built-in defaults (no negative money or counts, at most 1e9 per deal or cost "
+        "line). See docs/operations.md.",
+    )
     log_format: LogFormat = Field(default=LogFormat.AUTO, description="auto, console or json.")
     log_level: str = Field(
         default="INFO",

@@ -68,8 +68,10 @@ def build_app(settings: Settings) -> LeadflowApp:
     """The configured faust app (imported lazily: faust is slow to import).
 
     Raises:
-        PolicyError: the policy file cannot be read or is invalid (names file, line, field).
+        PolicyError: the policy or bounds file cannot be read or is invalid (names file, line,
+            field).
     """
+    from leadflow.processors.bounds_load import load_bounds
     from leadflow.processors.policy_load import load_default_policy, parse_policy
     from leadflow.schemas.codec import codec_from_settings
     from leadflow.streams.app import LeadflowApp
@@ -83,7 +85,8 @@ def build_app(settings: Settings) -> LeadflowApp:
         except OSError as exc:
             raise PolicyError(f"cannot read LEADFLOW_POLICY_FILE {path}: {exc.strerror}") from None
         policy = parse_policy(text, str(path))
-    return LeadflowApp(settings, codec_from_settings(settings), policy, model_key(settings))
+    bounds = load_bounds(settings.bounds_file)
+    return LeadflowApp(settings, codec_from_settings(settings), policy, model_key(settings), bounds)
 
 
 def discard_after_unclean_stop(tables: Path, marker: Path) -> bool:

@@ -36,6 +36,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leadflow import __version__
+from leadflow.processors.bounds import BoundsTable
+from leadflow.processors.bounds_load import load_bounds
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, Kind
 from leadflow.streams.collector.dead_letters import DeadLetter, dead_letter
@@ -127,6 +129,7 @@ class Collector:
         new_id: event id for messages without ``messageId``.
         vault: seals PII before it reaches Kafka and shreds keys on erasure (None: off).
         webhooks: the vendors' webhook secrets per workspace (None: no webhooks).
+        bounds: accepted ranges of amounts and counts per workspace.
     """
 
     settings: Settings
@@ -139,6 +142,7 @@ class Collector:
     metrics: CollectorMetrics = field(default_factory=CollectorMetrics)
     vault: Vault | None = None
     webhooks: WebhookSecrets | None = None
+    bounds: BoundsTable = field(default_factory=BoundsTable)
 
 
 class Rejection(Exception):
@@ -334,6 +338,7 @@ class Ingest:
             future_tolerance_ms=int(s.collector_future_tolerance_seconds * 1000),
             strict=s.collector_strict_properties,
             tracking_consent_default=s.collector_tracking_consent_default,
+            bounds=self.c.bounds.of(workspace_id),
         )
         if msg_type is not None:
             if isinstance(data, dict) and "type" in data:
@@ -897,6 +902,7 @@ def build_collector(settings: Settings, **overrides: Any) -> Collector:
         "webhooks": WebhookSecrets(
             settings.collector_webhooks_file or settings.data_dir / "collector" / "webhooks.json"
         ),
+        "bounds": load_bounds(settings.bounds_file),
     }
     parts.update(overrides)
     return Collector(**parts)

@@ -13,15 +13,22 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
+from leadflow.processors.bounds import Bounds, violations
 from leadflow.processors.events import Context, Event, Kind
-from leadflow.processors.pii import tracking_consent, without_device_data
+from leadflow.processors.pii import (
+    PII_CONTEXT_FIELDS,
+    PII_PAYLOAD_FIELDS,
+    PREFIX,
+    tracking_consent,
+    without_device_data,
+)
 from leadflow.streams.collector.channels import ChannelInputs, group_channel
 from leadflow.streams.collector.models import (
     MESSAGE_MODELS,
@@ -59,6 +66,7 @@ CONTACT_KINDS = frozenset({Kind.IDENTIFY, Kind.FORM_SUBMITTED})
 AMOUNT_ALIASES = ("revenue", "value", "total")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UTM = ("source", "medium", "campaign", "term", "content")
+SEALED_LOOKING = "values starting with 'enc:' are reserved for data the collector sealed"
 _NUMERIC = re.compile(r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 
 
@@ -74,6 +82,7 @@ class MapOptions:
         sent_at: the batch's ``sentAt`` (UTC ms) for messages without their own.
         context: the batch's ``context`` for messages without their own.
         tracking_consent_default: keep IP and user agent of calls that state no consent.
+        bounds: the workspace's accepted ranges of amounts and counts.
     """
 
     workspace_id: str
@@ -83,6 +92,7 @@ class MapOptions:
     sent_at: int | None = None
     context: SegmentContext | None = None
     tracking_consent_default: bool = False
+    bounds: Bounds = field(default_factory=Bounds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,11 +436,16 @@ def map_message(
         }
     payload, payload_errors, unknown = _payload(kind, fields, where, options.strict, sources)
     errors.extend(payload_errors)
+    errors.extend(
+        FieldError(path=f"{sources.get(v.field, where)}.{v.field}", message=v.reason)
+        for v in violations(kind, payload, options.bounds)
+    )
     if kind is not Kind.CUSTOM:
         ignored.extend(unknown)
     if segment_context is not None:
         ignored.extend(_unstored_context(segment_context, kind, prefix, message.context is None))
     context = _context(kind, segment_context, props, payload, where, errors)
+    errors.extend(_looks_sealed(payload, context, where, sources, prefix))
     if not (message.anonymousId or message.userId) and kind is not Kind.CAMPAIGN_COST:
         errors.append(
             FieldError(path=join(prefix, ["userId"]), message="anonymousId or userId is required")
@@ -472,6 +487,37 @@ def map_message(
     if not tracking_consent(stated, event, options.tracking_consent_default):
         event = without_device_data(event)  # docs/privacy.md: no IP/UA without consent
     return Mapped(event=event, ignored=tuple(ignored), warnings=tuple(warnings))
+
+
+def _looks_sealed(
+    payload: Mapping[str, Any],
+    context: Context,
+    where: str,
+    sources: Mapping[str, str],
+    prefix: str,
+) -> list[FieldError]:
+    """PII values that start with ``enc:``: only the collector seals (docs/privacy.md).
+
+    A client could otherwise hand in a ciphertext (copied from someone else) or a malformed
+    envelope that every reader then chokes on.
+
+    Example:
+        >>> _looks_sealed({"email": "enc:v1:00ff00ff:AAAA"}, Context(ip="1.2.3.4"), "traits",
+        ...               {}, "")
+        [FieldError(path='traits.email', message="values starting with 'enc:' are reserved for data the collector sealed")]
+    """  # noqa: E501
+    found = [
+        f"{sources.get(name, where)}.{name}"
+        for name in PII_PAYLOAD_FIELDS
+        if isinstance(payload.get(name), str) and payload[name].startswith(PREFIX)
+    ]
+    segment_names = {"ip": "ip", "user_agent": "userAgent"}
+    found += [
+        join(prefix, ["context", segment_names[name]])
+        for name in PII_CONTEXT_FIELDS
+        if (getattr(context, name) or "").startswith(PREFIX)
+    ]
+    return [FieldError(path=path, message=SEALED_LOOKING) for path in found]
 
 
 def _contact_fields(

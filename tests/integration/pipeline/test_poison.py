@@ -103,6 +103,37 @@ def poison_corpus(workspace: str) -> dict[str, tuple[bytes | None, bytes, str]]:
             CODEC.encode(_event(workspace, Kind.VISIT, anonymous_id=f"{workspace}-wrongkey")),
             "not by its person key",
         ),
+        # Issue 19: absurd amounts produced to Kafka without the collector (which refuses
+        # them) are dead letters before any state or report sees them.
+        "absurd deal amount (bounds)": (
+            b"poison-deal",
+            CODEC.encode(
+                _event(
+                    workspace,
+                    Kind.DEAL_WON,
+                    lead_id="poison-deal",
+                    payload={"deal_id": None, "amount": 1.7e308, "currency": "USD"},
+                )
+            ),
+            "out of bounds: amount 1.7e+308 is above the maximum",
+        ),
+        "negative campaign cost (bounds)": (
+            f"cost:ads:{workspace}".encode(),
+            CODEC.encode(
+                _event(
+                    workspace,
+                    Kind.CAMPAIGN_COST,
+                    payload={
+                        "date": "2026-01-01",
+                        "channel": "ads",
+                        "campaign": workspace,
+                        "amount": -5e300,
+                        "currency": "USD",
+                    },
+                )
+            ),
+            "out of bounds: amount -5e+300 is below the minimum 0",
+        ),
         "accept_mql for a disqualified lead (processor invariant)": (
             b"poison-lead-2",
             CODEC.encode(

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from leadflow.processors.bounds import BOUNDED, Bounds
 from leadflow.processors.events import Event, Kind
+from leadflow.processors.pii import PII_PAYLOAD_FIELDS
 from leadflow.schemas.codec import SingleObjectCodec
 from leadflow.streams.collector.mapping import MapOptions, Mapped, map_message
 from leadflow.streams.collector.models import FieldError
@@ -35,9 +37,17 @@ def errors(raw: Any, msg_type: str = "track", prefix: str = "") -> list[tuple[st
     return [(e.path, e.message) for e in result]
 
 
-def value_for(spec: FieldSpec) -> st.SearchStrategy[Any]:
+def value_for(spec: FieldSpec, kind: Kind | None = None) -> st.SearchStrategy[Any]:
     if spec.choices:
         return st.sampled_from(sorted(spec.choices))
+    bounded = dict(BOUNDED.get(kind, ())) if kind is not None else {}
+    if spec.name in bounded:  # valid events keep amounts and counts within their bounds
+        allowed = getattr(Bounds(), bounded[spec.name])
+        if spec.type is FieldType.INT:
+            return st.integers(int(allowed.min), int(allowed.max))
+        return st.floats(allowed.min, allowed.max)
+    if spec.name in PII_PAYLOAD_FIELDS:  # "enc:" is reserved for what the collector sealed
+        return st.text(max_size=20).filter(lambda t: not t.startswith("enc:"))
     return {
         FieldType.STRING: st.text(max_size=20),
         FieldType.INT: st.integers(-(2**31), 2**31 - 1),
@@ -54,7 +64,7 @@ def planned_track(draw: st.DrawFn) -> tuple[Kind, dict[str, Any]]:
     props = {}
     for spec in KIND_FIELDS[kind]:
         if spec.required or draw(st.booleans()):
-            props[spec.name] = draw(value_for(spec))
+            props[spec.name] = draw(value_for(spec, kind))
     return kind, {
         "event": NAME_OF[kind],
         "userId": draw(st.text(min_size=1, max_size=10)),

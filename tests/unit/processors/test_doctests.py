@@ -21,6 +21,8 @@ MODULES = [
     "labels",
     "deadlines",
     "workspace_id",
+    "bounds",
+    "bounds_load",
 ]
 
 
