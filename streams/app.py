@@ -161,6 +161,9 @@ class LeadflowApp:
             # the changelogs exist already (create_topics, replication from the cluster).
             topic_replication_factor=settings.topic_replication or 1,
             topic_allow_declare=True,
+            # faust's web server served every table unauthenticated (GET /table/leads/<id>/:
+            # company, title, email domain, owner, scores). Nothing here uses it: off.
+            web_enabled=False,
             web_host="127.0.0.1",
             web_bind="127.0.0.1",
             web_port=settings.worker_web_port,

@@ -36,16 +36,18 @@ class WorkerProcess:
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     logs: list[Path] = field(default_factory=list)
+    web_port: int = 0  # LEADFLOW_WORKER_WEB_PORT of the latest start
 
     def start(self, timeout: float = 90.0) -> None:
         self.starts += 1
         log = self.data_dir / f"worker-{self.starts}.log"
         self.logs.append(log)
+        self.web_port = free_port()
         env = {
             **os.environ,
             "LEADFLOW_KAFKA_BOOTSTRAP": self.settings.bootstrap,
             "LEADFLOW_DATA_DIR": str(self.data_dir),
-            "LEADFLOW_WORKER_WEB_PORT": str(free_port()),
+            "LEADFLOW_WORKER_WEB_PORT": str(self.web_port),
             "LEADFLOW_TOPIC_PARTITIONS": str(self.settings.topic_partitions),
             "LEADFLOW_PROCESSING_GUARANTEE": self.guarantee,
             "LEADFLOW_LOG_FORMAT": "json",
