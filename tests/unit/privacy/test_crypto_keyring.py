@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -149,3 +150,23 @@ def test_v1_envelopes_written_before_the_binding_still_open() -> None:
     assert parse_envelope(str(env)) == env
     assert decrypt(KEY, "ws", "a1", "email", env) == "ada@x.io"
     assert decrypt(KEY, "ws2", "a1", "email", env) is None
+
+
+def test_erasing_a_person_in_one_workspace_leaves_the_same_ids_of_another_alone() -> None:
+    # Issue 19: two workspaces with the same device and lead ids are two people; B's
+    # erasure of its lead "crm-4711" (device "shared-dev-1") must not touch A's keys.
+    state = KeyringState()
+    for ws in ("A", "B"):
+        state.apply(key_record_key(ws, "shared-dev-1", f"{ws.lower()}1aaaaaa"), new_key())
+        state.apply(key_record_key(ws, "crm-4711", f"{ws.lower()}2aaaaaa"), new_key())
+        state.apply(link_record_key(ws, "crm-4711", "shared-dev-1"), b"1")
+    subjects, tombstones = shred_records(state, "B", "crm-4711")
+    assert subjects == ("crm-4711", "shared-dev-1")
+    assert all(json.loads(k)[1] == "B" for k, _ in tombstones)
+    for record_key, value in tombstones:
+        state.apply(record_key, value)
+    assert state.key("a1aaaaaa") is not None
+    assert state.key("a2aaaaaa") is not None
+    assert state.key("b1aaaaaa") is None
+    assert state.key("b2aaaaaa") is None
+    assert state.subjects_of("A", "crm-4711") == ["crm-4711", "shared-dev-1"]
