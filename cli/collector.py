@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from leadflow.cli.options import settings_of
 from leadflow.streams.collector.app import build_collector, create_app
+from leadflow.streams.collector.server import uvicorn_options
 from leadflow.streams.logs import configure_logging
 from leadflow.streams.settings import load_settings
 
@@ -27,7 +28,8 @@ def collector(ctx: click.Context, host: str | None, port: int | None, workers: i
 
     \b
     POST /v1/track /v1/page /v1/identify /v1/alias /v1/batch (write key = Basic user)
-    GET  /health /ready /metrics /openapi.json /docs
+    POST /v1/erasure, GET /v1/erasure/{id} (admin key = Bearer; see docs/privacy.md)
+    GET  /health /ready (and /metrics /openapi.json /docs when enabled)
     A 200 means Kafka acknowledged every event of the request (acks=all). Create a
     write key first: `leadflow keys create <workspace>`. See docs/collector.md.
     """
@@ -37,18 +39,18 @@ def collector(ctx: click.Context, host: str | None, port: int | None, workers: i
     options = {
         "host": host or settings.collector_host,
         "port": port or settings.collector_port,
-        "log_config": None,  # logging is structlog's, configured by the root command
-        "access_log": False,
+        # The request deadline, connection cap and keep-alive (streams/collector/server.py).
+        **uvicorn_options(settings),
     }
     if workers == 1:
-        uvicorn.run(create_app(build_collector(settings)), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(build_collector(settings)), **options)
     else:
         # Worker processes import the factory and build their own settings and producer.
         uvicorn.run(
             "leadflow.cli.collector:app_from_environment",
             factory=True,
             workers=workers,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
 
 
@@ -56,4 +58,5 @@ def app_from_environment() -> FastAPI:
     """The app of one worker process of ``leadflow collector --workers N``."""
     settings = load_settings()
     configure_logging(settings)
+    uvicorn_options(settings)  # this process's request deadline
     return create_app(build_collector(settings))

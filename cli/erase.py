@@ -1,60 +1,25 @@
-"""``leadflow erase``: forget one person (crypto-shredding plus the erasure event).
+"""``leadflow erase``: forget one person (crypto-shredding plus the erasure event), audited.
 
-Order matters. The keys go first (tombstones on ``leadflow.pii-keys``, acknowledged), so
-from that moment no process can decrypt the person's PII anywhere in the Kafka log. Then
-an ``erasure_requested`` event goes to ``leadflow.events`` keyed by the lead: the worker
-drops the contact from the lead's state, and the projector blanks the person's free-text
-columns in ClickHouse (see ``sinks/erasure.py``). The event carries no email: only the
-lead id and who asked.
+The command is one of the two ways to erase (the other is the collector's admin API with an
+admin key): it runs where the cluster's credentials are, never with a public write key. The
+steps, their order and the audit records are in ``leadflow.streams.pii.erasure``: audit
+``requested``, tombstones for every key of the lead and its devices, the ``erasure_requested``
+event keyed by the lead (no email), audit ``done``.
 """
 
 from __future__ import annotations
 
+import getpass
 import time
-import uuid
-from dataclasses import dataclass
 
 import click
 
-from leadflow.cli.options import settings_of
-from leadflow.processors.events import Event, Kind
+from leadflow.cli.options import settings_of, workspace_param
+from leadflow.processors.errors import LeadflowError
 from leadflow.processors.identity import derive_lead_id
-from leadflow.streams.collector.producer import EventProducer
-from leadflow.streams.logs import get_logger
-from leadflow.streams.pii.vault import Shredded, Vault
+from leadflow.streams.pii.erasure import ErasureReceipt, ErasureRequest, build_eraser
+from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import EVENTS
-
-log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ErasureDone:
-    """What ``leadflow erase`` did: the shredded keys and the erasure event it produced."""
-
-    shredded: Shredded
-    event_id: str
-
-
-def erasure_event(
-    workspace_id: str, lead_id: str, requested_by: str, now_ms: int, event_id: str
-) -> Event:
-    """The ``erasure_requested`` event for a lead (no email in it, by design).
-
-    Example:
-        >>> e = erasure_event("ws", "L", "dpo@acme", 5, "x1")
-        >>> e.kind.value, e.person_key, dict(e.payload)
-        ('erasure_requested', 'L', {'subject_email': None, 'requested_by': 'dpo@acme'})
-    """
-    return Event(
-        event_id=event_id,
-        kind=Kind.ERASURE_REQUESTED,
-        workspace_id=workspace_id,
-        occurred_at=now_ms,
-        received_at=now_ms,
-        lead_id=lead_id,
-        payload={"subject_email": None, "requested_by": requested_by},
-    )
 
 
 def erase(
@@ -63,40 +28,37 @@ def erase(
     lead_id: str,
     devices: tuple[str, ...] = (),
     requested_by: str = "leadflow erase",
-) -> ErasureDone:
-    """Shred the person's keys, then publish the erasure event (both acknowledged).
+    *,
+    dry_run: bool = False,
+) -> ErasureReceipt:
+    """Erase (or, with ``dry_run``, preview erasing) a lead, as the current OS user.
 
     Raises:
-        KeyringError: the tombstones were not acknowledged (nothing else was done).
-        KafkaUnavailable: the erasure event was not acknowledged (the keys are gone
-            already; run the command again: both steps are idempotent).
+        LeadflowError: a step was not acknowledged (audited as failed; run it again, every
+            step is idempotent), or the audit trail is unreachable (nothing was done).
     """
-    import asyncio
-
-    from leadflow.schemas.codec import codec_from_settings
-
-    vault = Vault(settings)
-    try:
-        shredded = vault.shred(workspace_id, lead_id, devices)
-    finally:
-        vault.close()
-    now_ms = time.time_ns() // 1_000_000  # the request's own time, like the collector's
-    event = erasure_event(workspace_id, lead_id, requested_by, now_ms, str(uuid.uuid4()))
-    producer = EventProducer(
-        settings.kafka_client_config(), EVENTS.name, settings.collector_delivery_timeout_seconds
+    vault = Vault(settings) if settings.pii_encryption else None
+    eraser = build_eraser(settings, vault, lambda: time.time_ns() // 1_000_000)
+    request = ErasureRequest(
+        workspace_id=workspace_id,
+        lead_id=lead_id,
+        devices=devices,
+        requested_by=requested_by,
+        actor=f"cli:{getpass.getuser()}",
     )
-    producer.start()
     try:
-        record = (event.person_key.encode(), codec_from_settings(settings).encode(event))
-        asyncio.run(producer.send([record]))
+        return eraser.preview(request) if dry_run else eraser.erase(request)
     finally:
-        producer.close()
-    log.info("pii.erasure_requested", workspace=workspace_id, keys=shredded.keys)
-    return ErasureDone(shredded=shredded, event_id=event.event_id)
+        eraser.close()
+        if vault is not None:
+            vault.close()
 
 
 @click.command("erase")
-@click.option("--workspace", "workspace_id", required=True, help="The person's workspace.")
+@click.option(
+    "--workspace", "workspace_id", required=True, callback=workspace_param,
+    help="The person's workspace.",
+)  # fmt: skip
 @click.option("--lead-id", help="The lead to erase (the userId the trackers send).")
 @click.option(
     "--email",
@@ -109,7 +71,9 @@ def erase(
     multiple=True,
     help="An anonymous id of the person not linked to the lead yet (repeatable).",
 )
-@click.option("--requested-by", default="leadflow erase", show_default=True)
+@click.option("--requested-by", default="leadflow erase", show_default=True,
+              help="Who asked (a ticket, the DPO); written to the audit trail.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Say what would be shredded; change nothing.")
 @click.pass_context
 def erase_cmd(
     ctx: click.Context,
@@ -118,15 +82,14 @@ def erase_cmd(
     email: str | None,
     devices: tuple[str, ...],
     requested_by: str,
+    dry_run: bool,
 ) -> None:
-    """Erase a person: shred their PII keys and send the erasure event.
+    """Erase a person: shred their PII keys and send the erasure event (audited).
 
     Afterwards the PII fields of every event of the lead and of its devices read as
     null everywhere in the Kafka log; the worker drops the lead's contact and the
     projector blanks the free text of the person's ClickHouse rows. See docs/privacy.md.
     """
-    from leadflow.streams.pii.keyring import KeyringError
-
     if (lead_id is None) == (email is None):
         raise click.UsageError("give exactly one of --lead-id or --email")
     if email is not None and "@" not in email:
@@ -134,11 +97,17 @@ def erase_cmd(
     lead = lead_id or derive_lead_id(workspace_id, email or "")
     settings = settings_of(ctx)
     try:
-        done = erase(settings, workspace_id, lead, devices, requested_by)
-    except KeyringError as exc:
-        raise click.ClickException(f"nothing erased: {exc}") from None
-    s = done.shredded
+        done = erase(settings, workspace_id, lead, devices, requested_by, dry_run=dry_run)
+    except LeadflowError as exc:
+        raise click.ClickException(f"erasure not completed: {exc}") from None
+    subjects = f"{len(done.subjects)} subject(s) ({', '.join(done.subjects)})"
+    if dry_run:
+        click.echo(
+            f"lead {done.lead_id}: would shred {done.keys_shredded} key(s) over {subjects}; "
+            f"nothing changed (preview {done.erasure_id}, audited)"
+        )
+        return
     click.echo(
-        f"lead {s.lead_id}: {s.keys} key(s) shredded over {len(s.subjects)} subject(s) "
-        f"({', '.join(s.subjects)}); erasure event {done.event_id} sent"
+        f"lead {done.lead_id}: {done.keys_shredded} key(s) shredded over {subjects}; "
+        f"erasure event {done.event_id} sent (erasure {done.erasure_id}, audited)"
     )

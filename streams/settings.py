@@ -242,6 +242,36 @@ class Settings(BaseSettings):
     collector_delivery_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, description="How long a request waits for Kafka's ack."
     )
+    collector_request_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A request's headers and body must arrive within this time of the "
+        "connection opening (or of the previous response); else the connection is closed.",
+    )
+    collector_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections (and requests in flight) per collector process; beyond "
+        "them new requests get 503 at once.",
+    )
+    collector_keep_alive_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="How long an idle keep-alive connection stays open."
+    )
+    collector_expose_docs: bool = Field(
+        default=False,
+        description="Serve /docs and /openapi.json (off: the API's shape is in docs/collector.md).",
+    )
+    collector_expose_metrics: bool = Field(
+        default=False,
+        description="Serve /metrics without a token (for a private network); see "
+        "LEADFLOW_COLLECTOR_METRICS_TOKEN.",
+    )
+    collector_metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Serve /metrics to requests with Authorization: Bearer <this token> "
+        "(Prometheus' authorization.credentials).",
+    )
     collector_retry_after_seconds: int = Field(
         default=5, ge=1, description="Retry-After sent with 503 while Kafka is unreachable."
     )
@@ -269,7 +299,11 @@ class Settings(BaseSettings):
         description="Encrypt PII fields with per-person keys in leadflow.pii-keys, so erasure "
         "can shred them in the Kafka log. See docs/privacy.md.",
     )
-    worker_web_port: Port = Field(default=6066, description="faust worker's web port.")
+    worker_web_port: Port = Field(
+        default=6066,
+        description="Unused: the worker serves no HTTP (faust's web server, which exposed the "
+        "tables, is off). Kept so existing configurations stay valid.",
+    )
     processing_guarantee: Guarantee = Field(
         default=Guarantee.AT_LEAST_ONCE, description="faust processing guarantee."
     )

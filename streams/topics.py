@@ -35,6 +35,7 @@ class TopicSpec:
         description: what flows on it.
         compacted: keep only the newest record per key.
         overrides: extra broker-side config for this topic only (``(name, value)`` pairs).
+        partitions: a fixed partition count (``None``: ``LEADFLOW_TOPIC_PARTITIONS``).
     """
 
     name: str
@@ -42,6 +43,7 @@ class TopicSpec:
     description: str
     compacted: bool = False
     overrides: tuple[tuple[str, str], ...] = ()
+    partitions: int | None = None
 
     def config(self, replication: int) -> dict[str, str]:
         """Broker-side topic config for this topic."""
@@ -96,6 +98,14 @@ PII_KEYS = TopicSpec(
     ),
 )
 
+AUDIT = TopicSpec(
+    "leadflow.audit",
+    "[workspace, audit id] (JSON)",
+    "who did what, when: erasures and their previews (JSON, kept forever; docs/privacy.md)",
+    # One partition: one total order of what was done, and a lookup reads one log.
+    partitions=1,
+)
+
 # What `leadflow worker` consumes (its agents' inputs; lag is counted over these).
 WORKER_INPUTS: tuple[TopicSpec, ...] = (EVENTS, EVENTS_BY_LEAD, TRAINING_EXAMPLES)
 
@@ -114,6 +124,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     MODELS,
     IDENTITIES,
     PII_KEYS,
+    AUDIT,
 )
 
 
@@ -201,7 +212,7 @@ def create_topics(
     new = [
         NewTopic(
             spec.name,
-            num_partitions=settings.topic_partitions,
+            num_partitions=spec.partitions or settings.topic_partitions,
             replication_factor=replication,
             config=spec.config(replication),
         )

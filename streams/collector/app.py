@@ -15,6 +15,7 @@ import binascii
 import dataclasses
 import json
 import math
+import secrets
 import time
 import uuid
 import zlib
@@ -34,14 +35,16 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from leadflow import __version__
 from leadflow.processors.bounds import BoundsTable
 from leadflow.processors.bounds_load import load_bounds
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, Kind
+from leadflow.streams.collector.admin import Admin, add_admin_routes, bearer_token
 from leadflow.streams.collector.dead_letters import DeadLetter, dead_letter
-from leadflow.streams.collector.keys import KeyRecord, KeyStore
+from leadflow.streams.collector.keys import WRITE, KeyRecord, KeyStore
 from leadflow.streams.collector.limits import RateLimiter
 from leadflow.streams.collector.mapping import MapOptions, Mapped, map_message, pydantic_errors
 from leadflow.streams.collector.metrics import CollectorMetrics
@@ -71,12 +74,21 @@ from leadflow.streams.collector.webhooks.signatures import (
     sendgrid_valid,
 )
 from leadflow.streams.logs import get_logger
+from leadflow.streams.pii.erasure import Eraser, build_eraser
 from leadflow.streams.pii.keyring import KeyringError
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import DLQ, EVENTS
 
 log = get_logger(__name__)
+
+# What a public write key may not do: it is in every web page. Erasure needs the admin API
+# (an admin key) or `leadflow erase` (docs/privacy.md, "Threat model").
+DESTRUCTIVE_KINDS = frozenset({Kind.ERASURE_REQUESTED})
+FORBIDDEN = (
+    "a write key cannot request erasure: use POST /v1/erasure with an admin key, or "
+    "`leadflow erase`"
+)
 
 
 class Sink(Protocol):
@@ -127,9 +139,10 @@ class Collector:
         clock_ms: ``receivedAt`` source, UTC epoch ms.
         monotonic: the rate limiter's clock, seconds.
         new_id: event id for messages without ``messageId``.
-        vault: seals PII before it reaches Kafka and shreds keys on erasure (None: off).
+        vault: seals PII before it reaches Kafka (None: off).
         webhooks: the vendors' webhook secrets per workspace (None: no webhooks).
         bounds: accepted ranges of amounts and counts per workspace.
+        eraser: the admin API's erasure (None: no admin API, e.g. tests without Kafka).
     """
 
     settings: Settings
@@ -143,6 +156,7 @@ class Collector:
     vault: Vault | None = None
     webhooks: WebhookSecrets | None = None
     bounds: BoundsTable = field(default_factory=BoundsTable)
+    eraser: Eraser | None = None
 
 
 class Rejection(Exception):
@@ -243,11 +257,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client left, or the request deadline closed its connection mid-body
+        # (streams/collector/server.py): nothing was stored, nobody reads the answer.
+        raise Rejection(408, "timeout", "the request body did not arrive in time") from None
     body = b"".join(chunks)
     if request.headers.get("content-encoding", "").lower() == "gzip":
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -317,7 +336,9 @@ class Ingest:
 
     def _authorize(self, write_key: str | None) -> KeyRecord:
         record = self.c.keys.lookup(write_key) if write_key else None
-        if record is None:
+        if record is None or record.role != WRITE:
+            # An admin key is a secret for the admin API: as a tracker's key it would end up
+            # in a web page. Answered like an unknown key (no hint that it exists).
             raise Rejection(
                 401,
                 "unauthorized",
@@ -555,7 +576,6 @@ class Ingest:
                 source=source,
                 refused=[(r.index, r.reason, [e.path for e in r.errors]) for r in refused],
             )
-        await self._shred([m.event for m in stored if m.event.kind is Kind.ERASURE_REQUESTED])
         if not stored:
             # Nothing of the request is stored: a 400 (413 for one oversized event), which no
             # SDK retries; the messages are on the dead-letter topic.
@@ -596,20 +616,6 @@ class Ingest:
             raise self._keys_unavailable(exc, len(mapped)) from exc
         return [dataclasses.replace(m, event=e) for m, e in zip(mapped, sealed, strict=True)]
 
-    async def _shred(self, erasures: list[Event]) -> None:
-        """Delete the keys of every person an acknowledged erasure request names."""
-        vault = self.c.vault
-        if vault is None or not erasures:
-            return
-        for event in erasures:
-            lead = event.lead_id or event.person_key
-            devices = [event.anonymous_id] if event.anonymous_id else []
-            try:
-                await run_in_threadpool(vault.shred, event.workspace_id, lead, devices)
-            except KeyringError as exc:
-                # The request is in Kafka; a retry (same messageId) shreds again, idempotently.
-                raise self._keys_unavailable(exc, len(erasures)) from exc
-
     def _keys_unavailable(self, exc: Exception, events: int) -> Rejection:
         log.warning("collector.keys_unavailable", reason=str(exc))
         return Rejection(
@@ -645,10 +651,13 @@ class Ingest:
                 result = map_message(raw, msg_type, options, self.c.new_id, prefix)
             except RecursionError:
                 result = [FieldError(path=prefix or "body", message="nested too deeply")]
-            if isinstance(result, Mapped):
-                outcome.mapped.append((index, result))
-            else:
+            if not isinstance(result, Mapped):
                 outcome.refuse(index, "invalid", result)
+            elif result.event.kind in DESTRUCTIVE_KINDS:
+                outcome.refuse(index, "forbidden", [FieldError(path=prefix or "body",
+                                                               message=FORBIDDEN)])  # fmt: skip
+            else:
+                outcome.mapped.append((index, result))
         return outcome
 
 
@@ -767,12 +776,18 @@ def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
         finally:
             if manage_sink:
                 await run_in_threadpool(collector.sink.close)
+                if collector.eraser is not None:
+                    await run_in_threadpool(collector.eraser.close)
                 if collector.vault is not None:
                     await run_in_threadpool(collector.vault.close)
 
+    docs = collector.settings.collector_expose_docs  # off: no /docs, /redoc, /openapi.json
     app = FastAPI(
         title="leadflow collector",
         version=__version__,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
         description="Segment-compatible HTTP Tracking API in front of leadflow.events. "
         "A 200 means every event of the request is acknowledged by Kafka (acks=all).",
         lifespan=lifespan,
@@ -858,6 +873,15 @@ def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
             response_class=JSONResponse,
         )
 
+    admin = Admin(
+        collector.keys,
+        collector.eraser,
+        # Erasure is rare: a loop holding an admin key must not shred at line speed.
+        RateLimiter(1.0, 10.0, collector.monotonic),
+        collector.metrics,
+    )
+    add_admin_routes(app, admin)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         # Unknown paths and methods answer in the Problem shape too: rudder-sdk-python reads
@@ -876,12 +900,33 @@ def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
         ok = await run_in_threadpool(collector.sink.reachable, 2.0)
         return JSONResponse({"ready": ok, "topic": EVENTS.name}, 200 if ok else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics.")
-    async def metrics() -> Response:
-        return Response(generate_latest(collector.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    settings = collector.settings
+    token = settings.collector_metrics_token
+    if settings.collector_expose_metrics or token is not None:
+
+        @app.get("/metrics", summary="Prometheus metrics (open, or with the metrics token).")
+        async def metrics(request: Request) -> Response:
+            if token is not None and not _same_secret(
+                bearer_token(request.headers.get("authorization")), token.get_secret_value()
+            ):
+                collector.metrics.reject("unauthorized", 0)
+                problem = Problem(error="unauthorized", message="metrics need the metrics token")
+                return JSONResponse(problem.model_dump(), 401)
+            registry = collector.metrics.registry
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _same_secret(given: str | None, expected: str) -> bool:
+    """Constant-time comparison (no timing signal about how much of a token was right).
+
+    Example:
+        >>> _same_secret("t0k", "t0k"), _same_secret("t0", "t0k"), _same_secret(None, "t0k")
+        (True, False, False)
+    """
+    return given is not None and secrets.compare_digest(given.encode(), expected.encode())
 
 
 def build_collector(settings: Settings, **overrides: Any) -> Collector:
@@ -905,4 +950,6 @@ def build_collector(settings: Settings, **overrides: Any) -> Collector:
         "bounds": load_bounds(settings.bounds_file),
     }
     parts.update(overrides)
+    if "eraser" not in parts:
+        parts["eraser"] = build_eraser(settings, parts["vault"], wall_clock_ms)
     return Collector(**parts)

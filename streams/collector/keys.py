@@ -1,7 +1,9 @@
-"""Write keys: which workspace a request belongs to, stored only as hashes.
+"""Write and admin keys: which workspace a request belongs to, stored only as hashes.
 
-A write key sits in every web page that runs the tracker, so it is a routing token more
-than a secret; still, a leaked keys file must not let anyone post as a workspace. The
+A write key (``lfw_``) sits in every web page that runs the tracker, so it is a routing token
+more than a secret: it may only add ordinary events. An admin key (``lfa_``) is a secret for
+servers (never a browser): it erases people through the collector's admin API. A leaked keys
+file must not let anyone post as a workspace. The
 file keeps the SHA-256 of each key (keys are 256 random bits, so a fast hash is enough:
 there is nothing to brute-force), the workspace, and when it was created or revoked.
 A new key is printed once, at creation. Rotation makes a new key and revokes the old
@@ -27,6 +29,8 @@ from leadflow.streams.private_files import write_private
 log = get_logger(__name__)
 
 KEY_PREFIX = "lfw_"
+WRITE, ADMIN = "write", "admin"
+PREFIXES = {WRITE: KEY_PREFIX, ADMIN: "lfa_"}
 
 
 class KeyStoreError(LeadflowError):
@@ -53,6 +57,8 @@ class KeyRecord:
         sha256: hash of the key.
         created_at: ISO-8601 UTC creation time.
         revoked_at: ISO-8601 UTC revocation time, or ``None`` while active.
+        role: ``write`` (public: adds events) or ``admin`` (secret: erasure); files written
+            before roles existed hold write keys only.
     """
 
     key_id: str
@@ -60,6 +66,7 @@ class KeyRecord:
     sha256: str
     created_at: str
     revoked_at: str | None = None
+    role: str = WRITE
 
 
 class KeyStore:
@@ -113,35 +120,45 @@ class KeyStore:
         self._stamp = None
 
     def create(
-        self, workspace_id: str, now: Callable[[], datetime], token: Callable[[], str] | None = None
+        self,
+        workspace_id: str,
+        now: Callable[[], datetime],
+        token: Callable[[], str] | None = None,
+        role: str = WRITE,
     ) -> str:
-        """Add a key for ``workspace_id`` and return it (the only time it is visible)."""
+        """Add a ``role`` key for ``workspace_id`` and return it (the only time it is visible)."""
         try:
             check_workspace_id(workspace_id)
         except InvalidWorkspaceId as exc:
             raise KeyStoreError(str(exc)) from None
-        write_key = KEY_PREFIX + (token or (lambda: secrets.token_urlsafe(32)))()
-        digest = hash_key(write_key)
-        record = KeyRecord(digest[:12], workspace_id, digest, now().isoformat())
+        if role not in PREFIXES:
+            raise KeyStoreError(f"unknown key role {role!r} (write or admin)")
+        new_key = PREFIXES[role] + (token or (lambda: secrets.token_urlsafe(32)))()
+        digest = hash_key(new_key)
+        record = KeyRecord(digest[:12], workspace_id, digest, now().isoformat(), role=role)
         self._write([*self.records(), record])
-        return write_key
+        return new_key
 
     def rotate(
-        self, workspace_id: str, now: Callable[[], datetime], token: Callable[[], str] | None = None
+        self,
+        workspace_id: str,
+        now: Callable[[], datetime],
+        token: Callable[[], str] | None = None,
+        role: str = WRITE,
     ) -> str:
-        """Revoke every active key of ``workspace_id`` and return a new one."""
+        """Revoke every active ``role`` key of ``workspace_id`` and return a new one."""
         records = self.records()
-        if not any(r.workspace_id == workspace_id for r in records):
-            raise KeyStoreError(f"workspace {workspace_id!r} has no keys to rotate")
+        if not any(r.workspace_id == workspace_id and r.role == role for r in records):
+            raise KeyStoreError(f"workspace {workspace_id!r} has no {role} keys to rotate")
         stamp = now().isoformat()
         revoked = [
             replace(r, revoked_at=stamp)
-            if r.workspace_id == workspace_id and r.revoked_at is None
+            if r.workspace_id == workspace_id and r.role == role and r.revoked_at is None
             else r
             for r in records
         ]
         self._write(revoked)
-        return self.create(workspace_id, now, token)
+        return self.create(workspace_id, now, token, role)
 
     def revoke(self, key_id: str, now: Callable[[], datetime]) -> KeyRecord:
         """Revoke one key by its public id."""

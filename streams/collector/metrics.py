@@ -12,9 +12,11 @@ REJECT_REASONS = (
     "unavailable",
     "internal",
     "not_found",
+    "forbidden",
+    "timeout",
 )
 # Why a single event of an accepted request went to the dead-letter topic.
-REFUSE_REASONS = ("invalid", "too_large")
+REFUSE_REASONS = ("invalid", "too_large", "forbidden")
 
 
 class CollectorMetrics:
@@ -56,6 +58,12 @@ class CollectorMetrics:
             "Values stored differently from how they were sent (the answer's 'warnings').",
             registry=self.registry,
         )
+        self.erasures = Counter(
+            "leadflow_collector_erasures",
+            "Erasures through the admin API (done) and their dry runs (preview).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.produce_seconds = Histogram(
             "leadflow_collector_produce_seconds",
             "From produce to the last acknowledgement of a request's events.",
@@ -67,6 +75,8 @@ class CollectorMetrics:
             self.rejected_events.labels(reason)
         for reason in REFUSE_REASONS:
             self.refused_events.labels(reason)
+        for outcome in ("done", "preview"):
+            self.erasures.labels(outcome)
 
     def reject(self, reason: str, events: int) -> None:
         """Count one rejected request carrying ``events`` events."""

@@ -178,7 +178,7 @@ class Refusal(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     index: int = Field(description="Place of the message in the request (0 for single calls).")
-    reason: str = Field(description="invalid | too_large")
+    reason: str = Field(description="invalid | too_large | forbidden")
     errors: list[FieldError]
 
 
@@ -212,8 +212,8 @@ class Problem(BaseModel):
 
     success: Literal[False] = False
     error: str = Field(
-        description="invalid | unauthorized | too_large | rate_limited | unavailable | "
-        "internal | not_found"
+        description="invalid | unauthorized | forbidden | too_large | rate_limited | "
+        "unavailable | internal | not_found"
     )
     message: str
     errors: list[FieldError] = Field(default_factory=list)

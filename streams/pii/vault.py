@@ -12,9 +12,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
-
-from confluent_kafka import KafkaError, Producer
 
 from leadflow.processors.derived import BecameSQL, Contact
 from leadflow.processors.events import Event, Kind
@@ -27,6 +24,7 @@ from leadflow.processors.pii import (
     seal_event,
     subject_of,
 )
+from leadflow.streams.acked_producer import AckedProducer, NotAcknowledged
 from leadflow.streams.logs import get_logger
 from leadflow.streams.pii.crypto import decrypt, encrypt, new_key, new_kid
 from leadflow.streams.pii.keyring import (
@@ -75,41 +73,17 @@ class Vault:
         self.keyring = keyring or Keyring(settings)
         self.refresh_seconds = refresh_seconds
         self.timeout = timeout
-        self._producer: Producer | None = None
-        self._settings = settings
+        self._producer = AckedProducer(settings, timeout)
         self._lock = threading.RLock()
         self._missing: set[str] = set()
 
     # -- writing -----------------------------------------------------------------------
 
     def _publish(self, records: Sequence[tuple[bytes, bytes | None]]) -> None:
-        if not records:
-            return
-        if self._producer is None:
-            self._producer = Producer(
-                {
-                    **self._settings.kafka_client_config(),
-                    "acks": "all",
-                    "enable.idempotence": True,
-                    "linger.ms": 0,
-                    "message.timeout.ms": int(self.timeout * 1000),
-                    "log_level": 3,
-                }
-            )
-        failures: list[str] = []
-
-        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        for key, value in records:
-            self._producer.produce(PII_KEYS.name, key=key, value=value, on_delivery=on_delivery)
-        left = self._producer.flush(self.timeout)
-        if left or failures:
-            raise KeyringError(
-                f"{PII_KEYS.name} did not acknowledge {left + len(failures)} of "
-                f"{len(records)} key records"
-            )
+        try:
+            self._producer.send([(PII_KEYS.name, key, value) for key, value in records])
+        except NotAcknowledged as exc:
+            raise KeyringError(str(exc)) from exc
         for key, value in records:  # acknowledged: our own view need not wait for a refresh
             self.keyring.state.apply(key, value)
 
@@ -168,13 +142,31 @@ class Vault:
             KeyringError: the tombstones were not acknowledged.
         """
         with self._lock:
-            self.keyring.refresh()
-            subjects, tombstones = shred_records(self.keyring.state, workspace_id, lead_id, devices)
-            keys = sum(1 for k, _ in tombstones if k.startswith(b'["key"'))
-            links = len(tombstones) - keys
+            plan, tombstones = self._plan(workspace_id, lead_id, devices)
             self._publish(tombstones)
-            log.info("pii.shredded", workspace=workspace_id, subjects=len(subjects), keys=keys)
-            return Shredded(workspace_id, lead_id, tuple(subjects), keys, links)
+            log.info("pii.shredded", workspace=workspace_id, subjects=len(plan.subjects),
+                     keys=plan.keys)  # fmt: skip
+            return plan
+
+    def preview_shred(
+        self, workspace_id: str, lead_id: str, devices: Sequence[str] = ()
+    ) -> Shredded:
+        """What :meth:`shred` would delete now, deleting nothing (an erasure's dry run).
+
+        Raises:
+            KeyringError: the key topic cannot be read.
+        """
+        with self._lock:
+            return self._plan(workspace_id, lead_id, devices)[0]
+
+    def _plan(
+        self, workspace_id: str, lead_id: str, devices: Sequence[str]
+    ) -> tuple[Shredded, list[tuple[bytes, None]]]:
+        self.keyring.refresh()
+        subjects, tombstones = shred_records(self.keyring.state, workspace_id, lead_id, devices)
+        keys = sum(1 for k, _ in tombstones if k.startswith(b'["key"'))
+        plan = Shredded(workspace_id, lead_id, tuple(subjects), keys, len(tombstones) - keys)
+        return plan, tombstones
 
     # -- reading -----------------------------------------------------------------------
 
@@ -230,9 +222,7 @@ class Vault:
 
     def close(self) -> None:
         """Flush and release the Kafka clients."""
-        if self._producer is not None:
-            self._producer.flush(self.timeout)
-            self._producer = None
+        self._producer.close()
         self.keyring.close()
 
 

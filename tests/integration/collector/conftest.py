@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from leadflow.streams.collector.app import Collector, build_collector, create_app
 from leadflow.streams.collector.keys import KeyStore
+from leadflow.streams.collector.server import server_config
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, create_topics
 from tests.conftest import free_port
@@ -39,9 +40,8 @@ class Running:
 def serve(collector: Collector) -> Iterator[str]:
     """Run the collector's app with uvicorn on a free port; yield its base URL."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(collector), host="127.0.0.1", port=port, log_config=None, access_log=False
-    )
+    # The production server options: request deadline, connection cap, keep-alive.
+    config = server_config(create_app(collector), collector.settings, "127.0.0.1", port)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -59,7 +59,15 @@ def serve(collector: Collector) -> Iterator[str]:
 
 def make_collector(settings: Settings, keys_file: Path, **overrides: Any) -> tuple[Collector, str]:
     """A collector wired to the real producer and codec, and a fresh write key."""
-    settings = settings.model_copy(update={"collector_keys_file": keys_file})
+    # These tests read /metrics and /openapi.json; both are off by default (issue 19,
+    # tests/unit/collector/test_exposure.py).
+    settings = settings.model_copy(
+        update={
+            "collector_keys_file": keys_file,
+            "collector_expose_metrics": True,
+            "collector_expose_docs": True,
+        }
+    )
     key = KeyStore(keys_file).create("ws-acme", lambda: datetime.now(tz=UTC))
     return build_collector(settings, **overrides), key
 

@@ -63,7 +63,7 @@ CLI_CORPUS: list[tuple[list[str], int, str]] = [
     (["keys", "create", ""], 2, VALID_ISH),
     (["keys", "create", "two words"], 2, VALID_ISH),
     (["keys", "create", "wsA\n"], 2, VALID_ISH),  # issue 19: the id is checked whole
-    (["keys", "rotate", "nobody"], 1, "workspace 'nobody' has no keys to rotate"),
+    (["keys", "rotate", "nobody"], 1, "workspace 'nobody' has no write keys to rotate"),
     (["keys", "revoke", "nope"], 1, "no active key with id 'nope'"),
     (["simulate", "--start", "notadate", "--dry-run"], 2, "not an ISO-8601 time"),
     (["simulate", "--rate", "-1", "--dry-run"], 2, "-1.0 is not in the range x>0"),

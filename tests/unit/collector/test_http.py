@@ -89,10 +89,15 @@ class Harness:
         return asyncio.run(go())
 
     def get(self, path: str) -> httpx.Response:
+        return self.request("GET", path)
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         async def go() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                return await client.get(path)
+                return await client.request(method, path, headers=headers)
 
         return asyncio.run(go())
 
@@ -107,7 +112,8 @@ class Harness:
 
 @pytest.fixture
 def h(tmp_path: Path) -> Harness:
-    return Harness(tmp_path)
+    # These tests read /metrics and /openapi.json, off by default (test_exposure.py).
+    return Harness(tmp_path, collector_expose_metrics=True, collector_expose_docs=True)
 
 
 DEAL = {"event": "Deal Won", "userId": "u1", "properties": {"amount": 5}}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from leadflow.streams.collector.keys import KeyStore, KeyStoreError, hash_key
+from leadflow.streams.collector.keys import ADMIN, KeyStore, KeyStoreError, hash_key
 
 
 def now() -> datetime:
@@ -40,7 +40,7 @@ def test_rotation_revokes_old_keys_of_that_workspace_only(tmp_path: Path) -> Non
     assert store.lookup(new) is not None
     assert store.lookup(other) is not None
     assert [r.revoked_at is not None for r in store.records()] == [True, False, False]
-    with pytest.raises(KeyStoreError, match="no keys"):
+    with pytest.raises(KeyStoreError, match="no write keys"):
         store.rotate("initech", now)
 
 
@@ -86,3 +86,19 @@ def test_a_key_recorded_for_an_invalid_workspace_id_selects_nothing(tmp_path: Pa
     found = other.lookup(good)
     assert found is not None
     assert found.workspace_id == "acme"
+
+
+def test_admin_keys_are_their_own_role_and_rotate_apart(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    write = store.create("acme", now)
+    admin = store.create("acme", now, role=ADMIN)
+    assert admin.startswith("lfa_")
+    record = store.lookup(admin)
+    assert record is not None
+    assert record.role == ADMIN
+    new_write = store.rotate("acme", now)  # rotating write keys leaves the admin key alone
+    assert store.lookup(write) is None
+    assert store.lookup(admin) is not None
+    assert store.lookup(new_write) is not None
+    with pytest.raises(KeyStoreError, match="unknown key role"):
+        store.create("acme", now, role="root")

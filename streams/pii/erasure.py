@@ -1,0 +1,259 @@
+"""Erasing a person: audited, acknowledged step by step, the same for the API and the CLI.
+
+Only a secret credential erases: an admin key on the collector's ``POST /v1/erasure`` or
+``leadflow erase`` on a machine that holds the cluster's credentials. A public write key
+cannot (docs/privacy.md, "Threat model").
+
+In order, each step acknowledged by Kafka before the next:
+
+1. audit ``requested`` (who, when, what) on ``leadflow.audit``;
+2. every key of the lead and of its devices is tombstoned (``leadflow.pii-keys``): from here
+   on no process can open the person's PII anywhere in the log;
+3. an ``erasure_requested`` event (lead id and who asked; no email) on ``leadflow.events``:
+   the worker drops the lead's contact, the projector blanks the person's ClickHouse rows;
+4. audit ``done`` with what was shredded and the event's id (or ``failed`` with the reason).
+
+Every step is idempotent: a retry (same request) shreds nothing more and sends the event
+again, which the worker and the projector apply as often as they like.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from leadflow.processors.errors import LeadflowError
+from leadflow.processors.events import Event, Kind
+from leadflow.streams.acked_producer import AckedProducer
+from leadflow.streams.audit import AuditLog, AuditRecord, utc_iso
+from leadflow.streams.logs import get_logger
+from leadflow.streams.pii.vault import Shredded, Vault
+from leadflow.streams.settings import Settings
+from leadflow.streams.topics import EVENTS
+
+log = get_logger(__name__)
+
+ACTION = "erasure"
+PREVIEW = "erasure.preview"
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureRequest:
+    """What to erase and on whose authority.
+
+    Attributes:
+        workspace_id: the person's workspace (the credential's own).
+        lead_id: the lead (an email is turned into its derived lead id before this).
+        devices: anonymous ids of the person not linked to the lead yet.
+        requested_by: the requester's own words (a ticket, a DPO's address); audited.
+        actor: the credential: ``key:<admin key id>`` or ``cli:<user>``.
+    """
+
+    workspace_id: str
+    lead_id: str
+    devices: tuple[str, ...] = ()
+    requested_by: str = ""
+    actor: str = "cli"
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReceipt:
+    """What an erasure did (or, for a dry run, would do): the confirmation a caller keeps."""
+
+    erasure_id: str
+    workspace_id: str
+    lead_id: str
+    subjects: tuple[str, ...]
+    keys_shredded: int
+    links_removed: int
+    event_id: str | None
+    requested_by: str
+    actor: str
+    requested_at: str
+    dry_run: bool = False
+    status: str = "done"
+
+    def as_json(self) -> dict[str, Any]:
+        """The receipt as a JSON object (API answer, CLI output)."""
+        return {
+            "erasure_id": self.erasure_id,
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "workspace_id": self.workspace_id,
+            "lead_id": self.lead_id,
+            "subjects": list(self.subjects),
+            "keys_shredded": self.keys_shredded,
+            "links_removed": self.links_removed,
+            "event_id": self.event_id,
+            "requested_by": self.requested_by,
+            "actor": self.actor,
+            "requested_at": self.requested_at,
+        }
+
+
+def build_eraser(settings: Settings, vault: Vault | None, clock_ms: Callable[[], int]) -> Eraser:
+    """An :class:`Eraser` on the real topics (the collector's admin API, ``leadflow erase``)."""
+    from leadflow.schemas.codec import codec_from_settings
+
+    return Eraser(
+        vault=vault,
+        audit=AuditLog(settings),
+        events=AckedProducer(settings, settings.collector_delivery_timeout_seconds),
+        encode=codec_from_settings(settings).encode,
+        clock_ms=clock_ms,
+        new_id=lambda: str(uuid.uuid4()),
+    )
+
+
+def erasure_event(
+    workspace_id: str, lead_id: str, requested_by: str, now_ms: int, event_id: str
+) -> Event:
+    """The ``erasure_requested`` event for a lead (no email in it, by design).
+
+    Example:
+        >>> e = erasure_event("ws", "L", "dpo@acme", 5, "x1")
+        >>> e.kind.value, e.lead_id, dict(e.payload)
+        ('erasure_requested', 'L', {'subject_email': None, 'requested_by': 'dpo@acme'})
+    """
+    return Event(
+        event_id=event_id,
+        kind=Kind.ERASURE_REQUESTED,
+        workspace_id=workspace_id,
+        occurred_at=now_ms,
+        received_at=now_ms,
+        lead_id=lead_id,
+        payload={"subject_email": None, "requested_by": requested_by},
+    )
+
+
+def _record(
+    request: ErasureRequest, erasure_id: str, action: str, status: str, at_ms: int, **extra: Any
+) -> AuditRecord:
+    details = {
+        "lead_id": request.lead_id,
+        "devices": list(request.devices),
+        "requested_by": request.requested_by,
+        **extra,
+    }
+    return AuditRecord(
+        erasure_id, action, status, request.workspace_id, request.actor, utc_iso(at_ms), details
+    )
+
+
+@dataclass
+class Eraser:
+    """The erasure steps with their collaborators injected (the CLI and the API build one).
+
+    Attributes:
+        vault: the key view and its tombstone producer (None: PII encryption is off and
+            there are no keys to shred; the event and the audit still happen).
+        audit: the audit trail.
+        events: produces the erasure event to ``leadflow.events`` (acknowledged).
+        encode: event -> Avro bytes (the project codec).
+        clock_ms: the request's own time, UTC epoch ms.
+        new_id: ids of erasures and of their events.
+    """
+
+    vault: Vault | None
+    audit: AuditLog
+    events: AckedProducer
+    encode: Callable[[Event], bytes]
+    clock_ms: Callable[[], int]
+    new_id: Callable[[], str]
+
+    def send_event(self, event: Event) -> None:
+        """Produce ``event`` keyed by its person; return once Kafka acknowledged it."""
+        self.events.send([(EVENTS.name, event.person_key.encode(), self.encode(event))])
+
+    def close(self) -> None:
+        """Release the audit and event producers (the vault belongs to the caller)."""
+        self.audit.close()
+        self.events.close()
+
+    def preview(self, request: ErasureRequest) -> ErasureReceipt:
+        """What :meth:`erase` would shred now, changing nothing; audited as a preview."""
+        erasure_id, now = self.new_id(), self.clock_ms()
+        plan = self._plan(request, preview=True)
+        receipt = self._receipt(request, erasure_id, now, plan, None, dry_run=True)
+        self.audit.write(
+            _record(
+                request,
+                erasure_id,
+                PREVIEW,
+                "done",
+                now,
+                subjects=list(plan.subjects),
+                keys=plan.keys,
+            )
+        )
+        return receipt
+
+    def erase(self, request: ErasureRequest) -> ErasureReceipt:
+        """Shred the person's keys and send the erasure event, audited before and after.
+
+        Raises:
+            AuditError: the audit trail did not acknowledge ``requested`` (nothing was done).
+            LeadflowError: a later step was not acknowledged (audited as ``failed``; the
+                request may be repeated: every step is idempotent).
+        """
+        erasure_id, now = self.new_id(), self.clock_ms()
+        self.audit.write(_record(request, erasure_id, ACTION, "requested", now))
+        try:
+            plan = self._plan(request, preview=False)
+            event = erasure_event(
+                request.workspace_id, request.lead_id, request.requested_by, now, self.new_id()
+            )
+            self.send_event(event)
+        except LeadflowError as exc:
+            self.audit.write(
+                _record(request, erasure_id, ACTION, "failed", self.clock_ms(), error=str(exc))
+            )
+            raise
+        self.audit.write(
+            _record(
+                request,
+                erasure_id,
+                ACTION,
+                "done",
+                self.clock_ms(),
+                subjects=list(plan.subjects),
+                keys=plan.keys,
+                links=plan.links,
+                event_id=event.event_id,
+            )
+        )
+        log.info("pii.erased", workspace=request.workspace_id, erasure=erasure_id,
+                 keys=plan.keys, actor=request.actor)  # fmt: skip
+        return self._receipt(request, erasure_id, now, plan, event.event_id, dry_run=False)
+
+    def _plan(self, request: ErasureRequest, *, preview: bool) -> Shredded:
+        if self.vault is None:
+            return Shredded(request.workspace_id, request.lead_id, (request.lead_id,), 0, 0)
+        act = self.vault.preview_shred if preview else self.vault.shred
+        return act(request.workspace_id, request.lead_id, request.devices)
+
+    @staticmethod
+    def _receipt(
+        request: ErasureRequest,
+        erasure_id: str,
+        now: int,
+        plan: Shredded,
+        event_id: str | None,
+        *,
+        dry_run: bool,
+    ) -> ErasureReceipt:
+        return ErasureReceipt(
+            erasure_id=erasure_id,
+            workspace_id=request.workspace_id,
+            lead_id=request.lead_id,
+            subjects=plan.subjects,
+            keys_shredded=plan.keys,
+            links_removed=plan.links,
+            event_id=event_id,
+            requested_by=request.requested_by,
+            actor=request.actor,
+            requested_at=utc_iso(now),
+            dry_run=dry_run,
+        )
