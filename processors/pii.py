@@ -37,8 +37,12 @@ from leadflow.processors.scoring import email_domain
 
 # Fields that identify a person directly. Firmographics (company, title, company size,
 # industry, country) stay plaintext: scoring, routing and analytics need them and they
-# name a company, not a person.
-PII_PAYLOAD_FIELDS: tuple[str, ...] = ("email", "first_name", "last_name", "phone", "subject_email")
+# name a company, not a person. ``extra_json`` holds whatever properties/traits the kind
+# has no field for: free-form, so it may name a person, and is sealed like an email.
+EXTRA_FIELD = "extra_json"
+PII_PAYLOAD_FIELDS: tuple[str, ...] = (
+    "email", "first_name", "last_name", "phone", "subject_email", EXTRA_FIELD,
+)  # fmt: skip
 PII_CONTEXT_FIELDS: tuple[str, ...] = ("ip", "user_agent")
 PII_FIELDS: tuple[str, ...] = PII_PAYLOAD_FIELDS + PII_CONTEXT_FIELDS
 # The hand-off's contact fields that carry those values (sealed when encryption is on).

@@ -28,6 +28,7 @@ from leadflow.processors.derived import (
 )
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
+from leadflow.processors.pii import PII_PAYLOAD_FIELDS
 from leadflow.sinks.tables import (
     COSTS,
     DEALS,
@@ -43,9 +44,9 @@ from leadflow.streams.collector.channels import ChannelInputs, group_channel
 
 Row = tuple[Any, ...]
 
-# Contact PII stays out of the analytics copy of the payload (erasure must not need a
-# rewrite of ClickHouse); the columns keep only firmographics.
-_PII_FIELDS = frozenset({"email", "first_name", "last_name", "phone", "subject_email"})
+# Contact PII (and the sealed extra fields) stays out of the analytics copy of the payload
+# (erasure must not need a rewrite of ClickHouse); the columns keep only firmographics.
+_PII_FIELDS = frozenset(PII_PAYLOAD_FIELDS)
 _EMAIL_KINDS = frozenset(
     {Kind.EMAIL_SENT, Kind.EMAIL_OPENED, Kind.EMAIL_CLICKED, Kind.EMAIL_BOUNCED,
      Kind.EMAIL_UNSUBSCRIBED}

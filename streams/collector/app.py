@@ -15,6 +15,7 @@ import binascii
 import dataclasses
 import json
 import math
+import re
 import secrets
 import time
 import uuid
@@ -81,6 +82,8 @@ from leadflow.streams.settings import Settings
 from leadflow.streams.topics import DLQ, EVENTS
 
 log = get_logger(__name__)
+# ``batch[12].context.device`` -> ``context.device``: the shape of a dropped path.
+_BATCH_INDEX = re.compile(r"^batch\[\d+\]\.")
 
 # What a public write key may not do: it is in every web page. Erasure needs the admin API
 # (an admin key) or `leadflow erase` (docs/privacy.md, "Threat model").
@@ -333,6 +336,7 @@ class Ingest:
             s.collector_rate_per_second, s.collector_rate_burst, collector.monotonic
         )
         self.replay = ReplayGuard(int(s.collector_webhook_tolerance_seconds * 1000))
+        self._drops_logged: set[tuple[str, str]] = set()
 
     def _authorize(self, write_key: str | None) -> KeyRecord:
         record = self.c.keys.lookup(write_key) if write_key else None
@@ -591,16 +595,35 @@ class Ingest:
                 refused=refused,
             )
         ignored = list(dict.fromkeys([*skipped, *(p for m in stored for p in m.ignored)]))
+        kept = [p for m in stored for p in m.kept]
         warnings = [w for m in stored for w in m.warnings]
         self.c.metrics.accepted.inc(len(stored))
         self.c.metrics.ignored_fields.inc(len(ignored))
+        self.c.metrics.kept_fields.inc(len(kept))
         self.c.metrics.warnings.inc(len(warnings))
+        self._log_drops(workspace_id, ignored)
         return Accepted(
             event_ids=[m.event.event_id for m in stored],
             ignored=ignored,
+            kept=kept,
             warnings=warnings,
             refused=refused,
         )
+
+    def _log_drops(self, workspace_id: str, paths: Sequence[str]) -> None:
+        """Log each kind of dropped field once per process (the counter has every one).
+
+        Browsers send the same SDK context with every call: one line per request would
+        drown the log, none would hide what is lost.
+        """
+        fresh = []
+        for path in paths:
+            shape = (workspace_id, _BATCH_INDEX.sub("", path))
+            if shape not in self._drops_logged and len(self._drops_logged) < 10_000:
+                self._drops_logged.add(shape)
+                fresh.append(shape[1])
+        if fresh:
+            log.info("collector.fields_dropped", workspace=workspace_id, paths=fresh)
 
     async def _seal(self, mapped: list[Mapped]) -> list[Mapped]:
         """Encrypt PII with per-person keys (docs/privacy.md); 503 if a new key is not durable."""

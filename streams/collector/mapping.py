@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from leadflow.processors.bounds import Bounds, violations
 from leadflow.processors.events import Context, Event, Kind
 from leadflow.processors.pii import (
+    EXTRA_FIELD,
     PII_CONTEXT_FIELDS,
     PII_PAYLOAD_FIELDS,
     PREFIX,
@@ -30,6 +31,7 @@ from leadflow.processors.pii import (
     without_device_data,
 )
 from leadflow.streams.collector.channels import ChannelInputs, group_channel
+from leadflow.streams.collector.leftovers import Leftovers, Loc
 from leadflow.streams.collector.models import (
     MESSAGE_MODELS,
     AliasMessage,
@@ -44,17 +46,19 @@ from leadflow.streams.collector.models import (
 from leadflow.streams.collector.timing import epoch_ms, occurred_at, too_far_ahead
 from leadflow.streams.collector.tracking_plan import (
     CONTEXT_PROPERTIES,
+    KEEPS_EXTRA,
     KIND_FIELDS,
     STAGE_NAMES,
     FieldSpec,
     FieldType,
+    field_names,
     kind_for_track,
 )
 from leadflow.streams.collector.traits import contact
 
 INT32 = (-(2**31), 2**31 - 1)
 # Standard page properties analytics.js adds to every page call: they feed the context.
-PAGE_PROPERTIES = frozenset({"url", "path", "referrer", "title", "keywords"})
+PAGE_PROPERTIES = frozenset({"url", "path", "referrer", "title"})
 # Context members the event contract stores (traits feed the payload; library, integrations
 # and _metadata are SDK bookkeeping, never data about the person).
 STORED_CONTEXT = frozenset(
@@ -78,7 +82,7 @@ class MapOptions:
         workspace_id: the tenant the write key selected.
         received_at: the collector's clock when the request arrived, UTC ms.
         future_tolerance_ms: how far after ``received_at`` an event may claim to happen.
-        strict: reject properties a known kind does not define instead of dropping them.
+        strict: refuse properties a known kind does not define instead of keeping them.
         sent_at: the batch's ``sentAt`` (UTC ms) for messages without their own.
         context: the batch's ``context`` for messages without their own.
         tracking_consent_default: keep IP and user agent of calls that state no consent.
@@ -97,11 +101,19 @@ class MapOptions:
 
 @dataclass(frozen=True, slots=True)
 class Mapped:
-    """A valid message as an event, plus the paths of properties that were not stored."""
+    """A valid message as an event, with what had no field in it.
+
+    Attributes:
+        event: the event (unsealed; the collector seals it before producing).
+        ignored: paths of members that were not stored at all.
+        warnings: values stored differently from how they were sent.
+        kept: paths of members the kind has no field for, stored in ``extra_json``.
+    """
 
     event: Event
     ignored: tuple[str, ...] = ()
     warnings: tuple[FieldError, ...] = ()
+    kept: tuple[str, ...] = ()
 
 
 def join(prefix: str, loc: tuple[int | str, ...] | list[int | str]) -> str:
@@ -235,14 +247,12 @@ def _payload(
     kind: Kind,
     fields: Mapping[str, Any],
     where: str,
-    strict: bool,
     sources: Mapping[str, str] | None = None,
-) -> tuple[dict[str, Any], list[FieldError], list[str]]:
-    """The kind's payload from properties/traits: values checked, unknown names sorted out."""
+) -> tuple[dict[str, Any], list[FieldError]]:
+    """The kind's payload fields from properties/traits, each value checked."""
     payload: dict[str, Any] = {}
     errors: list[FieldError] = []
-    specs = KIND_FIELDS[kind]
-    for spec in specs:
+    for spec in KIND_FIELDS[kind]:
         value = fields.get(spec.name)
         path = f"{(sources or {}).get(spec.name, where)}.{spec.name}"
         if value is None:
@@ -254,16 +264,22 @@ def _payload(
         if error is not None:
             errors.append(error)
         payload[spec.name] = stored
-    known = {spec.name for spec in specs} | CONTEXT_PROPERTIES
+    return payload, errors
+
+
+def _unknown(kind: Kind, fields: Mapping[str, Any], *, properties: bool) -> list[str]:
+    """Names in ``fields`` the kind has no field for (``properties``: channel & co. are known).
+
+    Example:
+        >>> _unknown(Kind.DEAL_WON, {"amount": 1, "channel": "x", "plan": "pro"}, properties=True)
+        ['plan']
+        >>> _unknown(Kind.IDENTIFY, {"title": "CTO", "channel": "x"}, properties=False)
+        ['channel']
+    """
+    known = field_names(kind) | (CONTEXT_PROPERTIES if properties else frozenset())
     if kind is Kind.VISIT:
         known |= PAGE_PROPERTIES
-    unknown = [f"{(sources or {}).get(n, where)}.{n}" for n in fields if n not in known]
-    if strict:
-        errors.extend(
-            FieldError(path=path, message=f"not in the tracking plan for {kind.value}")
-            for path in unknown
-        )
-    return payload, errors, unknown
+    return [name for name in fields if name not in known]
 
 
 def _text(fields: Mapping[str, Any], name: str, path: str, errors: list[FieldError]) -> str | None:
@@ -355,16 +371,18 @@ def map_message(
         prefix: where the message sits in the request, for error paths.
 
     Returns:
-        the event (and the ignored property paths), or every problem found.
+        the event (with the kept and dropped paths), or every problem found.
 
     Example:
         >>> opts = MapOptions(workspace_id="ws", received_at=61_000, future_tolerance_ms=0)
         >>> msg = {"event": "Deal Won", "userId": "u1", "messageId": "m1",
-        ...        "properties": {"amount": 1200}, "timestamp": "1970-01-01T00:00:01Z",
-        ...        "sentAt": "1970-01-01T00:00:01Z"}
+        ...        "properties": {"amount": 1200, "plan": "pro"},
+        ...        "timestamp": "1970-01-01T00:00:01Z", "sentAt": "1970-01-01T00:00:01Z"}
         >>> mapped = map_message(msg, "track", opts, new_id=lambda: "x")
-        >>> mapped.event.kind, mapped.event.occurred_at, dict(mapped.event.payload)
-        (<Kind.DEAL_WON: 'deal_won'>, 61000, {'deal_id': None, 'amount': 1200.0, 'currency': 'USD'})
+        >>> mapped.event.kind, mapped.event.occurred_at, mapped.event.payload["amount"]
+        (<Kind.DEAL_WON: 'deal_won'>, 61000, 1200.0)
+        >>> mapped.kept, mapped.event.payload["extra_json"]
+        (('properties.plan',), '{"properties":{"plan":"pro"}}')
         >>> map_message({"event": "Deal Won", "userId": "u1"}, "track", opts, lambda: "x")
         [FieldError(path='properties.amount', message='required')]
     """
@@ -376,13 +394,13 @@ def map_message(
     except ValidationError as exc:
         return pydantic_errors(exc, prefix)
     errors: list[FieldError] = []
-    ignored: list[str] = []
     warnings: list[FieldError] = []
+    left = Leftovers()
     segment_context = message.context or options.context
     context_traits = (segment_context.traits if segment_context else None) or {}
     props: Mapping[str, Any] = {}
     where = join(prefix, ["properties"])
-    sources: dict[str, str] = {}  # field name -> where it came from, for ignored paths
+    sources: dict[str, str] = {}  # field name -> where it came from, for error paths
     if isinstance(message, TrackMessage):
         kind = kind_for_track(message.event)
         props = message.properties or {}
@@ -393,14 +411,18 @@ def map_message(
             }
         elif kind is Kind.FORM_SUBMITTED:
             fields = _contact_fields(
-                [(context_traits, join(prefix, ["context", "traits"])), (props, where)],
+                kind,
+                [(context_traits, ("context", "traits")), (props, ("properties",))],
+                prefix,
                 sources,
-                ignored,
+                left,
                 warnings,
                 full_name=False,
             )
         else:
             fields = _track_fields(kind, props, where, warnings)
+            for name in _unknown(kind, fields, properties=True):
+                left.keep(("properties", name), fields[name])
     elif isinstance(message, PageMessage | ScreenMessage):
         kind = Kind.VISIT
         props = message.properties or {}
@@ -411,14 +433,18 @@ def map_message(
             "category": message.category or props.get("category"),
             "search": props.get("search") or (segment_page.search if segment_page else None),
         }
+        for name in _unknown(kind, props, properties=True):
+            left.keep(("properties", name), props[name])
     elif isinstance(message, IdentifyMessage):
         kind, where = Kind.IDENTIFY, join(prefix, ["traits"])
         # RudderStack's SDKs put identify traits in context.traits (rudder-sdk-python only
         # there); the top-level traits win where both name a field.
         fields = _contact_fields(
-            [(context_traits, join(prefix, ["context", "traits"])), (message.traits or {}, where)],
+            kind,
+            [(context_traits, ("context", "traits")), (message.traits or {}, ("traits",))],
+            prefix,
             sources,
-            ignored,
+            left,
             warnings,
             full_name=True,
         )
@@ -434,16 +460,25 @@ def map_message(
                 {"group_id": message.groupId, "traits": message.traits or {}}
             ),
         }
-    payload, payload_errors, unknown = _payload(kind, fields, where, options.strict, sources)
+    payload, payload_errors = _payload(kind, fields, where, sources)
     errors.extend(payload_errors)
     errors.extend(
         FieldError(path=f"{sources.get(v.field, where)}.{v.field}", message=v.reason)
         for v in violations(kind, payload, options.bounds)
     )
-    if kind is not Kind.CUSTOM:
-        ignored.extend(unknown)
-    if segment_context is not None:
-        ignored.extend(_unstored_context(segment_context, kind, prefix, message.context is None))
+    if options.strict:
+        errors.extend(
+            FieldError(path=join(prefix, loc), message=f"not in the tracking plan for {kind.value}")
+            for loc in left.kept_locs
+        )
+    if kind in KEEPS_EXTRA:
+        payload[EXTRA_FIELD] = left.extra_json()
+    else:
+        left.drop_kept()
+    unstored = _unstored_context(segment_context, kind) if segment_context else []
+    if message.context is not None:
+        left.dropped_locs.extend(unstored)
+        unstored = []
     context = _context(kind, segment_context, props, payload, where, errors)
     errors.extend(_looks_sealed(payload, context, where, sources, prefix))
     if not (message.anonymousId or message.userId) and kind is not Kind.CAMPAIGN_COST:
@@ -486,7 +521,17 @@ def map_message(
     )
     if not tracking_consent(stated, event, options.tracking_consent_default):
         event = without_device_data(event)  # docs/privacy.md: no IP/UA without consent
-    return Mapped(event=event, ignored=tuple(ignored), warnings=tuple(warnings))
+    return Mapped(
+        event=event,
+        # The batch's own context is one for every message: its paths carry no prefix.
+        ignored=(*_paths(prefix, left.dropped_locs), *_paths("", unstored)),
+        warnings=tuple(warnings),
+        kept=tuple(_paths(prefix, left.kept_locs)),
+    )
+
+
+def _paths(prefix: str, locs: list[Loc]) -> list[str]:
+    return [join(prefix, loc) for loc in locs]
 
 
 def _looks_sealed(
@@ -521,22 +566,33 @@ def _looks_sealed(
 
 
 def _contact_fields(
-    layers: list[tuple[Mapping[str, Any], str]],
+    kind: Kind,
+    layers: list[tuple[Mapping[str, Any], Loc]],
+    prefix: str,
     sources: dict[str, str],
-    ignored: list[str],
+    left: Leftovers,
     warnings: list[FieldError],
     *,
     full_name: bool,
 ) -> dict[str, Any]:
-    """Contact fields from trait layers (later layers win), noting where each came from."""
+    """Contact fields from trait layers (later layers win), noting where each came from.
+
+    What a layer carries beyond the kind's fields is kept where it was found (each layer on
+    its own: RudderStack's node SDK repeats identify traits in both places).
+    """
     fields: dict[str, Any] = {}
-    for traits, where in layers:
+    for traits, loc in layers:
+        where = join(prefix, loc)
         flat = contact(traits, full_name=full_name)
+        unknown = set(_unknown(kind, flat.fields, properties=loc == ("properties",)))
         for name, value in flat.fields.items():
-            if value is not None or name not in fields:
+            if name in unknown:
+                left.keep((*loc, name), value)
+            elif value is not None or name not in fields:
                 fields[name] = value
                 sources[name] = where
-        ignored.extend(f"{where}.{path}" for path in flat.ignored)
+        for member, value in flat.unmapped:
+            left.keep((*loc, *member), value)
         warnings.extend(FieldError(path=f"{where}.{p}", message=m) for p, m in flat.warnings)
     return fields
 
@@ -565,13 +621,10 @@ def _track_fields(
     return fields
 
 
-def _unstored_context(
-    segment: SegmentContext, kind: Kind, prefix: str, from_batch: bool
-) -> list[str]:
-    """Paths of context members the event has no place for (listed in ``ignored``)."""
-    where = "context" if from_batch else join(prefix, ["context"])
+def _unstored_context(segment: SegmentContext, kind: Kind) -> list[Loc]:
+    """Locations of context members the event has no place for (dropped, listed)."""
     extra = segment.model_extra or {}
-    paths = [f"{where}.{name}" for name in extra if name not in STORED_CONTEXT]
+    locs: list[Loc] = [("context", name) for name in extra if name not in STORED_CONTEXT]
     if segment.traits and kind not in CONTACT_KINDS:
-        paths.append(f"{where}.traits")
-    return paths
+        locs.append(("context", "traits"))
+    return locs

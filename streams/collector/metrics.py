@@ -49,8 +49,14 @@ class CollectorMetrics:
         )
         self.ignored_fields = Counter(
             "leadflow_collector_fields_ignored",
-            "Fields of stored events that had no place in the event contract (the answer's "
+            "Fields of stored events that were dropped, not stored at all (the answer's "
             "'ignored').",
+            registry=self.registry,
+        )
+        self.kept_fields = Counter(
+            "leadflow_collector_fields_kept",
+            "Fields of stored events that the kind has no field for, kept sealed in "
+            "extra_json (the answer's 'kept').",
             registry=self.registry,
         )
         self.warnings = Counter(

@@ -189,8 +189,13 @@ class Accepted(BaseModel):
     event_ids: list[str] = Field(description="Ids of the stored events, in request order.")
     ignored: list[str] = Field(
         default_factory=list,
-        description="Paths of fields that were not stored (the event's kind has no place "
-        "for them).",
+        description="Paths of fields that were not stored at all (SDK/device context, "
+        "notifications leadflow does not record, extras of events that belong to no person).",
+    )
+    kept: list[str] = Field(
+        default_factory=list,
+        description="Paths of properties/traits the event's kind has no field for, stored "
+        "in its extra_json (sealed with the person's key when PII encryption is on).",
     )
     warnings: list[FieldError] = Field(
         default_factory=list,

@@ -159,6 +159,12 @@ TRACK_KINDS: Mapping[str, Kind] = MappingProxyType(
 # Properties every kind understands: they go to the context, not the payload.
 CONTEXT_PROPERTIES = frozenset({"channel", "experiment", "variant"})
 
+# Kinds whose record has ``extra_json`` for the properties/traits they define no field for
+# (streams/collector/leftovers.py). Custom events keep everything in ``properties_json``;
+# a campaign cost belongs to no person, so no key could seal its extras; an alias carries
+# no properties.
+KEEPS_EXTRA = frozenset(set(Kind) - {Kind.CUSTOM, Kind.CAMPAIGN_COST, Kind.ALIAS})
+
 
 def kind_for_track(event_name: str) -> Kind:
     """The kind a Segment ``track`` call becomes; names outside the plan are custom events.

@@ -4,8 +4,8 @@ Trackers describe a person in their own vocabulary: Segment's spec has ``firstNa
 ``company`` object (``{name, employee_count, industry, plan}``), ``employees`` on group
 calls and an ``address`` object; forms and enrichment tools send company sizes as text
 (``"250"``, ``"51-200"``, ``"1000+"``). This module turns those shapes into the flat
-contact fields (``first_name``, ``company``, ``company_size``...) and says which parts had no
-place, so the mapping can list them in ``ignored`` instead of losing them silently.
+contact fields (``first_name``, ``company``, ``company_size``...) and returns the parts that
+had no place (``company.plan``), so the mapping keeps them with the event's extra fields.
 Pure functions: the same traits always give the same fields.
 """
 
@@ -52,12 +52,13 @@ class Contact:
     Attributes:
         fields: the traits with reserved shapes flattened (unknown names are kept as they
             are; the caller decides what a kind stores).
-        ignored: relative paths of members that have no contact field (``company.plan``).
+        unmapped: members of the reserved objects that have no contact field, as
+            ``(location, value)`` (``(("company", "plan"), "pro")``).
         warnings: ``(relative path, message)`` for values stored differently than sent.
     """
 
     fields: dict[str, Any]
-    ignored: tuple[str, ...] = ()
+    unmapped: tuple[tuple[tuple[str, str], Any], ...] = ()
     warnings: tuple[tuple[str, str], ...] = ()
 
 
@@ -106,13 +107,13 @@ def contact(traits: Mapping[str, Any], *, full_name: bool = True) -> Contact:
         ...              "plan": "pro"}, "address": {"country": "DE", "city": "Berlin"}})
         >>> sorted(c.fields.items())
         [('company', 'Acme'), ('company_size', 51), ('country', 'DE'), ('first_name', 'Ada')]
-        >>> c.ignored
-        ('company.plan', 'address.city')
+        >>> c.unmapped
+        ((('company', 'plan'), 'pro'), (('address', 'city'), 'Berlin'))
         >>> contact({"name": "Grace Brewster Hopper"}).fields
         {'first_name': 'Grace', 'last_name': 'Brewster Hopper'}
     """
     fields: dict[str, Any] = {}
-    ignored: list[str] = []
+    unmapped: list[tuple[tuple[str, str], Any]] = []
     warnings: list[tuple[str, str]] = []
     nested: dict[str, Any] = {}
     for key, value in traits.items():
@@ -121,14 +122,14 @@ def contact(traits: Mapping[str, Any], *, full_name: bool = True) -> Contact:
             for member, item in value.items():
                 target = COMPANY_MEMBERS.get(member)
                 if target is None:
-                    ignored.append(f"company.{member}")
+                    unmapped.append(((key, member), item))
                 else:
                     nested.setdefault(target, item)
         elif key == "address" and isinstance(value, dict):
             for member, item in value.items():
                 target = ADDRESS_MEMBERS.get(member)
                 if target is None:
-                    ignored.append(f"address.{member}")
+                    unmapped.append(((key, member), item))
                 else:
                     nested.setdefault(target, item)
         elif name in fields and name != key:
@@ -148,4 +149,4 @@ def contact(traits: Mapping[str, Any], *, full_name: bool = True) -> Contact:
         fields["company_size"], note = company_size(fields["company_size"])
         if note:
             warnings.append(("company_size", note))
-    return Contact(fields=fields, ignored=tuple(ignored), warnings=tuple(warnings))
+    return Contact(fields=fields, unmapped=tuple(unmapped), warnings=tuple(warnings))

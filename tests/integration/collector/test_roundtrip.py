@@ -89,6 +89,7 @@ def test_form_submitted_arrives_field_for_field(running: Running) -> None:
         "success": True,
         "event_ids": [message_id],
         "ignored": [],
+        "kept": [],
         "warnings": [],
         "refused": [],
     }
@@ -132,6 +133,7 @@ def test_form_submitted_arrives_field_for_field(running: Running) -> None:
             "industry": "Software",
             "country": "GB",
             "answers": {"budget": "50k", "timeline": "3"},
+            "extra_json": None,
         },
     )
 
@@ -191,7 +193,8 @@ def test_batch_of_every_call_type_is_accepted_whole(running: Running) -> None:
     response = post(running, "/v1/batch", batch)
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert answer["ignored"] == ["batch[1].traits.favourite_colour"]
+    # Kept with the event (plaintext here: this collector runs without PII encryption).
+    assert (answer["kept"], answer["ignored"]) == (["batch[1].traits.favourite_colour"], [])
     ids = answer["event_ids"]
     assert len(ids) == 6
     assert all(uuid.UUID(i) for i in ids)  # generated: no messageId was sent
@@ -203,7 +206,12 @@ def test_batch_of_every_call_type_is_accepted_whole(running: Running) -> None:
     assert set(events) == set(ids)
     page_key, page = events[ids[0]]
     assert (page_key, page.kind, page.occurred_at) == ("a1", Kind.VISIT, RECEIVED_AT - 60_000)
-    assert dict(page.payload) == {"name": "Pricing", "category": "Product", "search": "?plan=pro"}
+    assert dict(page.payload) == {
+        "name": "Pricing",
+        "category": "Product",
+        "search": "?plan=pro",
+        "extra_json": None,
+    }
     assert page.context.url == "https://acme.example/?utm_source=newsletter&utm_medium=email"
     # Field by field: context.page wins, the page call's own properties fill the gaps.
     assert page.context.path == "/pricing"
@@ -218,6 +226,8 @@ def test_batch_of_every_call_type_is_accepted_whole(running: Running) -> None:
     assert identify.payload["first_name"] == "Una"
     assert identify.payload["company_size"] == 12
     assert identify.occurred_at == RECEIVED_AT
+    assert identify.payload["extra_json"] is not None
+    assert json.loads(identify.payload["extra_json"])["traits"] == {"favourite_colour": "green"}
 
     alias_key, alias = events[ids[2]]
     assert (alias_key, alias.kind, alias.lead_id, dict(alias.payload)) == (
@@ -229,7 +239,12 @@ def test_batch_of_every_call_type_is_accepted_whole(running: Running) -> None:
 
     won_key, won = events[ids[3]]
     assert (won_key, won.kind, won.context.channel) == ("u1", Kind.DEAL_WON, "partner")
-    assert dict(won.payload) == {"deal_id": "d-9", "amount": 12000.5, "currency": "USD"}
+    assert dict(won.payload) == {
+        "deal_id": "d-9",
+        "amount": 12000.5,
+        "currency": "USD",
+        "extra_json": None,
+    }
 
     _, custom = events[ids[4]]
     assert custom.kind is Kind.CUSTOM

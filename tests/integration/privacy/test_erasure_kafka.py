@@ -8,6 +8,7 @@ command. The test then reads the raw records of every topic the person's data we
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,9 @@ def test_erase_shreds_pii_in_kafka_and_clickhouse_and_keeps_the_counts(
     u = uuid.uuid4().hex[:10]
     email, first, last = f"ada.{u}@example.com", f"Adalina{u}", f"Lovelace{u}"
     phone, ip, agent = f"+44 20 {u}", f"2001:db8::{u[:4]}:{u[4:8]}", f"Mozilla/5.0 Privacy{u}"
-    secrets = [email, first, last, phone, ip, agent]
+    # A trait the contract has no field for: kept with the event, sealed like the email.
+    profile = f"https://social.example/in/ada-{u}"
+    secrets = [email, first, last, phone, ip, agent, profile]
     dev_a, dev_b = f"dev-a-{u}", f"dev-b-{u}"
     lead = derive_lead_id(WS, email)
     consent = {"ip": ip, "userAgent": agent, "consent": {"tracking": True}}
@@ -95,7 +98,7 @@ def test_erase_shreds_pii_in_kafka_and_clickhouse_and_keeps_the_counts(
         post(url, key, "/v1/track", {"event": "Form Submitted", "anonymousId": dev_a,
              "context": consent, "properties": {**contact, "company": "Analytical"}})  # fmt: skip
         post(url, key, "/v1/identify", {"anonymousId": dev_b, "context": consent,
-             "traits": {"email": email, "firstName": first}})  # fmt: skip
+             "traits": {"email": email, "firstName": first, "profile_url": profile}})  # fmt: skip
         post(url, key, "/v1/page", {"anonymousId": dev_b, "context": consent})
 
     # Sealed from the start: the event log never held the plaintext.
@@ -113,6 +116,8 @@ def test_erase_shreds_pii_in_kafka_and_clickhouse_and_keeps_the_counts(
     form = next(e for e in opened if e.kind is Kind.FORM_SUBMITTED)
     assert (form.payload["email"], form.payload["phone"], form.context.ip) == (email, phone, ip)
     assert form.lead_id == lead
+    identify = next(e for e in opened if e.kind is Kind.IDENTIFY)
+    assert json.loads(identify.payload["extra_json"]) == {"traits": {"profile_url": profile}}
 
     projector = Projector(
         privacy_settings, clickhouse_session, clickhouse_db, group_id=f"privacy-{u}"
@@ -150,7 +155,9 @@ def test_erase_shreds_pii_in_kafka_and_clickhouse_and_keeps_the_counts(
         fresh.close()
     for event in reopened:
         assert isinstance(event, Event)
-        assert all(event.payload.get(f) is None for f in ("email", "first_name", "phone"))
+        assert all(
+            event.payload.get(f) is None for f in ("email", "first_name", "phone", "extra_json")
+        )
         assert (event.context.ip, event.context.user_agent) == (None, None)
     # The raw topic is read partition by partition: find the erasure event, not the last one.
     erasures = [e for e in reopened if e.kind is Kind.ERASURE_REQUESTED]

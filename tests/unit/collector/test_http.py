@@ -126,6 +126,7 @@ def test_accepted_events_are_keyed_by_person_and_decodable(h: Harness) -> None:
         "success": True,
         "event_ids": ["new-id"],
         "ignored": [],
+        "kept": [],
         "warnings": [],
         "refused": [],
     }

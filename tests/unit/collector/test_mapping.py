@@ -146,7 +146,8 @@ def test_identify_traits_and_segment_aliases() -> None:
     )
     assert mapped.event.payload["first_name"] == "Ada"
     assert mapped.event.payload["company_size"] == 12
-    assert mapped.ignored == ("traits.plan",)
+    assert (mapped.kept, mapped.ignored) == (("traits.plan",), ())
+    assert json.loads(mapped.event.payload["extra_json"]) == {"traits": {"plan": "pro"}}
     assert (mapped.event.lead_id, mapped.event.anonymous_id) == ("u", "a")
 
 
@@ -194,6 +195,7 @@ def test_page_context_campaign_and_utm_from_url() -> None:
         "name": "Pricing",
         "category": "Docs",
         "search": "?utm_source=google",
+        "extra_json": None,
     }
 
 
@@ -283,6 +285,104 @@ def test_strict_mode_names_unknown_properties() -> None:
         FieldError(
             path="batch[0].properties.amount_eur", message="not in the tracking plan for deal_won"
         )
+    ]
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=8).filter(lambda n: n not in {"amount", "deal_id"}),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+            max_leaves=5,
+        ),
+        max_size=4,
+    )
+)
+def test_unknown_properties_of_a_known_kind_are_kept_whole(extra: dict[str, Any]) -> None:
+    props = {**extra, "amount": 5}
+    for name in ("channel", "experiment", "variant", "currency", "revenue", "value", "total"):
+        props.pop(name, None)  # consumed by the context or the kind
+    mapped = ok({"event": "Deal Won", "userId": "u", "properties": props})
+    unknown = {k: v for k, v in props.items() if k != "amount"}
+    assert sorted(mapped.kept) == sorted(f"properties.{k}" for k in unknown)
+    stored = mapped.event.payload["extra_json"]
+    assert (json.loads(stored) if stored else {}) == ({"properties": unknown} if unknown else {})
+    assert mapped.ignored == ()
+    assert CODEC.decode(CODEC.encode(mapped.event)) == mapped.event
+
+
+def test_page_form_and_identify_keep_what_has_no_field_where_it_was_found() -> None:
+    page = ok(
+        {"anonymousId": "a", "properties": {"url": "https://x.example/", "keywords": ["b2b"],
+         "tab_url": "https://x.example/#t", "name": "Home"}},
+        "page",
+    )  # fmt: skip
+    assert json.loads(page.event.payload["extra_json"]) == {
+        "properties": {"keywords": ["b2b"], "tab_url": "https://x.example/#t"}
+    }
+    form = ok(
+        {
+            "event": "Form Submitted",
+            "anonymousId": "a",
+            "properties": {"form_id": "demo", "email": "a@b.example", "linkedin": "in/ada"},
+            "context": {"traits": {"plan": "pro", "company": {"name": "Acme", "id": "c-1"}}},
+        }
+    )
+    assert form.event.payload["company"] == "Acme"
+    assert json.loads(form.event.payload["extra_json"]) == {
+        "context": {"traits": {"company": {"id": "c-1"}, "plan": "pro"}},
+        "properties": {"linkedin": "in/ada"},
+    }
+    assert sorted(form.kept) == [
+        "context.traits.company.id",
+        "context.traits.plan",
+        "properties.linkedin",
+    ]
+    # RudderStack's node SDK repeats identify traits in context.traits: each place keeps its own.
+    identify = ok(
+        {"userId": "u", "traits": {"title": "CTO", "channel": "web"},
+         "context": {"traits": {"title": "CTO", "channel": "web"}}},
+        "identify",
+    )  # fmt: skip
+    assert json.loads(identify.event.payload["extra_json"]) == {
+        "context": {"traits": {"channel": "web"}},
+        "traits": {"channel": "web"},
+    }
+    assert identify.event.context.channel is None  # a trait is not the marketing channel
+
+
+def test_what_cannot_be_stored_is_dropped_and_listed() -> None:
+    cost = ok(
+        {"event": "Campaign Cost", "anonymousId": "x",
+         "properties": {"date": "2026-03-01", "channel": "paid_search", "amount": 10,
+                        "clicks": 120}},
+    )  # fmt: skip
+    # A campaign cost belongs to no person: no key could seal its extras.
+    assert (cost.kept, cost.ignored) == ((), ("properties.clicks",))
+    assert "extra_json" not in cost.event.payload
+    batch = map_message(
+        {"event": "Email Opened", "userId": "u", "properties": {"subject": "Hi", "inbox": "x"},
+         "context": {"device": {"id": "d"}, "traits": {"email": "a@b.example"}}},
+        "track",
+        dataclasses.replace(OPTS, context=None),
+        lambda: "x",
+        "batch[2]",
+    )  # fmt: skip
+    assert isinstance(batch, Mapped)
+    assert batch.kept == ("batch[2].properties.inbox",)
+    assert batch.ignored == ("batch[2].context.device", "batch[2].context.traits")
+
+
+def test_strict_mode_refuses_every_member_it_would_keep() -> None:
+    result = map_message(
+        {"userId": "u", "traits": {"title": "CTO", "company": {"name": "A", "plan": "pro"}}},
+        "identify",
+        MapOptions("ws", RECEIVED, 0, strict=True),
+        lambda: "x",
+    )
+    assert result == [
+        FieldError(path="traits.company.plan", message="not in the tracking plan for identify")
     ]
 
 

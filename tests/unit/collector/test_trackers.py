@@ -143,11 +143,21 @@ def test_segment_reserved_traits(h: Harness) -> None:
     }
     assert (payload["industry"], payload["country"]) == ("Defense", "US")
     body = response.json()
-    assert sorted(body["ignored"]) == [
+    # Members without a contact field are kept with the event (sealed when PII encryption
+    # is on), not dropped.
+    assert body["ignored"] == []
+    assert sorted(body["kept"]) == [
         "traits.address.city",
         "traits.company.plan",
         "traits.website",
     ]
+    assert json.loads(payload["extra_json"]) == {
+        "traits": {
+            "address": {"city": "Arlington"},
+            "company": {"plan": "x"},
+            "website": "navy.example",
+        }
+    }
     assert body["warnings"] == [
         {
             "path": "traits.company_size",

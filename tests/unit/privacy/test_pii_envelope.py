@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import doctest
+import json
 
 import pytest
 from hypothesis import given
@@ -23,6 +24,7 @@ from leadflow.processors.pii import (
     seal_event,
     tracking_consent,
 )
+from leadflow.sinks.projection import event_rows
 
 text = st.text(min_size=1, max_size=40)
 
@@ -46,7 +48,14 @@ def person(email: str, name: str, ip: str, lead: str | None = None) -> Event:
         anonymous_id="a1",
         lead_id=lead,
         context=Context(ip=ip, user_agent="UA " + name, path="/p"),
-        payload={"email": email, "first_name": name, "company": "Acme", "answers": {}},
+        payload={
+            "email": email,
+            "first_name": name,
+            "company": "Acme",
+            "answers": {},
+            # What the form sent beyond its fields (free-form, so sealed like the email).
+            "extra_json": json.dumps({"properties": {"linkedin": f"in/{name}"}}),
+        },
     )
 
 
@@ -60,7 +69,7 @@ def test_seal_then_open_is_the_identity_and_sealed_holds_no_plaintext(
 ) -> None:
     event = person(email, name, ip, lead="L")
     sealed = seal_event(event, reversing)
-    for f in ("email", "first_name"):
+    for f in ("email", "first_name", "extra_json"):
         assert parse_envelope(sealed.payload[f]) is not None
     assert sealed.context.ip is not None
     assert sealed.context.ip.startswith("enc:v2:")
@@ -132,3 +141,11 @@ def test_consent_stated_on_the_call_wins_over_the_default(
     assert tracking_consent(stated, visit, default) is (default if stated is None else stated)
     change = Event("c", Kind.CONSENT_CHANGED, "ws", 1, 1, "a", payload={"tracking": not default})
     assert tracking_consent(stated, change, default) is (not default)
+
+
+def test_the_kept_extra_fields_never_reach_clickhouse() -> None:
+    # ClickHouse holds no sealed value (erasure must not need to rewrite it): extra_json is
+    # left out of payload_json like the email.
+    sealed = seal_event(person("a@b.example", "Ada", "1.2.3.4", lead="L"), reversing)
+    (row,) = event_rows(sealed).by_table["events"]
+    assert json.loads(row[-1]) == {"answers": {}, "company": "Acme"}
