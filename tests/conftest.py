@@ -64,11 +64,14 @@ def kafka(base_settings: Settings) -> Iterator[Settings]:
         broker.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kafka_cluster(
     base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[KafkaCluster, Settings]]:
-    """A real 3-node KRaft cluster (broker + controller per JVM, 384 MB heaps) for the session.
+    """A real 3-node KRaft cluster (broker + controller per JVM, 384 MB heaps) for one module.
+
+    Per module, not per session: its three JVMs would otherwise idle through the rest of
+    the suite on a 2-core machine.
 
     Yields the cluster (to kill and restart nodes) and settings whose bootstrap lists all
     three nodes. A test that kills a node brings it back and waits for
