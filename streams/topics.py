@@ -176,7 +176,13 @@ def _await_on_every_broker(
     for address in brokers:
         admin = AdminClient({**settings.kafka_client_config(), "bootstrap.servers": address})
         while True:
-            topics = admin.list_topics(timeout=timeout).topics
+            try:
+                topics = admin.list_topics(timeout=5.0).topics
+            except KafkaException as exc:
+                # A broker that just died is still listed until the controller fences it;
+                # it misleads nobody while it does not answer.
+                log.warning("topics.broker_unanswered", broker=address, error=str(exc))
+                break
             lacking = [
                 name
                 for name in names
