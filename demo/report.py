@@ -49,7 +49,7 @@ class ModelQuality:
 def model_quality(settings: Settings, client: Any, truth: dict[str, LeadTruth]) -> ModelQuality:
     """Rule score and model score AUC (scores before SQL) next to the best possible."""
     from leadflow.processors.model import ScoreModel
-    from leadflow.streams.model_feed import latest_snapshot
+    from leadflow.streams.model_feed import latest_snapshots
     from leadflow.streams.worker import model_key
 
     scores = reports.lead_scores(client, DB, workspace=WORKSPACE).rows
@@ -63,10 +63,15 @@ def model_quality(settings: Settings, client: Any, truth: dict[str, LeadTruth]) 
     # rule score on all leads with the model on the rest would compare different leads.
     same = [(t.converted, r) for t, r, m in labelled if m is not None]
     rule_auc_model_leads = auc([r for _, r in same], [c for c, _ in same]) if both else None
-    snapshot = latest_snapshot(settings)
-    prequential = (
-        ScoreModel.restore(snapshot, model_key(settings)).quality() if snapshot is not None else {}
-    )
+    snapshot = latest_snapshots(settings).get(WORKSPACE.encode())
+    prequential: dict[str, Any] = {}
+    if snapshot is not None:
+        health = ScoreModel.restore(snapshot, model_key(settings)).health()
+        prequential = {
+            "auc": health.window_auc,
+            "n_learned": health.n_learned,
+            "warnings": ", ".join(health.warnings) or "none",
+        }
     return ModelQuality(
         leads=len(labelled),
         converted=sum(labels),
@@ -264,8 +269,8 @@ def write_report(
         ],
         (
             f"{quality.leads} leads, {quality.converted} accepted by sales; the model learned from "
-            f"{quality.prequential.get('n_learned', 0)} labelled examples, drift alarms: "
-            f"{quality.prequential.get('drift_count', 0)}. 'Best possible' ranks by what was "
+            f"{quality.prequential.get('n_learned', 0)} labelled examples, health warnings: "
+            f"{quality.prequential.get('warnings', 'none')}. 'Best possible' ranks by what was "
             "knowable at capture; scores that see later buying signals can beat it.",
         ),
     )

@@ -12,7 +12,10 @@ import dataclasses
 from leadflow.processors.derived import OwnerAssigned, SlaBreached, Stage, derived_id
 from leadflow.processors.labels import horizon_negative
 from leadflow.processors.lead_state import Derived, LeadState
+from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy import Policy
+from leadflow.processors.rescore import RESCORED_STAGES
+from leadflow.processors.rescore import rescore as rescore_lead
 from leadflow.processors.routing import RoutingState, assign
 
 
@@ -33,6 +36,8 @@ def next_deadline(state: LeadState) -> int | None:
         due.append(state.sla_due_at)
     if not state.labelled and state.label_due_at is not None:
         due.append(state.label_due_at)
+    if state.rescore_due_at is not None and state.stage in RESCORED_STAGES:
+        due.append(state.rescore_due_at)
     return min(due) if due else None
 
 
@@ -42,8 +47,13 @@ def advance_time(
     policy: Policy,
     *,
     routing: RoutingState | None = None,
+    model: ScoreModel | None = None,
+    rescore: bool = True,
 ) -> tuple[LeadState, list[Derived]]:
     """Emit what became due by event time ``watermark_ms``; idempotent per deadline.
+
+    With ``rescore`` a lead due for a decay re-score is re-scored at ``watermark_ms`` with
+    ``model`` (the workspace's; ``None``: rules only), see :mod:`rescore`.
 
     An MQL still unreviewed at its ``sla_due_at`` gives one :class:`SlaBreached`
     (stamped with the due time, not the watermark) and is escalated to the escalation
@@ -92,4 +102,8 @@ def advance_time(
     s, example = horizon_negative(s, watermark_ms, policy)
     if example is not None:
         out.append(example)
+    if rescore:
+        s, scored = rescore_lead(s, watermark_ms, policy, model)
+        if scored is not None:
+            out.append(scored)
     return s, out

@@ -57,9 +57,10 @@ from leadflow.processors.derived import (
 )
 from leadflow.processors.errors import InvalidEvent, InvalidTransition
 from leadflow.processors.events import TOUCH_KINDS, Event, Kind
+from leadflow.processors.features import lead_features
 from leadflow.processors.funnel import transition
 from leadflow.processors.handoff import build_handoff
-from leadflow.processors.labels import close_episode, label_open
+from leadflow.processors.labels import close_episode, open_window
 from leadflow.processors.lead_state import (
     MAX_ALIASES,
     MAX_HISTORY,
@@ -69,14 +70,14 @@ from leadflow.processors.lead_state import (
     Derived,
     LeadState,
 )
-from leadflow.processors.model import ScoreModel, lead_features
+from leadflow.processors.model import ScoreModel
 from leadflow.processors.nurture import nurture_step
 from leadflow.processors.pii import PiiFacts
 from leadflow.processors.policy import Policy
 from leadflow.processors.qualification import merge_answers
+from leadflow.processors.rescore import rescheduled
 from leadflow.processors.routing import RoutingState, assign
 from leadflow.processors.scoring import (
-    DAY_MS,
     EngagementHit,
     decayed,
     email_domain,
@@ -354,7 +355,7 @@ def _score(step: _Step, model: ScoreModel | None) -> None:
         engagement=round(eng, 4),
         engagement_hits=top_rules(eng_hits, p.scoring.top_rules),
     )
-    features = lead_features(s, s.watermark, p.scoring.half_life_days)
+    features = lead_features(s, s.watermark, p)
     if model is not None:
         s = dataclasses.replace(
             s,
@@ -362,19 +363,11 @@ def _score(step: _Step, model: ScoreModel | None) -> None:
             model_version=model.version,
             top_features=model.top_features(features),
         )
-    if label_open(s, p) and s.watermark >= s.episode_after:
-        # The snapshot is the lead at its watermark (the features above), also when this
-        # event is a late one: a replayed pre-identify touch must not open an episode in
-        # the past whose horizon has already run out.
-        horizon_ms = int(p.labels.negative_horizon_days * DAY_MS)
-        s = dataclasses.replace(
-            s,
-            features=features,
-            features_at=s.watermark,
-            labelled=False,
-            label_due_at=s.watermark + horizon_ms,
-        )
-    step.state = s
+    # The window's snapshot is the lead at its watermark (the features above), also when
+    # this event is a late one: a replayed pre-identify touch must not open a window in the
+    # past whose horizon has already run out.
+    s = open_window(s, features, s.watermark, p)
+    step.state = rescheduled(s, e.occurred_at)
     step.out.append(
         LeadScored(
             score_id=derived_id(s.lead_id, "score", e.event_id),
@@ -432,7 +425,9 @@ def lead_step(
         return state, []
     routing = routing or RoutingState()
 
-    state, due = advance_time(state, event.occurred_at, policy, routing=routing)
+    # Re-scores for decay are left to the deadline path (advance_time with a model): this
+    # event scores the lead anyway when it changes anything.
+    state, due = advance_time(state, event.occurred_at, policy, routing=routing, rescore=False)
     step = _Step(state, event, policy)
     step.out.extend(due)
     s = step.state

@@ -96,6 +96,8 @@ class LeadState:
     # The domain of ``contact.email``, which may be sealed (docs/privacy.md): fit rules and
     # segments test the domain, and the worker derives it at the edge (``PiiFacts``).
     email_domain: str | None = None
+    # When event time is due to re-score the lead as its engagement decays (processors/rescore.py).
+    rescore_due_at: int | None = None
 
 
 def encode_lead_state(state: LeadState) -> bytes:

@@ -1,159 +1,277 @@
-"""The model score: an online river model of P(conversion | lead features).
+"""The model score: one online model of P(conversion | lead features) per workspace.
 
-Labels arrive late (see ``lead.py``: one example per lead episode; a conversion teaches a
-positive with the features of the last score before it; a sales "no" or silence past the
-horizon teaches a negative). Quality is
-measured prequentially: every example is scored BEFORE the model learns from it, into a
-ROC AUC, and the absolute error feeds an ADWIN drift detector.
+Labels arrive late (:mod:`labels`: one example per lead episode). Each workspace has its own
+:class:`ScoreModel`, learnt only from that workspace's examples; a new workspace starts
+from a PRIOR that needs no data: log-odds = ``model.prior.intercept + per_point * (fit +
+engagement)`` from the policy. The default kind, :class:`PriorLogit`, is a logistic
+regression whose log-odds is that prior PLUS a learnt correction (weights start at 0 and
+are L2-shrunk towards 0, i.e. towards the prior), learnt online with per-feature AdaGrad
+steps, so rare one-hots (a seniority, a channel) learn as fast as dense counts. Its
+features (:mod:`features`) are built to need no scaler.
+
+Quality is measured prequentially: every example is scored BEFORE the model learns it
+into a sliding window (:class:`Health`): label balance, AUC, calibration error, and
+warnings when the model learns from one class or has too few labels to leave its prior.
 
 Snapshots are pickles, so they are wrapped in an HMAC-SHA256-signed envelope and the
-signature is checked BEFORE anything is unpickled: a snapshot from ``leadflow.models``
-that was not signed with the workspace key is refused, never loaded. Envelope:
-``b"LFM1" | HMAC-SHA256 (32 bytes) | version length (2 bytes, big-endian) | version (UTF-8)
-| pickle``; the HMAC covers everything after itself plus the magic. The version sits
-outside the pickle so :meth:`ScoreModel.peek_version` can read it without unpickling.
+signature is checked BEFORE anything is unpickled: a snapshot that was not signed with the
+key is refused, never loaded. Envelope: ``b"LFM2" | HMAC-SHA256 (32 bytes) | header length
+(2 bytes, big-endian) | header (JSON: workspace, version, trained_through) | pickle``; the
+HMAC covers everything after itself plus the magic. The header sits outside the pickle so
+:meth:`ScoreModel.peek` can read it without unpickling.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import pickle
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from river import compose, drift, forest, linear_model, metrics, preprocessing
 
 from leadflow.processors.derived import RuleHit
 from leadflow.processors.errors import LeadflowError
-from leadflow.processors.scoring import DAY_MS, decayed
+from leadflow.processors.features import lead_features
+from leadflow.processors.policy import ModelPolicy
 
 if TYPE_CHECKING:
     from leadflow.processors.lead_state import LeadState
     from leadflow.processors.policy import Policy
 
-# river's metrics and drift detectors are not annotated; keep them behind Any.
-_metrics: Any = metrics
-_drift: Any = drift
-
-
-def engineered(x: dict[str, float]) -> dict[str, float]:
-    """Derived features for the model: fit x engagement, log counts, recency buckets.
-
-    A linear model cannot express "fit AND engaged" or "engaged, but long ago"; these
-    give it those shapes. Pure and deterministic, so it pickles with the pipeline.
-
-    Example:
-        >>> engineered({"fit": 50.0, "engagement": 40.0, "n.pricing_page": 3.0})["fit_x_eng"]
-        0.2
-    """
-    out = dict(x)
-    fit, eng = x.get("fit", 0.0), x.get("engagement", 0.0)
-    out["fit_x_eng"] = round(fit * eng / 10_000, 4)
-    for name, value in x.items():
-        if name.startswith("n."):
-            out[name] = math.log1p(max(value, 0.0))
-    days = x.get("days_since_activity")
-    if days is not None:
-        out["active_7d"] = 1.0 if days <= 7 else 0.0
-        out["active_30d"] = 1.0 if days <= 30 else 0.0
-    return out
-
-
-def _pipeline(kind: str) -> Any:
-    if kind == "logreg":
-        return compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
-    if kind == "logreg_fx":
-        return compose.Pipeline(
-            compose.FuncTransformer(engineered),
-            preprocessing.StandardScaler(),
-            linear_model.LogisticRegression(),
-        )
-    if kind == "arf":
-        return forest.ARFClassifier(n_models=10, grace_period=50, seed=7)
-    raise LeadflowError(f"unknown model kind {kind!r}; one of {sorted(MODEL_KINDS)}")
-
-
-# Measured with ``leadflow model-eval`` (3,000 people, 180 days, seeds 1-3; see
-# docs/architecture.md): per-lead AUC logreg 0.922/0.918/0.926, logreg_fx 0.923/0.921/0.928,
-# arf 0.954/0.909/0.923 at 16x the learning and 4x the scoring cost, with no per-feature
-# explanation. The trainer uses DEFAULT_KIND; the others stay selectable for measurement.
-MODEL_KINDS = frozenset({"logreg", "logreg_fx", "arf"})
-DEFAULT_KIND = "logreg"
-
-_MAGIC = b"LFM1"
+_MAGIC = b"LFM2"
 _SIG_LEN = 32
+WINDOW = 500  # prequential examples kept for the health figures
+ONE_CLASS_MIN = 20  # a window of this many examples, all one class, is a warning
+MODEL_KINDS = frozenset({"linear", "arf"})
+DEFAULT_KIND = "linear"
 
 
 class SnapshotError(LeadflowError):
     """A model snapshot whose signature does not verify (tampered or wrong key)."""
 
 
-def lead_features(state: LeadState, at_ms: int, half_life_days: float) -> dict[str, float]:
-    """Model features of a lead at event time ``at_ms``; values rounded to 4 places.
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
-    Fit attributes (fit score, log company size, seniority one-hot), decayed engagement
-    counts per rule (each hit counts ``0.5 ** (age / half_life)``), recency of the last
-    activity, lifetime touch counts, the source channel (first touch) and the stage, both
-    one-hot. Sparse: absent one-hots are simply missing keys.
+
+def prior_logit(features: Mapping[str, float], prior: ModelPolicy) -> float:
+    """The prior's log-odds: a line in the rule score (``rules.fit`` + ``rules.engagement``).
+
+    Example:
+        >>> round(prior_logit({"rules.fit": 0.6, "rules.engagement": 0.7}, ModelPolicy()), 2)
+        -0.1
     """
-    out: dict[str, float] = {"fit": state.fit, "engagement": state.engagement}
-    c = state.contact
-    if c.company_size is not None and c.company_size > 0:
-        out["log_company_size"] = math.log1p(c.company_size)
-    if c.seniority:
-        out[f"seniority={c.seniority}"] = 1.0
-    for hit in state.hits:
-        unit = decayed(type(hit)(hit.rule, 1.0, hit.occurred_at, hit.decays), at_ms, half_life_days)
-        out[f"n.{hit.rule}"] = out.get(f"n.{hit.rule}", 0.0) + unit
-    s = state.summary
-    if s.last_activity_at is not None:
-        out["days_since_activity"] = max(0, at_ms - s.last_activity_at) / DAY_MS
-    out["log_visits"] = math.log1p(s.visits)
-    out["log_pricing_views"] = math.log1p(s.pricing_views)
-    out["demo_requested"] = 1.0 if s.demo_requested else 0.0
-    if state.first_touch is not None:
-        out[f"channel={state.first_touch.channel}"] = 1.0
-    if state.stage is not None:
-        out[f"stage={state.stage.value}"] = 1.0
-    return {k: round(v, 4) for k, v in sorted(out.items())}
+    points = 100 * (features.get("rules.fit", 0.0) + features.get("rules.engagement", 0.0))
+    return prior.prior_intercept + prior.prior_per_point * points
+
+
+class PriorLogit:
+    """Logistic regression on top of a fixed prior, learnt online (AdaGrad, L2 to the prior).
+
+    ``log-odds = prior(x) + bias + sum(w_i * x_i)``. Weights start at 0, so an untrained
+    model IS the prior. Each weight has its own AdaGrad step, ``lr / sqrt(1 + sum g^2)``:
+    a feature seen rarely (a one-hot) keeps large steps, one seen always (a count) small
+    ones. Plain floats in a dict: cheap to pickle, every contribution readable.
+
+    Example:
+        >>> m = PriorLogit(ModelPolicy(prior_intercept=0.0, prior_per_point=0.0))
+        >>> m.predict_proba({"seniority=vp": 1.0})
+        0.5
+        >>> for _ in range(200):
+        ...     m.learn({"seniority=vp": 1.0}, True)
+        ...     m.learn({"seniority=student": 1.0}, False)
+        >>> vp = m.predict_proba({"seniority=vp": 1.0})
+        >>> vp > 0.7 > 0.3 > m.predict_proba({"seniority=student": 1.0})
+        True
+    """
+
+    def __init__(self, prior: ModelPolicy, *, lr: float = 0.05, l2: float = 1e-3) -> None:
+        self.prior = prior
+        self.lr = lr
+        self.l2 = l2
+        self.bias = 0.0
+        self.weights: dict[str, float] = {}
+        self._g2: dict[str, float] = {}
+
+    def logit(self, x: Mapping[str, float]) -> float:
+        """Prior log-odds plus the learnt correction."""
+        z = prior_logit(x, self.prior) + self.bias
+        return z + math.fsum(self.weights.get(k, 0.0) * v for k, v in x.items())
+
+    def predict_proba(self, x: Mapping[str, float]) -> float:
+        """P(conversion)."""
+        return _sigmoid(self.logit(x))
+
+    def learn(self, x: Mapping[str, float], label: bool) -> None:
+        """One AdaGrad step on the log-loss of ``(x, label)``."""
+        err = self.predict_proba(x) - float(label)
+        for k, v in (("", 1.0), *x.items()):
+            if v == 0.0:
+                continue
+            w = self.bias if k == "" else self.weights.get(k, 0.0)
+            g = err * v + (0.0 if k == "" else self.l2 * w)
+            acc = self._g2.get(k, 0.0) + g * g
+            self._g2[k] = acc
+            w -= self.lr * g / math.sqrt(1.0 + acc)
+            if k == "":
+                self.bias = w
+            else:
+                self.weights[k] = w
+
+    def contributions(self, x: Mapping[str, float]) -> list[RuleHit]:
+        """Each feature's log-odds contribution (``w * x``), plus the prior's and the bias'."""
+        out = [RuleHit("prior", prior_logit(x, self.prior) + self.bias)]
+        out.extend(RuleHit(k, self.weights.get(k, 0.0) * v) for k, v in x.items())
+        return out
+
+
+class _RiverForest:
+    """river's adaptive random forest on the same features (kept to measure interactions)."""
+
+    def __init__(self) -> None:
+        from river import forest
+
+        self.forest: Any = forest.ARFClassifier(n_models=10, grace_period=50, seed=7)
+
+    def predict_proba(self, x: Mapping[str, float]) -> float:
+        return float(self.forest.predict_proba_one(dict(x)).get(True, 0.5))
+
+    def learn(self, x: Mapping[str, float], label: bool) -> None:
+        self.forest.learn_one(dict(x), label)
+
+    def contributions(self, x: Mapping[str, float]) -> list[RuleHit]:
+        return []  # a forest has no cheap per-feature explanation
+
+
+def auc_exact(pairs: list[tuple[float, bool]]) -> float | None:
+    """ROC AUC (Mann-Whitney, ties count one half); ``None`` without both classes.
+
+    Example:
+        >>> auc_exact([(0.1, False), (0.4, False), (0.35, True), (0.8, True)])
+        0.75
+        >>> auc_exact([(0.3, False), (0.2, False)]) is None
+        True
+    """
+    positives = sum(1 for _, y in pairs if y)
+    negatives = len(pairs) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    ranked = sorted(pairs, key=lambda pair: pair[0])
+    rank_sum = 0.0
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        rank_sum += (i + 1 + j) / 2 * sum(1 for _, y in ranked[i:j] if y)
+        i = j
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def ece(pairs: list[tuple[float, bool]], bins: int = 10) -> float | None:
+    """Expected calibration error: mean |predicted - observed| over equal-width bins.
+
+    Example:
+        >>> ece([(0.2, False)] * 8 + [(0.2, True)] * 2)
+        0.0
+        >>> ece([]) is None
+        True
+    """
+    if not pairs:
+        return None
+    sums: list[list[float]] = [[0.0, 0.0, 0.0] for _ in range(bins)]
+    for p, y in pairs:
+        b = sums[min(bins - 1, int(p * bins))]
+        b[0] += 1
+        b[1] += p
+        b[2] += float(y)
+    return round(sum(abs(b[1] - b[2]) for b in sums if b[0]) / len(pairs), 6)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A workspace model's health: what the user must see to trust its scores.
+
+    ``window_*`` figures are over the last :data:`WINDOW` prequential examples; AUC is
+    ``None`` ("not yet measurable") until the window holds both classes.
+    """
+
+    workspace_id: str
+    model_version: str
+    n_learned: int
+    positives: int
+    negatives: int
+    window: int
+    window_positive_rate: float | None
+    window_auc: float | None
+    window_ece: float | None
+    warnings: tuple[str, ...]
+
+    def as_log(self) -> dict[str, object]:
+        """Key/values for a structured log line."""
+        return {
+            "workspace_id": self.workspace_id,
+            "model_version": self.model_version,
+            "n_learned": self.n_learned,
+            "positives": self.positives,
+            "negatives": self.negatives,
+            "window": self.window,
+            "window_positive_rate": self.window_positive_rate,
+            "window_auc": "not yet measurable" if self.window_auc is None else self.window_auc,
+            "window_ece": self.window_ece,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotHeader:
+    """What :meth:`ScoreModel.peek` reads without unpickling (not verified)."""
+
+    workspace_id: str
+    version: str
+    trained_through: int
 
 
 class ScoreModel:
-    """A scaled logistic regression that learns online, with its own quality metrics.
+    """One workspace's model: a :class:`PriorLogit` (or a forest), and its health.
 
     Example:
-        >>> m = ScoreModel()
-        >>> for _ in range(50):
-        ...     _ = m.learn({"fit": 80.0, "engagement": 60.0}, True)
-        ...     _ = m.learn({"fit": 5.0, "engagement": 2.0}, False)
-        >>> hot, cold = {"fit": 80.0, "engagement": 60.0}, {"fit": 5.0, "engagement": 2.0}
-        >>> m.predict(hot) > 0.6 > 0.4 > m.predict(cold)
+        >>> from leadflow.processors.policy_load import load_default_policy
+        >>> m = ScoreModel(load_default_policy(), "ws")
+        >>> hot = {"rules.fit": 0.8, "rules.engagement": 0.6, "seniority=vp": 1.0}
+        >>> cold = {"rules.fit": 0.05, "rules.engagement": 0.02, "email=free": 1.0}
+        >>> m.predict(hot) > m.predict(cold)   # the prior alone already ranks by the rules
         True
-        >>> m.n_learned, m.auc > 0.9
-        (100, True)
+        >>> m.health().window_auc is None, m.health().warnings
+        (True, ('few_labels',))
+        >>> for _ in range(60):
+        ...     _ = m.learn(hot, True)
+        ...     _ = m.learn(cold, False)
+        >>> m.n_learned, m.health().window_auc, m.health().warnings
+        (120, 1.0, ())
     """
 
     def __init__(
-        self,
-        policy: Policy | None = None,
-        *,
-        half_life_days: float | None = None,
-        kind: str = DEFAULT_KIND,
+        self, policy: Policy | None = None, workspace_id: str = "", *, kind: str = DEFAULT_KIND
     ) -> None:
         if kind not in MODEL_KINDS:
             raise LeadflowError(f"unknown model kind {kind!r}; one of {sorted(MODEL_KINDS)}")
         self.name = kind
-        if half_life_days is None:
-            half_life_days = policy.scoring.half_life_days if policy is not None else 14.0
-        self.half_life_days = half_life_days
-        self.pipeline = _pipeline(kind)
-        # river approximates ROC AUC on a grid of thresholds; its default 10 read 0.790 where
-        # the exact value was 0.812 (leadflow model-eval); 100 read 0.811.
-        self.roc_auc: Any = _metrics.ROCAUC(n_thresholds=100)
-        self.adwin: Any = _drift.ADWIN()
-        self.drift_count = 0
+        self.workspace_id = workspace_id
+        self.prior = policy.model if policy is not None else ModelPolicy()
+        self.estimator: PriorLogit | _RiverForest = (
+            PriorLogit(self.prior) if kind == "linear" else _RiverForest()
+        )
+        self.window: deque[tuple[float, bool]] = deque(maxlen=WINDOW)
+        self.positives = 0
+        self.negatives = 0
         self.n_learned = 0
 
     @property
@@ -161,75 +279,81 @@ class ScoreModel:
         """``name@examples-learned``: identifies the weights a score came from."""
         return f"{self.name}@{self.n_learned}"
 
-    @property
-    def auc(self) -> float:
-        """Prequential ROC AUC so far (0.5 before any mixed labels)."""
-        return float(self.roc_auc.get())
-
-    def quality(self) -> dict[str, float | int | str]:
-        """What the trainer logs and exports: prequential AUC, drift count, examples seen."""
-        return {
-            "model_version": self.version,
-            "auc": round(self.auc, 4),
-            "drift_count": self.drift_count,
-            "n_learned": self.n_learned,
-        }
-
-    def features(self, state: LeadState, at_ms: int) -> dict[str, float]:
-        """The lead's features at event time ``at_ms`` (see :func:`lead_features`)."""
-        return lead_features(state, at_ms, self.half_life_days)
+    def features(self, state: LeadState, at_ms: int, policy: Policy) -> dict[str, float]:
+        """The lead's features at event time ``at_ms`` (:func:`features.lead_features`)."""
+        return lead_features(state, at_ms, policy)
 
     def predict(self, features: Mapping[str, float]) -> float:
-        """P(conversion); 0.5 from an untrained model."""
-        proba = self.pipeline.predict_proba_one(dict(features))
-        return float(proba.get(True, 0.5))
+        """P(conversion) of this workspace's lead; the prior's until labels arrive."""
+        return self.estimator.predict_proba(features)
 
     def learn(self, features: Mapping[str, float], label: bool) -> float:
-        """Score first (prequential), update AUC and drift, then learn. Returns that score."""
-        x = dict(features)
-        p = self.predict(x)
-        self.roc_auc.update(label, p)
-        self.adwin.update(abs(float(label) - p))
-        if self.adwin.drift_detected:
-            self.drift_count += 1
-        self.pipeline.learn_one(x, label)
+        """Score first (prequential, into the health window), then learn. Returns that score."""
+        p = self.predict(features)
+        self.window.append((p, label))
+        self.positives += label
+        self.negatives += not label
+        self.estimator.learn(features, label)
         self.n_learned += 1
         return p
 
+    def health(self) -> Health:
+        """Label balance, sliding-window AUC and calibration, and warnings.
+
+        Warnings: ``one_class`` (the window holds :data:`ONE_CLASS_MIN`+ examples of one
+        class only: it learns that everything is a negative, or a positive),
+        ``few_labels`` (fewer than ``model.min_labels`` examples of a class: its scores are
+        still mostly the prior).
+        """
+        pairs = list(self.window)
+        pos = sum(1 for _, y in pairs if y)
+        warnings: list[str] = []
+        if len(pairs) >= ONE_CLASS_MIN and pos in (0, len(pairs)):
+            warnings.append("one_class")
+        if min(self.positives, self.negatives) < self.prior.min_labels:
+            warnings.append("few_labels")
+        auc = auc_exact(pairs)
+        calibration = ece(pairs)
+        return Health(
+            workspace_id=self.workspace_id,
+            model_version=self.version,
+            n_learned=self.n_learned,
+            positives=self.positives,
+            negatives=self.negatives,
+            window=len(pairs),
+            window_positive_rate=round(pos / len(pairs), 4) if pairs else None,
+            window_auc=None if auc is None else round(auc, 4),
+            window_ece=None if calibration is None else round(calibration, 4),
+            warnings=tuple(warnings),
+        )
+
     def top_features(self, features: Mapping[str, float], n: int = 5) -> tuple[RuleHit, ...]:
-        """Largest contributions by magnitude: weight * scaled value."""
-        # Only a linear model has per-feature contributions; a forest's are not cheap.
-        steps = self.pipeline.steps if isinstance(self.pipeline, compose.Pipeline) else {}
-        if "LogisticRegression" not in steps:
-            return ()
-        x = dict(features)
-        for step in list(steps.values())[:-1]:
-            x = step.transform_one(x)
-        scaled = x
-        weights = self.pipeline["LogisticRegression"].weights
+        """The ``n`` largest log-odds contributions by magnitude (the prior is one of them)."""
         contrib = [
-            RuleHit(name, round(float(weights.get(name, 0.0)) * float(v), 4))
-            for name, v in scaled.items()
+            RuleHit(r.rule, round(r.points, 4)) for r in self.estimator.contributions(features)
         ]
         contrib.sort(key=lambda r: (-abs(r.points), r.rule))
         return tuple(r for r in contrib[:n] if r.points != 0)
 
-    def snapshot(self, key: bytes) -> bytes:
+    def snapshot(self, key: bytes, *, trained_through: int = 0) -> bytes:
         """Signed bytes for ``leadflow.models`` (see the module doc for the envelope)."""
-        version = self.version.encode()
+        header = json.dumps(
+            {"workspace": self.workspace_id, "version": self.version, "through": trained_through},
+            sort_keys=True,
+        ).encode()
         signed = (
-            len(version).to_bytes(2, "big")
-            + version
+            len(header).to_bytes(2, "big")
+            + header
             + pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
         )
         sig = hmac.new(key, _MAGIC + signed, hashlib.sha256).digest()
         return _MAGIC + sig + signed
 
     @staticmethod
-    def peek_version(data: bytes) -> str:
-        """The snapshot's model version, read from the header; nothing is unpickled.
+    def peek(data: bytes) -> SnapshotHeader:
+        """The snapshot's header; nothing is unpickled and nothing verified.
 
-        Not verified: use it only to decide whether :meth:`restore` is needed.
+        Use it only to decide whether :meth:`restore` is needed.
 
         Raises:
             SnapshotError: not a snapshot envelope.
@@ -239,9 +363,17 @@ class ScoreModel:
             raise SnapshotError("not a leadflow model snapshot")
         n = int.from_bytes(data[head : head + 2], "big")
         try:
-            return data[head + 2 : head + 2 + n].decode()
-        except UnicodeDecodeError:
-            raise SnapshotError("snapshot version is not UTF-8") from None
+            fields = json.loads(data[head + 2 : head + 2 + n])
+            return SnapshotHeader(
+                str(fields["workspace"]), str(fields["version"]), int(fields["through"])
+            )
+        except (ValueError, KeyError, TypeError):
+            raise SnapshotError("snapshot header is not readable") from None
+
+    @staticmethod
+    def peek_version(data: bytes) -> str:
+        """The snapshot's model version (see :meth:`peek`)."""
+        return ScoreModel.peek(data).version
 
     @classmethod
     def restore(cls, data: bytes, key: bytes) -> ScoreModel:
@@ -262,3 +394,55 @@ class ScoreModel:
         model = cls.__new__(cls)
         model.__dict__.update(attrs)
         return model
+
+
+class ModelRegistry:
+    """The models of every workspace a process serves, one per workspace, created on demand.
+
+    A workspace's model is built from the workspace's policy and learns only from examples
+    whose ``workspace_id`` is that workspace: nothing is shared between workspaces but the
+    code (the prior comes from the policy, not from data).
+
+    Example:
+        >>> from leadflow.processors.policy_load import load_default_policy
+        >>> r = ModelRegistry(lambda ws: load_default_policy())
+        >>> _ = r.learn("a", {"rules.fit": 0.9}, True)
+        >>> r.get("a").n_learned, r.get("b").n_learned
+        (1, 0)
+    """
+
+    def __init__(self, policy_of: Any, *, kind: str = DEFAULT_KIND) -> None:
+        self._policy_of = policy_of
+        self.kind = kind
+        self.models: dict[str, ScoreModel] = {}
+
+    def get(self, workspace_id: str) -> ScoreModel:
+        """The workspace's model (its prior alone if it never learnt)."""
+        model = self.models.get(workspace_id)
+        if model is None:
+            model = ScoreModel(self._policy_of(workspace_id), workspace_id, kind=self.kind)
+            self.models[workspace_id] = model
+        return model
+
+    def prior(self, workspace_id: str) -> ScoreModel:
+        """A model that never learnt: what a workspace without a snapshot is scored with."""
+        return ScoreModel(self._policy_of(workspace_id), workspace_id, kind=self.kind)
+
+    def learn(self, workspace_id: str, features: Mapping[str, float], label: bool) -> float:
+        """Teach the workspace's model one example; returns its prequential score."""
+        return self.get(workspace_id).learn(features, label)
+
+
+__all__ = [
+    "DEFAULT_KIND",
+    "MODEL_KINDS",
+    "Health",
+    "ModelRegistry",
+    "PriorLogit",
+    "ScoreModel",
+    "SnapshotError",
+    "SnapshotHeader",
+    "auc_exact",
+    "ece",
+    "prior_logit",
+]

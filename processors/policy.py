@@ -8,6 +8,7 @@ the :class:`Policy` (``parse_policy``, ``load_default_policy``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -17,13 +18,44 @@ FIT_FIELDS = frozenset(
     {"title", "seniority", "company_size", "industry", "country", "email_domain"}
 )
 CONVERSION_LABELS = frozenset({"sql", "won"})
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str) -> tuple[str, ...]:
+    """Lower-cased words of free text (letters and digits; everything else separates).
+
+    Example:
+        >>> words("VP, Sales & Marketing (EMEA)"), words("C-Level")
+        (('vp', 'sales', 'marketing', 'emea'), ('c', 'level'))
+    """
+    return tuple(_WORD.findall(text.lower()))
+
+
+def has_phrase(text_words: tuple[str, ...], phrase: str) -> bool:
+    """Whether ``phrase``'s words occur in ``text_words`` consecutively (whole words only).
+
+    Titles are free text: a substring test reads "Director" as a CTO (it contains "cto")
+    and "Coordinator" as a COO. Whole words do not.
+
+    Example:
+        >>> has_phrase(words("Director of Data"), "cto")
+        False
+        >>> has_phrase(words("Head of Data"), "head of")
+        True
+    """
+    want = words(phrase)
+    n = len(want)
+    if n == 0:
+        return False
+    return any(text_words[i : i + n] == want for i in range(len(text_words) - n + 1))
 
 
 @dataclass(frozen=True, slots=True)
 class Match:
     """A condition on one value. Every given part must hold (an empty Match holds always).
 
-    ``contains_any`` is a case-insensitive substring test (titles are free text);
+    ``contains_any`` is a case-insensitive substring test (paths, domains); ``words_any``
+    a whole-word test for free text such as titles (``"bi"`` does not match "Mobile");
     ``equals_any`` a case-insensitive equality; ``min``/``max`` an inclusive numeric range;
     ``domain_list`` names a list under ``domains`` and matches a domain equal to an entry
     or ending in ``.entry`` (so ``edu`` matches ``mit.edu``).
@@ -40,6 +72,7 @@ class Match:
     min: float | None = None
     max: float | None = None
     domain_list: str | None = None
+    words_any: tuple[str, ...] = ()
 
     def test(self, value: object, domains: Mapping[str, tuple[str, ...]]) -> bool:
         """Whether ``value`` satisfies the condition; ``None`` never matches."""
@@ -54,6 +87,8 @@ class Match:
                 return False
         text = str(value).strip().lower()
         if self.contains_any and not any(s.lower() in text for s in self.contains_any):
+            return False
+        if self.words_any and not any(has_phrase(words(text), w) for w in self.words_any):
             return False
         if self.equals_any and text not in {s.lower() for s in self.equals_any}:
             return False
@@ -231,9 +266,19 @@ class NurtureTrigger:
 
 @dataclass(frozen=True, slots=True)
 class ModelPolicy:
-    """How the trainer runs: how often it publishes a signed snapshot."""
+    """How the trainer runs, and the prior a workspace's model starts from.
+
+    ``prior_intercept`` and ``prior_per_point`` define the PRIOR: the log-odds of a
+    conversion as a line in the rule score (fit + engagement). A new workspace is scored
+    by that prior alone; its own model learns a correction on top of it (never from
+    another workspace's data). ``min_labels``: below this many examples of EITHER class the
+    workspace's health says the model is still its prior.
+    """
 
     snapshot_every: int = 100
+    prior_intercept: float = -4.0
+    prior_per_point: float = 0.03
+    min_labels: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,13 +298,31 @@ class Policy:
     nurture: tuple[NurtureTrigger, ...]
     model: ModelPolicy = field(default_factory=ModelPolicy)
     source: str = field(default="<policy>", compare=False)
+    departments: tuple[tuple[str, tuple[str, ...]], ...] = ()  # department -> title keywords
 
     def seniority_of(self, title: str | None) -> str | None:
-        """The first seniority level whose keyword occurs in ``title``."""
-        if not title:
-            return None
-        text = title.lower()
-        for level, words in self.seniority:
-            if any(w.lower() in text for w in words):
-                return level
+        """The first seniority level with a keyword among the title's WORDS.
+
+        Example:
+            >>> p = Policy(1, {}, (("c_level", ("cto", "coo", "cxo")), ("director", ("director",))),
+            ...            None, (), 1.0, None, None, (), None, ())  # type: ignore[arg-type]
+            >>> p.seniority_of("Director of IT"), p.seniority_of("CxO")
+            ('director', 'c_level')
+            >>> p.seniority_of("Coordinator") is None
+            True
+        """
+        return _first_level(self.seniority, title)
+
+    def department_of(self, title: str | None) -> str | None:
+        """The first department with a keyword among the title's words (``departments``)."""
+        return _first_level(self.departments, title)
+
+
+def _first_level(levels: tuple[tuple[str, tuple[str, ...]], ...], title: str | None) -> str | None:
+    if not title:
         return None
+    text = words(title)
+    for level, keywords in levels:
+        if any(has_phrase(text, k) for k in keywords):
+            return level
+    return None

@@ -43,7 +43,7 @@ from leadflow.processors.policy import (
 )
 from leadflow.processors.policy_yaml import Node, optional, positive, required
 
-_MATCH_KEYS = frozenset({"contains_any", "equals_any", "min", "max", "domain_list"})
+_MATCH_KEYS = frozenset({"contains_any", "words_any", "equals_any", "min", "max", "domain_list"})
 
 
 def _match(n: Node, domains: Mapping[str, tuple[str, ...]]) -> Match:
@@ -59,6 +59,7 @@ def _match(n: Node, domains: Mapping[str, tuple[str, ...]]) -> Match:
         raise m["max"].fail(f"must not be below min ({low:g})")
     return Match(
         contains_any=optional(m, "contains_any", Node.strs, ()),
+        words_any=optional(m, "words_any", Node.strs, ()),
         equals_any=optional(m, "equals_any", Node.strs, ()),
         min=low,
         max=high,
@@ -277,11 +278,25 @@ def _nurture(n: Node) -> NurtureTrigger:
 
 
 def _model(n: Node) -> ModelPolicy:
-    m = n.mapping(frozenset({"snapshot_every"}))
+    m = n.mapping(frozenset({"snapshot_every", "prior", "min_labels"}))
     every = optional(m, "snapshot_every", Node.integer, 100)
     if every < 1:
         raise m["snapshot_every"].fail("must be at least 1")
-    return ModelPolicy(snapshot_every=every)
+    d = ModelPolicy()
+    intercept, per_point = d.prior_intercept, d.prior_per_point
+    if "prior" in m:
+        p = m["prior"].mapping(frozenset({"intercept", "per_point"}))
+        intercept = optional(p, "intercept", Node.num, intercept)
+        per_point = optional(p, "per_point", Node.num, per_point)
+    min_labels = optional(m, "min_labels", Node.integer, d.min_labels)
+    if min_labels < 1:
+        raise m["min_labels"].fail("must be at least 1")
+    return ModelPolicy(
+        snapshot_every=every,
+        prior_intercept=intercept,
+        prior_per_point=per_point,
+        min_labels=min_labels,
+    )
 
 
 _TOP = frozenset(
@@ -290,6 +305,7 @@ _TOP = frozenset(
         "model",
         "domains",
         "seniority",
+        "departments",
         "scoring",
         "strong_signals",
         "sla_hours",
@@ -335,6 +351,9 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     seniority: tuple[tuple[str, tuple[str, ...]], ...] = ()
     if "seniority" in m:
         seniority = tuple((lvl, node.strs()) for lvl, node in m["seniority"].mapping().items())
+    departments: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    if "departments" in m:
+        departments = tuple((d, node.strs()) for d, node in m["departments"].mapping().items())
     sla = required(m, "sla_hours", root)
     sla_hours = positive(sla, sla.num())
     signals_nodes = m["strong_signals"].seq() if "strong_signals" in m else []
@@ -357,6 +376,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         nurture=nurture,
         model=_model(m["model"]) if "model" in m else ModelPolicy(),
         source=source,
+        departments=departments,
     )
 
 

@@ -104,10 +104,25 @@ def _rule_fires(rule: EngagementRule, event: Event) -> bool:
     if rule.custom_name is not None and event.payload.get("name") != rule.custom_name:
         return False
     if rule.min_minutes is not None:
-        minutes = event.payload.get("minutes_attended")
-        if not isinstance(minutes, int) or minutes < rule.min_minutes:
+        minutes = _minutes(event.payload.get("minutes_attended"))
+        if minutes is None or minutes < rule.min_minutes:
             return False
     return True
+
+
+def _minutes(value: object) -> float | None:
+    # Webinar platforms send minutes as an int, a float or a numeric string; a rule that
+    # needs minutes does not fire without them (the attendance rule itself needs none).
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def engagement_hits(event: Event, policy: Policy) -> tuple[EngagementHit, ...]:

@@ -38,14 +38,14 @@ from leadflow.processors.identity import (
 )
 from leadflow.processors.lead import lead_step
 from leadflow.processors.lead_state import LeadState, decode_lead_state, encode_lead_state
-from leadflow.processors.model import ScoreModel, SnapshotError
+from leadflow.processors.model import ModelRegistry, ScoreModel, SnapshotError
 from leadflow.processors.pii import PiiFacts, keep_sealed
 from leadflow.processors.policy import Policy
 from leadflow.processors.routing import RoutingState
 from leadflow.schemas.codec import Codec
 from leadflow.streams import topics as t
 from leadflow.streams.logs import get_logger
-from leadflow.streams.model_feed import latest_snapshot
+from leadflow.streams.model_feed import latest_snapshots
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.security import faust_credentials
 from leadflow.streams.settings import Guarantee, Settings
@@ -144,7 +144,9 @@ class LeadflowApp:
         self.codec = codec
         self.policy = policy
         self.model_key = model_key
-        self.model: ScoreModel | None = None
+        # Scoring: the published model of each workspace (its prior until it has one).
+        self.models_by_ws: dict[str, ScoreModel] = {}
+        self.priors = ModelRegistry(lambda _ws: policy)
         self.deadlines = Deadlines()
         # PII arrives sealed and stays so (docs/privacy.md); only the lead agent opens it,
         # to derive non-personal facts (the email domain) for scoring.
@@ -203,7 +205,7 @@ class LeadflowApp:
             "routing", partitions=partitions, key_type=bytes, value_type=bytes
         )
         self.models = topic(t.MODELS.name, key_type=bytes, value_type=bytes, partitions=partitions)
-        self._snapshot: bytes | None = None
+        self._snapshots: dict[bytes, bytes] = {}
         self.app.timer(interval=10.0, name="model-feed")(self._refresh_model)
         self.app.task(self._install_task_dump)
         self.processed = 0
@@ -295,7 +297,11 @@ class LeadflowApp:
                         continue  # the lead's state is gone (erased): nothing is due
                     watermark = record.watermark
                     new_state, out = advance_time(
-                        state, watermark, self.policy, routing=self._routing()
+                        state,
+                        watermark,
+                        self.policy,
+                        routing=self._routing(),
+                        model=self._current_model(state.workspace_id),
                     )
                 elif isinstance(record, Event):
                     record, facts = await self._keep_pii_sealed(record)
@@ -304,7 +310,7 @@ class LeadflowApp:
                         state,
                         record,
                         self.policy,
-                        self._current_model(),
+                        self._current_model(record.workspace_id),
                         routing=self._routing(),
                         facts=facts,
                     )
@@ -459,58 +465,85 @@ class LeadflowApp:
             log.warning("worker.task", task=task.get_name(), awaits=list(_await_chain(task)))
 
     async def _refresh_model(self) -> None:
-        """Pick up the trainer's newest snapshot (every worker scores with the same model)."""
+        """Pick up every workspace's newest snapshot (every worker scores alike)."""
         loop = asyncio.get_running_loop()
-        snapshot = await loop.run_in_executor(None, latest_snapshot, self.settings)
-        if snapshot is not None:
-            self._snapshot = snapshot
+        snapshots = await loop.run_in_executor(None, latest_snapshots, self.settings)
+        self._snapshots.update(snapshots)
 
-    def _current_model(self) -> ScoreModel | None:
-        """The published model every worker scores with (None until the first snapshot)."""
-        raw = self._snapshot
-        if raw is None:
-            return None
-        if self.model is None or self.model.version != ScoreModel.peek_version(raw):
+    def _current_model(self, workspace_id: str) -> ScoreModel:
+        """The workspace's published model; its prior (``model.prior``) until one is published."""
+        raw = self._snapshots.get(workspace_id.encode())
+        model = self.models_by_ws.get(workspace_id)
+        if raw is not None and (model is None or model.version != ScoreModel.peek_version(raw)):
             try:
-                self.model = ScoreModel.restore(raw, self.model_key)
+                restored = ScoreModel.restore(raw, self.model_key)
             except SnapshotError as exc:
                 # A snapshot signed with another key is not this worker's to load, and not
-                # the scored event's fault: keep the last good model (or the rules alone).
-                log.error("model.snapshot_rejected", reason=str(exc))
-                self._snapshot = None
-        return self.model
+                # the scored event's fault: keep the last good model (or the prior).
+                log.error("model.snapshot_rejected", workspace_id=workspace_id, reason=str(exc))
+                self._snapshots.pop(workspace_id.encode(), None)
+            else:
+                if restored.workspace_id == workspace_id:
+                    self.models_by_ws[workspace_id] = model = restored
+                else:
+                    log.error(
+                        "model.snapshot_rejected",
+                        workspace_id=workspace_id,
+                        reason=f"snapshot of workspace {restored.workspace_id!r}",
+                    )
+        if model is None:
+            model = self.priors.get(workspace_id)
+        return model
 
     async def _trainer_agent(self, stream: faust.StreamT[bytes]) -> None:
-        # The trainer's model is its own: it keeps learning between snapshots, while
-        # scoring uses only what was published, so every worker scores alike.
-        model: ScoreModel | None = None
+        # Each workspace's model is its own and learns only from its examples. Examples are
+        # keyed by workspace, so one partition, hence one trainer, owns a workspace at a
+        # time. The trainer keeps learning between snapshots, while scoring uses only what
+        # was published, so every worker scores alike.
+        models: dict[str, ScoreModel] = {}
         async for event in stream.events():
             self.processed += 1
             try:
                 example = self._decode_as(event.value, d.TrainingExample)
+                if event.key is not None and event.key != example.workspace_id.encode():
+                    raise LeadflowError(
+                        f"example of workspace {example.workspace_id!r} under key {event.key!r}"
+                    )
             except LeadflowError as exc:
                 await self._dead_letter(exc, event)
                 continue
+            ws = example.workspace_id
+            model = models.get(ws)
             if model is None:
-                model = await self._resume_training()
+                model = models[ws] = await self._resume_training(ws)
             model.learn(example.features, example.label)
             if model.n_learned % self.policy.model.snapshot_every == 0:
-                self._snapshot = model.snapshot(self.model_key)
-                await self.models.send(key=b"current", value=self._snapshot)
-                log.info("model.snapshot", **model.quality())
+                snapshot = model.snapshot(self.model_key, trained_through=example.labelled_at)
+                self._snapshots[ws.encode()] = snapshot
+                await self.models.send(key=ws.encode(), value=snapshot)
+                health = model.health()
+                log.info("model.snapshot", **health.as_log())
+                if health.warnings:
+                    log.warning("model.health", **health.as_log())
 
-    async def _resume_training(self) -> ScoreModel:
-        """Continue from the newest published snapshot (after a restart), else start fresh."""
+    async def _resume_training(self, workspace_id: str) -> ScoreModel:
+        """Continue from the workspace's newest published snapshot, else start from the prior."""
         loop = asyncio.get_running_loop()
-        raw = await loop.run_in_executor(None, latest_snapshot, self.settings)
+        snapshots = await loop.run_in_executor(None, latest_snapshots, self.settings)
+        raw = snapshots.get(workspace_id.encode())
         if raw is None:
-            return ScoreModel(self.policy)
+            return ScoreModel(self.policy, workspace_id)
         try:
             model = ScoreModel.restore(raw, self.model_key)
         except SnapshotError as exc:
-            log.error("model.snapshot_rejected", reason=str(exc), action="training from scratch")
-            return ScoreModel(self.policy)
-        self._snapshot = raw
+            log.error(
+                "model.snapshot_rejected",
+                workspace_id=workspace_id,
+                reason=str(exc),
+                action="training from the prior",
+            )
+            return ScoreModel(self.policy, workspace_id)
+        self._snapshots[workspace_id.encode()] = raw
         return model
 
 

@@ -1,4 +1,4 @@
-"""The newest model snapshot on ``leadflow.models``, for every worker.
+"""The newest model snapshot of each workspace on ``leadflow.models``, for every worker.
 
 faust's GlobalTable would be the obvious tool, but it has open reports of workers that
 never finish recovery or miss updates (faust #283; robinhood/faust #475, #541), and it hung
@@ -17,8 +17,13 @@ from leadflow.streams.settings import Settings
 from leadflow.streams.topics import MODELS
 
 
-def latest_snapshot(settings: Settings, timeout: float = 10.0) -> bytes | None:
-    """The value of the newest record on ``leadflow.models`` (by record timestamp), if any."""
+def latest_snapshots(settings: Settings, timeout: float = 10.0) -> dict[bytes, bytes]:
+    """The newest snapshot of every workspace on ``leadflow.models`` (key = workspace id).
+
+    The topic is compacted and holds one small record per workspace (plus the uncompacted
+    tail), so it is read from the start to the end offsets each time; the last record of
+    a key wins (a key lives on one partition, so its records are in order).
+    """
     consumer = Consumer(
         {
             **settings.kafka_client_config(),
@@ -27,22 +32,41 @@ def latest_snapshot(settings: Settings, timeout: float = 10.0) -> bytes | None:
             "log_level": 3,
         }
     )
+    newest: dict[bytes, bytes] = {}
     try:
         metadata = consumer.list_topics(MODELS.name, timeout=timeout)
-        newest: tuple[int, bytes] | None = None
+        ends: dict[int, int] = {}
+        starts: list[TopicPartition] = []
         for partition in metadata.topics[MODELS.name].partitions:
             low, high = watermarks(
                 consumer, TopicPartition(MODELS.name, partition), time.monotonic() + timeout
             )
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(MODELS.name, partition, high - 1)])
+            if high > low:
+                ends[partition] = high
+                starts.append(TopicPartition(MODELS.name, partition, low))
+        if not starts:
+            return newest
+        consumer.assign(starts)
+        while ends:
             message = consumer.poll(timeout)
-            if message is None or message.error() is not None:
+            if message is None:
+                break  # the end offsets were read a moment ago: nothing more is coming
+            if message.error() is not None:
                 continue
-            value, stamp = message.value(), message.timestamp()[1]
-            if value is not None and (newest is None or stamp > newest[0]):
-                newest = (stamp, value)
-        return newest[1] if newest else None
+            key, value = message.key(), message.value()
+            if key is not None:
+                if value is None:
+                    newest.pop(key, None)  # a tombstone: the workspace's model was deleted
+                else:
+                    newest[key] = value
+            partition, offset = message.partition(), message.offset()
+            done = (
+                partition is not None
+                and offset is not None
+                and offset + 1 >= ends.get(partition, 0)
+            )
+            if done and partition is not None:
+                ends.pop(partition, None)
+        return newest
     finally:
         consumer.close()

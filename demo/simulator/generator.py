@@ -106,18 +106,22 @@ class SimConfig:
             is emitted after its end (later outcomes are censored, as in real data).
         seed: the only source of randomness.
         start: event time of the span's start (timezone-aware).
+        world: the simulated market, a name of :data:`model.WORLDS`.
     """
 
     people: int = 2_000
     days: float = 180.0
     seed: int = 1
     start: datetime = DEFAULT_START
+    world: str = "northwind"
 
     def __post_init__(self) -> None:
         if self.people < 0:
             raise SimulationError(f"people must be >= 0, got {self.people}")
         if not self.days > 0:
             raise SimulationError(f"days must be > 0, got {self.days}")
+        if self.world not in model.WORLDS:
+            raise SimulationError(f"unknown world {self.world!r}; one of {sorted(model.WORLDS)}")
         to_ms(self.start)
 
     @property
@@ -254,6 +258,7 @@ class _Journey:
         self.rng = rng
         self.arrival = arrival
         self.seed = config.seed
+        self.w = model.WORLDS[config.world]
         self.start = config.start_ms
         self.end = config.end_ms
         self.tally = tally
@@ -562,9 +567,9 @@ class _Journey:
         rng, p = self.rng, self.p
         weights = (
             0.05,
-            0.05 + 0.45 * p.propensity + (0.3 if buying else 0.0),
+            0.05 + self.w.pricing_pull * p.propensity + (0.3 if buying else 0.0),
             0.25,
-            0.08 + 0.3 * p.propensity,
+            0.08 + self.w.case_pull * p.propensity,
             0.30,
             0.02 + (0.12 if p.fit < 0.3 else 0.0),
         )
@@ -702,7 +707,9 @@ class _Journey:
         self._schedule(t + self.rng.randrange(5 * MINUTE, 3 * HOUR), "email", 0)
         self._schedule_known_visit(t)
         if p.will_convert:
-            self._schedule(t + 2 * DAY + int(self.rng.expovariate(1 / (26 * DAY))), "buy")
+            self._schedule(
+                t + 2 * DAY + int(self.rng.expovariate(1 / (self.w.buy_days * DAY))), "buy"
+            )
 
     def _schedule_known_visit(self, t: int) -> None:
         gap = self.rng.expovariate(self.p.activity / (16 * DAY))
@@ -835,23 +842,22 @@ class _Journey:
 
     def _schedule_webinar(self, t: int, at: int | None = None) -> None:
         when = at if at is not None else self._next_webinar(t)[0]
-        if self.rng.random() < min(0.8, 0.3 + 0.15 * self.p.activity):
+        base, per_activity = self.w.webinar_attend
+        if self.rng.random() < min(0.8, base + per_activity * self.p.activity):
             self._schedule(when + self.rng.randrange(0, 10 * MINUTE), "webinar", when)
 
     def _webinar(self, t: int, when: int) -> None:
         slug, name = self._next_webinar(when - DAY)[1]
         minutes = int(min(60, max(3, self.rng.gauss(18 + 12 * self.p.activity, 12))))
-        self._track(
-            t,
-            "Webinar Attended",
-            {
-                "webinar_id": slug,
-                "webinar_name": name,
-                "minutes_attended": minutes,
-                "channel": model.WEBINAR,
-            },
-            server=True,
-        )
+        properties: dict[str, Any] = {
+            "webinar_id": slug,
+            "webinar_name": name,
+            "minutes_attended": minutes,
+            "channel": model.WEBINAR,
+        }
+        if not self.w.sends_minutes:
+            del properties["minutes_attended"]
+        self._track(t, "Webinar Attended", properties, server=True)
         self._engage(t, 4.0 + minutes / 6)
 
     def _buy(self, t: int) -> None:
@@ -860,7 +866,7 @@ class _Journey:
             return
         rng = self.rng
         end = self._session(t, rng.choice((model.HOME, model.PRICING)), buying=True)
-        if rng.random() < 0.55:
+        if rng.random() < self.w.demo_share:
             self._demo_request(end + rng.randrange(30_000, 600_000), "demo_page")
         else:
             self._request_review(end + rng.randrange(HOUR, 3 * DAY))
@@ -1003,7 +1009,8 @@ def _cost_messages(config: SimConfig, tally: Tally) -> Iterator[tuple[int, Messa
         siblings = sum(
             model.CAMPAIGN_WEIGHTS[o.id] for o in model.CAMPAIGNS if o.channel == c.channel
         )
-        shares[c.id] = model.CHANNEL_WEIGHTS[c.channel] * model.CAMPAIGN_WEIGHTS[c.id] / siblings
+        weight = model.WORLDS[config.world].channel_weights[c.channel]
+        shares[c.id] = weight * model.CAMPAIGN_WEIGHTS[c.id] / siblings
     paid = [c for c in model.CAMPAIGNS if c.cost_per_visit > 0 or c.fixed_daily > 0]
     for day in range(math.ceil(config.days)):
         t = config.start_ms + (day + 1) * DAY - 1
@@ -1083,7 +1090,7 @@ class Simulation:
         while True:
             while upcoming is not None and (not heap or upcoming <= heap[0][0]):
                 rng = seeded(config.seed, index)
-                person = model.draw_person(rng, config.seed, index)
+                person = model.draw_person(rng, config.seed, index, model.WORLDS[config.world])
                 journey = _Journey(person, rng, upcoming, config, tally, truth).run()
                 head = next(journey, None)
                 if head is not None:

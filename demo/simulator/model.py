@@ -511,6 +511,55 @@ USER_AGENTS = (
 )
 
 
+@dataclass(frozen=True)
+class World:
+    """Who the vendor sells to and how buyers behave: one simulated market.
+
+    ``northwind`` (the default, what the demo and the default policy describe) sells
+    analytics to marketing and revenue leaders at mid-market software companies.
+    ``harbor`` is written to test that nothing is tuned to it: an HR and payroll tool for
+    small businesses, bought by HR managers and owners of 11-200 employee companies in
+    healthcare, retail and hospitality, found through webinars and social ads, with weak
+    pricing-page and demo signals and many free-mail buyers: the default policy's ICP
+    (big companies, data titles, business email) points the wrong way on most of it.
+
+    Attributes:
+        size_fit: (low, high, fit) employee ranges.
+        fit_weights: weights of size, industry, seniority, department, country in the fit.
+        free_mail_rate / free_mail_factor: share of free-mail addresses, fit multiplier.
+        propensity: (intercept, per fit, per intent) of the true log-odds.
+        lifts: campaign id -> lift (added to the log-odds), overriding the campaign's own.
+        activity: (base, per propensity, per intent) of how active a person is.
+        pricing_pull / case_pull: how much propensity draws a visitor to pricing / cases.
+        demo_share: share of buying moments that request a demo (else a sales review).
+        webinar_attend: (base, per activity) chance a registrant attends a webinar.
+        buy_days: mean days from capture to a buyer's buying moment.
+        sends_minutes: the webinar tool reports ``minutes_attended`` (harbor's does not).
+    """
+
+    name: str
+    roles: tuple[Role, ...]
+    seniority_fit: dict[str, float]
+    department_fit: dict[str, float]
+    industries: tuple[tuple[str, float, float], ...]
+    countries: tuple[tuple[str, float, float], ...]
+    size_buckets: tuple[tuple[int, int, float], ...]
+    size_fit: tuple[tuple[int, int, float], ...]
+    fit_weights: tuple[float, float, float, float, float]
+    free_mail_rate: float
+    free_mail_factor: float
+    propensity: tuple[float, float, float]
+    channel_weights: dict[str, float]
+    lifts: dict[str, float]
+    activity: tuple[float, float, float]
+    pricing_pull: float
+    case_pull: float
+    demo_share: float
+    webinar_attend: tuple[float, float]
+    buy_days: float
+    sends_minutes: bool = True
+
+
 def icp_fit(
     *,
     industry: str,
@@ -519,12 +568,13 @@ def icp_fit(
     department: str,
     country: str,
     free_mail: bool,
+    world: World | None = None,
 ) -> float:
     """How well a person matches the ideal customer profile, in [0, 1].
 
     Company size weighs most (the product needs a real marketing team and budget), then
     industry, seniority, department and market. A free-mail address halves nothing but
-    costs 40 %: real buyers use their work address.
+    costs 40 %: real buyers use their work address. Another ``world`` has its own ICP.
 
     Example:
         >>> best = icp_fit(industry="Software", company_size=800, seniority="vp",
@@ -535,27 +585,24 @@ def icp_fit(
         ...         department="none", country="NG", free_mail=True) < 0.1
         True
     """
-    if 201 <= company_size <= 5000:
-        size = 1.0
-    elif 51 <= company_size <= 200 or company_size > 5000:
-        size = 0.6
-    elif company_size > 10:
-        size = 0.3
-    else:
-        size = 0.1
-    industry_fit = next((fit for name, fit, _ in INDUSTRIES if name == industry), 0.2)
-    country_fit = next((fit for name, fit, _ in COUNTRIES if name == country), 0.5)
+    w = world or NORTHWIND
+    size = next((fit for low, high, fit in w.size_fit if low <= company_size <= high), 0.1)
+    industry_fit = next((fit for name, fit, _ in w.industries if name == industry), 0.2)
+    country_fit = next((fit for name, fit, _ in w.countries if name == country), 0.5)
+    ws, wi, wn, wd, wc = w.fit_weights
     fit = (
-        0.30 * size
-        + 0.25 * industry_fit
-        + 0.20 * SENIORITY_FIT.get(seniority, 0.3)
-        + 0.15 * DEPARTMENT_FIT.get(department, 0.3)
-        + 0.10 * country_fit
+        ws * size
+        + wi * industry_fit
+        + wn * w.seniority_fit.get(seniority, 0.3)
+        + wd * w.department_fit.get(department, 0.3)
+        + wc * country_fit
     )
-    return round(fit * (0.6 if free_mail else 1.0), 4)
+    return round(fit * (w.free_mail_factor if free_mail else 1.0), 4)
 
 
-def true_propensity(*, fit: float, intent: float, lift: float, competitor: bool) -> float:
+def true_propensity(
+    *, fit: float, intent: float, lift: float, competitor: bool, world: World | None = None
+) -> float:
     """The TRUE probability that sales accepts this person once they are a lead.
 
     Logistic in fit (strong), latent intent (a standard normal: timing, pain, budget that
@@ -570,8 +617,119 @@ def true_propensity(*, fit: float, intent: float, lift: float, competitor: bool)
     """
     if competitor:
         return 0.002
-    log_odds = -5.2 + 4.8 * fit + 1.1 * intent + lift
+    base, per_fit, per_intent = (world or NORTHWIND).propensity
+    log_odds = base + per_fit * fit + per_intent * intent + lift
     return 1.0 / (1.0 + math.exp(-log_odds))
+
+
+NORTHWIND = World(
+    name="northwind",
+    roles=ROLES,
+    seniority_fit=SENIORITY_FIT,
+    department_fit=DEPARTMENT_FIT,
+    industries=INDUSTRIES,
+    countries=COUNTRIES,
+    size_buckets=SIZE_BUCKETS,
+    size_fit=((201, 5000, 1.0), (51, 200, 0.6), (5001, 10**9, 0.6), (11, 50, 0.3), (1, 10, 0.1)),
+    fit_weights=(0.30, 0.25, 0.20, 0.15, 0.10),
+    free_mail_rate=0.12,
+    free_mail_factor=0.6,
+    propensity=(-5.2, 4.8, 1.1),
+    channel_weights=CHANNEL_WEIGHTS,
+    lifts={},
+    activity=(0.5, 3.0, 0.35),
+    pricing_pull=0.45,
+    case_pull=0.3,
+    demo_share=0.55,
+    webinar_attend=(0.3, 0.15),
+    buy_days=26.0,
+)
+
+HARBOR = World(
+    name="harbor",
+    roles=(
+        Role("HR Manager", "manager", "hr", 0.14),
+        Role("Head of People", "head", "hr", 0.06),
+        Role("Chief People Officer", "cxo", "hr", 0.02),
+        Role("Office Manager", "manager", "operations", 0.10),
+        Role("Owner", "cxo", "executive", 0.07),
+        Role("Founder & CEO", "cxo", "executive", 0.05),
+        Role("HR Coordinator", "individual", "hr", 0.09),
+        Role("Recruiter", "individual", "hr", 0.07),
+        Role("Payroll Specialist", "individual", "finance", 0.07),
+        Role("Finance Director", "director", "finance", 0.05),
+        Role("Director of Operations", "director", "operations", 0.05),
+        Role("Software Engineer", "individual", "engineering", 0.08),
+        Role("Marketing Manager", "manager", "marketing", 0.06),
+        Role("VP Data", "vp", "data", 0.03),
+        Role("Student", "student", "none", 0.06),
+    ),
+    seniority_fit={
+        "manager": 1.0,
+        "head": 0.9,
+        "cxo": 0.9,
+        "director": 0.6,
+        "vp": 0.3,
+        "individual": 0.5,
+        "student": 0.0,
+    },
+    department_fit={"hr": 1.0, "operations": 0.8, "executive": 0.9, "finance": 0.7},
+    industries=(
+        ("Healthcare", 1.0, 0.16),
+        ("Retail", 0.9, 0.14),
+        ("Hospitality", 0.9, 0.10),
+        ("Construction", 0.8, 0.08),
+        ("Manufacturing", 0.6, 0.10),
+        ("Non-profit", 0.6, 0.06),
+        ("Education", 0.5, 0.06),
+        ("Software", 0.2, 0.16),
+        ("Financial Services", 0.3, 0.08),
+        ("Government", 0.1, 0.06),
+    ),
+    countries=(
+        ("US", 1.0, 0.50),
+        ("CA", 0.9, 0.10),
+        ("AU", 0.8, 0.08),
+        ("GB", 0.5, 0.10),
+        ("IE", 0.5, 0.04),
+        ("DE", 0.2, 0.06),
+        ("IN", 0.1, 0.08),
+        ("BR", 0.1, 0.04),
+    ),
+    size_buckets=(
+        (1, 10, 0.25),
+        (11, 50, 0.30),
+        (51, 200, 0.22),
+        (201, 1000, 0.13),
+        (1001, 50000, 0.10),
+    ),
+    size_fit=((11, 50, 1.0), (51, 200, 0.9), (1, 10, 0.5), (201, 1000, 0.4), (1001, 10**9, 0.1)),
+    fit_weights=(0.30, 0.25, 0.15, 0.20, 0.10),
+    free_mail_rate=0.35,
+    free_mail_factor=0.9,
+    propensity=(-4.9, 4.4, 1.4),
+    channel_weights={
+        ORGANIC_SEARCH: 0.18,
+        PAID_SEARCH: 0.08,
+        PAID_SOCIAL: 0.27,
+        EMAIL: 0.04,
+        REFERRAL: 0.08,
+        DIRECT: 0.05,
+        WEBINAR: 0.20,
+        EVENTS: 0.10,
+    },
+    lifts={"webinar-series-2026": 0.6, "fb-retargeting": 0.2, "gs-brand": -0.2},
+    activity=(0.6, 2.0, 0.6),
+    pricing_pull=0.12,
+    case_pull=0.08,
+    demo_share=0.2,
+    webinar_attend=(0.25, 0.3),
+    buy_days=34.0,
+    sends_minutes=False,
+)
+
+WORLDS: dict[str, World] = {w.name: w for w in (NORTHWIND, HARBOR)}
+"""The simulated markets by name (``SimConfig.world``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,6 +763,7 @@ class Person:
     variant: str
     user_agent: str
     ip: str
+    world: str = "northwind"
 
     @property
     def channel(self) -> str:
@@ -618,22 +777,26 @@ class Person:
         Driven by the same latent factors as the propensity (and not by the drawn
         outcome), so engagement is a genuine but noisy signal of it.
         """
-        return max(0.2, min(3.0, 0.5 + 3.0 * self.propensity + 0.35 * self.intent))
+        base, per_propensity, per_intent = WORLDS[self.world].activity
+        return max(
+            0.2, min(3.0, base + per_propensity * self.propensity + per_intent * self.intent)
+        )
 
 
 def _weighted(rng: random.Random, items: tuple[tuple[str, float, float], ...]) -> str:
     return rng.choices([name for name, _, _ in items], weights=[w for _, _, w in items])[0]
 
 
-def pick_campaign(rng: random.Random) -> Campaign:
+def pick_campaign(rng: random.Random, world: World | None = None) -> Campaign:
     """Draw the acquiring campaign: first the channel, then a campaign within it."""
-    channel = rng.choices(CHANNELS, weights=[CHANNEL_WEIGHTS[c] for c in CHANNELS])[0]
+    weights = (world or NORTHWIND).channel_weights
+    channel = rng.choices(CHANNELS, weights=[weights[c] for c in CHANNELS])[0]
     options = [c for c in CAMPAIGNS if c.channel == channel]
     return rng.choices(options, weights=[CAMPAIGN_WEIGHTS[c.id] for c in options])[0]
 
 
-def draw_person(rng: random.Random, seed: int, index: int) -> Person:
-    """Draw person ``index`` of the simulation seeded with ``seed``.
+def draw_person(rng: random.Random, seed: int, index: int, world: World | None = None) -> Person:
+    """Draw person ``index`` of the simulation seeded with ``seed`` (in ``world``).
 
     Ids derive from (seed, index), so they are stable across runs and unique per seed.
 
@@ -644,11 +807,12 @@ def draw_person(rng: random.Random, seed: int, index: int) -> Person:
         >>> 0.0 <= a.fit <= 1.0 and 0.0 < a.propensity < 1.0
         True
     """
-    campaign = pick_campaign(rng)
-    role = rng.choices(ROLES, weights=[r.weight for r in ROLES])[0]
-    industry = _weighted(rng, INDUSTRIES)
-    country = _weighted(rng, COUNTRIES)
-    low, high, _ = rng.choices(SIZE_BUCKETS, weights=[b[2] for b in SIZE_BUCKETS])[0]
+    w = world or NORTHWIND
+    campaign = pick_campaign(rng, w)
+    role = rng.choices(w.roles, weights=[r.weight for r in w.roles])[0]
+    industry = _weighted(rng, w.industries)
+    country = _weighted(rng, w.countries)
+    low, high, _ = rng.choices(w.size_buckets, weights=[b[2] for b in w.size_buckets])[0]
     company_size = round(math.exp(rng.uniform(math.log(low), math.log(high + 1)))) or 1
     competitor = rng.random() < 0.015
     if competitor:
@@ -656,7 +820,7 @@ def draw_person(rng: random.Random, seed: int, index: int) -> Person:
     else:
         company = f"{rng.choice(COMPANY_STEMS)} {rng.choice(COMPANY_SUFFIXES)}"
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-    free_mail = role.seniority == "student" or rng.random() < 0.12
+    free_mail = role.seniority == "student" or rng.random() < w.free_mail_rate
     domain = (
         rng.choice(FREE_MAIL)
         if free_mail
@@ -671,9 +835,11 @@ def draw_person(rng: random.Random, seed: int, index: int) -> Person:
         department=role.department,
         country=country,
         free_mail=free_mail,
+        world=w,
     )
     intent = rng.gauss(0.0, 1.0)
-    propensity = true_propensity(fit=fit, intent=intent, lift=campaign.lift, competitor=competitor)
+    lift = w.lifts.get(campaign.id, campaign.lift)
+    propensity = true_propensity(fit=fit, intent=intent, lift=lift, competitor=competitor, world=w)
     token = derived_id("leadflow-sim", seed, index)
     return Person(
         index=index,
@@ -699,4 +865,5 @@ def draw_person(rng: random.Random, seed: int, index: int) -> Person:
         variant="B" if rng.random() < 0.5 else "A",
         user_agent=rng.choice(USER_AGENTS),
         ip=f"198.51.100.{rng.randrange(1, 255)}",
+        world=w.name,
     )

@@ -15,6 +15,8 @@ MODULES = [
     "routing",
     "codec",
     "model",
+    "features",
+    "rescore",
     "handoff",
     "lead",
     "lead_state",

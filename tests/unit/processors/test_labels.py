@@ -63,7 +63,7 @@ def test_a_late_event_scores_at_the_lead_watermark_not_in_the_past() -> None:
     state, out = run([ev("late", Kind.VISIT, 1, lead="L", path="/pricing")], state)
     assert out == []
     assert state.features_at == T0 + 100 * HOUR
-    assert next_deadline(state) == T0 + 100 * HOUR + HORIZON
+    assert state.label_due_at == T0 + 100 * HOUR + HORIZON
 
 
 def test_rejection_teaches_one_negative_and_recycling_starts_a_new_episode() -> None:
@@ -97,7 +97,10 @@ def test_a_recycled_lead_labels_its_new_episode_independently() -> None:
     assert [x.label for x in examples] == [False, True]
     negative, positive = examples
     assert positive.scored_at >= negative.labelled_at  # disjoint spans
-    assert positive.features["n.pricing_page"] > negative.features["n.pricing_page"] / 10
+    # Each window keeps the features of the score that opened it: the form (before the
+    # pricing visits) for the first, the comeback's first pricing visit for the second.
+    assert "freq.pricing_page" not in negative.features
+    assert positive.features["freq.pricing_page"] > 0
     assert state.stage is Stage.SQL
     assert next_deadline(state) is None
 
@@ -110,10 +113,10 @@ def test_silence_teaches_one_negative_and_a_comeback_inside_its_span_opens_nothi
     # Events from inside the span already taught (a lagging partition) open no episode.
     state, inside = run([ev("v", Kind.VISIT, 24 * 20, lead="L", path="/pricing")], state)
     assert inside == []
-    assert next_deadline(state) is None
-    # After it, the lead is scored into a new episode again.
+    assert state.label_due_at is None
+    # After it, the lead is scored into a new window again.
     state, _ = run([ev("w", Kind.VISIT, 24 * 40, lead="L", path="/pricing")], state)
-    assert next_deadline(state) == T0 + 40 * DAY + HORIZON
+    assert state.label_due_at == T0 + 40 * DAY + HORIZON
 
 
 def test_a_conversion_reported_late_uses_no_later_features() -> None:
@@ -126,8 +129,9 @@ def test_a_conversion_reported_late_uses_no_later_features() -> None:
     state, out = run([late], state)
     (positive,) = out
     assert positive.label is True
-    assert positive.scored_at == positive.labelled_at == T0 + 50 * HOUR
-    assert "n.pricing_page" not in positive.features  # the visits came after hour 50
+    # The window opened at the form (hour 0), before the late conversion at hour 50.
+    assert (positive.scored_at, positive.labelled_at) == (T0, T0 + 50 * HOUR)
+    assert "freq.pricing_page" not in positive.features  # the visits came after hour 50
 
 
 _ACTIONS = ("reject_mql", "accept_mql", "recycle", "disqualify", "open_opportunity")

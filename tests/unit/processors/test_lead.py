@@ -43,16 +43,17 @@ def test_mql_when_both_thresholds_pass_and_sla_breach_at_due_time() -> None:
     state, _out = fold(journey())
     assert state.stage is Stage.MQL
     assert state.sla_due_at == state.mql_at + 24 * HOUR
-    same, nothing = advance_time(state, state.sla_due_at - 1, P)
+    same, nothing = advance_time(state, state.sla_due_at - 1, P, rescore=False)
     assert nothing == []
     assert same == state
-    breached, due = advance_time(state, state.sla_due_at + 5 * DAY, P)
+    breached, due = advance_time(state, state.sla_due_at + 5 * DAY, P, rescore=False)
     breach = due[0]
     assert isinstance(breach, SlaBreached)
     assert breach.due_at == state.sla_due_at
     assert breached.owner_id == "mgr-mo"
     assert breached.sla_breached
-    assert advance_time(breached, state.sla_due_at + 6 * DAY, P)[1] == []  # once per MQL
+    once = advance_time(breached, state.sla_due_at + 6 * DAY, P, rescore=False)
+    assert once[1] == []  # once per MQL
 
 
 def test_high_engagement_without_fit_is_not_mql() -> None:
@@ -158,15 +159,15 @@ def test_negative_label_after_the_horizon_and_positive_on_conversion() -> None:
     assert state.stage in (Stage.LEAD, Stage.MQL)
     assert not state.labelled
     horizon = int(P.labels.negative_horizon_days * DAY)
-    _, none_yet = advance_time(state, state.features_at + horizon - 1, P)
+    _, none_yet = advance_time(state, state.features_at + horizon - 1, P, rescore=False)
     assert not any(isinstance(d, TrainingExample) for d in none_yet)
-    s2, out = advance_time(state, state.features_at + horizon, P)
+    s2, out = advance_time(state, state.features_at + horizon, P, rescore=False)
     negatives = [d for d in out if isinstance(d, TrainingExample)]
     assert len(negatives) == 1
     assert negatives[0].label is False
     assert negatives[0].features == state.features
     assert s2.labelled
-    assert advance_time(s2, state.features_at + 2 * horizon, P)[1] == []
+    assert advance_time(s2, state.features_at + 2 * horizon, P, rescore=False)[1] == []
 
 
 def test_model_scores_are_carried_when_a_model_is_given() -> None:
@@ -356,7 +357,8 @@ def test_next_deadline_tracks_sla_then_label_horizon() -> None:
     lead_only, _ = fold([*journey()[:2], ev("i", Kind.IDENTIFY, 6, lead="L", email="a@b.io")])
     assert lead_only.stage is Stage.LEAD
     horizon = int(P.labels.negative_horizon_days * DAY)
-    assert next_deadline(lead_only) == lead_only.features_at + horizon
-    labelled, out = advance_time(lead_only, next_deadline(lead_only), P)
+    assert lead_only.label_due_at == lead_only.features_at + horizon
+    assert next_deadline(lead_only) == lead_only.rescore_due_at  # a decay re-score comes first
+    labelled, out = advance_time(lead_only, lead_only.label_due_at, P, rescore=False)
     assert [type(d) for d in out] == [TrainingExample]
-    assert next_deadline(labelled) is None
+    assert labelled.label_due_at is None

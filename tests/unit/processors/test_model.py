@@ -1,45 +1,117 @@
+"""The workspace model: prior, online learning, health, explanations and signed snapshots."""
+
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leadflow.processors.events import Kind
+from leadflow.processors.features import lead_features
 from leadflow.processors.lead import lead_step
 from leadflow.processors.lead_state import LeadState
-from leadflow.processors.model import ScoreModel, SnapshotError
+from leadflow.processors.model import (
+    ModelRegistry,
+    PriorLogit,
+    ScoreModel,
+    SnapshotError,
+    auc_exact,
+    ece,
+    prior_logit,
+)
+from leadflow.processors.policy import ModelPolicy
 from leadflow.processors.policy_load import load_default_policy
 
 from ._factory import ICP_FORM, ev
 
 KEY = b"k" * 32
+P = load_default_policy()
 
 
-def trained(n: int = 300, seed: int = 7) -> ScoreModel:
+def example(rnd: random.Random) -> tuple[dict[str, float], bool]:
+    label = rnd.random() < 0.4
+    x = {
+        "rules.fit": max(0.0, rnd.gauss(0.6 if label else 0.3, 0.1)),
+        "rules.engagement": max(0.0, rnd.gauss(0.5 if label else 0.2, 0.15)),
+    }
+    return x, label
+
+
+def trained(n: int = 300, seed: int = 7, workspace: str = "ws") -> ScoreModel:
     rnd = random.Random(seed)
-    m = ScoreModel()
+    m = ScoreModel(P, workspace)
     for _ in range(n):
-        label = rnd.random() < 0.4
-        fit = rnd.gauss(70 if label else 30, 10)
-        m.learn({"fit": fit, "engagement": rnd.gauss(50 if label else 20, 15)}, label)
+        m.learn(*example(rnd))
     return m
 
 
-def test_prequential_auc_is_measured_before_learning() -> None:
-    m = ScoreModel()
-    x = {"fit": 1.0}
+def test_an_untrained_model_is_the_prior_and_learns_prequentially() -> None:
+    m = ScoreModel(P, "ws")
+    x = {"rules.fit": 0.5, "rules.engagement": 0.2}
+    prior = prior_logit(x, P.model)
+    assert m.predict(x) == pytest.approx(1 / (1 + 2.718281828459045**-prior))
     p = m.learn(x, True)
-    assert p == 0.5  # scored by the untrained model, then learned
+    assert p == pytest.approx(m.window[0][0])  # scored by the untrained model, then learned
     assert m.n_learned == 1
-    assert m.version == "logreg@1"
-    assert trained().auc > 0.85
+    assert m.version == "linear@1"
+    assert m.health().window_auc is None  # one class so far: not yet measurable
+    assert trained().health().window_auc is not None
 
 
-def test_snapshot_round_trip_predicts_identically() -> None:
-    m = trained()
-    restored = ScoreModel.restore(m.snapshot(KEY), KEY)
-    x = {"fit": 55.0, "engagement": 40.0}
+def test_auc_before_both_classes_is_not_yet_measurable_not_minus_zero() -> None:
+    """Regression: the prequential AUC logged -0.0 before both classes were seen."""
+    m = ScoreModel(P, "ws")
+    for _ in range(5):
+        m.learn({"rules.fit": 0.1}, False)
+    health = m.health()
+    assert health.window_auc is None
+    assert health.as_log()["window_auc"] == "not yet measurable"
+
+
+def test_learning_from_one_class_is_a_warning() -> None:
+    """Regression: nothing said the model was learning from negatives only."""
+    m = ScoreModel(P, "ws")
+    for i in range(40):
+        m.learn({"rules.fit": i / 40}, False)
+    assert "one_class" in m.health().warnings
+    assert "few_labels" in m.health().warnings
+    balanced = trained(400)
+    assert balanced.health().warnings == ()
+    assert 0 < (balanced.health().window_positive_rate or 0) < 1
+
+
+def test_one_hot_features_carry_weight() -> None:
+    """Regression: a standard scaler scaled always-1 one-hots to 0, so they learned nothing."""
+    m = ScoreModel(P, "ws")
+    for _ in range(150):
+        m.learn({"rules.fit": 0.3, "seniority=vp": 1.0}, True)
+        m.learn({"rules.fit": 0.3, "seniority=individual": 1.0}, False)
+    assert isinstance(m.estimator, PriorLogit)
+    w = m.estimator.weights
+    assert w["seniority=vp"] - w["seniority=individual"] > 1.0
+    vp, ic = (
+        {"rules.fit": 0.3, "seniority=vp": 1.0},
+        {"rules.fit": 0.3, "seniority=individual": 1.0},
+    )
+    assert m.predict(vp) > m.predict(ic) + 0.2
+    top = m.top_features({"rules.fit": 0.3, "seniority=vp": 1.0}, 3)
+    assert "seniority=vp" in {r.rule for r in top}
+
+
+def test_snapshot_round_trip_predicts_identically_and_names_its_workspace() -> None:
+    m = trained(workspace="acme")
+    data = m.snapshot(KEY, trained_through=1234)
+    restored = ScoreModel.restore(data, KEY)
+    x = {"rules.fit": 0.55, "rules.engagement": 0.4}
     assert restored.predict(x) == m.predict(x)
     assert restored.version == m.version
-    assert restored.auc == m.auc
+    assert restored.health() == m.health()
+    header = ScoreModel.peek(data)
+    assert (header.workspace_id, header.version, header.trained_through) == (
+        "acme",
+        m.version,
+        1234,
+    )
 
 
 @pytest.mark.parametrize("position", [0, 10, 40, -1])
@@ -56,63 +128,62 @@ def test_wrong_key_and_garbage_are_refused() -> None:
         ScoreModel.restore(data, b"other-key")
     with pytest.raises(SnapshotError, match="not a leadflow"):
         ScoreModel.restore(b"\x80\x04garbage", KEY)
+    with pytest.raises(SnapshotError):
+        ScoreModel.peek(b"nope")
 
 
-def test_top_features_are_weight_times_scaled_value() -> None:
+def test_top_features_are_log_odds_contributions_with_the_prior() -> None:
     m = trained()
-    x = {"fit": 90.0, "engagement": 80.0}
-    top = m.top_features(x, 2)
-    scaled = m.pipeline["StandardScaler"].transform_one(x)
-    weights = m.pipeline["LogisticRegression"].weights
-    assert {r.rule: r.points for r in top} == {
-        k: round(weights[k] * scaled[k], 4) for k in ("fit", "engagement")
-    }
-    assert all(r.points > 0 for r in top)
+    x = {"rules.fit": 0.9, "rules.engagement": 0.8}
+    top = m.top_features(x, 5)
+    assert isinstance(m.estimator, PriorLogit)
+    expected = {k: round(m.estimator.weights.get(k, 0.0) * v, 4) for k, v in x.items()}
+    expected["prior"] = round(prior_logit(x, P.model) + m.estimator.bias, 4)
+    assert {r.rule: r.points for r in top} == {k: v for k, v in expected.items() if v != 0}
 
 
-def test_drift_counter_moves_when_the_concept_flips() -> None:
-    m = trained(1500)
-    rnd = random.Random(3)
-    for _ in range(1500):
-        label = rnd.random() < 0.4
-        m.learn(
-            {
-                "fit": rnd.gauss(30 if label else 70, 10),
-                "engagement": rnd.gauss(20 if label else 50, 15),
-            },
-            label,
-        )
-    assert m.drift_count >= 1
+def test_workspaces_learn_apart() -> None:
+    registry = ModelRegistry(lambda _ws: P)
+    rnd = random.Random(1)
+    for _ in range(100):
+        registry.learn("a", *example(rnd))
+    assert registry.get("a").n_learned == 100
+    assert registry.get("b").n_learned == 0
+    x = {"rules.fit": 0.9, "rules.engagement": 0.8}
+    assert registry.get("b").predict(x) == ScoreModel(P, "b").predict(x)  # still the prior
 
 
 def test_features_of_a_lead() -> None:
-    p = load_default_policy()
     s, _ = lead_step(
-        None, ev("v", Kind.VISIT, 0, lead="L", path="/pricing", channel="paid_search"), p, None
+        None, ev("v", Kind.VISIT, 0, lead="L", path="/pricing", channel="paid_search"), P, None
     )
-    s, _ = lead_step(s, ev("f", Kind.FORM_SUBMITTED, 1, lead="L", **ICP_FORM), p, None)
-    f = ScoreModel().features(s, s.watermark)
+    s, _ = lead_step(s, ev("f", Kind.FORM_SUBMITTED, 1, lead="L", **ICP_FORM), P, None)
+    f = lead_features(s, s.watermark, P)
     assert isinstance(s, LeadState)
     assert f["channel=paid_search"] == 1.0
     assert f["stage=lead"] == 1.0
     assert f["seniority=vp"] == 1.0
-    assert f["fit"] == s.fit
-    assert 0.95 < f["n.pricing_page"] <= 1.0
+    assert f["rules.fit"] == round(s.fit / 100, 4)
+    assert 0.99 < f["recent.pricing_page"] <= 1.0
+    assert f["email=business"] == 1.0
 
 
-def test_peek_version_reads_the_header_without_the_key() -> None:
-    m = trained(30)
-    data = m.snapshot(KEY)
-    assert ScoreModel.peek_version(data) == "logreg@30"
-    with pytest.raises(SnapshotError):
-        ScoreModel.peek_version(b"nope")
-    q = m.quality()
-    assert q["model_version"] == "logreg@30"
-    assert q["n_learned"] == 30
-    assert 0.0 <= float(q["auc"]) <= 1.0
+def test_ece_and_auc_helpers() -> None:
+    assert ece([(0.9, True)] * 9 + [(0.9, False)]) == pytest.approx(0.0)
+    assert ece([(0.9, False)] * 10) == pytest.approx(0.9)
+    assert auc_exact([(0.2, False), (0.8, True)]) == 1.0
 
 
-def test_model_takes_its_half_life_from_the_policy() -> None:
-    p = load_default_policy()
-    assert ScoreModel(p).half_life_days == p.scoring.half_life_days
-    assert ScoreModel(p, half_life_days=3.0).half_life_days == 3.0
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.booleans()), min_size=1, max_size=40)
+)
+def test_learning_is_deterministic_and_bounded(rows: list[tuple[float, float, bool]]) -> None:
+    a, b = PriorLogit(ModelPolicy()), PriorLogit(ModelPolicy())
+    for fit, eng, label in rows:
+        x = {"rules.fit": fit, "rules.engagement": eng}
+        a.learn(x, label)
+        b.learn(x, label)
+        assert 0.0 <= a.predict_proba(x) <= 1.0
+    assert a.weights == b.weights
+    assert a.bias == b.bias

@@ -124,3 +124,50 @@ def test_model_section_is_optional_and_validated() -> None:
     bad = DEFAULT.replace("snapshot_every: 25", "snapshot_every: 0")
     with pytest.raises(PolicyError, match=r"model.snapshot_every: must be at least 1"):
         parse_policy(bad, "p.yaml")
+
+
+@pytest.mark.parametrize(
+    ("title", "level"),
+    [
+        ("Director of Demand Generation", "director"),  # contains "cto"
+        ("Vice President, Sales", "vp"),  # contains "president"
+        ("HR Coordinator", "individual"),  # contains "coo"
+        ("CxO", "c_level"),  # matched nothing
+        ("Chief Marketing Officer", "c_level"),
+        ("Co-Founder", "c_level"),
+        ("Head of Revenue Operations", "director"),
+        ("Software Engineer", "individual"),
+    ],
+)
+def test_seniority_matches_whole_words_not_substrings(title: str, level: str) -> None:
+    """Regression: "Director" was c_level via "cto", "Coordinator" via "coo"."""
+    assert load_default_policy().seniority_of(title) == level
+
+
+def test_title_rules_match_whole_words() -> None:
+    from leadflow.processors.policy import Match
+
+    bi = Match(words_any=("bi", "head of"))
+    assert not bi.test("Mobile Developer", {})
+    assert bi.test("BI Lead", {})
+    assert bi.test("Head of Growth", {})
+    assert parse_policy(DEFAULT.replace("contains_any: [/pricing]", "words_any: [pricing]"))
+
+
+def test_departments_come_from_the_title_words() -> None:
+    p = load_default_policy()
+    assert p.department_of("Sales Operations Manager") == "revops"
+    assert p.department_of("Director of Demand Generation") == "marketing"
+    assert p.department_of("Payroll Specialist") == "hr"
+    assert p.department_of(None) is None
+
+
+def test_model_prior_is_read_and_checked() -> None:
+    p = load_default_policy()
+    assert (p.model.prior_intercept, p.model.prior_per_point, p.model.min_labels) == (
+        -4.0,
+        0.03,
+        30,
+    )
+    with pytest.raises(PolicyError, match="min_labels"):
+        parse_policy(DEFAULT.replace("min_labels: 30", "min_labels: 0"))

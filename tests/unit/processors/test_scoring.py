@@ -1,3 +1,4 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -8,6 +9,7 @@ from leadflow.processors.scoring import (
     EngagementHit,
     decayed,
     engagement_breakdown,
+    engagement_hits,
     engagement_score,
     fit_score,
 )
@@ -110,3 +112,25 @@ def test_order_of_events_does_not_matter(hits, rnd, at, hl) -> None:
     assert engagement_breakdown(hits, at, hl, rule_caps=CAPS, cap=100) == engagement_breakdown(
         shuffled, at, hl, rule_caps=CAPS, cap=100
     )
+
+
+@pytest.mark.parametrize(
+    ("minutes", "rules"),
+    [
+        (None, ["webinar_attended"]),  # many webinar tools send no minutes: still attendance
+        (5, ["webinar_attended"]),
+        (15, ["webinar_attended", "webinar_stayed"]),
+        (22.5, ["webinar_attended", "webinar_stayed"]),
+        ("40", ["webinar_attended", "webinar_stayed"]),
+    ],
+)
+def test_webinar_attendance_scores_with_or_without_minutes(
+    minutes: object, rules: list[str]
+) -> None:
+    """Regression: attendance scored nothing unless minutes_attended >= 15 was sent."""
+    from leadflow.processors.events import Event, Kind
+    from leadflow.processors.policy_load import load_default_policy
+
+    payload = {} if minutes is None else {"minutes_attended": minutes}
+    e = Event("w", Kind.WEBINAR_ATTENDED, "ws", 0, 0, None, "L", payload=payload)
+    assert [h.rule for h in engagement_hits(e, load_default_policy())] == rules

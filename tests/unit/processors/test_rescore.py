@@ -1,0 +1,94 @@
+"""Decay is visible: scores are re-emitted as event time ages them (at most daily per lead)."""
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leadflow.processors.deadlines import advance_time, next_deadline
+from leadflow.processors.derived import LeadScored
+from leadflow.processors.events import Kind
+from leadflow.processors.lead import lead_step
+from leadflow.processors.lead_state import LeadState
+from leadflow.processors.model import ScoreModel
+from leadflow.processors.policy_load import load_default_policy
+from leadflow.processors.rescore import QUIET_DAYS
+
+from ._factory import DAY, ICP_FORM, T0, ev
+
+P = load_default_policy()
+MODEL = ScoreModel(P, "ws-1")
+
+
+def engaged_lead() -> LeadState:
+    state, _ = lead_step(None, ev("f", Kind.FORM_SUBMITTED, 0, lead="L", **ICP_FORM), P, MODEL)
+    for i in range(3):
+        state, _ = lead_step(
+            state, ev(f"p{i}", Kind.VISIT, 1 + i, lead="L", path="/pricing"), P, MODEL
+        )
+    return state
+
+
+def follow_time(state: LeadState, days: int) -> tuple[LeadState, list[LeadScored]]:
+    """Advance event time hour by hour like a worker would, collecting the re-scores."""
+    out: list[LeadScored] = []
+    start = state.watermark
+    for hour in range(1, days * 24 + 1):
+        at = start + hour * DAY // 24
+        due = next_deadline(state)
+        if due is not None and due <= at:
+            state, derived = advance_time(state, at, P, model=MODEL)
+            out += [d for d in derived if isinstance(d, LeadScored)]
+    return state, out
+
+
+def test_a_quiet_lead_is_re_scored_as_it_decays_then_left_alone() -> None:
+    """Regression: a score was emitted only when a rule hit, so scores went stale."""
+    state = engaged_lead()
+    state, rescored = follow_time(state, QUIET_DAYS + 20)
+    assert len(rescored) > 10
+    engagement = [r.engagement_score for r in rescored]
+    assert engagement == sorted(engagement, reverse=True)
+    assert engagement[-1] < engagement[0] / 4
+    days = [(r.occurred_at - T0) // DAY for r in rescored]
+    assert len(days) == len(set(days))  # at most one re-score per day
+    assert all(r.cause_event_id.startswith("decay:") for r in rescored)
+    assert all(r.model_score is not None for r in rescored)
+    assert state.rescore_due_at is None  # quiet for QUIET_DAYS: nothing more to show
+    assert state.engagement == engagement[-1]  # the hand-off shows today's value
+
+
+def test_re_scores_are_idempotent_and_replay_identically() -> None:
+    state = engaged_lead()
+    due = next_deadline(state)
+    assert due is not None
+    once, out = advance_time(state, due, P, model=MODEL)
+    again, out2 = advance_time(once, due, P, model=MODEL)
+    assert [type(d) for d in out] == [LeadScored]
+    assert out2 == []
+    assert again == once
+    assert advance_time(state, due, P, model=MODEL) == (once, out)
+
+
+def test_an_event_re_arms_the_re_score_and_a_closed_lead_has_none() -> None:
+    state, _ = follow_time(engaged_lead(), 3)
+    state, _ = lead_step(
+        state, ev("d", Kind.DEMO_REQUESTED, 24 * 3 + 5, lead="L"), P, MODEL
+    )  # an ICP demo request: SQL
+    assert state.stage is not None
+    assert state.stage.value == "sql"
+    state, rescored = follow_time(state, 5)
+    assert rescored == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 40 * 24), min_size=1, max_size=8))
+def test_re_scored_engagement_never_rises_without_an_event(hours: list[int]) -> None:
+    """Decay monotonicity: between two events, re-scores only go down."""
+    state, _ = lead_step(None, ev("f", Kind.FORM_SUBMITTED, 0, lead="L", **ICP_FORM), P, MODEL)
+    for i, h in enumerate(sorted(hours)):
+        state, _ = lead_step(state, ev(f"v{i}", Kind.VISIT, h, lead="L", path="/pricing"), P, MODEL)
+    before = state.engagement
+    state, rescored = follow_time(state, 30)
+    values = [before, *(r.engagement_score for r in rescored)]
+    assert all(b <= a + 0.01 for a, b in itertools.pairwise(values))
