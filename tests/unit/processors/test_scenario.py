@@ -167,9 +167,10 @@ def test_journey_to_sql_recycle_and_sql_again() -> None:
     ]
     example = nxt("d1", TrainingExample)
     assert example.label is True
-    assert example.scored_at == at(96)
-    assert example.features["stage=mql"] == 1.0
-    assert example.features["demo_requested"] == 0.0
+    # The label window opened at the lead's first score as a known lead (the form).
+    assert example.scored_at == at(49)
+    assert example.features["stage=lead"] == 1.0
+    assert "demo_requested" not in example.features
 
     rec = nxt("r1", StageChanged)
     assert (rec.from_stage, rec.to_stage, rec.reason) == (
