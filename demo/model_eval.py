@@ -231,6 +231,9 @@ def replay(
             take_cutoff(run, pending.pop(), policy)
         if not refresh_every or n % refresh_every == 0:
             published = dict(newest)
+        # What fell due before this event's time fires first, as event time passes it.
+        watermark = max(watermark, event.occurred_at - 1)
+        fire(watermark)
         lead = str(event.lead_id)
         model = published.get(event.workspace_id)
         if model is None:  # no snapshot yet: the workspace is scored by its prior

@@ -52,8 +52,8 @@ def advance_time(
 ) -> tuple[LeadState, list[Derived]]:
     """Emit what became due by event time ``watermark_ms``; idempotent per deadline.
 
-    With ``rescore`` a lead due for a decay re-score is re-scored at ``watermark_ms`` with
-    ``model`` (the workspace's; ``None``: rules only), see :mod:`rescore`.
+    With ``rescore`` a lead due for decay re-scores is re-scored at each due time up to
+    ``watermark_ms`` with ``model`` (the workspace's; ``None``: rules only), see :mod:`rescore`.
 
     An MQL still unreviewed at its ``sla_due_at`` gives one :class:`SlaBreached`
     (stamped with the due time, not the watermark) and is escalated to the escalation
@@ -102,8 +102,11 @@ def advance_time(
     s, example = horizon_negative(s, watermark_ms, policy)
     if example is not None:
         out.append(example)
-    if rescore:
-        s, scored = rescore_lead(s, watermark_ms, policy, model)
+    # Each due re-score is evaluated at its own due time, day after day up to the watermark:
+    # what is emitted then depends on the lead and event time only, not on how far the
+    # watermark jumped (other workspaces' traffic moves it too).
+    while rescore and s.rescore_due_at is not None and s.rescore_due_at <= watermark_ms:
+        s, scored = rescore_lead(s, s.rescore_due_at, policy, model)
         if scored is not None:
             out.append(scored)
     return s, out

@@ -9,8 +9,8 @@ TIMINGS = ("learn_predict_us", "score_us")
 
 
 def test_a_small_simulation_gives_sane_repeatable_figures() -> None:
-    first = run_eval(600, 120, 5, "linear", P, baseline=False)
-    again = run_eval(600, 120, 5, "linear", P, baseline=False)
+    first = run_eval(300, 100, 5, "linear", P, baseline=False)
+    again = run_eval(300, 100, 5, "linear", P, baseline=False)
     assert {k: v for k, v in first.items() if k not in TIMINGS} == {
         k: v for k, v in again.items() if k not in TIMINGS
     }
@@ -34,7 +34,7 @@ def test_a_small_simulation_gives_sane_repeatable_figures() -> None:
 
 def test_the_second_world_is_differently_shaped() -> None:
     """harbor: the default policy's ICP does not fit it, so the rules rank worse there."""
-    harbor = run_eval(600, 120, 5, "linear", P, world="harbor", baseline=False)
+    harbor = run_eval(300, 100, 5, "linear", P, world="harbor", baseline=False)
     assert harbor["dead_letters"] == 0
     assert 0 < harbor["positives"] < harbor["examples"]
 

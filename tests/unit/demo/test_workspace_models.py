@@ -16,7 +16,7 @@ P = load_default_policy()
 
 
 def events(workspace: str, seed: int, world: str) -> list[Event]:
-    sim = Simulation(SimConfig(people=400, days=90, seed=seed, world=world))
+    sim = Simulation(SimConfig(people=250, days=75, seed=seed, world=world))
     return [message_to_event(m, workspace) for m in sim.messages()]
 
 
