@@ -110,15 +110,15 @@ def test_silence_teaches_one_negative_and_a_comeback_inside_its_span_opens_nothi
     state, out = silence(state, 31)
     assert [x.label for x in out] == [False]
     assert out[0].labelled_at - out[0].scored_at == HORIZON
-    # The decay re-score at that moment opens the next window: cold leads are sampled too.
-    assert state.features_at == T0 + 31 * DAY
-    due = state.label_due_at
-    assert due == T0 + 31 * DAY + HORIZON
-    # Events from inside the span already taught (a lagging partition) teach nothing and
-    # move no window.
+    # The decay re-scores of days 1-29 fall inside the span already taught: no window.
+    assert state.label_due_at is None
+    # Events from inside that span (a lagging partition) open none either.
     state, inside = run([ev("v", Kind.VISIT, 24 * 20, lead="L", path="/pricing")], state)
     assert inside == []
-    assert state.label_due_at == due
+    assert state.label_due_at is None
+    # After it, the lead is scored into a new window again.
+    state, _ = run([ev("w", Kind.VISIT, 24 * 40, lead="L", path="/pricing")], state)
+    assert state.label_due_at == T0 + 40 * DAY + HORIZON
 
 
 def test_a_conversion_reported_late_uses_no_later_features() -> None:
