@@ -46,6 +46,7 @@ from leadflow.streams.collector.models import (
 from leadflow.streams.collector.timing import epoch_ms, occurred_at, too_far_ahead
 from leadflow.streams.collector.tracking_plan import (
     CONTEXT_PROPERTIES,
+    FORGET_FIELD,
     KEEPS_EXTRA,
     KIND_FIELDS,
     STAGE_NAMES,
@@ -475,6 +476,10 @@ def map_message(
         payload[EXTRA_FIELD] = left.extra_json()
     else:
         left.drop_kept()
+    if kind is Kind.CONSENT_CHANGED:
+        # A write key is public: its withdrawal pauses stitching and device data; deleting
+        # the device's past takes an admin credential (docs/privacy.md, threat model).
+        payload[FORGET_FIELD] = False
     unstored = _unstored_context(segment_context, kind) if segment_context else []
     if message.context is not None:
         left.dropped_locs.extend(unstored)

@@ -165,6 +165,12 @@ CONTEXT_PROPERTIES = frozenset({"channel", "experiment", "variant"})
 # no properties.
 KEEPS_EXTRA = frozenset(set(Kind) - {Kind.CUSTOM, Kind.CAMPAIGN_COST, Kind.ALIAS})
 
+# The collector's own flag on consent changes (ConsentChanged v3, last field): whether a
+# withdrawal may delete the device's past. Everything the tracking API maps comes with a public
+# write key, so the collector always writes false; a client's "forget" property is not read
+# (it is kept in extra_json like any property the kind has no field for). Issue 19.
+FORGET_FIELD = "forget"
+
 
 def kind_for_track(event_name: str) -> Kind:
     """The kind a Segment ``track`` call becomes; names outside the plan are custom events.
