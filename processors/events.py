@@ -40,6 +40,7 @@ class Kind(StrEnum):
     CAMPAIGN_COST = "campaign_cost"
     CONSENT_CHANGED = "consent_changed"
     ERASURE_REQUESTED = "erasure_requested"
+    GROUP = "group"
     CUSTOM = "custom"
 
 

@@ -105,6 +105,9 @@ _EMAIL_KINDS = frozenset(
     {Kind.EMAIL_SENT, Kind.EMAIL_OPENED, Kind.EMAIL_CLICKED, Kind.EMAIL_BOUNCED,
      Kind.EMAIL_UNSUBSCRIBED}
 )  # fmt: skip
+# Kinds that update the profile. A group call carries only the account's firmographics
+# (company, company_size, industry, country): for B2B that is where the account lives.
+_PROFILE_KINDS = frozenset({Kind.IDENTIFY, Kind.FORM_SUBMITTED, Kind.GROUP})
 _NURTURE_STAGES = frozenset({Stage.VISITOR, Stage.LEAD, Stage.MQL, Stage.RECYCLED})
 _SQL_FROM = frozenset({Stage.LEAD, Stage.MQL, Stage.RECYCLED})
 
@@ -177,7 +180,7 @@ def _bounded_hits(
 def _apply_profile(
     state: LeadState, event: Event, policy: Policy, facts: PiiFacts | None
 ) -> LeadState:
-    if event.kind not in (Kind.IDENTIFY, Kind.FORM_SUBMITTED):
+    if event.kind not in _PROFILE_KINDS:
         return state
     newer = event.occurred_at >= state.profile_at
     current = dataclasses.asdict(state.contact)
@@ -486,7 +489,7 @@ def lead_step(
     elif k in (Kind.DEAL_WON, Kind.DEAL_LOST):
         _deal(step, routing)
 
-    scored = bool(new_hits) or k in (Kind.IDENTIFY, Kind.FORM_SUBMITTED, Kind.ERASURE_REQUESTED)
+    scored = bool(new_hits) or k in _PROFILE_KINDS or k is Kind.ERASURE_REQUESTED
     if scored:
         _score(step, model)
     s = step.state

@@ -844,7 +844,7 @@ def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
         ("page", "Record a page view (kind visit)."),
         ("identify", "Tie traits to a user (kind identify)."),
         ("alias", "Merge two ids (kind alias)."),
-        ("group", "Tie a user to an account (stored as the custom event Group)."),
+        ("group", "Tie a user to an account (kind group: the company's firmographics)."),
         ("screen", "Record a screen view (kind visit)."),
         (None, "Many messages at once; each is stored or refused (dead-letter topic) alone."),
     )

@@ -55,7 +55,7 @@ from leadflow.streams.collector.tracking_plan import (
     field_names,
     kind_for_track,
 )
-from leadflow.streams.collector.traits import contact
+from leadflow.streams.collector.traits import account, contact
 
 INT32 = (-(2**31), 2**31 - 1)
 # Standard page properties analytics.js adds to every page call: they feed the context.
@@ -454,13 +454,18 @@ def map_message(
         fields = {"previous_id": message.previousId}
     else:
         assert isinstance(message, GroupMessage)
-        kind = Kind.CUSTOM
-        fields = {
-            "name": "Group",
-            "properties_json": _canonical_json(
-                {"group_id": message.groupId, "traits": message.traits or {}}
-            ),
-        }
+        # For B2B the group call is where the account lives: its traits are the company's
+        # firmographics, which the lead takes over like identify traits.
+        kind, where = Kind.GROUP, join(prefix, ["traits"])
+        firm = account(message.traits or {})
+        fields = {**firm.fields, "group_id": message.groupId}
+        for name in _unknown(kind, firm.fields, properties=False):
+            left.keep(("traits", name), firm.fields[name])
+        if "group_id" in firm.fields:  # the call's groupId names the account, not a trait
+            left.keep(("traits", "group_id"), firm.fields["group_id"])
+        for member, value in firm.unmapped:
+            left.keep(("traits", *member), value)
+        warnings.extend(FieldError(path=f"{where}.{p}", message=m) for p, m in firm.warnings)
     payload, payload_errors = _payload(kind, fields, where, sources)
     errors.extend(payload_errors)
     errors.extend(

@@ -131,7 +131,7 @@ class AliasMessage(_Message):
 
 
 class GroupMessage(_Message):
-    """``group``: stored as a custom event named ``Group`` (traits in properties_json)."""
+    """``group``: the person's account; its traits are the company's firmographics."""
 
     type: Literal["group"] = "group"
     groupId: Id

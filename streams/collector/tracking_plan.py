@@ -128,6 +128,12 @@ KIND_FIELDS: Mapping[Kind, tuple[FieldSpec, ...]] = MappingProxyType(
             FieldSpec("marketing", FieldType.BOOLEAN),
         ),
         Kind.ERASURE_REQUESTED: _s("subject_email", "requested_by"),
+        Kind.GROUP: (
+            FieldSpec("group_id", required=True),
+            FieldSpec("company"),
+            FieldSpec("company_size", FieldType.INT),
+            *_s("industry", "country", "plan", "website"),
+        ),
         Kind.CUSTOM: (
             FieldSpec("name", required=True),
             FieldSpec("properties_json", default="{}"),

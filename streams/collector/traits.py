@@ -96,6 +96,28 @@ def _split_name(name: str) -> tuple[str, str | None]:
     return first, (last.strip() or None)
 
 
+def account(traits: Mapping[str, Any]) -> Contact:
+    """A group call's traits as the account's firmographics (Segment's group spec).
+
+    The group's ``name`` is the company's name, ``employees`` its size; ``industry``,
+    ``plan``, ``website`` and ``address.country`` keep their meaning. A ``company`` trait
+    wins over ``name`` when both are sent (``name`` is then kept as it is).
+
+    Example:
+        >>> a = account({"name": "Initech", "employees": "201-500", "industry": "Software",
+        ...              "plan": "enterprise", "address": {"country": "US", "city": "Austin"}})
+        >>> sorted(a.fields.items())
+        [('company', 'Initech'), ('company_size', 201), ('country', 'US'), ('industry', 'Software'), ('plan', 'enterprise')]
+        >>> a.unmapped, a.warnings[0][0]
+        (((('address', 'city'), 'Austin'),), 'company_size')
+    """  # noqa: E501
+    flat = contact(traits, full_name=False)
+    fields = dict(flat.fields)
+    if "name" in fields and fields.get("company") is None:
+        fields["company"] = fields.pop("name")
+    return Contact(fields=fields, unmapped=flat.unmapped, warnings=flat.warnings)
+
+
 def contact(traits: Mapping[str, Any], *, full_name: bool = True) -> Contact:
     """Flatten Segment's reserved traits into contact fields.
 

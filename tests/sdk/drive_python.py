@@ -70,7 +70,14 @@ if scenario == "journey":
     client.group(
         user_id=lead,
         group_id="acme",
-        traits={"name": "Acme", "employees": 120},
+        traits={
+            "name": "Acme",
+            "employees": "51-200",
+            "industry": "Software",
+            "plan": "enterprise",
+            "website": "acme.example",
+            "address": {"country": "DE", "city": "Berlin"},
+        },
         timestamp=at,
         message_id=f"{run}-group",
     )

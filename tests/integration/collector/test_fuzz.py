@@ -163,5 +163,6 @@ def test_every_planned_track_name_maps_to_its_kind() -> None:
         Kind.VISIT,
         Kind.IDENTIFY,
         Kind.ALIAS,
+        Kind.GROUP,
         Kind.CUSTOM,
     }

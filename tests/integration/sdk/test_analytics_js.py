@@ -131,7 +131,7 @@ def check_kafka(events: dict[str, Event], run: str) -> None:
         "form": Kind.FORM_SUBMITTED,
         "identify": Kind.IDENTIFY,
         "alias": Kind.ALIAS,
-        "group": Kind.CUSTOM,
+        "group": Kind.GROUP,
     }
     home, form, identify = events["home"], events["form"], events["identify"]
     # analytics.js fills context.campaign from the URL's utm_* parameters.
@@ -151,6 +151,13 @@ def check_kafka(events: dict[str, Event], run: str) -> None:
         "Defense",
     )
     assert events["alias"].payload["previous_id"] == f"anon-{run}"
+    group = events["group"]
+    assert (group.lead_id, group.payload["group_id"], group.payload["company"]) == (
+        f"lead-{run}",
+        "navy",
+        "Navy Analytics",
+    )
+    assert (group.payload["company_size"], group.payload["country"]) == (1500, "US")
     # Browser time, corrected for the browser's clock: within the test's few seconds.
     now = time.time() * 1000
     assert all(now - 120_000 < e.occurred_at <= now + 1000 for e in events.values())

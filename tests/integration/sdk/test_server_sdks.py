@@ -6,6 +6,8 @@ collector in front of the real broker; the assertions read the events back from 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from leadflow.processors.events import Kind
@@ -50,7 +52,7 @@ def test_python_sdk_journey_arrives_whole(sdk: str, sdk_collector: Running) -> N
         "form": Kind.FORM_SUBMITTED,
         "identify": Kind.IDENTIFY,
         "alias": Kind.ALIAS,
-        "group": Kind.CUSTOM,
+        "group": Kind.GROUP,
         "won": Kind.DEAL_WON,
     }
     page, form = events[f"{run}-page"], events[f"{run}-form"]
@@ -67,6 +69,17 @@ def test_python_sdk_journey_arrives_whole(sdk: str, sdk_collector: Running) -> N
     assert won.payload["amount"] == 12000.0
     assert form.anonymous_id == f"anon-{run}"
     assert events[f"{run}-alias"].payload["previous_id"] == f"anon-{run}"
+    # The group call is the account: its traits are the company's firmographics.
+    group = events[f"{run}-group"]
+    assert (group.lead_id, group.payload["group_id"]) == (f"lead-{run}", "acme")
+    assert {k: group.payload[k] for k in ("company", "company_size", "industry", "country")} == {
+        "company": "Acme",
+        "company_size": 51,
+        "industry": "Software",
+        "country": "DE",
+    }
+    assert (group.payload["plan"], group.payload["website"]) == ("enterprise", "acme.example")
+    assert json.loads(group.payload["extra_json"]) == {"traits": {"address": {"city": "Berlin"}}}
 
 
 @needs_python_sdks
@@ -122,6 +135,12 @@ def test_analytics_node_journey_with_one_bad_event(sdk_collector: Running) -> No
     assert (identify.payload["title"], identify.payload["company_size"]) == ("VP Sales", 250)
     assert identify.payload["email"] == f"{run}@acme.example"
     assert (stage.kind, stage.payload["action"]) == (Kind.STAGE_CHANGED, "accept_mql")
+    group = events[f"{run}-group"]
+    assert (group.kind, group.payload["company"], group.payload["industry"]) == (
+        Kind.GROUP,
+        "Acme",
+        "Software",
+    )
     [(key, value)] = consume_since(sdk_collector.settings, dead_before, 1, topic=DLQ.name)
     assert key == f"lead-{run}".encode()
     assert b'"a lot"' in value

@@ -158,12 +158,45 @@ def test_alias_and_group() -> None:
         {"previous_id": "anon-1"},
         "lead-1",
     )
-    group = ok({"groupId": "acme", "userId": "u", "traits": {"size": 5}}, "group").event
-    assert group.kind is Kind.CUSTOM
-    assert json.loads(group.payload["properties_json"]) == {
+    # Segment's group traits are the account's firmographics (the lead takes them over).
+    group = ok(
+        {
+            "groupId": "acme",
+            "userId": "u",
+            "traits": {
+                "name": "Acme Corp",
+                "employees": "51-200",
+                "industry": "Software",
+                "plan": "enterprise",
+                "website": "acme.example",
+                "address": {"country": "DE", "city": "Berlin"},
+                "mrr": 4200,
+            },
+        },
+        "group",
+    )
+    assert group.event.kind is Kind.GROUP
+    assert dict(group.event.payload) == {
         "group_id": "acme",
-        "traits": {"size": 5},
+        "company": "Acme Corp",
+        "company_size": 51,
+        "industry": "Software",
+        "country": "DE",
+        "plan": "enterprise",
+        "website": "acme.example",
+        "extra_json": '{"traits":{"address":{"city":"Berlin"},"mrr":4200}}',
     }
+    assert sorted(group.kept) == ["traits.address.city", "traits.mrr"]
+    assert [w.path for w in group.warnings] == ["traits.company_size"]
+    assert CODEC.decode(CODEC.encode(group.event)) == group.event
+    # A company trait wins over name; a group without traits is still the account.
+    both = ok({"groupId": "g", "userId": "u", "traits": {"company": "A", "name": "B"}}, "group")
+    assert (both.event.payload["company"], both.kept) == ("A", ("traits.name",))
+    bare = ok({"groupId": "g", "anonymousId": "a"}, "group").event
+    assert (bare.payload["group_id"], bare.payload["company"]) == ("g", None)
+    assert errors({"userId": "u", "traits": {"name": "A"}}, "group") == [
+        ("groupId", "Field required")
+    ]
 
 
 def test_page_context_campaign_and_utm_from_url() -> None:

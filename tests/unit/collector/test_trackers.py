@@ -34,9 +34,9 @@ def h(tmp_path: Path) -> Harness:
         ("/v1/p", {"name": "Pricing"}, Kind.VISIT),
         ("/v1/i", {"traits": {"email": "ada@acme.example"}}, Kind.IDENTIFY),
         ("/v1/a", {"previousId": "anon-1", "userId": "lead-1"}, Kind.ALIAS),
-        ("/v1/g", {"groupId": "acme", "traits": {"employees": 120}}, Kind.CUSTOM),
+        ("/v1/g", {"groupId": "acme", "traits": {"employees": 120}}, Kind.GROUP),
         ("/v1/s", {"name": "Home"}, Kind.VISIT),
-        ("/v1/group", {"groupId": "acme"}, Kind.CUSTOM),
+        ("/v1/group", {"groupId": "acme"}, Kind.GROUP),
         ("/v1/screen", {"name": "Home"}, Kind.VISIT),
     ],
 )
