@@ -66,14 +66,9 @@ from leadflow.streams.collector.models import (
 from leadflow.streams.collector.pixel import GIF, PIXEL_TYPES, PixelError, pixel_message
 from leadflow.streams.collector.producer import EventProducer, KafkaUnavailable
 from leadflow.streams.collector.timing import epoch_ms
-from leadflow.streams.collector.webhooks import vendors
+from leadflow.streams.collector.webhooks import inbound, postmark
 from leadflow.streams.collector.webhooks.config import VENDORS, WebhookSecrets
 from leadflow.streams.collector.webhooks.replay import ReplayGuard
-from leadflow.streams.collector.webhooks.signatures import (
-    hubspot_v3_valid,
-    mailgun_valid,
-    sendgrid_valid,
-)
 from leadflow.streams.logs import get_logger
 from leadflow.streams.pii.erasure import Eraser, build_eraser
 from leadflow.streams.pii.keyring import KeyringError
@@ -285,47 +280,6 @@ async def read_body(request: Request, limit: int) -> bytes:
 _SENT_AT: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
 
 
-def _header_ms(value: str | None, scale: int) -> int:
-    try:
-        return int(float(value or "") * scale)
-    except ValueError:
-        return 0
-
-
-def _verify(
-    vendor: str, conf: dict[str, str], request: Request, body: bytes, data: Any
-) -> tuple[str, int]:
-    """Check the vendor's signature; return the replay token and the signing time (ms).
-
-    Raises:
-        Rejection: 401 when the signature is missing or wrong.
-    """
-    headers = request.headers
-    if vendor == "sendgrid":
-        signature = headers.get("x-twilio-email-event-webhook-signature", "")
-        stamp = headers.get("x-twilio-email-event-webhook-timestamp", "")
-        ok = bool(signature) and sendgrid_valid(conf["public_key"], signature, stamp, body)
-        token, sent_ms = signature, _header_ms(stamp, 1000)
-    elif vendor == "mailgun":
-        signed = data.get("signature") if isinstance(data, dict) else None
-        signed = signed if isinstance(signed, dict) else {}
-        stamp, token = str(signed.get("timestamp", "")), str(signed.get("token", ""))
-        signature = str(signed.get("signature", ""))
-        ok = bool(token) and mailgun_valid(conf["signing_key"], stamp, token, signature)
-        sent_ms = _header_ms(stamp, 1000)
-    else:
-        signature = headers.get("x-hubspot-signature-v3", "")
-        stamp = headers.get("x-hubspot-request-timestamp", "")
-        uri = conf.get("url") or str(request.url)
-        ok = bool(signature) and hubspot_v3_valid(
-            conf["client_secret"], request.method, uri, body, stamp, signature
-        )
-        token, sent_ms = signature, _header_ms(stamp, 1)
-    if not ok:
-        raise Rejection(401, "unauthorized", f"the {vendor} signature does not verify")
-    return token, sent_ms
-
-
 class Ingest:
     """The request pipeline shared by every endpoint (trackers, pixels, webhooks)."""
 
@@ -336,6 +290,8 @@ class Ingest:
             s.collector_rate_per_second, s.collector_rate_burst, collector.monotonic
         )
         self.replay = ReplayGuard(int(s.collector_webhook_tolerance_seconds * 1000))
+        # Postmark's notifications are retried for hours and carry their own time.
+        self.notices = ReplayGuard(postmark.LONG_WINDOW_MS)
         self._drops_logged: set[tuple[str, str]] = set()
 
     def _authorize(self, write_key: str | None) -> KeyRecord:
@@ -443,16 +399,28 @@ class Ingest:
         body = await read_body(request, self.c.settings.collector_max_batch_bytes)
         data = parse_json(body)
         now = self.c.clock_ms()
-        token, sent_ms = _verify(vendor, conf, request, body, data)
-        problem = self.replay.problem(f"{vendor}:{token}", sent_at_ms=sent_ms, now_ms=now)
+        parts = inbound.Request(request.method, str(request.url), request.headers, body, data)
+        try:
+            proof = inbound.authenticate(vendor, conf, parts, now)
+        except inbound.WebhookRefused as exc:
+            raise Rejection(401, "unauthorized", str(exc)) from exc
+        guard = self.notices if proof.window_ms is not None else self.replay
+        token = f"{vendor}:{workspace_id}:{proof.token}"
+        problem = guard.problem(
+            token, sent_at_ms=proof.sent_ms, now_ms=now, window_ms=proof.window_ms
+        )
         if problem is not None:
             raise Rejection(401, "unauthorized", f"{vendor} webhook refused: {problem}")
-        if vendor == "sendgrid":
-            converted = vendors.sendgrid(data, workspace_id)
-        elif vendor == "mailgun":
-            converted = vendors.mailgun(data, workspace_id)
-        else:
-            converted = vendors.hubspot(data, workspace_id, sent_ms)
+        converted = inbound.convert(vendor, data, workspace_id, proof.sent_ms)
+        if vendor == "ses" and isinstance(data, dict) and data.get("SubscribeURL"):
+            # The collector makes no outbound calls: the operator confirms the subscription.
+            log.warning(
+                "collector.sns_subscription",
+                workspace=workspace_id,
+                type=data.get("Type"),
+                topic=data.get("TopicArn"),
+                subscribe_url=data.get("SubscribeURL"),
+            )
         if converted.skipped:
             log.info("collector.webhook_skipped", vendor=vendor, skipped=converted.skipped)
         if converted.messages:
@@ -468,7 +436,7 @@ class Ingest:
         else:
             accepted = Accepted(event_ids=[], ignored=converted.skipped)
         # Remembered only once stored: a vendor's retry after a 503 must still get in.
-        self.replay.remember(f"{vendor}:{token}", now_ms=now)
+        guard.remember(token, now_ms=now)
         return accepted
 
     async def _answer(self, run: Callable[[], Awaitable[Accepted]]) -> Response:

@@ -33,12 +33,18 @@ class ReplayGuard:
     capacity: int = 100_000
     _seen: OrderedDict[str, int] = field(default_factory=OrderedDict)
 
-    def problem(self, token: str, *, sent_at_ms: int, now_ms: int) -> str | None:
-        """Why the request must be refused, or ``None`` when it is fresh and unused."""
+    def problem(
+        self, token: str, *, sent_at_ms: int, now_ms: int, window_ms: int | None = None
+    ) -> str | None:
+        """Why the request must be refused, or ``None`` when it is fresh and unused.
+
+        ``window_ms`` narrows the guard's window for this request (Postmark: per type).
+        """
+        limit = self.window_ms if window_ms is None else min(window_ms, self.window_ms)
         age = now_ms - sent_at_ms
-        if abs(age) > self.window_ms:
+        if abs(age) > limit:
             when = "ago" if age > 0 else "in the future"
-            window = self.window_ms / 1000
+            window = limit / 1000
             return f"signed {abs(age) / 1000:.1f} s {when}, outside the {window:g} s window"
         self._forget(now_ms)
         if token in self._seen:

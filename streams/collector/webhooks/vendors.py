@@ -58,7 +58,8 @@ class Converted:
     skipped: list[str] = field(default_factory=list)
 
 
-def _object(value: Any) -> dict[str, Any]:
+def as_object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (payloads are untrusted)."""
     return value if isinstance(value, dict) else {}
 
 
@@ -66,7 +67,8 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def _person(workspace_id: str, extra: Mapping[str, Any], email: Any) -> str | None:
+def person(workspace_id: str, extra: Mapping[str, Any], email: Any) -> str | None:
+    """The lead a notification is about: an id the sender attached, else the email's lead."""
     for key in _PERSON_KEYS:
         if isinstance(extra.get(key), str) and extra[key]:
             return str(extra[key])
@@ -75,7 +77,8 @@ def _person(workspace_id: str, extra: Mapping[str, Any], email: Any) -> str | No
     return None
 
 
-def _event_id(vendor: str, *parts: object) -> str:
+def event_id(vendor: str, *parts: object) -> str:
+    """A stable event id from the vendor's own ids (a redelivery is the same event)."""
     return f"{vendor}-{derived_id(vendor, *parts)}"
 
 
@@ -115,8 +118,8 @@ def sendgrid(payload: Any, workspace_id: str) -> Converted:
             {
                 "type": "track",
                 "event": name,
-                "messageId": _event_id("sendgrid", item.get("sg_event_id") or repr(item)),
-                "userId": _person(workspace_id, item, item.get("email")),
+                "messageId": event_id("sendgrid", item.get("sg_event_id") or repr(item)),
+                "userId": person(workspace_id, item, item.get("email")),
                 "timestamp": _iso(stamp) if isinstance(stamp, int | float) else stamp,
                 "properties": {k: v for k, v in properties.items() if v is not None},
             }
@@ -144,9 +147,9 @@ def mailgun(payload: Any, workspace_id: str) -> Converted:
     if name is None or (event == "failed" and data.get("severity") != "permanent"):
         out.skipped.append(f"[0]: {event} ({data.get('severity') or 'any'}) is not recorded")
         return out
-    message = _object(data.get("message"))
-    headers = _object(message.get("headers"))
-    variables = _object(data.get("user-variables"))
+    message = as_object(data.get("message"))
+    headers = as_object(message.get("headers"))
+    variables = as_object(data.get("user-variables"))
     campaigns = data.get("campaigns") or data.get("tags") or []
     first = campaigns[0] if isinstance(campaigns, list) and campaigns else None
     campaign = first.get("name") if isinstance(first, dict) else first
@@ -162,8 +165,8 @@ def mailgun(payload: Any, workspace_id: str) -> Converted:
         {
             "type": "track",
             "event": name,
-            "messageId": _event_id("mailgun", data.get("id") or repr(data)),
-            "userId": _person(workspace_id, variables, data.get("recipient")),
+            "messageId": event_id("mailgun", data.get("id") or repr(data)),
+            "userId": person(workspace_id, variables, data.get("recipient")),
             "timestamp": _iso(stamp) if isinstance(stamp, int | float) else stamp,
             "properties": {k: v for k, v in properties.items() if v is not None},
         }
@@ -197,7 +200,7 @@ def _hubspot_event(i: int, item: Mapping[str, Any], out: Converted) -> None:
         {
             "type": "track",
             "event": "Stage Changed",
-            "messageId": _event_id("hubspot", item.get("eventId"), item.get("portalId")),
+            "messageId": event_id("hubspot", item.get("eventId"), item.get("portalId")),
             "userId": f"hubspot-{item.get('portalId')}-{item.get('objectId')}",
             "timestamp": _iso(occurred / 1000) if isinstance(occurred, int | float) else None,
             "properties": {
@@ -220,11 +223,11 @@ def _flat(properties: Mapping[str, Any]) -> dict[str, Any]:
 def _hubspot_record(
     item: Mapping[str, Any], workspace_id: str, sent_ms: int, out: Converted
 ) -> None:
-    props = _flat(_object(item.get("properties")) or item)
+    props = _flat(as_object(item.get("properties")) or item)
     object_id = item.get("objectId") or item.get("vid") or props.get("hs_object_id")
-    person = _person(workspace_id, props, props.get("email"))
-    if person is None and object_id is not None:
-        person = f"hubspot-{item.get('portalId')}-{object_id}"
+    lead = person(workspace_id, props, props.get("email"))
+    if lead is None and object_id is not None:
+        lead = f"hubspot-{item.get('portalId')}-{object_id}"
     when = _iso(sent_ms / 1000)
     stage = props.get("dealstage")
     if isinstance(stage, str) and stage.lower() in ("closedwon", "closedlost"):
@@ -239,8 +242,8 @@ def _hubspot_record(
             {
                 "type": "track",
                 "event": "Deal Won" if won else "Deal Lost",
-                "messageId": _event_id("hubspot", "deal", object_id, stage, sent_ms),
-                "userId": person,
+                "messageId": event_id("hubspot", "deal", object_id, stage, sent_ms),
+                "userId": lead,
                 "timestamp": when,
                 "properties": {k: v for k, v in properties.items() if v not in (None, "")},
             }
@@ -253,10 +256,10 @@ def _hubspot_record(
                 {
                     "type": "track",
                     "event": "Stage Changed",
-                    "messageId": _event_id(
+                    "messageId": event_id(
                         "hubspot", "stage", object_id, prop, props.get(prop), sent_ms
                     ),
-                    "userId": person,
+                    "userId": lead,
                     "timestamp": when,
                     "properties": {
                         "action": action,

@@ -16,7 +16,9 @@ MODULES = [
     "pixel",
     "tracking_plan",
     "traits",
+    "webhooks.postmark",
     "webhooks.replay",
+    "webhooks.ses",
     "webhooks.signatures",
     "webhooks.vendors",
 ]
