@@ -46,7 +46,7 @@ class Bounds:
     Attributes:
         deal_amount: ``amount`` of ``deal_won`` and ``deal_lost``.
         campaign_cost: ``amount`` of one ``campaign_cost`` line (a channel, campaign and day).
-        company_size: employees, of ``form_submitted`` and ``identify``.
+        company_size: employees, of ``form_submitted``, ``identify`` and ``group``.
         minutes_attended: of ``webinar_attended`` (a day at most).
     """
 
@@ -64,6 +64,7 @@ BOUNDED: Mapping[Kind, tuple[tuple[str, str], ...]] = MappingProxyType(
         Kind.CAMPAIGN_COST: (("amount", "campaign_cost"),),
         Kind.FORM_SUBMITTED: (("company_size", "company_size"),),
         Kind.IDENTIFY: (("company_size", "company_size"),),
+        Kind.GROUP: (("company_size", "company_size"),),
         Kind.WEBINAR_ATTENDED: (("minutes_attended", "minutes_attended"),),
     }
 )

@@ -97,3 +97,13 @@ def test_a_client_value_that_looks_sealed_is_refused_not_a_500(tmp_path: Path, v
     assert all("reserved" in m for _, _, e in refused(response.json()) for _, m in e)
     assert [e.lead_id for e in h.events()] == ["u1"]
     assert value not in repr(h.events())
+
+
+def test_a_group_calls_company_size_is_bounded(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    group = {"userId": "u1", "groupId": "g1", "traits": {"name": "Acme", "employees": -40}}
+    answer = h.post("/v1/group", group)
+    assert answer.status_code == 400, answer.text
+    ((_, _, errors),) = refused(answer.json())
+    assert errors[0][0].endswith("company_size")
+    assert "below the minimum 0" in errors[0][1]
