@@ -27,7 +27,7 @@ from leadflow.demo.simulator.send import Message, send_http
 from leadflow.sinks.projector import Projector
 from leadflow.streams.kafka_cluster import KafkaCluster
 from leadflow.streams.kafka_health import cluster_health
-from leadflow.streams.model_feed import latest_snapshot
+from leadflow.streams.model_feed import latest_snapshots
 from leadflow.streams.pii.keyring import Keyring
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, MODELS, create_topics
@@ -151,7 +151,7 @@ def test_collector_projector_keyring_and_cli_ride_out_a_broker_killed(
             finally:
                 keyring.close()
             assert keys_read > 0
-            assert latest_snapshot(settings) == b"snapshot-1"
+            assert latest_snapshots(settings) == {b"ws-acme": b"snapshot-1"}
             created = invoke(cli, ["topics", "create"], env=env, catch_exceptions=False)
             assert created.exit_code == 0, created.output
             # Until the controller fences the dead node and the brokers hear of it, metadata
