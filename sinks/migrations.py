@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.sinks.paths import migration_statements as path_statements
 from leadflow.sinks.tables import (
     ALL_TABLES,
+    BASE_TABLES,
+    PATH_TABLES,
     check_identifier,
     create_table_sql,
     engine_for,
@@ -75,9 +78,14 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "tables", tuple(f"table:{t.name}" for t in ALL_TABLES)),
+    Migration(1, "tables", tuple(f"table:{t.name}" for t in BASE_TABLES)),
     Migration(2, "views", view_statements()),
     Migration(3, "identities honour tracking consent", (V_IDENTITIES_CONSENT,)),
+    Migration(
+        4,
+        "attribution paths as data (sinks/paths.py)",
+        (*(f"table:{t.name}" for t in PATH_TABLES), *path_statements()),
+    ),
 )
 
 

@@ -45,6 +45,7 @@ class TableSpec:
         order_by: the sorting key, which is also the dedup key of ReplacingMergeTree.
         partition_by: the partition expression, or ``None`` for one partition.
         doc: what one row is.
+        ttl: a ``TTL`` expression (rows older than it are dropped by merges), or ``None``.
     """
 
     name: str
@@ -53,6 +54,7 @@ class TableSpec:
     order_by: str
     partition_by: str | None
     doc: str
+    ttl: str | None = None
 
     @property
     def insert_columns(self) -> tuple[str, ...]:
@@ -283,13 +285,130 @@ SLA_BREACHES = TableSpec(
     partition_by=None,
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (
+# The attribution path tables (migration 4, sinks/paths.py). Derived data: touch_log and
+# path_marks are written by materialized views, journeys / conversion_paths / path_refreshes by
+# sinks.paths.refresh_paths. Nobody inserts into them directly, and analysts read reports.
+
+TOUCH_LOG = TableSpec(
+    name="touch_log",
+    doc="every touch once, keyed by the person it was sent for (lead, else anon:<device>)",
+    columns=(
+        Column("workspace_id", LS),
+        # lead_id when the event carries one, else 'anon:' || anonymous_id: the key a path
+        # refresh looks a person's touches up by (the devices of a lead are resolved on read).
+        Column("person_key", S),
+        Column("lead_id", S),
+        Column("anonymous_id", S),
+        Column("occurred_at", "Int64"),
+        Column("event_id", S),
+        Column("channel", LS),
+        Column("campaign", S),
+    ),
+    engine="ReplacingMergeTree",
+    # The event id determines every column, so a re-delivered touch has the same key.
+    order_by="(workspace_id, person_key, occurred_at, event_id)",
+    partition_by=None,
+)
+
+PATH_MARKS = TableSpec(
+    name="path_marks",
+    doc="a person whose paths may have changed (written by materialized views on insert)",
+    columns=(
+        Column("workspace_id", LS),
+        Column("lead_id", S),
+        Column("anonymous_id", S),
+        Column("marked_at", "DateTime64(6, 'UTC')"),
+    ),
+    engine="MergeTree",
+    order_by="marked_at",
+    partition_by=None,
+    # A refresh reads the marks since its watermark; one without a watermark this old
+    # rebuilds everything (sinks/paths.py), so old marks are never needed.
+    ttl="toDateTime(marked_at) + INTERVAL 30 DAY",
+)
+
+_PATH_ARRAYS = (
+    Column("touch_at", "Array(Int64)"),
+    Column("touch_id", "Array(String)"),
+    Column("channel", "Array(LowCardinality(String))"),
+    Column("campaign", "Array(String)"),
+)
+# version: the refresh's start time in ns (a later refresh read a superset and wins);
+# is_deleted = 1 removes a person left without touches (FINAL hides it).
+_PATH_VERSION = (Column("version", "UInt64"), Column("is_deleted", "UInt8"))
+
+JOURNEYS = TableSpec(
+    name="journeys",
+    doc="per person (lead, or anon:<device> never linked): every touch in time order",
+    columns=(
+        Column("workspace_id", LS),
+        Column("person_id", S),
+        Column("lead_id", S),
+        *_PATH_ARRAYS,
+        *_PATH_VERSION,
+    ),
+    engine="ReplacingMergeTree(version, is_deleted)",
+    order_by="(workspace_id, person_id)",
+    partition_by=None,
+)
+
+CONVERSION_PATHS = TableSpec(
+    name="conversion_paths",
+    doc="per conversion: the lead's touches up to it, its revenue and milestone times",
+    columns=(
+        Column("workspace_id", LS),
+        Column("conversion", LS),
+        Column("conversion_id", S),
+        Column("lead_id", S),
+        Column("converted_at", "Int64"),
+        Column("revenue", "Float64"),
+        # First transition into 'lead' (0: none) and the latest into 'opportunity' at or
+        # before the conversion (0: none): the W-shaped and full-path milestones.
+        Column("lead_at", "Int64"),
+        Column("opp_at", "Int64"),
+        *_PATH_ARRAYS,
+        *_PATH_VERSION,
+    ),
+    engine="ReplacingMergeTree(version, is_deleted)",
+    # Reports read one conversion kind over a range of conversion times: the sort key prunes.
+    order_by="(workspace_id, conversion, converted_at, conversion_id)",
+    partition_by=None,
+)
+
+PATH_REFRESHES = TableSpec(
+    name="path_refreshes",
+    doc="each path refresh: up to which mark it is complete (the next one starts there)",
+    columns=(
+        Column("refreshed_to", "DateTime64(6, 'UTC')"),
+        # How many marks (tail_from, refreshed_to] held when the refresh read them: a later
+        # count that differs means a mark became visible late (see paths.refresh_paths).
+        Column("tail_from", "DateTime64(6, 'UTC')"),
+        Column("tail_marks", "UInt64"),
+        Column("full", "UInt8"),
+        Column("persons", "UInt64"),
+        Column("finished_at", "DateTime64(6, 'UTC')"),
+    ),
+    engine="MergeTree",
+    order_by="refreshed_to",
+    partition_by=None,
+)
+
+# The tables of migration 1, fixed: migration 1's checksum is computed from this list.
+BASE_TABLES: tuple[TableSpec, ...] = (
     EVENTS, IDENTITIES, STAGE_TRANSITIONS, SCORES, LEAD_STATE, COSTS, DEALS, HANDOFFS,
     SLA_BREACHES,
 )  # fmt: skip
+PATH_TABLES: tuple[TableSpec, ...] = (
+    TOUCH_LOG, PATH_MARKS, JOURNEYS, CONVERSION_PATHS, PATH_REFRESHES,
+)  # fmt: skip
+ALL_TABLES: tuple[TableSpec, ...] = (*BASE_TABLES, *PATH_TABLES)
 
-# Tables the projector writes (lead_state is written by materialized views only).
-PROJECTED_TABLES: tuple[TableSpec, ...] = tuple(t for t in ALL_TABLES if t is not LEAD_STATE)
+# Written by materialized views or by refreshes, never by the projector's inserts, and not
+# exposed to analysts on their own (they are caches of what the views compute).
+DERIVED_TABLES: tuple[TableSpec, ...] = (LEAD_STATE, *PATH_TABLES)
+
+# Tables the projector writes.
+PROJECTED_TABLES: tuple[TableSpec, ...] = tuple(t for t in ALL_TABLES if t not in DERIVED_TABLES)
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -346,17 +465,19 @@ def create_table_sql(spec: TableSpec, database: str, cluster: str | None = None)
         f"{c.name} {c.type}" + (f" ALIAS {c.alias}" if c.alias else "") for c in spec.columns
     )
     partition = f"\nPARTITION BY {spec.partition_by}" if spec.partition_by else ""
+    ttl = f"\nTTL {spec.ttl}" if spec.ttl else ""
     # The window makes a retried insert with the same deduplication token a no-op on a
-    # single node too (replicated tables deduplicate by token out of the box).
+    # single node too (replicated tables deduplicate by token out of the box). Derived
+    # tables get no window: a refresh may legitimately insert the same rows again.
     settings = (
         "\nSETTINGS non_replicated_deduplication_window = 1000"
-        if not cluster and spec.engine != "AggregatingMergeTree"
+        if not cluster and spec not in DERIVED_TABLES
         else ""
     )
     return (
         f"CREATE TABLE IF NOT EXISTS {db}.{spec.name}{on_cluster(cluster)}\n(\n    {columns}\n)\n"
         f"ENGINE = {engine_for(spec.engine, cluster)}{partition}\n"
-        f"ORDER BY {spec.order_by}{settings}\n"
+        f"ORDER BY {spec.order_by}{ttl}{settings}\n"
         f"COMMENT '{_quote(spec.doc)}'"
     )
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.workspace_id import InvalidWorkspaceId, check_workspace_id
-from leadflow.sinks.tables import ALL_TABLES, LEAD_STATE, check_identifier, on_cluster
+from leadflow.sinks.tables import ALL_TABLES, DERIVED_TABLES, check_identifier, on_cluster
 from leadflow.sinks.views import view_statements
 
 _VIEW_NAME = re.compile(r"CREATE VIEW IF NOT EXISTS \$db\.(\w+)\$oc")
@@ -96,8 +96,9 @@ def workspace_database(database: str, workspace_id: str) -> str:
 def analyst_objects() -> tuple[AnalystObject, ...]:
     """Every table and view an analyst reads, in dependency-free order.
 
-    ``lead_state`` (aggregate states, read through ``v_lead_state``), the materialized
-    views and ``schema_migrations`` are internal and not exposed.
+    The derived tables (``lead_state``, read through ``v_lead_state``; the attribution path
+    tables, read through the reports), the materialized views and ``schema_migrations`` are
+    internal and not exposed.
 
     Example:
         >>> names = [o.name for o in analyst_objects()]
@@ -110,7 +111,7 @@ def analyst_objects() -> tuple[AnalystObject, ...]:
             ", ".join(c.name for c in t.columns),
         )
         for t in ALL_TABLES
-        if t is not LEAD_STATE
+        if t not in DERIVED_TABLES
     ]
     views = []
     for statement in view_statements():
@@ -191,6 +192,7 @@ def row_policy_statements(
         f"CREATE ROW POLICY OR REPLACE {policy} ON {db}.{t.name}{oc}\n"
         f"AS PERMISSIVE FOR SELECT USING workspace_id = '{ws}' TO {who}"
         for t in ALL_TABLES
+        if any(c.name == "workspace_id" for c in t.columns)  # path_refreshes holds no tenant data
     ]
     out.append(f"GRANT SELECT ON {db}.* TO {who}")
     return tuple(out)

@@ -18,7 +18,7 @@ from leadflow.cli import report as report_cli
 from leadflow.cli.main import cli
 from leadflow.processors.events import TOUCH_KINDS
 from leadflow.sinks import reports
-from leadflow.sinks.migrations import MigrationError, migrate
+from leadflow.sinks.migrations import MIGRATIONS, MigrationError, migrate
 from leadflow.sinks.projection import rows_for_all
 from leadflow.sinks.projector import insert_rows
 from tests.integration.sinks import scenario
@@ -60,7 +60,7 @@ def rounded(report: reports.Report) -> list[tuple[Any, ...]]:
 
 
 def test_migrations_apply_once_and_detect_edited_history(client: Any, clickhouse_db: str) -> None:
-    assert migrate(client, clickhouse_db) == [1, 2, 3]
+    assert migrate(client, clickhouse_db) == [m.version for m in MIGRATIONS]
     assert migrate(client, clickhouse_db) == []
     tables = {r[0] for r in client.query(f"SHOW TABLES FROM {clickhouse_db}").result_rows}
     assert {"events", "identities", "stage_transitions", "scores", "lead_state", "costs",

@@ -65,10 +65,11 @@ def _handler(backend: Any) -> type[BaseHTTPRequestHandler]:
             query = args.get("query")
             data = body
             if query is None:
-                if body[:6].upper() == b"INSERT":
-                    # clickhouse-connect sends "INSERT ... FORMAT Native\n" + the data.
-                    line, _, data = body.partition(b"\n")
-                    query = line.decode()
+                line, _, rest = body.partition(b"\n")
+                if _INSERT.match(line.decode(errors="replace")):
+                    # clickhouse-connect sends "INSERT ... FORMAT Native\n" + the data;
+                    # any other body (INSERT ... SELECT included) is the query itself.
+                    query, data = line.decode(), rest
                 else:
                     query, data = body.decode(), b""
             params = {k[len("param_") :]: v for k, v in args.items() if k.startswith("param_")}

@@ -11,6 +11,10 @@ from leadflow.sinks.tables import ALL_TABLES, DdlError, check_identifier, create
 def test_cluster_mode_replicates_every_table_and_statement() -> None:
     statements = all_statements("leadflow", "prod")
     for statement in statements:
+        if statement.startswith("INSERT"):
+            # Data statements (migration 4's backfill) run once on one replica; the
+            # Replicated engine copies the rows. ON CLUSTER is DDL-only.
+            continue
         assert " ON CLUSTER prod" in statement, statement[:80]
     tables = [s for s in statements if s.startswith("CREATE TABLE")]
     assert len(tables) == len(ALL_TABLES) + 1  # + schema_migrations
