@@ -11,7 +11,8 @@ SQL, 6% reach opportunity and 2% become customers with a won deal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from leadflow.sinks.tables import DEALS, EVENTS, STAGE_TRANSITIONS, TableSpec, check_identifier
@@ -148,6 +149,85 @@ def synthetic_statements(database: str, touches: int, leads: int, start_ms: int)
         ),
         _insert(db, DEALS, deals, f"{lead_numbers}\nWHERE cityHash64(lead, 5) % 100 < 2"),
     ]
+
+
+def more_touches_statement(database: str, touches: int, leads: int, start_ms: int) -> str:
+    """``touches`` more touches, spread over the first ``leads`` leads, after ``start_ms``.
+
+    What a live database receives between two reports; the benchmark times the path refresh
+    that follows (ids ``m-<n>`` do not collide with :func:`fill_synthetic`'s ``t-<n>``).
+
+    Example:
+        >>> more_touches_statement("db", 10, 5, 0).split()[2]
+        'db.events'
+    """
+    statement = synthetic_statements(database, max(touches, leads), leads, start_ms)[0]
+    return statement.replace("concat('t-', ", "concat('m-', ").replace(
+        f"numbers({max(touches, leads)})", f"numbers({int(touches)})"
+    )
+
+
+# One journey of path data (ChannelAttribution's format): channels, conversions, null journeys,
+# and each conversion's value.
+PathRecord = tuple[tuple[str, ...], int, int, tuple[float, ...]]
+MINUTE_MS, HOUR_MS = 60_000, 3_600_000
+
+
+def _columns(spec: TableSpec, given: Mapping[str, list[Any]], rows: int) -> list[list[Any]]:
+    """Columns in ``spec``'s insert order: the given ones, type defaults elsewhere."""
+    types = {c.name: c.type for c in spec.columns}
+
+    def default(name: str) -> Any:
+        kind = types[name]
+        return None if kind.startswith("Nullable") else "" if "String" in kind else 0
+
+    return [list(given[n]) if n in given else [default(n)] * rows for n in spec.insert_columns]
+
+
+def load_path_records(
+    client: Any, database: str, records: Iterable[PathRecord], workspace: str, start_ms: int
+) -> dict[str, int]:
+    """Write path data as people: one person per journey, touches an hour apart.
+
+    A converting journey is a lead with a won deal (its value) an hour after its last touch;
+    a null journey is a lead (odd person numbers) or an anonymous device (even) that never
+    converts. People start a minute apart from ``start_ms``. Used by the agreement test and
+    by ``bench/channelattribution_check.py`` to load ChannelAttribution's sample.
+    """
+    touch: dict[str, list[Any]] = defaultdict(list)
+    won: dict[str, list[Any]] = defaultdict(list)
+    person = 0
+    for path, conversions, nulls, values in records:
+        for j in range(conversions + nulls):
+            person += 1
+            converted = j < conversions
+            lead = f"L{person}" if converted or person % 2 else ""
+            start = start_ms + person * MINUTE_MS
+            for i, channel in enumerate(path):
+                touch["event_id"].append(f"e{person}-{i}")
+                touch["occurred_at"].append(start + i * HOUR_MS)
+                touch["anonymous_id"].append(f"a{person}")
+                touch["lead_id"].append(lead)
+                touch["channel"].append(channel)
+            if converted:
+                won["event_id"].append(f"won{person}")
+                won["lead_id"].append(lead)
+                won["deal_id"].append(f"D{person}")
+                won["amount"].append(float(values[j]))
+                won["occurred_at"].append(start + len(path) * HOUR_MS)
+    n_touch, n_won = len(touch["event_id"]), len(won["event_id"])
+    touch |= {"workspace_id": [workspace] * n_touch, "kind": ["visit"] * n_touch,
+              "received_at": touch["occurred_at"]}  # fmt: skip
+    won |= {"workspace_id": [workspace] * n_won, "outcome": ["won"] * n_won,
+            "currency": ["USD"] * n_won}  # fmt: skip
+    db = check_identifier(database, "database")
+    for spec, columns, rows in ((EVENTS, touch, n_touch), (DEALS, won, n_won)):
+        if rows:
+            client.insert(
+                f"{db}.{spec.name}", _columns(spec, columns, rows),
+                column_names=list(spec.insert_columns), column_oriented=True,
+            )  # fmt: skip
+    return {"people": person, "touches": n_touch, "conversions": n_won}
 
 
 def fill_synthetic(

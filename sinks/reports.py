@@ -11,20 +11,30 @@ Date ranges are half-open, ``[date_from, date_to)``, in UTC, on event time.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from leadflow.processors.errors import LeadflowError
-from leadflow.sinks.markov import PathCount, path_weights, removal_effects
+from leadflow.sinks.attribution import (
+    DATA_DRIVEN_MODELS,
+    KEYS,
+    RULE_MODELS,
+    effects_by_workspace,
+    markov_credit,
+    markov_path_credit,
+    period_totals,
+    rule_sql,
+    shapley_rows,
+    sorted_rows,
+)
+from leadflow.sinks.markov import ORDERS
+from leadflow.sinks.paths import refresh_margin, refresh_paths
+from leadflow.sinks.shapley import MAX_PLAYERS, OTHER
 from leadflow.sinks.tables import check_identifier
 
-RULE_MODELS = (
-    "first_touch", "last_touch", "linear", "time_decay", "u_shaped", "w_shaped", "full_path",
-)  # fmt: skip
-MODELS = (*RULE_MODELS, "markov")
+MODELS = (*RULE_MODELS, *DATA_DRIVEN_MODELS)
 CONVERSIONS = ("lead", "mql", "sql", "opportunity", "customer", "won")
 FUNNEL = ("visitor", "lead", "mql", "sql", "opportunity", "customer")
 DIMENSIONS = ("source", "industry", "size_band", "cohort_month")
@@ -90,14 +100,76 @@ def epoch_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
-def _range(date_from: date, date_to: date, workspace: str | None) -> dict[str, Any]:
-    if date_to <= date_from:
-        raise ReportError(f"empty date range: {date_from} .. {date_to}")
-    return {
-        "from_ms": epoch_ms(date_from),
-        "to_ms": epoch_ms(date_to),
-        "workspace": workspace or "",
-    }
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A report's half-open day range ``[start, end)`` in UTC, and how its title shows it."""
+
+    start: date
+    end: date
+    label: str
+
+    @property
+    def from_ms(self) -> int:
+        """The start as epoch milliseconds."""
+        return epoch_ms(self.start)
+
+    @property
+    def to_ms(self) -> int:
+        """The (exclusive) end as epoch milliseconds."""
+        return epoch_ms(self.end)
+
+    def params(self, workspace: str | None) -> dict[str, Any]:
+        """The range and workspace parameters every report query binds."""
+        return {"from_ms": self.from_ms, "to_ms": self.to_ms, "workspace": workspace or ""}
+
+
+# The data's span when a report is asked for without dates: every event and transition.
+SPAN_SQL = """
+SELECT min(t), max(t)
+FROM
+(
+    SELECT occurred_at AS t FROM $db.events WHERE $ws
+    UNION ALL
+    SELECT occurred_at AS t FROM $db.stage_transitions WHERE $ws
+)
+"""
+
+
+def _period(
+    client: Any,
+    database: str,
+    date_from: date | None,
+    date_to: date | None,
+    workspace: str | None,
+) -> Period:
+    """The period of a report: the dates given, else the days the data spans (``--to`` exclusive).
+
+    Without a bound, the first (or the day after the last) day with an event or transition in
+    the workspace stands in, and the title says so; a database without data gives the one day
+    of ``date_from`` (or 1970-01-01) and the title says "no data".
+    """
+    if date_from is not None and date_to is not None:
+        if date_to <= date_from:
+            raise ReportError(f"empty date range: {date_from} .. {date_to}")
+        return Period(date_from, date_to, f"{date_from}..{date_to}")
+    first, last = _query(client, SPAN_SQL, database, {"workspace": workspace or ""})[0]
+    if not int(last):
+        start = date_from or (date_to - timedelta(days=1) if date_to else date(1970, 1, 1))
+        end = date_to or start + timedelta(days=1)
+        return Period(start, end, f"{start}..{end} (no data)")
+    start = date_from or _day(int(first))
+    end = date_to or _day(int(last)) + timedelta(days=1)
+    if end <= start:
+        raise ReportError(f"empty date range: {start} .. {end}")
+    return Period(
+        start,
+        end,
+        f"{start}..{end} ({'all data' if date_from is None and date_to is None else 'data span'})",
+    )
+
+
+def _day(ms: int) -> date:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).date()
 
 
 # Measured on chdb 4.4 (ClickHouse 26.9): merging the touch-window filter into the join makes
@@ -138,41 +210,6 @@ def _ratio(a: float, b: float) -> float | None:
 
 # -- attribution -------------------------------------------------------------------------------
 
-ATTRIBUTION_SQL = """
-SELECT $by AS key, sum(weight) AS conversions, sum(revenue_credit) AS revenue
-FROM $db.attribution(lookback_days = {lookback_days:UInt32},
-                     half_life_days = {half_life_days:Float64})
-WHERE model = {model:String} AND conversion = {conversion:String} AND $ws
-  AND converted_at >= {from_ms:Int64} AND converted_at < {to_ms:Int64}
-GROUP BY key
-ORDER BY conversions DESC, key
-"""
-
-TOUCHES_SQL = """
-SELECT conversion_id, revenue, touch_id, channel, campaign
-FROM $db.attribution(lookback_days = {lookback_days:UInt32}, half_life_days = 7)
-WHERE model = 'linear' AND conversion = {conversion:String} AND $ws
-  AND converted_at >= {from_ms:Int64} AND converted_at < {to_ms:Int64}
-ORDER BY conversion_id, pos
-"""
-
-PATHS_SQL = """
-SELECT path, conversions, non_conversions
-FROM $db.attribution_paths(lookback_days = {lookback_days:UInt32})
-WHERE conversion = {conversion:String} AND $ws
-"""
-
-UNATTRIBUTED_SQL = """
-SELECT count()
-FROM $db.v_conversions AS c
-WHERE conversion = {conversion:String} AND $ws
-  AND occurred_at >= {from_ms:Int64} AND occurred_at < {to_ms:Int64}
-  AND conversion_id NOT IN (
-      SELECT conversion_id
-      FROM $db.attribution(lookback_days = {lookback_days:UInt32}, half_life_days = 7)
-      WHERE model = 'linear' AND conversion = {conversion:String} AND $ws)
-"""
-
 
 def attribution(
     client: Any,
@@ -180,49 +217,85 @@ def attribution(
     *,
     model: str,
     conversion: str,
-    date_from: date,
-    date_to: date,
+    date_from: date | None = None,
+    date_to: date | None = None,
     by: str = "channel",
     workspace: str | None = None,
     lookback_days: int = 90,
     half_life_days: float = 7.0,
+    order: int = 1,
+    learn_from: date | None = None,
+    learn_to: date | None = None,
 ) -> Report:
-    """Credit for ``conversion``s in the range, per channel or campaign, under ``model``.
+    """Credit for ``conversion``s in the period, per channel or campaign, under ``model``.
 
     ``conversions`` is fractional credit (it sums to the attributed conversions), and
-    ``revenue`` the same weights times each conversion's revenue (won deals only).
+    ``revenue`` the same credit of each conversion's revenue (won deals only). The
+    data-driven models (``markov``, ``markov_path``, ``shapley``) learn from the period's
+    journeys in the same workspace (each workspace on its own when none is given), or from
+    ``learn_from``..``learn_to`` when given (it must contain the period). ``order`` is the
+    Markov chain's order (1-4). Definitions: docs/analytics.md, "Attribution".
     """
     if model not in MODELS:
         raise ReportError(f"unknown model {model!r}; one of {', '.join(MODELS)}")
     if conversion not in CONVERSIONS:
         raise ReportError(f"unknown conversion {conversion!r}; one of {', '.join(CONVERSIONS)}")
-    if by not in ("channel", "campaign"):
+    if by not in KEYS:
         raise ReportError("attribution is by 'channel' or 'campaign'")
-    params = {
-        **_range(date_from, date_to, workspace),
+    if order not in ORDERS:
+        raise ReportError(f"order must be one of {', '.join(map(str, ORDERS))}")
+    refresh_paths(client, database, margin_seconds=refresh_margin(client))
+    period = _period(client, database, date_from, date_to, workspace)
+    learn = _learning_window(client, database, period, learn_from, learn_to, workspace)
+    params: dict[str, Any] = {
+        **period.params(workspace),
         "conversion": conversion,
         "lookback_days": lookback_days,
         "half_life_days": float(half_life_days),
+        "learn_from_ms": learn.from_ms,
+        "learn_to_ms": learn.to_ms,
     }
-    if model == "markov":
-        rows = _markov(client, database, params, by)
+
+    def query(sql: str, bound: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return _query(client, sql, database, bound)
+
+    totals = period_totals(query, params)
+    widened = (learn.from_ms, learn.to_ms) != (period.from_ms, period.to_ms)
+    notes: list[str] = []
+    if model in RULE_MODELS:
+        rows = [(str(k), float(c), float(r)) for k, c, r in query(rule_sql(model, by), params)]
+    elif model == "markov":
+        rows = sorted_rows(
+            markov_credit(query, params, order=order, by=by, totals=totals if widened else None)
+        )
+    elif model == "markov_path":
+        rows = markov_path_credit(query, params, order=order, by=by)
     else:
-        rows = [
-            (str(k), float(c), float(r))
-            for k, c, r in _query(
-                client, ATTRIBUTION_SQL.replace("$by", by), database, {**params, "model": model}
+        period_params = {**params, "learn_from_ms": period.from_ms, "learn_to_ms": period.to_ms}
+        credit_by_key, pooled = shapley_rows(query, params, by, period_params if widened else None)
+        rows = sorted_rows(credit_by_key)
+        if pooled:
+            notes.append(
+                f"more than {MAX_PLAYERS} {by}s: {', '.join(pooled)} are credited together "
+                f"as {OTHER} (Shapley values are exact for up to {MAX_PLAYERS} players)"
             )
-        ]
-    missing = _query(client, UNATTRIBUTED_SQL, database, params)[0][0]
-    notes = (
-        f"{missing} {conversion} conversion(s) in range had no touch within "
-        f"{lookback_days} days and are not attributed",
-    ) if missing else ()  # fmt: skip
+    if model in DATA_DRIVEN_MODELS:
+        notes.append(
+            f"learnt from journeys {learn.label} per workspace"
+            + (f", Markov order {order}" if model != "shapley" else "")
+        )
+    if totals.unattributed:
+        notes.insert(
+            0,
+            f"{totals.unattributed} {conversion} conversion(s) in range had no touch within "
+            f"{lookback_days} days and are not attributed",
+        )
+    name = f"{model} (order {order})" if model.startswith("markov") and order != 1 else model
     return Report(
-        f"attribution: {model}, {conversion}, {date_from}..{date_to} by {by}",
+        f"attribution: {name}, {conversion}, {period.label} by {by}",
         (by, "conversions", "revenue"),
         rows,
-        notes,
+        tuple(notes),
     )
 
 
@@ -232,48 +305,60 @@ def markov_effects(
     conversion: str,
     lookback_days: int = 90,
     workspace: str | None = None,
-) -> dict[str, float]:
-    """Removal effect per channel for ``conversion`` (over every journey in the data)."""
-    paths = [
-        PathCount(tuple(p), int(c), int(n))
-        for p, c, n in _query(
-            client,
-            PATHS_SQL,
-            database,
-            {
-                "conversion": conversion,
-                "lookback_days": lookback_days,
-                "workspace": workspace or "",
-            },
-        )
+    *,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    order: int = 1,
+) -> Report:
+    """Removal effects per workspace and channel, learnt from the period's journeys."""
+    if conversion not in CONVERSIONS:
+        raise ReportError(f"unknown conversion {conversion!r}; one of {', '.join(CONVERSIONS)}")
+    refresh_paths(client, database, margin_seconds=refresh_margin(client))
+    period = _period(client, database, date_from, date_to, workspace)
+    params = {
+        **period.params(workspace),
+        "conversion": conversion,
+        "lookback_days": lookback_days,
+        "learn_from_ms": period.from_ms,
+        "learn_to_ms": period.to_ms,
+    }
+    effects = effects_by_workspace(
+        lambda sql, bound: _query(client, sql, database, bound), params, order
+    )
+    rows = [
+        (w, c, e, v)
+        for w in sorted(effects)
+        for c, (e, v) in sorted(effects[w].items(), key=lambda x: (-x[1][0], x[0]))
     ]
-    return removal_effects(paths)
+    return Report(
+        f"removal effects: {conversion}, order {order}, {period.label}",
+        ("workspace", "channel", "removal_effect", "value_removal_effect"),
+        rows,
+    )
 
 
-def _markov(
-    client: Any, database: str, params: Mapping[str, Any], by: str
-) -> list[tuple[Any, ...]]:
-    # The removal effects are learnt from the same workspace's journeys only.
-    effects = markov_effects(
+def _learning_window(
+    client: Any,
+    database: str,
+    period: Period,
+    learn_from: date | None,
+    learn_to: date | None,
+    workspace: str | None,
+) -> Period:
+    if learn_from is None and learn_to is None:
+        return period
+    learn = _period(
         client,
         database,
-        str(params["conversion"]),
-        int(params["lookback_days"]),
-        workspace=str(params["workspace"]) or None,
+        learn_from if learn_from is not None else period.start,
+        learn_to if learn_to is not None else period.end,
+        workspace,
     )
-    touches: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
-    for conversion_id, revenue, _touch, channel, campaign in _query(
-        client, TOUCHES_SQL, database, params
-    ):
-        touches[str(conversion_id)].append((float(revenue), str(channel), str(campaign)))
-    credit: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for path in touches.values():
-        weights = path_weights([channel for _, channel, _ in path], effects)
-        for (revenue, channel, campaign), weight in zip(path, weights, strict=True):
-            key = channel if by == "channel" else campaign
-            credit[key][0] += weight
-            credit[key][1] += weight * revenue
-    return sorted(((k, c, r) for k, (c, r) in credit.items()), key=lambda x: (-x[1], x[0]))
+    if learn.from_ms > period.from_ms or learn.to_ms < period.to_ms:
+        raise ReportError(
+            f"the learning window {learn.label} must contain the report period {period.label}"
+        )
+    return learn
 
 
 # -- funnel --------------------------------------------------------------------------------
@@ -302,14 +387,20 @@ CAUSES = {
 
 
 def funnel(
-    client: Any, database: str, *, date_from: date, date_to: date, workspace: str | None = None
+    client: Any,
+    database: str,
+    *,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    workspace: str | None = None,
 ) -> Report:
     """Counts per stage for the leads created in the range, the step rates, the worst leak.
 
     A lead counts at a stage if it ever reached that stage or a later one. Visitors are the
     distinct people (identified or not) with a touch in the range.
     """
-    counts = _query(client, FUNNEL_SQL, database, _range(date_from, date_to, workspace))[0]
+    period = _period(client, database, date_from, date_to, workspace)
+    counts = _query(client, FUNNEL_SQL, database, period.params(workspace))[0]
     rows: list[tuple[Any, ...]] = []
     worst: tuple[float, str, int, int] | None = None
     for i, stage in enumerate(FUNNEL):
@@ -329,7 +420,7 @@ def funnel(
     elif int(counts[0]) == 0:
         notes = ("no traffic in range",)
     return Report(
-        f"funnel: leads created {date_from}..{date_to}",
+        f"funnel: leads created {period.label}",
         ("stage", "count", "rate_from_previous", "lost_from_previous"),
         rows,
         notes,
@@ -392,16 +483,12 @@ def _query_by(
     sql: str,
     database: str,
     by: str | None,
-    date_from: date,
-    date_to: date,
+    period: Period,
     workspace: str | None,
 ) -> list[tuple[Any, ...]]:
-    """Run a velocity query split by the dimension ``by`` (or not split), over a date range."""
+    """Run a velocity query split by the dimension ``by`` (or not split), over a period."""
     return _query(
-        client,
-        sql.replace("{by:Identifier}", _dimension(by)),
-        database,
-        _range(date_from, date_to, workspace),
+        client, sql.replace("{by:Identifier}", _dimension(by)), database, period.params(workspace)
     )
 
 
@@ -409,15 +496,16 @@ def time_in_stage(
     client: Any,
     database: str,
     *,
-    date_from: date,
-    date_to: date,
+    date_from: date | None = None,
+    date_to: date | None = None,
     by: str | None = None,
     workspace: str | None = None,
 ) -> Report:
     """Mean, p50 and p90 days spent in each stage (stays entered in the range and ended)."""
-    rows = _query_by(client, TIME_IN_STAGE_SQL, database, by, date_from, date_to, workspace)
+    period = _period(client, database, date_from, date_to, workspace)
+    rows = _query_by(client, TIME_IN_STAGE_SQL, database, by, period, workspace)
     return Report(
-        f"time in stage (days), stays entered {date_from}..{date_to}",
+        f"time in stage (days), stays entered {period.label}",
         ("stage", by or "all", "stays", "mean_days", "p50_days", "p90_days"),
         [(s, str(d), int(n), float(m), float(a), float(b)) for s, d, n, m, a, b in rows],
     )
@@ -427,22 +515,23 @@ def stage_conversion(
     client: Any,
     database: str,
     *,
-    date_from: date,
-    date_to: date,
+    date_from: date | None = None,
+    date_to: date | None = None,
     by: str | None = None,
     workspace: str | None = None,
 ) -> Report:
     """Stage-to-stage conversion of the leads created in the range, per dimension value."""
+    period = _period(client, database, date_from, date_to, workspace)
     out = []
     for d, leads, mqls, sqls, opps, customers in _query_by(
-        client, STAGE_CONVERSION_SQL, database, by, date_from, date_to, workspace
+        client, STAGE_CONVERSION_SQL, database, by, period, workspace
     ):
         out.append(
             (str(d), int(leads), _ratio(mqls, leads), _ratio(sqls, mqls), _ratio(opps, sqls),
              _ratio(customers, opps), _ratio(customers, leads))
         )  # fmt: skip
     return Report(
-        f"stage conversion, leads created {date_from}..{date_to}",
+        f"stage conversion, leads created {period.label}",
         (by or "all", "leads", "lead_to_mql", "mql_to_sql", "sql_to_opportunity",
          "opportunity_to_customer", "lead_to_customer"),
         out,
@@ -453,15 +542,16 @@ def sales_cycle(
     client: Any,
     database: str,
     *,
-    date_from: date,
-    date_to: date,
+    date_from: date | None = None,
+    date_to: date | None = None,
     by: str | None = None,
     workspace: str | None = None,
 ) -> Report:
     """Days from lead creation to customer, for customers won in the range."""
-    rows = _query_by(client, SALES_CYCLE_SQL, database, by, date_from, date_to, workspace)
+    period = _period(client, database, date_from, date_to, workspace)
+    rows = _query_by(client, SALES_CYCLE_SQL, database, by, period, workspace)
     return Report(
-        f"sales cycle (days), customers won {date_from}..{date_to}",
+        f"sales cycle (days), customers won {period.label}",
         (by or "all", "customers", "mean_days", "p50_days", "p90_days"),
         [(str(d), int(n), float(m), float(a), float(b)) for d, n, m, a, b in rows],
     )
@@ -505,7 +595,12 @@ KPI_COLUMNS = (
 
 
 def kpis(
-    client: Any, database: str, *, date_from: date, date_to: date, workspace: str | None = None
+    client: Any,
+    database: str,
+    *,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    workspace: str | None = None,
 ) -> Report:
     """The KPI sheet per source (the lead's first-touch channel) and in total.
 
@@ -513,7 +608,8 @@ def kpis(
     in the range, cost is spend dated in the range on the same channel. LTV is approximated
     by won revenue per customer (no retention data), so LTV:CAC = revenue / cost.
     """
-    params = _range(date_from, date_to, workspace)
+    period = _period(client, database, date_from, date_to, workspace)
+    params = period.params(workspace)
     counts = {
         str(r[0]): [int(v) for v in r[1:]] for r in _query(client, KPI_COUNTS_SQL, database, params)
     }
@@ -526,7 +622,7 @@ def kpis(
     ]
     total_counts = [sum(counts.get(s, [0, 0, 0, 0])[i] for s in sources) for i in range(4)]
     rows.append(_kpi_row("total", sum(cost.values()), total_counts, sum(revenue.values())))
-    return Report(f"KPIs {date_from}..{date_to}", KPI_COLUMNS, rows)
+    return Report(f"KPIs {period.label}", KPI_COLUMNS, rows)
 
 
 def _kpi_row(source: str, cost: float, counts: Sequence[int], revenue: float) -> tuple[Any, ...]:
@@ -564,12 +660,18 @@ ORDER BY leads DESC, kind, from_stage, reason
 
 
 def lost_reasons(
-    client: Any, database: str, *, date_from: date, date_to: date, workspace: str | None = None
+    client: Any,
+    database: str,
+    *,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    workspace: str | None = None,
 ) -> Report:
     """Disqualifications, recycles and lost deals by stage, reason, source and segment."""
-    rows = _query(client, LOST_SQL, database, _range(date_from, date_to, workspace))
+    period = _period(client, database, date_from, date_to, workspace)
+    rows = _query(client, LOST_SQL, database, period.params(workspace))
     return Report(
-        f"lost leads {date_from}..{date_to}",
+        f"lost leads {period.label}",
         ("kind", "from_stage", "reason", "source", "industry", "size_band", "leads"),
         rows,
     )
@@ -623,8 +725,8 @@ def experiments(
     database: str,
     *,
     conversion: str,
-    date_from: date,
-    date_to: date,
+    date_from: date | None = None,
+    date_to: date | None = None,
     workspace: str | None = None,
 ) -> Report:
     """Conversion per variant, each variant tested against the experiment's first variant.
@@ -634,7 +736,8 @@ def experiments(
     """
     if conversion not in CONVERSIONS:
         raise ReportError(f"unknown conversion {conversion!r}")
-    params = {**_range(date_from, date_to, workspace), "conversion": conversion}
+    period = _period(client, database, date_from, date_to, workspace)
+    params = {**period.params(workspace), "conversion": conversion}
     control: dict[str, tuple[int, int]] = {}
     out = []
     for experiment, variant, exposed, converted in _query(client, EXPERIMENT_SQL, database, params):
@@ -646,7 +749,7 @@ def experiments(
             z, p = 0.0, 1.0
         out.append((str(experiment), str(variant), n, k, _ratio(k, n), z, p))
     return Report(
-        f"experiments: {conversion}, {date_from}..{date_to}",
+        f"experiments: {conversion}, {period.label}",
         ("experiment", "variant", "exposed", "converted", "rate", "z_vs_control", "p_value"),
         out,
         ("control = first variant in alphabetical order; p < 0.05 means the difference is "

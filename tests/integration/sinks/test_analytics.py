@@ -103,9 +103,20 @@ WON = {
     "w_shaped": {"organic_search": 0.3, "paid_search": 0.05, "direct": 0.6, "email": 0.05},
     # 22.5 first, lead creation, opportunity creation (pos5) and close (pos5), 10 over 2 and 4.
     "full_path": {"organic_search": 0.225, "paid_search": 0.05, "direct": 0.675, "email": 0.05},
+    # Learnt from the range's journeys: L1's path converts; L2 (paid_social x2) and the
+    # anonymous a3 (direct) had not won by the range's end, so they are null journeys.
     # Removal effects (see tests/unit/sinks/test_markov.py::test_loops_are_solved_exactly):
-    # organic 1/2, paid_search 1/2, direct 1, email 1/3; sum on the path 7/3.
+    # organic 1/2, paid_search 1/2, direct 1, email 1/3, paid_social 0; sum 7/3. One
+    # conversion: total 1 x RE / sum(RE). The value chain has the same shape (1000 / 3 from
+    # direct), so the revenue shares are the same.
     "markov": {"organic_search": 3 / 14, "paid_search": 3 / 14, "direct": 3 / 7, "email": 1 / 7},
+    # The same effects split over L1's own path: the same numbers for one conversion.
+    "markov_path": {"organic_search": 3 / 14, "paid_search": 3 / 14, "direct": 3 / 7,
+                    "email": 1 / 7},
+    # Channel sets: {organic, paid_search, direct, email} converts 1 of 1; {paid_social} and
+    # {direct} 0 of 1; no other subset was seen (value 0). The game on L1's set is the
+    # unanimity game of the whole set: a quarter each.
+    "shapley": {"organic_search": 0.25, "paid_search": 0.25, "direct": 0.25, "email": 0.25},
 }  # fmt: skip
 
 
