@@ -150,17 +150,18 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _as_json(report: Report) -> dict[str, Any]:
+    return {
+        "title": report.title,
+        "rows": [{k: _cell(v) for k, v in r.items()} for r in report.as_dicts()],
+        "notes": list(report.notes),
+    }
+
+
 def render(report: Report, fmt: str) -> str:
     """The report as text in ``fmt`` (``table``, ``json`` or ``csv``)."""
     if fmt == "json":
-        return json.dumps(
-            {
-                "title": report.title,
-                "rows": [{k: _cell(v) for k, v in r.items()} for r in report.as_dicts()],
-                "notes": list(report.notes),
-            },
-            indent=2,
-        )
+        return json.dumps(_as_json(report), indent=2)
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -178,20 +179,39 @@ def render(report: Report, fmt: str) -> str:
     return out.get().rstrip("\n")
 
 
-def _dates(date_from: datetime | None, date_to: datetime | None) -> tuple[date, date]:
-    if date_from is None or date_to is None:
-        raise click.UsageError("--from and --to are required (YYYY-MM-DD, --to exclusive)")
-    if date_to <= date_from:
+def render_all(built: list[Report], fmt: str) -> str:
+    """Several reports as one text; as JSON, one value (an array when there are several).
+
+    Example:
+        >>> r = Report("t", ("a",), [(1,)])
+        >>> json.loads(render_all([r, r], "json"))[1]["rows"]
+        [{'a': 1}]
+    """
+    if fmt == "json" and len(built) != 1:
+        return json.dumps([_as_json(r) for r in built], indent=2)
+    return "\n\n".join(render(r, fmt) for r in built)
+
+
+def _dates(date_from: datetime | None, date_to: datetime | None) -> tuple[date | None, date | None]:
+    """The period's bounds; a missing one is the data's first or last day (the report says so)."""
+    if date_from is not None and date_to is not None and date_to <= date_from:
         raise click.UsageError(f"--to ({date_to:%Y-%m-%d}) must be after --from (exclusive end)")
-    return date_from.date(), date_to.date()
+    return (
+        date_from.date() if date_from is not None else None,
+        date_to.date() if date_to is not None else None,
+    )
 
 
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table")(func)
-    func = click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), help="Exclusive.")(
-        func
-    )
-    func = click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]))(func)
+    func = click.option(
+        "--to", "date_to", type=click.DateTime(["%Y-%m-%d"]),
+        help="Exclusive (default: the day after the data's last).",
+    )(func)  # fmt: skip
+    func = click.option(
+        "--from", "date_from", type=click.DateTime(["%Y-%m-%d"]),
+        help="Default: the data's first day.",
+    )(func)  # fmt: skip
     func = database_option(func)
     func = click.option(
         "--workspace", callback=workspace_param, help="Only this workspace (default: all)."
@@ -206,10 +226,10 @@ def _emit(
     client, via_owner = analytics_client(settings)
     try:
         prepare_schema(client, database, settings, via_owner)
-        texts = [render(r, fmt) for r in build(client)]
+        text = render_all(build(client), fmt)
     finally:
         client.close()
-    click.echo("\n\n".join(texts))
+    click.echo(text)
 
 
 @click.group("report")
@@ -229,8 +249,8 @@ def funnel_cmd(
     ctx: click.Context,
     workspace: str | None,
     database: str,
-    date_from: datetime,
-    date_to: datetime,
+    date_from: datetime | None,
+    date_to: datetime | None,
     fmt: str,
 ) -> None:
     """Counts and conversion per stage, the largest drop-off and its likely cause."""
@@ -251,8 +271,8 @@ def velocity_cmd(
     ctx: click.Context,
     workspace: str | None,
     database: str,
-    date_from: datetime,
-    date_to: datetime,
+    date_from: datetime | None,
+    date_to: datetime | None,
     fmt: str,
     by: str | None,
 ) -> None:
@@ -280,22 +300,48 @@ def velocity_cmd(
 @click.option("--by", type=click.Choice(["channel", "campaign"]), default="channel")
 @click.option("--lookback-days", type=click.IntRange(1, 3650), default=90, show_default=True)
 @click.option("--half-life-days", type=click.FloatRange(0.01, 3650), default=7.0, show_default=True)
+@click.option(
+    "--order",
+    type=click.IntRange(1, 4),
+    default=1,
+    show_default=True,
+    help="Markov chain order (markov, markov_path).",
+)
+@click.option(
+    "--learn-from",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Data-driven models: learn from journeys from this day (default: the period's start).",
+)
+@click.option(
+    "--learn-to",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Data-driven models: ... up to this day, exclusive (default: the period's end).",
+)
 @click.pass_context
 def attribution_cmd(
     ctx: click.Context,
     workspace: str | None,
     database: str,
-    date_from: datetime,
-    date_to: datetime,
+    date_from: datetime | None,
+    date_to: datetime | None,
     fmt: str,
     model: str,
     conversion: str,
     by: str,
     lookback_days: int,
     half_life_days: float,
+    order: int,
+    learn_from: datetime | None,
+    learn_to: datetime | None,
 ) -> None:
-    """Credit for conversions (and revenue) per channel or campaign under one model."""
+    """Credit for conversions (and revenue) per channel or campaign under one model.
+
+    Models (docs/analytics.md, "Attribution"): the rule models, and markov (removal effects,
+    as ChannelAttribution), markov_path (removal effects split per path) and shapley, which
+    learn from the period's journeys in each workspace (or --learn-from/--learn-to).
+    """
     start, end = _dates(date_from, date_to)
+    learn_start, learn_end = _dates(learn_from, learn_to)
     _emit(
         ctx,
         database,
@@ -304,7 +350,7 @@ def attribution_cmd(
             reports.attribution(
                 c, database, model=model, conversion=conversion, date_from=start, date_to=end,
                 by=by, lookback_days=lookback_days, half_life_days=half_life_days,
-                workspace=workspace,
+                workspace=workspace, order=order, learn_from=learn_start, learn_to=learn_end,
             )
         ],
     )  # fmt: skip
@@ -317,8 +363,8 @@ def kpis_cmd(
     ctx: click.Context,
     workspace: str | None,
     database: str,
-    date_from: datetime,
-    date_to: datetime,
+    date_from: datetime | None,
+    date_to: datetime | None,
     fmt: str,
 ) -> None:
     """CPL, cost per MQL/SQL, CAC, stage rates, revenue and LTV:CAC by source."""
@@ -338,8 +384,8 @@ def lost_cmd(
     ctx: click.Context,
     workspace: str | None,
     database: str,
-    date_from: datetime,
-    date_to: datetime,
+    date_from: datetime | None,
+    date_to: datetime | None,
     fmt: str,
 ) -> None:
     """Disqualification, recycle and loss reasons by stage, source and segment."""
@@ -364,8 +410,8 @@ def experiments_cmd(
     ctx: click.Context,
     workspace: str | None,
     database: str,
-    date_from: datetime,
-    date_to: datetime,
+    date_from: datetime | None,
+    date_to: datetime | None,
     fmt: str,
     conversion: str,
 ) -> None:

@@ -28,7 +28,9 @@ from leadflow.streams.settings import Settings
 
 DB = "leadflow"
 WORKSPACE = "demo"
-FROM, TO = date(2000, 1, 1), date(2100, 1, 1)  # the whole simulated span
+# No dates: every report covers all the simulated data and its title names the real span.
+FROM: date | None = None
+TO: date | None = None
 STAGES = ("visitor", "lead", "mql", "sql", "opportunity", "customer")
 COLORS = ("#1d3557", "#457b9d", "#a8dadc", "#e63946", "#f4a261", "#2a9d8f", "#6d597a", "#b5838d")
 

@@ -54,6 +54,7 @@ from leadflow.processors.identity import check_record_key
 from leadflow.schemas.codec import Codec, DecodeError, codec_from_settings
 from leadflow.sinks.erasure import erase_person
 from leadflow.sinks.migrations import migrate
+from leadflow.sinks.paths import refresh_margin, refresh_paths
 from leadflow.sinks.projection import Row, Rows, rows_for
 from leadflow.sinks.tables import PROJECTED_TABLES, TableSpec, check_identifier
 from leadflow.streams.logs import get_logger
@@ -218,6 +219,9 @@ class Projector:
         sleep: how to wait between retries (tests pass a fake).
         on_batch: called with the running stats after each committed batch (progress).
         bounds: amounts and counts accepted per workspace (default: ``LEADFLOW_BOUNDS_FILE``).
+        paths_every: refresh the attribution path tables (sinks/paths.py) at most this
+            often, seconds, after committed batches, and once when the topics run dry;
+            ``None`` never (reports refresh them before they read anyway).
     """
 
     def __init__(
@@ -233,6 +237,7 @@ class Projector:
         sleep: Callable[[float], None] = time.sleep,
         on_batch: Callable[[ProjectorStats], None] | None = None,
         bounds: BoundsTable | None = None,
+        paths_every: float | None = 30.0,
     ) -> None:
         self.settings = settings
         self.bounds = bounds if bounds is not None else load_bounds(settings.bounds_file)
@@ -250,6 +255,9 @@ class Projector:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._admin: AdminClient | None = None
+        self.paths_every = paths_every
+        self._paths_pending = False
+        self._paths_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -395,6 +403,8 @@ class Projector:
         messages = consumer.consume(num_messages=self.batch_size, timeout=poll_timeout)
         records = [m for m in messages if not self._is_error(m)]
         if not records:
+            if self._paths_pending:
+                self._refresh_paths()
             return 0
         rows = Rows()
         erasures: list[Event] = []
@@ -432,6 +442,9 @@ class Projector:
         if self.on_batch is not None:
             self.on_batch(self.stats)
         log.debug("projector.batch", records=len(records), rows=rows.count())
+        self._paths_pending = True
+        if self.paths_every is not None and time.monotonic() - self._paths_at >= self.paths_every:
+            self._refresh_paths()
         return len(records)
 
     def _commit(
@@ -459,6 +472,25 @@ class Projector:
                 log.warning("projector.commit_retry", retry_in=delay, error=str(error))
                 self.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _refresh_paths(self) -> None:
+        """Bring the attribution path tables up to date, so SQL on them reads fresh rows.
+
+        Best effort: the offsets are committed already, and every report refreshes the
+        tables before it reads, so a failure here costs freshness, never correctness.
+        """
+        if self.paths_every is None:
+            return
+        self._paths_at = time.monotonic()
+        try:
+            done = refresh_paths(
+                self.client, self.database, margin_seconds=refresh_margin(self.client)
+            )
+        except Exception as exc:  # unreachable or failing server: the next batch retries
+            log.warning("projector.paths_refresh_failed", error=str(exc))
+            return
+        self._paths_pending = False
+        log.debug("projector.paths", full=done.full, persons=done.persons, seconds=done.seconds)
 
     @staticmethod
     def _is_error(message: Message) -> bool:

@@ -559,15 +559,28 @@ def sales_cycle(
 
 # -- KPIs ----------------------------------------------------------------------------------
 
+# "Reached" a stage = entered it or any later one (the funnel's definition): a lead that
+# skipped MQL (a demo request makes it an SQL at once) reached MQL when it became an SQL, so
+# mql_to_sql cannot exceed 1 through skipped stages. The first time counts.
 KPI_COUNTS_SQL = """
 SELECT source,
        countIf(created_at >= {from_ms:Int64} AND created_at < {to_ms:Int64}) AS leads,
-       countIf(mql_at > 0 AND mql_at >= {from_ms:Int64} AND mql_at < {to_ms:Int64}) AS mqls,
-       countIf(sql_at > 0 AND sql_at >= {from_ms:Int64} AND sql_at < {to_ms:Int64}) AS sqls,
+       countIf(reached_mql > 0 AND reached_mql >= {from_ms:Int64} AND reached_mql < {to_ms:Int64})
+           AS mqls,
+       countIf(reached_sql > 0 AND reached_sql >= {from_ms:Int64} AND reached_sql < {to_ms:Int64})
+           AS sqls,
        countIf(customer_at > 0 AND customer_at >= {from_ms:Int64} AND customer_at < {to_ms:Int64})
            AS customers
-FROM $db.v_lead_funnel
-WHERE $ws
+FROM
+(
+    SELECT source, created_at, customer_at,
+           -- arrayMin of no time is 0: never reached
+           arrayMin(arrayFilter(x -> x > 0, [mql_at, sql_at, opportunity_at, customer_at]))
+               AS reached_mql,
+           arrayMin(arrayFilter(x -> x > 0, [sql_at, opportunity_at, customer_at])) AS reached_sql
+    FROM $db.v_lead_funnel
+    WHERE $ws
+)
 GROUP BY source
 """
 
@@ -604,7 +617,9 @@ def kpis(
 ) -> Report:
     """The KPI sheet per source (the lead's first-touch channel) and in total.
 
-    Counts are of leads reaching each stage *within* the range (first time), revenue is won
+    Counts are of leads reaching each stage *within* the range (first time; reaching = entering
+    it or any later stage, as in the funnel, so a lead that skipped MQL counts as an MQL when
+    it became an SQL), revenue is won
     in the range, cost is spend dated in the range on the same channel. LTV is approximated
     by won revenue per customer (no retention data), so LTV:CAC = revenue / cost.
     """

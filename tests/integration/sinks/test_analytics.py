@@ -330,6 +330,37 @@ def test_cli_reports_run(db: str, command: str) -> None:
     assert "2025-12-01..2026-03-01" in result.output
 
 
+@pytest.mark.usefixtures("cli_client")
+def test_cli_without_dates_covers_all_data_and_prints_one_json_value(db: str) -> None:
+    # The scenario's first event is d0 (2026-01-01), its last the won deal at d12.
+    funnel = CliRunner().invoke(cli, ["report", "funnel", "--database", db, "--format", "json"])
+    assert funnel.exit_code == 0, funnel.output
+    assert json.loads(funnel.output)["title"] == (
+        "funnel: leads created 2026-01-01..2026-01-13 (all data)"
+    )
+    velocity = CliRunner().invoke(cli, ["report", "velocity", "--database", db, "--format", "json"])
+    assert velocity.exit_code == 0, velocity.output
+    parts = json.loads(velocity.output)  # one value: the three reports in an array
+    assert [p["title"].split(",")[0] for p in parts] == [
+        "time in stage (days)", "stage conversion", "sales cycle (days)",
+    ]  # fmt: skip
+
+
+def test_kpis_count_a_skipped_stage_as_reached(client: Any, db: str) -> None:
+    # L3 is created d2 and becomes an SQL on d3 without ever entering MQL (a demo request).
+    insert_rows(client, db, rows_for_all([
+        scenario.ev("e20", scenario.Kind.DEMO_REQUESTED, 2, lead="L3", channel="direct"),
+        scenario.tr("L3", 1, None, scenario.Stage.LEAD, 2),
+        scenario.tr("L3", 2, scenario.Stage.LEAD, scenario.Stage.SQL, 3),
+    ]))  # fmt: skip
+    total = reports.kpis(client, db, **RANGE).as_dicts()[-1]
+    # Reached MQL: L1 (d6), L2 (d5) and L3 (d3, when it reached SQL); SQL: L1 and L3.
+    assert (total["leads"], total["mqls"], total["sqls"]) == (3, 3, 2)
+    assert total["mql_to_sql"] == pytest.approx(2 / 3)
+    funnel = {r[0]: r[1] for r in reports.funnel(client, db, **RANGE).rows}
+    assert (funnel["mql"], funnel["sql"]) == (3, 2)  # the funnel's definition, the same counts
+
+
 # -- duplicates and replays ----------------------------------------------------------------
 
 

@@ -97,6 +97,14 @@ def test_project_redeliver_and_replay(
     assert stats.records >= len(objects) + 1
     assert stats.dead_lettered >= 1
     assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
+    # The projector refreshed the attribution paths when it ran dry: L1, L2 and the
+    # anonymous a3 have their journeys before any report asked.
+    journeys = clickhouse_session.query(
+        f"SELECT person_id FROM {clickhouse_db}.journeys FINAL WHERE workspace_id = {{w:String}} "
+        "ORDER BY person_id",
+        parameters={"w": workspace},
+    ).result_rows
+    assert [r[0] for r in journeys] == ["L1", "L2", "anon:a3"]
     linear = reports.attribution(
         clickhouse_session, clickhouse_db, model="linear", conversion="won", **RANGE
     )
