@@ -35,13 +35,15 @@ def test_analytics_times_every_report_next_to_the_scan(tmp_path: Path) -> None:
     rows = run_module("analytics", tmp_path / "rows.jsonl", "--touches", "10000", "--repeat", "1")
     names = [str(r["name"]) for r in rows]
     assert [n for n in names if n.startswith("attribution")] == [
-        f"attribution {m} (sql)" for m in MODELS
+        *(f"attribution {m} (sql)" for m in MODELS),
+        *(f"attribution markov order {k} (sql)" for k in (2, 3, 4)),
     ]
     assert sum(n.startswith("velocity") for n in names) == 3
+    assert sum(n.startswith("paths:") for n in names) == 2  # full build, refresh
     for row in rows[:-1]:  # every report carries the scan baseline and its ratio
         assert row["baseline"] is not None
         assert row["ratio"] == row["value"] / row["baseline"]
-        assert "8 result rows" in str(row["notes"]) or row["name"].startswith("velocity")
+        assert "8 result rows" in str(row["notes"]) or row["name"].startswith(("velocity", "paths"))
     assert rows[-1]["name"] == "baseline: plain scan (count + sum over events)"
 
 

@@ -332,11 +332,11 @@ def test_cli_reports_run(db: str, command: str) -> None:
 
 @pytest.mark.usefixtures("cli_client")
 def test_cli_without_dates_covers_all_data_and_prints_one_json_value(db: str) -> None:
-    # The scenario's first event is d0 (2026-01-01), its last the won deal at d12.
+    # The scenario's first event is d0 (2026-01-01), its last the won deal at d12 (2026-01-13).
     funnel = CliRunner().invoke(cli, ["report", "funnel", "--database", db, "--format", "json"])
     assert funnel.exit_code == 0, funnel.output
     assert json.loads(funnel.output)["title"] == (
-        "funnel: leads created 2026-01-01..2026-01-13 (all data)"
+        "funnel: leads created 2026-01-01..2026-01-14 (all data)"
     )
     velocity = CliRunner().invoke(cli, ["report", "velocity", "--database", db, "--format", "json"])
     assert velocity.exit_code == 0, velocity.output
