@@ -394,6 +394,41 @@ def refresh_paths(
     return PathRefresh(full, persons, time.perf_counter() - started)
 
 
+PENDING_SQL = """
+WITH (SELECT max(refreshed_to) FROM $db.path_refreshes) AS last_refresh
+SELECT uniqExact(workspace_id, lead_id, anonymous_id),
+       dateDiff('second', last_refresh, now64(6, 'UTC'))
+FROM $db.path_marks
+WHERE marked_at > last_refresh
+"""
+
+
+def refresh_for_reading(client: Any, database: str) -> str | None:
+    """Refresh the paths before a report reads them; a note when this client cannot write.
+
+    Through the projector's read-only HTTP interface (``leadflow report`` while the
+    projector holds the embedded engine) the insert is refused with READONLY: the report
+    then reads the paths as the projector last refreshed them (it does after its batches
+    and whenever it runs dry), and the note says how many people changed since.
+
+    Returns:
+        ``None`` after a refresh; else the note for the report.
+    """
+    try:
+        refresh_paths(client, database, margin_seconds=refresh_margin(client))
+        return None
+    except Exception as exc:  # only a refused write is expected; anything else is real
+        if "READONLY" not in str(exc):
+            raise
+    pending, age = client.query(_bind(PENDING_SQL, database)).result_rows[0]
+    if not int(pending):
+        return None
+    return (
+        f"read-only connection: the attribution paths are the projector's last refresh "
+        f"({int(age)} s ago); {int(pending)} people changed since are not in them yet"
+    )
+
+
 def refresh_margin(client: Any) -> float:
     """The mark margin :func:`refresh_paths` needs with ``client``.
 

@@ -237,7 +237,7 @@ class Projector:
         sleep: Callable[[float], None] = time.sleep,
         on_batch: Callable[[ProjectorStats], None] | None = None,
         bounds: BoundsTable | None = None,
-        paths_every: float | None = 30.0,
+        paths_every: float | None = 10.0,
     ) -> None:
         self.settings = settings
         self.bounds = bounds if bounds is not None else load_bounds(settings.bounds_file)

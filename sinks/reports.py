@@ -30,7 +30,7 @@ from leadflow.sinks.attribution import (
     sorted_rows,
 )
 from leadflow.sinks.markov import ORDERS
-from leadflow.sinks.paths import refresh_margin, refresh_paths
+from leadflow.sinks.paths import refresh_for_reading
 from leadflow.sinks.shapley import MAX_PLAYERS, OTHER
 from leadflow.sinks.tables import check_identifier
 
@@ -244,7 +244,7 @@ def attribution(
         raise ReportError("attribution is by 'channel' or 'campaign'")
     if order not in ORDERS:
         raise ReportError(f"order must be one of {', '.join(map(str, ORDERS))}")
-    refresh_paths(client, database, margin_seconds=refresh_margin(client))
+    stale = refresh_for_reading(client, database)
     period = _period(client, database, date_from, date_to, workspace)
     learn = _learning_window(client, database, period, learn_from, learn_to, workspace)
     params: dict[str, Any] = {
@@ -261,7 +261,7 @@ def attribution(
 
     totals = period_totals(query, params)
     widened = (learn.from_ms, learn.to_ms) != (period.from_ms, period.to_ms)
-    notes: list[str] = []
+    notes: list[str] = [stale] if stale else []
     if model in RULE_MODELS:
         rows = [(str(k), float(c), float(r)) for k, c, r in query(rule_sql(model, by), params)]
     elif model == "markov":
@@ -313,7 +313,7 @@ def markov_effects(
     """Removal effects per workspace and channel, learnt from the period's journeys."""
     if conversion not in CONVERSIONS:
         raise ReportError(f"unknown conversion {conversion!r}; one of {', '.join(CONVERSIONS)}")
-    refresh_paths(client, database, margin_seconds=refresh_margin(client))
+    stale = refresh_for_reading(client, database)
     period = _period(client, database, date_from, date_to, workspace)
     params = {
         **period.params(workspace),
@@ -334,6 +334,7 @@ def markov_effects(
         f"removal effects: {conversion}, order {order}, {period.label}",
         ("workspace", "channel", "removal_effect", "value_removal_effect"),
         rows,
+        (stale,) if stale else (),
     )
 
 
