@@ -378,6 +378,9 @@ def refresh_paths(
         again = scalar(TAIL_SQL, {"tail_from": previous_tail_from, "until": previous})
         since = previous if int(again) == int(previous_tail) else previous_tail_from
         params = {"since": since, "until": until}
+        # The common case, nothing marked: one count on the marks' sort key, no set logic.
+        if not int(scalar(TAIL_SQL, {"tail_from": since, "until": until})):
+            return PathRefresh(False, 0, time.perf_counter() - started)
         persons = int(scalar(persons_count_sql(database), params))
         if not persons:
             return PathRefresh(False, 0, time.perf_counter() - started)
