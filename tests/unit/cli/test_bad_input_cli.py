@@ -185,7 +185,7 @@ POLICY_CORPUS: dict[str, tuple[str, str, str, str]] = {
     ),
     "unknown event kind": (
         "kind: demo_requested, points: 40", "kind: demo_request, points: 40", "demo_request,",
-        "scoring.engagement[10].kind: unknown event kind 'demo_request'",
+        "scoring.engagement[11].kind: unknown event kind 'demo_request'",
     ),
     "unknown domain list": (
         "match: {domain_list: free_mail}", "match: {domain_list: free_mails}", "free_mails",
