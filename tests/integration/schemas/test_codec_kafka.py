@@ -43,6 +43,8 @@ FORM = Event(
         "industry": "software",
         "country": "ES",
         "answers": {"budget": "yes", "timeline": "Q1"},
+        # The form schema's newest version appends the sealed extras; absent decodes as None.
+        "extra_json": None,
     },
 )
 
