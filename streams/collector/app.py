@@ -787,13 +787,21 @@ def create_app(collector: Collector, *, manage_sink: bool = True) -> FastAPI:
         CORSMiddleware,
         allow_origins=list(collector.settings.collector_cors_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
-        # X-Retry-Count: analytics.js's retries; AnonymousId: RudderStack's JS SDK.
+        # X-Retry-Count: analytics.js's retries. RudderStack's JS SDK v3 sends AnonymousId and
+        # SentAt on every call and the Rsa-* headers on retries (its XHR queue, measured in
+        # chromium): a preflight that refuses one of them loses every event it sends.
         allow_headers=[
             "Authorization",
             "Content-Type",
             "Content-Encoding",
             "X-Retry-Count",
             "AnonymousId",
+            "SentAt",
+            "Rsa-Recovered",
+            "Rsa-Retry-Attempt",
+            "Rsa-Retry-Reason",
+            "Rsa-Since-First-Attempt",
+            "Rsa-Since-Last-Attempt",
         ],
         expose_headers=["Retry-After"],
         max_age=600,

@@ -315,7 +315,7 @@ def _context(
     elif url and "utm_" in url:
         query = parse_qs(urlsplit(url).query)
         utm = {name: query.get(f"utm_{name}", [None])[0] for name in _UTM}
-    referrer = (
+    referrer = _referrer(
         (page.referrer if page else None)
         or (segment.referrer.url if segment and segment.referrer else None)
         or (_str(props.get("referrer")) if from_props else None)
@@ -347,6 +347,16 @@ def _context(
         user_agent=segment.userAgent if segment else None,
         ip=segment.ip if segment else None,
     )
+
+
+def _referrer(value: str | None) -> str | None:
+    """The referring URL; RudderStack's JS SDK writes ``$direct`` when there is none.
+
+    Example:
+        >>> _referrer("$direct"), _referrer("https://www.google.com/")
+        (None, 'https://www.google.com/')
+    """
+    return None if value == "$direct" else value
 
 
 def _str(value: Any) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 Text = Annotated[str, Field(max_length=8192)]
@@ -87,6 +87,13 @@ class _Message(_Open):
     )
     context: SegmentContext | None = None
     integrations: dict[str, Any] | None = None
+
+    @field_validator("anonymousId", "userId", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: Any) -> Any:
+        # RudderStack's JS SDK sends "userId": "" for every anonymous call: no id, not an
+        # invalid one (refusing it lost every anonymous page view of that SDK).
+        return None if value == "" else value
 
 
 class TrackMessage(_Message):
