@@ -11,10 +11,6 @@ in ClickHouse attributed to the lead.
 
 from __future__ import annotations
 
-import functools
-import http.server
-import shutil
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,30 +27,15 @@ from leadflow.streams.topics import create_topics
 from tests.conftest import free_port
 from tests.integration.collector.conftest import consume_since, end_offsets, make_collector, serve
 from tests.integration.pipeline.conftest import WorkerProcess
+from tests.integration.sdk.browser import CHROMIUM, CHROMIUM_ARGS, serve_site
 from tests.integration.sdk.conftest import NODE_MODULES
 
-pytestmark = pytest.mark.integration
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 UMD = NODE_MODULES / "@segment" / "analytics-next" / "dist" / "umd"
-SITE = Path(__file__).parent / "site"
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium (.ci/run)"),
     pytest.mark.skipif(not UMD.exists(), reason="tests/sdk/node_modules: run `make sdk-deps`"),
 ]
-
-
-class _Site(http.server.SimpleHTTPRequestHandler):
-    """The journey page, and analytics.js's bundle under /ajs/ (both read-only files)."""
-
-    def translate_path(self, path: str) -> str:
-        clean = path.split("?", 1)[0]
-        if clean.startswith("/ajs/"):
-            return str(UMD / clean.removeprefix("/ajs/"))
-        return str(SITE / clean.lstrip("/"))
-
-    def log_message(self, *_args: Any) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +50,16 @@ def stack(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     worker = WorkerProcess(kafka, home / "worker")
     worker.data_dir.mkdir()
     worker.start()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", site_port), functools.partial(_Site))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    with serve(collector) as collector_url:
+    with serve(collector) as collector_url, serve_site(site_port, {"/ajs/": UMD}) as site:
         try:
             yield {
-                "site": f"http://127.0.0.1:{site_port}",
+                "site": site,
                 "api": collector_url.removeprefix("http://") + "/v1",
                 "key": key,
                 "settings": collector.settings,
                 "worker": worker,
             }
         finally:
-            server.shutdown()
             worker.stop()
 
 
@@ -89,13 +67,7 @@ def browse(stack: dict[str, Any], run: str, batching: bool) -> list[str]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            ],
-        )  # fmt: skip
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.goto(
             f"{stack['site']}/journey.html?run={run}&key={stack['key']}&api={stack['api']}"
