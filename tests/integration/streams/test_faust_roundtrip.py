@@ -29,7 +29,7 @@ def visit(i: int) -> Event:
         received_at=1_767_225_600_500 + i,
         anonymous_id=f"anon-{i % 3}",
         context=Context(path="/pricing", utm_source="google", utm_medium="cpc"),
-        payload={"name": "Pricing", "category": None, "search": None},
+        payload={"name": "Pricing", "category": None, "search": None, "extra_json": None},
     )
 
 
