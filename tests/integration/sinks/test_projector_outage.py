@@ -17,12 +17,14 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from clickhouse_connect import get_client
+from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.cli.projector import connect_with_backoff
-from leadflow.sinks.projector import Projector
+from leadflow.sinks.projector import PROJECTED_TOPICS, Projector
 from leadflow.streams.local_kafka import free_port
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import create_topics
+from tests.integration.collector.conftest import end_offsets
 from tests.integration.sinks.test_projector_kafka import EXPECTED, _counts, _objects, _produce
 from tests.integration.sinks.writable_server import _handler
 
@@ -68,6 +70,24 @@ class Server:
             self.server = None
 
 
+def _group_starts_at_the_end(settings: Settings, group: str) -> None:
+    """Commit ``group`` at the topics' current ends, so it reads only what comes next.
+
+    The session's earlier tests leave thousands of records on the shared topics; read from
+    the start in batches of 5, they outlast the 120 s window in a full run.
+    """
+    offsets = [
+        TopicPartition(topic, partition, end)
+        for topic in PROJECTED_TOPICS
+        for partition, end in end_offsets(settings, topic).items()
+    ]
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": group})
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    finally:
+        consumer.close()
+
+
 def test_clickhouse_refusing_at_start_and_mid_stream_then_exact_counts(
     kafka: Settings,
     clickhouse_session: Any,
@@ -77,6 +97,7 @@ def test_clickhouse_refusing_at_start_and_mid_stream_then_exact_counts(
     create_topics(kafka)
     workspace = f"ws-{uuid.uuid4().hex[:8]}"
     objects = _objects(workspace)
+    _group_starts_at_the_end(kafka, f"refused-{workspace}")
     _produce(kafka, objects)
     server = Server(clickhouse_session, free_port())
     url = f"http://127.0.0.1:{server.port}"
@@ -123,6 +144,7 @@ def test_clickhouse_refusing_at_start_and_mid_stream_then_exact_counts(
         assert stats.insert_retries == 6
         assert server.starts == 3
         assert len(batches) >= 2
+        assert stats.records == len(objects)  # this test's records, each read once
         counts = _counts(clickhouse_session, clickhouse_db, workspace)
         assert counts == EXPECTED
         # Committed only after the rows were in: the group has nothing left to read.
