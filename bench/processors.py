@@ -25,7 +25,7 @@ from bench.common import Figure, emit, parser, quantile
 from leadflow.demo.simulator.generator import SimConfig, Simulation
 from leadflow.demo.simulator.send import message_to_event
 from leadflow.processors import derived as d
-from leadflow.processors.events import Event
+from leadflow.processors.events import Event, lead_key
 from leadflow.processors.identity import (
     IdentityState,
     decode_identity_state,
@@ -81,13 +81,13 @@ def run(people: int, profile: bool = False) -> list[Figure]:
             started = clock()
             event = codec.decode(routed_value)
             assert isinstance(event, Event)
-            lead_key = lead_id.encode()
-            raw_lead = leads.get(lead_key)
+            state_key = lead_key(event.workspace_id, lead_id).encode()
+            raw_lead = leads.get(state_key)
             lead_state = decode_lead_state(raw_lead) if raw_lead else None
             after, out = lead_step(lead_state, event, policy, published, routing=routing)
             for obj in out:
                 codec.encode(obj)
-            leads[lead_key] = encode_lead_state(after)
+            leads[state_key] = encode_lead_state(after)
             lead_s += clock() - started
             lead_n += 1
             routing = _route(routing, out)

@@ -10,12 +10,39 @@ never the wall clock, so a replay rebuilds identical numbers).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from leadflow.processors.errors import InvalidEvent
+
+
+def scoped_key(workspace_id: str, ident: str) -> str:
+    """The one key format of every person-, device- and lead-keyed record and state entry.
+
+    A device, user or lead id means nothing without its workspace: two tenants may use the
+    same ids, and their state must never meet (issue 19). The key is compact JSON
+    ``["<workspace>","<id>"]``: JSON quoting leaves nothing to forge with a separator.
+
+    Example:
+        >>> scoped_key("ws", "a1")
+        '["ws","a1"]'
+        >>> scoped_key("ws", 'x"]') != scoped_key('ws","x', "]")
+        True
+    """
+    return json.dumps([workspace_id, ident], separators=(",", ":"), ensure_ascii=False)
+
+
+def lead_key(workspace_id: str, lead_id: str) -> str:
+    """The key of ``leadflow.events.by-lead`` and of the lead state (see :func:`scoped_key`).
+
+    Example:
+        >>> lead_key("ws", "L1")
+        '["ws","L1"]'
+    """
+    return scoped_key(workspace_id, lead_id)
 
 
 class Kind(StrEnum):
@@ -105,8 +132,8 @@ class Event:
     payload: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def person_key(self) -> str:
-        """The Kafka key of the inbound log ``leadflow.events``.
+    def person_id(self) -> str:
+        """The plain id of whom the event is about: the device, else the lead.
 
         The device comes first: the identity processor must see a browser's anonymous
         touches and the identify that names them on one partition, in order. Events that
@@ -114,7 +141,19 @@ class Event:
         """
         if self.kind is Kind.CAMPAIGN_COST:
             return f"cost:{self.payload.get('channel')}:{self.payload.get('campaign')}"
-        key = self.anonymous_id or self.lead_id
-        if not key:
+        ident = self.anonymous_id or self.lead_id
+        if not ident:
             raise InvalidEvent(f"event {self.event_id} has neither lead_id nor anonymous_id")
-        return key
+        return ident
+
+    @property
+    def person_key(self) -> str:
+        """The Kafka key of the inbound log ``leadflow.events`` (and the identity state's).
+
+        :attr:`person_id` in its workspace (:func:`scoped_key`).
+
+        Example:
+            >>> Event("e1", Kind.VISIT, "ws", 1, 1, anonymous_id="a1").person_key
+            '["ws","a1"]'
+        """
+        return scoped_key(self.workspace_id, self.person_id)

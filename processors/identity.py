@@ -132,11 +132,11 @@ def check_record_key(key: bytes | None, event: Event) -> None:
 
     Example:
         >>> e = Event("e1", Kind.VISIT, "ws", 1, 1, anonymous_id="a1")
-        >>> check_record_key(b"a1", e)
+        >>> check_record_key(b'["ws","a1"]', e)
         >>> check_record_key(None, e)
         Traceback (most recent call last):
         ...
-        leadflow.processors.errors.InvalidEvent: event e1: missing key (expected 'a1')
+        leadflow.processors.errors.InvalidEvent: event e1: missing key (expected '["ws","a1"]')
 
     Raises:
         InvalidEvent: no key, another person's key, or an event that names no person.

@@ -548,7 +548,7 @@ class Projector:
                         self.client,
                         self.database,
                         event.workspace_id,
-                        event.lead_id or event.person_key,
+                        event.lead_id or event.person_id,
                         devices,
                         self.settings.clickhouse_cluster,
                     )

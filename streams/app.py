@@ -28,7 +28,7 @@ from leadflow.processors import derived as d
 from leadflow.processors.bounds import BoundsTable, check_bounds
 from leadflow.processors.deadlines import advance_time, next_deadline
 from leadflow.processors.errors import LeadflowError
-from leadflow.processors.events import Event
+from leadflow.processors.events import Event, lead_key
 from leadflow.processors.identity import (
     check_record_key,
     decode_identity_state,
@@ -97,17 +97,17 @@ class Deadlines:
     """
 
     watermark: int = 0
-    heap: list[tuple[int, str]] = field(default_factory=list)
+    heap: list[tuple[int, str, str]] = field(default_factory=list)  # (due, workspace, lead)
     scanned: bool = False
     # Leads already sent a tick at the current watermark: a lead whose deadline stays
     # due after its tick must not tick again until event time moves.
-    ticked: set[str] = field(default_factory=set)
+    ticked: set[tuple[str, str]] = field(default_factory=set)
 
-    def push(self, state: LeadState, lead_id: str) -> None:
+    def push(self, state: LeadState) -> None:
         """Remember the lead's next deadline, if it has one."""
         due = next_deadline(state)
         if due is not None:
-            heapq.heappush(self.heap, (due, lead_id))
+            heapq.heappush(self.heap, (due, state.workspace_id, state.lead_id))
 
     def advance(self, occurred_at: int) -> None:
         """Move the watermark forward (never back)."""
@@ -115,14 +115,14 @@ class Deadlines:
             self.watermark = occurred_at
             self.ticked.clear()
 
-    def due(self) -> list[str]:
-        """Lead ids whose deadline the watermark has passed (each once per watermark)."""
-        leads: list[str] = []
+    def due(self) -> list[tuple[str, str]]:
+        """``(workspace, lead id)`` whose deadline the watermark has passed (once per watermark)."""
+        leads: list[tuple[str, str]] = []
         while self.heap and self.heap[0][0] <= self.watermark:
-            _, lead_id = heapq.heappop(self.heap)
-            if lead_id not in self.ticked:
-                self.ticked.add(lead_id)
-                leads.append(lead_id)
+            _, workspace, lead_id = heapq.heappop(self.heap)
+            if (workspace, lead_id) not in self.ticked:
+                self.ticked.add((workspace, lead_id))
+                leads.append((workspace, lead_id))
         return leads
 
 
@@ -276,7 +276,8 @@ class LeadflowApp:
                 assert routed.lead_id is not None
                 sent.append(
                     await self.by_lead.send(
-                        key=routed.lead_id.encode(), value=self.codec.encode(routed)
+                        key=lead_key(routed.workspace_id, routed.lead_id).encode(),
+                        value=self.codec.encode(routed),
                     )
                 )
             # State last: see _emit.
@@ -321,9 +322,9 @@ class LeadflowApp:
                 continue
             await self._emit(out)
             await self._store(self.leads, key, encode_lead_state(new_state))
-            await self._advance(key.decode(), new_state, watermark)
+            await self._advance(new_state, watermark)
 
-    async def _advance(self, lead_id: str, state: LeadState, watermark: int) -> None:
+    async def _advance(self, state: LeadState, watermark: int) -> None:
         """Send a tick to every lead whose deadline event time has passed.
 
         The tick goes through ``events.by-lead`` keyed by lead, so the deadline is applied
@@ -335,16 +336,16 @@ class LeadflowApp:
         if not deadlines.scanned:
             # After a restart the heap is empty; rebuild it once from the recovered table.
             deadlines.scanned = True
-            for raw_key, raw_value in list(self.leads.items()):
-                deadlines.push(decode_lead_state(raw_value), raw_key.decode())
-        deadlines.push(state, lead_id)
+            for _, raw_value in list(self.leads.items()):
+                deadlines.push(decode_lead_state(raw_value))
+        deadlines.push(state)
         deadlines.advance(watermark)
         ticks = [
             await self.by_lead.send(
-                key=due.encode(),
-                value=self.codec.encode(d.DeadlineTick(due, deadlines.watermark)),
+                key=lead_key(workspace, lead).encode(),
+                value=self.codec.encode(d.DeadlineTick(lead, deadlines.watermark)),
             )
-            for due in deadlines.due()
+            for workspace, lead in deadlines.due()
         ]
         await asyncio.gather(*ticks)
 

@@ -3,7 +3,7 @@
 Records on the topic (keys are compact JSON arrays, so no separator can be forged):
 
 - ``["key", workspace_id, subject, kid]`` -> the 32-byte AES key. A subject is an event's
-  ``person_key`` (device id, else lead id). Several collectors may create keys for one
+  ``person_id`` (device id, else lead id). Several collectors may create keys for one
   subject at the same moment; each gets its own ``kid`` and all of them stay valid.
 - ``["link", workspace_id, lead_id, subject]`` -> ``b"1"``: the subject (a device) belongs
   to the lead, so erasing the lead erases the device's keys too.

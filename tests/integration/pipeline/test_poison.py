@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from leadflow.processors.derived import LeadScored, Stage, StageChanged
-from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.events import Context, Event, Kind, scoped_key
 from leadflow.schemas.codec import SINGLE_OBJECT_MAGIC
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
@@ -82,7 +82,7 @@ def poison_corpus(workspace: str) -> dict[str, tuple[bytes | None, bytes, str]]:
             "neither lead_id nor anonymous_id",
         ),
         "unknown sales action (processor invariant)": (
-            b"poison-lead",
+            scoped_key(workspace, "poison-lead").encode(),
             CODEC.encode(
                 _event(
                     workspace,
@@ -135,7 +135,7 @@ def poison_corpus(workspace: str) -> dict[str, tuple[bytes | None, bytes, str]]:
             "out of bounds: amount -5e+300 is below the minimum 0",
         ),
         "accept_mql for a disqualified lead (processor invariant)": (
-            b"poison-lead-2",
+            scoped_key(f"{workspace}-inv", "poison-lead-2").encode(),
             CODEC.encode(
                 _event(
                     f"{workspace}-inv",
@@ -237,7 +237,7 @@ def test_poison_goes_to_the_dlq_with_its_reason_and_the_journey_is_unchanged(
             assert err is None, err
             sources[case] = (msg.topic(), msg.partition(), msg.offset())
 
-        real_key = None if key == NO_KEY else key or poisoned.anon.encode()
+        real_key = None if key == NO_KEY else key or scoped_key(poisoned.workspace, poisoned.anon).encode()
         producer.produce(EVENTS.name, key=real_key, value=value, on_delivery=delivered)
     assert producer.flush(30) == 0
     send(topics, phase[2:])
@@ -259,7 +259,7 @@ def test_poison_goes_to_the_dlq_with_its_reason_and_the_journey_is_unchanged(
         [letter] = letters[case]
         assert letter["value"] == value, case
         assert reason in letter["leadflow.reason"].decode(), (case, letter)
-        assert letter["key"] == (None if key == NO_KEY else key or poisoned.anon.encode()), case
+        assert letter["key"] == (None if key == NO_KEY else key or scoped_key(poisoned.workspace, poisoned.anon).encode()), case
     counts_checked(
         f"{len(corpus)} poison records -> exactly one dead letter each, reasons checked; "
         f"journey transitions {clean} identical to the clean run; 1 hand-off each"

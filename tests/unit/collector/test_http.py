@@ -131,7 +131,7 @@ def test_accepted_events_are_keyed_by_person_and_decodable(h: Harness) -> None:
         "refused": [],
     }
     [(key, _)] = h.sink.records
-    assert key == b"a1"
+    assert key == b'["acme","a1"]'
     [event] = h.events()
     assert (event.kind, event.workspace_id, event.payload["amount"]) == (Kind.DEAL_WON, "acme", 5.0)
 

@@ -426,4 +426,5 @@ def test_message_id_becomes_the_event_id_else_a_new_one() -> None:
 
 def test_person_key_prefers_the_device() -> None:
     event: Event = ok({"event": "X", "userId": "u", "anonymousId": "a"}).event
-    assert event.person_key == "a"
+    assert event.person_id == "a"
+    assert event.person_key == '["ws","a"]'

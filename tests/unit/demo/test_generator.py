@@ -178,7 +178,7 @@ def test_daily_costs_for_every_paid_campaign(small_messages: list[dict]) -> None
     assert len({m["properties"]["date"] for m in costs}) == 90
     event = message_to_event(costs[0], "ws")
     assert event.kind is Kind.CAMPAIGN_COST
-    assert event.person_key.startswith("cost:")
+    assert event.person_id.startswith("cost:")
 
 
 def test_funnel_is_realistic(big: Simulation) -> None:
