@@ -25,6 +25,8 @@ MODULES = [
     "workspace_id",
     "bounds",
     "bounds_load",
+    "events",
+    "ordering",
 ]
 
 

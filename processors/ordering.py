@@ -1,0 +1,227 @@
+"""Event-time order for a lead: the order a by-lead partition processes its records in.
+
+The inbound log is split over partitions by person (device, else lead), so one person's
+events, and even one SDK batch (anonymous touches next to userId-only alias, CRM and
+webinar events), reach the lead stage through different partitions, in an order that
+depends on which partition answered first. The state must not depend on that.
+
+**Canonical order.** Every inbound record has ``R'``: the collector's ``received_at``,
+made monotonic per inbound partition by the identity stage (:func:`monotonic_received`).
+A by-lead partition processes its records sorted by :func:`release_key`::
+
+    (clamp(occurred_at, R' - D, R'), occurred_at, event_id, rank)
+
+where ``D`` is the allowed lateness (``LEADFLOW_ORDER_LATENESS_MS``, default
+:data:`DEFAULT_LATENESS_MS`). Consequences, each tested:
+
+- records with the same ``R'`` (one collector request, e.g. one SDK batch) run in
+  ``(occurred_at, event_id)`` order, whatever D;
+- records that arrived within D of when they occurred (``R' - occurred_at <= D``) run in
+  ``(occurred_at, event_id)`` order among themselves, across requests and sources;
+- a *late* record (``R' - occurred_at > D``) runs at position ``R' - D``: after everything
+  that occurred before that, never before anything already processed. Its facts keep their
+  own event time (first touch, decay); what it causes is stamped at the lead's event time
+  (see ``processors/lead.py``, "Late events").
+- a clock ahead of the collector (``occurred_at > R'``, within the collector's tolerance)
+  counts as ``R'``: the key never waits for the future.
+
+**Release.** A record is released when the partition's low watermark ``L`` (every source
+promised "no record with ``R' < L`` will come") passes its key: :func:`ripe`,
+``key.at + D < L``. Then every record that sorts before it is already there
+(``R'_f <= key(f).at + D <= key(e).at + D < L``), so the processing sequence is the sorted
+log whatever the interleaving of partitions, batch boundaries, marker timing, crashes or
+worker count: :class:`ReleaseBuffer` is the reference, property-tested.
+
+**Cost.** A record waits ``max(0, min(occurred_at, R') + D - R')`` beyond the watermark's
+own propagation: nothing for D = 0, at most D.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from leadflow.processors.errors import LeadflowError
+
+DEFAULT_LATENESS_MS = 0
+"""One request shares one R', so a batch needs no lateness; see docs/architecture.md."""
+
+MERGE_RANK = 0
+"""A merge request sorts right before the event that caused it (same time, same id)."""
+EVENT_RANK = 1
+
+_T = TypeVar("_T")
+
+
+class WatermarkViolation(LeadflowError):
+    """A record arrived with ``R'`` below a watermark its source had already promised.
+
+    The sequence would depend on timing: the engine's contract is broken, loudly.
+    """
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class ReleaseKey:
+    """Where a record sorts in its by-lead partition (compare keys, not their parts).
+
+    Attributes:
+        at: ``occurred_at`` clamped to ``[R' - D, R']``.
+        occurred_at: the event time.
+        event_id: the event (a merge request: the event that caused it).
+        rank: :data:`MERGE_RANK` or :data:`EVENT_RANK`.
+    """
+
+    at: int
+    occurred_at: int
+    event_id: str
+    rank: int = EVENT_RANK
+
+
+def release_key(
+    received: int,
+    occurred_at: int,
+    event_id: str,
+    *,
+    rank: int = EVENT_RANK,
+    lateness_ms: int = DEFAULT_LATENESS_MS,
+) -> ReleaseKey:
+    """The canonical sort key of one by-lead record (see the module doc).
+
+    Example:
+        >>> a = release_key(100, 40, "page", lateness_ms=0)   # one batch, R' = 100
+        >>> b = release_key(100, 45, "form", lateness_ms=0)
+        >>> a < b, a.at
+        (True, 100)
+        >>> late = release_key(900, 10, "x", lateness_ms=60)  # arrived 890 ms after it happened
+        >>> late.at
+        840
+
+    Raises:
+        ValueError: a negative lateness.
+    """
+    if lateness_ms < 0:
+        raise ValueError(f"lateness must be >= 0, got {lateness_ms}")
+    at = min(max(occurred_at, received - lateness_ms), received)
+    return ReleaseKey(at, occurred_at, event_id, rank)
+
+
+def ripe(key: ReleaseKey, low_watermark: int, lateness_ms: int = DEFAULT_LATENESS_MS) -> bool:
+    """Whether every record that sorts before ``key`` has certainly arrived.
+
+    Example:
+        >>> k = release_key(100, 90, "e", lateness_ms=0)
+        >>> ripe(k, 100), ripe(k, 101)
+        (False, True)
+    """
+    return key.at + lateness_ms < low_watermark
+
+
+def added_wait(received: int, occurred_at: int, lateness_ms: int) -> int:
+    """How long ordering holds a record beyond the watermark's propagation, in ms.
+
+    Example:
+        >>> added_wait(1_000, 990, 0), added_wait(1_000, 990, 50), added_wait(1_000, 10, 50)
+        (0, 40, 0)
+    """
+    return max(0, min(occurred_at, received) + lateness_ms - received)
+
+
+def monotonic_received(previous: int | None, received: int) -> int:
+    """``R'``: the collector's receive time, never going back on one inbound partition.
+
+    Several collectors (or one clock step) can write a smaller ``received_at`` after a
+    larger one; the partition's watermark must not go back, so ``R'`` is the running max,
+    a function of the partition's log.
+
+    Example:
+        >>> monotonic_received(None, 5), monotonic_received(9, 5), monotonic_received(9, 12)
+        (5, 9, 12)
+    """
+    return received if previous is None else max(previous, received)
+
+
+@dataclass
+class LowWatermark:
+    """A by-lead partition's low watermark: the minimum over its sources' promises.
+
+    A source (an inbound partition, through the identity stage) promises "no more records
+    with ``R' < w``"; promises only move forward. Until every source has spoken the low
+    watermark is ``None`` and nothing may be released.
+    """
+
+    sources: int
+    marks: dict[int, int] = field(default_factory=dict)
+
+    def promise(self, source: int, mark: int) -> None:
+        """Record source's promise (an older, smaller promise changes nothing).
+
+        Raises:
+            ValueError: a source outside ``range(sources)``.
+        """
+        if not 0 <= source < self.sources:
+            raise ValueError(f"source {source} not in 0..{self.sources - 1}")
+        self.marks[source] = max(mark, self.marks.get(source, mark))
+
+    @property
+    def low(self) -> int | None:
+        """The partition's watermark, or ``None`` while a source has not spoken."""
+        if len(self.marks) < self.sources:
+            return None
+        return min(self.marks.values())
+
+
+@dataclass
+class ReleaseBuffer(Generic[_T]):
+    """One by-lead partition's unreleased records, released in :class:`ReleaseKey` order.
+
+    The reference for the engine's buffer (the engine keeps its records in a store so they
+    commit with the input offsets; the order and the release rule are these).
+
+    Example:
+        >>> buf: ReleaseBuffer[str] = ReleaseBuffer(lateness_ms=0)
+        >>> buf.add(release_key(100, 30, "b"), "webinar")   # arrived first
+        >>> buf.add(release_key(100, 20, "a"), "form")
+        >>> buf.advance(100), buf.advance(101)
+        ([], ['form', 'webinar'])
+    """
+
+    lateness_ms: int = DEFAULT_LATENESS_MS
+    _heap: list[tuple[ReleaseKey, bytes, int, _T]] = field(default_factory=list)
+    _added: int = 0
+    watermark: int | None = None  # the highest low watermark seen
+
+    def add(self, key: ReleaseKey, record: _T, tiebreak: bytes = b"") -> None:
+        """Buffer one record; ``tiebreak`` (its encoded bytes) orders records with equal keys.
+
+        Equal keys mean the same event id at the same time from the same request: a
+        client that reuses a message id for two different events. The lead keeps the first
+        it processes, so which one that is must not depend on arrival: the bytes decide.
+
+        Raises:
+            WatermarkViolation: its key is already ripe at the watermark seen, so a record
+                sorting after it may have been released before it.
+        """
+        if self.watermark is not None and ripe(key, self.watermark, self.lateness_ms):
+            raise WatermarkViolation(
+                f"record {key.event_id} (sort time {key.at}) arrived after watermark "
+                f"{self.watermark} was promised"
+            )
+        # The counter only orders byte-identical duplicates, where order cannot matter.
+        heapq.heappush(self._heap, (key, tiebreak, self._added, record))
+        self._added += 1
+
+    def advance(self, low_watermark: int) -> list[_T]:
+        """Release, in key order, every record that ``low_watermark`` makes ripe."""
+        if self.watermark is None or low_watermark > self.watermark:
+            self.watermark = low_watermark
+        return list(self._release())
+
+    def _release(self) -> Iterator[_T]:
+        assert self.watermark is not None
+        while self._heap and ripe(self._heap[0][0], self.watermark, self.lateness_ms):
+            yield heapq.heappop(self._heap)[3]
+
+    def __len__(self) -> int:
+        return len(self._heap)
