@@ -276,3 +276,68 @@ class DeadlineTick:
 
     lead_id: str
     watermark: int
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRequest:
+    """``leadflow.events.by-lead`` (internal): two lead ids are one person.
+
+    The identity stage decides a merge (see ``processors/identity.py``, "Merges") and
+    sends this record twice, keyed by each lead: the absorbed lead hands its state over
+    and becomes a redirect, the survivor waits for that state (``processors/merges.py``).
+    Both copies sort right before the event that caused the merge.
+    """
+
+    merge_id: str  # derived_id("merge", workspace, absorbed, survivor, cause_event_id)
+    workspace_id: str
+    lead_id: str  # the lead this copy is for: absorbed_id or survivor_id (the record key)
+    absorbed_id: str
+    survivor_id: str
+    occurred_at: int  # event time of the cause
+    received_at: int  # collector receive time of the cause (its place in ingestion order)
+    reason: str  # "identify", "alias", "form" or "email" (see identity.py)
+    cause_event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeadTransfer:
+    """``leadflow.events.by-lead`` (internal, lead stage to lead stage): an absorbed lead's state.
+
+    ``state`` is the absorbed lead's stored state (base64 of ``encode_lead_state``), ``""``
+    for a lead never seen; ``refused`` names why the absorbed lead did not merge (then the
+    survivor only stops waiting). ``hops`` counts forwards through redirects.
+    """
+
+    merge_id: str
+    workspace_id: str
+    lead_id: str  # the survivor (the record key)
+    absorbed_id: str
+    occurred_at: int  # the merge's event time
+    reason: str
+    cause_event_id: str
+    state: str = ""
+    refused: str | None = None
+    hops: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeadMerged:
+    """``leadflow.lead-merged`` (contract): ``merged_lead_id`` is now ``lead_id``, for good.
+
+    Every touch and fact of the merged lead counts for the survivor from now on; records
+    later addressed to the merged id are redirected, and the id is never re-used.
+    ``adopted_history``: the survivor had no history of its own and continues the merged
+    lead's stage history (its transitions count for the survivor); otherwise the
+    survivor's own stage history stands. ``merged_lead_ids`` lists the merged id and every
+    id merged into it before, so one row per id resolves to the survivor in one hop.
+    """
+
+    merge_id: str
+    workspace_id: str
+    lead_id: str  # the survivor
+    merged_lead_id: str
+    occurred_at: int
+    reason: str
+    cause_event_id: str
+    adopted_history: bool
+    merged_lead_ids: tuple[str, ...] = ()

@@ -1,13 +1,13 @@
-"""Identity stitching: which lead a device (``anonymous_id``) belongs to.
+"""Identity stitching and merges: which lead a device (``anonymous_id``) belongs to.
 
-State lives per device key, so a browser's anonymous touches and the identify that names
-them arrive on one partition, in order (see ``Event.person_key``). Until the device is
-identified its events are buffered in the state and NOT emitted: the lead processor only
-sees events that carry a ``lead_id``. When identification happens (identify, a form submit
-with an email, any event carrying a lead_id, or an alias whose ``previous_id`` is this
-device) the buffer is emitted first, oldest first, with ``lead_id`` set and the SAME
-``event_id`` (so a re-emission after a crash stays idempotent downstream), then the
-identifying event; every later event of the device gets the lead_id too.
+State lives per inbound key (``Event.person_key``): a device, so a browser's anonymous
+touches and the identify that names them arrive on one partition, in order. Until the
+device is identified its events are buffered in the state and NOT emitted: the lead
+processor only sees events that carry a ``lead_id``. When identification happens
+(identify, a form submit with an email, any event carrying a lead_id, or an alias whose
+``previous_id`` is this device) the buffer is emitted first, oldest first, with ``lead_id``
+set and the SAME ``event_id`` (so a re-emission after a crash stays idempotent downstream),
+then the identifying event; every later event of the device gets the lead_id too.
 
 Buffer bound: :data:`MAX_BUFFERED` events. When full, the oldest event is always kept
 (it is the first touch attribution needs) and the second-oldest is dropped, so the
@@ -22,20 +22,58 @@ consent ``true`` restores stitching from then on.
 Lead ids from a form submit without ``userId``: ``derive_lead_id(workspace, email)`` =
 ``"e-" + derived_id("lead", workspace_id, email.strip().lower())``; the same person
 submitting on two devices therefore becomes one lead. (Provider-specific tricks such as
-Gmail dot folding are deliberately not applied.)
+Gmail dot folding are deliberately not applied.) Such a lead is *soft*: known by an email
+only, not identified by a user id (:func:`is_soft`).
+
+Merges (docs/architecture.md, "Identity merges"; PostHog's and Segment's rules):
+
+1. A device linked to a soft lead that is then identified as a user (identify, or any
+   event with a ``userId``, or an alias of the device) merges the soft lead INTO the user
+   (reason ``identify`` / ``alias``): the form-then-identify journey is one person.
+2. A device already identified as user A and then identified as user B (a shared
+   machine) does NOT merge A and B: PostHog refuses to merge an identified person
+   without ``$merge_dangerously``, Segment allows one ``user_id`` per profile. The device
+   follows B from then on; A keeps what it had.
+3. An email a user declares (identify traits or a form carrying both ``userId`` and
+   ``email``, or a form without ``userId`` on a device identified as that user) links the
+   soft lead of that email to the user: merged INTO the user (reason ``email``/``form``),
+   so the same person's form on another device joins them too.
+4. ``alias(previousId=P, userId=U)`` with P not this device is explicit: P merges into U
+   whether or not P was identified (Segment's alias; PostHog's ``$merge_dangerously``).
+5. Bounds: a device links at most :data:`MAX_DEVICE_LEADS` distinct leads (Segment's
+   default limit for identifiers other than ``user_id``); past that it is *shared*: no
+   merge is asked from it any more and its anonymous events stay anonymous. Ids in
+   :data:`BLOCKED_IDS` (``undefined``, ``null``, ``0`` ... from PostHog's and Segment's
+   lists) never merge and never link a device. Two soft leads never merge (two emails on
+   one anonymous browser are two people as often as one).
+
+A merge is a :class:`~leadflow.processors.derived.MergeRequest` sent to both leads on
+``leadflow.events.by-lead``; ``processors/merges.py`` does the rest. A key asks for each
+merge once (``merged``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from leadflow.processors import codec
-from leadflow.processors.derived import IdentityLinked, derived_id
+from leadflow.processors.derived import IdentityLinked, MergeRequest, derived_id
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
 
 MAX_BUFFERED = 50
+MAX_DEVICE_LEADS = 5
+
+# PostHog's illegal distinct ids (plugin-server person-state.ts) and Segment's suggested
+# blocked values: placeholders a tracker sends by mistake, which would merge everyone.
+BLOCKED_IDS = frozenset(
+    {"anonymous", "guest", "distinctid", "distinct_id", "id", "not_authenticated", "email",
+     "undefined", "true", "false", "null", "none", "nan", "[object object]", "-1", "void"}
+)  # fmt: skip
+_ZEROES_AND_DASHES = re.compile(r"^[0-]*$")
+_SOFT = re.compile(r"^e-[0-9a-f]{32}$")
 
 # Kinds that carry declared identity in their payload.
 _IDENTIFYING = frozenset({Kind.IDENTIFY, Kind.FORM_SUBMITTED})
@@ -52,6 +90,11 @@ class IdentityState:
         tracking: tracking consent (``True`` until the person says otherwise).
         buffer: events seen before identification (bounded, see module doc).
         dropped: buffered events lost to the bound.
+        leads: the distinct leads this device was linked to, oldest first.
+        merged: lead ids this key already asked to merge (each merge is asked once).
+        shared: linked to more than :data:`MAX_DEVICE_LEADS` leads: no more merges.
+        lead_keyed: the state of a lead-keyed stream (``anonymous_id`` is the lead id);
+            it only remembers ``merged``.
     """
 
     anonymous_id: str
@@ -60,6 +103,23 @@ class IdentityState:
     tracking: bool = True
     buffer: tuple[Event, ...] = ()
     dropped: int = 0
+    leads: tuple[str, ...] = ()
+    merged: tuple[str, ...] = ()
+    shared: bool = False
+    lead_keyed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """What the identity stage sends to ``leadflow.events.by-lead`` for one inbound event.
+
+    Attributes:
+        events: the events, each with its ``lead_id`` (buffer replays first).
+        merges: merge requests, two per merge (one per lead), in the order to send.
+    """
+
+    events: list[Event] = field(default_factory=list)
+    merges: list[MergeRequest] = field(default_factory=list)
 
 
 def encode_identity_state(state: IdentityState) -> bytes:
@@ -151,14 +211,34 @@ def check_record_key(key: bytes | None, event: Event) -> None:
         )
 
 
+def is_soft(lead_id: str) -> bool:
+    """Whether a lead id is an email's (:func:`derive_lead_id`), not a user id.
+
+    Example:
+        >>> is_soft(derive_lead_id("ws", "a@b.io")), is_soft("user-42")
+        (True, False)
+    """
+    return _SOFT.match(lead_id) is not None
+
+
+def is_blocked(ident: str) -> bool:
+    """Whether an id is a placeholder that must never merge or link (see :data:`BLOCKED_IDS`).
+
+    Example:
+        >>> is_blocked(" Undefined "), is_blocked("0-0"), is_blocked("user-42")
+        (True, True, False)
+    """
+    text = ident.strip().strip("'\"").lower()
+    return text in BLOCKED_IDS or _ZEROES_AND_DASHES.match(text) is not None
+
+
 def identity_step(
     state: IdentityState | None, event: Event
 ) -> tuple[IdentityState | None, list[Event]]:
-    """Fold one device-keyed event; return the new state and the events for the lead log.
+    """Fold one inbound event; return the new state and the events for the lead log.
 
-    Events without an ``anonymous_id`` (keyed by lead) pass through untouched and keep no
-    state. Campaign costs belong to no person: they stay on the inbound log (the projector
-    reads them there) and produce nothing here. Returned events all carry ``lead_id``.
+    The events only: merges are in :func:`identity_route` (the worker's call). Kept for
+    callers that replay events without merges (benchmarks, the model evaluation).
 
     Example:
         >>> from leadflow.processors.events import Context
@@ -176,13 +256,35 @@ def identity_step(
     Raises:
         InvalidEvent: an event with neither anonymous_id nor lead_id.
     """
+    state, routed = identity_route(state, event)
+    return state, routed.events
+
+
+def identity_route(
+    state: IdentityState | None, event: Event
+) -> tuple[IdentityState | None, Routed]:
+    """Fold one inbound event; return the new state and what goes to ``events.by-lead``.
+
+    Events without an ``anonymous_id`` (keyed by lead) keep state only to ask for a merge
+    once. Campaign costs belong to no person: they stay on the inbound log (the projector
+    reads them there) and produce nothing here. Returned events all carry ``lead_id``.
+
+    Example:
+        >>> f = Event("f", Kind.FORM_SUBMITTED, "ws", 2, 2, anonymous_id="a1",
+        ...           payload={"email": "ada@example.com"})
+        >>> s, r = identity_route(None, f)
+        >>> i = Event("i", Kind.IDENTIFY, "ws", 3, 3, anonymous_id="a1", lead_id="u-7")
+        >>> s, r = identity_route(s, i)
+        >>> [(m.lead_id == m.survivor_id, m.survivor_id, m.reason) for m in r.merges]
+        [(False, 'u-7', 'identify'), (True, 'u-7', 'identify')]
+
+    Raises:
+        InvalidEvent: an event with neither anonymous_id nor lead_id.
+    """
     if event.kind is Kind.CAMPAIGN_COST:
-        return state, []
+        return state, Routed()
     if event.anonymous_id is None:
-        if not event.lead_id and _declared_lead_id(event) is None:
-            raise InvalidEvent(f"event {event.event_id} has neither lead_id nor anonymous_id")
-        lead = _declared_lead_id(event)
-        return state, [_with_lead(event, lead)] if lead else []
+        return _lead_keyed(state, event)
     if state is None:
         state = IdentityState(anonymous_id=event.anonymous_id, workspace_id=event.workspace_id)
     elif state.anonymous_id != event.anonymous_id:
@@ -201,28 +303,125 @@ def identity_step(
         )
         # The lead must learn the consent change to drop contact PII it may not use.
         lead = state.lead_id or event.lead_id
-        out = [_strip(_with_lead(event, lead))] if lead else []
-        return new, out
+        return new, Routed([_strip(_with_lead(event, lead))] if lead else [])
 
     if not state.tracking:
+        # Declared data still reaches its lead and declared ids still merge; the device
+        # itself is linked to nothing.
         declared = _declared_lead_id(event)
-        return state, [_strip(_with_lead(event, declared))] if declared else []
+        if declared is None:
+            return state, Routed()
+        state, asked = _declared_merges(state, event, declared)
+        return state, Routed([_strip(_with_lead(event, declared))], asked)
 
-    lead = _declared_lead_id(event)
+    declared = _declared_lead_id(event)
     if event.kind is Kind.ALIAS and event.payload.get("previous_id") == state.anonymous_id:
-        lead = event.lead_id  # alias(previousId=this device, userId=lead) names the device
-    if lead is None:
-        lead = state.lead_id
-    if lead is None:
-        buffer, lost = _buffered(state.buffer, event)
-        return dataclasses.replace(state, buffer=buffer, dropped=state.dropped + lost), []
+        declared = event.lead_id  # alias(previousId=this device, userId=lead) names the device
+    if declared is not None and is_blocked(declared):
+        # A placeholder id: the event goes where it says, the device is not linked to it.
+        return state, Routed([_with_lead(event, declared)])
+    current = state.lead_id
+    if declared is None:
+        if current is None:
+            buffer, lost = _buffered(state.buffer, event)
+            return dataclasses.replace(state, buffer=buffer, dropped=state.dropped + lost), Routed()
+        if state.shared:
+            return dataclasses.replace(state, dropped=state.dropped + 1), Routed()
+        return state, Routed([_with_lead(event, current)])
+
+    merges: list[MergeRequest] = []
+    target = declared
+    if current is not None and current != declared and not state.shared:
+        if is_soft(current) and not is_soft(declared):
+            # Rule 1: the device's email-only lead was this user all along.
+            state, merges = _ask(state, event, current, declared, _reason(event))
+        elif not is_soft(current) and is_soft(declared) and not event.lead_id:
+            # Rule 3: a form without userId on a device identified as a user is theirs.
+            target = current
+            state, merges = _ask(state, event, declared, current, "form")
+        # Otherwise (rule 2, or two emails) the device follows the newly declared lead.
+    state, declared_merges = _declared_merges(state, event, target)
+    merges.extend(declared_merges)
 
     replay = sorted(state.buffer, key=lambda e: (e.occurred_at, e.event_id))
-    out = [_with_lead(e, lead) for e in replay]
-    out.append(_with_lead(event, lead))
+    out = [_with_lead(e, target) for e in replay]
+    out.append(_with_lead(event, target))
+    leads = state.leads if target in state.leads else (*state.leads, target)
     # A later identify with a different lead re-links the device from now on (shared
     # machines); earlier events stay with the lead they were credited to.
-    return dataclasses.replace(state, lead_id=lead, buffer=()), out
+    new = dataclasses.replace(
+        state, lead_id=target, buffer=(), leads=leads, shared=len(leads) > MAX_DEVICE_LEADS
+    )
+    return new, Routed(out, merges)
+
+
+def _reason(event: Event) -> str:
+    return "alias" if event.kind is Kind.ALIAS else "identify"
+
+
+def _lead_keyed(state: IdentityState | None, event: Event) -> tuple[IdentityState | None, Routed]:
+    lead = _declared_lead_id(event)
+    if not event.lead_id or lead is None:
+        raise InvalidEvent(f"event {event.event_id} has neither lead_id nor anonymous_id")
+    base = state or IdentityState(
+        anonymous_id=event.lead_id, workspace_id=event.workspace_id, lead_keyed=True
+    )
+    new, merges = _declared_merges(base, event, lead)
+    # A lead-keyed stream keeps state only once it asked for a merge.
+    return (new if merges else state), Routed([_with_lead(event, lead)], merges)
+
+
+def _declared_merges(
+    state: IdentityState, event: Event, target: str
+) -> tuple[IdentityState, list[MergeRequest]]:
+    """Rules 3 and 4: the ids an event declares for ``target`` besides the device."""
+    merges: list[MergeRequest] = []
+    if is_soft(target) or is_blocked(target):
+        return state, merges
+    email = event.payload.get("email") if event.kind in _IDENTIFYING else None
+    if event.lead_id and isinstance(email, str) and "@" in email:
+        state, asked = _ask(
+            state, event, derive_lead_id(event.workspace_id, email), target, "email"
+        )
+        merges.extend(asked)
+    previous = event.payload.get("previous_id") if event.kind is Kind.ALIAS else None
+    if isinstance(previous, str) and previous and previous != state.anonymous_id:
+        state, asked = _ask(state, event, previous, target, "alias", explicit=True)
+        merges.extend(asked)
+    return state, merges
+
+
+def _ask(
+    state: IdentityState,
+    event: Event,
+    absorbed: str,
+    survivor: str,
+    reason: str,
+    *,
+    explicit: bool = False,
+) -> tuple[IdentityState, list[MergeRequest]]:
+    """The two copies of one merge request, asked once per key and within the bounds."""
+    if absorbed == survivor or absorbed in state.merged or is_blocked(absorbed):
+        return state, []
+    if not explicit and (state.shared or len(state.merged) >= MAX_DEVICE_LEADS):
+        return state, []
+    merge_id = derived_id("merge", event.workspace_id, absorbed, survivor, event.event_id)
+    request = MergeRequest(
+        merge_id=merge_id,
+        workspace_id=event.workspace_id,
+        lead_id=absorbed,
+        absorbed_id=absorbed,
+        survivor_id=survivor,
+        occurred_at=event.occurred_at,
+        received_at=event.received_at,
+        reason=reason,
+        cause_event_id=event.event_id,
+    )
+    merged = (*state.merged, absorbed)[-4 * MAX_DEVICE_LEADS :]
+    return dataclasses.replace(state, merged=merged), [
+        request,
+        dataclasses.replace(request, lead_id=survivor),
+    ]
 
 
 def identity_link(
@@ -238,7 +437,7 @@ def identity_link(
         >>> identity_link(b, b, Event("e", Kind.VISIT, "ws", 6, 6, "a1")) is None
         True
     """
-    if after is None or after.lead_id is None:
+    if after is None or after.lead_id is None or after.lead_keyed:
         return None
     if before is not None and before.lead_id == after.lead_id:
         return None

@@ -25,7 +25,10 @@ from leadflow.processors.derived import (
     BecameSQL,
     DeadlineTick,
     IdentityLinked,
+    LeadMerged,
     LeadScored,
+    LeadTransfer,
+    MergeRequest,
     NurtureAction,
     OwnerAssigned,
     SlaBreached,
@@ -47,6 +50,9 @@ DerivedEvent: TypeAlias = (
     | IdentityLinked
     | OwnerAssigned
     | DeadlineTick
+    | MergeRequest
+    | LeadTransfer
+    | LeadMerged
 )
 """Every derived event the codec writes as a top-level record (one per contract topic)."""
 

@@ -7,12 +7,16 @@ from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
 from leadflow.processors.identity import (
     MAX_BUFFERED,
+    MAX_DEVICE_LEADS,
     IdentityState,
     decode_identity_state,
     derive_lead_id,
     encode_identity_state,
     identity_link,
+    identity_route,
     identity_step,
+    is_blocked,
+    is_soft,
 )
 
 from ._factory import WS, ev
@@ -186,3 +190,103 @@ def test_campaign_costs_belong_to_no_person_and_pass_by() -> None:
         },
     )
     assert identity_step(None, cost) == (None, [])
+
+
+# -- merges (issue 14) ------------------------------------------------------------------
+
+
+def route(events: list[Event], state: IdentityState | None = None):
+    merges = []
+    for e in events:
+        state, routed = identity_route(state, e)
+        merges.extend(routed.merges)
+    return state, merges
+
+
+def test_form_then_identify_merges_the_email_lead_into_the_user() -> None:
+    soft = derive_lead_id(WS, "ada@acme.io")
+    state, merges = route([
+        ev("v1", Kind.VISIT, 0, anon="a1"),
+        ev("f1", Kind.FORM_SUBMITTED, 1, anon="a1", email="ada@acme.io"),
+        ev("i1", Kind.IDENTIFY, 2, anon="a1", lead="U"),
+    ])  # fmt: skip
+    assert state is not None
+    assert state.lead_id == "U"
+    assert [(m.lead_id, m.absorbed_id, m.survivor_id, m.reason) for m in merges] == [
+        (soft, soft, "U", "identify"),
+        ("U", soft, "U", "identify"),
+    ]
+    assert len({m.merge_id for m in merges}) == 1
+    # Asked once: the same identify again (an SDK retry) asks nothing.
+    _, again = route([ev("i1", Kind.IDENTIFY, 2, anon="a1", lead="U")], state)
+    assert again == []
+
+
+def test_a_second_user_on_an_identified_device_is_not_merged() -> None:
+    state, merges = route([
+        ev("i1", Kind.IDENTIFY, 1, anon="a1", lead="U1"),
+        ev("i2", Kind.IDENTIFY, 2, anon="a1", lead="U2"),
+    ])  # fmt: skip
+    assert merges == []
+    assert state is not None
+    assert state.lead_id == "U2"
+
+
+def test_declared_emails_and_explicit_aliases_merge_into_the_user() -> None:
+    _, merges = route([ev("i1", Kind.IDENTIFY, 1, lead="U", email="Ada@Acme.io")])
+    assert {(m.absorbed_id, m.reason) for m in merges} == {
+        (derive_lead_id(WS, "ada@acme.io"), "email")
+    }
+    # Server-side alias of an old user id: explicit, merged even though it is identified.
+    _, merges = route([ev("al", Kind.ALIAS, 1, lead="U", previous_id="old-user")])
+    assert {(m.absorbed_id, m.survivor_id, m.reason) for m in merges} == {
+        ("old-user", "U", "alias")
+    }
+
+
+def test_a_form_without_user_id_on_an_identified_device_belongs_to_the_user() -> None:
+    soft = derive_lead_id(WS, "ada@acme.io")
+    state, merges = route([
+        ev("i1", Kind.IDENTIFY, 1, anon="a1", lead="U"),
+        ev("f1", Kind.FORM_SUBMITTED, 2, anon="a1", email="ada@acme.io"),
+    ])  # fmt: skip
+    assert {(m.absorbed_id, m.survivor_id, m.reason) for m in merges} == {(soft, "U", "form")}
+    assert state is not None
+    assert state.lead_id == "U"
+
+
+def test_placeholder_ids_never_merge_or_link() -> None:
+    assert is_blocked("undefined")
+    assert is_blocked("00000000-0000")
+    state, merges = route([
+        ev("f1", Kind.FORM_SUBMITTED, 1, anon="a1", email="ada@acme.io"),
+        ev("i1", Kind.IDENTIFY, 2, anon="a1", lead="null"),
+        ev("al", Kind.ALIAS, 3, lead="U", previous_id="anonymous"),
+    ])  # fmt: skip
+    assert merges == []
+    assert state is not None
+    assert is_soft(state.lead_id or "")
+
+
+def test_two_email_leads_on_one_anonymous_device_do_not_merge() -> None:
+    state, merges = route([
+        ev("f1", Kind.FORM_SUBMITTED, 1, anon="a1", email="ada@acme.io"),
+        ev("f2", Kind.FORM_SUBMITTED, 2, anon="a1", email="bob@acme.io"),
+    ])  # fmt: skip
+    assert merges == []
+    assert state is not None
+    assert state.lead_id == derive_lead_id(WS, "bob@acme.io")
+
+
+def test_a_device_past_the_cap_is_shared() -> None:
+    events = [
+        ev(f"i{i}", Kind.IDENTIFY, i, anon="kiosk", lead=f"U{i}", email=f"p{i}@acme.io")
+        for i in range(MAX_DEVICE_LEADS + 1)
+    ]
+    state, merges = route(events)
+    assert state is not None
+    assert state.shared
+    assert len({m.merge_id for m in merges}) == MAX_DEVICE_LEADS
+    _, routed = identity_route(state, ev("v", Kind.VISIT, 99, anon="kiosk"))
+    assert routed.events == []  # a shared device's anonymous events are nobody's
+    assert state.dropped == 0
