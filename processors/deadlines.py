@@ -31,6 +31,8 @@ def next_deadline(state: LeadState) -> int | None:
         ...     LeadState("L", "ws"))
         (5, None)
     """
+    if state.merged_into is not None:
+        return None  # a redirect has no deadlines: its survivor carries them on
     due: list[int] = []
     if state.stage is Stage.MQL and state.sla_due_at is not None and not state.sla_breached:
         due.append(state.sla_due_at)

@@ -24,11 +24,19 @@ touches or a CRM lagging behind):
 - engagement is computed from stored hits at the lead's watermark (max event time seen),
   so a late hit counts with exactly the decay it would have had in order;
 - profile fields: the latest ``occurred_at`` wins per update, not the latest arrival;
-- stage transitions and nurture counters follow ARRIVAL order (the stage machine is a
-  log of decisions); a transition caused by a late event is stamped no earlier than the
-  previous transition, so time-in-stage is never negative; a sales action that does not
-  fit the current stage raises :class:`InvalidTransition` (to the dead-letter topic) and
-  leaves the state unchanged.
+- stage transitions and nurture counters follow processing order, which the worker makes
+  event-time order within the allowed lateness (``processors/ordering.py``); a sales action
+  that does not fit the current stage raises :class:`InvalidTransition` (to the dead-letter
+  topic) and leaves the state unchanged.
+
+Late events (the step time). A step runs at ``max(occurred_at, watermark)``: its event's own
+time, or, for an event older than what the lead has already processed (a late arrival),
+the lead's event time now. Everything the step stamps (transitions, owner assignments,
+scores, the hand-off's ``became_sql_at`` and SLA due time) carries the step time, so the
+state a transition is decided on (fit, engagement, first and last touch, owner) is the
+state as of the transition's stamp: a late event is applied now, never inserted into the
+past, and a hand-off's last touch is never after its ``became_sql_at``. The late event's
+facts keep their own time (touch order, decay at the watermark, profile recency).
 
 Episode labels are :mod:`~leadflow.processors.labels`' business, deadlines (SLA, label
 horizon) :mod:`~leadflow.processors.deadlines`', the state and its caps
@@ -211,12 +219,14 @@ class _Step:
         self.event = event
         self.policy = policy
         self.out: list[Derived] = []
+        # The step time (module doc, "Late events"): the event's time, or the lead's
+        # event time now for an event older than what the lead has seen.
+        self.at = max(event.occurred_at, state.watermark)
 
     def move(self, to: Stage, reason: str) -> StageChanged:
         s, e = self.state, self.event
-        # A late event that causes a transition is stamped no earlier than the stage it
-        # leaves was entered, so time-in-stage is never negative.
-        at = max(e.occurred_at, s.history[-1].entered_at) if s.history else e.occurred_at
+        # Never before the stage it leaves was entered: time-in-stage is never negative.
+        at = max(self.at, s.history[-1].entered_at) if s.history else self.at
         change = transition(
             workspace_id=s.workspace_id,
             lead_id=s.lead_id,
@@ -255,7 +265,7 @@ class _Step:
                 assignment_id=derived_id(s.lead_id, "owner", reason, self.event.event_id),
                 workspace_id=s.workspace_id,
                 lead_id=s.lead_id,
-                occurred_at=self.event.occurred_at,
+                occurred_at=self.at,
                 owner_id=a.owner_id,
                 team=a.team,
                 pool=a.pool,
@@ -376,7 +386,7 @@ def _score(step: _Step, model: ScoreModel | None) -> None:
             score_id=derived_id(s.lead_id, "score", e.event_id),
             workspace_id=s.workspace_id,
             lead_id=s.lead_id,
-            occurred_at=e.occurred_at,
+            occurred_at=step.at,
             fit_score=round(fit, 2),
             engagement_score=round(eng, 2),
             model_score=s.model_score,
@@ -397,6 +407,7 @@ def lead_step(
     *,
     routing: RoutingState | None = None,
     facts: PiiFacts | None = None,
+    rescore: bool = False,
 ) -> tuple[LeadState, list[Derived]]:
     """Apply one lead-keyed event; return the new state and the derived events.
 
@@ -409,6 +420,8 @@ def lead_step(
         facts: what the caller derived from the event's opened PII while ``event`` keeps
             it sealed (``processors.pii.keep_sealed``); ``None`` when the event's PII is
             plaintext (encryption off), from which the step derives the same facts.
+        rescore: score (and re-check the thresholds) even if the event adds no points:
+            the facts changed otherwise (a merge, ``processors/merges.py``).
 
     Returns:
         The new state and the derived events (see the module doc for their order).
@@ -423,6 +436,11 @@ def lead_step(
         state = LeadState(lead_id=event.lead_id, workspace_id=event.workspace_id)
     if event.lead_id != state.lead_id or event.workspace_id != state.workspace_id:
         raise InvalidEvent(f"event {event.event_id} is not for lead {state.lead_id}")
+    if state.merged_into is not None:
+        raise InvalidEvent(
+            f"lead {state.lead_id} merged into {state.merged_into}: "
+            "its records go through processors.merges"
+        )
     key = _seen_key(event.event_id)
     if key in state.seen:
         return state, []
@@ -489,7 +507,7 @@ def lead_step(
     elif k in (Kind.DEAL_WON, Kind.DEAL_LOST):
         _deal(step, routing)
 
-    scored = bool(new_hits) or k in _PROFILE_KINDS or k is Kind.ERASURE_REQUESTED
+    scored = rescore or bool(new_hits) or k in _PROFILE_KINDS or k is Kind.ERASURE_REQUESTED
     if scored:
         _score(step, model)
     s = step.state

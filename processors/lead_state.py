@@ -15,7 +15,9 @@ from leadflow.processors.derived import (
     BecameSQL,
     Contact,
     EngagementSummary,
+    LeadMerged,
     LeadScored,
+    LeadTransfer,
     NurtureAction,
     OwnerAssigned,
     RuleHit,
@@ -26,6 +28,8 @@ from leadflow.processors.derived import (
     Touch,
     TrainingExample,
 )
+from leadflow.processors.events import Event
+from leadflow.processors.pii import PiiFacts
 from leadflow.processors.scoring import EngagementHit
 
 MAX_SEEN = 64  # > identity.MAX_BUFFERED + 1 (tested); 128 made p90 state > 2 KB
@@ -43,7 +47,20 @@ Derived = (
     | SlaBreached
     | NurtureAction
     | TrainingExample
+    | LeadMerged
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """An event held while its lead waits for a merged lead's state (``processors/merges``).
+
+    ``facts`` are what the worker derived from the event's sealed PII when it arrived: the
+    step that runs it later cannot open PII.
+    """
+
+    event: Event
+    facts: PiiFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,14 @@ class LeadState:
     email_domain: str | None = None
     # When event time is due to re-score the lead as its engagement decays (processors/rescore.py).
     rescore_due_at: int | None = None
+    # Merges (processors/merges.py): a merged lead is a redirect to its survivor; a
+    # survivor waiting for a merged lead's state parks its later records, in order.
+    merged_into: str | None = None
+    # Pairs (merge id, "from:<merged lead id>") per merge whose LeadTransfer is due.
+    awaiting: tuple[str, ...] = ()
+    parked: tuple[Parked, ...] = ()
+    parked_tick: int | None = None  # a deadline watermark that came while waiting
+    early: tuple[LeadTransfer, ...] = ()  # transfers that came before their request
 
 
 def encode_lead_state(state: LeadState) -> bytes:
