@@ -22,6 +22,7 @@ where ``D`` is the allowed lateness (``LEADFLOW_ORDER_LATENESS_MS``, default
   that occurred before that, never before anything already processed. Its facts keep their
   own event time (first touch, decay); what it causes is stamped at the lead's event time
   (see ``processors/lead.py``, "Late events").
+- a merge request sorts right before the event that caused it (``record_key``);
 - a clock ahead of the collector (``occurred_at > R'``, within the collector's tolerance)
   counts as ``R'``: the key never waits for the future.
 
@@ -43,14 +44,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from leadflow.processors.derived import MergeRequest
 from leadflow.processors.errors import LeadflowError
+from leadflow.processors.events import Event
 
 DEFAULT_LATENESS_MS = 0
 """One request shares one R', so a batch needs no lateness; see docs/architecture.md."""
 
-MERGE_RANK = 0
-"""A merge request sorts right before the event that caused it (same time, same id)."""
-EVENT_RANK = 1
+# A merge's two requests sort right before the event that caused it (same time, same id):
+# the merged lead's copy first, so a lead stage holding for the survivor's transfer never
+# waits for a request behind it (processors/merges.py, "Holding").
+HANDOVER_RANK = 0
+WAIT_RANK = 1
+EVENT_RANK = 2
 
 _T = TypeVar("_T")
 
@@ -70,7 +76,7 @@ class ReleaseKey:
         at: ``occurred_at`` clamped to ``[R' - D, R']``.
         occurred_at: the event time.
         event_id: the event (a merge request: the event that caused it).
-        rank: :data:`MERGE_RANK` or :data:`EVENT_RANK`.
+        rank: :data:`HANDOVER_RANK`, :data:`WAIT_RANK` or :data:`EVENT_RANK`.
     """
 
     at: int
@@ -105,6 +111,31 @@ def release_key(
         raise ValueError(f"lateness must be >= 0, got {lateness_ms}")
     at = min(max(occurred_at, received - lateness_ms), received)
     return ReleaseKey(at, occurred_at, event_id, rank)
+
+
+def record_key(
+    record: Event | MergeRequest, received: int, lateness_ms: int = DEFAULT_LATENESS_MS
+) -> ReleaseKey:
+    """The release key of one by-lead record; ``received`` is its ``R'`` (header).
+
+    A merge request sorts at the event that caused it, the merged lead's copy first.
+
+    Example:
+        >>> import dataclasses
+        >>> from leadflow.processors.events import Kind
+        >>> e = Event("i1", Kind.IDENTIFY, "ws", 50, 60, "a1", "u1")
+        >>> m = MergeRequest("m", "ws", "e-x", "e-x", "u1", 50, 60, "identify", "i1")
+        >>> record_key(m, 60) < record_key(dataclasses.replace(m, lead_id="u1"), 60)
+        True
+        >>> record_key(dataclasses.replace(m, lead_id="u1"), 60) < record_key(e, 60)
+        True
+    """
+    if isinstance(record, MergeRequest):
+        rank = HANDOVER_RANK if record.lead_id == record.absorbed_id else WAIT_RANK
+        return release_key(
+            received, record.occurred_at, record.cause_event_id, rank=rank, lateness_ms=lateness_ms
+        )
+    return release_key(received, record.occurred_at, record.event_id, lateness_ms=lateness_ms)
 
 
 def ripe(key: ReleaseKey, low_watermark: int, lateness_ms: int = DEFAULT_LATENESS_MS) -> bool:
@@ -217,6 +248,18 @@ class ReleaseBuffer(Generic[_T]):
         if self.watermark is None or low_watermark > self.watermark:
             self.watermark = low_watermark
         return list(self._release())
+
+    def pop_ripe(self, low_watermark: int) -> _T | None:
+        """Release the next record only (``None`` if none is ripe).
+
+        For a lead stage that may have to stop between two records (a lead waiting for a
+        merged lead's state holds its partition, ``processors/merges.py``).
+        """
+        if self.watermark is None or low_watermark > self.watermark:
+            self.watermark = low_watermark
+        if self._heap and ripe(self._heap[0][0], self.watermark, self.lateness_ms):
+            return heapq.heappop(self._heap)[3]
+        return None
 
     def _release(self) -> Iterator[_T]:
         assert self.watermark is not None

@@ -237,7 +237,9 @@ def test_poison_goes_to_the_dlq_with_its_reason_and_the_journey_is_unchanged(
             assert err is None, err
             sources[case] = (msg.topic(), msg.partition(), msg.offset())
 
-        real_key = None if key == NO_KEY else key or scoped_key(poisoned.workspace, poisoned.anon).encode()
+        real_key = (
+            None if key == NO_KEY else key or scoped_key(poisoned.workspace, poisoned.anon).encode()
+        )
         producer.produce(EVENTS.name, key=real_key, value=value, on_delivery=delivered)
     assert producer.flush(30) == 0
     send(topics, phase[2:])
@@ -259,7 +261,9 @@ def test_poison_goes_to_the_dlq_with_its_reason_and_the_journey_is_unchanged(
         [letter] = letters[case]
         assert letter["value"] == value, case
         assert reason in letter["leadflow.reason"].decode(), (case, letter)
-        assert letter["key"] == (None if key == NO_KEY else key or scoped_key(poisoned.workspace, poisoned.anon).encode()), case
+        assert letter["key"] == (
+            None if key == NO_KEY else key or scoped_key(poisoned.workspace, poisoned.anon).encode()
+        ), case
     counts_checked(
         f"{len(corpus)} poison records -> exactly one dead letter each, reasons checked; "
         f"journey transitions {clean} identical to the clean run; 1 hand-off each"

@@ -174,4 +174,5 @@ def test_nothing_is_released_until_every_source_has_promised() -> None:
     marks.promise(1, 20)
     marks.promise(1, 10)  # an older promise changes nothing
     assert marks.low == 20
-    assert ripe(release_key(19, 1, "x"), 20) and not ripe(release_key(20, 1, "x"), 20)
+    assert ripe(release_key(19, 1, "x"), 20)
+    assert not ripe(release_key(20, 1, "x"), 20)

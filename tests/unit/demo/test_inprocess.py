@@ -1,0 +1,350 @@
+"""Issue 14: one person, one lead, one history, whatever order the partitions answer in.
+
+The worker is simulated in-process (leadflow.demo.inprocess): inbound partitions, the
+identity stage, the release buffers of events.by-lead, holds for merges, direct records
+between lead partitions. A *schedule* drives every choice the broker and the machine make
+(which partition answers next, when a transfer arrives); outputs must not depend on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leadflow.demo.inprocess import InProcess, Result, partition_of
+from leadflow.processors.derived import (
+    BecameMQL,
+    BecameSQL,
+    LeadMerged,
+    LeadScored,
+    OwnerAssigned,
+    Stage,
+    StageChanged,
+)
+from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.identity import MAX_DEVICE_LEADS, derive_lead_id
+from leadflow.processors.policy_load import load_default_policy
+from leadflow.processors.scoring import DAY_MS
+from leadflow.schemas.codec import SingleObjectCodec
+
+from . import journey
+
+POLICY = load_default_policy()
+CODEC = SingleObjectCodec()
+
+
+def encoded(result: Result) -> dict[str, list[bytes]]:
+    """Every lead's derived events as wire bytes, in the order the lead emitted them."""
+    return {lead: [CODEC.encode(d) for d in ds] for lead, ds in result.by_lead().items()}
+
+
+def schedules(events: list[Event], partitions: int) -> list[list[int]]:
+    """One schedule per order in which the inbound partitions hand over their records.
+
+    Each schedule drains one partition after another; the direct records (merge
+    transfers) are delivered as late as possible (the lowest pick is always inbound).
+    """
+    used = sorted({partition_of(e.person_key, partitions) for e in events})
+    out = []
+    for order in itertools.permutations(range(len(used))):
+        picks: list[int] = []
+        remaining = list(range(len(used)))
+        for chosen in order:
+            position = remaining.index(chosen)
+            count = sum(1 for e in events if partition_of(e.person_key, partitions) == used[chosen])
+            picks.extend([position] * count)
+            remaining.remove(chosen)
+        out.append(picks)
+    return out
+
+
+def test_the_journey_lands_on_several_partitions() -> None:
+    events = journey.events()
+    assert len({partition_of(e.person_key, 4) for e in events}) == 2
+    assert len({e.received_at for e in events}) == 1  # one request
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 4, 12])
+def test_the_journey_in_every_arrival_order_is_one_lead_with_identical_derived_events(
+    partitions: int,
+) -> None:
+    events = journey.events()
+    runs = [InProcess(POLICY, partitions).run(events, s) for s in schedules(events, partitions)]
+    # Transfers delivered at the first chance instead of the last.
+    runs += [InProcess(POLICY, partitions).run(events, [len(events)] * 40)]
+    first = encoded(runs[0])
+    assert all(encoded(r) == first for r in runs[1:])
+    result = runs[0]
+    assert result.dead_letters == []
+    assert result.live_leads() == {journey.USER}
+    merges = {(m.merged_lead_id, m.reason, m.adopted_history) for m in result.merged()}
+    soft = derive_lead_id(journey.WORKSPACE, journey.EMAIL)
+    assert merges == {(soft, "identify", True), (journey.OLD_CRM_ID, "alias", False)}
+    handoff = next(d for d in result.by_lead()[journey.USER] if isinstance(d, BecameSQL))
+    # The form's firmographics and the pages count for the survivor ...
+    assert handoff.contact.company_size == 1200
+    assert handoff.first_touch is not None
+    assert handoff.first_touch.event_id == "m01-page-pricing"
+    # ... and the hand-off is the state as of its own time: the webinar came before it.
+    assert handoff.last_touch is not None
+    assert handoff.last_touch.event_id == "m07-webinar"
+    assert handoff.last_touch.occurred_at <= handoff.became_sql_at
+    assert [s.stage for s in handoff.stage_history] == [
+        Stage.VISITOR,
+        Stage.LEAD,
+        Stage.MQL,
+        Stage.SQL,
+    ]
+
+
+def test_the_journey_gives_the_same_lead_history_on_any_worker_count() -> None:
+    events = journey.events()
+    one = encoded(InProcess(POLICY, 1).run(events))
+    for partitions in (2, 3, 7, 12):
+        assert encoded(InProcess(POLICY, partitions).run(events)) == one
+
+
+def test_the_journey_with_duplicates_gives_the_same_derived_events() -> None:
+    events = journey.events()
+    plain = encoded(InProcess(POLICY, 4).run(events))
+    # The SDK retried the whole batch (a lost response): same message ids, a later request.
+    retried = journey.events(received_at=events[0].received_at + 5_000)
+    for schedule in schedules(events + retried, 4):
+        assert encoded(InProcess(POLICY, 4).run(events + retried, schedule)) == plain
+    # A producer retry duplicated single records inside the log.
+    doubled = [e for event in events for e in (event, event)]
+    assert encoded(InProcess(POLICY, 4).run(doubled, [1, 0] * 20)) == plain
+
+
+def test_before_ordering_the_arrival_order_decided_the_history() -> None:
+    """The faust worker applied records as they arrived: the issue's 12-of-16 finding."""
+    events = journey.events()
+    histories = {
+        tuple(map(tuple, encoded(InProcess(POLICY, 4, ordered=False).run(events, s)).values()))
+        for s in schedules(events, 4)
+    }
+    assert len(histories) > 1
+
+
+def test_form_then_identify_from_one_device_is_one_lead() -> None:
+    events = [
+        e
+        for e in journey.events()
+        if e.event_id in ("m01-page-pricing", "m02-page-product", "m03-form", "m04-identify")
+    ]
+    for schedule in schedules(events, 4):
+        result = InProcess(POLICY, 4).run(events, schedule)
+        assert result.live_leads() == {journey.USER}
+        assert len(result.merged()) == 1
+        survivor = result.states[f'["{journey.WORKSPACE}","{journey.USER}"]']
+        assert survivor.summary.visits == 2
+        assert survivor.contact.company == "BigCorp"
+
+
+def test_two_identified_users_on_one_shared_device_stay_two() -> None:
+    base = journey.events()[0]
+    one = dataclasses.replace(base, event_id="id-1", kind=base.kind)
+
+    def ev(event_id: str, minute: int, **kw: Any) -> Event:
+        return dataclasses.replace(
+            one, event_id=event_id, occurred_at=journey.T0 + minute * journey.MINUTE, **kw
+        )
+
+    events = [
+        ev("p1", 0),
+        ev("i1", 1, kind=Kind.IDENTIFY, lead_id="user-a", payload={"email": "a@x.io"}),
+        ev("p2", 2, lead_id="user-a"),
+        ev("i2", 3, kind=Kind.IDENTIFY, lead_id="user-b", payload={"email": "b@x.io"}),
+        ev("p3", 4, lead_id="user-b"),
+        ev("p4", 5),  # anonymous again: the device follows the last user
+    ]
+    for schedule in schedules(events, 4):
+        result = InProcess(POLICY, 4).run(events, schedule)
+        assert result.live_leads() == {"user-a", "user-b"}
+        # Only each user's own email joins them; the two users never merge.
+        assert {(m.merged_lead_id, m.lead_id) for m in result.merged()} == {
+            (derive_lead_id(journey.WORKSPACE, "a@x.io"), "user-a"),
+            (derive_lead_id(journey.WORKSPACE, "b@x.io"), "user-b"),
+        }
+        # The anonymous page before the first login is user-a's, the one after, user-b's.
+        touched = {
+            d.cause_event_id: d.lead_id for d in result.all_derived() if isinstance(d, LeadScored)
+        }
+        assert (touched["p1"], touched["p4"]) == ("user-a", "user-b")
+
+
+def test_a_device_shared_by_more_users_than_the_cap_stops_merging_and_stitching() -> None:
+    base = journey.events()[0]
+    users = MAX_DEVICE_LEADS + 2
+    events = []
+    for i in range(users):  # a kiosk: one person after the other logs in with their email
+        at = journey.T0 + i * 10 * journey.MINUTE
+        events.append(
+            dataclasses.replace(
+                base,
+                event_id=f"i{i}",
+                kind=Kind.IDENTIFY,
+                occurred_at=at,
+                lead_id=f"user-{i}",
+                payload={"email": f"p{i}@x.io"},
+            )
+        )
+    events.append(dataclasses.replace(base, event_id="later", occurred_at=journey.T0 + DAY_MS))
+    result = InProcess(POLICY, 3).run(events)
+    assert result.live_leads() == {f"user-{i}" for i in range(users)}
+    # Each email links to its user, until the device has asked for as many merges as the cap.
+    assert len(result.merged()) == MAX_DEVICE_LEADS
+    # Past the cap the device is shared: its anonymous page view is nobody's.
+    assert all(
+        d.lead_id != f"user-{users - 1}" or "later" not in str(d) for d in result.all_derived()
+    )
+    assert not any(getattr(d, "cause_event_id", None) == "later" for d in result.all_derived())
+
+
+# -- the property ------------------------------------------------------------------------
+
+
+@st.composite
+def journeys(draw: st.DrawFn) -> tuple[list[Event], int]:
+    """A few people, each a mix of anonymous pages, forms, identify, alias and user events,
+    sent in requests (one ``received_at`` each) that may arrive late."""
+    lateness = draw(st.sampled_from([0, 120_000]))
+    people = draw(st.integers(1, 3))
+    requests: list[list[Event]] = []
+    clock = journey.T0
+    n = 0
+    shared = draw(st.booleans())
+
+    def event(kind: Kind, at: int, **kw: Any) -> Event:
+        nonlocal n
+        n += 1
+        return Event(
+            f"e{n:03d}", kind, "ws", at, at, context=Context(path=kw.pop("path", None)), **kw
+        )
+
+    for person in range(people):
+        device = "dev-shared" if shared else f"dev-{person}"
+        user = f"user-{person}"
+        email = f"p{person}@co{person}.io"
+        steps: list[Event] = []
+        at = clock + draw(st.integers(0, 5)) * journey.MINUTE
+        for _ in range(draw(st.integers(0, 3))):
+            at += draw(st.integers(1, 30)) * 1000
+            steps.append(event(Kind.VISIT, at, anonymous_id=device, path="/pricing"))
+        if draw(st.booleans()):
+            at += 1000
+            steps.append(
+                event(
+                    Kind.FORM_SUBMITTED,
+                    at,
+                    anonymous_id=device,
+                    payload={
+                        "email": email,
+                        "company_size": 500,
+                        "title": "VP Sales",
+                        "industry": "software",
+                    },
+                )
+            )
+        if draw(st.booleans()):
+            at += 1000
+            steps.append(
+                event(
+                    Kind.IDENTIFY,
+                    at,
+                    anonymous_id=device,
+                    lead_id=user,
+                    payload={"email": email} if draw(st.booleans()) else {},
+                )
+            )
+            if draw(st.booleans()):
+                at += 1000
+                steps.append(
+                    event(Kind.ALIAS, at, lead_id=user, payload={"previous_id": f"old-{person}"})
+                )
+            for _ in range(draw(st.integers(0, 3))):
+                at += draw(st.integers(1, 600)) * 1000
+                kind = draw(
+                    st.sampled_from(
+                        [Kind.WEBINAR_ATTENDED, Kind.EMAIL_CLICKED, Kind.DEMO_REQUESTED]
+                    )
+                )
+                steps.append(event(kind, at, lead_id=user))
+            if draw(st.booleans()):
+                at += 1000
+                steps.append(
+                    event(
+                        Kind.STAGE_CHANGED,
+                        at,
+                        lead_id=user,
+                        payload={
+                            "action": draw(st.sampled_from(["accept_mql", "recycle", "disqualify"]))
+                        },
+                    )
+                )
+        # Cut the person's events into requests; each is received some time after its last.
+        while steps:
+            size = draw(st.integers(1, len(steps)))
+            requests.append(steps[:size])
+            steps = steps[size:]
+        clock = at
+    out: list[Event] = []
+    for request in requests:
+        delay = draw(st.sampled_from([50, 20_000, 10 * 60_000]))
+        received = max(e.occurred_at for e in request) + delay
+        out.extend(dataclasses.replace(e, received_at=received) for e in request)
+    # The collector writes requests in the order they were received.
+    out.sort(key=lambda e: e.received_at)
+    return out, lateness
+
+
+ROUTED = (OwnerAssigned, BecameMQL, BecameSQL)
+
+
+def _owners_masked(result: Result) -> dict[str, list[bytes]]:
+    """Per lead, the derived events with round-robin picks masked (cursors are per partition)."""
+    out: dict[str, list[bytes]] = {}
+    for lead, ds in result.by_lead().items():
+        items = []
+        for d in ds:
+            if isinstance(d, OwnerAssigned):
+                d = dataclasses.replace(
+                    d, owner_id=None, team=None, cursor_after=0, previous_owner_id=None
+                )
+            elif isinstance(d, BecameMQL):
+                d = dataclasses.replace(d, owner_id=None)
+            elif isinstance(d, BecameSQL):
+                d = dataclasses.replace(d, owner_id=None, team=None)
+            items.append(CODEC.encode(d))
+        out[lead] = items
+    return out
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    data=journeys(), partitions=st.integers(2, 5), schedule=st.lists(st.integers(0, 9), max_size=80)
+)
+def test_any_interleaving_gives_the_outputs_of_event_time_order(
+    data: tuple[list[Event], int], partitions: int, schedule: list[int]
+) -> None:
+    events, lateness = data
+    reference = InProcess(POLICY, partitions, lateness_ms=lateness).run(events)
+    shuffled = InProcess(POLICY, partitions, lateness_ms=lateness).run(events, schedule)
+    assert encoded(shuffled) == encoded(reference)
+    assert shuffled.dead_letters == reference.dead_letters
+    # One worker processes everything in the canonical (event-time) order: the same
+    # history for every lead, up to which rep the round robin picked.
+    single = InProcess(POLICY, 1, lateness_ms=lateness).run(events)
+    assert _owners_masked(single) == _owners_masked(reference)
+    for lead, ds in reference.by_lead().items():
+        changes = [d for d in ds if isinstance(d, StageChanged)]
+        assert [c.occurred_at for c in changes] == sorted(c.occurred_at for c in changes), lead
+        for handoff in (d for d in ds if isinstance(d, BecameSQL)):
+            if handoff.last_touch is not None:
+                assert handoff.last_touch.occurred_at <= handoff.became_sql_at
+    assert all(isinstance(m, LeadMerged) for m in reference.merged())
