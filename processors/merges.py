@@ -157,7 +157,12 @@ def check_lead_record_key(key: bytes | None, record: LeadRecord) -> None:
 
 
 def lead_advance(
-    state: LeadState, watermark: int, policy: Policy, *, routing: RoutingState | None = None
+    state: LeadState,
+    watermark: int,
+    policy: Policy,
+    *,
+    routing: RoutingState | None = None,
+    model: ScoreModel | None = None,
 ) -> LeadOutcome:
     """``advance_time`` for a lead that may be a redirect or waiting for a merge.
 
@@ -169,7 +174,7 @@ def lead_advance(
     if state.awaiting:
         tick = watermark if state.parked_tick is None else max(state.parked_tick, watermark)
         return LeadOutcome(dataclasses.replace(state, parked_tick=tick))
-    new, out = advance_time(state, watermark, policy, routing=routing)
+    new, out = advance_time(state, watermark, policy, routing=routing, model=model)
     return LeadOutcome(new, list(out))
 
 
@@ -355,7 +360,7 @@ def _resume(
         out.direct.extend(step.direct)
         cursors = _moved(cursors, step.derived)
     if tick is not None:
-        state, due = advance_time(state, tick, policy, routing=cursors)
+        state, due = advance_time(state, tick, policy, routing=cursors, model=model)
         out.derived.extend(due)
     out.state = state
 

@@ -23,13 +23,14 @@ from leadflow.sinks.paths import migration_statements as path_statements
 from leadflow.sinks.tables import (
     ALL_TABLES,
     BASE_TABLES,
+    LEAD_MERGES,
     PATH_TABLES,
     check_identifier,
     create_table_sql,
     engine_for,
     on_cluster,
 )
-from leadflow.sinks.views import V_IDENTITIES_CONSENT, view_statements
+from leadflow.sinks.views import V_IDENTITIES_CONSENT, merge_view_statements, view_statements
 from leadflow.streams.logs import get_logger
 
 log = get_logger(__name__)
@@ -85,6 +86,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "attribution paths as data (sinks/paths.py)",
         (*(f"table:{t.name}" for t in PATH_TABLES), *path_statements()),
+    ),
+    Migration(
+        5,
+        "identity merges: lead_merges, views resolve merged ids",
+        (f"table:{LEAD_MERGES.name}", *merge_view_statements()),
     ),
 )
 

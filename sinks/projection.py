@@ -22,6 +22,7 @@ from typing import Any
 from leadflow.processors.derived import (
     BecameSQL,
     IdentityLinked,
+    LeadMerged,
     LeadScored,
     SlaBreached,
     StageChanged,
@@ -35,6 +36,7 @@ from leadflow.sinks.tables import (
     EVENTS,
     HANDOFFS,
     IDENTITIES,
+    LEAD_MERGES,
     SCORES,
     SLA_BREACHES,
     STAGE_TRANSITIONS,
@@ -278,6 +280,24 @@ def identity_linked_rows(obj: IdentityLinked) -> Rows:
     return rows
 
 
+def lead_merged_rows(obj: LeadMerged) -> Rows:
+    """One ``lead_merges`` row per id the merge resolves to the survivor.
+
+    Example:
+        >>> m = LeadMerged("m1", "w", "U", "e-1", 5, "identify", "i1", True, ("e-1", "x"))
+        >>> [r[2:4] for r in lead_merged_rows(m).by_table["lead_merges"]]
+        [('e-1', 'U'), ('x', 'U')]
+    """
+    rows = Rows()
+    for merged in dict.fromkeys((obj.merged_lead_id, *obj.merged_lead_ids)):
+        rows.add(
+            LEAD_MERGES,
+            (obj.merge_id, obj.workspace_id, merged, obj.lead_id, obj.occurred_at, obj.reason,
+             obj.cause_event_id, int(obj.adopted_history)),
+        )  # fmt: skip
+    return rows
+
+
 def rows_for(obj: object) -> Rows:
     """The rows any projected object maps to; other derived events map to none.
 
@@ -297,6 +317,8 @@ def rows_for(obj: object) -> Rows:
         return sla_breached_rows(obj)
     if isinstance(obj, IdentityLinked):
         return identity_linked_rows(obj)
+    if isinstance(obj, LeadMerged):
+        return lead_merged_rows(obj)
     return Rows()
 
 

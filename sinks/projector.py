@@ -44,6 +44,7 @@ from leadflow.processors.bounds_load import load_bounds
 from leadflow.processors.derived import (
     BecameSQL,
     IdentityLinked,
+    LeadMerged,
     LeadScored,
     SlaBreached,
     StageChanged,
@@ -64,6 +65,7 @@ from leadflow.streams.topics import (
     EVENTS,
     IDENTITIES,
     LEAD_BECAME_SQL,
+    LEAD_MERGED,
     LEAD_SCORED,
     LEAD_STAGE_CHANGED,
     SLA_BREACHED,
@@ -73,7 +75,7 @@ log = get_logger(__name__)
 
 PROJECTED_TOPICS: tuple[str, ...] = (
     EVENTS.name, LEAD_STAGE_CHANGED.name, LEAD_SCORED.name, LEAD_BECAME_SQL.name,
-    SLA_BREACHED.name, IDENTITIES.name,
+    SLA_BREACHED.name, IDENTITIES.name, LEAD_MERGED.name,
 )  # fmt: skip
 DEFAULT_GROUP = "leadflow-projector"
 
@@ -82,7 +84,7 @@ DEFAULT_GROUP = "leadflow-projector"
 TOPIC_RECORDS: dict[str, type] = {
     EVENTS.name: Event, LEAD_STAGE_CHANGED.name: StageChanged, LEAD_SCORED.name: LeadScored,
     LEAD_BECAME_SQL.name: BecameSQL, SLA_BREACHED.name: SlaBreached,
-    IDENTITIES.name: IdentityLinked,
+    IDENTITIES.name: IdentityLinked, LEAD_MERGED.name: LeadMerged,
 }  # fmt: skip
 
 

@@ -285,6 +285,27 @@ SLA_BREACHES = TableSpec(
     partition_by=None,
 )
 
+# Migration 5 (issue 14): identity merges. One row per merged id and merge; the latest
+# merge of an id names its survivor (v_lead_merges), and the base views resolve every
+# lead id through it, so a merged person is counted once.
+LEAD_MERGES = TableSpec(
+    name="lead_merges",
+    doc="one row per (merged lead id, merge): the id now resolves to lead_id (v_lead_merges)",
+    columns=(
+        Column("merge_id", S),
+        Column("workspace_id", LS),
+        Column("merged_lead_id", S),
+        Column("lead_id", S),
+        *_ms("merged_at", "merged_time"),
+        Column("reason", LS),
+        Column("cause_event_id", S),
+        Column("adopted_history", "UInt8"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(workspace_id, merged_lead_id, merge_id)",
+    partition_by=None,
+)
+
 # The attribution path tables (migration 4, sinks/paths.py). Derived data: touch_log and
 # path_marks are written by materialized views, journeys / conversion_paths / path_refreshes by
 # sinks.paths.refresh_paths. Nobody inserts into them directly, and analysts read reports.
@@ -401,7 +422,7 @@ BASE_TABLES: tuple[TableSpec, ...] = (
 PATH_TABLES: tuple[TableSpec, ...] = (
     TOUCH_LOG, PATH_MARKS, JOURNEYS, CONVERSION_PATHS, PATH_REFRESHES,
 )  # fmt: skip
-ALL_TABLES: tuple[TableSpec, ...] = (*BASE_TABLES, *PATH_TABLES)
+ALL_TABLES: tuple[TableSpec, ...] = (*BASE_TABLES, *PATH_TABLES, LEAD_MERGES)
 
 # Written by materialized views or by refreshes, never by the projector's inserts, and not
 # exposed to analysts on their own (they are caches of what the views compute).

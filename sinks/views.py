@@ -431,6 +431,136 @@ GROUP BY workspace_id, conversion, path
 """
 
 
+# -- migration 5 (issue 14): identity merges ---------------------------------------------
+# A merged lead id resolves to its survivor: the latest merge of the id names it (a chain
+# A -> B -> C has a row A -> C, written when B merged, see LeadMerged.merged_lead_ids).
+# ``adopted_history`` is 1 only if every merge on the way continued the merged id's stage
+# history (min over its rows); otherwise its derived rows are superseded by the survivor's.
+V_LEAD_MERGES = """
+CREATE VIEW IF NOT EXISTS $db.v_lead_merges$oc AS
+SELECT
+    workspace_id,
+    merged_lead_id,
+    argMax(lead_merges.lead_id, (lead_merges.merged_at, lead_merges.merge_id)) AS lead_id,
+    min(lead_merges.adopted_history) AS adopted_history,
+    min(merged_at) AS first_merged_at
+FROM $db.lead_merges
+GROUP BY workspace_id, merged_lead_id
+"""
+
+# Every event with its person, as before, then resolved through merges: a touch of the
+# form-then-identify person counts once, for the survivor.
+V_PERSON_EVENTS_MERGED = """
+CREATE OR REPLACE VIEW $db.v_person_events$oc AS
+SELECT
+    p.event_id AS event_id, p.workspace_id AS workspace_id, p.kind AS kind,
+    p.occurred_at AS occurred_at, p.occurred_time AS occurred_time,
+    p.anonymous_id AS anonymous_id,
+    if(m.lead_id != '', m.lead_id, p.raw_lead_id) AS lead_id,
+    if(m.lead_id != '', m.lead_id, p.raw_person_id) AS person_id,
+    p.channel AS channel, p.campaign AS campaign, p.experiment AS experiment,
+    p.variant AS variant, p.company_size AS company_size, p.industry AS industry,
+    p.country AS country, p.is_touch AS is_touch
+FROM
+(
+    SELECT
+        e.event_id AS event_id,
+        e.workspace_id AS workspace_id,
+        e.kind AS kind,
+        e.occurred_at AS occurred_at,
+        fromUnixTimestamp64Milli(e.occurred_at, 'UTC') AS occurred_time,
+        e.anonymous_id AS anonymous_id,
+        if(e.lead_id != '', e.lead_id, i.lead_id) AS raw_lead_id,
+        if(raw_lead_id != '', raw_lead_id, concat('anon:', e.anonymous_id)) AS raw_person_id,
+        e.channel AS channel,
+        e.campaign AS campaign,
+        e.experiment AS experiment,
+        e.variant AS variant,
+        e.company_size AS company_size,
+        e.industry AS industry,
+        e.country AS country,
+        e.kind IN ($touch_kinds) AS is_touch
+    FROM $db.events AS e FINAL
+    LEFT JOIN $db.v_identities AS i
+        ON i.workspace_id = e.workspace_id AND i.anonymous_id = e.anonymous_id
+) AS p
+LEFT JOIN $db.v_lead_merges AS m
+    ON m.workspace_id = p.workspace_id AND m.merged_lead_id = p.raw_lead_id
+"""
+
+
+# A ``v_*`` view over one table with lead ids resolved through merges. Rows of a merged id
+# count for its survivor when the survivor continued its history (``adopted_history``);
+# otherwise the survivor's own rows stand and the merged id's are left out, so no person
+# has two histories. ``$extra`` adds the table's computed columns.
+_RESOLVED = """
+CREATE OR REPLACE VIEW $db.$view$oc AS
+SELECT r.* REPLACE (if(m.lead_id != '', m.lead_id, r.lead_id) AS lead_id)$extra
+FROM $db.$table AS r FINAL
+LEFT JOIN $db.v_lead_merges AS m
+    ON m.workspace_id = r.workspace_id AND m.merged_lead_id = r.lead_id
+WHERE m.merged_lead_id = '' OR m.adopted_history = 1
+"""
+
+
+def _resolved(view: str, table: str, extra: str) -> str:
+    return _RESOLVED.replace("$view", view).replace("$table", table).replace("$extra", extra)
+
+
+# Deals are facts (money), not history: every deal counts, for the survivor.
+V_DEALS_MERGED = """
+CREATE OR REPLACE VIEW $db.v_deals$oc AS
+SELECT d.* REPLACE (if(m.lead_id != '', m.lead_id, d.lead_id) AS lead_id), d.occurred_time
+FROM $db.deals AS d FINAL
+LEFT JOIN $db.v_lead_merges AS m
+    ON m.workspace_id = d.workspace_id AND m.merged_lead_id = d.lead_id
+"""
+
+# The current state per live lead: a merged id is no lead any more.
+V_LEAD_STATE_MERGED = """
+CREATE OR REPLACE VIEW $db.v_lead_state$oc AS
+SELECT
+    workspace_id,
+    lead_id,
+    argMaxMerge(stage) AS stage,
+    max(stage_since) AS stage_since,
+    uniqExactMerge(transitions) AS transitions,
+    argMaxMerge(fit_score) AS fit_score,
+    argMaxMerge(engagement_score) AS engagement_score,
+    argMaxMerge(model_score) AS model_score,
+    max(scored_at) AS scored_at
+FROM $db.lead_state
+WHERE (workspace_id, lead_id) NOT IN (SELECT workspace_id, merged_lead_id FROM $db.lead_merges)
+GROUP BY workspace_id, lead_id
+"""
+
+
+def merge_view_statements() -> tuple[str, ...]:
+    """Migration 5's views: merges, then the base views resolving lead ids through them.
+
+    Dependencies first; ``$db``/``$oc`` unbound.
+
+    Example:
+        >>> any("v_lead_merges" in s for s in merge_view_statements())
+        True
+    """
+    return tuple(
+        s.replace("$touch_kinds", TOUCH_KIND_LIST).replace("$rank_to", stage_rank("r.to_stage"))
+        for s in (
+            V_LEAD_MERGES,
+            V_PERSON_EVENTS_MERGED,
+            _resolved("v_stage_transitions", "stage_transitions",
+                      ", r.occurred_time AS occurred_time, $rank_to AS to_rank"),
+            _resolved("v_scores", "scores", ", r.occurred_time AS occurred_time"),
+            _resolved("v_handoffs", "handoffs", ", r.became_sql_time AS became_sql_time"),
+            _resolved("v_sla_breaches", "sla_breaches",
+                      ", r.mql_time AS mql_time, r.due_time AS due_time"),
+            V_DEALS_MERGED,
+            V_LEAD_STATE_MERGED,
+        )
+    )  # fmt: skip
+
+
 def view_statements() -> tuple[str, ...]:
     """Every view template in creation order (dependencies first); ``$db``/``$oc`` unbound.
 

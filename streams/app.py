@@ -26,7 +26,7 @@ import faust
 
 from leadflow.processors import derived as d
 from leadflow.processors.bounds import BoundsTable, check_bounds
-from leadflow.processors.deadlines import advance_time, next_deadline
+from leadflow.processors.deadlines import next_deadline
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, lead_key
 from leadflow.processors.identity import (
@@ -34,10 +34,15 @@ from leadflow.processors.identity import (
     decode_identity_state,
     encode_identity_state,
     identity_link,
-    identity_step,
+    identity_route,
 )
-from leadflow.processors.lead import lead_step
 from leadflow.processors.lead_state import LeadState, decode_lead_state, encode_lead_state
+from leadflow.processors.merges import (
+    Direct,
+    check_lead_record_key,
+    lead_advance,
+    lead_record_step,
+)
 from leadflow.processors.model import ModelRegistry, ScoreModel, SnapshotError
 from leadflow.processors.pii import PiiFacts, keep_sealed
 from leadflow.processors.policy import Policy
@@ -57,6 +62,7 @@ _T = TypeVar("_T")
 
 APP_ID = "leadflow"
 ROUTING_KEY = b"cursors"
+HOPS_HEADER = "leadflow.hops"
 
 # Which contract topic each derived event goes to, and what it is keyed by.
 ROUTES: dict[type, tuple[t.TopicSpec, str]] = {
@@ -70,6 +76,7 @@ ROUTES: dict[type, tuple[t.TopicSpec, str]] = {
     # One trainer per workspace: all of a workspace's examples land on one partition.
     d.TrainingExample: (t.TRAINING_EXAMPLES, "workspace_id"),
     d.IdentityLinked: (t.IDENTITIES, "anonymous_id"),
+    d.LeadMerged: (t.LEAD_MERGED, "lead_id"),
 }
 
 
@@ -264,7 +271,7 @@ class LeadflowApp:
                 check_bounds(inbound, self.bounds)
                 raw_state = self.identities.get(key)
                 state = decode_identity_state(raw_state) if raw_state else None
-                new_state, out = identity_step(state, inbound)
+                new_state, routed = identity_route(state, inbound)
             except LeadflowError as exc:
                 await self._dead_letter(exc, event)
                 continue
@@ -272,12 +279,14 @@ class LeadflowApp:
             link = identity_link(state, new_state, inbound)
             if link is not None:
                 sent.append(await self._send(link))
-            for routed in out:
-                assert routed.lead_id is not None
+            # Merge requests first: they sort before the event that caused them.
+            records: list[Event | d.MergeRequest] = [*routed.merges, *routed.events]
+            for record in records:
+                assert record.lead_id is not None
                 sent.append(
                     await self.by_lead.send(
-                        key=lead_key(routed.workspace_id, routed.lead_id).encode(),
-                        value=self.codec.encode(routed),
+                        key=lead_key(record.workspace_id, record.lead_id).encode(),
+                        value=self.codec.encode(record),
                     )
                 )
             # State last: see _emit.
@@ -297,32 +306,63 @@ class LeadflowApp:
                     if state is None:
                         continue  # the lead's state is gone (erased): nothing is due
                     watermark = record.watermark
-                    new_state, out = advance_time(
+                    outcome = lead_advance(
                         state,
                         watermark,
                         self.policy,
                         routing=self._routing(),
                         model=self._current_model(state.workspace_id),
                     )
-                elif isinstance(record, Event):
-                    record, facts = await self._keep_pii_sealed(record)
+                elif isinstance(record, Event | d.MergeRequest | d.LeadTransfer):
+                    check_lead_record_key(key, record)
+                    facts = None
+                    if isinstance(record, Event):
+                        record, facts = await self._keep_pii_sealed(record)
                     watermark = record.occurred_at
-                    new_state, out = lead_step(
+                    outcome = lead_record_step(
                         state,
                         record,
                         self.policy,
                         self._current_model(record.workspace_id),
                         routing=self._routing(),
                         facts=facts,
+                        hops=_hops(event),
                     )
                 else:
-                    raise LeadflowError(f"{type(record).__name__} is not an Event or a tick")
+                    raise LeadflowError(f"{type(record).__name__} is not a by-lead record")
             except LeadflowError as exc:
                 await self._dead_letter(exc, event)
                 continue
-            await self._emit(out)
-            await self._store(self.leads, key, encode_lead_state(new_state))
-            await self._advance(new_state, watermark)
+            for failed, error in outcome.failed:
+                # A parked event that broke an invariant when its lead resumed after a merge.
+                log.warning("dead_letter", lead=failed.lead_id, reason=str(error))
+                message = event.message
+                await self.dlq.send(
+                    key=key,
+                    value=self.codec.encode(failed),
+                    headers=dlq_headers(error, message.topic, message.partition, message.offset),
+                )
+            await self._emit(outcome.derived)
+            await self._send_direct(outcome.direct)
+            if outcome.state is not None:
+                await self._store(self.leads, key, encode_lead_state(outcome.state))
+                await self._advance(outcome.state, watermark)
+
+    async def _send_direct(self, direct: list[Direct]) -> None:
+        """Records for other leads (merge transfers, forwards through a redirect).
+
+        Applied on arrival by the lead agent (there is no release buffer under faust); the
+        hop count travels in a header so a redirect cycle ends in the dead-letter topic.
+        """
+        sent = [
+            await self.by_lead.send(
+                key=item.key.encode(),
+                value=self.codec.encode(item.record),
+                headers={HOPS_HEADER: str(item.hops).encode()},
+            )
+            for item in direct
+        ]
+        await asyncio.gather(*sent)
 
     async def _advance(self, state: LeadState, watermark: int) -> None:
         """Send a tick to every lead whose deadline event time has passed.
@@ -558,6 +598,16 @@ def _await_chain(task: asyncio.Task[Any]) -> list[str]:
             chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     return chain
+
+
+def _hops(event: faust.EventT[bytes]) -> int:
+    """How many redirects forwarded this by-lead record (0 when not forwarded)."""
+    headers: Any = event.headers or {}
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for name, value in pairs:
+        if name == HOPS_HEADER and value:
+            return int(value)
+    return 0
 
 
 def _credentials(settings: Settings) -> Any:

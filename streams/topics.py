@@ -81,6 +81,11 @@ TRAINING_EXAMPLES = TopicSpec(
     "leadflow.training-examples", "lead_id", "labelled feature vectors for the online model"
 )
 MODELS = TopicSpec("leadflow.models", "workspace_id", "signed model snapshots", compacted=True)
+LEAD_MERGED = TopicSpec(
+    "leadflow.lead-merged",
+    "lead_id (the survivor)",
+    "identity merges: an id merged into a survivor for good (redirected, never re-used)",
+)
 IDENTITIES = TopicSpec(
     "leadflow.identities", "anonymous_id", "anonymous id to lead id", compacted=True
 )
@@ -125,6 +130,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     IDENTITIES,
     PII_KEYS,
     AUDIT,
+    LEAD_MERGED,
 )
 
 
