@@ -1,0 +1,93 @@
+"""ClickHouse counts a merged person once (issue 14): attribution, velocity, the funnel.
+
+The journey of tests/unit/demo/journey.py runs through the pure pipeline (identity with
+merges, ordered lead stage); what the worker would publish, and the inbound log the
+projector reads, are loaded into a fresh database. The same rows without the merge
+records show what the views must undo: the form's email lead and the user were two leads.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from leadflow.demo.inprocess import InProcess
+from leadflow.processors.derived import LeadMerged
+from leadflow.processors.identity import derive_lead_id
+from leadflow.processors.policy_load import load_default_policy
+from leadflow.sinks import reports
+from leadflow.sinks.migrations import migrate
+from leadflow.sinks.projection import rows_for_all
+from leadflow.sinks.projector import insert_rows
+from tests.unit.demo import journey
+
+RANGE = {"date_from": date(2025, 12, 1), "date_to": date(2026, 3, 1)}
+SOFT = derive_lead_id(journey.WORKSPACE, journey.EMAIL)
+
+
+def load(client: Any, database: str, *, merges: bool) -> None:
+    events = journey.events()
+    result = InProcess(load_default_policy(), partitions=4).run(events)
+    derived = [d for d in result.all_derived() if merges or not isinstance(d, LeadMerged)]
+    migrate(client, database)
+    insert_rows(client, database, rows_for_all([*events, *result.links, *derived]))
+
+
+def leads_in_funnel(client: Any, db: str) -> dict[str, int]:
+    rows = client.query(f"SELECT lead_id, max_rank FROM {db}.v_lead_funnel").result_rows
+    return {str(lead): int(rank) for lead, rank in rows}
+
+
+def stays(client: Any, db: str) -> dict[str, int]:
+    return {str(r[0]): int(r[2]) for r in reports.time_in_stage(client, db, **RANGE).rows}
+
+
+def credit_per_conversion(client: Any, db: str, conversion: str) -> dict[str, float]:
+    rows = client.query(
+        f"SELECT conversion_id, sum(weight) FROM {db}.attribution(lookback_days = 90, "
+        f"half_life_days = 7) WHERE conversion = '{conversion}' AND model = 'linear' "
+        "GROUP BY conversion_id"
+    ).result_rows
+    return {str(c): float(w) for c, w in rows}
+
+
+@pytest.mark.integration
+def test_without_the_merge_rows_the_person_is_two_leads(client: Any, clickhouse_db: str) -> None:
+    load(client, clickhouse_db, merges=False)
+    assert set(leads_in_funnel(client, clickhouse_db)) == {SOFT, journey.USER}
+
+
+@pytest.mark.integration
+def test_attribution_and_velocity_count_a_merged_person_once(
+    client: Any, clickhouse_db: str
+) -> None:
+    db = clickhouse_db
+    load(client, db, merges=True)
+    # The funnel: one lead, the user; its history starts with the email lead's (adopted).
+    assert leads_in_funnel(client, db) == {journey.USER: 3}
+    merged = client.query(f"SELECT merged_lead_id, lead_id FROM {db}.v_lead_merges").result_rows
+    assert sorted(merged) == sorted([(SOFT, journey.USER), (journey.OLD_CRM_ID, journey.USER)])
+    # Velocity: each stage was entered once by this person and left once (SQL is open).
+    assert stays(client, db) == {"visitor": 1, "lead": 1, "mql": 1}
+    conversion = reports.stage_conversion(client, db, **RANGE).rows
+    assert [row[1] for row in conversion] == [1]  # one lead created
+    # Attribution: one conversion per stage, its credit sums to 1 (counted once) and the
+    # anonymous pages and the form before the login are the survivor's touches.
+    for stage in ("lead", "mql", "sql"):
+        assert list(credit_per_conversion(client, db, stage).values()) == [pytest.approx(1.0)]
+    touches = client.query(
+        f"SELECT DISTINCT touch_id FROM {db}.attribution(lookback_days = 90, "
+        "half_life_days = 7) WHERE conversion = 'sql'"
+    ).result_rows
+    assert {"m01-page-pricing", "m02-page-product", "m03-form", "m07-webinar"} <= {
+        str(t[0]) for t in touches
+    }
+    people = client.query(
+        f"SELECT uniqExact(person_id) FROM {db}.v_person_events WHERE is_touch"
+    ).result_rows
+    assert people == [(1,)]
+    # The email lead's rows are not a second lead anywhere analysts look.
+    state = client.query(f"SELECT lead_id FROM {db}.v_lead_state").result_rows
+    assert [str(r[0]) for r in state] == [journey.USER]
