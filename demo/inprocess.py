@@ -92,6 +92,10 @@ class Result:
         """Leads with a state that is not a redirect (each a person)."""
         return {s.lead_id for s in self.states.values() if s.merged_into is None and s.seen}
 
+    def redirects(self) -> dict[str, str]:
+        """Every merged lead id and its survivor (announced or not)."""
+        return {s.lead_id: s.merged_into for s in self.states.values() if s.merged_into}
+
     def merged(self) -> list[LeadMerged]:
         """The merges, in emission order."""
         return [d for d in self.all_derived() if isinstance(d, LeadMerged)]

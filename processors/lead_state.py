@@ -123,6 +123,7 @@ class LeadState:
     parked: tuple[Parked, ...] = ()
     parked_tick: int | None = None  # a deadline watermark that came while waiting
     early: tuple[LeadTransfer, ...] = ()  # transfers that came before their request
+    announced: bool = False  # a redirect whose LeadMerged is out (see merges._on_event)
 
 
 def encode_lead_state(state: LeadState) -> bytes:

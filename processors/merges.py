@@ -44,6 +44,7 @@ from leadflow.processors.derived import (
     MergeRequest,
     OwnerAssigned,
     Touch,
+    derived_id,
 )
 from leadflow.processors.errors import InvalidEvent, LeadflowError
 from leadflow.processors.events import Event, Kind, lead_key
@@ -194,9 +195,23 @@ def _on_event(
             )
         target = state.merged_into
         forwarded = dataclasses.replace(event, lead_id=target)
-        return LeadOutcome(
-            state, direct=[Direct(lead_key(event.workspace_id, target), forwarded, hops + 1)]
+        direct = [Direct(lead_key(event.workspace_id, target), forwarded, hops + 1)]
+        if state.announced:
+            return LeadOutcome(state, direct=direct)
+        # The id merged before it had any history (an email declared at login, an alias of
+        # an id never seen), so nobody announced it; now it matters: announce it once.
+        notice = LeadMerged(
+            merge_id=derived_id("redirect", event.workspace_id, state.lead_id, target),
+            workspace_id=event.workspace_id,
+            lead_id=target,
+            merged_lead_id=state.lead_id,
+            occurred_at=event.occurred_at,
+            reason="redirect",
+            cause_event_id=event.event_id,
+            adopted_history=False,
+            merged_lead_ids=(state.lead_id,),
         )
+        return LeadOutcome(dataclasses.replace(state, announced=True), [notice], direct)
     if state is not None and state.awaiting:
         if len(state.parked) >= MAX_PARKED:
             raise InvalidEvent(
@@ -239,7 +254,13 @@ def _hand_over(state: LeadState | None, request: MergeRequest) -> LeadOutcome:
     for early in base.early:
         direct.append(Direct(to_survivor, dataclasses.replace(early, lead_id=survivor, hops=1)))
     frozen = dataclasses.replace(
-        base, merged_into=survivor, awaiting=(), parked=(), parked_tick=None, early=()
+        base,
+        merged_into=survivor,
+        awaiting=(),
+        parked=(),
+        parked_tick=None,
+        early=(),
+        announced=bool(transfer.state),  # the survivor announces a merge with history
     )
     return LeadOutcome(frozen, direct=direct)
 
@@ -304,16 +325,16 @@ def _absorb(
 ) -> LeadOutcome:
     """Merge the transferred state into ``base``, then run what was parked if done waiting."""
     out = LeadOutcome(base)
-    if transfer.refused is None:
-        merged = decode_lead_state(base64.b64decode(transfer.state)) if transfer.state else None
-        fresh = base.transitions == 0 and not base.seen
-        adopted = merged is not None and fresh
-        if merged is None:
-            combined = base
-        elif adopted:
-            combined = _adopt(base, merged)
-        else:
-            combined = _combine(base, merged, policy)
+    if transfer.refused is None and not transfer.state:
+        # The merged id was never seen: nothing to merge or announce (its redirect announces
+        # itself if it is ever used); the survivor remembers the alias and the merge.
+        aliases = tuple(dict.fromkeys((*base.aliases, transfer.absorbed_id)))[-MAX_ALIASES:]
+        seen = (*base.seen, _seen_key(transfer.merge_id))[-MAX_SEEN:]
+        out = LeadOutcome(dataclasses.replace(base, aliases=aliases, seen=seen))
+    elif transfer.refused is None:
+        merged = decode_lead_state(base64.b64decode(transfer.state))
+        adopted = base.transitions == 0 and not base.seen
+        combined = _adopt(base, merged) if adopted else _combine(base, merged, policy)
         cause = Event(
             event_id=transfer.merge_id,
             kind=Kind.ALIAS,
@@ -333,7 +354,7 @@ def _absorb(
             reason=transfer.reason,
             cause_event_id=transfer.cause_event_id,
             adopted_history=adopted,
-            merged_lead_ids=(transfer.absorbed_id, *(merged.aliases if merged else ())),
+            merged_lead_ids=(transfer.absorbed_id, *merged.aliases),
         )
         out = LeadOutcome(new, [notice, *derived])
     if out.state is not None and not out.state.awaiting:

@@ -84,7 +84,9 @@ def test_the_journey_in_every_arrival_order_is_one_lead_with_identical_derived_e
     assert result.live_leads() == {journey.USER}
     merges = {(m.merged_lead_id, m.reason, m.adopted_history) for m in result.merged()}
     soft = derive_lead_id(journey.WORKSPACE, journey.EMAIL)
-    assert merges == {(soft, "identify", True), (journey.OLD_CRM_ID, "alias", False)}
+    assert merges == {(soft, "identify", True)}
+    # The old CRM id had no history: it redirects to the user, announced once it is used.
+    assert result.redirects() == {soft: journey.USER, journey.OLD_CRM_ID: journey.USER}
     handoff = next(d for d in result.by_lead()[journey.USER] if isinstance(d, BecameSQL))
     # The form's firmographics and the pages count for the survivor ...
     assert handoff.contact.company_size == 1200
@@ -167,9 +169,10 @@ def test_two_identified_users_on_one_shared_device_stay_two() -> None:
         result = InProcess(POLICY, 4).run(events, schedule)
         assert result.live_leads() == {"user-a", "user-b"}
         # Only each user's own email joins them; the two users never merge.
-        assert {(m.merged_lead_id, m.lead_id) for m in result.merged()} == {
-            (derive_lead_id(journey.WORKSPACE, "a@x.io"), "user-a"),
-            (derive_lead_id(journey.WORKSPACE, "b@x.io"), "user-b"),
+        assert result.merged() == []
+        assert result.redirects() == {
+            derive_lead_id(journey.WORKSPACE, "a@x.io"): "user-a",
+            derive_lead_id(journey.WORKSPACE, "b@x.io"): "user-b",
         }
         # The anonymous page before the first login is user-a's, the one after, user-b's.
         touched = {
@@ -198,7 +201,7 @@ def test_a_device_shared_by_more_users_than_the_cap_stops_merging_and_stitching(
     result = InProcess(POLICY, 3).run(events)
     assert result.live_leads() == {f"user-{i}" for i in range(users)}
     # Each email links to its user, until the device has asked for as many merges as the cap.
-    assert len(result.merged()) == MAX_DEVICE_LEADS
+    assert len(result.redirects()) == MAX_DEVICE_LEADS
     # Past the cap the device is shared: its anonymous page view is nobody's.
     assert all(
         d.lead_id != f"user-{users - 1}" or "later" not in str(d) for d in result.all_derived()

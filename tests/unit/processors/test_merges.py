@@ -194,3 +194,19 @@ def test_a_late_event_is_stamped_at_the_leads_time_not_in_the_past() -> None:
     with pytest.raises(InvalidTransition):
         step(run(None, [ev("x", Kind.STAGE_CHANGED, 0, lead="Z", action="disqualify")]),
              ev("y", Kind.STAGE_CHANGED, 1, lead="Z", action="accept_mql"))  # fmt: skip
+
+
+def test_an_id_merged_before_it_had_history_is_announced_when_first_used() -> None:
+    waiting = step(None, request("e-new", "U", "survivor")).state
+    handed = step(None, request("e-new", "U", "absorbed"))
+    done = step(waiting, transfer_of(handed))
+    assert done.derived == []  # nothing merged, nothing to announce yet
+    assert done.state is not None
+    assert "e-new" in done.state.aliases
+    first = step(handed.state, ev("f9", Kind.FORM_SUBMITTED, 30, lead="e-new", email="x@y.io"))
+    [notice] = first.derived
+    assert isinstance(notice, LeadMerged)
+    assert (notice.merged_lead_id, notice.lead_id, notice.reason) == ("e-new", "U", "redirect")
+    second = step(first.state, ev("v9", Kind.VISIT, 31, lead="e-new"))
+    assert second.derived == []
+    assert len(second.direct) == 1
