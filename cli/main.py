@@ -14,6 +14,7 @@ from leadflow.cli import (
     demo,
     dlq,
     erase,
+    identity_eval,
     kafka,
     keys,
     model_eval,
@@ -109,5 +110,6 @@ for command in (
     site.site_cmd,
     demo.demo_cmd,
     model_eval.model_eval_cmd,
+    identity_eval.identity_eval_cmd,
 ):
     cli.add_command(command)

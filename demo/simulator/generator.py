@@ -107,6 +107,11 @@ class SimConfig:
         seed: the only source of randomness.
         start: event time of the span's start (timezone-aware).
         world: the simulated market, a name of :data:`model.WORLDS`.
+        form_first: share of lead-magnet captures that submit the form (with their email)
+            BEFORE logging in, as issue 14 saw from real SDKs: the form reaches the
+            collector without a userId, the identify a moment later. Drawn from a hash of
+            (seed, person), not from the journey's random stream, so 0 (the default) gives
+            exactly the messages of before.
     """
 
     people: int = 2_000
@@ -114,6 +119,7 @@ class SimConfig:
     seed: int = 1
     start: datetime = DEFAULT_START
     world: str = "northwind"
+    form_first: float = 0.0
 
     def __post_init__(self) -> None:
         if self.people < 0:
@@ -122,6 +128,8 @@ class SimConfig:
             raise SimulationError(f"days must be > 0, got {self.days}")
         if self.world not in model.WORLDS:
             raise SimulationError(f"unknown world {self.world!r}; one of {sorted(model.WORLDS)}")
+        if not 0.0 <= self.form_first <= 1.0:
+            raise SimulationError(f"form_first must be within [0, 1], got {self.form_first}")
         to_ms(self.start)
 
     @property
@@ -277,6 +285,8 @@ class _Journey:
         self.engaged_at = arrival
         self.device = person.anonymous_id
         self.emails = 0
+        draw = int(derived_id("form-first", config.seed, person.index)[:8], 16) / 2**32
+        self.form_first = draw < config.form_first
 
     # -- the event loop ------------------------------------------------------------
 
@@ -628,15 +638,14 @@ class _Journey:
         rng, p = self.rng, self.p
         self.known = True
         self._become_lead(t)
-        self._emit(
-            t,
-            {
-                "type": "identify",
-                **self._ids(web=True),
-                "traits": self._traits(),
-                "context": self._web_context(page, "", "", None),
-            },
-        )
+        identify = {
+            "type": "identify",
+            **self._ids(web=True),
+            "traits": self._traits(),
+            "context": self._web_context(page, "", "", None),
+        }
+        if not self.form_first:
+            self._emit(t, identify)
         properties: dict[str, Any] = {
             "form_id": form_id,
             "asset": asset,
@@ -655,7 +664,15 @@ class _Journey:
         if page.path.startswith("/lp/"):
             properties["experiment"] = model.EXPERIMENT
             properties["variant"] = p.variant
-        self._track(t + rng.randrange(100, 900), "Form Submitted", properties, page=page)
+        delay = rng.randrange(100, 900)
+        if self.form_first:
+            # The form goes out anonymous (device id and email, no userId); login follows.
+            self.known = False
+            self._track(t, "Form Submitted", properties, page=page)
+            self.known = True
+            self._emit(t + delay, identify)
+        else:
+            self._track(t + delay, "Form Submitted", properties, page=page)
 
     def _badge_scan(self, t: int, c: Campaign) -> None:
         """Trade-show leads arrive from the CRM import: known at once, no web history."""
