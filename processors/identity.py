@@ -335,7 +335,7 @@ def identity_route(
         if is_soft(current) and not is_soft(declared):
             # Rule 1: the device's email-only lead was this user all along.
             state, merges = _ask(state, event, current, declared, _reason(event))
-        elif not is_soft(current) and is_soft(declared) and not event.lead_id:
+        elif not is_soft(current) and is_soft(declared) and _user_id(event) is None:
             # Rule 3: a form without userId on a device identified as a user is theirs.
             target = current
             state, merges = _ask(state, event, declared, current, "form")
@@ -353,6 +353,16 @@ def identity_route(
         state, lead_id=target, buffer=(), leads=leads, shared=len(leads) > MAX_DEVICE_LEADS
     )
     return new, Routed(out, merges)
+
+
+def _user_id(event: Event) -> str | None:
+    """The user id the sender gave; an email's lead id the collector set is none.
+
+    With PII encryption the collector seals the email and puts its lead id in ``lead_id``
+    itself (``processors.pii.seal_event``): such an event still names no user.
+    """
+    lead = event.lead_id
+    return lead if lead and not is_soft(lead) else None
 
 
 def _reason(event: Event) -> str:
@@ -378,8 +388,9 @@ def _declared_merges(
     merges: list[MergeRequest] = []
     if is_soft(target) or is_blocked(target):
         return state, merges
+    # A sealed email (PII encryption) cannot be read here: only a plaintext one links.
     email = event.payload.get("email") if event.kind in _IDENTIFYING else None
-    if event.lead_id and isinstance(email, str) and "@" in email:
+    if _user_id(event) and isinstance(email, str) and "@" in email:
         state, asked = _ask(
             state, event, derive_lead_id(event.workspace_id, email), target, "email"
         )

@@ -28,6 +28,7 @@ from leadflow.processors.derived import (
 )
 from leadflow.processors.events import Context, Event, Kind
 from leadflow.processors.identity import MAX_DEVICE_LEADS, derive_lead_id
+from leadflow.processors.pii import seal_event
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.processors.scoring import DAY_MS
 from leadflow.schemas.codec import SingleObjectCodec
@@ -102,6 +103,21 @@ def test_the_journey_in_every_arrival_order_is_one_lead_with_identical_derived_e
         Stage.MQL,
         Stage.SQL,
     ]
+
+
+def test_the_journey_with_sealed_pii_is_one_lead_too() -> None:
+    """With PII encryption the collector seals the email and names the form's lead itself."""
+
+    def fake(ws: str, subject: str, field: str, text: str) -> str:
+        return "enc:v2:00000001:" + text[::-1]
+
+    events = [seal_event(e, fake) for e in journey.events()]
+    form = next(e for e in events if e.event_id == "m03-form")
+    assert form.lead_id == derive_lead_id(journey.WORKSPACE, journey.EMAIL)
+    runs = [InProcess(POLICY, 4).run(events, s) for s in schedules(events, 4)]
+    assert all(encoded(r) == encoded(runs[0]) for r in runs[1:])
+    assert runs[0].live_leads() == {journey.USER}
+    assert {m.merged_lead_id for m in runs[0].merged()} == {form.lead_id}
 
 
 def test_the_journey_gives_the_same_lead_history_on_any_worker_count() -> None:
