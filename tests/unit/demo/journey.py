@@ -67,11 +67,13 @@ def batch(received_at: int = T0 + 40 * MINUTE) -> list[dict[str, Any]]:
 
 
 def events(
-    received_at: int = T0 + 40 * MINUTE, messages: list[dict[str, Any]] | None = None
+    received_at: int = T0 + 40 * MINUTE,
+    messages: list[dict[str, Any]] | None = None,
+    workspace: str = WORKSPACE,
 ) -> list[Event]:
     """The batch as the collector writes it to ``leadflow.events`` (one ``received_at``)."""
     options = MapOptions(
-        workspace_id=WORKSPACE, received_at=received_at, future_tolerance_ms=300_000
+        workspace_id=workspace, received_at=received_at, future_tolerance_ms=300_000
     )
     out = []
     for i, message in enumerate(messages or batch(received_at)):

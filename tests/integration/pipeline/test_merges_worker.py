@@ -1,0 +1,38 @@
+"""The worker merges a form-then-identify person (issue 14), through the real broker.
+
+Under faust the lead stage applies records in arrival order (event-time order comes with
+issue 17's engine); the merge itself does not depend on it: the email lead hands its state
+to the user and redirects, and ``leadflow.lead-merged`` says so.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from leadflow.processors.derived import BecameSQL, LeadMerged
+from leadflow.processors.identity import derive_lead_id
+from leadflow.streams.settings import Settings
+from leadflow.streams.topics import LEAD_BECAME_SQL, LEAD_MERGED
+from tests.unit.demo import journey
+
+from .conftest import WorkerProcess, read, send
+
+
+def test_form_then_identify_is_merged_by_the_worker(
+    topics: Settings, worker: WorkerProcess
+) -> None:
+    workspace = f"ws-merge-{uuid.uuid4().hex[:6]}"
+    events = journey.events(workspace=workspace)
+    send(topics, events)
+    [merged] = read(topics, LEAD_MERGED.name, workspace, expect=1)
+    assert isinstance(merged, LeadMerged)
+    assert (merged.lead_id, merged.merged_lead_id, merged.reason) == (
+        journey.USER,
+        derive_lead_id(workspace, journey.EMAIL),
+        "identify",
+    )
+    # Sales accepted the person: one hand-off, for the survivor. (What it carries depends on
+    # arrival order under faust: the CRM event may come before the form's merge.)
+    [handoff] = read(topics, LEAD_BECAME_SQL.name, workspace, expect=1)
+    assert isinstance(handoff, BecameSQL)
+    assert handoff.lead_id == journey.USER
