@@ -11,9 +11,15 @@ This module is every by-lead record's entry point (:func:`lead_record_step`):
   Events later addressed to it are forwarded to the survivor (``Direct``), and so are
   deadlines' and transfers' consequences: the id is never used again.
 - **survivor side** (the request for ``survivor_id``): the survivor waits for that
-  transfer. Its later records are parked in its state, in order, so the sequence it
-  processes does not depend on when the transfer arrives: a transfer that comes first is
-  kept (``early``) until the request is reached. Other leads are not held.
+  transfer (``awaiting``). **Holding**: the worker's lead stage then releases nothing more
+  from the partition until the transfer has arrived (routing cursors and deadlines are
+  per partition, so the whole partition's sequence stays the canonical one). That cannot
+  deadlock: both copies of a merge share their cause's key, partitions release in key
+  order and the merged lead's copy sorts first, so a partition only ever waits for a
+  request with the same or an earlier key. A transfer that comes first is kept
+  (``early``) until the request is reached. Records that reach a waiting lead anyway
+  (forwarded ones, or under a worker that does not hold) are parked in its state and run,
+  in order, right after the transfer.
 - **absorb**: a survivor that had processed nothing yet *adopts* the merged lead (its
   stage history, owner and scores continue under the survivor's id; ``adopted_history``).
   Otherwise the survivor keeps its own stage history and owner and takes the merged
@@ -23,6 +29,9 @@ This module is every by-lead record's entry point (:func:`lead_record_step`):
   re-scored and its thresholds re-checked at the merge, as one step stamped at the
   merge's time (``lead_step(rescore=True)`` with an alias event whose id is the merge id,
   so a repeated merge is a duplicate). :class:`LeadMerged` goes first.
+- **announcing**: a merged id that never had history (an email declared at login, an
+  alias of an id never seen) merges silently; its redirect publishes the
+  :class:`LeadMerged` the first time it forwards something (reason ``redirect``).
 - **refusals** (the survivor stops waiting, nothing merges): the merged id already
   redirects elsewhere (first merge wins: two identified users are never joined through
   a shared email), or the merge would close a cycle.
