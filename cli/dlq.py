@@ -179,7 +179,11 @@ def _source(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 
 @dlq.command("replay")
 @click.option("--source", required=True, callback=_source, help="TOPIC:PARTITION:OFFSET.")
-@click.option("--key", help="Key to send it with (required when the record had none).")
+@click.option(
+    "--key",
+    help="Key to send it with (required when the record had none): the person key, "
+    '\'["<workspace>","<device or lead id>"]\'.',
+)
 @click.pass_context
 def replay_cmd(ctx: click.Context, source: str, key: str | None) -> None:
     """Send a dead letter's original bytes back to its source topic (after fixing the cause).

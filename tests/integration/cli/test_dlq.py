@@ -100,9 +100,10 @@ def test_show_and_replay_a_dead_letter(
     bad = invoke("dlq", "replay", "--source", "nowhere:1:2")
     assert bad.exit_code == 2
 
-    replayed = invoke("dlq", "replay", "--source", keyless, "--key", anon)
+    person = event.person_key  # ["ws-dlq","<device>"]: the key names the workspace too
+    replayed = invoke("dlq", "replay", "--source", keyless, "--key", person)
     assert replayed.exit_code == 0, replayed.output
-    assert f"replayed {keyless} to {EVENTS.name} with key '{anon}'" in replayed.output
+    assert f"replayed {keyless} to {EVENTS.name} with key '{person}'" in replayed.output
 
     # The replayed record: same bytes, now keyed; the projector takes it as a row.
     before = clickhouse_session.query(

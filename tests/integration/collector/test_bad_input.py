@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from leadflow.processors.events import Event
+from leadflow.processors.events import Event, scoped_key
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import DLQ
@@ -372,7 +372,7 @@ def test_injection_strings_in_free_text_are_stored_verbatim(running: Running) ->
     [(key, value)] = consume_since(running.settings, before, 1)
     event = codec_from_settings(running.settings).decode(value)
     assert isinstance(event, Event)
-    assert key.decode() == SQL
+    assert key.decode() == scoped_key("ws-acme", SQL)
     assert event.payload["name"] == SCRIPT
     assert json.loads(event.payload["properties_json"]) == {"comment": SQL, "html": SCRIPT}
 

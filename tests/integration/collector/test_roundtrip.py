@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.events import Context, Event, Kind, scoped_key
 from leadflow.schemas.codec import codec_from_settings
 from tests.integration.collector.conftest import (
     RECEIVED_AT,
@@ -95,7 +95,7 @@ def test_form_submitted_arrives_field_for_field(running: Running) -> None:
     }
 
     [(key, event)] = decode_all(running, consume_since(running.settings, before, 1))
-    assert key == "anon-42"
+    assert key == scoped_key("ws-acme", "anon-42")
     assert event == Event(
         event_id=message_id,
         kind=Kind.FORM_SUBMITTED,
@@ -238,7 +238,11 @@ def test_batch_of_every_call_type_is_accepted_whole(running: Running) -> None:
     )
 
     won_key, won = events[ids[3]]
-    assert (won_key, won.kind, won.context.channel) == ("u1", Kind.DEAL_WON, "partner")
+    assert (won_key, won.kind, won.context.channel) == (
+        scoped_key("ws-acme", "u1"),
+        Kind.DEAL_WON,
+        "partner",
+    )
     assert dict(won.payload) == {
         "deal_id": "d-9",
         "amount": 12000.5,
@@ -252,7 +256,7 @@ def test_batch_of_every_call_type_is_accepted_whole(running: Running) -> None:
     assert custom.payload["properties_json"] == ('{"nested":{"x":[1,2]},"plan":"pro","seats":40}')
 
     cost_key, cost = events[ids[5]]
-    assert cost_key == "cost:paid_search:brand"
+    assert cost_key == scoped_key("ws-acme", "cost:paid_search:brand")
     assert dict(cost.payload) == {
         "date": "2026-02-28",
         "channel": "paid_search",
