@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.cli.erase import erase
 from leadflow.processors.derived import BecameSQL, LeadScored
+from leadflow.processors.events import lead_key
 from leadflow.processors.lead_state import decode_lead_state
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
@@ -119,10 +120,13 @@ def test_pii_stays_sealed_in_state_and_handoff_and_erasure_unseals_nothing(
     )  # fmt: skip
 
     # The raw bytes of every Kafka log the worker wrote for this lead: no plaintext PII.
-    key = journey.lead.encode()
+    # Contract topics are keyed by the lead id, the worker's own logs by lead_key.
+    key = lead_key(journey.workspace, journey.lead).encode()
+    keys = {LEAD_BECAME_SQL.name: journey.lead.encode(), LEADS_CHANGELOG: key,
+            EVENTS_BY_LEAD.name: key}  # fmt: skip
     logs = {
-        topic: [readable(v) for v in raw_values(topics, topic, key)]
-        for topic in (LEAD_BECAME_SQL.name, LEADS_CHANGELOG, EVENTS_BY_LEAD.name)
+        topic: [readable(v) for v in raw_values(topics, topic, topic_key)]
+        for topic, topic_key in keys.items()
     }
     assert all(logs.values()), {topic: len(values) for topic, values in logs.items()}
     for topic, values in logs.items():
