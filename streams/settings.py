@@ -307,6 +307,14 @@ class Settings(BaseSettings):
     processing_guarantee: Guarantee = Field(
         default=Guarantee.AT_LEAST_ONCE, description="faust processing guarantee."
     )
+    order_lateness_ms: int = Field(
+        default=0,
+        ge=0,
+        description="Allowed lateness D of event-time order (processors/ordering.py): events "
+        "that arrive within D of when they occurred run in event-time order across requests; "
+        "each fresh event waits up to D. 0: one request (an SDK batch) runs in event-time "
+        "order, requests in arrival order (docs/architecture.md, measured).",
+    )
     worker_stall_seconds: float = Field(
         default=30.0,
         gt=0,
