@@ -205,7 +205,11 @@ def test_batch_of_every_call_type_is_accepted_whole(running: Running) -> None:
     )
     assert set(events) == set(ids)
     page_key, page = events[ids[0]]
-    assert (page_key, page.kind, page.occurred_at) == ("a1", Kind.VISIT, RECEIVED_AT - 60_000)
+    assert (page_key, page.kind, page.occurred_at) == (
+        scoped_key("ws-acme", "a1"),
+        Kind.VISIT,
+        RECEIVED_AT - 60_000,
+    )
     assert dict(page.payload) == {
         "name": "Pricing",
         "category": "Product",
@@ -231,7 +235,7 @@ def test_batch_of_every_call_type_is_accepted_whole(running: Running) -> None:
 
     alias_key, alias = events[ids[2]]
     assert (alias_key, alias.kind, alias.lead_id, dict(alias.payload)) == (
-        "u1",
+        scoped_key("ws-acme", "u1"),
         Kind.ALIAS,
         "u1",
         {"previous_id": "a1"},
