@@ -285,5 +285,7 @@ class _Run:
             state = self.leads.get(key)
             if state is None or next_deadline(state) != due:
                 continue  # stale: the lead moved on since
-            outcome = lead_advance(state, part.clock, self.c.policy, routing=part.routing)
+            outcome = lead_advance(
+                state, part.clock, self.c.policy, routing=part.routing, model=self.c.model
+            )
             self._absorb(index, key, outcome.state, outcome.derived)
