@@ -106,7 +106,7 @@ def poison_corpus(workspace: str) -> dict[str, tuple[bytes | None, bytes, str]]:
         # Issue 19: absurd amounts produced to Kafka without the collector (which refuses
         # them) are dead letters before any state or report sees them.
         "absurd deal amount (bounds)": (
-            b"poison-deal",
+            scoped_key(workspace, "poison-deal").encode(),
             CODEC.encode(
                 _event(
                     workspace,
@@ -118,7 +118,7 @@ def poison_corpus(workspace: str) -> dict[str, tuple[bytes | None, bytes, str]]:
             "out of bounds: amount 1.7e+308 is above the maximum",
         ),
         "negative campaign cost (bounds)": (
-            f"cost:ads:{workspace}".encode(),
+            scoped_key(workspace, f"cost:ads:{workspace}").encode(),
             CODEC.encode(
                 _event(
                     workspace,
