@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.sinks.paths import merge_mark_statements
 from leadflow.sinks.paths import migration_statements as path_statements
 from leadflow.sinks.tables import (
     ALL_TABLES,
@@ -90,7 +91,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         5,
         "identity merges: lead_merges, views resolve merged ids",
-        (f"table:{LEAD_MERGES.name}", *merge_view_statements()),
+        (f"table:{LEAD_MERGES.name}", *merge_view_statements(), *merge_mark_statements()),
     ),
 )
 

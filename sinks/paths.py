@@ -19,7 +19,9 @@ kept as rows (tables in :mod:`leadflow.sinks.tables`, migration 4):
   gets a tombstone (``is_deleted = 1``).
 
 Person resolution is the one of ``v_person_events``: the event's own lead, else the lead the
-device is linked to in ``v_identities`` (which honours tracking consent), else the device.
+device is linked to in ``v_identities`` (which honours tracking consent), else the device; a
+lead id that was merged resolves to its survivor (``v_lead_merges``, migration 5), and a merge
+marks both ids (``mv_path_marks_merges``).
 
 Who refreshes: every attribution report before it reads (a no-op when nothing is marked),
 the projector after committed batches, the benchmark after loading. Two refreshes may run at
@@ -96,7 +98,7 @@ def migration_statements() -> tuple[str, ...]:
     in ``touch_log`` either way (twice at worst, which the table collapses).
 
     Example:
-        >>> [s.split()[5] for s in migration_statements()[:2]]
+        >>> [s.split()[6] for s in migration_statements()[:2]]
         ['$db.mv_touch_log$oc', '$db.mv_path_marks_events$oc']
     """
     return tuple(
@@ -121,13 +123,27 @@ WHERE marked_at > {since:DateTime64(6, 'UTC')} AND marked_at <= {until:DateTime6
 # Leads whose conversions and journey may have changed: the marked leads, and every lead a
 # marked device was ever linked to (a new earlier link or a consent withdrawal moves the
 # device's touches away from its previous lead).
-AFFECTED_LEADS = """
+DIRECT_LEADS = """
 SELECT workspace_id, lead_id FROM ($marks) WHERE lead_id != ''
 UNION DISTINCT
 SELECT workspace_id, lead_id FROM $db.identities
 WHERE (workspace_id, anonymous_id) IN (SELECT workspace_id, anonymous_id FROM ($marks)
                                        WHERE anonymous_id != '')
 """
+
+# Identity merges (issue 14, migration 5): a merged lead's touches are its survivor's, so a
+# survivor's journey is rebuilt from the touches of every id merged into it, and a merged id
+# gets its tombstone. lead_merges holds a row per merged id and each survivor it ever had (a
+# chain A -> B -> C writes A -> C too), so one step each way reaches the whole person.
+AFFECTED_LEADS = """
+SELECT workspace_id, lead_id FROM ($direct)
+UNION DISTINCT
+SELECT workspace_id, merged_lead_id AS lead_id FROM $db.lead_merges
+WHERE (workspace_id, lead_id) IN ($direct)
+UNION DISTINCT
+SELECT workspace_id, lead_id FROM $db.lead_merges
+WHERE (workspace_id, merged_lead_id) IN ($direct)
+""".replace("$direct", DIRECT_LEADS)
 
 AFFECTED_PERSONS = """
 SELECT workspace_id, lead_id AS person_id FROM ($affected_leads)
@@ -145,7 +161,8 @@ SELECT workspace_id, concat('anon:', anonymous_id) AS person_key FROM $db.identi
 WHERE (workspace_id, lead_id) IN ($affected_leads)
 """
 
-# Each person's touches in time order (ties by event id, like the attribution view).
+# Each person's touches in time order (ties by event id, like the attribution view). A touch's
+# lead is resolved like v_person_events: its own, else its device's, then through merges.
 BUILT_JOURNEYS = """
 SELECT workspace_id, person_id, lead_id,
        arrayMap(x -> x.1, touches) AS touch_at, arrayMap(x -> x.2, touches) AS touch_id,
@@ -156,16 +173,25 @@ FROM
            arraySort(groupArray((occurred_at, event_id, channel, campaign))) AS touches
     FROM
     (
-        SELECT t.workspace_id AS workspace_id,
-               if(t.lead_id != '', t.lead_id, if(i.lead_id != '', i.lead_id, t.person_key))
+        SELECT r.workspace_id AS workspace_id,
+               if(m.lead_id != '', m.lead_id, if(r.raw_lead != '', r.raw_lead, r.person_key))
                    AS person_id,
-               if(t.lead_id != '', t.lead_id, i.lead_id) AS lead_id,
-               t.occurred_at AS occurred_at, t.event_id AS event_id, t.channel AS channel,
-               t.campaign AS campaign
-        FROM $db.touch_log AS t FINAL
-        LEFT JOIN $db.v_identities AS i
-            ON i.workspace_id = t.workspace_id AND i.anonymous_id = t.anonymous_id
-        WHERE $touch_filter
+               if(m.lead_id != '', m.lead_id, r.raw_lead) AS lead_id,
+               r.occurred_at AS occurred_at, r.event_id AS event_id, r.channel AS channel,
+               r.campaign AS campaign
+        FROM
+        (
+            SELECT t.workspace_id AS workspace_id, t.person_key AS person_key,
+                   if(t.lead_id != '', t.lead_id, i.lead_id) AS raw_lead,
+                   t.occurred_at AS occurred_at, t.event_id AS event_id, t.channel AS channel,
+                   t.campaign AS campaign
+            FROM $db.touch_log AS t FINAL
+            LEFT JOIN $db.v_identities AS i
+                ON i.workspace_id = t.workspace_id AND i.anonymous_id = t.anonymous_id
+            WHERE $touch_filter
+        ) AS r
+        LEFT JOIN $db.v_lead_merges AS m
+            ON m.workspace_id = r.workspace_id AND m.merged_lead_id = r.raw_lead
     )
     WHERE $person_filter
     GROUP BY workspace_id, person_id
@@ -225,6 +251,40 @@ LEFT JOIN
 )
 """
 
+# A conversion of a lead that has since been merged is its survivor's now (the same
+# conversion id, rebuilt below with a newer version) or, when the survivor kept its own
+# history, no conversion any more: tombstone every path row still under a merged id first.
+TOMBSTONE_MERGED_CONVERSIONS = """
+INSERT INTO $db.conversion_paths
+    (workspace_id, conversion, conversion_id, lead_id, converted_at, revenue, lead_at, opp_at,
+     touch_at, touch_id, channel, campaign, version, is_deleted)
+SELECT workspace_id, conversion, conversion_id, lead_id, converted_at, revenue, lead_at, opp_at,
+       touch_at, touch_id, channel, campaign, $version, 1
+FROM $db.conversion_paths FINAL
+WHERE (workspace_id, lead_id) IN (SELECT workspace_id, merged_lead_id FROM $db.lead_merges)
+  AND $lead_filter
+"""
+
+# Migration 5 (issue 14): a merge marks both ids, so the next refresh moves the merged id's
+# touches and conversions to the survivor.
+MV_MARKS_MERGES = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS $db.mv_path_marks_merges$oc TO $db.path_marks AS
+SELECT workspace_id, arrayJoin([lead_id, merged_lead_id]) AS lead_id, '' AS anonymous_id,
+       now64(6, 'UTC') AS marked_at
+FROM $db.lead_merges
+"""
+
+
+def merge_mark_statements() -> tuple[str, ...]:
+    """Migration 5's path statement: merges mark the ids they join (after ``lead_merges``).
+
+    Example:
+        >>> merge_mark_statements()[0].split()[6]
+        '$db.mv_path_marks_merges$oc'
+    """
+    return (MV_MARKS_MERGES,)
+
+
 # A full rebuild's persons: everyone with a touch, and everyone with a row already (so a
 # row that is no longer anybody's gets its tombstone).
 ALL_PERSONS = """
@@ -267,14 +327,14 @@ def _bind(sql: str, database: str) -> str:
     return sql.replace("$db", check_identifier(database, "database"))
 
 
-def incremental_statements(database: str) -> tuple[str, str]:
-    """``(journeys insert, conversion_paths insert)`` for the marked persons only.
+def incremental_statements(database: str) -> tuple[str, str, str]:
+    """``(journeys insert, merged tombstones, conversion_paths insert)`` for the marked persons.
 
     Parameters ``since`` and ``until`` (``DateTime64(6)``) bound the marks.
 
     Example:
-        >>> j, c = incremental_statements("leadflow")
-        >>> "FROM leadflow.path_marks" in j and "FROM leadflow.path_marks" in c
+        >>> j, t, c = incremental_statements("leadflow")
+        >>> all("FROM leadflow.path_marks" in s for s in (j, t, c))
         True
     """
     leads = AFFECTED_LEADS.replace("$marks", MARKS)
@@ -286,30 +346,33 @@ def incremental_statements(database: str) -> tuple[str, str]:
     )  # fmt: skip
     journeys = INSERT_JOURNEYS.replace("$persons", persons).replace("$built", built)
     journey_filter = f"(workspace_id, person_id) IN ({leads})"
+    lead_filter = f"(workspace_id, lead_id) IN ({leads})"
+    tombstones = TOMBSTONE_MERGED_CONVERSIONS.replace("$lead_filter", lead_filter)
     conversions = INSERT_CONVERSION_PATHS.replace("$journey_filter", journey_filter).replace(
-        "$lead_filter", f"(workspace_id, lead_id) IN ({leads})"
+        "$lead_filter", lead_filter
     )
     return tuple(  # type: ignore[return-value]
-        _bind(s.replace("$version", VERSION), database) for s in (journeys, conversions)
+        _bind(s.replace("$version", VERSION), database) for s in (journeys, tombstones, conversions)
     )
 
 
-def full_statements(database: str) -> tuple[str, str]:
-    """``(journeys insert, conversion_paths insert)`` for every person and conversion.
+def full_statements(database: str) -> tuple[str, str, str]:
+    """``(journeys insert, merged tombstones, conversion_paths insert)`` for everyone.
 
     Example:
-        >>> j, c = full_statements("leadflow")
-        >>> "path_marks" in j + c
+        >>> j, t, c = full_statements("leadflow")
+        >>> "path_marks" in j + t + c
         False
     """
     built = BUILT_JOURNEYS.replace("$touch_filter", "1").replace("$person_filter", "1")
     persons = ALL_PERSONS.replace("$built", built)
     journeys = INSERT_JOURNEYS.replace("$persons", persons).replace("$built", built)
+    tombstones = TOMBSTONE_MERGED_CONVERSIONS.replace("$lead_filter", "1")
     conversions = INSERT_CONVERSION_PATHS.replace("$journey_filter", "1").replace(
         "$lead_filter", "1"
     )
     return tuple(  # type: ignore[return-value]
-        _bind(s.replace("$version", VERSION), database) for s in (journeys, conversions)
+        _bind(s.replace("$version", VERSION), database) for s in (journeys, tombstones, conversions)
     )
 
 

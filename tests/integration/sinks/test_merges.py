@@ -19,6 +19,7 @@ from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.sinks import reports
 from leadflow.sinks.migrations import migrate
+from leadflow.sinks.paths import refresh_paths
 from leadflow.sinks.projection import rows_for_all
 from leadflow.sinks.projector import insert_rows
 from tests.unit.demo import journey
@@ -91,3 +92,54 @@ def test_attribution_and_velocity_count_a_merged_person_once(
     # The email lead's rows are not a second lead anywhere analysts look.
     state = client.query(f"SELECT lead_id FROM {db}.v_lead_state").result_rows
     assert [str(r[0]) for r in state] == [journey.USER]
+
+
+def paths_of(client: Any, db: str) -> tuple[list[str], dict[str, tuple[str, set[str]]]]:
+    """The persons with a journey, and per conversion its lead and touches (read as reports do)."""
+    persons = client.query(
+        f"SELECT person_id FROM {db}.journeys FINAL WHERE workspace_id = '{journey.WORKSPACE}' "
+        "ORDER BY person_id"
+    ).result_rows
+    conversions = client.query(
+        f"SELECT conversion, lead_id, touch_id FROM {db}.conversion_paths FINAL"
+    ).result_rows
+    return [str(p[0]) for p in persons], {
+        str(c): (str(lead), {str(t) for t in touches}) for c, lead, touches in conversions
+    }
+
+
+@pytest.mark.integration
+def test_attribution_paths_follow_a_merge_on_the_next_refresh(
+    client: Any, clickhouse_db: str
+) -> None:
+    """The paths tables (issue 20) resolve merged ids too: rows first, the merge later."""
+    db = clickhouse_db
+    load(client, db, merges=False)
+    sql_credit = reports.attribution(client, db, model="linear", conversion="sql", **RANGE)
+    assert sum(row[1] for row in sql_credit.rows) == pytest.approx(1.0)
+    persons, conversions = paths_of(client, db)
+    assert persons == sorted([SOFT, journey.USER])  # two people before the merge rows
+    assert conversions["lead"][0] == SOFT
+    assert "m01-page-pricing" not in conversions["sql"][1]
+
+    # The worker's LeadMerged arrives later; the next report's refresh picks it up.
+    result = InProcess(load_default_policy(), partitions=4).run(journey.events())
+    merged = [d for d in result.all_derived() if isinstance(d, LeadMerged)]
+    assert merged
+    insert_rows(client, db, rows_for_all(merged))
+    credit = {
+        stage: sum(row[1] for row in reports.attribution(
+            client, db, model="linear", conversion=stage, **RANGE).rows)
+        for stage in ("lead", "mql", "sql")
+    }  # fmt: skip
+    assert credit == {stage: pytest.approx(1.0) for stage in ("lead", "mql", "sql")}
+    persons, conversions = paths_of(client, db)
+    assert persons == [journey.USER]
+    assert {lead for lead, _ in conversions.values()} == {journey.USER}
+    assert {"m01-page-pricing", "m02-page-product", "m03-form", "m07-webinar"} <= conversions[
+        "sql"
+    ][1]
+
+    # A full rebuild agrees with the incremental one.
+    refresh_paths(client, db, full=True)
+    assert paths_of(client, db) == (persons, conversions)
