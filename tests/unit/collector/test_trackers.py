@@ -359,6 +359,34 @@ def test_an_oversized_event_is_refused_alone(h: Harness) -> None:
     assert len(h.events()) == 1
 
 
+@pytest.mark.parametrize(
+    ("path", "messages", "size"),
+    [
+        # Each SDK's own batch cap (docs/collector.md, Trackers), filled with events just
+        # under the 32 KB per-event limit where the cap allows: stored whole.
+        # segment-analytics-python and rudder-sdk-python: tests/integration/sdk.
+        ("/v1/b", 10, 450_000),  # analytics.js batching (10 events, < 450 KB)
+        ("/v1/batch", 15, 480 * 1024),  # @segment/analytics-node (flushAt 15, 480 KB)
+        ("/v1/batch", 20, 450 * 1024),  # @rudderstack/rudder-sdk-node (flushAt 20, 450 KB)
+        ("/v1/batch", 100, 512 * 1024),  # RudderStack JS v3 with batching (100 events, 512 KB)
+        ("/v1/batch", 130, 4_000 * 1024),  # RudderStack's gateway limit (rudder-sdk-python)
+    ],
+)
+def test_a_full_batch_at_each_sdks_cap_is_stored_whole(
+    h: Harness, path: str, messages: int, size: int
+) -> None:
+    event = {"type": "track", "event": "Pricing Viewed", "anonymousId": "a"}
+    pad = min(size // messages, 32 * 1024) - 150
+    batch = [{**event, "properties": {"note": "x" * pad}} for _ in range(messages)]
+    body = json.dumps({"batch": batch}).encode()
+    assert max(len(json.dumps(m)) for m in batch) < 32 * 1024
+    assert 0.95 * min(size, messages * 32 * 1024) < len(body) <= size
+    response = h.post(path, content=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["refused"] == []
+    assert len(h.events()) == messages
+
+
 def test_dead_letters_do_not_keep_personal_data(h: Harness) -> None:
     bad = {
         "type": "identify",
