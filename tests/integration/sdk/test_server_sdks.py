@@ -1,4 +1,5 @@
-"""segment-analytics-python, rudder-sdk-python and @segment/analytics-node, unmodified.
+"""The server SDKs, unmodified: segment-analytics-python, rudder-sdk-python, @segment/analytics-node
+and @rudderstack/rudder-sdk-node.
 
 Each SDK runs in its own process (tests/sdk) with its defaults, pointed at a running
 collector in front of the real broker; the assertions read the events back from Kafka.
@@ -15,6 +16,7 @@ from leadflow.streams.topics import DLQ
 from tests.integration.collector.conftest import Running, consume_since, end_offsets
 from tests.integration.sdk.conftest import (
     NODE,
+    NODE_MODULES,
     SDK,
     SDK_PYTHON,
     needs_node_sdks,
@@ -141,6 +143,54 @@ def test_analytics_node_journey_with_one_bad_event(sdk_collector: Running) -> No
         "Acme",
         "Software",
     )
+    [(key, value)] = consume_since(sdk_collector.settings, dead_before, 1, topic=DLQ.name)
+    assert key == f"lead-{run}".encode()
+    assert b'"a lot"' in value
+
+
+@pytest.mark.skipif(
+    NODE is None or not (NODE_MODULES / "@rudderstack" / "rudder-sdk-node").exists(),
+    reason="node or tests/sdk/node_modules missing: run `make sdk-deps` (needs npm)",
+)
+def test_rudder_node_journey_with_one_bad_event(sdk_collector: Running) -> None:
+    # @rudderstack/rudder-sdk-node: gzip, Content-Type application/x-www-form-urlencoded on a
+    # JSON body, originalTimestamp instead of timestamp, identify traits in both places, its
+    # first message flushed alone and the rest in one batch.
+    run = new_run()
+    before = end_offsets(sdk_collector.settings)
+    dead_before = end_offsets(sdk_collector.settings, DLQ.name)
+    assert NODE is not None
+    result = run_driver(
+        [NODE, str(SDK / "drive_rudder_node.mjs"), sdk_collector.url, sdk_collector.write_key, run]
+    )
+    assert result["errors"] == []
+    events = stored_events(sdk_collector, before, 7)
+    assert {name: events[f"{run}-{name}"].kind for name in (
+        "page", "form", "identify", "alias", "group", "stage", "deal"
+    )} == {
+        "page": Kind.VISIT,
+        "form": Kind.FORM_SUBMITTED,
+        "identify": Kind.IDENTIFY,
+        "alias": Kind.ALIAS,
+        "group": Kind.GROUP,
+        "stage": Kind.STAGE_CHANGED,
+        "deal": Kind.DEAL_WON,
+    }  # fmt: skip
+    # originalTimestamp, shifted by the clock-skew correction (receive - sentAt: milliseconds)
+    assert all(abs(e.occurred_at - OCCURRED) < 10_000 for e in events.values())
+    page, form = events[f"{run}-page"], events[f"{run}-form"]
+    assert (page.anonymous_id, page.context.channel) == (f"anon-{run}", "paid_search")
+    assert (form.payload["email"], form.payload["company_size"]) == (f"{run}@acme.example", 51)
+    identify = events[f"{run}-identify"]
+    assert identify.lead_id == f"lead-{run}"
+    assert (identify.payload["first_name"], identify.payload["title"]) == ("Ada", "CTO")
+    assert (identify.payload["company"], identify.payload["company_size"]) == ("Acme", 120)
+    assert identify.payload["industry"] == "Software"
+    group = events[f"{run}-group"]
+    assert (group.payload["company_size"], group.payload["country"]) == (51, "DE")
+    assert events[f"{run}-stage"].payload["action"] == "accept_mql"
+    assert events[f"{run}-deal"].payload["amount"] == 12000.0
+    assert events[f"{run}-alias"].payload["previous_id"] == f"anon-{run}"
     [(key, value)] = consume_since(sdk_collector.settings, dead_before, 1, topic=DLQ.name)
     assert key == f"lead-{run}".encode()
     assert b'"a lot"' in value
