@@ -19,15 +19,19 @@ from rich.table import Table
 
 from leadflow.cli.options import settings_of, workspace_param
 from leadflow.processors.errors import LeadflowError
+from leadflow.processors.policy import Policy
+from leadflow.processors.policy_load import load_default_policy, parse_policy
 from leadflow.sinks import reports
 from leadflow.sinks.clickhouse_http import served_url
 from leadflow.sinks.migrations import DEFAULT_DATABASE, migrate, pending_migrations
 from leadflow.sinks.reports import Report
 from leadflow.sinks.tables import DdlError, check_identifier
+from leadflow.streams.logs import get_logger
 from leadflow.streams.security import clickhouse_options
 from leadflow.streams.settings import Settings
 
 console = Console()
+log = get_logger(__name__)
 FORMATS = ("table", "json", "csv")
 
 
@@ -432,6 +436,72 @@ def experiments_cmd(
             )
         ],
     )
+
+
+def _policy(settings: Settings) -> Policy:
+    """The policy the workers run (LEADFLOW_POLICY_FILE, else the packaged default)."""
+    path = settings.policy_file
+    if path is None:
+        return load_default_policy()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot read LEADFLOW_POLICY_FILE {path}: {exc.strerror}"
+        ) from None
+    return parse_policy(text, str(path))
+
+
+@report.command("model-health")
+@click.option("--workspace", callback=workspace_param, help="Only this workspace (default: all).")
+@database_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table")
+@click.option(
+    "--window-days", type=click.IntRange(1, 3650), default=90, show_default=True,
+    help="Sliding event-time window of scores whose labels are known.",
+)  # fmt: skip
+@click.pass_context
+def model_health_cmd(
+    ctx: click.Context, workspace: str | None, database: str, fmt: str, window_days: int
+) -> None:
+    """The model's label balance, AUC and ECE per workspace over a sliding window, warnings.
+
+    Labels are the trainer's (the policy's labels.conversion within
+    labels.negative_horizon_days); few_labels uses the policy's model.min_labels. Each
+    warning is also printed on stderr and logged (model.health).
+    """
+    settings = settings_of(ctx)
+    policy = _policy(settings)
+    client, via_owner = analytics_client(settings)
+    try:
+        prepare_schema(client, database, settings, via_owner)
+        built = reports.model_health(
+            client,
+            database,
+            window_days=window_days,
+            horizon_days=max(1, round(policy.labels.negative_horizon_days)),
+            min_labels=policy.model.min_labels,
+            conversion=policy.labels.conversion,
+            workspace=workspace,
+        )
+    finally:
+        client.close()
+    click.echo(render(built, fmt))
+    for row in built.as_dicts():
+        if row["warnings"]:
+            log.warning(
+                "model.health",
+                source="clickhouse",
+                workspace_id=row["workspace"],
+                model=row["model"],
+                examples=row["examples"],
+                positives=row["positives"],
+                negatives=row["negatives"],
+                auc=row["auc"],
+                warnings=row["warnings"],
+            )
+    for line in reports.health_warnings(built):
+        click.echo(line, err=True)
 
 
 @click.command("sql")

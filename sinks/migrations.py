@@ -31,7 +31,12 @@ from leadflow.sinks.tables import (
     engine_for,
     on_cluster,
 )
-from leadflow.sinks.views import V_IDENTITIES_CONSENT, merge_view_statements, view_statements
+from leadflow.sinks.views import (
+    V_IDENTITIES_CONSENT,
+    merge_view_statements,
+    model_health_statements,
+    view_statements,
+)
 from leadflow.streams.logs import get_logger
 
 log = get_logger(__name__)
@@ -93,6 +98,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "identity merges: lead_merges, views resolve merged ids",
         (f"table:{LEAD_MERGES.name}", *merge_view_statements(), *merge_mark_statements()),
     ),
+    Migration(6, "model health view (sinks/views.py MODEL_HEALTH)", model_health_statements()),
 )
 
 

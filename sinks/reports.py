@@ -824,3 +824,91 @@ def latest_handoffs(
         ),
         rows,
     )  # fmt: skip
+
+
+# -- model health ------------------------------------------------------------------------------
+
+MODEL_HEALTH_SQL = """
+SELECT workspace_id, model, first_version, last_version, window_from, window_to, examples,
+       positives, negatives, positive_rate, auc, ece, warnings
+FROM $db.model_health(window_days = {window_days:UInt32}, horizon_days = {horizon_days:UInt32},
+                      min_labels = {min_labels:UInt32}, conversion_rank = {conversion_rank:UInt8})
+WHERE $ws
+ORDER BY workspace_id, model
+"""
+MODEL_HEALTH_COLUMNS = (
+    "workspace", "model", "first_version", "last_version", "window_from", "window_to",
+    "examples", "positives", "negatives", "positive_rate", "auc", "ece", "warnings",
+)  # fmt: skip
+CONVERSION_RANKS = {"sql": 3, "won": 5}
+
+
+def model_health(
+    client: Any,
+    database: str,
+    *,
+    window_days: int = 90,
+    horizon_days: int = 30,
+    min_labels: int = 30,
+    conversion: str = "sql",
+    workspace: str | None = None,
+) -> Report:
+    """The scoring model's label balance, AUC, ECE and warnings per workspace and model kind.
+
+    Over the published model scores of open leads in a sliding event-time window of
+    ``window_days`` ending ``horizon_days`` before each workspace's newest score, labelled
+    like the trainer's examples (``conversion`` within ``horizon_days``): the view
+    ``model_health`` in sinks/views.py. ``horizon_days``, ``min_labels`` and
+    ``conversion`` are the policy's ``labels``/``model`` settings.
+    """
+    if conversion not in CONVERSION_RANKS:
+        raise ReportError(f"conversion must be one of {sorted(CONVERSION_RANKS)}")
+    if window_days < 1 or horizon_days < 1:
+        raise ReportError("window and horizon must be at least one day")
+    params = {
+        "workspace": workspace or "",
+        "window_days": window_days,
+        "horizon_days": horizon_days,
+        "min_labels": min_labels,
+        "conversion_rank": CONVERSION_RANKS[conversion],
+    }
+    rows = _query(client, MODEL_HEALTH_SQL, database, params)
+    rows = [(*r[:-1], list(r[-1])) for r in rows]
+    notes = [
+        f"examples: model scores of open leads made {window_days} days up to {horizon_days} "
+        f"days before the workspace's newest score; label: became {conversion} within "
+        f"{horizon_days} days (the trainer's label, docs/analytics.md)",
+    ]
+    empty = [str(r[0]) for r in rows if not r[6]]
+    if empty:
+        notes.append(
+            f"nothing labelled yet in {', '.join(empty)}: no model score of an open lead "
+            f"{horizon_days}+ days older than the workspace's newest score (not yet measurable)"
+        )
+    return Report("model health", MODEL_HEALTH_COLUMNS, rows, tuple(notes))
+
+
+def health_warnings(report: Report) -> list[str]:
+    """One line per workspace and model kind with a warning (for stderr and the logs).
+
+    Example:
+        >>> r = Report("model health", MODEL_HEALTH_COLUMNS,
+        ...            [("ws", "linear", "linear@0", "linear@9", None, None, 25, 0, 25, 0.0,
+        ...              None, 0.1, ["one_class", "few_labels"])])
+        >>> health_warnings(r)[0][:42]
+        'WARNING model health ws (linear): one_clas'
+    """
+    advice = {
+        "one_class": "it learns from one class only: are stage changes refused "
+        "(leadflow dlq) or is nobody converting?",
+        "few_labels": "too few labels of a class: its scores are still mostly the rules prior",
+    }
+    out = []
+    for row in report.as_dicts():
+        for w in row["warnings"]:
+            out.append(
+                f"WARNING model health {row['workspace']} ({row['model']}): {w}: "
+                f"{row['positives']} positives, {row['negatives']} negatives in the window; "
+                f"{advice.get(w, '')}"
+            )
+    return out

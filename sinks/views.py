@@ -579,3 +579,101 @@ def view_statements() -> tuple[str, ...]:
             V_CONVERSIONS, ATTRIBUTION, ATTRIBUTION_PATHS,
         )
     )  # fmt: skip
+
+
+# Migration 6: the scoring model's health per workspace and model kind, on the same label
+# the trainer learns (processors/labels.py): did the lead reach the conversion stage
+# (``conversion_rank``: 3 = sql, 5 = customer) within ``horizon_days`` after the score?
+# An example is every model score of an open lead (lead, mql, recycled) made in the sliding
+# event-time window of ``window_days`` that ends ``horizon_days`` before the workspace's
+# newest score, so every label in it is known (no censored negatives). A score made by the
+# converting event itself (a demo request) is left out: it would grade itself. AUC is
+# ClickHouse's arrayAUC (ties count one half), ECE is over 10 equal-width bins, and the
+# warnings mirror processors/model.py's Health: ``one_class`` (20+ examples, one class),
+# ``few_labels`` (fewer than ``min_labels`` of a class in the window). Where it differs
+# from the trainer: docs/analytics.md "Model health".
+#   SELECT * FROM leadflow.model_health(window_days = 90, horizon_days = 30,
+#                                       min_labels = 30, conversion_rank = 3)
+MODEL_HEALTH = """
+CREATE VIEW IF NOT EXISTS $db.model_health$oc AS
+SELECT
+    workspace_id,
+    model,
+    argMinMerge(first_version) AS first_version,
+    argMaxMerge(last_version) AS last_version,
+    toDateTime64(any(window_from) / 1000, 3, 'UTC') AS window_from,
+    toDateTime64(any(window_to) / 1000, 3, 'UTC') AS window_to,
+    toUInt64(sum(n)) AS examples,
+    toUInt64(sum(pos)) AS positives,
+    toUInt64(sum(n) - sum(pos)) AS negatives,
+    if(examples > 0, round(positives / examples, 4), NULL) AS positive_rate,
+    if(positives > 0 AND negatives > 0,
+       round(arrayAUC(arrayFlatten(groupArray(ps)), arrayFlatten(groupArray(ys))), 4),
+       NULL) AS auc,
+    if(examples > 0, round(sum(abs(sp - pos)) / examples, 4), NULL) AS ece,
+    arrayFilter(w -> w != '', [
+        if(examples >= 20 AND (positives = 0 OR negatives = 0), 'one_class', ''),
+        if(least(positives, negatives) < {min_labels:UInt32}, 'few_labels', '')
+    ]) AS warnings
+FROM
+(
+    SELECT
+        workspace_id, model,
+        any(window_from) AS window_from, any(window_to) AS window_to,
+        argMinStateIf(model_version, scored_at, in_window) AS first_version,
+        argMaxStateIf(model_version, scored_at, in_window) AS last_version,
+        countIf(in_window) AS n,
+        countIf(in_window AND y) AS pos,
+        sumIf(p, in_window) AS sp,
+        groupArrayIf(p, in_window) AS ps,
+        groupArrayIf(toUInt8(y), in_window) AS ys
+    FROM
+    (
+        SELECT
+            s.workspace_id AS workspace_id,
+            splitByChar('@', s.model_version)[1] AS model,
+            s.model_version AS model_version,
+            s.occurred_at AS scored_at,
+            s.model_score AS p,
+            s.now_ms - toInt64({horizon_days:UInt32} + {window_days:UInt32}) * 86400000
+                AS window_from,
+            s.now_ms - toInt64({horizon_days:UInt32}) * 86400000 AS window_to,
+            c.hit = 1 AND c.converted_at < s.occurred_at + toInt64({horizon_days:UInt32}) * 86400000
+                AS y,
+            s.occurred_at >= window_from AND s.occurred_at < window_to
+                AND NOT (c.hit = 1 AND c.converted_at = s.occurred_at) AS in_window,
+            least(9, toUInt8(floor(s.model_score * 10))) AS bin
+        FROM
+        (
+            SELECT * FROM
+            (
+                SELECT workspace_id, lead_id, occurred_at, model_score, model_version, stage,
+                       max(occurred_at) OVER (PARTITION BY workspace_id) AS now_ms
+                FROM $db.v_scores
+            )
+            WHERE model_score IS NOT NULL
+              AND (stage = 'recycled' OR $rank_stage BETWEEN 1 AND {conversion_rank:UInt8} - 1)
+        ) AS s
+        ASOF LEFT JOIN
+        (
+            SELECT workspace_id, lead_id, occurred_at AS converted_at, toUInt8(1) AS hit
+            FROM $db.v_stage_transitions
+            WHERE to_rank >= {conversion_rank:UInt8}
+        ) AS c
+        ON s.workspace_id = c.workspace_id AND s.lead_id = c.lead_id
+           AND c.converted_at >= s.occurred_at
+    )
+    GROUP BY workspace_id, model, if(in_window, bin, 255)
+)
+GROUP BY workspace_id, model
+"""
+
+
+def model_health_statements() -> tuple[str, ...]:
+    """Migration 6's statements (``$db``/``$oc`` unbound).
+
+    Example:
+        >>> "arrayAUC" in model_health_statements()[0]
+        True
+    """
+    return (MODEL_HEALTH.replace("$rank_stage", stage_rank("stage")),)

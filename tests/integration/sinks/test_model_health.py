@@ -1,0 +1,170 @@
+"""The model-health view (migration 6) against figures worked out by hand, on chdb and HTTP.
+
+Day 0 is 2026-01-01 UTC. Each workspace's "now" is its newest score; with the defaults
+(window 90 days, horizon 30) the window is [now - 120 d, now - 30 d).
+
+Workspace ``wa`` (now = day 200, window [80, 170)):
+  a1 0.10 at day 99 (linear@10), never converts                -> negative
+  a2 0.40 at day 100 (linear@11), sql at day 140 (40 d later)  -> negative (past the horizon)
+  a3 0.35 at day 100 (linear@11), sql at day 110               -> positive
+  a4 0.80 at day 105 (linear@12), sql at day 106               -> positive
+  left out: a4's score made by its converting event (day 106, 0.05), a4's score as an sql
+  lead (day 107), a1's score at day 50 (before the window), a score without a model
+  score, and the clock score at day 200 (labels not known yet).
+  AUC (Mann-Whitney): positives 0.35, 0.80 vs negatives 0.10, 0.40: 0.35 beats 0.10 only,
+  0.80 beats both: 3/4 = 0.75. ECE: bins 1, 3, 4, 8 hold one score each:
+  (|0.10 - 0| + |0.35 - 1| + |0.40 - 0| + |0.80 - 1|) / 4 = 1.35 / 4 = 0.3375.
+Workspace ``wb`` (now = day 150, window [30, 120)): 19 leads scored 0.2 at day 40 and one
+  at day 85, none converts -> one_class and few_labels, AUC not measurable, ECE 0.2. The one
+  at day 85 is called a3, whose namesake in ``wa`` converts 25 days later: no label crosses
+  workspaces; and day 40 is outside wa's window: each workspace has its own now.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from leadflow.cli.main import cli
+from leadflow.processors.derived import LeadScored, Stage, StageChanged, derived_id
+from leadflow.sinks import reports
+from leadflow.sinks.migrations import migrate
+from leadflow.sinks.projection import rows_for_all
+from leadflow.sinks.projector import insert_rows
+from tests.integration.sinks.test_analytics import cli_client  # noqa: F401 (a fixture)
+
+DAY = 86_400_000
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def score(
+    ws: str, lead: str, day: float, p: float | None, version: str = "linear@11",
+    stage: Stage = Stage.MQL, tag: str = "",
+) -> LeadScored:  # fmt: skip
+    return LeadScored(
+        score_id=derived_id(ws, lead, day, tag),
+        workspace_id=ws,
+        lead_id=lead,
+        occurred_at=T0 + int(day * DAY),
+        fit_score=10.0,
+        engagement_score=5.0,
+        model_score=p,
+        model_version=version if p is not None else None,
+        top_rules=(),
+        cause_event_id=f"e-{lead}-{day}",
+        stage=stage,
+    )
+
+
+def to_sql(ws: str, lead: str, day: float) -> StageChanged:
+    return StageChanged(
+        transition_id=derived_id(ws, lead, "sql"),
+        workspace_id=ws,
+        lead_id=lead,
+        from_stage=Stage.MQL,
+        to_stage=Stage.SQL,
+        occurred_at=T0 + int(day * DAY),
+        reason="demo_request",
+        cause_event_id=f"c-{lead}",
+        sequence=3,
+    )
+
+
+def world() -> list[object]:
+    wa: list[object] = [
+        score("wa", "a1", 99, 0.10, "linear@10"),
+        score("wa", "a2", 100, 0.40),
+        score("wa", "a3", 100, 0.35),
+        score("wa", "a4", 105, 0.80, "linear@12"),
+        to_sql("wa", "a2", 140),
+        to_sql("wa", "a3", 110),
+        to_sql("wa", "a4", 106),
+        score("wa", "a4", 106, 0.05, "linear@12"),  # made by the converting event
+        score("wa", "a4", 107, 0.90, "linear@12", stage=Stage.SQL),  # no longer open
+        score("wa", "a1", 50, 0.99, "linear@1"),  # before the window
+        score("wa", "a5", 100, None),  # no model
+        score("wa", "clock", 200, 0.5, "linear@20", stage=Stage.LEAD),
+    ]
+    wb: list[object] = [score("wb", f"b{i}", 40, 0.2, "linear@0") for i in range(19)]
+    wb += [score("wb", "a3", 85, 0.2, "linear@0"), score("wb", "clock", 150, 0.5, "linear@0")]
+    return wa + wb
+
+
+@pytest.fixture
+def db(client: Any, clickhouse_db: str) -> str:
+    migrate(client, clickhouse_db)
+    insert_rows(client, clickhouse_db, rows_for_all(world()))
+    return clickhouse_db
+
+
+def by_workspace(report: reports.Report) -> dict[str, dict[str, Any]]:
+    return {row["workspace"]: row for row in report.as_dicts()}
+
+
+def test_auc_ece_balance_and_warnings_by_hand(client: Any, db: str) -> None:
+    rows = by_workspace(reports.model_health(client, db))
+    a, b = rows["wa"], rows["wb"]
+    assert set(rows) == {"wa", "wb"}
+    versions = (a["model"], a["first_version"], a["last_version"])
+    assert versions == ("linear", "linear@10", "linear@12")
+    assert (a["examples"], a["positives"], a["negatives"]) == (4, 2, 2)
+    assert a["positive_rate"] == 0.5
+    assert a["auc"] == pytest.approx(0.75)
+    assert a["ece"] == pytest.approx(0.3375)
+    assert a["warnings"] == ["few_labels"]  # 2 of a class < the policy's 30
+    assert str(a["window_from"])[:10] == "2026-03-22"  # day 80
+    assert str(a["window_to"])[:10] == "2026-06-20"  # day 170
+    assert (b["examples"], b["positives"], b["negatives"]) == (20, 0, 20)
+    assert b["auc"] is None
+    assert b["ece"] == pytest.approx(0.2)
+    assert b["warnings"] == ["one_class", "few_labels"]
+
+
+def test_min_labels_and_window_are_parameters(client: Any, db: str) -> None:
+    a = by_workspace(reports.model_health(client, db, min_labels=2))["wa"]
+    assert a["warnings"] == []
+    # A 200-day window reaches a1's day-50 score (0.99, negative): AUC (0 + 2 + ... ) by hand:
+    # negatives 0.10, 0.40, 0.99; positive 0.35 beats 1, 0.80 beats 2: 3/6 = 0.5.
+    wide = by_workspace(reports.model_health(client, db, window_days=200))["wa"]
+    assert (wide["examples"], wide["auc"]) == (5, pytest.approx(0.5))
+    # A 45-day horizon: a2's sql 40 days after its score is now a positive: positives
+    # 0.35, 0.40, 0.80 vs negative 0.10 -> AUC 1.0; window [155 - 90, 155) holds them all.
+    long = by_workspace(reports.model_health(client, db, horizon_days=45))["wa"]
+    assert (long["positives"], long["negatives"], long["auc"]) == (3, 1, pytest.approx(1.0))
+
+
+def test_one_workspace_only(client: Any, db: str) -> None:
+    only = reports.model_health(client, db, workspace="wb")
+    assert [r["workspace"] for r in only.as_dicts()] == ["wb"]
+    first = reports.health_warnings(only)[0]
+    assert first.startswith("WARNING model health wb (linear): one_class")
+
+
+def test_nothing_labelled_yet_is_said(client: Any, clickhouse_db: str) -> None:
+    migrate(client, clickhouse_db)
+    insert_rows(client, clickhouse_db, rows_for_all([score("wc", "c1", 10, 0.3)]))
+    report = reports.model_health(client, clickhouse_db)
+    (row,) = report.as_dicts()
+    assert (row["workspace"], row["examples"], row["auc"], row["ece"]) == ("wc", 0, None, None)
+    assert row["warnings"] == ["few_labels"]
+    assert "nothing labelled yet in wc" in report.notes[-1]
+
+
+@pytest.mark.usefixtures("cli_client")
+def test_cli_prints_health_and_warns_on_stderr(db: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["report", "model-health", "--database", db, "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {r["workspace"]: r for r in json.loads(result.stdout)["rows"]}
+    assert (rows["wa"]["auc"], rows["wb"]["warnings"]) == (0.75, ["one_class", "few_labels"])
+    warned = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert [line.split(":")[0] for line in warned] == [
+        "WARNING model health wa (linear)",
+        "WARNING model health wb (linear)",
+        "WARNING model health wb (linear)",
+    ]
+    assert "one_class: 0 positives, 20 negatives" in warned[1]
