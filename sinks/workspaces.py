@@ -28,7 +28,11 @@ from dataclasses import dataclass
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.workspace_id import InvalidWorkspaceId, check_workspace_id
 from leadflow.sinks.tables import ALL_TABLES, DERIVED_TABLES, check_identifier, on_cluster
-from leadflow.sinks.views import merge_view_statements, view_statements
+from leadflow.sinks.views import (
+    merge_view_statements,
+    model_health_statements,
+    view_statements,
+)
 
 _VIEW_NAME = re.compile(r"CREATE VIEW IF NOT EXISTS \$db\.(\w+)\$oc")
 _PARAMETER = re.compile(r"\{(\w+):(\w+)\}")
@@ -114,7 +118,7 @@ def analyst_objects() -> tuple[AnalystObject, ...]:
         if t not in DERIVED_TABLES
     ]
     views = []
-    for statement in (*view_statements(), *merge_view_statements()):
+    for statement in (*view_statements(), *merge_view_statements(), *model_health_statements()):
         found = _VIEW_NAME.search(statement)
         if found is None:
             continue  # a materialized view: it writes lead_state, nobody reads it

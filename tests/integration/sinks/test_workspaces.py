@@ -127,6 +127,7 @@ REPORTS: dict[str, Callable[[Any, str, str], Any]] = {
     ),
     "lead_scores": lambda c, db, ws: reports.lead_scores(c, db, workspace=ws),
     "latest_handoffs": lambda c, db, ws: reports.latest_handoffs(c, db, workspace=ws),
+    "model_health": lambda c, db, ws: reports.model_health(c, db, window_days=365, workspace=ws),
 }
 
 
@@ -175,6 +176,13 @@ def test_report_for_a_ignores_b(
     counts_checked(f"{name}: workspace A identical with and without B; B differs")
 
 
+ARGS = {
+    "attribution": "(lookback_days = 90, half_life_days = 7)",
+    "attribution_paths": "(lookback_days = 90)",
+    "model_health": "(window_days = 90, horizon_days = 30, min_labels = 30, conversion_rank = 3)",
+}
+
+
 def test_workspace_views_hold_only_their_workspace(
     clickhouse_session: Any, worlds: tuple[str, str], counts_checked: Callable[[str], None]
 ) -> None:
@@ -183,9 +191,7 @@ def test_workspace_views_hold_only_their_workspace(
     assert ws_db == workspace_database(mixed, A)
     checked = 0
     for obj in analyst_objects():
-        args = "(lookback_days = 90, half_life_days = 7)" if obj.parameters else ""
-        if obj.parameters and len(obj.parameters) == 1:
-            args = "(lookback_days = 90)"
+        args = ARGS.get(obj.name, "")
         rows = clickhouse_session.query(
             f"SELECT workspace_id, count() FROM {ws_db}.{obj.name}{args} GROUP BY workspace_id"
         ).result_rows
