@@ -5,6 +5,8 @@ Imported by ``cli/main.py`` at start, so it imports river and the processors laz
 
 from __future__ import annotations
 
+import tempfile
+
 import click
 from rich.console import Console
 
@@ -47,6 +49,13 @@ from rich.console import Console
     show_default=True,
     help="Also fit the batch gradient-boosted baseline (needs scikit-learn, a dev dependency).",
 )
+@click.option(
+    "--clickhouse/--no-clickhouse",
+    default=False,
+    show_default=True,
+    help="Also project each run into a throw-away embedded ClickHouse and print what its "
+    "model_health view shows (ch_* rows).",
+)
 def model_eval_cmd(
     people: int,
     days: float,
@@ -56,11 +65,13 @@ def model_eval_cmd(
     partitions: int,
     refresh_every: int,
     baseline: bool,
+    clickhouse: bool,
 ) -> None:
     r"""Measure the lead model against the rules and a batch baseline, offline.
 
-    Replays a seeded simulation through the pure identity and lead processors (no Kafka,
-    no ClickHouse), trains each workspace's model on the examples they emit, and every
+    Replays a seeded simulation through the pure identity and lead processors (no Kafka;
+    ClickHouse only with --clickhouse), trains each workspace's model on the examples
+    they emit, and every
     14 days of event time (after a 45-day warm-up) ranks the open leads by the score they
     hold: model, rule score, a weekly-retrained gradient-boosted baseline and the true
     propensity, against "becomes SQL within 30 days". Prints AUCs, calibration error
@@ -74,6 +85,7 @@ def model_eval_cmd(
       leadflow model-eval --seed 1 --seed 2 --seed 3 --world northwind --world harbor
       leadflow model-eval --model linear --model arf --people 1000
       leadflow model-eval --partitions 12 --refresh-every 2000   # worst-case arrival order
+      leadflow model-eval --no-baseline --clickhouse  # + what the model_health view shows
     """
     from leadflow.cli.options import fail
     from leadflow.demo.model_eval import results_table, run_eval
@@ -83,6 +95,12 @@ def model_eval_cmd(
 
     policy = load_default_policy()
     results = {}
+    engine = tempfile.TemporaryDirectory(prefix="leadflow-model-eval-") if clickhouse else None
+    client = None
+    if engine is not None:
+        from clickhouse_connect import get_client
+
+        client = get_client(dsn=f"chdb://{engine.name}")
     for world in worlds or ("northwind",):
         for seed in seeds or (1,):
             for kind in kinds or (DEFAULT_KIND,):
@@ -98,10 +116,14 @@ def model_eval_cmd(
                         partitions=partitions,
                         refresh_every=refresh_every,
                         baseline=baseline,
+                        clickhouse=None if client is None else (client, "model_eval"),
                     )
                 except LeadflowError as exc:
                     fail(str(exc))
                 _warn(column, results[column])
+    if client is not None and engine is not None:
+        client.close()
+        engine.cleanup()
     title = f"model-eval: {people:,} people, {days:g} days"
     Console().print(results_table(title, results))
 
@@ -111,6 +133,9 @@ def _warn(column: str, figures: dict[str, float | int | str | None]) -> None:
     warnings = figures.get("health_warnings")
     if warnings and warnings != "none":
         click.echo(f"warning: {column}: model health: {warnings}", err=True)
+    in_clickhouse = figures.get("ch_warnings")
+    if in_clickhouse and in_clickhouse != "none":
+        click.echo(f"warning: {column}: model health in ClickHouse: {in_clickhouse}", err=True)
     refused = figures.get("refused_share")
     if isinstance(refused, float) and refused > 0.5:
         click.echo(

@@ -33,6 +33,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.table import Table
 
@@ -76,6 +77,7 @@ class Replay:
     scores: dict[str, list[LeadScored]] = field(default_factory=lambda: defaultdict(list))
     held: list[tuple[int, str, Scored]] = field(default_factory=list)
     first_sql: dict[str, int] = field(default_factory=dict)
+    transitions: list[StageChanged] = field(default_factory=list)
     states: dict[str, LeadState] = field(default_factory=dict)
     dead_letters: int = 0
     refused: int = 0
@@ -181,8 +183,10 @@ def replay(
             if isinstance(obj, LeadScored):
                 run.scores[obj.lead_id].append(obj)
                 run.rescores += obj.cause_event_id.startswith("decay:")
-            elif isinstance(obj, StageChanged) and obj.to_stage is Stage.SQL:
-                run.first_sql.setdefault(obj.lead_id, obj.occurred_at)
+            elif isinstance(obj, StageChanged):
+                run.transitions.append(obj)
+                if obj.to_stage is Stage.SQL:
+                    run.first_sql.setdefault(obj.lead_id, obj.occurred_at)
             elif isinstance(obj, OwnerAssigned):
                 routing = RoutingState(routing.cursors | {obj.pool: obj.cursor_after})
             elif isinstance(obj, Example):
@@ -406,8 +410,14 @@ def run_eval(
     refresh_every: int = 0,
     warmup_days: float = 45.0,
     baseline: bool = True,
+    clickhouse: tuple[Any, str] | None = None,
 ) -> dict[str, float | int | str | None]:
-    """Simulate, replay through the processors with a ``kind`` model, and evaluate."""
+    """Simulate, replay through the processors with a ``kind`` model, and evaluate.
+
+    With ``clickhouse`` (a client and a database name) the run's scores and transitions
+    are also projected there and graded by the ``model_health`` view
+    (:func:`clickhouse_health`).
+    """
     policy = policy or load_default_policy()
     config = SimConfig(people=people, days=days, seed=seed, world=world)
     simulation = Simulation(config)
@@ -424,7 +434,47 @@ def run_eval(
         refresh_every=refresh_every,
         cutoffs=cutoffs,
     )
-    return evaluate(run, simulation.ground_truth(), baseline=baseline)
+    figures = evaluate(run, simulation.ground_truth(), baseline=baseline)
+    if clickhouse is not None:
+        figures |= clickhouse_health(run, *clickhouse, policy)
+    return figures
+
+
+def clickhouse_health(
+    run: Replay, client: Any, database: str, policy: Policy, window_days: int = 90
+) -> dict[str, float | int | str | None]:
+    """What ClickHouse's ``model_health`` view shows for the simulated workspace.
+
+    The run's scores and transitions are projected into ``database`` (dropped first).
+    """
+    from leadflow.sinks import reports
+    from leadflow.sinks.migrations import migrate
+    from leadflow.sinks.projection import rows_for_all
+    from leadflow.sinks.projector import insert_rows
+    from leadflow.sinks.tables import check_identifier
+
+    client.command(f"DROP DATABASE IF EXISTS {check_identifier(database, 'database')}")
+    migrate(client, database)
+    scores = [s for lead_scores in run.scores.values() for s in lead_scores]
+    insert_rows(client, database, rows_for_all([*scores, *run.transitions]))
+    report = reports.model_health(
+        client,
+        database,
+        window_days=window_days,
+        horizon_days=max(1, round(policy.labels.negative_horizon_days)),
+        min_labels=policy.model.min_labels,
+        conversion=policy.labels.conversion,
+        workspace=WORKSPACE,
+    )
+    row = next(iter(report.as_dicts()), {})
+    return {
+        "ch_window_days": window_days,
+        "ch_examples": row.get("examples", 0),
+        "ch_positives": row.get("positives", 0),
+        "ch_auc": row.get("auc"),
+        "ch_ece": row.get("ece"),
+        "ch_warnings": ",".join(row.get("warnings", [])) or "none",
+    }
 
 
 def _mapped(message: dict[str, object]) -> Event | None:
