@@ -119,7 +119,6 @@ def _stack_settings(scratch: Settings, home: Path) -> Settings:
         update={
             "data_dir": home / "stack",
             "collector_port": free_port(),
-            "worker_web_port": free_port(),
             "collector_keys_file": home / "keys.json",
             "clickhouse_http_port": free_port(),
             "collector_rate_per_second": 1e9,
@@ -150,11 +149,7 @@ def stack(
                 main.spawn("collector", "collector")
             logs = [(main, "worker0", main.spawn("worker0", "worker"))]
             for i in range(1, workers):
-                extra = Stack(
-                    settings.model_copy(
-                        update={"data_dir": home / f"worker{i}", "worker_web_port": free_port()}
-                    )
-                )
+                extra = Stack(settings.model_copy(update={"data_dir": home / f"worker{i}"}))
                 running.stacks.append(extra)
                 logs.append((extra, f"worker{i}", extra.spawn(f"worker{i}", "worker")))
             running.projector_out = home / "seen.json"
@@ -162,7 +157,7 @@ def stack(
             if collector:
                 wait_collector(running.url)
             for owner, name, log in logs:
-                owner.wait_for(name, "Worker ready", log, timeout=180)
+                owner.wait_for(name, "worker.ready", log, timeout=180)
             main.wait_for("projector", "projector host ready", main.run_dir / "projector.log")
             yield running
         finally:

@@ -53,7 +53,6 @@ def demo_settings(settings: Settings) -> Settings:
             "kafka_port": settings.kafka_port + 100,
             "kafka_controller_port": settings.kafka_controller_port + 100,
             "collector_port": settings.collector_port + 100,
-            "worker_web_port": settings.worker_web_port + 100,
             "collector_rate_per_second": 100_000.0,
             "collector_rate_burst": 100_000.0,
             "log_format": "json",
@@ -214,7 +213,7 @@ def run_demo(settings: Settings, people: int, days: float, seed: int, out: Path)
         stack.spawn("collector", "collector")
         worker_log = stack.spawn("worker", "worker")
         wait_collector(url)
-        stack.wait_for("worker", "Worker ready", worker_log)
+        stack.wait_for("worker", "worker.ready", worker_log)
     console.print(f"[green]✓[/] collector on {url}, worker ready (logs in {stack.run_dir})")
 
     client = get_client(dsn=settings.clickhouse_url)

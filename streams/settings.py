@@ -28,13 +28,6 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
-class Guarantee(StrEnum):
-    """faust's processing guarantee (see docs/architecture.md for why the default)."""
-
-    AT_LEAST_ONCE = "at_least_once"
-    EXACTLY_ONCE = "exactly_once"
-
-
 Port = Annotated[int, Field(ge=1, le=65535)]
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
@@ -299,14 +292,6 @@ class Settings(BaseSettings):
         description="Encrypt PII fields with per-person keys in leadflow.pii-keys, so erasure "
         "can shred them in the Kafka log. See docs/privacy.md.",
     )
-    worker_web_port: Port = Field(
-        default=6066,
-        description="Unused: the worker serves no HTTP (faust's web server, which exposed the "
-        "tables, is off). Kept so existing configurations stay valid.",
-    )
-    processing_guarantee: Guarantee = Field(
-        default=Guarantee.AT_LEAST_ONCE, description="faust processing guarantee."
-    )
     order_lateness_ms: int = Field(
         default=0,
         ge=0,
@@ -318,8 +303,37 @@ class Settings(BaseSettings):
     worker_stall_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="A worker with lag that processes nothing this long re-seeks to its "
-        "committed offsets, and exits (code 70) for its supervisor if that does not help.",
+        description="An input partition with lag whose committed offset does not move this "
+        "long is re-sought to its committed offset; if that does not help the worker exits "
+        "(code 70) for its supervisor.",
+    )
+    worker_batch_max: int = Field(
+        default=1000,
+        ge=1,
+        description="Most records the worker processes in one transaction.",
+    )
+    worker_poll_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        description="How long the worker waits for a first record before its housekeeping "
+        "(a record that arrives is processed at once).",
+    )
+    worker_linger_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long the worker's producer waits to fill a batch.",
+    )
+    worker_transaction_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Kafka transaction timeout: the longest a dead worker's open transaction "
+        "can hold readers back (when no worker with its data dir restarts to fence it).",
+    )
+    worker_hung_call_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A Kafka client call of the worker blocked this long (past its own "
+        "timeout) ends the process with code 70 for its supervisor.",
     )
     model_signing_key: SecretStr | None = Field(
         default=None,

@@ -1,25 +1,40 @@
-"""``leadflow worker``: run the faust stream processors."""
+"""The worker's runtime: the stages wired to the transactional engine, and its lag.
+
+``leadflow worker`` (cli/worker.py) calls :func:`run_worker`. Why the worker runs on its
+own engine and not on faust: docs/architecture.md, "Why the worker left faust".
+"""
 
 from __future__ import annotations
 
 import secrets
-import shutil
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, TopicPartition
 
+from leadflow.processors.bounds import BoundsTable
+from leadflow.processors.bounds_load import load_bounds
 from leadflow.processors.errors import PolicyError
+from leadflow.processors.policy import Policy
+from leadflow.processors.policy_load import load_default_policy, parse_policy
+from leadflow.schemas.codec import codec_from_settings
+from leadflow.streams.engine.kafka import WORKER_GROUP, WorkerId
+from leadflow.streams.engine.loop import Engine
+from leadflow.streams.engine.stage import Stage
+from leadflow.streams.engine.stores import changelog_topic
 from leadflow.streams.kafka_offsets import watermarks
 from leadflow.streams.logs import get_logger
+from leadflow.streams.model_feed import ModelFeed
+from leadflow.streams.pii.vault import Vault
 from leadflow.streams.private_files import write_private
 from leadflow.streams.settings import Settings
+from leadflow.streams.stages.identity import identity_stage
+from leadflow.streams.stages.lead import LeadDeps, lead_stage
+from leadflow.streams.stages.trainer import TrainerDeps, trainer_stage
 from leadflow.streams.stall import owed
-from leadflow.streams.topics import WORKER_INPUTS
-
-if TYPE_CHECKING:
-    from leadflow.streams.app import LeadflowApp
+from leadflow.streams.topics import WORKER_INPUTS, create_topics
 
 log = get_logger(__name__)
 
@@ -34,19 +49,11 @@ def model_key(settings: Settings) -> bytes:
     return path.read_bytes()
 
 
-# faust's consumer group is its app id (streams/app.py, APP_ID).
-WORKER_GROUP = "leadflow"
-
-
-# Written by a worker that stopped cleanly (exit 0), next to its local table stores.
-CLEAN_STOP = "clean-stop"
-
-
-def worker_lag(settings: Settings, *, markers: bool = False) -> int:
+def worker_lag(settings: Settings) -> int:
     """Records the worker has not committed yet on the topics it consumes.
 
-    ``markers=True`` ignores exactly_once's trailing transaction markers (see
-    :func:`~leadflow.streams.stall.owed`).
+    Every transaction ends with a marker no consumer commits past, so a partition whose
+    committed offset is one short of its end owes nothing (:func:`~.stall.owed`).
     """
     consumer = Consumer(
         {**settings.kafka_client_config(), "group.id": WORKER_GROUP, "enable.auto.commit": False}
@@ -58,57 +65,72 @@ def worker_lag(settings: Settings, *, markers: bool = False) -> int:
             partitions = [TopicPartition(spec.name, p) for p in meta.partitions]
             for committed in consumer.committed(partitions, timeout=10):
                 _, high = watermarks(consumer, committed, time.monotonic() + 30)
-                lag += owed(high, max(committed.offset, 0), markers=markers)
+                lag += owed(high, max(committed.offset, 0), markers=True)
         return lag
     finally:
         consumer.close()
 
 
-def build_app(settings: Settings) -> LeadflowApp:
-    """The configured faust app (imported lazily: faust is slow to import).
+def load_policy(settings: Settings) -> Policy:
+    """The configured policy, or the packaged default.
 
     Raises:
-        PolicyError: the policy or bounds file cannot be read or is invalid (names file, line,
-            field).
+        PolicyError: the policy file cannot be read or is invalid (names file, line, field).
     """
-    from leadflow.processors.bounds_load import load_bounds
-    from leadflow.processors.policy_load import load_default_policy, parse_policy
-    from leadflow.schemas.codec import codec_from_settings
-    from leadflow.streams.app import LeadflowApp
-
     path = settings.policy_file
     if path is None:
-        policy = load_default_policy()
-    else:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise PolicyError(f"cannot read LEADFLOW_POLICY_FILE {path}: {exc.strerror}") from None
-        policy = parse_policy(text, str(path))
-    bounds = load_bounds(settings.bounds_file)
-    return LeadflowApp(settings, codec_from_settings(settings), policy, model_key(settings), bounds)
+        return load_default_policy()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(f"cannot read LEADFLOW_POLICY_FILE {path}: {exc.strerror}") from None
+    return parse_policy(text, str(path))
 
 
-def discard_after_unclean_stop(tables: Path, marker: Path) -> bool:
-    """Delete the local table stores unless the last run stopped cleanly; say if it did.
+def build_stages(
+    settings: Settings, policy: Policy, bounds: BoundsTable, feed: ModelFeed
+) -> list[Stage]:
+    """The worker's stages, wired to the codec, policy, bounds, model feed and PII vault."""
+    codec = codec_from_settings(settings)
+    key = model_key(settings)
 
-    The local RocksDB files can hold writes the changelog never received (a kill -9
-    between the two) or, under exactly_once, writes of a transaction that was aborted.
-    faust recovers from the changelog only past the offset it recorded locally, so such
-    writes would survive and mark events as seen that Kafka will deliver again. After an
-    unclean stop the changelog is the only truth (Kafka Streams does the same under EOS).
-    The marker is removed while the worker runs and written back on a clean exit.
+    vault = Vault(settings) if settings.pii_encryption else None
+    return [
+        identity_stage(codec, bounds),
+        lead_stage(LeadDeps(codec, policy, feed.model, vault)),
+        trainer_stage(TrainerDeps(codec, policy, key)),
+    ]
 
-    Example:
-        >>> import tempfile
-        >>> root = Path(tempfile.mkdtemp())
-        >>> (root / "tables").mkdir()
-        >>> discard_after_unclean_stop(root / "tables", root / "clean"), (root / "tables").exists()
-        (True, False)
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker until SIGTERM or SIGINT; ``kill -USR1`` logs where it stands.
+
+    Raises:
+        WorkerIdError: another worker runs with the same data directory.
+        PolicyError: the policy or bounds file cannot be read or is invalid.
     """
-    clean = marker.exists()
-    marker.unlink(missing_ok=True)
-    if clean or not tables.exists():
-        return False
-    shutil.rmtree(tables)
-    return True
+    # A bad policy or bounds file fails here, before anything is written.
+    policy = load_policy(settings)
+    bounds = load_bounds(settings.bounds_file)
+    feed = ModelFeed(settings, model_key(settings), policy)
+    stages = build_stages(settings, policy, bounds, feed)
+    worker_id = WorkerId(settings.data_dir / "worker")
+    stores = sorted({name for stage in stages for name in stage.stores})
+    create_topics(settings, [changelog_topic(name) for name in stores])
+    engine = Engine(settings, stages, worker_id.value)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("worker.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: engine.dump())
+    feed.start()
+    try:
+        engine.run(stop)
+    finally:
+        feed.stop()
+        worker_id.release()
+    log.info("worker.stopped", **engine.counters.as_dict())

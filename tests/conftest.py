@@ -36,7 +36,6 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
         collector_port=free_port(),
-        worker_web_port=free_port(),
         clickhouse_http_port=free_port(),
         kafka_heap="768m",
         topic_partitions=4,

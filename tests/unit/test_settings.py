@@ -30,7 +30,7 @@ def test_bootstrap_from_environment_disables_the_local_broker(
         ("LEADFLOW_KAFKA_PORT", "70000"),
         ("LEADFLOW_LOG_FORMAT", "xml"),
         ("LEADFLOW_TOPIC_PARTITIONS", "0"),
-        ("LEADFLOW_PROCESSING_GUARANTEE", "maybe_once"),
+        ("LEADFLOW_WORKER_BATCH_MAX", "0"),
         ("LEADFLOW_KAFKA_SECURITY_PROTOCOL", "CARRIER_PIGEON"),
     ],
 )
@@ -70,7 +70,7 @@ def test_to_env_rebuilds_the_same_settings_in_a_child_process(
         kafka_port=29092,
         kafka_sasl_password="s3cret",
         collector_cors_origins=("https://a.example", "https://b.example"),
-        processing_guarantee="exactly_once",
+        worker_batch_max=250,
     )
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)

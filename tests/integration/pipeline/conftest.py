@@ -31,7 +31,6 @@ class WorkerProcess:
 
     settings: Settings
     data_dir: Path
-    guarantee: str = "at_least_once"
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -49,7 +48,6 @@ class WorkerProcess:
             "LEADFLOW_DATA_DIR": str(self.data_dir),
             "LEADFLOW_WORKER_WEB_PORT": str(self.web_port),
             "LEADFLOW_TOPIC_PARTITIONS": str(self.settings.topic_partitions),
-            "LEADFLOW_PROCESSING_GUARANTEE": self.guarantee,
             "LEADFLOW_LOG_FORMAT": "json",
             # Workers of one session share the broker's leadflow.models: one signing key.
             "LEADFLOW_MODEL_SIGNING_KEY": "test-session-model-key",
@@ -65,7 +63,7 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited early:\n{self.tail()}")
-            if b"Worker ready" in log.read_bytes():
+            if b'"worker.ready"' in log.read_bytes():
                 return
             time.sleep(0.25)
         raise AssertionError(f"worker not ready in {timeout}s:\n{self.tail()}")

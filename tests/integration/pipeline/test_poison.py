@@ -74,7 +74,7 @@ def poison_corpus(workspace: str) -> dict[str, tuple[bytes | None, bytes, str]]:
         "valid avro, wrong kind for the topic": (
             None,
             CODEC.encode(scored),
-            "LeadScored is not a Event",
+            "LeadScored is not an Event",
         ),
         "event with no person": (
             None,

@@ -1,7 +1,8 @@
 """kill -9 the worker mid-stream, restart it: no SQL hand-off is lost, ClickHouse counts each once.
 
-At least once by design (docs/architecture.md): a hand-off may be re-published after the
-crash, always identical and with the same transition id; the test reports how many were.
+The worker commits each batch in one Kafka transaction (docs/architecture.md), so a reader
+with read_committed sees each hand-off once; the test still counts re-emissions (any would
+have to be identical, with the same transition id).
 
 Runs on a broker of its own: a fresh consumer group on the shared broker would reprocess
 the other tests' events.
@@ -58,14 +59,14 @@ def supervise(settings: Settings, worker: WorkerProcess, restarts: list[str]) ->
     (streams/stall.py); this loop only restarts what exited. Lag that does not move for
     three stall periods means the watch failed, and so does the test.
     """
-    last, since = worker_lag(settings, markers=worker.guarantee == "exactly_once"), time.monotonic()
+    last, since = worker_lag(settings), time.monotonic()
     while last > 0:
         time.sleep(2)
         if worker.exited():
             restarts.append(f"exit {worker.returncode()} with lag {last}")
             worker.start()
             since = time.monotonic()
-        lag = worker_lag(settings, markers=worker.guarantee == "exactly_once")
+        lag = worker_lag(settings)
         if lag < last:
             last, since = lag, time.monotonic()
         assert time.monotonic() - since < 3 * STALL_SECONDS + 30, (
@@ -96,19 +97,9 @@ def recycled_leads(settings: Settings, expect: int) -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-# exactly_once is a known issue, deselected from `make test` (run it with
-# `pytest -m known_issue -s <this file>`): faust puts each produced record in the
-# transaction of its destination partition's task, so the identity agent's re-keyed
-# records commit apart from the offsets that caused them; 2 of 30 first hand-offs were
-# lost in the run that showed it (docs/architecture.md, "Processing guarantee").
-@pytest.mark.parametrize(
-    "guarantee",
-    ["at_least_once", pytest.param("exactly_once", marks=pytest.mark.known_issue)],
-)
 def test_kill_9_mid_stream_loses_no_handoff_and_clickhouse_counts_each_once(
     own_broker: Settings,
     tmp_path: Path,
-    guarantee: str,
     clickhouse_session: Any,
     clickhouse_db: str,
     counts_checked: Callable[[str], None],
@@ -118,7 +109,6 @@ def test_kill_9_mid_stream_loses_no_handoff_and_clickhouse_counts_each_once(
     worker = WorkerProcess(
         own_broker,
         tmp_path / "worker",
-        guarantee=guarantee,
         env={"LEADFLOW_WORKER_STALL_SECONDS": str(STALL_SECONDS)},
     )
     worker.data_dir.mkdir()
@@ -131,10 +121,6 @@ def test_kill_9_mid_stream_loses_no_handoff_and_clickhouse_counts_each_once(
             assert time.monotonic() < deadline, worker.tail()
             time.sleep(0.2)
         worker.kill()
-        # Restart once the dead member's session (10 s) has expired, as a supervisor with
-        # backoff would. Seen once in six runs: a worker started inside that window said
-        # "Worker ready" and then consumed nothing (docs/architecture.md, known issues).
-        time.sleep(12)
         worker.start()
         restarts: list[str] = []
         supervise(own_broker, worker, restarts)
@@ -162,7 +148,7 @@ def test_kill_9_mid_stream_loses_no_handoff_and_clickhouse_counts_each_once(
     reemitted = len(handoffs) - len(copies)
     stalls = worker.log_events("worker.stalled")
     print(
-        f"{guarantee}: {len(copies)} distinct SQL transitions, {reemitted} re-emitted, "
+        f"{len(copies)} distinct SQL transitions, {reemitted} re-emitted, "
         f"stalls acted on: {stalls or 'none'}, supervisor restarts: {restarts or 'none'}"
     )
     assert len(copies) == 2 * LEADS, "a hand-off was lost"

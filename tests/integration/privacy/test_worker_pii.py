@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from leadflow.cli.erase import erase
 from leadflow.processors.derived import BecameSQL, LeadScored
@@ -49,9 +49,19 @@ def pii_worker(
 
 
 def raw_values(settings: Settings, topic: str, key: bytes | None = None) -> list[bytes]:
-    """Every stored value of ``topic`` (only records with ``key`` when given), log order."""
+    """Every committed value of ``topic`` (only records with ``key`` when given), log order.
+
+    The worker writes its changelogs in transactions: read committed records only, up to
+    the end each partition reports (its last stable offset, past the final commit marker).
+    """
     consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap, "group.id": "pii-raw", "log_level": 3}
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "group.id": "pii-raw",
+            "log_level": 3,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
     )
     values: list[bytes] = []
     try:
@@ -61,13 +71,15 @@ def raw_values(settings: Settings, topic: str, key: bytes | None = None) -> list
             if high <= low:
                 continue
             consumer.assign([TopicPartition(topic, p, low)])
-            seen = low
             deadline = time.monotonic() + 30
-            while seen < high and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
                 msg = consumer.poll(0.5)
-                if msg is None or msg.error():
+                if msg is None:
                     continue
-                seen = int(msg.offset() or 0) + 1
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        break
+                    continue
                 if key is None or msg.key() == key:
                     values.append(msg.value() or b"")
     finally:

@@ -69,7 +69,7 @@ CLI_CORPUS: list[tuple[list[str], int, str]] = [
     (["simulate", "--start", "notadate", "--dry-run"], 2, "not an ISO-8601 time"),
     (["simulate", "--rate", "-1", "--dry-run"], 2, "-1.0 is not in the range x>0"),
     (["simulate", "--via", "pigeon"], 2, "'pigeon' is not one of"),
-    (["worker", "--loglevel", "loud"], 2, "'loud' is not one of"),
+    (["worker", "--loglevel", "info"], 2, "No such option: --loglevel"),
     (["workspace", "views", "bad id"], 2, VALID_ISH),
     (["workspace", "views", "wsA\n"], 2, VALID_ISH),
     (["report", "kpis", "--from", "2026-01-01", "--to", "2026-02-01", "--workspace", "wsA\n"],

@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import KafkaException, Producer
 
+from leadflow.streams.engine.kafka import consumer_config, producer_config
 from leadflow.streams.logs import configure_logging, get_logger
-from leadflow.streams.security import clickhouse_options, faust_credentials, kafka_ssl_context
+from leadflow.streams.security import clickhouse_options
 from leadflow.streams.settings import Settings, SettingsError, load_settings
 
 PASSWORD = "s3cr3t-SASL-pw"  # must never appear in any log output
@@ -48,8 +50,6 @@ def test_plaintext_is_the_local_default() -> None:
         "bootstrap.servers": "127.0.0.1:19092",
         "security.protocol": "PLAINTEXT",
     }
-    assert faust_credentials(settings) is None
-    assert kafka_ssl_context(settings) is None
 
 
 def test_confluent_config_carries_sasl_and_tls(certs: dict[str, Path]) -> None:
@@ -77,9 +77,7 @@ def test_confluent_config_carries_sasl_and_tls(certs: dict[str, Path]) -> None:
     assert unchecked.kafka_client_config()["ssl.endpoint.identification.algorithm"] == "none"
 
 
-def test_faust_gets_the_same_sasl_and_tls(certs: dict[str, Path]) -> None:
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
+def test_the_worker_clients_get_the_same_sasl_and_tls(certs: dict[str, Path]) -> None:
     settings = load_settings(
         **SASL,
         kafka_ssl_cafile=certs["cert"],
@@ -87,25 +85,12 @@ def test_faust_gets_the_same_sasl_and_tls(certs: dict[str, Path]) -> None:
         kafka_ssl_keyfile=certs["key"],
         kafka_ssl_key_password=KEY_PASSWORD,
     )
-    auth = credentials_to_aiokafka_auth(faust_credentials(settings))
-    assert auth["security_protocol"] == "SASL_SSL"
-    assert auth["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert (auth["sasl_plain_username"], auth["sasl_plain_password"]) == ("leadflow", PASSWORD)
-    assert auth["ssl_context"].check_hostname is True
-    tls_only = load_settings(kafka_security_protocol="SSL", kafka_ssl_cafile=certs["cert"])
-    assert credentials_to_aiokafka_auth(faust_credentials(tls_only))["security_protocol"] == "SSL"
-
-
-def test_the_worker_app_is_built_with_those_credentials() -> None:
-    from leadflow.streams.app import _credentials
-
-    settings = load_settings(**{**SASL, "kafka_security_protocol": "SASL_PLAINTEXT"})
-    creds = _credentials(settings)
-    assert (creds.username, creds.password, creds.mechanism.value) == (
-        "leadflow",
-        PASSWORD,
-        "SCRAM-SHA-512",
-    )
+    secure = ("sasl.", "ssl.", "security.")
+    wanted = {k: v for k, v in settings.kafka_client_config().items() if k.startswith(secure)}
+    for config in (consumer_config(settings, "w1"), producer_config(settings, "w1")):
+        assert {k: v for k, v in config.items() if k.startswith(secure)} == wanted
+        assert config["security.protocol"] == "SASL_SSL"
+        assert config["sasl.password"] == PASSWORD
 
 
 def test_a_wrong_key_password_fails_loudly(certs: dict[str, Path]) -> None:
@@ -115,8 +100,8 @@ def test_a_wrong_key_password_fails_loudly(certs: dict[str, Path]) -> None:
         kafka_ssl_keyfile=certs["key"],
         kafka_ssl_key_password="wrong",
     )
-    with pytest.raises(Exception, match=r"(?i)bad decrypt|password|PEM"):
-        kafka_ssl_context(settings)
+    with pytest.raises(KafkaException, match=r"(?i)bad decrypt|password|PEM|ssl.key"):
+        Producer(producer_config(settings, "w1"))
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 import pytest
 
-from leadflow.streams.app import ROUTES
 from leadflow.streams.settings import load_settings
+from leadflow.streams.stages.routes import ROUTES
 from leadflow.streams.topics import (
     ALL_TOPICS,
     EVENTS,

@@ -1,0 +1,564 @@
+"""The batch loop: poll, process, produce, send offsets, commit; one transaction per batch.
+
+Per batch:
+
+1. poll: block for the first record (so a lone record starts at once), then take what the
+   client already fetched, up to ``worker_batch_max`` records;
+2. begin a transaction; run each record's task (decode, pure processor, store writes,
+   outputs, dead letters are all produced inside the transaction);
+3. call each touched task's ``on_batch_end``; produce the batch's store writes to the
+   changelogs;
+4. ``send_offsets_to_transaction`` (the next offset of every input partition in the batch,
+   with the group metadata that fences a zombie) and commit.
+
+Faults (docs/operations.md, "What the worker does in each fault"):
+
+- a transient error (broker away, coordinator moving, request timed out) is retried with
+  backoff, forever, with a log line per attempt kind;
+- an error that dooms the transaction aborts it, drops the batch's store writes and rewinds
+  every input partition to its last committed offset: the batch is processed again;
+- a fenced or fatal producer is closed and rebuilt; the batch is processed again;
+- a rebalance runs between batches (callbacks fire only inside ``poll``): revoked partitions
+  forget their tasks and stores, assigned ones restore their stores first.
+
+Nothing exits on an outage. A record whose task raises a :class:`LeadflowError` goes to
+the dead-letter topic; any other exception is a bug and stops the worker loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from leadflow.processors.errors import LeadflowError
+from leadflow.streams.engine import kafka as k
+from leadflow.streams.engine.stage import Record, Stage, Task, Unavailable
+from leadflow.streams.engine.stores import Stores, changelog_topic
+from leadflow.streams.logs import get_logger
+from leadflow.streams.settings import Settings
+from leadflow.streams.stall import StallWatch, Verdict, owed
+from leadflow.streams.topics import DLQ, TopicSpec
+
+log = get_logger(__name__)
+
+TP = tuple[str, int]
+
+# confluent-kafka's "let the partitioner choose" (librdkafka's RD_KAFKA_PARTITION_UA).
+PARTITION_UNASSIGNED = -1
+
+# Exit code asking the supervisor for a fresh process (a partition stuck past a re-seek).
+EXIT_STALLED = 70
+
+
+def dlq_headers(exc: Exception, topic: str, partition: int, offset: int) -> dict[str, bytes]:
+    """Why a record went to the dead-letter topic, and where it came from.
+
+    Example:
+        >>> dlq_headers(ValueError("bad"), "leadflow.events", 3, 42)["leadflow.reason"]
+        b'ValueError: bad'
+    """
+    return {
+        "leadflow.reason": f"{type(exc).__name__}: {exc}".encode()[:1000],
+        "leadflow.source.topic": topic.encode(),
+        "leadflow.source.partition": str(partition).encode(),
+        "leadflow.source.offset": str(offset).encode(),
+    }
+
+
+@dataclass
+class Counters:
+    """What the loop has done since it started (logged with ``worker.progress``)."""
+
+    records: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    aborts: int = 0
+    rebuilds: int = 0
+    retries: int = 0
+    rebalances: int = 0
+    restored: int = 0
+    unavailable: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name, for a log line."""
+        return dict(vars(self))
+
+
+class Watchdog:
+    """Ends the process when a Kafka client call blocks far past its own timeout.
+
+    librdkafka's ``send_offsets_to_transaction`` can wait forever when the group coordinator
+    goes away (librdkafka #5456: its timeout is never checked; #5511), seen here after a
+    broker restart. A blocked C call cannot be interrupted, so the only way on is a fresh
+    process: exit 70 for the supervisor (nothing is lost: the batch was not committed, and
+    the next process fences this one's transaction).
+    """
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._call: tuple[str, float] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kafka-watchdog", daemon=True)
+
+    def start(self) -> None:
+        """Start watching."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._stop.set()
+
+    @contextmanager
+    def guard(self, call: str) -> Iterator[None]:
+        """Mark a blocking client call for the duration of the block."""
+        self._call = (call, time.monotonic())
+        try:
+            yield
+        finally:
+            self._call = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            current = self._call
+            if current is not None and time.monotonic() - current[1] > self.limit:
+                log.error(
+                    "worker.client_hung",
+                    call=current[0],
+                    seconds=round(time.monotonic() - current[1]),
+                    action="exit 70 for the supervisor",
+                )
+                os._exit(EXIT_STALLED)
+
+
+class _Context:
+    """A task's view of one input partition within the current transaction."""
+
+    def __init__(self, engine: Engine, stage: Stage, partition: int) -> None:
+        self._engine = engine
+        self._stage = stage
+        self._partition = partition
+
+    @property
+    def partition(self) -> int:
+        return self._partition
+
+    def _store(self, name: str) -> Stores:
+        if name not in self._stage.stores:
+            raise LeadflowError(f"stage {self._stage.name} has no store {name!r}")
+        return self._engine.stores
+
+    def get(self, store: str, key: bytes) -> bytes | None:
+        return self._store(store).store(store, self._partition).get(key)
+
+    def put(self, store: str, key: bytes, value: bytes | None) -> None:
+        self._store(store).store(store, self._partition).put(key, value)
+
+    def items(self, store: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        return self._store(store).store(store, self._partition).items(prefix)
+
+    def send(
+        self,
+        topic: TopicSpec,
+        key: bytes | None,
+        value: bytes,
+        headers: Mapping[str, bytes] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        self._engine.produce(topic.name, key, value, headers, partition)
+
+    def dead_letter(self, record: Record, exc: Exception) -> None:
+        self._engine.dead_letter(record, exc)
+
+
+class Engine:
+    """Runs stages over one consumer and one transactional producer.
+
+    Args:
+        settings: connection settings and the worker's tuning (batch size, timeouts).
+        stages: the stages; each consumes its own input topic.
+        worker_id: the stable id of this worker (see :class:`~.kafka.WorkerId`).
+    """
+
+    def __init__(self, settings: Settings, stages: Sequence[Stage], worker_id: str) -> None:
+        topics = [stage.source.name for stage in stages]
+        if len(set(topics)) != len(topics):
+            raise LeadflowError(f"two stages consume the same topic: {topics}")
+        self.settings = settings
+        self.stages = {stage.source.name: stage for stage in stages}
+        self.worker_id = worker_id
+        self.stores = Stores(settings.kafka_client_config())
+        self.counters = Counters()
+        self.tasks: dict[TP, Task] = {}
+        self.contexts: dict[TP, _Context] = {}
+        # Where each owned input partition's committed offset is: where an abort rewinds to.
+        self.positions: dict[TP, int] = {}
+        self.watches: dict[TP, StallWatch] = {}
+        self.ready = threading.Event()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._next_progress = 0.0
+        self._next_watch = 0.0
+        self._logged: dict[str, float] = {}
+        self._unavailable_delay = 0.1
+        self.watchdog = Watchdog(settings.worker_hung_call_seconds)
+        self._troubles = 0
+
+    # -- clients ----------------------------------------------------------------------------
+
+    @property
+    def consumer(self) -> Consumer:
+        """The input consumer (after :meth:`start`)."""
+        assert self._consumer is not None, "engine not started"
+        return self._consumer
+
+    @property
+    def producer(self) -> Producer:
+        """The transactional producer of the current transaction (after :meth:`start`)."""
+        assert self._producer is not None, "engine not started"
+        return self._producer
+
+    def _new_producer(self) -> None:
+        producer = k.new_producer(self.settings, self.worker_id)
+        self._retry("init_transactions", lambda: producer.init_transactions(30.0))
+        self._producer = producer
+
+    def start(self) -> None:
+        """Create the clients (fencing this worker id's previous transaction) and subscribe."""
+        self._new_producer()
+        self._consumer = k.new_consumer(self.settings, self.worker_id)
+        self.consumer.subscribe(
+            list(self.stages),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+
+    def close(self) -> None:
+        """Leave the group (revokes run) and release the clients; nothing is in flight."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(10.0)
+            self._producer = None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Process batches until ``stop`` is set; rides out broker outages."""
+        self.watchdog.start()
+        self.start()
+        try:
+            while not stop.is_set():
+                messages = self._poll()
+                if messages:
+                    self._process(messages)
+                self._housekeeping()
+        finally:
+            self.watchdog.stop()
+            self.close()
+
+    def _poll(self) -> list[Message]:
+        first = self.consumer.poll(self.settings.worker_poll_seconds)
+        if first is None:
+            return []
+        rest = self.consumer.consume(num_messages=self.settings.worker_batch_max - 1, timeout=0)
+        messages = []
+        for message in (first, *rest):
+            error = message.error()
+            if error is None:
+                messages.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                self._log_once("worker.consumer_error", error=str(error), fatal=error.fatal())
+                if error.fatal():
+                    raise KafkaException(error)
+        return messages
+
+    def _process(self, messages: Sequence[Message]) -> None:
+        offsets: dict[TP, int] = {}
+        try:
+            self.producer.begin_transaction()
+            touched: dict[TP, _Context] = {}
+            for message in messages:
+                tp = (str(message.topic()), int(message.partition() or 0))
+                task = self.tasks.get(tp)
+                if task is None:
+                    continue  # revoked since the fetch: its new owner processes it
+                ctx = self.contexts[tp]
+                record = Record(
+                    topic=tp[0],
+                    partition=tp[1],
+                    offset=int(message.offset() or 0),
+                    key=message.key(),
+                    value=message.value() or b"",
+                    headers=_headers(message),
+                )
+                try:
+                    task.on_record(ctx, record)
+                except LeadflowError as exc:
+                    # Tasks dead-letter what they know to be bad; this is the safety net.
+                    self.dead_letter(record, exc)
+                touched[tp] = ctx
+                offsets[tp] = record.offset + 1
+            for tp, ctx in touched.items():
+                self.tasks[tp].on_batch_end(ctx)
+            for name, partition, key, value in self.stores.pending():
+                self.produce(changelog_topic(name).name, key, value, None, partition)
+            self._commit(offsets)
+        except KafkaException as exc:
+            self._recover(k.classify(exc), exc)
+            return
+        except Unavailable as exc:
+            # Something a task needs is out of reach: not the records' fault. Process the
+            # batch again after a pause that grows while the outage lasts.
+            self.counters.unavailable += 1
+            self._log_once("worker.unavailable", error=str(exc), action="retry")
+            self._recover(k.Failure.ABORT, None)
+            time.sleep(self._unavailable_delay)
+            self._unavailable_delay = min(self._unavailable_delay * 2, 5.0)
+            return
+        self._unavailable_delay = 0.1
+        self.stores.commit()
+        self.positions.update(offsets)
+        self.counters.records += len(messages)
+        self.counters.batches += 1
+
+    def _commit(self, offsets: Mapping[TP, int]) -> None:
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        metadata = self.consumer.consumer_group_metadata()
+        timeout = self.settings.worker_transaction_timeout_seconds
+        self._retry(
+            "send_offsets_to_transaction",
+            lambda: self.producer.send_offsets_to_transaction(tps, metadata, timeout),
+        )
+        self._retry("commit_transaction", lambda: self.producer.commit_transaction(timeout))
+
+    def _retry(self, what: str, call: Callable[[], object]) -> None:
+        """Call until it succeeds; retriable errors back off, others propagate."""
+        delay = 0.05
+        while True:
+            try:
+                with self.watchdog.guard(what):
+                    call()
+                return
+            except KafkaException as exc:
+                if k.classify(exc) is not k.Failure.RETRY:
+                    raise
+                self.counters.retries += 1
+                self._log_once(f"worker.retry.{what}", action="retry", error=str(exc.args[0]))
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _recover(self, failure: k.Failure, exc: KafkaException | None) -> None:
+        """Undo the batch: abort (or rebuild the producer), forget its writes, rewind."""
+        if exc is not None:
+            log.warning("worker.batch_failed", failure=failure.value, error=str(exc.args[0]))
+        if failure is not k.Failure.REBUILD:
+            try:
+                self._retry("abort_transaction", lambda: self.producer.abort_transaction(30.0))
+                self.counters.aborts += 1
+            except KafkaException as abort_exc:
+                log.warning("worker.abort_failed", error=str(abort_exc.args[0]))
+                failure = k.Failure.REBUILD
+        if failure is k.Failure.REBUILD:
+            self.counters.rebuilds += 1
+            self._producer = None
+            self._new_producer()
+        self.stores.abort()
+        self._rewind()
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Mapping[str, bytes] | None,
+        partition: int | None,
+    ) -> None:
+        """Produce in the open transaction; waits for room when the client's queue is full."""
+        listed: list[tuple[str, str | bytes | None]] | None = (
+            list(headers.items()) if headers else None
+        )
+        while True:
+            try:
+                self.producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    partition=PARTITION_UNASSIGNED if partition is None else partition,
+                    headers=listed,
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # the local queue is full: let deliveries drain
+
+    def dead_letter(self, record: Record, exc: Exception) -> None:
+        """Send ``record`` unchanged to the dead-letter topic, with the reason in headers."""
+        self.counters.dead_letters += 1
+        log.warning(
+            "dead_letter",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=str(exc),
+        )
+        headers = dlq_headers(exc, record.topic, record.partition, record.offset)
+        self.produce(DLQ.name, record.key, record.value, headers, None)
+
+    # -- rebalances -------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.counters.rebalances += 1
+        tps = [(str(tp.topic), int(tp.partition)) for tp in partitions]
+        # Stable committed offsets first: a dead owner's pending offsets are resolved
+        # (committed or aborted) before they are returned, and with them its changelog
+        # writes, so the restore below reads everything the offsets depend on.
+        committed = self._committed(partitions)
+        wanted = [(name, p) for t, p in tps for name in self.stages[t].stores]
+        while True:
+            try:
+                self.counters.restored += self.stores.restore(wanted)
+                break
+            except (KafkaException, LeadflowError) as exc:
+                self._log_once("worker.restore_failed", action="retry", error=str(exc))
+                time.sleep(1.0)
+        for tp in tps:
+            stage = self.stages[tp[0]]
+            ctx = _Context(self, stage, tp[1])
+            self.contexts[tp] = ctx
+            self.tasks[tp] = stage.task(ctx)
+            self.positions[tp] = committed[tp]
+            self.watches[tp] = StallWatch(after=self.settings.worker_stall_seconds)
+        consumer.assign([TopicPartition(t, p, committed[(t, p)]) for t, p in tps])
+        log.info("worker.assigned", partitions=_describe(tps))
+        if not self.ready.is_set():
+            self.ready.set()
+            log.info("worker.ready", partitions=len(tps))
+
+    def _committed(self, partitions: list[TopicPartition]) -> dict[TP, int]:
+        found: list[TopicPartition] = []
+
+        def fetch() -> None:
+            found[:] = self.consumer.committed(partitions, timeout=30.0)
+
+        self._retry("committed", fetch)
+        return {
+            (str(tp.topic), int(tp.partition)): (tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+            for tp in found
+        }
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(str(tp.topic), int(tp.partition)) for tp in partitions]
+        for tp in tps:
+            self.tasks.pop(tp, None)
+            self.contexts.pop(tp, None)
+            self.positions.pop(tp, None)
+            self.watches.pop(tp, None)
+            self.stores.drop(self.stages[tp[0]].stores, tp[1])
+        log.info("worker.revoked", partitions=_describe(tps))
+
+    def _rewind(self) -> None:
+        """Seek every owned partition back to its committed offset; rebuild its task."""
+        for tp, position in self.positions.items():
+            try:
+                self.consumer.seek(TopicPartition(tp[0], tp[1], position))
+            except KafkaException as exc:
+                log.warning("worker.seek_failed", partition=f"{tp[0]}:{tp[1]}", error=str(exc))
+            self.tasks[tp] = self.stages[tp[0]].task(self.contexts[tp])
+
+    def dump(self) -> None:
+        """Log where every owned partition stands (``kill -USR1 <worker>``)."""
+        log.warning(
+            "worker.dump",
+            committed={f"{t}:{p}": o for (t, p), o in sorted(self.positions.items())},
+            **self.counters.as_dict(),
+        )
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_progress:
+            self._next_progress = now + 30.0
+            log.info("worker.progress", **self.counters.as_dict())
+        if now >= self._next_watch:
+            self._next_watch = now + 5.0
+            self._watch(now)
+
+    def _watch(self, now: float) -> None:
+        """A partition with lag whose committed offset does not move: re-seek, then exit.
+
+        Time spent riding out an outage (retries, aborted batches) is not a stall: every
+        watch starts over after one.
+        """
+        c = self.counters
+        troubles = c.retries + c.aborts + c.rebuilds + c.unavailable
+        if troubles != self._troubles:
+            self._troubles = troubles
+            for tp in self.watches:
+                self.watches[tp] = StallWatch(after=self.settings.worker_stall_seconds)
+            return
+        for tp, watch in list(self.watches.items()):
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(tp[0], tp[1]), cached=True
+            )
+            if high < 0:
+                continue  # nothing fetched yet: nothing known
+            position = self.positions[tp]
+            committed = max(position, low) if position >= 0 else low
+            lag = owed(high, committed, markers=True)
+            verdict = watch.observe(now, lag=lag, processed=position)
+            if verdict is Verdict.RESEEK:
+                log.warning(
+                    "worker.stalled",
+                    partition=f"{tp[0]}:{tp[1]}",
+                    lag=lag,
+                    action="seek to committed offset",
+                )
+                self.consumer.seek(TopicPartition(tp[0], tp[1], position))
+            elif verdict is Verdict.EXIT:
+                log.error(
+                    "worker.stalled",
+                    partition=f"{tp[0]}:{tp[1]}",
+                    lag=lag,
+                    action="exit 70 for the supervisor",
+                )
+                os._exit(EXIT_STALLED)
+
+    def _log_once(self, event: str, **fields: object) -> None:
+        """Log ``event`` at most every 10 s (an outage would otherwise flood the log)."""
+        now = time.monotonic()
+        if now - self._logged.get(event, -1e9) >= 10.0:
+            self._logged[event] = now
+            log.warning(event, **fields)
+
+
+def _headers(message: Message) -> dict[str, bytes]:
+    """A record's headers as a mapping (a header without a value reads as empty bytes)."""
+    raw = message.headers()
+    pairs = raw.items() if isinstance(raw, dict) else (raw or ())
+    return {
+        str(name): value if isinstance(value, bytes) else (value or "").encode()
+        for name, value in pairs
+    }
+
+
+def _describe(tps: Sequence[TP]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for topic, partition in sorted(tps):
+        out.setdefault(topic, []).append(partition)
+    return out

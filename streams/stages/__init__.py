@@ -1,0 +1,1 @@
+"""The worker's stages: identity, lead, trainer (glue between the engine and processors/)."""

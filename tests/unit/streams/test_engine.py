@@ -1,0 +1,170 @@
+"""The engine's pieces without a broker: stores, error classes, and the stage tasks."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import pytest
+
+from leadflow.processors import derived as d
+from leadflow.processors.bounds import BoundsTable
+from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.identity import derive_lead_id
+from leadflow.processors.lead_state import decode_lead_state
+from leadflow.processors.policy_load import load_default_policy
+from leadflow.schemas.codec import SingleObjectCodec
+from leadflow.streams.engine.stage import Record
+from leadflow.streams.engine.stores import PartitionStore
+from leadflow.streams.stages.identity import IdentityTask
+from leadflow.streams.stages.lead import CLOCK, LEADS, PARTITION, LeadDeps, LeadTask
+from leadflow.streams.topics import EVENTS_BY_LEAD, SLA_BREACHED, TopicSpec
+
+CODEC = SingleObjectCodec()
+HOUR = 3_600_000
+T0 = 1_767_225_600_000
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["engine.keys", "engine.kafka", "engine.loop", "stages.routes", "stall"],
+)
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(f"leadflow.streams.{name}")
+    assert doctest.testmod(module).failed == 0
+
+
+def test_a_store_shows_its_transaction_and_forgets_it_on_abort() -> None:
+    store = PartitionStore()
+    store.apply(b"a", b"1")
+    store.put(b"a", b"2")
+    store.put(b"b", b"3")
+    store.put(b"gone", None)
+    assert store.get(b"a") == b"2"
+    assert sorted(store.items()) == [(b"a", b"2"), (b"b", b"3")]
+    store.abort()
+    assert (store.get(b"a"), store.get(b"b")) == (b"1", None)
+    store.put(b"a", None)
+    store.put(b"c", b"4")
+    store.commit()
+    assert store.data == {b"c": b"4"}
+    assert store.pending == {}
+
+
+@dataclass
+class FakeContext:
+    """A task's context over in-memory stores; sends are collected."""
+
+    partition: int = 0
+    stores: dict[str, PartitionStore] = field(default_factory=dict)
+    sent: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    dead: list[tuple[Record, Exception]] = field(default_factory=list)
+
+    def _store(self, name: str) -> PartitionStore:
+        return self.stores.setdefault(name, PartitionStore())
+
+    def get(self, store: str, key: bytes) -> bytes | None:
+        return self._store(store).get(key)
+
+    def put(self, store: str, key: bytes, value: bytes | None) -> None:
+        self._store(store).put(key, value)
+
+    def items(self, store: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        return self._store(store).items(prefix)
+
+    def send(
+        self,
+        topic: TopicSpec,
+        key: bytes | None,
+        value: bytes,
+        headers: Mapping[str, bytes] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        self.sent.append((topic.name, key, value))
+
+    def dead_letter(self, record: Record, exc: Exception) -> None:
+        self.dead.append((record, exc))
+
+    def commit(self) -> None:
+        for store in self.stores.values():
+            store.commit()
+
+    def decoded(self, topic: str) -> list[object]:
+        return [CODEC.decode(value) for name, _, value in self.sent if name == topic]
+
+
+def record(event: Event, key: str, offset: int = 0) -> Record:
+    return Record("t", 0, offset, key.encode(), CODEC.encode(event))
+
+
+def visit(ws: str, device: str, event_id: str, hours: float, **payload: object) -> Event:
+    kind = Kind.FORM_SUBMITTED if payload else Kind.VISIT
+    return Event(event_id, kind, ws, T0 + int(hours * HOUR), T0, anonymous_id=device,
+                 payload=payload)  # fmt: skip
+
+
+def test_identity_buffers_a_device_until_it_is_named_then_releases_in_order() -> None:
+    ctx, task = FakeContext(), IdentityTask(CODEC, BoundsTable())
+    task.on_record(ctx, record(visit("ws", "dev", "v1", 1), "dev"))
+    assert ctx.sent == []
+    task.on_record(ctx, record(visit("ws", "dev", "f1", 2, email="ada@acme.io"), "dev"))
+    routed = ctx.decoded(EVENTS_BY_LEAD.name)
+    assert [e.event_id for e in routed if isinstance(e, Event)] == ["v1", "f1"]
+    lead = derive_lead_id("ws", "ada@acme.io")
+    assert {key for name, key, _ in ctx.sent if name == EVENTS_BY_LEAD.name} == {lead.encode()}
+    assert ctx.get("identities", b"dev") is not None
+
+
+def test_identity_dead_letters_a_record_under_a_foreign_key() -> None:
+    ctx, task = FakeContext(), IdentityTask(CODEC, BoundsTable())
+    bad = record(visit("ws", "dev", "v1", 1), "someone-else")
+    task.on_record(ctx, bad)
+    assert [r for r, _ in ctx.dead] == [bad]
+    assert ctx.sent == []
+
+
+def _mql(ws: str, hours: float) -> list[Event]:
+    """Three pricing visits and an ICP form: an MQL (the default policy) nobody reviews."""
+    lead = derive_lead_id(ws, f"ada@{ws}.io")
+    form = {
+        "email": f"ada@{ws}.io",
+        "first_name": "Ada",
+        "title": "VP Data Platform",
+        "company": "Acme",
+        "company_size": 3000,
+        "industry": "software",
+        "country": "US",
+    }
+    return [
+        *(Event(f"{ws}-v{i}", Kind.VISIT, ws, T0 + int((hours + i) * HOUR), T0, lead_id=lead,
+                context=Context(path="/pricing")) for i in range(3)),
+        Event(f"{ws}-f", Kind.FORM_SUBMITTED, ws, T0 + int((hours + 3) * HOUR), T0, lead_id=lead,
+              payload=form),
+    ]  # fmt: skip
+
+
+def test_a_deadline_fires_on_the_partition_clock_and_survives_a_rebuild() -> None:
+    deps = LeadDeps(CODEC, load_default_policy(), lambda: None, None)
+    ctx = FakeContext()
+    task = LeadTask(deps, ctx)
+    for offset, event in enumerate(_mql("ws-a", 0)):
+        assert event.lead_id is not None
+        task.on_record(ctx, record(event, event.lead_id, offset))
+    task.on_batch_end(ctx)
+    ctx.commit()
+    lead = derive_lead_id("ws-a", "ada@ws-a.io")
+    state = decode_lead_state(ctx.get(LEADS, lead.encode()) or b"")
+    assert state.sla_due_at is not None, state.stage
+    assert ctx.decoded(SLA_BREACHED.name) == []
+    # A rebuilt task (after a restart) finds the deadline in the store; another lead of
+    # the partition moves the clock past it.
+    task = LeadTask(deps, ctx)
+    later = (state.sla_due_at - T0) / HOUR + 1
+    other = Event("o1", Kind.VISIT, "ws-b", T0 + int(later * HOUR), T0, lead_id="L-other")
+    task.on_record(ctx, record(other, "L-other", 9))
+    task.on_batch_end(ctx)
+    breaches = ctx.decoded(SLA_BREACHED.name)
+    assert [b.due_at for b in breaches if isinstance(b, d.SlaBreached)] == [state.sla_due_at]
+    assert int(ctx.get(PARTITION, CLOCK) or 0) == other.occurred_at
