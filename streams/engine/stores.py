@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.streams.kafka_offsets import watermarks
 from leadflow.streams.logs import get_logger
 from leadflow.streams.topics import TopicSpec
 
@@ -146,9 +147,7 @@ class Stores:
             by_tp = {(changelog_topic(name).name, p): (name, p) for name, p in todo}
             ends: dict[tuple[str, int], int] = {}
             for topic, p in by_tp:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=timeout, cached=False
-                )
+                low, high = watermarks(consumer, TopicPartition(topic, p), started + timeout)
                 if high > low:
                     ends[(topic, p)] = high
             if ends:
