@@ -1,10 +1,9 @@
-"""Notice a worker that holds lag but processes nothing, and say what to do about it.
+"""Notice an input partition that holds lag but does not move, and say what to do about it.
 
-After a ``kill -9`` a restarted faust worker sometimes reports "Worker ready" and then
-fetches nothing, with no error (docs/architecture.md, known issues). The watch turns that
-silent state into an action: first re-seek the consumer to its committed offsets, and if
-that does not move it either, exit so the supervisor starts a fresh process (whose local
-tables are rebuilt from the changelogs, see ``streams/worker.py``).
+The worker's engine positions come only from committed offsets, so a partition that stops
+moving is not expected; the watch is a safety net (docs/architecture.md, "The stall watch"):
+first re-seek the partition to its committed offset, and if that does not move it either,
+exit so the supervisor starts a fresh process.
 """
 
 from __future__ import annotations
