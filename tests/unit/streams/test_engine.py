@@ -14,6 +14,7 @@ from leadflow.processors.bounds import BoundsTable
 from leadflow.processors.events import Context, Event, Kind
 from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.lead_state import decode_lead_state
+from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.schemas.codec import SingleObjectCodec
 from leadflow.streams.engine.stage import Record
@@ -146,7 +147,8 @@ def _mql(ws: str, hours: float) -> list[Event]:
 
 
 def test_a_deadline_fires_on_the_partition_clock_and_survives_a_rebuild() -> None:
-    deps = LeadDeps(CODEC, load_default_policy(), lambda: None, None)
+    policy = load_default_policy()
+    deps = LeadDeps(CODEC, policy, lambda ws: ScoreModel(policy, ws), None)
     ctx = FakeContext()
     task = LeadTask(deps, ctx)
     for offset, event in enumerate(_mql("ws-a", 0)):
