@@ -1,0 +1,152 @@
+"""Crash equivalence (issue 17): the same input gives the same outputs whatever happens.
+
+One fixed simulated input (250 people, recycles and hand-offs) is POSTed to the collector at
+a steady 40 messages/s, through the real worker and projector, on a fresh broker per run:
+
+- a clean run (the reference), a second clean run, a run with two workers;
+- a run where, while traffic flows, the worker is killed -9 four times (a plain kill, one
+  during its recovery, one in the middle of catching up a backlog, one more), the projector
+  is killed -9 once and the broker is killed -9 and restarted once.
+
+Each run must lose nothing (every acknowledged message on ``leadflow.events``; every inbound
+event on ``leadflow.events.by-lead``, the DLQ, or still buffered for a device never
+identified; every duplicate byte-identical) and derive the same record ids on every derived
+topic, the same values, and the same reports as the clean run.
+
+What legitimately depends on timing today is listed in :data:`TIMING` and not compared
+(docs/architecture.md, "What is a function of the log"); the known_issue tests compare it too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from leadflow.streams.local_kafka import LocalKafka, scratch_broker
+from leadflow.streams.settings import Settings
+from tests.integration.pipeline.equivalence import Fault, Feed, Outputs, Run, run_pipeline
+
+FEED = Feed(people=250, days=60.0, seed=7, rate=30.0)
+
+# Fields that depend on the interleaving of inbound partitions today (see module doc).
+TIMING: Mapping[str, frozenset[str]] = {}
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+
+def crash_faults(broker: LocalKafka, n: int) -> list[Fault]:
+    """The crash schedule: worker kill -9 x4 (one in recovery, one mid-batch), projector
+    kill -9, broker kill -9 + restart; all while the feed flows."""
+
+    def kill_worker(run: Run) -> None:
+        worker = run.workers[0]
+        worker.kill()
+        time.sleep(2.0)  # traffic piles up meanwhile
+        worker.start(wait=False)
+
+    def kill_in_recovery(run: Run) -> None:
+        worker = run.workers[0]
+        worker.wait_ready()
+        worker.kill()
+        worker.start(wait=False)
+        time.sleep(4.0)  # fenced its predecessor, rejoining the group (session timeout 10 s)
+        ready = worker.ready()
+        worker.kill()
+        run.note(f"killed during recovery (ready: {ready})")
+        worker.start(wait=False)
+
+    def kill_mid_batch(run: Run) -> None:
+        worker = run.workers[0]
+        worker.wait_ready()
+        worker.kill()
+        time.sleep(6.0)  # ~240 messages of backlog
+        worker.start(wait=True)
+        time.sleep(0.3)  # catching up: one transaction after another
+        worker.kill()
+        worker.start(wait=False)
+
+    def kill_projector(run: Run) -> None:
+        assert run.projector is not None
+        run.projector.kill()
+        time.sleep(2.0)
+        run.projector.start(wait=False)
+
+    def restart_broker(run: Run) -> None:
+        broker.kill()
+        time.sleep(5.0)
+        broker.start(timeout=180)
+
+    return [
+        Fault(n * 10 // 100, "worker kill -9", kill_worker),
+        Fault(n * 22 // 100, "worker kill -9, then again during its recovery", kill_in_recovery),
+        Fault(n * 40 // 100, "worker kill -9 mid-batch while catching up", kill_mid_batch),
+        Fault(n * 55 // 100, "projector kill -9", kill_projector),
+        Fault(n * 70 // 100, "broker kill -9 and restart", restart_broker),
+        Fault(n * 85 // 100, "worker kill -9", kill_worker),
+    ]
+
+
+def _run(
+    base: Settings,
+    home: Path,
+    *,
+    workers: int = 1,
+    faults: Callable[[LocalKafka, int], list[Fault]] | None = None,
+) -> Outputs:
+    with scratch_broker(base, home / "kafka") as (broker, settings):
+        schedule = faults(broker, len(FEED.messages())) if faults else []
+        return run_pipeline(settings, home, FEED, workers=workers, faults=schedule)
+
+
+@pytest.fixture(scope="module")
+def clean(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    return _run(base_settings, tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture(scope="module")
+def crashed(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    return _run(base_settings, tmp_path_factory.mktemp("crashed"), faults=crash_faults)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+
+
+def _check(run: Outputs, clean: Outputs, exclude: Mapping[str, frozenset[str]]) -> None:
+    assert run.problems() == [], "\n".join(run.log)
+    assert clean.problems() == []
+    differences = run.compare(clean, exclude)
+    assert differences == [], "\n".join([*differences, "-- run log:", *run.log])
+
+
+def test_crash_run_derives_what_the_clean_run_derives(
+    crashed: Outputs, clean: Outputs, counts_checked: Callable[[str], None]
+) -> None:
+    _check(crashed, clean, TIMING)
+    counts_checked(f"crash run: {crashed.summary()}; faults: {'; '.join(crashed.log)}")
+
+
+def test_two_clean_runs_derive_the_same(
+    clean: Outputs, base_settings: Settings, home: Path, counts_checked: Callable[[str], None]
+) -> None:
+    again = _run(base_settings, home)
+    _check(again, clean, TIMING)
+    counts_checked(f"second clean run: {again.summary()}")
+
+
+def test_two_workers_derive_what_one_derives(
+    clean: Outputs, base_settings: Settings, home: Path, counts_checked: Callable[[str], None]
+) -> None:
+    two = _run(base_settings, home, workers=2)
+    _check(two, clean, TIMING)
+    counts_checked(f"two workers: {two.summary()}")
+
+
+@pytest.mark.known_issue
+def test_crash_run_derives_the_timing_fields_too(crashed: Outputs, clean: Outputs) -> None:
+    """Known issue (issue 17, step 2): see TIMING; fails until releases follow the log."""
+    _check(crashed, clean, {})
