@@ -224,7 +224,7 @@ class Proc:
         self.home.mkdir(parents=True, exist_ok=True)
         log = self.home / f"{self.name}-{len(self.logs) + 1}.log"
         self.logs.append(log)
-        self.process = subprocess.Popen(  # noqa: S603 - our own CLI
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "leadflow", *self.args],
             env=self.env,
             stdout=log.open("wb"),
@@ -430,7 +430,9 @@ class Outputs:
                         differing[name] = differing.get(name, 0) + 1
                         example.setdefault(name, f"{rid}: {a!r:.120} != {b!r:.120}")
             for name, count in sorted(differing.items()):
-                out.append(f"{topic}: field {name} differs in {count} records, e.g. {example[name]}")
+                out.append(
+                    f"{topic}: field {name} differs in {count} records, e.g. {example[name]}"
+                )
         if self.buffered != other.buffered:
             out.append(
                 f"identity buffers: {len(self.buffered - other.buffered)} events only here, "
@@ -482,7 +484,9 @@ def _record_id(topic: str, obj: Any, key: bytes | None, seen: dict[str, int]) ->
     raise AssertionError(f"{topic}: no id field on {type(obj).__name__}")
 
 
-def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
+def read_topic(
+    settings: Settings, topic: str
+) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
     """Every committed record of ``topic`` (key, value, headers), partition by partition."""
     consumer = Consumer(
         {
@@ -525,7 +529,9 @@ def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes
     return out
 
 
-def collect(settings: Settings, home: Path, fed: int, reports: dict[str, Any], log: list[str]) -> Outputs:
+def collect(
+    settings: Settings, home: Path, fed: int, reports: dict[str, Any], log: list[str]
+) -> Outputs:
     """Read back everything a run wrote."""
     codec = codec_from_settings(settings)
     inbound: dict[str, list[bytes]] = {}
@@ -554,7 +560,7 @@ def collect(settings: Settings, home: Path, fed: int, reports: dict[str, Any], l
                     rid = f"{obj.event_id}"
                     data = _normalise(obj)
                 except Exception:
-                    rid, data = "raw:" + hashlib.sha1(value).hexdigest()[:12], {}  # noqa: S324
+                    rid, data = "raw:" + hashlib.sha1(value).hexdigest()[:12], {}
                 data["reason"] = headers.get("leadflow.reason", b"").decode()
             else:
                 obj = codec.decode(value)
@@ -712,7 +718,7 @@ def run_reports(settings: Settings, feed: Feed) -> dict[str, Any]:
     """The reports over the projector's ClickHouse, computed in a child (chdb: one per process)."""
     out = settings.data_dir / "reports.json"
     start, end = feed.span()
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [sys.executable, "-m", "tests.integration.pipeline.equivalence", "reports", str(out),
          start.isoformat(), end.isoformat()],
         env=_env(settings),
@@ -757,6 +763,8 @@ def _reports_main(out: Path, start: date, end: date) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["reports"]:
-        _reports_main(Path(sys.argv[2]), date.fromisoformat(sys.argv[3]), date.fromisoformat(sys.argv[4]))
+        _reports_main(
+            Path(sys.argv[2]), date.fromisoformat(sys.argv[3]), date.fromisoformat(sys.argv[4])
+        )
     else:
         raise SystemExit(__doc__)

@@ -1,7 +1,8 @@
 """Crash equivalence (issue 17): the same input gives the same outputs whatever happens.
 
-One fixed simulated input (250 people, recycles and hand-offs) is POSTed to the collector at
-a steady 40 messages/s, through the real worker and projector, on a fresh broker per run:
+One fixed simulated input (250 people, 2,121 messages with recycles and hand-offs) is POSTed
+to the collector at a steady 30 messages/s, through the real worker and projector, on a
+fresh broker per run:
 
 - a clean run (the reference), a second clean run, a run with two workers;
 - a run where, while traffic flows, the worker is killed -9 four times (a plain kill, one
@@ -13,26 +14,34 @@ event on ``leadflow.events.by-lead``, the DLQ, or still buffered for a device ne
 identified; every duplicate byte-identical) and derive the same record ids on every derived
 topic, the same values, and the same reports as the clean run.
 
-What legitimately depends on timing today is listed in :data:`TIMING` and not compared
-(docs/architecture.md, "What is a function of the log"); the known_issue tests compare it too.
+``leadflow.events`` has ONE partition here. With several, the order in which a by-lead
+partition receives records from different inbound partitions follows the timing of the
+identity stage's transactions, and the lead fold is order-sensitive: that is a known issue
+(docs/architecture.md, "What is a function of the log"), shown by the known_issue test
+with four inbound partitions. What depends on timing even with one inbound partition is
+listed in :data:`TIMING` and not compared; a known_issue test compares it too.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
 from leadflow.streams.local_kafka import LocalKafka, scratch_broker
 from leadflow.streams.settings import Settings
+from leadflow.streams.topics import LEAD_BECAME_SQL, LEAD_SCORED
 from tests.integration.pipeline.equivalence import Fault, Feed, Outputs, Run, run_pipeline
 
 FEED = Feed(people=250, days=60.0, seed=7, rate=30.0)
+INBOUND_PARTITIONS = 1
 
-# Fields that depend on the interleaving of inbound partitions today (see module doc).
-TIMING: Mapping[str, frozenset[str]] = {}
+# Which model snapshot scores a record depends on when the worker's model feed (a 10 s
+# poll of leadflow.models) picked it up: not a function of the log yet.
+_MODEL = frozenset({"model_score", "model_version", "top_features"})
+TIMING: Mapping[str, frozenset[str]] = {LEAD_SCORED.name: _MODEL, LEAD_BECAME_SQL.name: _MODEL}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -95,10 +104,18 @@ def _run(
     *,
     workers: int = 1,
     faults: Callable[[LocalKafka, int], list[Fault]] | None = None,
+    inbound_partitions: int = INBOUND_PARTITIONS,
 ) -> Outputs:
     with scratch_broker(base, home / "kafka") as (broker, settings):
         schedule = faults(broker, len(FEED.messages())) if faults else []
-        return run_pipeline(settings, home, FEED, workers=workers, faults=schedule)
+        return run_pipeline(
+            settings,
+            home,
+            FEED,
+            workers=workers,
+            faults=schedule,
+            inbound_partitions=inbound_partitions,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +129,8 @@ def crashed(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path
+def home(tmp_path: Path) -> Path:
+    return tmp_path
 
 
 def _check(run: Outputs, clean: Outputs, exclude: Mapping[str, frozenset[str]]) -> None:
@@ -148,5 +165,14 @@ def test_two_workers_derive_what_one_derives(
 
 @pytest.mark.known_issue
 def test_crash_run_derives_the_timing_fields_too(crashed: Outputs, clean: Outputs) -> None:
-    """Known issue (issue 17, step 2): see TIMING; fails until releases follow the log."""
+    """Known issue: the model fields of TIMING (no model-switch marker in the log yet)."""
     _check(crashed, clean, {})
+
+
+@pytest.mark.known_issue
+def test_crash_run_with_four_inbound_partitions(base_settings: Settings, home: Path) -> None:
+    """Known issue: several inbound partitions interleave into a by-lead partition by timing
+    (the release buffer of processors/ordering.py is not wired into the engine yet)."""
+    clean4 = _run(base_settings, home / "clean", inbound_partitions=4)
+    crashed4 = _run(base_settings, home / "crashed", faults=crash_faults, inbound_partitions=4)
+    _check(crashed4, clean4, TIMING)
