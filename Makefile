@@ -60,6 +60,7 @@ test-integration: $(STAMP) kafka-jars sdk-deps client-kits  ## only the tests ag
 FAULT_TESTS := tests/integration/collector/test_outage.py \
   tests/integration/sinks/test_projector_kafka.py tests/integration/sinks/test_projector_outage.py \
   tests/integration/pipeline/test_poison.py tests/integration/pipeline/test_worker_restart.py \
+  tests/integration/pipeline/test_crash_equivalence.py \
   tests/integration/sinks/test_kafka_bad_input.py tests/integration/collector/test_bad_input.py \
   tests/unit/cli/test_bad_input_cli.py tests/integration/sinks/test_workspaces.py
 
