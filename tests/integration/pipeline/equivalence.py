@@ -58,6 +58,7 @@ from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
 from leadflow.streams.collector.app import keys_path
 from leadflow.streams.collector.keys import KeyStore
 from leadflow.streams.engine.kafka import WORKER_GROUP
+from leadflow.streams.engine.loop import EXIT_STALLED
 from leadflow.streams.engine.stores import changelog_topic
 from leadflow.streams.kafka_offsets import watermarks
 from leadflow.streams.local_kafka import free_port
@@ -302,6 +303,14 @@ class Run:
 
     def projector_lag(self) -> int:
         return group_lag(self.settings, DEFAULT_GROUP, PROJECTED_TOPICS)
+
+    def supervise(self) -> None:
+        """Restart a worker that exited with 70 (it asks its supervisor for a fresh process)."""
+        for worker in self.workers:
+            if worker.process is not None and worker.process.poll() == EXIT_STALLED:
+                worker.exits.append(EXIT_STALLED)
+                self.note(f"{worker.name} exited with 70: restarted, as a supervisor would")
+                worker.start(wait=False)
 
     def check_alive(self) -> None:
         for proc in (self.collector, *self.workers, *([self.projector] if self.projector else [])):
@@ -666,11 +675,13 @@ def run_pipeline(
         run.sender.start()
         for fault in sorted(faults, key=lambda f: f.at):
             while run.sender.acked < fault.at and not run.sender.done.is_set():
+                run.supervise()
                 time.sleep(0.05)
             run.note(f"fault: {fault.name}")
             fault.action(run)
             run.note(f"done: {fault.name}")
-        run.sender.done.wait()
+        while not run.sender.done.wait(0.2):
+            run.supervise()
         if run.sender.error is not None:
             raise AssertionError(f"the feed failed: {run.sender.error}")
         run.note(f"feed done ({run.sender.retries} retries)")
@@ -702,6 +713,7 @@ def _wait_drained(run: Run, timeout: float) -> None:
     zeros = 0
     lags: tuple[int, int] = (-1, -1)
     while zeros < 2:
+        run.supervise()
         run.check_alive()
         if time.monotonic() > deadline:
             raise AssertionError(f"not drained in {timeout:.0f}s: lag worker/projector {lags}")
