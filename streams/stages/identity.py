@@ -1,21 +1,24 @@
 """The identity stage: ``leadflow.events`` (keyed by device) -> ``leadflow.events.by-lead``.
 
-A store keyed by device holds the device's lead (once known) and its buffered
-pre-identification touches; the identify or form submit that names the device releases
-the buffer, re-keyed by lead, with the original event ids (``processors.identity``).
+A store keyed by the inbound key (``Event.person_key``: device or lead in its workspace)
+holds the device's lead (once known) and its buffered pre-identification touches; the
+identify or form submit that names the device releases the buffer, re-keyed by
+``lead_key``, with the original event ids, and asks for the merges it implies (one
+``MergeRequest`` per lead, sent before the event that caused it) (``processors.identity``).
 """
 
 from __future__ import annotations
 
 from leadflow.processors.bounds import BoundsTable, check_bounds
+from leadflow.processors.derived import MergeRequest
 from leadflow.processors.errors import LeadflowError
-from leadflow.processors.events import Event
+from leadflow.processors.events import Event, lead_key
 from leadflow.processors.identity import (
     check_record_key,
     decode_identity_state,
     encode_identity_state,
     identity_link,
-    identity_step,
+    identity_route,
 )
 from leadflow.schemas.codec import Codec
 from leadflow.streams.engine.stage import Record, Stage, TaskContext
@@ -45,7 +48,7 @@ class IdentityTask:
             assert record.key is not None  # check_record_key refuses a missing key
             raw = ctx.get(STORE, record.key)
             state = decode_identity_state(raw) if raw else None
-            new_state, out = identity_step(state, inbound)
+            new_state, routed = identity_route(state, inbound)
         except LeadflowError as exc:
             ctx.dead_letter(record, exc)
             return
@@ -53,9 +56,12 @@ class IdentityTask:
         if link is not None:
             topic, key = route(link)
             ctx.send(topic, key, self.codec.encode(link))
-        for routed in out:
-            assert routed.lead_id is not None  # identity_step's contract
-            ctx.send(EVENTS_BY_LEAD, routed.lead_id.encode(), self.codec.encode(routed))
+        # Merge requests first: they sort before the event that caused them.
+        records: list[Event | MergeRequest] = [*routed.merges, *routed.events]
+        for out in records:
+            assert out.lead_id is not None  # identity_route's contract
+            ctx.send(EVENTS_BY_LEAD, lead_key(out.workspace_id, out.lead_id).encode(),
+                     self.codec.encode(out))  # fmt: skip
         if new_state is not None and new_state != state:
             ctx.put(STORE, record.key, encode_identity_state(new_state))
 

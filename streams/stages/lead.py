@@ -2,48 +2,85 @@
 
 Per partition of ``events.by-lead``:
 
-- store ``leads``: lead id -> the lead's state (``processors.lead``);
-- store ``routing``: the partition's round-robin cursors (``cursors``) and its event-time
-  clock (``clock``: the newest ``occurred_at`` processed on this partition).
+- store ``leads``: the lead's state under the record key ``lead_key(workspace, lead id)``
+  (``processors.lead_state``); every by-lead record (event, merge request, merge transfer)
+  goes through ``processors.merges.lead_record_step``;
+- store ``routing``: per workspace, the partition's round-robin cursors and its event-time
+  clock (the newest ``occurred_at`` of that workspace processed on this partition), so one
+  workspace's traffic never moves another's owners or deadlines.
 
-Deadlines (SLA, negative-label horizon) fire on the partition's own clock, right after the
-record that moved it past them. Every lead of the partition lives in the partition's own
-store, so a due deadline is applied where it is found, in the same transaction: no tick
-records, and the points where deadlines fire are a function of the partition's records.
+Deadlines (SLA, negative-label horizon) fire on the clock of the lead's workspace on the
+lead's partition, right after the record that moved it past them. Every lead of the
+partition lives in the partition's own store, so a due deadline is applied where it is
+found, in the same transaction: no tick records, and the points where deadlines fire are a
+function of the partition's records.
+
+Records for other leads (a merged lead's transfer to its survivor, events forwarded through
+a redirect) go back to ``events.by-lead`` keyed by their lead, with the hop count in header
+``leadflow.hops``, and are applied when they arrive.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from leadflow.processors import derived as d
-from leadflow.processors.deadlines import advance_time, next_deadline
+from leadflow.processors.deadlines import next_deadline
 from leadflow.processors.errors import LeadflowError
-from leadflow.processors.events import Event
-from leadflow.processors.lead import lead_step
+from leadflow.processors.events import Event, scoped_key
 from leadflow.processors.lead_state import Derived, LeadState, decode_lead_state, encode_lead_state
+from leadflow.processors.merges import (
+    Direct,
+    LeadOutcome,
+    check_lead_record_key,
+    lead_advance,
+    lead_record_step,
+)
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.pii import PiiFacts, keep_sealed
 from leadflow.processors.policy import Policy
 from leadflow.processors.routing import RoutingState
 from leadflow.schemas.codec import Codec
-from leadflow.streams.engine.keys import state_key
+from leadflow.streams.engine.loop import dlq_headers
 from leadflow.streams.engine.stage import Record, Stage, TaskContext, Unavailable
 from leadflow.streams.logs import get_logger
 from leadflow.streams.pii.keyring import KeyringError
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.stages.routes import route
-from leadflow.streams.topics import EVENTS_BY_LEAD
+from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD
 
 log = get_logger(__name__)
 
 LEADS = "leads"
 PARTITION = "routing"  # the faust worker's name for this changelog, kept
-CURSORS = b"cursors"
-CLOCK = b"clock"
+HOPS_HEADER = "leadflow.hops"
+
+
+def cursors_key(workspace_id: str) -> bytes:
+    """The routing store key of one workspace's round-robin cursors."""
+    return scoped_key(workspace_id, "cursors").encode()
+
+
+def clock_key(workspace_id: str) -> bytes:
+    """The routing store key of one workspace's event-time clock on the partition."""
+    return scoped_key(workspace_id, "clock").encode()
+
+
+def hops_of(headers: Mapping[str, bytes]) -> int:
+    """How many redirects forwarded a by-lead record (0 when not forwarded).
+
+    Example:
+        >>> hops_of({"leadflow.hops": b"2"}), hops_of({})
+        (2, 0)
+    """
+    raw = headers.get(HOPS_HEADER)
+    try:
+        return int(raw) if raw else 0
+    except ValueError:
+        raise LeadflowError(f"header {HOPS_HEADER}={raw!r} is not a number") from None
 
 
 @dataclass(frozen=True)
@@ -56,24 +93,40 @@ class LeadDeps:
     vault: Vault | None
 
 
+@dataclass
+class _Clock:
+    """One workspace's event-time clock on the partition and its leads' next deadlines."""
+
+    at: int = 0
+    heap: list[tuple[int, bytes]] = field(default_factory=list)  # (due, lead state key) hints
+
+
 class LeadTask:
     """Lead state, scoring and deadlines for one partition of ``events.by-lead``.
 
-    Built after the partition's stores are restored: it reads the clock and indexes every
-    lead's next deadline (a heap of ``(due, lead id)`` hints; a hint is checked against
-    the lead's state when it comes due, so stale ones are harmless).
+    Built after the partition's stores are restored: it reads every workspace's clock and
+    indexes every lead's next deadline (hints: a hint is checked against the lead's state
+    when it comes due, so stale ones are harmless).
     """
 
     def __init__(self, deps: LeadDeps, ctx: TaskContext) -> None:
         self.deps = deps
-        raw_clock = ctx.get(PARTITION, CLOCK)
-        self.clock = int(raw_clock) if raw_clock else 0
-        self.heap: list[tuple[int, str]] = []
+        self.clocks: dict[str, _Clock] = {}
         for key, value in ctx.items(LEADS):
-            due = next_deadline(decode_lead_state(value))
+            state = decode_lead_state(value)
+            due = next_deadline(state)
             if due is not None:
-                self.heap.append((due, key.decode()))
-        heapq.heapify(self.heap)
+                self._clock(ctx, state.workspace_id).heap.append((due, key))
+        for clock in self.clocks.values():
+            heapq.heapify(clock.heap)
+        self.moved: set[str] = set()
+
+    def _clock(self, ctx: TaskContext, workspace_id: str) -> _Clock:
+        clock = self.clocks.get(workspace_id)
+        if clock is None:
+            raw = ctx.get(PARTITION, clock_key(workspace_id))
+            clock = self.clocks[workspace_id] = _Clock(int(raw) if raw else 0)
+        return clock
 
     def on_record(self, ctx: TaskContext, record: Record) -> None:
         """Apply one by-lead record to its lead; then fire what the clock made due."""
@@ -81,64 +134,87 @@ class LeadTask:
             obj = self.deps.codec.decode(record.value)
             if isinstance(obj, d.DeadlineTick):
                 return  # written by the faust worker; deadlines now fire on the clock
-            if not isinstance(obj, Event):
-                raise LeadflowError(f"{type(obj).__name__} is not an Event")
-            if record.key is None:
-                raise LeadflowError("a by-lead record without a key")
+            if not isinstance(obj, Event | d.MergeRequest | d.LeadTransfer):
+                raise LeadflowError(f"{type(obj).__name__} is not a by-lead record")
+            check_lead_record_key(record.key, obj)
+            assert record.key is not None  # check_lead_record_key refuses a missing key
             raw = ctx.get(LEADS, record.key)
             state = decode_lead_state(raw) if raw else None
-            event, facts = self._keep_pii_sealed(obj)
-            new_state, out = lead_step(
+            facts: PiiFacts | None = None
+            if isinstance(obj, Event):
+                obj, facts = self._keep_pii_sealed(obj)
+            ws = obj.workspace_id
+            outcome = lead_record_step(
                 state,
-                event,
+                obj,
                 self.deps.policy,
-                self.deps.model(event.workspace_id),
-                routing=self._routing(ctx),
+                self.deps.model(ws),
+                routing=self._routing(ctx, ws),
                 facts=facts,
+                hops=hops_of(record.headers),
             )
         except LeadflowError as exc:
             ctx.dead_letter(record, exc)
             return
-        self._emit(ctx, out)
-        self._store(ctx, record.key.decode(), new_state)
-        if event.occurred_at > self.clock:
-            self.clock = event.occurred_at
-            self._fire_due(ctx)
+        self._apply(ctx, record, record.key, outcome)
+        clock = self._clock(ctx, ws)
+        if obj.occurred_at > clock.at:
+            clock.at = obj.occurred_at
+            self.moved.add(ws)
+            self._fire_due(ctx, record, ws, clock)
 
     def on_batch_end(self, ctx: TaskContext) -> None:
-        """Store the clock once per batch (deadlines fired per record, as it moved)."""
-        raw = ctx.get(PARTITION, CLOCK)
-        if (int(raw) if raw else 0) != self.clock:
-            ctx.put(PARTITION, CLOCK, str(self.clock).encode())
+        """Store the clocks that moved, once per batch (deadlines fired as they moved)."""
+        for ws in sorted(self.moved):
+            ctx.put(PARTITION, clock_key(ws), str(self.clocks[ws].at).encode())
+        self.moved.clear()
 
-    def _fire_due(self, ctx: TaskContext) -> None:
-        while self.heap and self.heap[0][0] <= self.clock:
-            _, lead_id = heapq.heappop(self.heap)
-            raw = ctx.get(LEADS, state_key(lead_id))
+    def _fire_due(self, ctx: TaskContext, record: Record, ws: str, clock: _Clock) -> None:
+        while clock.heap and clock.heap[0][0] <= clock.at:
+            _, key = heapq.heappop(clock.heap)
+            raw = ctx.get(LEADS, key)
             if raw is None:
                 continue  # erased since
             state = decode_lead_state(raw)
             due = next_deadline(state)
             if due is None:
                 continue
-            if due > self.clock:
-                heapq.heappush(self.heap, (due, lead_id))  # moved on since the hint
+            if due > clock.at:
+                heapq.heappush(clock.heap, (due, key))  # moved on since the hint
                 continue
-            new_state, out = advance_time(
+            outcome = lead_advance(
                 state,
-                self.clock,
+                clock.at,
                 self.deps.policy,
-                routing=self._routing(ctx),
-                model=self.deps.model(state.workspace_id),
+                routing=self._routing(ctx, ws),
+                model=self.deps.model(ws),
             )
-            self._emit(ctx, out)
-            self._store(ctx, lead_id, new_state)
+            if outcome.state == state and not outcome.derived and not outcome.direct:
+                continue  # nothing to do now (a lead waiting for a merge defers it)
+            self._apply(ctx, record, key, outcome)
 
-    def _store(self, ctx: TaskContext, lead_id: str, state: LeadState) -> None:
-        ctx.put(LEADS, state_key(lead_id), encode_lead_state(state))
+    def _apply(self, ctx: TaskContext, record: Record, key: bytes, outcome: LeadOutcome) -> None:
+        """Dead-letter what failed, send derived and direct records, store the state."""
+        for failed, error in outcome.failed:
+            # A parked event that broke an invariant when its lead resumed after a merge.
+            log.warning("dead_letter", lead=failed.lead_id, reason=str(error))
+            headers = dlq_headers(error, record.topic, record.partition, record.offset)
+            ctx.send(DLQ, key, self.deps.codec.encode(failed), headers)
+        self._emit(ctx, outcome.derived)
+        for item in outcome.direct:
+            self._send_direct(ctx, item)
+        if outcome.state is not None:
+            self._store(ctx, key, outcome.state)
+
+    def _send_direct(self, ctx: TaskContext, item: Direct) -> None:
+        headers = {HOPS_HEADER: str(item.hops).encode()} if isinstance(item.record, Event) else None
+        ctx.send(EVENTS_BY_LEAD, item.key.encode(), self.deps.codec.encode(item.record), headers)
+
+    def _store(self, ctx: TaskContext, key: bytes, state: LeadState) -> None:
+        ctx.put(LEADS, key, encode_lead_state(state))
         due = next_deadline(state)
         if due is not None:
-            heapq.heappush(self.heap, (due, lead_id))
+            heapq.heappush(self._clock(ctx, state.workspace_id).heap, (due, key))
 
     def _emit(self, ctx: TaskContext, out: list[Derived]) -> None:
         """Send the derived events; move the routing cursors their assignments moved."""
@@ -146,12 +222,13 @@ class LeadTask:
             topic, key = route(obj)
             ctx.send(topic, key, self.deps.codec.encode(obj))
             if isinstance(obj, d.OwnerAssigned):
-                cursors = self._routing(ctx).cursors | {obj.pool: obj.cursor_after}
-                ctx.put(PARTITION, CURSORS, json.dumps(cursors, sort_keys=True).encode())
+                ws = obj.workspace_id
+                cursors = self._routing(ctx, ws).cursors | {obj.pool: obj.cursor_after}
+                ctx.put(PARTITION, cursors_key(ws), json.dumps(cursors, sort_keys=True).encode())
 
     @staticmethod
-    def _routing(ctx: TaskContext) -> RoutingState:
-        raw = ctx.get(PARTITION, CURSORS)
+    def _routing(ctx: TaskContext, workspace_id: str) -> RoutingState:
+        raw = ctx.get(PARTITION, cursors_key(workspace_id))
         return RoutingState(cursors=json.loads(raw) if raw else {})
 
     def _keep_pii_sealed(self, inbound: Event) -> tuple[Event, PiiFacts | None]:

@@ -16,6 +16,7 @@ ROUTES: dict[type, tuple[t.TopicSpec, str]] = {
     # One trainer per workspace: all of a workspace's examples land on one partition.
     d.TrainingExample: (t.TRAINING_EXAMPLES, "workspace_id"),
     d.IdentityLinked: (t.IDENTITIES, "anonymous_id"),
+    d.LeadMerged: (t.LEAD_MERGED, "lead_id"),
 }
 
 

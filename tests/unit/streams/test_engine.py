@@ -11,7 +11,7 @@ import pytest
 
 from leadflow.processors import derived as d
 from leadflow.processors.bounds import BoundsTable
-from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.events import Context, Event, Kind, lead_key, scoped_key
 from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.lead_state import decode_lead_state
 from leadflow.processors.model import ScoreModel
@@ -20,7 +20,7 @@ from leadflow.schemas.codec import SingleObjectCodec
 from leadflow.streams.engine.stage import Record
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.stages.identity import IdentityTask
-from leadflow.streams.stages.lead import CLOCK, LEADS, PARTITION, LeadDeps, LeadTask
+from leadflow.streams.stages.lead import LEADS, PARTITION, LeadDeps, LeadTask, clock_key
 from leadflow.streams.topics import EVENTS_BY_LEAD, SLA_BREACHED, TopicSpec
 
 CODEC = SingleObjectCodec()
@@ -30,7 +30,7 @@ T0 = 1_767_225_600_000
 
 @pytest.mark.parametrize(
     "name",
-    ["engine.keys", "engine.kafka", "engine.loop", "stages.routes", "stall"],
+    ["engine.keys", "engine.kafka", "engine.loop", "stages.routes", "stages.lead", "stall"],
 )
 def test_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(f"leadflow.streams.{name}")
@@ -108,14 +108,16 @@ def visit(ws: str, device: str, event_id: str, hours: float, **payload: object) 
 
 def test_identity_buffers_a_device_until_it_is_named_then_releases_in_order() -> None:
     ctx, task = FakeContext(), IdentityTask(CODEC, BoundsTable())
-    task.on_record(ctx, record(visit("ws", "dev", "v1", 1), "dev"))
+    dev = scoped_key("ws", "dev")
+    task.on_record(ctx, record(visit("ws", "dev", "v1", 1), dev))
     assert ctx.sent == []
-    task.on_record(ctx, record(visit("ws", "dev", "f1", 2, email="ada@acme.io"), "dev"))
+    task.on_record(ctx, record(visit("ws", "dev", "f1", 2, email="ada@acme.io"), dev))
     routed = ctx.decoded(EVENTS_BY_LEAD.name)
     assert [e.event_id for e in routed if isinstance(e, Event)] == ["v1", "f1"]
     lead = derive_lead_id("ws", "ada@acme.io")
-    assert {key for name, key, _ in ctx.sent if name == EVENTS_BY_LEAD.name} == {lead.encode()}
-    assert ctx.get("identities", b"dev") is not None
+    keys = {key for name, key, _ in ctx.sent if name == EVENTS_BY_LEAD.name}
+    assert keys == {lead_key("ws", lead).encode()}
+    assert ctx.get("identities", dev.encode()) is not None
 
 
 def test_identity_dead_letters_a_record_under_a_foreign_key() -> None:
@@ -146,27 +148,46 @@ def _mql(ws: str, hours: float) -> list[Event]:
     ]  # fmt: skip
 
 
-def test_a_deadline_fires_on_the_partition_clock_and_survives_a_rebuild() -> None:
+def _deadline_setup() -> tuple[LeadDeps, FakeContext, int]:
+    """An MQL of workspace ws-a whose SLA is pending, on a committed partition store."""
     policy = load_default_policy()
     deps = LeadDeps(CODEC, policy, lambda ws: ScoreModel(policy, ws), None)
     ctx = FakeContext()
     task = LeadTask(deps, ctx)
     for offset, event in enumerate(_mql("ws-a", 0)):
         assert event.lead_id is not None
-        task.on_record(ctx, record(event, event.lead_id, offset))
+        task.on_record(ctx, record(event, lead_key("ws-a", event.lead_id), offset))
     task.on_batch_end(ctx)
     ctx.commit()
     lead = derive_lead_id("ws-a", "ada@ws-a.io")
-    state = decode_lead_state(ctx.get(LEADS, lead.encode()) or b"")
+    state = decode_lead_state(ctx.get(LEADS, lead_key("ws-a", lead).encode()) or b"")
     assert state.sla_due_at is not None, state.stage
     assert ctx.decoded(SLA_BREACHED.name) == []
+    return deps, ctx, state.sla_due_at
+
+
+def test_a_deadline_fires_on_the_partition_clock_and_survives_a_rebuild() -> None:
+    deps, ctx, due = _deadline_setup()
     # A rebuilt task (after a restart) finds the deadline in the store; another lead of
-    # the partition moves the clock past it.
+    # the workspace on the partition moves the clock past it.
     task = LeadTask(deps, ctx)
-    later = (state.sla_due_at - T0) / HOUR + 1
-    other = Event("o1", Kind.VISIT, "ws-b", T0 + int(later * HOUR), T0, lead_id="L-other")
-    task.on_record(ctx, record(other, "L-other", 9))
+    later = (due - T0) / HOUR + 1
+    other = Event("o1", Kind.VISIT, "ws-a", T0 + int(later * HOUR), T0, lead_id="L-other")
+    task.on_record(ctx, record(other, lead_key("ws-a", "L-other"), 9))
     task.on_batch_end(ctx)
     breaches = ctx.decoded(SLA_BREACHED.name)
-    assert [b.due_at for b in breaches if isinstance(b, d.SlaBreached)] == [state.sla_due_at]
-    assert int(ctx.get(PARTITION, CLOCK) or 0) == other.occurred_at
+    assert [b.due_at for b in breaches if isinstance(b, d.SlaBreached)] == [due]
+    assert int(ctx.get(PARTITION, clock_key("ws-a")) or 0) == other.occurred_at
+
+
+def test_another_workspace_does_not_move_the_clock() -> None:
+    deps, ctx, due = _deadline_setup()
+    task = LeadTask(deps, ctx)
+    later = (due - T0) / HOUR + 1
+    other = Event("o1", Kind.VISIT, "ws-b", T0 + int(later * HOUR), T0, lead_id="L-other")
+    task.on_record(ctx, record(other, lead_key("ws-b", "L-other"), 9))
+    task.on_batch_end(ctx)
+    assert ctx.decoded(SLA_BREACHED.name) == []
+    assert int(ctx.get(PARTITION, clock_key("ws-b")) or 0) == other.occurred_at
+    assert ctx.get(PARTITION, clock_key("ws-a")) is not None
+    assert int(ctx.get(PARTITION, clock_key("ws-a")) or 0) < due
