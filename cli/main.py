@@ -44,8 +44,8 @@ console = Console(stderr=False)
 def cli(ctx: click.Context) -> None:
     r"""leadflow: B2B lead generation as one event log.
 
-    Trackers and CRMs send events to the collector; Kafka keeps them forever; faust
-    workers stitch identities, keep each lead's funnel stage and scores, and hand SQLs
+    Trackers and CRMs send events to the collector; Kafka keeps them forever; workers
+    stitch identities, keep each lead's funnel stage and scores, and hand SQLs
     to sales; ClickHouse answers attribution, velocity and funnel questions.
 
     \b

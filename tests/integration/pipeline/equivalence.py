@@ -51,6 +51,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from leadflow.demo.simulator.generator import Message, SimConfig, Simulation
 from leadflow.demo.simulator.send import batches
+from leadflow.processors.derived import LeadTransfer, MergeRequest
 from leadflow.processors.events import Kind
 from leadflow.processors.identity import decode_identity_state
 from leadflow.schemas.codec import codec_from_settings
@@ -71,6 +72,7 @@ from leadflow.streams.topics import (
     IDENTITIES,
     LEAD_BECAME_MQL,
     LEAD_BECAME_SQL,
+    LEAD_MERGED,
     LEAD_OWNER_ASSIGNED,
     LEAD_SCORED,
     LEAD_STAGE_CHANGED,
@@ -98,6 +100,7 @@ DERIVED_TOPICS = (
     NURTURE_ACTIONS.name,
     TRAINING_EXAMPLES.name,
     IDENTITIES.name,
+    LEAD_MERGED.name,
     MODELS.name,
 )
 # The id field of each derived record type (the first one a record has).
@@ -109,12 +112,14 @@ ID_FIELDS = (
     "example_id",
     "assignment_id",
     "event_id",
+    "merge_id",
 )
 # Fields that are the collector's per-run stamps, not derived: ignored across runs.
 INPUT_STAMPS: Mapping[str, frozenset[str]] = {
     EVENTS_BY_LEAD.name: frozenset({"received_at"}),
     DLQ.name: frozenset({"received_at"}),
 }
+SEP = "\x1f"  # between the parts of a by-lead record id (event id, lead id)
 _SEALED = re.compile(r"enc:v[0-9]+:[0-9a-f]{8,64}:[A-Za-z0-9_=-]+")
 
 
@@ -384,7 +389,8 @@ class Outputs:
         out: list[str] = []
         if len(self.inbound) < self.fed:
             out.append(f"{self.fed} messages acknowledged, {len(self.inbound)} on leadflow.events")
-        forwarded = set(self.topics[EVENTS_BY_LEAD.name]) | set(self.topics[DLQ.name])
+        forwarded = {rid.split(SEP)[0] for rid in self.topics[EVENTS_BY_LEAD.name]}
+        forwarded |= set(self.topics[DLQ.name])
         missing = set(self.inbound) - forwarded - self.buffered - self.not_for_leads
         if len(missing) > self.dropped:
             out.append(
@@ -397,7 +403,7 @@ class Outputs:
                 if topic == EVENTS_BY_LEAD.name:
                     # One forwarded value per distinct inbound record (a collector retry
                     # writes the event again with another received_at), never more.
-                    allowed = len(set(self.inbound.get(rid, [])))
+                    allowed = len(set(self.inbound.get(rid.split(SEP)[0], [])))
                     if distinct > max(allowed, 1):
                         out.append(f"{topic} {rid}: {distinct} different values")
                 elif topic not in (DLQ.name, MODELS.name) and distinct > 1:
@@ -487,6 +493,14 @@ def _record_id(topic: str, obj: Any, key: bytes | None, seen: dict[str, int]) ->
         return f"{ws}#{seen[ws]}"
     if topic == IDENTITIES.name:
         return f"{obj.anonymous_id}->{obj.lead_id}"
+    if topic == EVENTS_BY_LEAD.name:
+        # An event may go to two leads (a redirect forwards it to its survivor); a merge
+        # request has one copy per lead; a transfer goes to the survivor.
+        if isinstance(obj, MergeRequest):
+            return f"merge:{obj.merge_id}{SEP}{obj.lead_id}"
+        if isinstance(obj, LeadTransfer):
+            return f"transfer:{obj.merge_id}{SEP}{obj.lead_id}"
+        return f"{obj.event_id}{SEP}{obj.lead_id}"
     for name in ID_FIELDS:
         if hasattr(obj, name):
             return str(getattr(obj, name))

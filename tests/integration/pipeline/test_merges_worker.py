@@ -1,8 +1,8 @@
 """The worker merges a form-then-identify person (issue 14), through the real broker.
 
-Under faust the lead stage applies records in arrival order (event-time order comes with
-issue 17's engine); the merge itself does not depend on it: the email lead hands its state
-to the user and redirects, and ``leadflow.lead-merged`` says so.
+The lead stage applies records in arrival order (the release buffer of event-time order
+is not wired into the engine yet); the merge itself does not depend on it: the email lead
+hands its state to the user and redirects, and ``leadflow.lead-merged`` says so.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_form_then_identify_is_merged_by_the_worker(
         "identify",
     )
     # Sales accepted the person: one hand-off, for the survivor. (What it carries depends on
-    # arrival order under faust: the CRM event may come before the form's merge.)
+    # arrival order: the CRM event may come before the form's merge.)
     [handoff] = read(topics, LEAD_BECAME_SQL.name, workspace, expect=1)
     assert isinstance(handoff, BecameSQL)
     assert handoff.lead_id == journey.USER
