@@ -9,7 +9,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from leadflow.processors.derived import BecameMQL, BecameSQL, SlaBreached, Stage, StageChanged
-from leadflow.processors.events import Event, Kind
+from leadflow.processors.events import Event, Kind, lead_key
+from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.streams.settings import Settings
@@ -193,27 +194,39 @@ def murmur2(data: bytes) -> int:
     return h
 
 
-def by_lead_partition(lead_id: str, partitions: int) -> int:
+def by_lead_partition(workspace: str, lead_id: str, partitions: int) -> int:
     """The partition of `events.by-lead` the worker's producer puts a lead on."""
-    return (murmur2(lead_id.encode()) & 0x7FFFFFFF) % partitions
+    return (murmur2(lead_key(workspace, lead_id).encode()) & 0x7FFFFFFF) % partitions
+
+
+def neighbour(journey: Journey, i: int) -> Journey:
+    """Another person of the same workspace (deadlines run on the workspace's clock)."""
+    other = Journey(journey.workspace, start=journey.start)
+    other.anon = f"{journey.workspace}-device-{i}"
+    other.email = f"bob{i}@{journey.workspace}.example.com"
+    other.lead = derive_lead_id(journey.workspace, other.email)
+    return other
 
 
 def _sla_after_traffic_of(topics: Settings, tag: str, *, same_partition: bool) -> None:
-    """A quiet MQL; another lead's later event moves event time past its SLA."""
+    """A quiet MQL; another lead of its workspace moves event time past its SLA."""
     later = T0 + 200_000 * HOUR
     quiet = Journey(f"ws-sla-quiet-{tag}", start=later)
-    partition = by_lead_partition(quiet.lead, topics.topic_partitions)
+    ws, n = quiet.workspace, topics.topic_partitions
+    partition = by_lead_partition(ws, quiet.lead, n)
     other = next(
         j
-        for j in (Journey(f"ws-sla-busy-{tag}-{i}", start=later) for i in range(100))
-        if (by_lead_partition(j.lead, topics.topic_partitions) == partition) is same_partition
+        for j in (neighbour(quiet, i) for i in range(100))
+        if (by_lead_partition(ws, j.lead, n) == partition) is same_partition
     )
     # The quiet lead becomes MQL and then says nothing more; only the other lead's
     # traffic carries event time past the quiet lead's SLA.
     send(topics, quiet.unreviewed_mql()[:-1])
     mql = read(topics, LEAD_BECAME_MQL.name, quiet.workspace, expect=1)[0]
     assert isinstance(mql, BecameMQL)
-    send(topics, [other.ev("v1", Kind.VISIT, 40, device=False, path="/blog", channel="direct")])
+    send(
+        topics, [other.ev("busy-v1", Kind.VISIT, 40, device=False, path="/blog", channel="direct")]
+    )
 
     breaches = read(topics, SLA_BREACHED.name, quiet.workspace, expect=1)
     assert [b.due_at for b in breaches if isinstance(b, SlaBreached)] == [mql.sla_due_at]
