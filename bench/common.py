@@ -65,9 +65,14 @@ def group_lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
     """Records ``group`` has not committed yet on ``topics`` (absent topics count 0).
 
     ``leadflow.streams.worker.worker_lag`` does this for the worker's own group and topics;
-    the bench needs it for the projector's group and the pass-through's as well.
+    the bench needs it for the projector's group and the pass-through's as well. A
+    partition written in transactions (the worker's outputs) ends with a commit marker no
+    consumer commits past: one record short of the end owes nothing
+    (:func:`leadflow.streams.stall.owed`), as in ``worker_lag``.
     """
     from confluent_kafka import Consumer, TopicPartition
+
+    from leadflow.streams.stall import owed
 
     consumer = Consumer(
         {**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False}
@@ -82,7 +87,7 @@ def group_lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
             for committed in consumer.committed(partitions, timeout=10):
                 low, high = consumer.get_watermark_offsets(committed, timeout=10)
                 start = committed.offset if committed.offset >= 0 else low
-                lag += high - start
+                lag += owed(high, start, markers=True)
         return lag
     finally:
         consumer.close()
