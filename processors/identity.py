@@ -14,10 +14,13 @@ Buffer bound: :data:`MAX_BUFFERED` events. When full, the oldest event is always
 buffer holds the first touch plus the most recent ones. ``dropped`` counts the losses.
 
 Consent: after ``consent_changed`` with ``tracking: false`` the device is not stitched
-(the buffer is discarded, no lead_id is attached to anonymous events, which are then not
-emitted), and ``ip``/``user_agent`` are stripped from everything emitted. Declared data
-(a form submit or identify) still reaches the lead, without device linking. Tracking
-consent ``true`` restores stitching from then on.
+(no lead_id is attached to anonymous events, which are then not emitted), and
+``ip``/``user_agent`` are stripped from everything emitted. Declared data (a form submit or
+identify) still reaches the lead, without device linking. A withdrawal with ``forget``
+(the default for producers other than the collector) also discards the buffer and the link;
+one without it (every write-key call: the collector writes ``forget: false``) only pauses,
+so the buffer and link come back with tracking consent ``true``, which restores stitching
+from then on.
 
 Lead ids from a form submit without ``userId``: ``derive_lead_id(workspace, email)`` =
 ``"e-" + derived_id("lead", workspace_id, email.strip().lower())``; the same person
@@ -295,11 +298,16 @@ def identity_route(
 
     if event.kind is Kind.CONSENT_CHANGED:
         tracking = bool(event.payload.get("tracking", True))
+        # Only a withdrawal that may delete (``forget``: the CLI, an admin key, a direct
+        # producer) drops the buffer and the link. The collector writes forget=false for
+        # every write-key call, so whoever knows a device id can pause its stitching but
+        # cannot make its touches disappear (issue 19).
+        forget = not tracking and bool(event.payload.get("forget", True))
         new = dataclasses.replace(
             state,
             tracking=tracking,
-            buffer=state.buffer if tracking else (),
-            lead_id=state.lead_id if tracking else None,
+            buffer=() if forget else state.buffer,
+            lead_id=None if forget else state.lead_id,
         )
         # The lead must learn the consent change to drop contact PII it may not use.
         lead = state.lead_id or event.lead_id

@@ -114,6 +114,38 @@ def test_consent_withdrawn_after_linking_unlinks_the_device() -> None:
     assert out == []
 
 
+def test_a_write_key_withdrawal_pauses_stitching_without_deleting() -> None:
+    visits = [ev(f"v{i}", Kind.VISIT, i, anon="a") for i in range(2)]
+    state, _ = run(visits)
+    pause = ev("c", Kind.CONSENT_CHANGED, 3, anon="a", tracking=False, forget=False)
+    state, out = run([pause], state)
+    assert out == []
+    assert state is not None
+    assert [e.event_id for e in state.buffer] == ["v0", "v1"]  # kept, not emitted
+    state, out = run([ev("v9", Kind.VISIT, 4, anon="a")], state)
+    assert out == []  # paused: nothing new is buffered or stitched
+    assert [e.event_id for e in state.buffer] == ["v0", "v1"]
+    resume = ev("c2", Kind.CONSENT_CHANGED, 5, anon="a", tracking=True, forget=False)
+    state, _ = run([resume], state)
+    _, out = run([ev("i", Kind.IDENTIFY, 6, anon="a", lead="L")], state)
+    assert [(e.event_id, e.lead_id) for e in out] == [("v0", "L"), ("v1", "L"), ("i", "L")]
+
+
+def test_a_paused_device_keeps_its_link() -> None:
+    state, _ = run([ev("i", Kind.IDENTIFY, 1, anon="a", lead="L")])
+    pause = ev("c", Kind.CONSENT_CHANGED, 2, anon="a", tracking=False, forget=False)
+    state, out = run([pause], state)
+    assert [e.lead_id for e in out] == ["L"]
+    assert state is not None
+    assert state.lead_id == "L"
+    state, out = run([ev("v", Kind.VISIT, 3, anon="a")], state)
+    assert out == []  # not stitched while paused
+    resume = ev("c2", Kind.CONSENT_CHANGED, 4, anon="a", tracking=True, forget=False)
+    state, _ = run([resume], state)
+    _, out = run([ev("v2", Kind.VISIT, 5, anon="a")], state)
+    assert [e.lead_id for e in out] == ["L"]
+
+
 def test_identity_link_record_only_when_the_link_changes() -> None:
     before = IdentityState("a", WS)
     after, _ = identity_step(before, ev("i", Kind.IDENTIFY, 1, anon="a", lead="L"))
