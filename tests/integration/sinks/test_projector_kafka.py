@@ -106,7 +106,12 @@ def test_project_redeliver_and_replay(
     ).result_rows
     assert [r[0] for r in journeys] == ["L1", "L2", "anon:a3"]
     linear = reports.attribution(
-        clickhouse_session, clickhouse_db, model="linear", conversion="won", **RANGE
+        clickhouse_session,
+        clickhouse_db,
+        model="linear",
+        conversion="won",
+        workspace=workspace,
+        **RANGE,
     )
     assert {r[0]: round(r[1], 9) for r in linear.rows} == {
         "organic_search": 0.2, "paid_search": 0.2, "direct": 0.4, "email": 0.2,
@@ -129,7 +134,12 @@ def test_project_redeliver_and_replay(
     assert redelivered.run_until_idle(max_seconds=120).records >= len(objects)
     assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
     after = reports.attribution(
-        clickhouse_session, clickhouse_db, model="linear", conversion="won", **RANGE
+        clickhouse_session,
+        clickhouse_db,
+        model="linear",
+        conversion="won",
+        workspace=workspace,
+        **RANGE,
     )
     assert after.rows == linear.rows
 
@@ -151,7 +161,12 @@ def test_project_redeliver_and_replay(
         assert progress[-1] == result.stats.records
         assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
         rebuilt = reports.attribution(
-            clickhouse_session, clickhouse_db, model="linear", conversion="won", **RANGE
+            clickhouse_session,
+            clickhouse_db,
+            model="linear",
+            conversion="won",
+            workspace=workspace,
+            **RANGE,
         )
         assert rebuilt.rows == linear.rows
         # The previous tables (same numbers) were swapped into the version database.
