@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import yaml
-
 from leadflow.processors.bounds import QUANTITIES, Bounds, BoundsTable, Range
 from leadflow.processors.errors import PolicyError
 from leadflow.processors.policy_yaml import Node, optional, required
@@ -59,15 +57,9 @@ def parse_bounds(text: str, source: str = "<bounds>") -> BoundsTable:
     Raises:
         PolicyError: naming ``source:line field.path`` and what is wrong.
     """
-    try:
-        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        raise PolicyError(f"{source}:{line} <root>: not valid YAML ({exc})") from None
-    if root_node is None:
+    root = Node.document(text, source)
+    if root is None:
         return BoundsTable()
-    root = Node(root_node, "", source)
     m = root.mapping(_TOP)
     version = required(m, "version", root)
     if version.integer() != 1:

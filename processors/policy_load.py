@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from importlib import resources
 
-import yaml
-
 from leadflow.processors.errors import PolicyError
 from leadflow.processors.policy import (
     CONVERSION_LABELS,
@@ -331,15 +329,9 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     Raises:
         PolicyError: naming ``source:line field.path`` and what is wrong.
     """
-    try:
-        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        raise PolicyError(f"{source}:{line} <root>: not valid YAML ({exc})") from None
-    if root_node is None:
+    root = Node.document(text, source)
+    if root is None:
         raise PolicyError(f"{source}:1 <root>: the policy is empty")
-    root = Node(root_node, "", source)
     m = root.mapping(_TOP)
     version_node = required(m, "version", root)
     if version_node.integer() != 1:

@@ -33,6 +33,29 @@ class Node:
         line = self.node.start_mark.line + 1
         return PolicyError(f"{self.source}:{line} {self.path or '<root>'}: {message}")
 
+    @classmethod
+    def document(cls, text: str, source: str) -> Node | None:
+        r"""The root of a YAML document with its marks (``None`` for an empty document).
+
+        Example:
+            >>> Node.document("version: 1\n", "p.yaml").mapping()["version"].integer()
+            1
+            >>> Node.document("a: [1\n", "p.yaml")
+            Traceback (most recent call last):
+            ...
+            leadflow.processors.errors.PolicyError: p.yaml:2 <root>: not valid YAML (...)
+
+        Raises:
+            PolicyError: ``source:line <root>: not valid YAML (...)``.
+        """
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else 0
+            raise PolicyError(f"{source}:{line} <root>: not valid YAML ({exc})") from None
+        return None if root is None else cls(root, "", source)
+
     def _child(self, node: yaml.Node, key: str) -> Node:
         path = f"{self.path}.{key}" if self.path else key
         return Node(node, path, self.source)
