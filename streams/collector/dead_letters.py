@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from leadflow.processors.events import scoped_key
 from leadflow.streams.collector.models import FieldError
 
 # Names whose values are personal data wherever they appear in a message.
@@ -52,7 +53,9 @@ class DeadLetter:
     """One refused message, ready to produce.
 
     Attributes:
-        key: the person key it would have had (userId, else anonymousId; may be empty).
+        key: the person key it would have had, scoped to the write key's workspace
+            (``["<workspace>","<userId, else anonymousId>"]``, like ``Event.person_key``);
+            empty when the message names nobody.
         value: the message as compact JSON, personal values redacted, cut at 512 KB.
         headers: reason, errors and where it came from.
     """
@@ -105,15 +108,16 @@ def dead_letter(
         ...     [FieldError(path="batch[2].timestamp", message="before 1970")],
         ...     workspace_id="acme", source="/v1/batch", index=2, received_at=5)
         >>> letter.key, json.loads(letter.value)["traits"]["email"]
-        (b'u1', '<redacted>')
+        (b'["acme","u1"]', '<redacted>')
         >>> dict(letter.headers)["reason"], dict(letter.headers)["group"]
         (b'invalid', b'acme')
     """
+    # Scoped like every other key (issue 19): another workspace may use the same id.
     key = ""
     if isinstance(raw, dict):
         for name in ("userId", "anonymousId"):
-            if isinstance(raw.get(name), str):
-                key = raw[name]
+            if isinstance(raw.get(name), str) and raw[name]:
+                key = scoped_key(workspace_id, raw[name])
                 break
     try:
         value = json.dumps(redact(raw), ensure_ascii=False, separators=(",", ":")).encode()

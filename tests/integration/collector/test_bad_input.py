@@ -354,6 +354,10 @@ def test_bad_input_corpus_gets_the_right_4xx_and_nothing_reaches_the_events(
         running.settings, dead_before, sum(c.dead for c in CORPUS), topic=DLQ.name
     )
     assert all(value for _key, value in letters)
+    # Keys carry the write key's workspace like every person key (issue 19).
+    keys = [json.loads(key) for key, _value in letters if key]
+    assert keys
+    assert [k for k in keys if k[0] != "ws-acme" or len(k) != 2] == []
     metrics = httpx.get(f"{running.url}/metrics").text
     assert 'leadflow_collector_requests_rejected_total{reason="invalid"}' in metrics
     assert 'leadflow_collector_events_refused_total{reason="invalid"}' in metrics

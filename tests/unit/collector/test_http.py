@@ -207,6 +207,8 @@ def test_a_bad_event_costs_only_itself_and_goes_to_the_dead_letter_topic(h: Harn
     assert len(h.sink.records) == 1
     assert [dict(d.headers)["source.partition"] for d in h.sink.dead] == [b"1", b"2"]
     assert json.loads(h.sink.dead[0].value)["properties"] == {"amount": "x"}
+    # Keyed by the person in the write key's workspace (issue 19), no key for nobody.
+    assert [d.key for d in h.sink.dead] == [b'["acme","u"]', b""]
 
 
 def test_a_batch_of_only_bad_events_is_a_400_naming_every_problem(h: Harness) -> None:
