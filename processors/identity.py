@@ -81,6 +81,11 @@ _SOFT = re.compile(r"^e-[0-9a-f]{32}$")
 # Kinds that carry declared identity in their payload.
 _IDENTIFYING = frozenset({Kind.IDENTIFY, Kind.FORM_SUBMITTED})
 
+# Identify/FormSubmitted v3: the email's lead id, set by the collector when PII encryption
+# seals an email this processor could otherwise not read (``processors.pii.seal_event``).
+EMAIL_LEAD_FIELD = "email_lead_id"
+EMAIL_LEAD_KINDS = _IDENTIFYING
+
 
 @dataclass(frozen=True, slots=True)
 class IdentityState:
@@ -158,13 +163,7 @@ def derive_lead_id(workspace_id: str, email: str) -> str:
 
 
 def _declared_lead_id(event: Event) -> str | None:
-    if event.lead_id:
-        return event.lead_id
-    if event.kind in _IDENTIFYING:
-        email = event.payload.get("email")
-        if isinstance(email, str) and "@" in email:
-            return derive_lead_id(event.workspace_id, email)
-    return None
+    return event.lead_id or declared_email_lead(event)
 
 
 def _strip(event: Event) -> Event:
@@ -212,6 +211,37 @@ def check_record_key(key: bytes | None, event: Event) -> None:
             f"event {event.event_id}: keyed {key.decode(errors='replace')!r}, "
             f"not by its person key {expected!r}"
         )
+
+
+def declared_email_lead(event: Event) -> str | None:
+    """The lead id of the email an identify or form declares, if it can be known.
+
+    A plaintext email gives :func:`derive_lead_id`; a sealed one (PII encryption) cannot be
+    read here, so the collector wrote its lead id in :data:`EMAIL_LEAD_FIELD` when it
+    sealed it. Records sealed before that field existed (v2) give ``None``: their email
+    links nothing, as before.
+
+    Example:
+        >>> form = Event("f", Kind.FORM_SUBMITTED, "ws", 1, 1, lead_id="u-1",
+        ...              payload={"email": "Ada@x.io"})
+        >>> declared_email_lead(form) == derive_lead_id("ws", "ada@x.io")
+        True
+        >>> sealed = dataclasses.replace(form, payload={"email": "enc:v2:00000001:qq@zz",
+        ...                                             EMAIL_LEAD_FIELD: "e-" + "0" * 32})
+        >>> declared_email_lead(sealed)
+        'e-00000000000000000000000000000000'
+        >>> declared_email_lead(dataclasses.replace(form, payload={"email": "enc:v2:1:x@y"}))
+    """
+    if event.kind not in _IDENTIFYING:
+        return None
+    written = event.payload.get(EMAIL_LEAD_FIELD)
+    if isinstance(written, str) and written:
+        return written
+    email = event.payload.get("email")
+    # "enc:" is the PII envelope's prefix (processors.pii.PREFIX; pii imports this module).
+    if isinstance(email, str) and "@" in email and not email.startswith("enc:"):
+        return derive_lead_id(event.workspace_id, email)
+    return None
 
 
 def is_soft(lead_id: str) -> bool:
@@ -396,12 +426,9 @@ def _declared_merges(
     merges: list[MergeRequest] = []
     if is_soft(target) or is_blocked(target):
         return state, merges
-    # A sealed email (PII encryption) cannot be read here: only a plaintext one links.
-    email = event.payload.get("email") if event.kind in _IDENTIFYING else None
-    if _user_id(event) and isinstance(email, str) and "@" in email:
-        state, asked = _ask(
-            state, event, derive_lead_id(event.workspace_id, email), target, "email"
-        )
+    email_lead = declared_email_lead(event)
+    if _user_id(event) and email_lead is not None:
+        state, asked = _ask(state, event, email_lead, target, "email")
         merges.extend(asked)
     previous = event.payload.get("previous_id") if event.kind is Kind.ALIAS else None
     if isinstance(previous, str) and previous and previous != state.anonymous_id:

@@ -32,7 +32,7 @@ from typing import Any
 from leadflow.processors.derived import Contact
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
-from leadflow.processors.identity import derive_lead_id
+from leadflow.processors.identity import EMAIL_LEAD_FIELD, EMAIL_LEAD_KINDS, derive_lead_id
 from leadflow.processors.scoring import email_domain
 
 # Fields that identify a person directly. Firmographics (company, title, company size,
@@ -189,6 +189,8 @@ def seal_event(event: Event, seal: Sealer) -> Event:
     sender gave no ``userId``; it cannot once the email is sealed, so sealing sets that
     lead id first (the same ``derive_lead_id`` the processor would compute). For an
     erasure request without ``userId`` the subject's email names the lead the same way.
+    When the sender named a user too, the email's lead id goes in the record's
+    ``email_lead_id`` instead, so identity can still merge that email's lead into the user.
 
     Example:
         >>> fake = lambda ws, subject, field, text: f"enc:v2:0000000{len(subject)}:" + text[::-1]
@@ -199,20 +201,34 @@ def seal_event(event: Event, seal: Sealer) -> Event:
         ('enc:v2:00000002:oi.x@ada', 'X', True)
         >>> seal_event(s, fake).payload["email"]  # a sealed-looking value is sealed again
         'enc:v2:00000002:ada@x.io:20000000:2v:cne'
+        >>> u = seal_event(dataclasses.replace(e, lead_id="user-1"), fake)
+        >>> u.lead_id, u.payload["email_lead_id"] == derive_lead_id("ws", "ada@x.io")
+        ('user-1', True)
 
     Raises:
         InvalidEvent: the event names no person (no subject to seal for).
     """
     lead_id = event.lead_id
     field = _EMAIL_OF.get(event.kind)
-    if lead_id is None and field is not None:
-        email = event.payload.get(field)
-        if isinstance(email, str) and "@" in email:
-            lead_id = derive_lead_id(event.workspace_id, email)
+    email = event.payload.get(field) if field is not None else None
+    email_lead = (
+        derive_lead_id(event.workspace_id, email)
+        if isinstance(email, str) and "@" in email
+        else None
+    )
     ws = event.workspace_id
     subject = subject_of(event)
     sealed = _rewrite(event, lambda name, value: seal(ws, subject, name, str(value)))
-    return sealed if lead_id == sealed.lead_id else dataclasses.replace(sealed, lead_id=lead_id)
+    if email_lead is None:
+        return sealed
+    if lead_id is None:
+        return dataclasses.replace(sealed, lead_id=email_lead)
+    if event.kind in EMAIL_LEAD_KINDS:
+        # The sender named a user and an email: identity links that email's lead to the user
+        # (rule 3 of processors.identity) through this field, the email being sealed.
+        payload = {**sealed.payload, EMAIL_LEAD_FIELD: email_lead}
+        return dataclasses.replace(sealed, payload=payload)
+    return sealed
 
 
 def open_event(event: Event, open_: Opener) -> Event:

@@ -29,6 +29,7 @@ from leadflow.processors.derived import (
 )
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
+from leadflow.processors.identity import EMAIL_LEAD_FIELD
 from leadflow.processors.pii import PII_PAYLOAD_FIELDS
 from leadflow.sinks.tables import (
     COSTS,
@@ -47,8 +48,9 @@ from leadflow.streams.collector.channels import ChannelInputs, group_channel
 Row = tuple[Any, ...]
 
 # Contact PII (and the sealed extra fields) stays out of the analytics copy of the payload
-# (erasure must not need a rewrite of ClickHouse); the columns keep only firmographics.
-_PII_FIELDS = frozenset(PII_PAYLOAD_FIELDS)
+# (erasure must not need a rewrite of ClickHouse); the columns keep only firmographics. The
+# email's lead id identity links by is derived from the email, so it stays out with it.
+_PII_FIELDS = frozenset(PII_PAYLOAD_FIELDS) | {EMAIL_LEAD_FIELD}
 _EMAIL_KINDS = frozenset(
     {Kind.EMAIL_SENT, Kind.EMAIL_OPENED, Kind.EMAIL_CLICKED, Kind.EMAIL_BOUNCED,
      Kind.EMAIL_UNSUBSCRIBED}

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from leadflow.processors.bounds import Bounds, violations
 from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.identity import EMAIL_LEAD_FIELD, EMAIL_LEAD_KINDS
 from leadflow.processors.pii import (
     EXTRA_FIELD,
     PII_CONTEXT_FIELDS,
@@ -491,6 +492,8 @@ def map_message(
         payload[EXTRA_FIELD] = left.extra_json()
     else:
         left.drop_kept()
+    if kind in EMAIL_LEAD_KINDS:
+        payload[EMAIL_LEAD_FIELD] = None  # only sealing writes it (processors.pii.seal_event)
     if kind is Kind.CONSENT_CHANGED:
         # A write key is public: its withdrawal pauses stitching and device data; deleting
         # the device's past takes an admin credential (docs/privacy.md, threat model).

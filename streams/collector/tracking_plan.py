@@ -177,6 +177,10 @@ KEEPS_EXTRA = frozenset(set(Kind) - {Kind.CUSTOM, Kind.CAMPAIGN_COST, Kind.ALIAS
 # (it is kept in extra_json like any property the kind has no field for). Issue 19.
 FORGET_FIELD = "forget"
 
+# Identify/FormSubmitted v3 end with ``email_lead_id``: written only when the collector seals
+# an email that comes with a userId (processors.pii.seal_event), so identity can link the
+# email's lead; a client's "email_lead_id" trait is not read (it stays in extra_json).
+
 
 def kind_for_track(event_name: str) -> Kind:
     """The kind a Segment ``track`` call becomes; names outside the plan are custom events.

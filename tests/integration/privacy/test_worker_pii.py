@@ -16,17 +16,25 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from leadflow.cli.erase import erase
-from leadflow.processors.derived import BecameSQL, LeadScored
-from leadflow.processors.events import lead_key
+from leadflow.processors.derived import BecameSQL, LeadMerged, LeadScored
+from leadflow.processors.events import Event, Kind, lead_key
+from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.lead_state import decode_lead_state
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import EVENTS_BY_LEAD, LEAD_BECAME_SQL, LEAD_SCORED, create_topics
+from leadflow.streams.topics import (
+    EVENTS_BY_LEAD,
+    LEAD_BECAME_SQL,
+    LEAD_MERGED,
+    LEAD_SCORED,
+    create_topics,
+)
 from tests.integration.pipeline.conftest import WorkerProcess, read, send
 from tests.integration.pipeline.journeys import Journey
 
 LEADS_CHANGELOG = "leadflow-leads-changelog"
 PHONE = "+1 555 0100"
+T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +182,32 @@ def test_pii_stays_sealed_in_state_and_handoff_and_erasure_unseals_nothing(
     assert latest.answers == {}
     for secret in secrets:
         assert not any(secret in readable(v) for v in raw_values(topics, LEADS_CHANGELOG, key))
+
+
+def test_a_sealed_email_declared_with_a_user_id_merges_that_emails_lead(
+    topics: Settings, pii_worker: WorkerProcess
+) -> None:
+    """Issue 14: a form on the laptop, then identify(userId, email) on the phone, sealed.
+
+    The worker cannot read a sealed email; the collector's seal writes the email's lead id
+    (``email_lead_id``), so the form's lead still merges into the user.
+    """
+    workspace = f"ws-pii-merge-{uuid.uuid4().hex[:8]}"
+    email = "grace@navy.example"
+    form = Event("pm-form", Kind.FORM_SUBMITTED, workspace, T0, T0, anonymous_id="laptop",
+                 payload={"email": email, "company": "Navy"})  # fmt: skip
+    identify = Event("pm-identify", Kind.IDENTIFY, workspace, T0 + 60_000, T0 + 60_000,
+                     anonymous_id="phone", lead_id="user-grace",
+                     payload={"email": email, "title": "Rear Admiral"})  # fmt: skip
+    vault = Vault(topics)
+    try:
+        sealed = vault.seal([form, identify])
+    finally:
+        vault.close()
+    assert all(str(e.payload["email"]).startswith("enc:v2:") for e in sealed)
+    send(topics, sealed)
+    (merged,) = read(topics, LEAD_MERGED.name, workspace, expect=1)
+    assert isinstance(merged, LeadMerged)
+    assert (merged.lead_id, merged.merged_lead_id, merged.reason) == (
+        "user-grace", derive_lead_id(workspace, email), "email",
+    )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from leadflow.processors.events import Kind
+from leadflow.processors.identity import EMAIL_LEAD_KINDS
 from leadflow.schemas.catalog import load_catalog
 from leadflow.streams.collector.tracking_plan import (
     KEEPS_EXTRA,
@@ -43,6 +44,10 @@ def test_fields_match_the_current_schema(kind: Kind) -> None:
     if kind is Kind.CONSENT_CHANGED:  # the collector's own consent flag, last (issue 19)
         assert fields[-1]["name"] == "forget"
         assert (fields[-1]["type"], fields[-1]["default"]) == ("boolean", True)
+        fields = fields[:-1]
+    if kind in EMAIL_LEAD_KINDS:  # the collector's, set when it seals an email with a userId
+        assert fields[-1]["name"] == "email_lead_id"
+        assert (fields[-1]["type"], fields[-1]["default"]) == (["null", "string"], None)
         fields = fields[:-1]
     if kind in KEEPS_EXTRA:  # the collector's own field, last: not a property of the plan
         assert fields[-1]["name"] == "extra_json"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from leadflow.processors import pii
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Context, Event, Kind
-from leadflow.processors.identity import derive_lead_id, identity_step
+from leadflow.processors.identity import EMAIL_LEAD_FIELD, derive_lead_id, identity_step
 from leadflow.processors.pii import (
     PII_CONTEXT_FIELDS,
     PII_PAYLOAD_FIELDS,
@@ -75,7 +75,11 @@ def test_seal_then_open_is_the_identity_and_sealed_holds_no_plaintext(
     assert sealed.context.ip.startswith("enc:v2:")
     assert sealed.payload["company"] == "Acme"
     assert sealed.context.path == "/p"
-    assert open_event(sealed, unreversing) == event
+    # Sealing adds the email's lead id (no PII: the pseudonymous id a form gets) for identity.
+    linked = {EMAIL_LEAD_FIELD: derive_lead_id("ws", email)} if "@" in email else {}
+    assert open_event(sealed, unreversing) == dataclasses.replace(
+        event, payload={**event.payload, **linked}
+    )
 
 
 @given(text, text)

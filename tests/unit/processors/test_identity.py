@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -6,6 +8,7 @@ from leadflow.processors.codec import decode, encode
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
 from leadflow.processors.identity import (
+    EMAIL_LEAD_FIELD,
     MAX_BUFFERED,
     MAX_DEVICE_LEADS,
     IdentityState,
@@ -18,6 +21,7 @@ from leadflow.processors.identity import (
     is_blocked,
     is_soft,
 )
+from leadflow.processors.pii import seal_event
 
 from ._factory import WS, ev
 
@@ -274,6 +278,31 @@ def test_declared_emails_and_explicit_aliases_merge_into_the_user() -> None:
     assert {(m.absorbed_id, m.survivor_id, m.reason) for m in merges} == {
         ("old-user", "U", "alias")
     }
+
+
+def _sealed(event: Event) -> Event:
+    """The event as the collector stores it with PII encryption on (a stand-in cipher)."""
+    return seal_event(event, lambda ws, subject, field, text: "enc:v2:00000001:" + text[::-1])
+
+
+@pytest.mark.parametrize("kind", [Kind.IDENTIFY, Kind.FORM_SUBMITTED])
+def test_a_sealed_email_declared_with_a_user_id_still_merges_its_lead(kind: Kind) -> None:
+    """Issue 14: with PII encryption the email's lead used to stay apart from the user."""
+    declared = ev("i1", kind, 1, anon="phone", lead="U", email="Ada@Acme.io")
+    _, plain = route([declared])
+    _, sealed = route([_sealed(declared)])
+    assert sealed == plain
+    assert {(m.absorbed_id, m.survivor_id, m.reason) for m in sealed} == {
+        (derive_lead_id(WS, "ada@acme.io"), "U", "email")
+    }
+
+
+def test_a_sealed_record_from_before_email_lead_id_links_nothing() -> None:
+    """Records sealed before Identify/FormSubmitted v3 carry no email lead: no merge, no error."""
+    old = _sealed(ev("i1", Kind.IDENTIFY, 1, anon="phone", lead="U", email="ada@acme.io"))
+    payload = {k: v for k, v in old.payload.items() if k != EMAIL_LEAD_FIELD}
+    _, merges = route([dataclasses.replace(old, payload=payload)])
+    assert merges == []
 
 
 def test_a_form_without_user_id_on_an_identified_device_belongs_to_the_user() -> None:
