@@ -134,6 +134,7 @@ def test_form_submitted_arrives_field_for_field(running: Running) -> None:
             "country": "GB",
             "answers": {"budget": "50k", "timeline": "3"},
             "extra_json": None,
+            "email_lead_id": None,  # set only when the collector seals (v3)
         },
     )
 

@@ -45,6 +45,7 @@ FORM = Event(
         "answers": {"budget": "yes", "timeline": "Q1"},
         # The form schema's newest version appends the sealed extras; absent decodes as None.
         "extra_json": None,
+        "email_lead_id": None,  # v3: set only when the collector seals an email with a userId
     },
 )
 
