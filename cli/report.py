@@ -460,15 +460,26 @@ def _policy(settings: Settings) -> Policy:
     "--window-days", type=click.IntRange(1, 3650), default=90, show_default=True,
     help="Sliding event-time window of scores whose labels are known.",
 )  # fmt: skip
+@click.option(
+    "--refused-days", type=click.IntRange(1, 3650), default=7, show_default=True,
+    help="Receive-time window of the refused-inputs share (inputs_refused above 50%).",
+)  # fmt: skip
 @click.pass_context
 def model_health_cmd(
-    ctx: click.Context, workspace: str | None, database: str, fmt: str, window_days: int
+    ctx: click.Context,
+    workspace: str | None,
+    database: str,
+    fmt: str,
+    window_days: int,
+    refused_days: int,
 ) -> None:
     """The model's label balance, AUC and ECE per workspace over a sliding window, warnings.
 
     Labels are the trainer's (the policy's labels.conversion within
-    labels.negative_horizon_days); few_labels uses the policy's model.min_labels. Each
-    warning is also printed on stderr and logged (model.health).
+    labels.negative_horizon_days); few_labels uses the policy's model.min_labels. Beside
+    them the share of inbound messages refused (collector or worker dead letters) in the
+    last --refused-days; inputs_refused above 50%. Each warning is also printed on stderr
+    and logged (model.health).
     """
     settings = settings_of(ctx)
     policy = _policy(settings)
@@ -483,6 +494,7 @@ def model_health_cmd(
             min_labels=policy.model.min_labels,
             conversion=policy.labels.conversion,
             workspace=workspace,
+            refused_days=refused_days,
         )
     finally:
         client.close()
@@ -498,6 +510,8 @@ def model_health_cmd(
                 positives=row["positives"],
                 negatives=row["negatives"],
                 auc=row["auc"],
+                inputs_refused=row["inputs_refused"],
+                refused_share=row["refused_share"],
                 warnings=row["warnings"],
             )
     for line in reports.health_warnings(built):

@@ -24,6 +24,7 @@ from leadflow.sinks.paths import migration_statements as path_statements
 from leadflow.sinks.tables import (
     ALL_TABLES,
     BASE_TABLES,
+    DEAD_LETTERS,
     LEAD_MERGES,
     PATH_TABLES,
     check_identifier,
@@ -35,6 +36,7 @@ from leadflow.sinks.views import (
     V_IDENTITIES_CONSENT,
     merge_view_statements,
     model_health_statements,
+    refusal_statements,
     view_statements,
 )
 from leadflow.streams.logs import get_logger
@@ -99,6 +101,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         (f"table:{LEAD_MERGES.name}", *merge_view_statements(), *merge_mark_statements()),
     ),
     Migration(6, "model health view (sinks/views.py MODEL_HEALTH)", model_health_statements()),
+    Migration(
+        7,
+        "dead letters, refusals, model health warns on refused inputs",
+        (f"table:{DEAD_LETTERS.name}", *refusal_statements()),
+    ),
 )
 
 

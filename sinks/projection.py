@@ -13,6 +13,7 @@ Missing strings become ``''`` (not NULL): the sorting keys cannot be Nullable an
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from leadflow.processors.identity import EMAIL_LEAD_FIELD
 from leadflow.processors.pii import PII_PAYLOAD_FIELDS
 from leadflow.sinks.tables import (
     COSTS,
+    DEAD_LETTERS,
     DEALS,
     EVENTS,
     HANDOFFS,
@@ -297,6 +299,103 @@ def lead_merged_rows(obj: LeadMerged) -> Rows:
             (obj.merge_id, obj.workspace_id, merged, obj.lead_id, obj.occurred_at, obj.reason,
              obj.cause_event_id, int(obj.adopted_history)),
         )  # fmt: skip
+    return rows
+
+
+_INDEX = re.compile(r"\[\d+\]")
+MAX_FIELDS = 20
+DEAD_LETTER_STAGES = frozenset({"collector", "worker", "projector"})
+
+
+def _short(text: str, limit: int = 100) -> str:
+    return text.strip()[:limit]
+
+
+def _key_workspace(key: bytes | None) -> str:
+    """The workspace of a scoped record key (``["ws", "id"]``), else ``''``."""
+    try:
+        scoped = json.loads(key or b"")
+    except ValueError:
+        return ""
+    if isinstance(scoped, list) and scoped and isinstance(scoped[0], str):
+        return _short(scoped[0], 200)
+    return ""
+
+
+def _field_names(error: str) -> list[str]:
+    """The field paths of a collector's ``error`` header, without indexes or values.
+
+    Example:
+        >>> _field_names('[{"path": "batch[3].traits.company_size", "message": "51-200"},'
+        ...              ' {"path": "batch[3].properties.items[0].x", "message": "?"}]')
+        ['properties.items.x', 'traits.company_size']
+    """
+    try:
+        errors = json.loads(error)
+    except ValueError:
+        return []
+    names: set[str] = set()
+    for item in errors if isinstance(errors, list) else []:
+        path = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(path, str):
+            continue
+        path = _INDEX.sub("", path)
+        if path.startswith("batch."):
+            path = path[len("batch.") :]
+        # A field NAME is schema, not data; one that looks like an address is not kept.
+        names.add("<redacted>" if "@" in path else _short(path, 200))
+    return sorted(names)[:MAX_FIELDS]
+
+
+def dead_letter_rows(
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    headers: Iterable[tuple[str, bytes | str | None]],
+    received_at: int,
+    size: int,
+) -> Rows:
+    """One ``dead_letters`` row from a dead-letter record's headers (never its value).
+
+    The three writers: the collector (``stage: collector``, ``group`` = the workspace,
+    ``error`` = JSON field errors), the worker (``leadflow.reason`` = ``Type: message``; the
+    workspace from the scoped key) and the projector (``stage: projector``, ``reason``; the
+    workspace from the scoped key). Only the reason's type is kept from the worker (its
+    message may quote a value).
+
+    Example:
+        >>> r = dead_letter_rows(0, 7, b"u1", [("reason", b"invalid"), ("stage", b"collector"),
+        ...     ("group", b"acme"), ("source.topic", b"/v1/batch"),
+        ...     ("error", b'[{"path": "batch[0].traits.company_size", "message": "x"}]')], 5, 40)
+        >>> r.by_table["dead_letters"][0]
+        ('0:7', 'acme', 5, 'collector', 'invalid', '/v1/batch', ['traits.company_size'], 40)
+        >>> w = dead_letter_rows(1, 2, b'["acme","a1"]',
+        ...     [("leadflow.reason", b"InvalidEvent: event e1: bad"),
+        ...      ("leadflow.source.topic", b"leadflow.events")], 9, 10)
+        >>> w.by_table["dead_letters"][0][1:6]
+        ('acme', 9, 'worker', 'InvalidEvent', 'leadflow.events')
+    """
+    h = {k: (v.decode(errors="replace") if isinstance(v, bytes) else (v or "")) for k, v in headers}
+    fields: list[str] = []
+    if "leadflow.reason" in h and h.get("stage") not in DEAD_LETTER_STAGES:
+        stage = "worker"
+        reason = h["leadflow.reason"].split(":", 1)[0]
+        source = h.get("leadflow.source.topic", "")
+        workspace = _key_workspace(key)
+    else:
+        stage = h.get("stage", "") if h.get("stage") in DEAD_LETTER_STAGES else "unknown"
+        reason = h.get("reason", "")
+        source = h.get("source.topic", "")
+        workspace = _short(h.get("group", ""), 200) if stage == "collector" else ""
+        workspace = workspace or _key_workspace(key)
+        if stage == "collector":
+            fields = _field_names(h.get("error", ""))
+    rows = Rows()
+    rows.add(
+        DEAD_LETTERS,
+        (f"{partition}:{offset}", workspace, int(received_at), stage, _short(reason),
+         _short(source, 200), fields, max(0, min(int(size), 2**32 - 1))),
+    )  # fmt: skip
     return rows
 
 

@@ -56,7 +56,7 @@ from leadflow.schemas.codec import Codec, DecodeError, codec_from_settings
 from leadflow.sinks.erasure import erase_person
 from leadflow.sinks.migrations import migrate
 from leadflow.sinks.paths import refresh_margin, refresh_paths
-from leadflow.sinks.projection import Row, Rows, rows_for
+from leadflow.sinks.projection import Row, Rows, dead_letter_rows, rows_for
 from leadflow.sinks.tables import PROJECTED_TABLES, TableSpec, check_identifier
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
@@ -75,8 +75,10 @@ log = get_logger(__name__)
 
 PROJECTED_TOPICS: tuple[str, ...] = (
     EVENTS.name, LEAD_STAGE_CHANGED.name, LEAD_SCORED.name, LEAD_BECAME_SQL.name,
-    SLA_BREACHED.name, IDENTITIES.name, LEAD_MERGED.name,
+    SLA_BREACHED.name, IDENTITIES.name, LEAD_MERGED.name, DLQ.name,
 )  # fmt: skip
+# The dead-letter topic is projected from its headers only (``dead_letters``: who refused
+# what, why, which fields; never the value), and a record of it is never dead-lettered.
 DEFAULT_GROUP = "leadflow-projector"
 
 # What each projected topic carries. A record of another type is a producer's bug: it goes
@@ -416,6 +418,9 @@ class Projector:
             offset = int(message.offset() or 0)
             first, _ = offsets.get(key, (offset, offset))
             offsets[key] = (min(first, offset), offset)
+            if key[0] == DLQ.name:
+                rows.extend(self._dead_letter_rows(message))
+                continue
             try:
                 obj = self.codec.decode(message.value() or b"")
                 refused = admission_error(str(message.topic()), message.key(), obj, self.bounds)
@@ -581,6 +586,20 @@ class Projector:
         self._producer.poll(0)
         self.stats.dead_lettered += 1
         log.warning("projector.dead_letter", reason=reason, topic=message.topic())
+
+    @staticmethod
+    def _dead_letter_rows(message: Message) -> Rows:
+        raw = message.headers() or []
+        pairs = raw.items() if isinstance(raw, dict) else raw
+        _, timestamp = message.timestamp()
+        return dead_letter_rows(
+            int(message.partition() or 0),
+            int(message.offset() or 0),
+            message.key(),
+            list(pairs),
+            int(timestamp) if timestamp and timestamp > 0 else int(time.time() * 1000),
+            len(message.value() or b""),
+        )
 
     def _flush_dead_letters(self) -> None:
         if self._producer is not None and self._producer.flush(30) > 0:

@@ -33,6 +33,7 @@ from leadflow.sinks.markov import ORDERS
 from leadflow.sinks.paths import refresh_for_reading
 from leadflow.sinks.shapley import MAX_PLAYERS, OTHER
 from leadflow.sinks.tables import check_identifier
+from leadflow.sinks.views import REFUSED_SHARE_WARN
 
 MODELS = (*RULE_MODELS, *DATA_DRIVEN_MODELS)
 CONVERSIONS = ("lead", "mql", "sql", "opportunity", "customer", "won")
@@ -830,15 +831,18 @@ def latest_handoffs(
 
 MODEL_HEALTH_SQL = """
 SELECT workspace_id, model, first_version, last_version, window_from, window_to, examples,
-       positives, negatives, positive_rate, auc, ece, warnings
+       positives, negatives, positive_rate, auc, ece, inputs_stored, inputs_refused,
+       refused_share, warnings
 FROM $db.model_health(window_days = {window_days:UInt32}, horizon_days = {horizon_days:UInt32},
-                      min_labels = {min_labels:UInt32}, conversion_rank = {conversion_rank:UInt8})
+                      min_labels = {min_labels:UInt32}, conversion_rank = {conversion_rank:UInt8},
+                      refused_days = {refused_days:UInt32})
 WHERE $ws
 ORDER BY workspace_id, model
 """
 MODEL_HEALTH_COLUMNS = (
     "workspace", "model", "first_version", "last_version", "window_from", "window_to",
-    "examples", "positives", "negatives", "positive_rate", "auc", "ece", "warnings",
+    "examples", "positives", "negatives", "positive_rate", "auc", "ece", "inputs_stored",
+    "inputs_refused", "refused_share", "warnings",
 )  # fmt: skip
 CONVERSION_RANKS = {"sql": 3, "won": 5}
 
@@ -852,6 +856,7 @@ def model_health(
     min_labels: int = 30,
     conversion: str = "sql",
     workspace: str | None = None,
+    refused_days: int = 7,
 ) -> Report:
     """The scoring model's label balance, AUC, ECE and warnings per workspace and model kind.
 
@@ -860,17 +865,23 @@ def model_health(
     like the trainer's examples (``conversion`` within ``horizon_days``): the view
     ``model_health`` in sinks/views.py. ``horizon_days``, ``min_labels`` and
     ``conversion`` are the policy's ``labels``/``model`` settings.
+
+    Beside them, each workspace's inbound messages over the last ``refused_days`` of receive
+    time: stored, refused (dead-lettered by the collector or the worker) and the refused
+    share, with the warning ``inputs_refused`` above ``REFUSED_SHARE_WARN`` (a workspace
+    whose inputs are refused but that has no model score yet has a row with model ``''``).
     """
     if conversion not in CONVERSION_RANKS:
         raise ReportError(f"conversion must be one of {sorted(CONVERSION_RANKS)}")
-    if window_days < 1 or horizon_days < 1:
-        raise ReportError("window and horizon must be at least one day")
+    if window_days < 1 or horizon_days < 1 or refused_days < 1:
+        raise ReportError("window, horizon and refused days must be at least one day")
     params = {
         "workspace": workspace or "",
         "window_days": window_days,
         "horizon_days": horizon_days,
         "min_labels": min_labels,
         "conversion_rank": CONVERSION_RANKS[conversion],
+        "refused_days": refused_days,
     }
     rows = _query(client, MODEL_HEALTH_SQL, database, params)
     rows = [(*r[:-1], list(r[-1])) for r in rows]
@@ -878,8 +889,11 @@ def model_health(
         f"examples: model scores of open leads made {window_days} days up to {horizon_days} "
         f"days before the workspace's newest score; label: became {conversion} within "
         f"{horizon_days} days (the trainer's label, docs/analytics.md)",
+        f"inputs: inbound messages received in the workspace's last {refused_days} days, "
+        f"stored or refused by the collector or the worker (leadflow.events.dlq); "
+        f"inputs_refused warns above a {REFUSED_SHARE_WARN:.0%} refused share",
     ]
-    empty = [str(r[0]) for r in rows if not r[6]]
+    empty = [str(r[0]) for r in rows if not r[6] and r[1]]
     if empty:
         notes.append(
             f"nothing labelled yet in {', '.join(empty)}: no model score of an open lead "
@@ -894,7 +908,7 @@ def health_warnings(report: Report) -> list[str]:
     Example:
         >>> r = Report("model health", MODEL_HEALTH_COLUMNS,
         ...            [("ws", "linear", "linear@0", "linear@9", None, None, 25, 0, 25, 0.0,
-        ...              None, 0.1, ["one_class", "few_labels"])])
+        ...              None, 0.1, 400, 12, 0.03, ["one_class", "few_labels"])])
         >>> health_warnings(r)[0][:42]
         'WARNING model health ws (linear): one_clas'
     """
@@ -906,6 +920,15 @@ def health_warnings(report: Report) -> list[str]:
     out = []
     for row in report.as_dicts():
         for w in row["warnings"]:
+            if w == "inputs_refused":
+                out.append(
+                    f"WARNING model health {row['workspace']} ({row['model'] or 'no model yet'})"
+                    f": inputs_refused: {row['inputs_refused']} inbound messages refused, "
+                    f"{row['inputs_stored']} stored (refused share {row['refused_share']:.0%}); "
+                    "it learns from what little gets through: "
+                    "see v_refusals (by field) and leadflow dlq show"
+                )
+                continue
             out.append(
                 f"WARNING model health {row['workspace']} ({row['model']}): {w}: "
                 f"{row['positives']} positives, {row['negatives']} negatives in the window; "

@@ -414,6 +414,29 @@ PATH_REFRESHES = TableSpec(
     partition_by=None,
 )
 
+# Migration 7 (issue 15): what was refused, without what was sent. One row per record of
+# the dead-letter topic (`leadflow.events.dlq`), from its headers only: who refused it
+# (collector, worker, projector), the short reason, and the names of the offending fields
+# (collector refusals: the error paths without message indexes). Never the record's value
+# or key, never the error messages (they may quote a value): see docs/privacy.md.
+DEAD_LETTERS = TableSpec(
+    name="dead_letters",
+    doc="one row per dead-lettered record: workspace, who refused it, reason, field names",
+    columns=(
+        Column("dlq_id", S),  # partition:offset in leadflow.events.dlq
+        Column("workspace_id", LS),
+        *_ms("received_at", "received_time"),
+        Column("stage", LS),  # collector | worker | projector
+        Column("reason", LS),
+        Column("source_topic", LS),
+        Column("fields", "Array(String)"),
+        Column("bytes", "UInt32"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(workspace_id, dlq_id)",
+    partition_by=_month("received_at"),
+)
+
 # The tables of migration 1, fixed: migration 1's checksum is computed from this list.
 BASE_TABLES: tuple[TableSpec, ...] = (
     EVENTS, IDENTITIES, STAGE_TRANSITIONS, SCORES, LEAD_STATE, COSTS, DEALS, HANDOFFS,
@@ -422,7 +445,7 @@ BASE_TABLES: tuple[TableSpec, ...] = (
 PATH_TABLES: tuple[TableSpec, ...] = (
     TOUCH_LOG, PATH_MARKS, JOURNEYS, CONVERSION_PATHS, PATH_REFRESHES,
 )  # fmt: skip
-ALL_TABLES: tuple[TableSpec, ...] = (*BASE_TABLES, *PATH_TABLES, LEAD_MERGES)
+ALL_TABLES: tuple[TableSpec, ...] = (*BASE_TABLES, *PATH_TABLES, LEAD_MERGES, DEAD_LETTERS)
 
 # Written by materialized views or by refreshes, never by the projector's inserts, and not
 # exposed to analysts on their own (they are caches of what the views compute).

@@ -677,3 +677,124 @@ def model_health_statements() -> tuple[str, ...]:
         True
     """
     return (MODEL_HEALTH.replace("$rank_stage", stage_rank("stage")),)
+
+
+# Migration 7 (issue 15): refused inputs. The projector writes one ``dead_letters`` row per
+# record of the dead-letter topic (headers only: who refused it, why, which fields).
+V_DEAD_LETTERS = """
+CREATE VIEW IF NOT EXISTS $db.v_dead_letters$oc AS
+SELECT *, received_time FROM $db.dead_letters FINAL
+"""
+
+# Refusals per workspace, day (received time), who refused, reason and field name ('' when
+# the refusal names none): "which field of which sender is refused, since when".
+V_REFUSALS = """
+CREATE VIEW IF NOT EXISTS $db.v_refusals$oc AS
+SELECT
+    workspace_id,
+    toDate(received_time) AS day,
+    stage,
+    reason,
+    arrayJoin(if(empty(fields), [''], fields)) AS field,
+    count() AS refused
+FROM $db.v_dead_letters
+GROUP BY workspace_id, day, stage, reason, field
+"""
+
+# The share of a workspace's inbound messages the model never learnt from, over the
+# ``refused_days`` of RECEIVE time ending at the workspace's newest receive (a stored event
+# or a refusal): refused = refused by the collector (never stored) + refused by the worker
+# (stored but never processed); share = refused / (stored events + collector refusals).
+# Projector refusals are left out: the worker processed those records.
+REFUSED_SHARE_WARN = 0.5  # "mostly refused": documented in docs/analytics.md "Model health"
+_REFUSALS_BODY = """
+    SELECT
+        workspace_id,
+        toUInt64(uniqExactIf(id, src = 'event')) AS stored,
+        toUInt64(uniqExactIf(id, src = 'collector')) AS refused_by_collector,
+        toUInt64(uniqExactIf(id, src = 'worker')) AS refused_by_worker,
+        refused_by_collector + refused_by_worker AS refused,
+        if(stored + refused_by_collector > 0,
+           round(least(1, refused / (stored + refused_by_collector)), 4), NULL) AS refused_share
+    FROM
+    (
+        SELECT workspace_id, src, id, t FROM
+        (
+            SELECT workspace_id, 'event' AS src, event_id AS id, received_at AS t
+            FROM $db.events
+            UNION ALL
+            SELECT workspace_id, toString(stage) AS src, dlq_id AS id, received_at AS t
+            FROM $db.dead_letters
+            WHERE stage IN ('collector', 'worker')
+        ) AS x
+        INNER JOIN
+        (
+            SELECT workspace_id, max(t) AS now_ms FROM
+            (
+                SELECT workspace_id, max(received_at) AS t FROM $db.events GROUP BY workspace_id
+                UNION ALL
+                SELECT workspace_id, max(received_at) AS t FROM $db.dead_letters
+                WHERE stage IN ('collector', 'worker') GROUP BY workspace_id
+            )
+            GROUP BY workspace_id
+        ) AS n ON x.workspace_id = n.workspace_id
+        WHERE x.t > n.now_ms - toInt64({refused_days:UInt32}) * 86400000
+    )
+    GROUP BY workspace_id
+"""
+REFUSED_INPUTS = """
+CREATE VIEW IF NOT EXISTS $db.refused_inputs$oc AS
+$refusals
+"""
+
+# model_health again, with each workspace's refused inputs (``refused_days``) beside the
+# model figures and the warning ``inputs_refused`` when the share exceeds
+# REFUSED_SHARE_WARN. A workspace with refusals but no model score yet has a row too (model
+# ''), so "everything is refused" is not silent because nothing got far enough to be scored.
+#   SELECT * FROM leadflow.model_health(window_days = 90, horizon_days = 30, min_labels = 30,
+#                                       conversion_rank = 3, refused_days = 7)
+MODEL_HEALTH_REFUSED = """
+CREATE OR REPLACE VIEW $db.model_health$oc AS
+SELECT
+    if(m.workspace_id != '', m.workspace_id, r.workspace_id) AS workspace_id,
+    m.model AS model,
+    m.first_version AS first_version,
+    m.last_version AS last_version,
+    if(m.workspace_id != '', m.window_from, NULL) AS window_from,
+    if(m.workspace_id != '', m.window_to, NULL) AS window_to,
+    m.examples AS examples,
+    m.positives AS positives,
+    m.negatives AS negatives,
+    m.positive_rate AS positive_rate,
+    m.auc AS auc,
+    m.ece AS ece,
+    r.stored AS inputs_stored,
+    r.refused AS inputs_refused,
+    r.refused_share AS refused_share,
+    arrayConcat(m.warnings,
+                if(r.refused_share > $refused_share_warn, ['inputs_refused'], [])) AS warnings
+FROM
+(
+$model
+) AS m
+FULL OUTER JOIN
+(
+$refusals
+) AS r ON m.workspace_id = r.workspace_id
+"""
+
+
+def refusal_statements() -> tuple[str, ...]:
+    """Migration 7's statements (``$db``/``$oc`` unbound): dead letters, refusals, health.
+
+    Example:
+        >>> [s.split(" AS", 1)[0].split(".")[-1] for s in refusal_statements()]
+        ['v_dead_letters$oc', 'v_refusals$oc', 'refused_inputs$oc', 'model_health$oc']
+    """
+    model = MODEL_HEALTH.split(" AS\n", 1)[1].replace("$rank_stage", stage_rank("stage"))
+    return tuple(
+        s.replace("$model", model.strip())
+        .replace("$refusals", _REFUSALS_BODY.strip("\n"))
+        .replace("$refused_share_warn", str(REFUSED_SHARE_WARN))
+        for s in (V_DEAD_LETTERS, V_REFUSALS, REFUSED_INPUTS, MODEL_HEALTH_REFUSED)
+    )

@@ -31,10 +31,11 @@ from leadflow.sinks.tables import ALL_TABLES, DERIVED_TABLES, check_identifier, 
 from leadflow.sinks.views import (
     merge_view_statements,
     model_health_statements,
+    refusal_statements,
     view_statements,
 )
 
-_VIEW_NAME = re.compile(r"CREATE VIEW IF NOT EXISTS \$db\.(\w+)\$oc")
+_VIEW_NAME = re.compile(r"CREATE (?:OR REPLACE )?VIEW (?:IF NOT EXISTS )?\$db\.(\w+)\$oc")
 _PARAMETER = re.compile(r"\{(\w+):(\w+)\}")
 
 
@@ -117,14 +118,20 @@ def analyst_objects() -> tuple[AnalystObject, ...]:
         for t in ALL_TABLES
         if t not in DERIVED_TABLES
     ]
-    views = []
-    for statement in (*view_statements(), *merge_view_statements(), *model_health_statements()):
+    views: dict[str, AnalystObject] = {}
+    for statement in (
+        *view_statements(),
+        *merge_view_statements(),
+        *model_health_statements(),
+        *refusal_statements(),
+    ):
         found = _VIEW_NAME.search(statement)
         if found is None:
             continue  # a materialized view: it writes lead_state, nobody reads it
         parameters = tuple(dict.fromkeys(_PARAMETER.findall(statement)))
-        views.append(AnalystObject(found.group(1), "*", parameters))
-    return (*tables, *views)
+        # A later migration's CREATE OR REPLACE is the view's definition now (same place).
+        views[found.group(1)] = AnalystObject(found.group(1), "*", parameters)
+    return (*tables, *views.values())
 
 
 def workspace_view_statements(

@@ -32,11 +32,12 @@ from leadflow.cli.main import cli
 from leadflow.demo import model_eval
 from leadflow.demo.simulator.generator import SimConfig, Simulation
 from leadflow.processors.derived import LeadScored, Stage, StageChanged, derived_id
+from leadflow.processors.events import Event, Kind
 from leadflow.processors.model import ModelRegistry, auc_exact, ece
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.sinks import reports
 from leadflow.sinks.migrations import migrate
-from leadflow.sinks.projection import rows_for_all
+from leadflow.sinks.projection import Rows, dead_letter_rows, rows_for_all
 from leadflow.sinks.projector import insert_rows
 from tests.integration.sinks.test_analytics import cli_client  # noqa: F401 (a fixture)
 
@@ -215,3 +216,102 @@ def test_view_agrees_with_python_on_a_simulated_market(client: Any, clickhouse_d
     assert (figures["ch_examples"], figures["ch_positives"]) == (n, pos)
     assert figures["ch_auc"] == pytest.approx(auc, abs=1e-4)
     assert figures["ch_ece"] == pytest.approx(calibration, abs=1e-4)
+
+
+# -- refused inputs (migration 7) -----------------------------------------------------------
+# Receive times are days after T0. Workspace wa (has model scores): 10 events stored at days
+# 80..83.6 (every 0.4 day), refused by the collector 3 times (two messages with a bad
+# company_size, one bad revenue) and by the worker once, all at day 84; one projector refusal
+# (not a model input) and one collector refusal at day 50 (outside the 7 days ending at 84).
+# refused share = (3 + 1) / (10 + 3) = 0.3077: no warning.
+# Workspace wd (no score yet): 2 events, 5 collector refusals at day 100 -> 5 / 7 = 0.7143:
+# a row with model '' and inputs_refused.
+
+
+def refusal(n: int, ws: str, day: float, stage: str = "collector", fields: tuple[str, ...] = ()):
+    at = T0 + int(day * DAY)
+    if stage == "worker":
+        headers = [("leadflow.reason", b"InvalidEvent: event e9: bad"),
+                   ("leadflow.source.topic", b"leadflow.events")]  # fmt: skip
+        key = json.dumps([ws, "a1"]).encode()
+    else:
+        error = json.dumps([{"path": f"batch[{n}].{f}", "message": "ada@x.io"} for f in fields])
+        headers = [("reason", b"invalid"), ("stage", stage.encode()),
+                   ("group", ws.encode() if stage == "collector" else b"leadflow-projector"),
+                   ("source.topic", b"/v1/batch"), ("error", error.encode())]  # fmt: skip
+        key = json.dumps([ws, "a1"]).encode() if stage == "projector" else b"ada@x.io"
+    return dead_letter_rows(0, n, key, headers, at, 100)
+
+
+def inputs() -> Rows:
+    events = [
+        Event(f"ea{i}", Kind.VISIT, "wa", T0, T0 + int((80 + 0.4 * i) * DAY), f"d{i}")
+        for i in range(10)
+    ]
+    events += [Event(f"ed{i}", Kind.VISIT, "wd", T0, T0 + 99 * DAY, f"d{i}") for i in range(2)]
+    rows = rows_for_all(events)
+    for r in (
+        refusal(1, "wa", 84, fields=("traits.company_size",)),
+        refusal(2, "wa", 84, fields=("traits.company_size", "properties.revenue")),
+        refusal(3, "wa", 84, fields=("properties.revenue",)),
+        refusal(4, "wa", 84, "worker"),
+        refusal(5, "wa", 84, "projector"),
+        refusal(6, "wa", 50, fields=("traits.company_size",)),
+        *(refusal(10 + i, "wd", 100, fields=("traits.company_size",)) for i in range(5)),
+    ):
+        rows.extend(r)
+    return rows
+
+
+@pytest.fixture
+def db_refused(db: str, client: Any) -> str:
+    insert_rows(client, db, inputs())
+    return db
+
+
+def test_refused_inputs_share_and_warning(client: Any, db_refused: str) -> None:
+    rows = by_workspace(reports.model_health(client, db_refused))
+    a, d = rows["wa"], rows["wd"]
+    assert (a["inputs_stored"], a["inputs_refused"]) == (10, 4)
+    assert a["refused_share"] == pytest.approx(0.3077)
+    assert a["warnings"] == ["few_labels"]  # the model's warnings as before, no inputs_refused
+    assert (a["examples"], a["auc"]) == (4, pytest.approx(0.75))
+    assert (d["model"], d["examples"], d["auc"], d["window_from"]) == ("", 0, None, None)
+    assert (d["inputs_stored"], d["inputs_refused"]) == (2, 5)
+    assert d["refused_share"] == pytest.approx(0.7143)
+    assert d["warnings"] == ["inputs_refused"]
+    # A 60-day refusal window reaches wa's day-50 refusal: 5 / (10 + 4).
+    wide = by_workspace(reports.model_health(client, db_refused, refused_days=60))["wa"]
+    assert (wide["inputs_refused"], wide["refused_share"]) == (5, pytest.approx(0.3571))
+    assert rows["wb"]["refused_share"] is None  # nothing received: not measurable
+    (line,) = [w for w in reports.health_warnings(reports.model_health(
+        client, db_refused, workspace="wd"))]  # fmt: skip
+    assert line.startswith("WARNING model health wd (no model yet): inputs_refused: 5 inbound")
+
+
+def test_refusals_by_field_without_values(client: Any, db_refused: str) -> None:
+    by_field = client.query(
+        f"SELECT workspace_id, stage, reason, field, sum(refused) FROM {db_refused}.v_refusals "
+        "GROUP BY ALL ORDER BY ALL"
+    ).result_rows
+    assert [tuple(r) for r in by_field] == [
+        ("wa", "collector", "invalid", "properties.revenue", 2),
+        ("wa", "collector", "invalid", "traits.company_size", 3),
+        ("wa", "projector", "invalid", "", 1),
+        ("wa", "worker", "InvalidEvent", "", 1),
+        ("wd", "collector", "invalid", "traits.company_size", 5),
+    ]
+    stored = client.query(f"SELECT * FROM {db_refused}.v_dead_letters").result_rows
+    assert "ada@x.io" not in repr(stored)  # neither the key nor the error message is kept
+    assert "e9" not in repr(stored)  # the worker's message neither
+
+
+@pytest.mark.usefixtures("cli_client")
+def test_cli_warns_on_refused_inputs(db_refused: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["report", "model-health", "--database", db_refused, "--workspace", "wd"]
+    )
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warned) == 1
+    assert "inputs_refused: 5 inbound messages refused, 2 stored" in warned[0]

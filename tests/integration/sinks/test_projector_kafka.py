@@ -7,6 +7,7 @@ contract topics in the same session cannot disturb the numbers.
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Callable
 from datetime import date
@@ -42,7 +43,9 @@ def _produce(settings: Settings, objects: list[Any], garbage: bytes | None = Non
             topic, key = LEAD_SCORED.name, obj.lead_id
         producer.produce(topic, value=codec.encode(obj), key=key.encode())
     if garbage is not None:
-        producer.produce(EVENTS.name, value=garbage, key=b"bad", headers=[("origin", b"test")])
+        workspace = objects[0].workspace_id
+        key = json.dumps([workspace, "bad"]).encode()  # a scoped key names the workspace
+        producer.produce(EVENTS.name, value=garbage, key=key, headers=[("origin", b"test")])
     assert producer.flush(30) == 0
 
 
@@ -97,6 +100,13 @@ def test_project_redeliver_and_replay(
     assert stats.records >= len(objects) + 1
     assert stats.dead_lettered >= 1
     assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
+    # Its own dead letter was projected too (headers only): workspace from the key, reason.
+    refused = clickhouse_session.query(
+        f"SELECT stage, source_topic, reason != '', bytes FROM {clickhouse_db}.v_dead_letters "
+        "WHERE workspace_id = {w:String}",
+        parameters={"w": workspace},
+    ).result_rows
+    assert [tuple(r) for r in refused] == [("projector", EVENTS.name, True, len(garbage))]
     # The projector refreshed the attribution paths when it ran dry: L1, L2 and the
     # anonymous a3 have their journeys before any report asked.
     journeys = clickhouse_session.query(

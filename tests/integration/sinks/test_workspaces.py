@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
@@ -35,7 +36,7 @@ from leadflow.processors.derived import (
 from leadflow.processors.events import Event
 from leadflow.sinks import reports
 from leadflow.sinks.migrations import migrate
-from leadflow.sinks.projection import rows_for_all
+from leadflow.sinks.projection import Rows, dead_letter_rows, rows_for_all
 from leadflow.sinks.projector import insert_rows
 from leadflow.sinks.workspaces import (
     analyst_objects,
@@ -63,7 +64,8 @@ def _extras(workspace: str, channel: str) -> list[object]:
 
 
 def _world_a() -> list[object]:
-    return [*scenario.everything(), *_extras(A, "organic_search")]
+    world = [*scenario.everything(), *_extras(A, "organic_search")]
+    return [*world, *_refusals(world, A, "traits.company_size", 1)]
 
 
 def _mark(value: str | None) -> str | None:
@@ -95,12 +97,26 @@ def _to_b(obj: object) -> object:
 def _world_b() -> list[object]:
     # B also has one more lead, so counts differ, not only labels.
     extra = scenario.ev("e10", scenario.Kind.VISIT, 3, anon="a9", channel="b-extra")
-    return [_to_b(o) for o in (*scenario.everything(), extra)] + _extras(B, f"{B_MARK}_x")
+    world = [_to_b(o) for o in (*scenario.everything(), extra)] + _extras(B, f"{B_MARK}_x")
+    return [*world, *_refusals(world, B, f"traits.{B_MARK}_size", 2)]
+
+
+def _refusals(objects: list[object], workspace: str, field: str, n: int) -> list[Rows]:
+    """``n`` collector refusals of ``field`` at the workspace's newest receive time."""
+    newest = max(o.received_at for o in objects if isinstance(o, Event))
+    error = json.dumps([{"path": f"batch[0].{field}", "message": "bad"}]).encode()
+    headers = [("reason", b"invalid"), ("stage", b"collector"), ("group", workspace.encode()),
+               ("source.topic", b"/v1/batch"), ("error", error)]  # fmt: skip
+    return [dead_letter_rows(0, i, b"", headers, newest, 10) for i in range(n)]
 
 
 def _load(client: Any, database: str, objects: list[object]) -> None:
     migrate(client, database)
-    insert_rows(client, database, rows_for_all(objects))
+    rows = rows_for_all(objects)
+    for extra in objects:
+        if isinstance(extra, Rows):  # dead letters: rows from headers, no object
+            rows.extend(extra)
+    insert_rows(client, database, rows)
 
 
 # Every report, called for one workspace. The coverage test below fails when a report
@@ -179,7 +195,9 @@ def test_report_for_a_ignores_b(
 ARGS = {
     "attribution": "(lookback_days = 90, half_life_days = 7)",
     "attribution_paths": "(lookback_days = 90)",
-    "model_health": "(window_days = 90, horizon_days = 30, min_labels = 30, conversion_rank = 3)",
+    "model_health": "(window_days = 90, horizon_days = 30, min_labels = 30, conversion_rank = 3, "
+    "refused_days = 7)",
+    "refused_inputs": "(refused_days = 7)",
 }
 
 
