@@ -18,6 +18,7 @@ from leadflow.cli import (
     kafka,
     keys,
     model_eval,
+    policy,
     projector,
     replay,
     report,
@@ -111,5 +112,6 @@ for command in (
     demo.demo_cmd,
     model_eval.model_eval_cmd,
     identity_eval.identity_eval_cmd,
+    policy.policy,
 ):
     cli.add_command(command)

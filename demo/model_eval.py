@@ -51,6 +51,7 @@ from leadflow.processors.lead import lead_step
 from leadflow.processors.lead_state import LeadState, encode_lead_state
 from leadflow.processors.model import DEFAULT_KIND, ModelRegistry, ScoreModel, auc_exact, ece
 from leadflow.processors.policy import Policy
+from leadflow.processors.policy_fit import LabelledLead
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.processors.routing import RoutingState
 from leadflow.processors.scoring import DAY_MS
@@ -475,6 +476,31 @@ def clickhouse_health(
         "ch_ece": row.get("ece"),
         "ch_warnings": ",".join(row.get("warnings", [])) or "none",
     }
+
+
+def labelled_history(
+    people: int, days: float, seed: int, world: str = "northwind", policy: Policy | None = None
+) -> list[LabelledLead]:
+    """The leads of one simulated market as ``policy suggest-weights`` fits them.
+
+    The simulation goes through the processors (rules only, no model) like a real
+    workspace; every lead created at least ``labels.negative_horizon_days`` before the end
+    is labelled by whether it ever became SQL (converted), with its profile and email domain
+    as the lead state holds them.
+    """
+    policy = policy or load_default_policy()
+    config = SimConfig(people=people, days=days, seed=seed, world=world)
+    events = (_mapped(m) for m in Simulation(config).messages())
+    run = replay(events, policy, ModelRegistry(lambda _ws: policy))
+    last = config.end_ms - int(policy.labels.negative_horizon_days * DAY_MS)
+    out = []
+    for lead, state in sorted(run.states.items()):
+        if state.stage in (None, Stage.VISITOR) or not state.history:
+            continue
+        if state.history[0].entered_at > last:
+            continue  # too recent to know whether it converts
+        out.append(LabelledLead(state.contact, state.email_domain, lead in run.first_sql))
+    return out
 
 
 def _mapped(message: dict[str, object]) -> Event | None:

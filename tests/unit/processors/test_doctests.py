@@ -27,6 +27,7 @@ MODULES = [
     "bounds_load",
     "events",
     "ordering",
+    "policy_fit",
 ]
 
 
