@@ -208,8 +208,8 @@ def apply_points(text: str, points: dict[str, float]) -> str:
     default policy uses); every other line is kept byte for byte.
 
     Example:
-        >>> apply_points("scoring:\\n  fit:\\n    - {name: a, points: 25}\\n", {"a": 31.0})
-        'scoring:\\n  fit:\\n    - {name: a, points: 31}\\n'
+        >>> apply_points("scoring:\n  fit:\n    - {name: a, points: 25}\n", {"a": 31.0})
+        'scoring:\n  fit:\n    - {name: a, points: 31}\n'
     """
     out = []
     in_fit = False
@@ -228,7 +228,7 @@ def yaml_diff(text: str, suggestion: Suggestion, name: str = "default.yaml") -> 
     r"""A unified diff of the policy file with the suggested fit points (:func:`apply_points`).
 
     Example:
-        >>> text = "scoring:\\n  fit:\\n    - {name: a, field: seniority, points: 25}\\n"
+        >>> text = "scoring:\n  fit:\n    - {name: a, field: seniority, points: 25}\n"
         >>> s = Suggestion((RuleWeight("a", 25, 31, 9, 3),), 9, 3, 33.3, None, None, None, None)
         >>> yaml_diff(text, s).splitlines()[-1]
         '+    - {name: a, field: seniority, points: 31}'
