@@ -17,7 +17,11 @@ seniority, channel and stage). The groups:
   3- and 30-day half-life) and ``surge`` = how far the last days run above the lead's own
   month (clipped at 0): a burst after a quiet month is a buying moment.
 - **journey**: lifetime counts (log), ``demo_requested``, ``channel=`` (first touch),
-  ``stage=`` and ``recycled_before`` (sales said "not now" once).
+  ``stage=``, ``recycled_before`` (sales said "not now" once) and ``age`` = log(1 + days
+  since the lead's first stage) / 5: most buyers convert within weeks of capture, so the
+  same activity means less in a lead open for months. It also tells the model a lead at its
+  first score (where most positives are taught: every new lead looks engaged then) from
+  one weeks into its life (where the score is read as often), docs/architecture.md.
 
 Values are rounded to 4 places: the features are stored in training examples and must
 not depend on float noise.
@@ -166,6 +170,8 @@ def lead_features(state: LeadState, at_ms: int, policy: Policy) -> dict[str, flo
         out[f"stage={state.stage.value}"] = 1.0
     if any(step.stage is Stage.RECYCLED for step in state.history):
         out["recycled_before"] = 1.0
+    if state.history:  # the first step is always kept (lead_state's history cap)
+        out["age"] = math.log1p(max(0, at_ms - state.history[0].entered_at) / DAY_MS) / 5
     if state.marketing is False:
         out["marketing_opt_out"] = 1.0
     return {k: round(v, 4) for k, v in sorted(out.items())}

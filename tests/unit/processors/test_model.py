@@ -1,5 +1,6 @@
 """The workspace model: prior, online learning, health, explanations and signed snapshots."""
 
+import math
 import random
 
 import pytest
@@ -21,6 +22,7 @@ from leadflow.processors.model import (
 )
 from leadflow.processors.policy import ModelPolicy
 from leadflow.processors.policy_load import load_default_policy
+from leadflow.processors.scoring import DAY_MS
 
 from ._factory import ICP_FORM, ev
 
@@ -166,6 +168,11 @@ def test_features_of_a_lead() -> None:
     assert f["rules.fit"] == round(s.fit / 100, 4)
     assert 0.99 < f["recent.pricing_page"] <= 1.0
     assert f["email=business"] == 1.0
+    # Lead age: log(1 + days since the first stage) / 5, growing with event time only.
+    first = s.history[0].entered_at
+    later = lead_features(s, first + 29 * DAY_MS, P)
+    assert later["age"] == round(math.log1p(29) / 5, 4)
+    assert f["age"] < later["age"]
 
 
 def test_ece_and_auc_helpers() -> None:
