@@ -36,22 +36,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import Figure, cpu_seconds, emit, group_lag, parser, quantile
+from bench.common import Figure, LagProbe, cpu_seconds, emit, jit_seconds, parser, quantile
 from bench.query_load import QueryLoad
 from leadflow.demo.run import Stack, wait_collector
 from leadflow.demo.simulator.generator import Message, SimConfig, Simulation
 from leadflow.demo.simulator.send import send_http, send_kafka
 from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
+from leadflow.streams.engine.kafka import WORKER_GROUP
 from leadflow.streams.local_kafka import LocalKafka, free_port, scratch_broker
 from leadflow.streams.settings import Settings, load_settings
 from leadflow.streams.topics import (
     EVENTS,
     EVENTS_BY_LEAD,
     LEAD_BECAME_SQL,
+    WORKER_INPUTS,
     TopicSpec,
     create_topics,
 )
-from leadflow.streams.worker import worker_lag
 
 WORKSPACE = "bench"
 PROBE = "probe-"
@@ -87,6 +88,7 @@ class Running:
     projector: subprocess.Popen[bytes] | None = None
     projector_out: Path | None = None
     seen: dict[str, float] = field(default_factory=dict)
+    probe: LagProbe | None = None
 
     def pids(self) -> dict[str, int]:
         """Process ids of every part, for CPU accounting."""
@@ -111,7 +113,11 @@ class Running:
 
     def lag(self) -> int:
         """Records the worker group and the projector group have not committed yet."""
-        return worker_lag(self.settings) + group_lag(self.settings, DEFAULT_GROUP, PROJECTED_TOPICS)
+        if self.probe is None:
+            inputs = [spec.name for spec in WORKER_INPUTS]
+            groups = {WORKER_GROUP: inputs, DEFAULT_GROUP: list(PROJECTED_TOPICS)}
+            self.probe = LagProbe(self.settings, groups)
+        return self.probe.lag()
 
 
 def _stack_settings(scratch: Settings, home: Path) -> Settings:
@@ -182,22 +188,27 @@ def _spawn_projector(main: Stack, out: Path, probes: int) -> None:
     (main.run_dir / "projector.pid").write_text(str(process.pid))
 
 
-def wait_drained(running: Running, timeout: float) -> float:
-    """Block until both groups have committed everything (twice in a row); return the time."""
+def wait_drained(running: Running, timeout: float, every: float = 0.25) -> float:
+    """Block until both groups have committed everything (twice in a row).
+
+    Returns when the first of the two zero readings was taken (the second only confirms
+    it), so the figure carries at most one polling interval of detection delay.
+    """
     deadline = time.monotonic() + timeout
-    zeros = 0
+    first_zero: float | None = None
     while True:
         running.check_alive()
         lag = running.lag()
+        taken = time.time()
         if lag == 0:
-            zeros += 1
-            if zeros == 2:
-                return time.time()
+            if first_zero is not None:
+                return first_zero
+            first_zero = taken
         else:
-            zeros = 0
+            first_zero = None
         if time.monotonic() > deadline:
             raise RuntimeError(f"the pipeline did not drain in {timeout:.0f} s (lag {lag})")
-        time.sleep(1.0)
+        time.sleep(every)
 
 
 # -- scenarios ---------------------------------------------------------------------------
@@ -219,11 +230,14 @@ def passthrough(
             assert child.stdout is not None
             if child.stdout.readline().strip() != "ready":
                 raise RuntimeError("the pass-through did not start")
-            broker_cpu = -sum(cpu_seconds(pid) for b in brokers if (pid := b.pid()))
+            pids = [pid for b in brokers if (pid := b.pid())]
+            broker_cpu = -sum(cpu_seconds(pid) for pid in pids)
+            broker_jit = -sum(jit_seconds(pid) for pid in pids)
             started = time.time()
             send_kafka(simulated(events, 1), settings=settings, workspace_id=WORKSPACE)
             result = json.loads(child.stdout.readline())
-            broker_cpu += sum(cpu_seconds(pid) for b in brokers if (pid := b.pid()))
+            broker_cpu += sum(cpu_seconds(pid) for pid in pids)
+            broker_jit += sum(jit_seconds(pid) for pid in pids)
         finally:
             child.kill()
             child.wait()
@@ -233,6 +247,7 @@ def passthrough(
         "seconds": seconds,
         "cpu_us": result["cpu"] / events * 1e6,
         "broker_us": broker_cpu / events * 1e6,
+        "broker_jit_us": broker_jit / events * 1e6,
     }
 
 
@@ -241,13 +256,16 @@ def catch_up(
 ) -> dict[str, Any]:
     """Events/s of worker(s) + projector over ``events`` records produced straight to Kafka."""
     with stack(base, home, workers=workers, collector=False, kafka=kafka) as running:
+        brokers = [pid for name, pid in running.pids().items() if name.startswith("broker")]
+        jit = -sum(jit_seconds(pid) for pid in brokers)
         cpu_before = running.cpu()
         started = time.time()
         send_kafka(simulated(events, 1), settings=running.settings, workspace_id=WORKSPACE)
         ended = wait_drained(running, timeout=max(600.0, events / 20))
         cpu = {k: v - cpu_before.get(k, 0.0) for k, v in running.cpu().items()}
+        jit += sum(jit_seconds(pid) for pid in brokers)
     seconds = ended - started
-    return {"per_second": events / seconds, "seconds": seconds, "cpu": cpu}
+    return {"per_second": events / seconds, "seconds": seconds, "cpu": cpu, "broker_jit": jit}
 
 
 @dataclass
@@ -332,6 +350,9 @@ class SqlWatcher(threading.Thread):
             if message is None or message.error() is not None:
                 continue
             key = message.key() or b""
+            if key.startswith(b"["):  # by-lead keys are lead_key(): '["ws","lead"]'
+                with suppress(ValueError, IndexError, TypeError):
+                    key = str(json.loads(key)[-1]).encode()
             if not key.startswith(prefix):
                 continue
             probe = int(key[len(prefix) :])
@@ -449,17 +470,35 @@ def run(events: int, rate: float | None, seconds: float, two_workers: bool) -> l
         print(f"end-to-end: { {k: v for k, v in e2e.items() if not k.endswith('_ms')} }")
     raw = base_line["per_second"]
     n = f"{events:,} simulated events, 12 partitions"
+    # Issue 17's targets: catch-up >= 0.25 and end-to-end >= 0.2 of the pass-through;
+    # CPU per inbound event over the catch-up: worker <= 500 µs, broker <= 400 µs.
+    worker_us = one["cpu"].get("worker0", float("nan")) / events * 1e6
+    broker_all_us = one["cpu"].get("broker", float("nan")) / events * 1e6
+    broker_us = broker_all_us - one["broker_jit"] / events * 1e6
+    base_broker_us = base_line["broker_us"] - base_line["broker_jit_us"]
     figures = [
         Figure("1", "end-to-end: collector -> Kafka -> worker -> ClickHouse", e2e["per_second"],
                "events/s", baseline=raw, baseline_name="raw aiokafka pass-through",
-               target="ratio >= 0.5", met=e2e["per_second"] >= 0.5 * raw, command=cmd,
+               target="ratio >= 0.2", met=e2e["per_second"] >= 0.2 * raw, command=cmd,
                notes=f"{n}; HTTP ingest alone {e2e['ingest_per_second']:.0f} ev/s (one sender)"),
         Figure("1", "catch-up from Kafka: worker + projector (1 worker)", one["per_second"],
                "events/s", baseline=raw, baseline_name="raw aiokafka pass-through",
-               target="ratio >= 0.5", met=one["per_second"] >= 0.5 * raw, command=cmd, notes=n),
+               target="ratio >= 0.25", met=one["per_second"] >= 0.25 * raw, command=cmd,
+               notes=n),
         Figure("1", "baseline: raw aiokafka pass-through (acks=all)", raw, "events/s",
                command=cmd, notes=f"{n}; pass-through CPU {base_line['cpu_us']:.0f} µs/event, "
                f"broker {base_line['broker_us']:.0f} µs/event"),
+        Figure("4", "CPU per inbound event over the catch-up: worker", worker_us, "µs/event",
+               baseline=base_line["cpu_us"], baseline_name="pass-through process",
+               target="<= 500 µs", met=worker_us <= 500, command=cmd,
+               notes=f"{one['cpu'].get('worker0', 0):.2f} s / {events:,} events"),
+        Figure("4", "CPU per inbound event over the catch-up: broker, without its JIT compiler "
+               "threads", broker_us, "µs/event", baseline=base_broker_us,
+               baseline_name="broker during the pass-through, same", target="<= 400 µs",
+               met=broker_us <= 400, command=cmd,
+               notes=f"{one['cpu'].get('broker', 0):.2f} s / {events:,} events, idle included; "
+               f"with the JIT threads ({one['broker_jit']:.2f} s, a fresh JVM's warm-up) "
+               f"{broker_all_us:.0f} µs (pass-through {base_line['broker_us']:.0f} µs)"),
     ]  # fmt: skip
     if two is not None:
         figures.append(
@@ -473,7 +512,8 @@ def run(events: int, rate: float | None, seconds: float, two_workers: bool) -> l
         f"{e2e['probes']} probes; lag after the phase {e2e['lag_after_steady']}"
     )
     figures += [
-        Figure("2", "ack -> lead-became-sql p50", quantile(sql, 0.5), "ms", command=cmd,
+        Figure("2", "ack -> lead-became-sql p50", quantile(sql, 0.5), "ms", target="< 50 ms",
+               met=bool(sql) and quantile(sql, 0.5) < 50, command=cmd,
                notes=f"{steady}; {len(sql)} hand-offs seen"),
         Figure("2", "ack -> lead-became-sql p99", quantile(sql, 0.99), "ms", target="< 200 ms",
                met=bool(sql) and quantile(sql, 0.99) < 200, command=cmd, notes=steady),
