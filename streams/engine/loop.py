@@ -92,6 +92,9 @@ class Counters:
     rebalances: int = 0
     restored: int = 0
     unavailable: int = 0
+    # Wall time in the two calls that end a batch (where its latency goes: docs/benchmarks.md).
+    send_offsets_ms: int = 0
+    commit_ms: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name, for a log line."""
@@ -341,11 +344,15 @@ class Engine:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         metadata = self.consumer.consumer_group_metadata()
         timeout = self.settings.worker_transaction_timeout_seconds
+        started = time.monotonic()
         self._retry(
             "send_offsets_to_transaction",
             lambda: self.producer.send_offsets_to_transaction(tps, metadata, timeout),
         )
+        sent = time.monotonic()
         self._retry("commit_transaction", lambda: self.producer.commit_transaction(timeout))
+        self.counters.send_offsets_ms += round((sent - started) * 1000)
+        self.counters.commit_ms += round((time.monotonic() - sent) * 1000)
 
     def _retry(self, what: str, call: Callable[[], object]) -> None:
         """Call until it succeeds; retriable errors back off, others propagate."""
