@@ -61,6 +61,7 @@ FAULT_TESTS := tests/integration/collector/test_outage.py \
   tests/integration/sinks/test_projector_kafka.py tests/integration/sinks/test_projector_outage.py \
   tests/integration/pipeline/test_poison.py tests/integration/pipeline/test_worker_restart.py \
   tests/integration/pipeline/test_crash_equivalence.py \
+  tests/integration/cluster/test_worker_faults.py tests/integration/cluster/test_worker_scaling.py \
   tests/integration/sinks/test_kafka_bad_input.py tests/integration/collector/test_bad_input.py \
   tests/unit/cli/test_bad_input_cli.py tests/integration/sinks/test_workspaces.py
 

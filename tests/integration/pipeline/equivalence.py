@@ -298,6 +298,10 @@ class Run:
     projector: Proc | None
     sender: Sender | None = None
     log: list[str] = field(default_factory=list)
+    _names: list[str] = field(default_factory=list)  # every worker ever added (data dirs)
+
+    def __post_init__(self) -> None:
+        self._names = [w.name for w in self.workers]
 
     def note(self, text: str) -> None:
         acked = self.sender.acked if self.sender else 0
@@ -308,6 +312,15 @@ class Run:
 
     def projector_lag(self) -> int:
         return group_lag(self.settings, DEFAULT_GROUP, PROJECTED_TOPICS)
+
+    def add_worker(self) -> Proc:
+        """A new worker process for this run (not started), with its own data dir; stopped
+        with the others at the end. Scaling the group down: ``stop()`` a worker and remove it
+        from ``workers`` (a stopped worker left there fails the run's liveness check)."""
+        proc = _worker_proc(self.settings, self.home, len(self._names))
+        self._names.append(proc.name)
+        self.workers.append(proc)
+        return proc
 
     def supervise(self) -> None:
         """Restart a worker that exited with 70 (it asks its supervisor for a fresh process)."""
@@ -634,6 +647,16 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     }
 
 
+def _worker_proc(settings: Settings, home: Path, i: int) -> Proc:
+    return Proc(
+        f"worker{i}",
+        ("worker",),
+        _env(settings, LEADFLOW_DATA_DIR=str(home / f"worker{i}")),
+        home / f"worker{i}",
+        ready_line="worker.ready",
+    )
+
+
 def run_pipeline(
     settings: Settings,
     home: Path,
@@ -660,16 +683,7 @@ def run_pipeline(
     create_topics(settings)
     write_key = KeyStore(keys_path(settings)).create(WORKSPACE, now=lambda: datetime.now(UTC))
     collector = Proc("collector", ("collector",), _env(settings), home / "collector")
-    worker_procs = [
-        Proc(
-            f"worker{i}",
-            ("worker",),
-            _env(settings, LEADFLOW_DATA_DIR=str(home / f"worker{i}")),
-            home / f"worker{i}",
-            ready_line="worker.ready",
-        )
-        for i in range(workers)
-    ]
+    worker_procs = [_worker_proc(settings, home, i) for i in range(workers)]
     projector_proc = (
         Proc("projector", ("projector",), _env(settings), home / "projector") if projector else None
     )
@@ -778,11 +792,15 @@ def _reports_main(out: Path, start: date, end: date) -> None:
             "lost": r.lost_reasons(client, db, **span),
             "experiments": r.experiments(client, db, conversion="sql", **span),
         }
+        # Every event the projector wrote to ClickHouse, by id (compared like a report).
+        built_ids = client.query(f"SELECT DISTINCT event_id FROM {db}.events ORDER BY event_id")
         for model in ("linear", "w_shaped", "markov"):
             built[f"attribution_{model}"] = r.attribution(
                 client, db, model=model, conversion="sql", **span
             )
-        out.write_text(json.dumps({k: json.loads(render(v, "json")) for k, v in built.items()}))
+        rendered = {k: json.loads(render(v, "json")) for k, v in built.items()}
+        rendered["clickhouse_event_ids"] = [row[0] for row in built_ids.result_rows]
+        out.write_text(json.dumps(rendered))
     finally:
         client.close()
 
