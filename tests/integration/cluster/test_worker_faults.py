@@ -95,10 +95,10 @@ def faulted(
         run.note(f"scaled to {len(run.workers)} worker")
 
     faults = [
-        Fault(n * 8 // 100, "kill -9 the coordinator", flowing("kill", kill_coordinator)),
-        Fault(n * 18 // 100, "broker back", flowing("back", broker_back)),
-        Fault(n * 45 // 100, "rolling restart of 3 workers", flowing("roll", rolling_restart)),
-        Fault(n * 80 // 100, "scale 3 -> 1", flowing("scale", scale_down)),
+        Fault(n * 5 // 100, "kill -9 the coordinator", flowing("kill", kill_coordinator)),
+        Fault(n * 12 // 100, "broker back", flowing("back", broker_back)),
+        Fault(n * 35 // 100, "rolling restart of 3 workers", flowing("roll", rolling_restart)),
+        Fault(n * 65 // 100, "scale 3 -> 1", flowing("scale", scale_down)),
     ]
     outputs = run_pipeline(
         on_cluster(settings),
