@@ -48,24 +48,29 @@ client-kits:  ## fetch the JDBC driver, the Node.js client and Grafana's driver 
 	  (cd tests/clients/go && go build -o grafanaprobe .); } || \
 	  echo "client-kits: go missing, the Grafana data source driver test will be skipped" >&2
 
-test: $(STAMP) kafka-jars sdk-deps client-kits  ## unit and integration tests (starts a real broker and chdb)
-	$(BIN)/pytest
+# The worker fault tests on a 3-broker cluster take ~11 min together (three JVMs, three
+# workers, a clean reference run): in make test-faults only (docs/operations.md).
+LONG_FAULT_TESTS := tests/integration/cluster/test_worker_faults.py \
+  tests/integration/cluster/test_worker_scaling.py
+
+test: $(STAMP) kafka-jars sdk-deps client-kits  ## unit and integration tests (starts a real broker and chdb; not the long cluster fault tests)
+	$(BIN)/pytest $(addprefix --ignore=,$(LONG_FAULT_TESTS))
 
 test-unit: $(STAMP)  ## only the fast tests of pure logic
 	$(BIN)/pytest -m unit
 
 test-integration: $(STAMP) kafka-jars sdk-deps client-kits  ## only the tests against the real broker and ClickHouse
-	$(BIN)/pytest -m integration
+	$(BIN)/pytest -m integration $(addprefix --ignore=,$(LONG_FAULT_TESTS))
 
 FAULT_TESTS := tests/integration/collector/test_outage.py \
   tests/integration/sinks/test_projector_kafka.py tests/integration/sinks/test_projector_outage.py \
   tests/integration/pipeline/test_poison.py tests/integration/pipeline/test_worker_restart.py \
   tests/integration/pipeline/test_crash_equivalence.py \
-  tests/integration/cluster/test_worker_faults.py tests/integration/cluster/test_worker_scaling.py \
+  $(LONG_FAULT_TESTS) \
   tests/integration/sinks/test_kafka_bad_input.py tests/integration/collector/test_bad_input.py \
   tests/unit/cli/test_bad_input_cli.py tests/integration/sinks/test_workspaces.py
 
-test-faults: $(STAMP) kafka-jars  ## only the fault, bad-input and isolation tests (all are in make test too)
+test-faults: $(STAMP) kafka-jars  ## the fault, bad-input and isolation tests (all in make test too, except LONG_FAULT_TESTS)
 	$(BIN)/pytest $(FAULT_TESTS)
 
 wheel-check:  ## build the wheel, install it in a fresh venv, import everything, run --help
