@@ -20,7 +20,14 @@ from leadflow.streams.kafka_health import cluster_health
 from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import LEAD_SCORED
-from tests.integration.pipeline.equivalence import Feed, Outputs, Proc, Run, run_pipeline
+from tests.integration.pipeline.equivalence import (
+    CLICKHOUSE_EVENT_IDS,
+    Feed,
+    Outputs,
+    Proc,
+    Run,
+    run_pipeline,
+)
 from tests.integration.pipeline.test_crash_equivalence import INBOUND_PARTITIONS, TIMING
 
 # 150 simulated people (1,407 messages with recycles and hand-offs) at a steady 8 messages/s:
@@ -126,10 +133,10 @@ def check_against_clean(
     assert run.problems() == [], "\n".join(run.log)
     twice = sorted(eid for eid, values in run.inbound.items() if len(values) > 1)
     assert twice == [], f"{len(twice)} acknowledged events twice on leadflow.events: {twice[:5]}"
-    in_clickhouse = set(run.reports["clickhouse_event_ids"])
+    in_clickhouse = set(run.reports[CLICKHOUSE_EVENT_IDS])
     assert in_clickhouse <= set(run.inbound)
     not_projected = set(run.inbound) - in_clickhouse
-    clean_not_projected = set(clean.inbound) - set(clean.reports["clickhouse_event_ids"])
+    clean_not_projected = set(clean.inbound) - set(clean.reports[CLICKHOUSE_EVENT_IDS])
     assert not_projected == clean_not_projected, (
         f"{len(not_projected)} inbound events not in ClickHouse "
         f"(clean run: {len(clean_not_projected)})"
