@@ -7,7 +7,7 @@ import json
 import os
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,38 +61,6 @@ def quantile(values: Sequence[float], q: float) -> float:
     return float(cuts[index])
 
 
-def group_lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
-    """Records ``group`` has not committed yet on ``topics`` (absent topics count 0).
-
-    ``leadflow.streams.worker.worker_lag`` does this for the worker's own group and topics;
-    the bench needs it for the projector's group and the pass-through's as well. A
-    partition written in transactions (the worker's outputs) ends with a commit marker no
-    consumer commits past: one record short of the end owes nothing
-    (:func:`leadflow.streams.stall.owed`), as in ``worker_lag``.
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    from leadflow.streams.stall import owed
-
-    consumer = Consumer(
-        {**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False}
-    )
-    try:
-        lag = 0
-        for name in topics:
-            meta = consumer.list_topics(name, timeout=10).topics.get(name)
-            if meta is None or meta.error is not None:
-                continue
-            partitions = [TopicPartition(name, p) for p in meta.partitions]
-            for committed in consumer.committed(partitions, timeout=10):
-                low, high = consumer.get_watermark_offsets(committed, timeout=10)
-                start = committed.offset if committed.offset >= 0 else low
-                lag += owed(high, start, markers=True)
-        return lag
-    finally:
-        consumer.close()
-
-
 def jit_seconds(pid: int) -> float:
     """CPU seconds so far of a JVM's JIT compiler threads (``C1/C2 CompilerThread``).
 
@@ -119,13 +87,14 @@ def jit_seconds(pid: int) -> float:
 class LagProbe:
     """What consumer groups still owe on their topics, read cheaply and often.
 
-    :func:`group_lag` opens a consumer per call and asks for each partition's end on its
-    own: about 150 requests and 175 ms of broker CPU per reading of the pipeline (measured
-    on the bench's broker), which a drain poll every half second added to the very broker
-    CPU per event the bench reports. This keeps one admin client and asks for every end
-    offset in one ListOffsets request and for each group's offsets in one request. A
-    partition written in transactions ends with a marker no consumer commits past: one
-    record short of the end owes nothing (:func:`leadflow.streams.stall.owed`).
+    :func:`leadflow.streams.kafka_offsets.group_lag` opens a consumer per call and asks for
+    each partition's end on its own: about 150 requests and 175 ms of broker CPU per reading
+    of the pipeline (measured on the bench's broker), which a drain poll every half second
+    added to the very broker CPU per event the bench reports. This keeps one admin client
+    and asks for every end offset in one ListOffsets request and for each group's offsets
+    in one request. A partition written in transactions ends with a marker no consumer
+    commits past: one record short of the end owes nothing
+    (:func:`leadflow.streams.stall.owed`).
     """
 
     def __init__(self, settings: Settings, groups: dict[str, Sequence[str]]) -> None:

@@ -9,10 +9,7 @@ from __future__ import annotations
 import secrets
 import signal
 import threading
-import time
 from pathlib import Path
-
-from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.bounds import BoundsTable
 from leadflow.processors.bounds_load import load_bounds
@@ -24,7 +21,7 @@ from leadflow.streams.engine.kafka import WORKER_GROUP, WorkerId
 from leadflow.streams.engine.loop import Engine
 from leadflow.streams.engine.stage import Stage
 from leadflow.streams.engine.stores import changelog_topic
-from leadflow.streams.kafka_offsets import watermarks
+from leadflow.streams.kafka_offsets import group_lag
 from leadflow.streams.logs import get_logger
 from leadflow.streams.model_feed import ModelFeed
 from leadflow.streams.pii.vault import Vault
@@ -33,7 +30,6 @@ from leadflow.streams.settings import Settings
 from leadflow.streams.stages.identity import identity_stage
 from leadflow.streams.stages.lead import LeadDeps, lead_stage
 from leadflow.streams.stages.trainer import TrainerDeps, trainer_stage
-from leadflow.streams.stall import owed
 from leadflow.streams.topics import WORKER_INPUTS, create_topics
 
 log = get_logger(__name__)
@@ -55,20 +51,7 @@ def worker_lag(settings: Settings) -> int:
     Every transaction ends with a marker no consumer commits past, so a partition whose
     committed offset is one short of its end owes nothing (:func:`~.stall.owed`).
     """
-    consumer = Consumer(
-        {**settings.kafka_client_config(), "group.id": WORKER_GROUP, "enable.auto.commit": False}
-    )
-    try:
-        lag = 0
-        for spec in WORKER_INPUTS:
-            meta = consumer.list_topics(spec.name, timeout=10).topics[spec.name]
-            partitions = [TopicPartition(spec.name, p) for p in meta.partitions]
-            for committed in consumer.committed(partitions, timeout=10):
-                _, high = watermarks(consumer, committed, time.monotonic() + 30)
-                lag += owed(high, max(committed.offset, 0), markers=True)
-        return lag
-    finally:
-        consumer.close()
+    return group_lag(settings, WORKER_GROUP, [spec.name for spec in WORKER_INPUTS])
 
 
 def load_policy(settings: Settings) -> Policy:

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import uvicorn
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.streams.collector.app import Collector, build_collector, create_app
 from leadflow.streams.collector.keys import KeyStore
 from leadflow.streams.collector.server import server_config
+from leadflow.streams.kafka_offsets import topic_ends
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, create_topics
 from tests.conftest import free_port
@@ -93,26 +94,7 @@ def running(
 
 def end_offsets(settings: Settings, topic: str = EVENTS.name) -> dict[int, int]:
     """The high watermark of every partition of ``topic``."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": "collector-tests"})
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                metadata = consumer.list_topics(topic, timeout=10)
-                offsets = {}
-                for partition in metadata.topics[topic].partitions:
-                    _low, high = consumer.get_watermark_offsets(
-                        TopicPartition(topic, partition), timeout=10
-                    )
-                    offsets[partition] = high
-                return offsets
-            except KafkaException:
-                # Right after creation a partition may have no leader yet.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-    finally:
-        consumer.close()
+    return {p: high for (_, p), (_low, high) in topic_ends(settings, [topic]).items()}
 
 
 def consume_since(

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from leadflow.processors.events import Event
 from leadflow.schemas.codec import SingleObjectCodec
+from leadflow.streams.kafka_offsets import topic_ends
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, create_topics
 from tests.conftest import free_port
@@ -133,18 +134,7 @@ def send(settings: Settings, events: Iterable[Event]) -> int:
 
 def records_in(settings: Settings, topic: str) -> int:
     """How many records (and transaction markers) a topic holds: a cheap progress probe."""
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "probe"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(
-            high - low
-            for low, high in (
-                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                for p in partitions
-            )
-        )
-    finally:
-        consumer.close()
+    return sum(high - low for low, high in topic_ends(settings, [topic]).values())
 
 
 def read(

@@ -61,10 +61,9 @@ from leadflow.streams.collector.keys import KeyStore
 from leadflow.streams.engine.kafka import WORKER_GROUP
 from leadflow.streams.engine.loop import EXIT_STALLED
 from leadflow.streams.engine.stores import changelog_topic
-from leadflow.streams.kafka_offsets import watermarks
+from leadflow.streams.kafka_offsets import group_lag, topic_watermarks
 from leadflow.streams.local_kafka import free_port
 from leadflow.streams.settings import Settings
-from leadflow.streams.stall import owed
 from leadflow.streams.topics import (
     DLQ,
     EVENTS,
@@ -345,27 +344,6 @@ class Fault:
     action: Callable[[Run], None]
 
 
-def group_lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
-    """Records ``group`` has not committed on ``topics`` (a trailing commit marker owes nothing)."""
-    consumer = Consumer(
-        {**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False}
-    )
-    try:
-        lag = 0
-        for name in topics:
-            meta = consumer.list_topics(name, timeout=10).topics.get(name)
-            if meta is None or meta.error is not None:
-                continue
-            partitions = [TopicPartition(name, p) for p in meta.partitions]
-            for committed in consumer.committed(partitions, timeout=10):
-                low, high = watermarks(consumer, committed, time.monotonic() + 30)
-                start = committed.offset if committed.offset >= 0 else low
-                lag += owed(high, start, markers=True)
-        return lag
-    finally:
-        consumer.close()
-
-
 # -- what a run derived -----------------------------------------------------------------
 
 
@@ -537,12 +515,8 @@ def read_topic(
     )
     out: list[tuple[bytes | None, bytes, dict[str, bytes]]] = []
     try:
-        meta = consumer.list_topics(topic, timeout=30).topics[topic]
-        tps = []
-        for p in sorted(meta.partitions):
-            low, high = watermarks(consumer, TopicPartition(topic, p), time.monotonic() + 30)
-            if high > low:
-                tps.append(TopicPartition(topic, p, low))
+        ends = topic_watermarks(consumer, [topic], time.monotonic() + 30)
+        tps = [TopicPartition(topic, p, low) for (_, p), (low, high) in ends.items() if high > low]
         if not tps:
             return out
         consumer.assign(tps)

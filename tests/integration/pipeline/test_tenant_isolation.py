@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from leadflow.processors.events import Context, Event, Kind
 from leadflow.sinks.projector import Projector
 from leadflow.sinks.tables import LEAD_STATE, PROJECTED_TABLES
+from leadflow.streams.kafka_offsets import topic_ends
 from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
@@ -145,30 +146,19 @@ def interleave(a: list[Event], b: list[Event]) -> list[Event]:
     return out
 
 
-def _end_offsets(settings: Settings, topics: tuple[Any, ...]) -> dict[tuple[str, int], int]:
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": "iso-probe"})
-    try:
-        ends = {}
-        for spec in topics:
-            meta = consumer.list_topics(spec.name, timeout=10).topics[spec.name]
-            for p in meta.partitions:
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(spec.name, p), timeout=10
-                )
-                ends[(spec.name, p)] = high
-        return ends
-    finally:
-        consumer.close()
+def _ends(settings: Settings) -> dict[tuple[str, int], int]:
+    """The end of every partition of every output topic."""
+    return {tp: high for tp, (_, high) in topic_ends(settings, [t.name for t in OUTPUTS]).items()}
 
 
 def _settle(settings: Settings, quiet: float = 8.0, limit: float = 180.0) -> None:
     """Wait until no output topic grew for ``quiet`` seconds."""
     deadline = time.monotonic() + limit
-    last, since = _end_offsets(settings, OUTPUTS), time.monotonic()
+    last, since = _ends(settings), time.monotonic()
     while time.monotonic() - since < quiet:
         assert time.monotonic() < deadline, "the worker did not settle"
         time.sleep(1.0)
-        now = _end_offsets(settings, OUTPUTS)
+        now = _ends(settings)
         if now != last:
             last, since = now, time.monotonic()
 
@@ -184,7 +174,7 @@ def _workspace_of(key: bytes | None, record: object) -> str | None:
 
 def records_of(settings: Settings, workspace: str) -> list[tuple[str, bytes, bytes]]:
     """Every record the worker wrote for ``workspace``: (topic, key, value), sorted."""
-    ends = _end_offsets(settings, OUTPUTS)
+    ends = _ends(settings)
     consumer = Consumer(
         {
             **settings.kafka_client_config(),
