@@ -21,7 +21,7 @@ from rich.table import Table
 from leadflow.cli.options import settings_of
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import ALL_TOPICS, DLQ
+from leadflow.streams.topics import ALL_TOPICS, DLQ, record_headers
 
 # Headers the dead-lettering added; everything else is the record's own and travels back.
 _DLQ_HEADERS = frozenset(
@@ -91,12 +91,6 @@ def dead_letter(
     )
 
 
-def _headers(message: Message) -> list[tuple[str, bytes | None]]:
-    raw = message.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
-
-
 def _read(
     settings: Settings, timeout: float = 3.0
 ) -> Generator[tuple[DeadLetter, Message], None, None]:
@@ -129,7 +123,7 @@ def _read(
                     int(message.offset() or 0),
                     message.key(),
                     message.value(),
-                    _headers(message),
+                    record_headers(message),
                 ),
                 message,
             )
@@ -212,7 +206,7 @@ def replay_cmd(ctx: click.Context, source: str, key: str | None) -> None:
         raise click.UsageError(f"{source} had no key: give --key (its person key)")
     headers: list[tuple[str, str | bytes | None]] = [
         (k, v)
-        for k, v in _headers(message)
+        for k, v in record_headers(message)
         if k not in _DLQ_HEADERS and not k.startswith("leadflow.")
     ]
     topic = source.split(":", 1)[0]

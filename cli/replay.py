@@ -1,6 +1,12 @@
-"""``leadflow replay``: rebuild ClickHouse from offset 0 and swap it in (glue over sinks.replay)."""
+"""``leadflow replay``: rebuild ClickHouse from offset 0 and swap it in; ``replay rekey``.
+
+Glue over sinks.replay, and over streams.rekey (copy an inbound log keyed the old way with
+person keys).
+"""
 
 from __future__ import annotations
+
+import re
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -9,9 +15,10 @@ from leadflow.cli.options import FiniteFloatRange, settings_of
 from leadflow.cli.report import clickhouse_client, database_option
 from leadflow.sinks.projector import Projector, ProjectorStats
 from leadflow.sinks.replay import replay
+from leadflow.streams.rekey import Outcome, RekeyStats, progress_group, rekey
 
 
-@click.command("replay")
+@click.group("replay", invoke_without_command=True)
 @database_option
 @click.option(
     "--max-seconds",
@@ -25,7 +32,11 @@ def replay_cmd(ctx: click.Context, database: str, max_seconds: float) -> None:
 
     Stop the projector first. The previous data stays in <database>_r<N>; drop it with
     `leadflow sql "DROP DATABASE <database>_r<N>"` once the new numbers look right.
+    `leadflow replay rekey` first re-keys an event log written before keys carried the
+    workspace (docs/operations.md, "Records keyed before the workspace").
     """
+    if ctx.invoked_subcommand is not None:
+        return
     settings = settings_of(ctx)
     client = clickhouse_client(settings)
     try:
@@ -45,3 +56,71 @@ def replay_cmd(ctx: click.Context, database: str, max_seconds: float) -> None:
         f"{result.database} rebuilt from {result.stats.records} records "
         f"({result.stats.dead_lettered} dead-lettered); previous data in {result.previous_data_in}"
     )
+
+
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _topic(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not _TOPIC.fullmatch(value) or value in {".", ".."}:
+        raise click.BadParameter(f"{value!r} is not a Kafka topic name")
+    return value
+
+
+@replay_cmd.command("rekey")
+@click.option("--from", "source", required=True, callback=_topic, help="Topic to read.")
+@click.option(
+    "--to", "target", required=True, callback=_topic, help="Topic to write (new or this copy's)."
+)
+@click.option("--dry-run", is_flag=True, help="Read and count; write and commit nothing.")
+@click.option("--batch", type=click.IntRange(1, 100_000), default=5000, show_default=True)
+@click.pass_context
+def rekey_cmd(ctx: click.Context, source: str, target: str, dry_run: bool, batch: int) -> None:
+    """Copy an event log keyed by plain ids into TARGET keyed by person keys.
+
+    Every record keyed by its device or lead id (as before keys carried the workspace) is
+    written with its person key ["<workspace>","<id>"]; records with the person key already
+    are copied as they are; value bytes and headers are unchanged. Records that do not
+    decode, name nobody, or have no or someone else's key go to leadflow.events.dlq with
+    their reason. Exactly once: each batch is one transaction with the source offsets (group
+    leadflow-rekey.<from>.<to>); run it again to resume or to copy what came since. Stop the
+    worker and the collector first for a rebuild (docs/operations.md).
+    """
+    settings = settings_of(ctx)
+    with Progress(
+        TextColumn("re-keying" if not dry_run else "counting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ) as progress:
+        task = progress.add_task("records", total=None)
+
+        def start(stats: RekeyStats) -> None:
+            progress.update(task, total=stats.total or None)
+
+        def advance(stats: RekeyStats) -> None:
+            progress.update(task, completed=stats.read)
+
+        stats = rekey(
+            settings,
+            source,
+            target,
+            dry_run=dry_run,
+            batch_size=batch,
+            on_start=start,
+            on_batch=advance,
+        )
+    verb = "would copy" if dry_run else "copied"
+    click.echo(
+        f"{source} -> {target}: read {stats.read} records; {verb} "
+        f"{stats.of(Outcome.REKEYED)} re-keyed + {stats.of(Outcome.KEPT)} kept, "
+        f"{stats.of(Outcome.DEAD)} {'to dead-letter' if dry_run else 'dead-lettered'}, "
+        f"{stats.of(Outcome.SKIPPED)} skipped"
+        + (
+            " (dry run: nothing written)"
+            if dry_run
+            else f" (progress: group {progress_group(source, target)})"
+        )
+    )
+    for line in stats.lines():
+        click.echo(f"  {line}")

@@ -69,6 +69,7 @@ from leadflow.streams.topics import (
     LEAD_SCORED,
     LEAD_STAGE_CHANGED,
     SLA_BREACHED,
+    dead_letter_headers,
 )
 
 log = get_logger(__name__)
@@ -572,16 +573,10 @@ class Projector:
 
     def _dead_letter(self, message: Message, reason: str, error: str) -> None:
         assert self._producer is not None
-        headers = [
-            *(message.headers() or []),
-            ("reason", reason.encode()),
-            ("error", error.encode()[:4000]),
-            ("source.topic", str(message.topic()).encode()),
-            ("source.partition", str(message.partition()).encode()),
-            ("source.offset", str(message.offset()).encode()),
-            ("stage", b"projector"),
-            ("group", self.group_id.encode()),  # a replay's group re-dead-letters: tell apart
-        ]
+        # A replay's group re-dead-letters: the group header tells them apart.
+        headers = dead_letter_headers(
+            message, reason, error, stage="projector", group=self.group_id
+        )
         self._producer.produce(DLQ.name, value=message.value(), key=message.key(), headers=headers)
         self._producer.poll(0)
         self.stats.dead_lettered += 1

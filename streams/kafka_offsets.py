@@ -55,6 +55,28 @@ def watermarks(client: Consumer, partition: TopicPartition, deadline: float) -> 
         time.sleep(0.2)
 
 
+def committed_offsets(
+    client: Consumer, partitions: list[TopicPartition], deadline: float
+) -> list[TopicPartition]:
+    """The client's group's committed offsets of ``partitions`` (``offset < 0``: none).
+
+    Retried until ``deadline`` (monotonic) while the group coordinator is not there yet
+    (a new broker creates ``__consumer_offsets`` on the first group request) or moves.
+
+    Raises:
+        KafkaException: the last failure, once ``deadline`` has passed.
+    """
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return list(client.committed(partitions, timeout=max(1.0, min(10.0, left))))
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.info("kafka.committed_retry", error=str(exc))
+        time.sleep(0.5)
+
+
 def topic_watermarks(
     client: Consumer, topics: Iterable[str], deadline: float
 ) -> dict[tuple[str, int], tuple[int, int]]:
@@ -103,7 +125,8 @@ def group_lag(settings: Settings, group: str, topics: Iterable[str], timeout: fl
         ends = topic_watermarks(client, topics, time.monotonic() + timeout)
         if not ends:
             return 0
-        committed = client.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
+        deadline = time.monotonic() + timeout
+        committed = committed_offsets(client, [TopicPartition(t, p) for t, p in ends], deadline)
         lag = 0
         for tp in committed:
             low, high = ends[(tp.topic, tp.partition)]

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Message
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -201,6 +201,36 @@ def _await_on_every_broker(
             if time.monotonic() > deadline:
                 raise TopicError(f"broker {address} still lacks {lacking} after {timeout:.0f}s")
             time.sleep(0.1)
+
+
+Header = tuple[str, str | bytes | None]
+
+
+def record_headers(message: Message) -> list[tuple[str, bytes | None]]:
+    """A consumed record's headers as ``(name, bytes)`` pairs, in order (``[]`` for none)."""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v.encode() if isinstance(v, str) else v) for k, v in pairs]
+
+
+def dead_letter_headers(
+    message: Message, reason: str, error: str, *, stage: str, group: str
+) -> list[Header]:
+    """The record's own headers plus why and whence, for ``leadflow.events.dlq``.
+
+    The convention the projector, the collector and ``leadflow replay rekey`` write and
+    ``leadflow dlq show`` reads (``by`` = ``<stage>:<group>``).
+    """
+    return [
+        *record_headers(message),
+        ("reason", reason.encode()),
+        ("error", error.encode()[:4000]),
+        ("source.topic", str(message.topic()).encode()),
+        ("source.partition", str(message.partition()).encode()),
+        ("source.offset", str(message.offset()).encode()),
+        ("stage", stage.encode()),
+        ("group", group.encode()),
+    ]
 
 
 def create_topics(
