@@ -304,7 +304,7 @@ def lead_merged_rows(obj: LeadMerged) -> Rows:
 
 _INDEX = re.compile(r"\[\d+\]")
 MAX_FIELDS = 20
-DEAD_LETTER_STAGES = frozenset({"collector", "worker", "projector"})
+DEAD_LETTER_STAGES = frozenset({"collector", "worker", "projector", "rekey"})
 
 
 def _short(text: str, limit: int = 100) -> str:

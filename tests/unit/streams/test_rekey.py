@@ -75,3 +75,12 @@ def test_counts_per_outcome_and_reason() -> None:
 
 def test_doctests() -> None:
     assert doctest.testmod(rekey, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_its_dead_letters_are_projected_as_the_rekeys() -> None:
+    from leadflow.sinks.projection import dead_letter_rows
+
+    headers = [("reason", b"wrong_key"), ("stage", b"rekey"), ("group", b"leadflow-rekey.a.b"),
+               ("source.topic", b"leadflow.events")]  # fmt: skip
+    row = dead_letter_rows(0, 1, b"a1", headers, 5, 10).by_table["dead_letters"][0]
+    assert row[1:6] == ("", 5, "rekey", "wrong_key", "leadflow.events")
