@@ -63,6 +63,7 @@ class EventProducer:
                 "enable.idempotence": True,
                 "linger.ms": 5,
                 "compression.type": "lz4",
+                "socket.nagle.disable": True,  # an ack is latency: no request held back
                 # librdkafka gives up (and calls back with an error) slightly before the
                 # request stops waiting, so the usual failure is a reported one.
                 "message.timeout.ms": max(1000, int(delivery_timeout * 1000) - 500),

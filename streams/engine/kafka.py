@@ -95,6 +95,9 @@ def consumer_config(settings: Settings, worker_id: str) -> dict[str, str | int |
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
+        # Requests go out at once (librdkafka leaves Nagle on; the Java clients turn it off):
+        # a fetch or an offset request held back behind an unacknowledged one is latency.
+        "socket.nagle.disable": True,
         # A killed worker holds its partitions until its session expires: keep it short.
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 3_000,
@@ -112,6 +115,7 @@ def producer_config(settings: Settings, worker_id: str) -> dict[str, str | int |
         "acks": "all",
         "linger.ms": settings.worker_linger_ms,
         "compression.type": "lz4",
+        "socket.nagle.disable": True,
         # Java-compatible key hashing: the partitions faust (aiokafka) used for by-lead and
         # the changelogs, so state and records stay on the partitions they were on.
         "partitioner": "murmur2_random",
