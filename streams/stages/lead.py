@@ -105,18 +105,23 @@ class LeadTask:
     """Lead state, scoring and deadlines for one partition of ``events.by-lead``.
 
     Built after the partition's stores are restored: it reads every workspace's clock and
-    indexes every lead's next deadline (hints: a hint is checked against the lead's state
-    when it comes due, so stale ones are harmless).
+    indexes every lead's next deadline. A lead has at most one live hint, ``due[key]``: a
+    write that moves its deadline pushes a new one and the old one is skipped when popped,
+    without decoding the state. So deadlines fire in order of each lead's current deadline,
+    in a long-running task as in one just rebuilt from the store (a stale hint firing its
+    lead early would make the order, and the owners it assigns, depend on the task's age).
     """
 
     def __init__(self, deps: LeadDeps, ctx: TaskContext) -> None:
         self.deps = deps
         self.clocks: dict[str, _Clock] = {}
+        self.due: dict[bytes, int] = {}  # lead state key -> the due of its one live hint
         for key, value in ctx.items(LEADS):
             state = decode_lead_state(value)
             due = next_deadline(state)
             if due is not None:
                 self._clock(ctx, state.workspace_id).heap.append((due, key))
+                self.due[key] = due
         for clock in self.clocks.values():
             heapq.heapify(clock.heap)
         self.moved: set[str] = set()
@@ -171,7 +176,10 @@ class LeadTask:
 
     def _fire_due(self, ctx: TaskContext, record: Record, ws: str, clock: _Clock) -> None:
         while clock.heap and clock.heap[0][0] <= clock.at:
-            _, key = heapq.heappop(clock.heap)
+            hint, key = heapq.heappop(clock.heap)
+            if self.due.get(key) != hint:
+                continue  # a later write moved or cleared this lead's deadline
+            del self.due[key]
             raw = ctx.get(LEADS, key)
             if raw is None:
                 continue  # erased since
@@ -181,6 +189,7 @@ class LeadTask:
                 continue
             if due > clock.at:
                 heapq.heappush(clock.heap, (due, key))  # moved on since the hint
+                self.due[key] = due
                 continue
             outcome = lead_advance(
                 state,
@@ -213,8 +222,11 @@ class LeadTask:
     def _store(self, ctx: TaskContext, key: bytes, state: LeadState) -> None:
         ctx.put(LEADS, key, encode_lead_state(state))
         due = next_deadline(state)
-        if due is not None:
+        if due is None:
+            self.due.pop(key, None)
+        elif self.due.get(key) != due:
             heapq.heappush(self._clock(ctx, state.workspace_id).heap, (due, key))
+            self.due[key] = due
 
     def _emit(self, ctx: TaskContext, out: list[Derived]) -> None:
         """Send the derived events; move the routing cursors their assignments moved."""
