@@ -58,6 +58,7 @@ from leadflow.sinks.migrations import migrate
 from leadflow.sinks.paths import refresh_margin, refresh_paths
 from leadflow.sinks.projection import Row, Rows, dead_letter_rows, rows_for
 from leadflow.sinks.tables import PROJECTED_TABLES, TableSpec, check_identifier
+from leadflow.streams.control import is_control
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
@@ -419,6 +420,8 @@ class Projector:
             offset = int(message.offset() or 0)
             first, _ = offsets.get(key, (offset, offset))
             offsets[key] = (min(first, offset), offset)
+            if is_control(message.headers()):
+                continue  # a heartbeat (or marker): ordering's, not a row (streams/control.py)
             if key[0] == DLQ.name:
                 rows.extend(self._dead_letter_rows(message))
                 continue

@@ -11,10 +11,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
+
+log = get_logger(__name__)
 
 
 class NotAcknowledged(LeadflowError):
@@ -70,6 +73,25 @@ class AckedProducer:
                 f"{topics} did not acknowledge {left + len(failures)} of {len(records)} records"
                 + (f" ({failures[0]})" if failures else "")
             )
+
+    def heartbeat(self, topic: str, value: int) -> None:
+        """A heartbeat ``value`` on every partition of ``topic`` (``streams/control.py``).
+
+        Written after records put on ``leadflow.events`` outside the collector (an
+        erasure), so the worker releases them in event-time order without waiting for the
+        collector's next traffic. Best effort: not acknowledged, a failure only logs.
+        """
+        from leadflow.streams.control import send_heartbeats
+
+        with self._lock:
+            if self._producer is None:
+                return
+            try:
+                meta = self._producer.list_topics(topic, timeout=self.timeout)
+                send_heartbeats(self._producer, topic, sorted(meta.topics[topic].partitions), value)
+                self._producer.flush(self.timeout)
+            except (KafkaException, KeyError, BufferError) as exc:
+                log.warning("heartbeat_failed", topic=topic, error=str(exc))
 
     def close(self) -> None:
         """Deliver what is queued and release the client (safe to call twice)."""

@@ -265,6 +265,14 @@ class Settings(BaseSettings):
         description="Serve /metrics to requests with Authorization: Bearer <this token> "
         "(Prometheus' authorization.credentials).",
     )
+    collector_heartbeat_ms: int = Field(
+        default=100,
+        ge=0,
+        description="How often the collector writes a heartbeat on every partition of "
+        "leadflow.events (0: never). The worker releases a lead's records in event-time "
+        "order once every inbound partition has promised past them, so this bounds the "
+        "wait ordering adds on a quiet partition (docs/operations.md, Event-time order).",
+    )
     collector_retry_after_seconds: int = Field(
         default=5, ge=1, description="Retry-After sent with 503 while Kafka is unreachable."
     )

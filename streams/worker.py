@@ -9,11 +9,14 @@ from __future__ import annotations
 import secrets
 import signal
 import threading
+import time
 from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException
 
 from leadflow.processors.bounds import BoundsTable
 from leadflow.processors.bounds_load import load_bounds
-from leadflow.processors.errors import PolicyError
+from leadflow.processors.errors import LeadflowError, PolicyError
 from leadflow.processors.policy import Policy
 from leadflow.processors.policy_load import load_default_policy, parse_policy
 from leadflow.schemas.codec import codec_from_settings
@@ -30,7 +33,7 @@ from leadflow.streams.settings import Settings
 from leadflow.streams.stages.identity import identity_stage
 from leadflow.streams.stages.lead import LeadDeps, lead_stage
 from leadflow.streams.stages.trainer import TrainerDeps, trainer_stage
-from leadflow.streams.topics import WORKER_INPUTS, create_topics
+from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, WORKER_INPUTS, create_topics
 
 log = get_logger(__name__)
 
@@ -70,17 +73,50 @@ def load_policy(settings: Settings) -> Policy:
     return parse_policy(text, str(path))
 
 
+def partition_counts(settings: Settings, timeout: float = 120.0) -> tuple[int, int]:
+    """How many partitions ``leadflow.events`` and ``leadflow.events.by-lead`` have.
+
+    The identity stage sends its markers to every by-lead partition; the lead stage waits
+    for a promise from every inbound partition. Waits (a broker still starting) up to
+    ``timeout``.
+    """
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "leadflow-meta"})
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                meta = consumer.list_topics(timeout=10).topics
+                found = [meta.get(t.name) for t in (EVENTS, EVENTS_BY_LEAD)]
+                if all(t is not None and t.error is None and t.partitions for t in found):
+                    return len(found[0].partitions), len(found[1].partitions)
+            except KafkaException as exc:
+                log.warning("worker.metadata_unavailable", error=str(exc))
+            if time.monotonic() > deadline:
+                raise LeadflowError(f"{EVENTS.name} / {EVENTS_BY_LEAD.name} not found")
+            time.sleep(1.0)
+    finally:
+        consumer.close()
+
+
 def build_stages(
-    settings: Settings, policy: Policy, bounds: BoundsTable, feed: ModelFeed
+    settings: Settings,
+    policy: Policy,
+    bounds: BoundsTable,
+    feed: ModelFeed,
+    partitions: tuple[int, int] = (1, 1),
 ) -> list[Stage]:
-    """The worker's stages, wired to the codec, policy, bounds, model feed and PII vault."""
+    """The worker's stages, wired to the codec, policy, bounds, model feed and PII vault.
+
+    ``partitions``: of ``leadflow.events`` and ``leadflow.events.by-lead``
+    (:func:`partition_counts`).
+    """
     codec = codec_from_settings(settings)
     key = model_key(settings)
-
+    sources, targets = partitions
     vault = Vault(settings) if settings.pii_encryption else None
     return [
-        identity_stage(codec, bounds),
-        lead_stage(LeadDeps(codec, policy, feed.model, vault)),
+        identity_stage(codec, bounds, targets),
+        lead_stage(LeadDeps(codec, policy, feed.model, vault, sources, settings.order_lateness_ms)),
         trainer_stage(TrainerDeps(codec, policy, key)),
     ]
 
@@ -96,10 +132,12 @@ def run_worker(settings: Settings) -> None:
     policy = load_policy(settings)
     bounds = load_bounds(settings.bounds_file)
     feed = ModelFeed(settings, model_key(settings), policy)
-    stages = build_stages(settings, policy, bounds, feed)
     worker_id = WorkerId(settings.data_dir / "worker")
+    partitions = partition_counts(settings)
+    stages = build_stages(settings, policy, bounds, feed, partitions)
     stores = sorted({name for stage in stages for name in stage.stores})
     create_topics(settings, [changelog_topic(name) for name in stores])
+    log.info("worker.order", sources=partitions[0], lateness_ms=settings.order_lateness_ms)
     engine = Engine(settings, stages, worker_id.value)
     stop = threading.Event()
 

@@ -274,6 +274,7 @@ def send_kafka(
     from confluent_kafka import KafkaError, Producer
 
     from leadflow.schemas.codec import codec_from_settings
+    from leadflow.streams.control import send_heartbeats
     from leadflow.streams.topics import EVENTS
 
     codec = codec_from_settings(settings)
@@ -299,11 +300,13 @@ def send_kafka(
     pacer = Pacer(rate)
     started = time.monotonic()
     produced = 0
+    latest = 0
     last: Message | None = None
     for message in messages:
         pacer.wait(1)
         event = message_to_event(message, workspace_id)
         key, value = event.person_key.encode(), codec.encode(event)
+        latest = max(latest, event.received_at)
         while True:
             try:
                 producer.produce(EVENTS.name, value=value, key=key, on_delivery=on_delivery)
@@ -318,6 +321,13 @@ def send_kafka(
             if on_sent is not None:
                 on_sent(PROGRESS_EVERY, message)
         last = message
+    if produced:
+        # As the collector's next heartbeat would: every partition promises past the last
+        # record, so the worker releases the tail in event-time order (streams/control.py).
+        meta = producer.list_topics(EVENTS.name, timeout=10).topics[EVENTS.name]
+        # Past the wall clock too: a collector's heartbeats may have moved R' there already.
+        beat = max(latest + 1, time.time_ns() // 1_000_000)
+        send_heartbeats(producer, EVENTS.name, sorted(meta.partitions), beat)
     remaining = producer.flush(flush_timeout)
     if on_sent is not None and last is not None and produced % PROGRESS_EVERY:
         on_sent(produced % PROGRESS_EVERY, last)

@@ -65,6 +65,7 @@ from leadflow.streams.collector.models import (
 )
 from leadflow.streams.collector.pixel import GIF, PIXEL_TYPES, PixelError, pixel_message
 from leadflow.streams.collector.producer import EventProducer, KafkaUnavailable
+from leadflow.streams.collector.receive_clock import ReceiveClock
 from leadflow.streams.collector.timing import epoch_ms
 from leadflow.streams.collector.webhooks import inbound, postmark
 from leadflow.streams.collector.webhooks.config import VENDORS, WebhookSecrets
@@ -141,6 +142,8 @@ class Collector:
         webhooks: the vendors' webhook secrets per workspace (None: no webhooks).
         bounds: accepted ranges of amounts and counts per workspace.
         eraser: the admin API's erasure (None: no admin API, e.g. tests without Kafka).
+        receive: stamps ``receivedAt`` (over ``clock_ms``) and gives the heartbeats' floor;
+            shared with the Kafka sink that writes the heartbeats.
     """
 
     settings: Settings
@@ -155,6 +158,11 @@ class Collector:
     webhooks: WebhookSecrets | None = None
     bounds: BoundsTable = field(default_factory=BoundsTable)
     eraser: Eraser | None = None
+    receive: ReceiveClock | None = None  # None: one over ``clock_ms``
+
+    def __post_init__(self) -> None:
+        if self.receive is None:
+            self.receive = ReceiveClock(self.clock_ms)
 
 
 class Rejection(Exception):
@@ -309,13 +317,13 @@ class Ingest:
         return record
 
     def _messages(
-        self, data: Any, msg_type: str | None, workspace_id: str
+        self, data: Any, msg_type: str | None, workspace_id: str, received_at: int
     ) -> tuple[list[tuple[Any, str, str]], MapOptions]:
         """The request's messages as ``(raw, type, path prefix)`` and the mapping options."""
         s = self.c.settings
         options = MapOptions(
             workspace_id=workspace_id,
-            received_at=self.c.clock_ms(),
+            received_at=received_at,
             future_tolerance_ms=int(s.collector_future_tolerance_seconds * 1000),
             strict=s.collector_strict_properties,
             tracking_consent_default=s.collector_tracking_consent_default,
@@ -488,8 +496,28 @@ class Ingest:
         skipped: Sequence[str] = (),
     ) -> Accepted:
         """Map, store and dead-letter the messages of one authenticated request."""
+        # The request's receivedAt stays open until its records are queued: no heartbeat
+        # promises past it meanwhile (streams/collector/receive_clock.py).
+        clock = self.c.receive
+        assert clock is not None  # set by __post_init__
+        with clock.stamped() as received_at:
+            return await self._store_at(
+                data, msg_type, workspace_id, bucket_id, source, size, skipped, received_at
+            )
+
+    async def _store_at(
+        self,
+        data: Any,
+        msg_type: str | None,
+        workspace_id: str,
+        bucket_id: str,
+        source: str,
+        size: int,
+        skipped: Sequence[str],
+        received_at: int,
+    ) -> Accepted:
         s = self.c.settings
-        messages, options = self._messages(data, msg_type, workspace_id)
+        messages, options = self._messages(data, msg_type, workspace_id, received_at)
         bucket = self.limiter.bucket(bucket_id)
         if not bucket.take(len(messages)):
             raise Rejection(
@@ -932,15 +960,21 @@ def build_collector(settings: Settings, **overrides: Any) -> Collector:
     """A collector wired to the real Kafka producer, keys file and project codec."""
     from leadflow.schemas.codec import codec_from_settings
 
+    receive = overrides.get("receive") or ReceiveClock(overrides.get("clock_ms", wall_clock_ms))
+    sink = EventProducer(
+        settings.kafka_client_config(),
+        EVENTS.name,
+        settings.collector_delivery_timeout_seconds,
+        DLQ.name,
+        heartbeat=receive.floor,
+        heartbeat_ms=settings.collector_heartbeat_ms,
+    )
+    receive.on_close = sink.kick  # a settled request's records are released soon
     parts: dict[str, Any] = {
         "settings": settings,
         "keys": KeyStore(keys_path(settings)),
-        "sink": EventProducer(
-            settings.kafka_client_config(),
-            EVENTS.name,
-            settings.collector_delivery_timeout_seconds,
-            DLQ.name,
-        ),
+        "sink": sink,
+        "receive": receive,
         "encode": codec_from_settings(settings).encode,
         "vault": Vault(settings) if settings.pii_encryption else None,
         "webhooks": WebhookSecrets(

@@ -10,6 +10,14 @@ Reachability: a delivery error, a delivery that takes longer than the timeout, o
 librdkafka reporting all brokers down marks Kafka *suspect*; a monitor thread then asks
 for cheap metadata and declares it unavailable or back. While unavailable, requests are
 answered 503 at once instead of queueing events nobody acknowledges.
+
+Heartbeats: every ``heartbeat_ms`` while requests come, and soon after each request is
+settled (at most one early round per quarter period; until each request is settled and
+one more round promised past it; and once at close) a record with header
+``leadflow.heartbeat`` = the receive clock's floor goes to every partition of the topic,
+through the same producer, so it follows every record queued before it (the worker
+releases records in event-time order once each inbound partition promised past them:
+``streams/control.py``). An idle collector writes no heartbeats.
 """
 
 from __future__ import annotations
@@ -19,13 +27,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.collector.dead_letters import DeadLetter
+from leadflow.streams.control import send_heartbeats
 from leadflow.streams.logs import get_logger
 from leadflow.streams.topics import DLQ
 
@@ -52,8 +61,15 @@ class EventProducer:
         topic: str,
         delivery_timeout: float,
         dead_letter_topic: str = DLQ.name,
+        heartbeat: Callable[[], int] | None = None,
+        heartbeat_ms: int = 0,
     ) -> None:
         self.topic = topic
+        self.heartbeat = heartbeat
+        self.heartbeat_ms = heartbeat_ms
+        self.heartbeats = 0
+        self._partitions: list[int] = []
+        self._last_send = time.monotonic()
         self.dead_letter_topic = dead_letter_topic
         self.delivery_timeout = delivery_timeout
         self._producer = Producer(
@@ -76,10 +92,17 @@ class EventProducer:
         self.available = True
         self._suspect = threading.Event()
         self._stop = threading.Event()
+        self._kick = threading.Event()
         self._threads = [
             threading.Thread(target=self._poll_loop, name="collector-poll", daemon=True),
             threading.Thread(target=self._monitor_loop, name="collector-monitor", daemon=True),
         ]
+        if heartbeat is not None and heartbeat_ms > 0:
+            self._threads.append(
+                threading.Thread(
+                    target=self._heartbeat_loop, name="collector-heartbeat", daemon=True
+                )
+            )
 
     def start(self) -> None:
         """Check the broker once (so a dead broker is 503 from the first request), then poll."""
@@ -92,9 +115,12 @@ class EventProducer:
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued (up to ``timeout``), then stop the threads."""
         self._stop.set()
+        self._kick.set()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=5)
+        if self.heartbeat is not None and self.heartbeat_ms > 0 and self.available:
+            self._beat()  # a last promise: everything this process wrote can be released
         remaining = self._producer.flush(timeout)
         if remaining:
             log.warning("collector.undelivered_at_close", records=remaining)
@@ -123,6 +149,50 @@ class EventProducer:
             except Exception:  # a callback's error must not stop every later delivery
                 log.exception("collector.poll_failed")
 
+    def _heartbeat_loop(self) -> None:
+        # Heartbeats only while there is something to release: until every request sent
+        # so far is settled (acknowledged or timed out, so its stamp is closed) and one
+        # more round has promised past it. An idle collector writes nothing.
+        # A settled request kicks an early round (its records are released without waiting
+        # for the period), at most one per quarter period.
+        period = self.heartbeat_ms / 1000
+        quiet_after = self.delivery_timeout + 2 * period
+        while not self._stop.is_set():
+            kicked = self._kick.wait(period)
+            if self._stop.is_set():
+                break
+            self._kick.clear()
+            if not self.available or time.monotonic() - self._last_send > quiet_after:
+                continue
+            try:
+                self._beat()
+            except Exception:  # a heartbeat is a latency aid: never let it stop the process
+                log.exception("collector.heartbeat_failed")
+            if kicked:
+                self._stop.wait(period / 4)
+
+    def kick(self) -> None:
+        """A request was settled: heartbeat soon (its records can be released then)."""
+        self._kick.set()
+
+    def _beat(self) -> None:
+        """One heartbeat on every partition of the topic (in order with the records)."""
+        assert self.heartbeat is not None
+        if not self._partitions or self.heartbeats % 600 == 0:  # a grown topic is seen
+            try:
+                meta = self._producer.list_topics(topic=self.topic, timeout=2.0)
+            except KafkaException:
+                return
+            topic = meta.topics.get(self.topic)
+            if topic is None or topic.error is not None:
+                return
+            self._partitions = sorted(topic.partitions)
+        try:
+            send_heartbeats(self._producer, self.topic, self._partitions, self.heartbeat())
+        except (BufferError, KafkaException) as exc:
+            log.warning("collector.heartbeat_refused", error=str(exc))
+        self.heartbeats += 1
+
     def _monitor_loop(self) -> None:
         while not self._stop.wait(0.5):
             if self.available and not self._suspect.is_set():
@@ -147,6 +217,7 @@ class EventProducer:
         """
         if not self.available:
             raise KafkaUnavailable("Kafka is unreachable")
+        self._last_send = time.monotonic()  # heartbeats run while requests may be open
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[str]] = loop.create_future()
         total = len(records) + len(dead)

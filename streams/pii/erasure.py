@@ -19,6 +19,7 @@ again, which the worker and the projector apply as often as they like.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,6 +167,9 @@ class Eraser:
     def send_event(self, event: Event) -> None:
         """Produce ``event`` keyed by its person; return once Kafka acknowledged it."""
         self.events.send([(EVENTS.name, event.person_key.encode(), self.encode(event))])
+        # The worker releases it once every partition promised past it: no need to wait for
+        # the collector's next traffic (streams/control.py).
+        self.events.heartbeat(EVENTS.name, max(event.received_at + 1, time.time_ns() // 1_000_000))
 
     def close(self) -> None:
         """Release the audit and event producers (the vault belongs to the caller)."""

@@ -9,6 +9,8 @@ identify or form submit that names the device releases the buffer, re-keyed by
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from leadflow.processors.bounds import BoundsTable, check_bounds
 from leadflow.processors.derived import MergeRequest
 from leadflow.processors.errors import LeadflowError
@@ -20,26 +22,94 @@ from leadflow.processors.identity import (
     identity_link,
     identity_route,
 )
+from leadflow.processors.ordering import monotonic_received
 from leadflow.schemas.codec import Codec
+from leadflow.streams.control import RECEIVED, heartbeat_value, marker_record
 from leadflow.streams.engine.stage import Record, Stage, TaskContext
 from leadflow.streams.stages.routes import route
 from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD
 
 STORE = "identities"
+CLOCK = "received"  # the partition's R' (a store of its own: "identities" holds states only)
+CLOCK_KEY = b"r"
+MARKER_STAGE = "identity"
+
+
+@dataclass
+class Markers:
+    """The promises of one worker process's identity tasks, sent once per batch.
+
+    Every task notes its partition's ``R'`` here as it moves; the first ``on_batch_end`` of a
+    batch sends ONE marker per by-lead partition carrying every noted ``R'`` (all of a
+    batch's records are processed before any ``on_batch_end``), in the batch's transaction.
+    A task (re)built from its committed store notes the committed ``R'``: after an abort
+    every task is rebuilt, so nothing of the aborted batch is ever promised.
+    """
+
+    targets: int  # partitions of events.by-lead: each gets every marker
+    pending: dict[int, int] = field(default_factory=dict)
+    promised: dict[int, int] = field(default_factory=dict)
+
+    def note(self, partition: int, received: int) -> None:
+        """``partition``'s R' is now ``received`` (within the open batch)."""
+        if self.promised.get(partition) != received:
+            self.pending[partition] = received
+
+    def reset(self, partition: int, committed: int | None) -> None:
+        """A task was (re)built for ``partition`` from its committed ``R'``."""
+        self.pending.pop(partition, None)
+        self.promised.pop(partition, None)
+        if committed is not None:
+            self.pending[partition] = committed
+
+    def flush(self, ctx: TaskContext) -> None:
+        """Send what the batch noted to every by-lead partition (once per batch)."""
+        if not self.pending:
+            return
+        value, headers = marker_record(MARKER_STAGE, self.pending)
+        for target in range(self.targets):
+            ctx.send(EVENTS_BY_LEAD, None, value, dict(headers), partition=target)
+        self.promised.update(self.pending)
+        self.pending.clear()
 
 
 class IdentityTask:
-    """Identity for one partition of ``leadflow.events``."""
+    """Identity for one partition of ``leadflow.events``.
 
-    def __init__(self, codec: Codec, bounds: BoundsTable) -> None:
+    Every by-lead record it sends carries ``R'`` (header ``leadflow.r``): the running
+    maximum of the partition's ``received_at`` values and heartbeats, stored with the
+    state. At the end of a batch in which ``R'`` moved every by-lead partition hears
+    "nothing with ``R' <`` this will come from partition *s*" (:class:`Markers`, in the
+    same transaction as the records it follows).
+    """
+
+    def __init__(
+        self, codec: Codec, bounds: BoundsTable, ctx: TaskContext, markers: Markers
+    ) -> None:
         self.codec = codec
         # Amounts and counts per workspace: an absurd one is a dead letter here, before any
         # state or report sees it (the collector refuses it too; this catches direct producers).
         self.bounds = bounds
+        self.markers = markers
+        raw = ctx.get(CLOCK, CLOCK_KEY)
+        self.received: int | None = int(raw) if raw else None
+        markers.reset(ctx.partition, self.received)
+
+    def _advance(self, ctx: TaskContext, received: int) -> int:
+        moved = monotonic_received(self.received, received)
+        if moved != self.received:
+            self.received = moved
+            ctx.put(CLOCK, CLOCK_KEY, str(moved).encode())
+            self.markers.note(ctx.partition, moved)
+        return moved
 
     def on_record(self, ctx: TaskContext, record: Record) -> None:
         """Fold one inbound event into its device's identity; forward what it releases."""
         try:
+            beat = heartbeat_value(record.headers)
+            if beat is not None:
+                self._advance(ctx, beat)
+                return
             inbound = self.codec.decode(record.value)
             if not isinstance(inbound, Event):
                 raise LeadflowError(f"{type(inbound).__name__} is not an Event")
@@ -52,6 +122,7 @@ class IdentityTask:
         except LeadflowError as exc:
             ctx.dead_letter(record, exc)
             return
+        r_prime = str(self._advance(ctx, inbound.received_at)).encode()
         link = identity_link(state, new_state, inbound)
         if link is not None:
             topic, key = route(link)
@@ -61,14 +132,21 @@ class IdentityTask:
         for out in records:
             assert out.lead_id is not None  # identity_route's contract
             ctx.send(EVENTS_BY_LEAD, lead_key(out.workspace_id, out.lead_id).encode(),
-                     self.codec.encode(out))  # fmt: skip
+                     self.codec.encode(out), {RECEIVED: r_prime})  # fmt: skip
         if new_state is not None and new_state != state:
             ctx.put(STORE, record.key, encode_identity_state(new_state))
 
     def on_batch_end(self, ctx: TaskContext) -> None:
-        """Nothing to do at the end of a batch."""
+        """Promise every moved ``R'`` of the batch to every by-lead partition (once)."""
+        self.markers.flush(ctx)
 
 
-def identity_stage(codec: Codec, bounds: BoundsTable) -> Stage:
-    """The identity stage over ``leadflow.events``."""
-    return Stage("identity", EVENTS, (STORE,), lambda ctx: IdentityTask(codec, bounds))
+def identity_stage(codec: Codec, bounds: BoundsTable, targets: int) -> Stage:
+    """The identity stage over ``leadflow.events``; ``targets``: by-lead partitions."""
+    markers = Markers(targets)  # one per process: its tasks share each batch's transaction
+    return Stage(
+        "identity",
+        EVENTS,
+        (STORE, CLOCK),
+        lambda ctx: IdentityTask(codec, bounds, ctx, markers),
+    )

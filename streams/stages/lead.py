@@ -6,24 +6,35 @@ Per partition of ``events.by-lead``:
   (``processors.lead_state``); every by-lead record (event, merge request, merge transfer)
   goes through ``processors.merges.lead_record_step``;
 - store ``routing``: per workspace, the partition's round-robin cursors and its event-time
-  clock (the newest ``occurred_at`` of that workspace processed on this partition), so one
-  workspace's traffic never moves another's owners or deadlines.
+  clock (the newest ``occurred_at`` of that workspace released on this partition), so one
+  workspace's traffic never moves another's owners or deadlines;
+- store ``release``: the records of the identity stage that wait for their turn, and every
+  inbound partition's promise (``streams/engine/release.py``).
+
+**Release order.** A record from the identity stage carries ``R'`` (header ``leadflow.r``);
+it waits in the release buffer and is applied once every inbound partition has promised
+past it (the identity stage's markers), one at a time in ``processors.ordering.record_key``
+order: the sequence is the sorted log whatever the interleaving, batch boundaries, crashes
+or worker count. While a lead waits for a merged lead's state (``awaiting``) the partition
+releases nothing (``processors/merges.py``, "Holding").
 
 Deadlines (SLA, negative-label horizon) fire on the clock of the lead's workspace on the
-lead's partition, right after the record that moved it past them. Every lead of the
-partition lives in the partition's own store, so a due deadline is applied where it is
-found, in the same transaction: no tick records, and the points where deadlines fire are a
-function of the partition's records.
+lead's partition, right after the released record that moved it past them (not while the
+partition holds). Every lead of the partition lives in the partition's own store, so a due
+deadline is applied where it is found, in the same transaction: no tick records, and the
+points where deadlines fire are a function of the partition's records.
 
 Records for other leads (a merged lead's transfer to its survivor, events forwarded through
 a redirect) go back to ``events.by-lead`` keyed by their lead, with the hop count in header
-``leadflow.hops``, and are applied when they arrive.
+``leadflow.hops``; these *direct* records are applied when they arrive, as are records
+written before the release order (no ``leadflow.r``).
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -35,16 +46,20 @@ from leadflow.processors.lead_state import Derived, LeadState, decode_lead_state
 from leadflow.processors.merges import (
     Direct,
     LeadOutcome,
+    LeadRecord,
     check_lead_record_key,
     lead_advance,
     lead_record_step,
 )
 from leadflow.processors.model import ScoreModel
+from leadflow.processors.ordering import DEFAULT_LATENESS_MS, WatermarkViolation, record_key
 from leadflow.processors.pii import PiiFacts, keep_sealed
 from leadflow.processors.policy import Policy
 from leadflow.processors.routing import RoutingState
 from leadflow.schemas.codec import Codec
+from leadflow.streams.control import MARKER, RECEIVED, parse_marker
 from leadflow.streams.engine.loop import dlq_headers
+from leadflow.streams.engine.release import Held, StoredRelease, sort_bytes
 from leadflow.streams.engine.stage import Record, Stage, TaskContext, Unavailable
 from leadflow.streams.logs import get_logger
 from leadflow.streams.pii.keyring import KeyringError
@@ -56,7 +71,9 @@ log = get_logger(__name__)
 
 LEADS = "leads"
 PARTITION = "routing"  # the faust worker's name for this changelog, kept
+RELEASE = "release"  # unreleased records and the inbound partitions' promises
 HOPS_HEADER = "leadflow.hops"
+WAIT_REPORT_SECONDS = 30.0  # how often a partition logs its records' release wait
 
 
 def cursors_key(workspace_id: str) -> bytes:
@@ -91,6 +108,8 @@ class LeadDeps:
     policy: Policy
     model: Callable[[str], ScoreModel]  # workspace id -> the model its leads are scored with
     vault: Vault | None
+    sources: int = 1  # partitions of leadflow.events: each must promise before a release
+    lateness_ms: int = DEFAULT_LATENESS_MS  # the allowed lateness D
 
 
 @dataclass
@@ -116,15 +135,24 @@ class LeadTask:
         self.deps = deps
         self.clocks: dict[str, _Clock] = {}
         self.due: dict[bytes, int] = {}  # lead state key -> the due of its one live hint
+        self.waiting: set[bytes] = set()  # leads waiting for a merged lead's state
         for key, value in ctx.items(LEADS):
             state = decode_lead_state(value)
             due = next_deadline(state)
             if due is not None:
                 self._clock(ctx, state.workspace_id).heap.append((due, key))
                 self.due[key] = due
+            if state.awaiting:
+                self.waiting.add(key)
         for clock in self.clocks.values():
             heapq.heapify(clock.heap)
         self.moved: set[str] = set()
+        self.release = StoredRelease(ctx, RELEASE, deps.sources, deps.lateness_ms)
+        self._decoded: dict[bytes, LeadRecord] = {}  # buffered records, decoded on arrival
+        # How long records waited for their turn (a metric only: outputs never see it).
+        self._arrived: dict[bytes, float] = {}
+        self._waits: list[float] = []
+        self._report_at = time.monotonic() + WAIT_REPORT_SECONDS
 
     def _clock(self, ctx: TaskContext, workspace_id: str) -> _Clock:
         clock = self.clocks.get(workspace_id)
@@ -134,15 +162,130 @@ class LeadTask:
         return clock
 
     def on_record(self, ctx: TaskContext, record: Record) -> None:
-        """Apply one by-lead record to its lead; then fire what the clock made due."""
+        """Take one by-lead record: a marker, a record to release in order, or a direct one."""
+        headers = record.headers
+        if MARKER in headers:
+            self._take_marker(ctx, record)
+        elif RECEIVED in headers and HOPS_HEADER not in headers:
+            self._buffer(ctx, record)
+        else:
+            # A direct record (a transfer, an event forwarded through a redirect) is applied
+            # on arrival; so is a record written before the release order (no R').
+            obj = self._decode(ctx, record)
+            if obj is not None:
+                self._step(ctx, record, obj, clock=not isinstance(obj, d.LeadTransfer)
+                           and HOPS_HEADER not in headers)  # fmt: skip
+        self._release(ctx, record)
+
+    def on_batch_end(self, ctx: TaskContext) -> None:
+        """Store the clocks that moved and the sources' promises, once per batch."""
+        for ws in sorted(self.moved):
+            ctx.put(PARTITION, clock_key(ws), str(self.clocks[ws].at).encode())
+        self.moved.clear()
+        self.release.flush(ctx)
+        now = time.monotonic()
+        if now >= self._report_at:
+            self._report_at = now + WAIT_REPORT_SECONDS
+            self._report(ctx.partition)
+
+    def _report(self, partition: int) -> None:
+        """Log how long released records waited in the buffer since the last report."""
+        waits, self._waits = sorted(self._waits), []
+        if not waits and not len(self.release):
+            return
+        log.info(
+            "lead.release_wait",
+            partition=partition,
+            released=len(waits),
+            p50_ms=round(waits[len(waits) // 2] * 1000, 1) if waits else None,
+            p99_ms=round(waits[min(len(waits) - 1, int(len(waits) * 0.99))] * 1000, 1)
+            if waits
+            else None,
+            max_ms=round(waits[-1] * 1000, 1) if waits else None,
+            waiting=len(self.release),
+            low_watermark=self.release.low,
+            holding=len(self.waiting),
+        )
+
+    # -- release order ---------------------------------------------------------------------
+
+    def _take_marker(self, ctx: TaskContext, record: Record) -> None:
+        try:
+            parsed = parse_marker(record.headers, record.value)
+        except LeadflowError as exc:
+            ctx.dead_letter(record, exc)
+            return
+        assert parsed is not None
+        for source, mark in parsed[1].items():
+            if source < self.deps.sources:
+                self.release.promise(source, mark)
+            else:
+                log.warning("lead.marker_unknown_source", source=source, sources=self.deps.sources)
+
+    def _buffer(self, ctx: TaskContext, record: Record) -> None:
+        """Check a record from the identity stage and keep it until it is ripe."""
+        obj = self._decode(ctx, record)
+        if obj is None:
+            return
+        if not isinstance(obj, Event | d.MergeRequest):
+            ctx.dead_letter(record, LeadflowError(f"{type(obj).__name__} carries {RECEIVED}"))
+            return
+        assert record.key is not None  # _decode checked it
+        try:
+            received = int(record.headers[RECEIVED])
+            sort = sort_bytes(record_key(obj, received, self.deps.lateness_ms), record.value)
+        except (ValueError, LeadflowError) as exc:
+            ctx.dead_letter(record, LeadflowError(f"no place in the release order: {exc}"))
+            return
+        try:
+            if self.release.add(ctx, sort, Held(record.key, record.value, record.offset)):
+                self._decoded[sort] = obj
+                self._arrived[sort] = time.monotonic()
+        except WatermarkViolation as exc:
+            # Its source promised past it: the order is broken already. Kept (released
+            # next), counted, logged loudly: a bug or a foreign writer of leadflow.events.
+            self._decoded[sort] = obj
+            log.error("lead.watermark_violation", offset=record.offset, error=str(exc))
+
+    def _release(self, ctx: TaskContext, cause: Record) -> None:
+        """Apply every ripe record in key order; stop while a lead waits for a merge."""
+        while not self.waiting:
+            sort = self.release.peek_ripe()
+            if sort is None:
+                return
+            held = self.release.pop(ctx, sort)
+            arrived = self._arrived.pop(sort, None)
+            if arrived is not None:
+                self._waits.append(time.monotonic() - arrived)
+            record = Record(cause.topic, cause.partition, held.offset, held.key, held.value)
+            obj = self._decoded.pop(sort, None) or self._decode(ctx, record)
+            if obj is not None:
+                self._step(ctx, record, obj, clock=True)
+
+    # -- one record ------------------------------------------------------------------------
+
+    def _decode(self, ctx: TaskContext, record: Record) -> LeadRecord | None:
+        """The by-lead record, checked against its key; ``None`` if dead-lettered or skipped."""
         try:
             obj = self.deps.codec.decode(record.value)
             if isinstance(obj, d.DeadlineTick):
-                return  # written by the faust worker; deadlines now fire on the clock
+                return None  # written by the faust worker; deadlines now fire on the clock
             if not isinstance(obj, Event | d.MergeRequest | d.LeadTransfer):
                 raise LeadflowError(f"{type(obj).__name__} is not a by-lead record")
             check_lead_record_key(record.key, obj)
-            assert record.key is not None  # check_lead_record_key refuses a missing key
+        except LeadflowError as exc:
+            ctx.dead_letter(record, exc)
+            return None
+        return obj
+
+    def _step(self, ctx: TaskContext, record: Record, obj: LeadRecord, *, clock: bool) -> None:
+        """Apply one record to its lead; with ``clock``, move the event-time clock.
+
+        Released records (and records written before the release order) move the clock and
+        fire what it made due; a direct record does not move it.
+        """
+        assert record.key is not None
+        try:
             raw = ctx.get(LEADS, record.key)
             state = decode_lead_state(raw) if raw else None
             facts: PiiFacts | None = None
@@ -162,17 +305,14 @@ class LeadTask:
             ctx.dead_letter(record, exc)
             return
         self._apply(ctx, record, record.key, outcome)
-        clock = self._clock(ctx, ws)
-        if obj.occurred_at > clock.at:
-            clock.at = obj.occurred_at
+        if not clock:
+            return
+        at = self._clock(ctx, ws)
+        if obj.occurred_at > at.at:
+            at.at = obj.occurred_at
             self.moved.add(ws)
-            self._fire_due(ctx, record, ws, clock)
-
-    def on_batch_end(self, ctx: TaskContext) -> None:
-        """Store the clocks that moved, once per batch (deadlines fired as they moved)."""
-        for ws in sorted(self.moved):
-            ctx.put(PARTITION, clock_key(ws), str(self.clocks[ws].at).encode())
-        self.moved.clear()
+        if not self.waiting:
+            self._fire_due(ctx, record, ws, at)
 
     def _fire_due(self, ctx: TaskContext, record: Record, ws: str, clock: _Clock) -> None:
         while clock.heap and clock.heap[0][0] <= clock.at:
@@ -214,6 +354,10 @@ class LeadTask:
             self._send_direct(ctx, item)
         if outcome.state is not None:
             self._store(ctx, key, outcome.state)
+            if outcome.state.awaiting:
+                self.waiting.add(key)  # holds the partition (processors/merges.py, Holding)
+            else:
+                self.waiting.discard(key)
 
     def _send_direct(self, ctx: TaskContext, item: Direct) -> None:
         headers = {HOPS_HEADER: str(item.hops).encode()} if isinstance(item.record, Event) else None
@@ -257,4 +401,6 @@ class LeadTask:
 
 def lead_stage(deps: LeadDeps) -> Stage:
     """The lead stage over ``leadflow.events.by-lead``."""
-    return Stage("lead", EVENTS_BY_LEAD, (LEADS, PARTITION), lambda ctx: LeadTask(deps, ctx))
+    return Stage(
+        "lead", EVENTS_BY_LEAD, (LEADS, PARTITION, RELEASE), lambda ctx: LeadTask(deps, ctx)
+    )

@@ -40,7 +40,7 @@ def stack(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     settings = kafka.model_copy(
         update={"collector_cors_origins": (f"http://127.0.0.1:{site_port}",)}
     )
-    collector, key = make_collector(settings, home / "keys.json")
+    collector, key = make_collector(settings, home / "keys.json", heartbeats=True)
     worker = WorkerProcess(kafka, home / "worker")
     worker.data_dir.mkdir()
     worker.start()

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from leadflow.streams.collector.app import Collector, build_collector, create_app
 from leadflow.streams.collector.keys import KeyStore
 from leadflow.streams.collector.server import server_config
+from leadflow.streams.control import is_control
 from leadflow.streams.kafka_offsets import topic_ends
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, create_topics
@@ -58,8 +59,14 @@ def serve(collector: Collector) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-def make_collector(settings: Settings, keys_file: Path, **overrides: Any) -> tuple[Collector, str]:
-    """A collector wired to the real producer and codec, and a fresh write key."""
+def make_collector(
+    settings: Settings, keys_file: Path, *, heartbeats: bool = False, **overrides: Any
+) -> tuple[Collector, str]:
+    """A collector wired to the real producer and codec, and a fresh write key.
+
+    ``heartbeats``: write the heartbeats a worker needs to release records in event-time
+    order (off by default: these tests count what reaches leadflow.events).
+    """
     # These tests read /metrics and /openapi.json; both are off by default (issue 19,
     # tests/unit/collector/test_exposure.py).
     settings = settings.model_copy(
@@ -67,6 +74,7 @@ def make_collector(settings: Settings, keys_file: Path, **overrides: Any) -> tup
             "collector_keys_file": keys_file,
             "collector_expose_metrics": True,
             "collector_expose_docs": True,
+            **({} if heartbeats else {"collector_heartbeat_ms": 0}),
         }
     )
     key = KeyStore(keys_file).create("ws-acme", lambda: datetime.now(tz=UTC))
@@ -118,8 +126,8 @@ def consume_since(
     try:
         while len(found) < count and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
+            if msg is None or msg.error() or is_control(msg.headers()):
+                continue  # heartbeats: the collector's promises to the worker, not events
             found.append((msg.key(), msg.value()))
     finally:
         consumer.close()

@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.events import Event
 from leadflow.schemas.codec import codec_from_settings
+from leadflow.streams.control import is_control
 from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, create_topics
@@ -159,8 +160,8 @@ def read_all_ids(settings: Settings) -> list[str]:
     try:
         while len(ids) < total and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
+            if msg is None or msg.error() or is_control(msg.headers()):
+                continue  # heartbeats are not events
             event = codec.decode(msg.value())
             assert isinstance(event, Event)
             ids.append(event.event_id)

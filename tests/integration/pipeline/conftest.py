@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Producer
 
 from leadflow.processors.events import Event
 from leadflow.schemas.codec import SingleObjectCodec
+from leadflow.streams.control import send_heartbeats
 from leadflow.streams.kafka_offsets import topic_ends
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, create_topics
@@ -120,16 +121,40 @@ def worker(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def send(settings: Settings, events: Iterable[Event]) -> int:
-    """Produce inbound events as the collector does (keyed by person, acks=all)."""
+    """Produce inbound events as the collector does (keyed by person, acks=all).
+
+    Then a heartbeat on every partition past the last ``received_at``, as the collector's
+    next heartbeat would be: the lead stage releases a record once every inbound partition
+    has promised past it (streams/control.py).
+    """
     producer = Producer(
         {"bootstrap.servers": settings.bootstrap, "acks": "all", "enable.idempotence": True}
     )
     count = 0
+    latest = 0
     for event in events:
         producer.produce(EVENTS.name, key=event.person_key.encode(), value=CODEC.encode(event))
+        latest = max(latest, event.received_at)
         count += 1
+    partitions = producer.list_topics(EVENTS.name, timeout=10).topics[EVENTS.name].partitions
+    send_heartbeats(producer, EVENTS.name, sorted(partitions), _next_beat(latest))
     assert producer.flush(30) == 0
     return count
+
+
+_beats = [0]
+
+
+def _next_beat(latest: int) -> int:
+    """A heartbeat past every ``received_at`` and heartbeat this session sent so far.
+
+    Past the earlier heartbeats too: the identity stage's R' is the running maximum of both,
+    so events sent later with an older ``received_at`` sort at the last heartbeat, and only
+    a larger one releases them. The wall clock keeps it past a collector's heartbeats of
+    the same broker session (tests of other modules).
+    """
+    _beats[0] = max(_beats[0] + 1, latest + 1, time.time_ns() // 1_000_000)
+    return _beats[0]
 
 
 def records_in(settings: Settings, topic: str) -> int:

@@ -223,9 +223,11 @@ class Proc:
     process: subprocess.Popen[bytes] | None = None
     logs: list[Path] = field(default_factory=list)
     exits: list[int] = field(default_factory=list)  # return codes of earlier lives
+    stopped: bool = False  # stopped on purpose (not a crash)
 
     def start(self, wait: bool = True, timeout: float = 180.0) -> None:
         """Start a new life; with ``wait``, until its ready line is in the log."""
+        self.stopped = False
         self.home.mkdir(parents=True, exist_ok=True)
         log = self.home / f"{self.name}-{len(self.logs) + 1}.log"
         self.logs.append(log)
@@ -257,7 +259,7 @@ class Proc:
         return self.process is not None and self.process.poll() is None
 
     def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
+        if self.process is not None and self.process.poll() is not None and not self.stopped:
             raise AssertionError(
                 f"{self.name} exited with {self.process.returncode}:\n{self.tail()}"
             )
@@ -270,6 +272,7 @@ class Proc:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 30 s."""
+        self.stopped = True
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
@@ -689,6 +692,11 @@ def run_pipeline(
         if run.sender.error is not None:
             raise AssertionError(f"the feed failed: {run.sender.error}")
         run.note(f"feed done ({run.sender.retries} retries)")
+        # The collector's last heartbeat (written at its clean stop) promises past every
+        # record it acknowledged, so the worker can release the tail; and its heartbeats no
+        # longer move the worker's lag while the harness waits for it to reach 0.
+        collector.stop()
+        run.note("collector stopped")
         _wait_drained(run, drain_timeout)
         run.note("drained")
     finally:

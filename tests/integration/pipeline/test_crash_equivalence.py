@@ -14,12 +14,13 @@ event on ``leadflow.events.by-lead``, the DLQ, or still buffered for a device ne
 identified; every duplicate byte-identical) and derive the same record ids on every derived
 topic, the same values, and the same reports as the clean run.
 
-``leadflow.events`` has ONE partition here. With several, the order in which a by-lead
-partition receives records from different inbound partitions follows the timing of the
-identity stage's transactions, and the lead fold is order-sensitive: that is a known issue
-(docs/architecture.md, "What is a function of the log"), shown by the known_issue test
-with four inbound partitions. What depends on timing even with one inbound partition is
-listed in :data:`TIMING` and not compared; a known_issue test compares it too.
+``leadflow.events`` has ONE partition in the module's runs and FOUR in
+``test_crash_run_with_four_inbound_partitions``: a by-lead partition then receives records
+from four inbound partitions, interleaved as the identity stage's transactions happened to
+commit, and releases them in the canonical order (the collector's heartbeats, the identity
+stage's markers and the lead stage's release buffer: docs/architecture.md, "Event-time
+order"). What depends on timing still is listed in :data:`TIMING` and not compared; a
+known_issue test compares it too.
 """
 
 from __future__ import annotations
@@ -169,10 +170,9 @@ def test_crash_run_derives_the_timing_fields_too(crashed: Outputs, clean: Output
     _check(crashed, clean, {})
 
 
-@pytest.mark.known_issue
 def test_crash_run_with_four_inbound_partitions(base_settings: Settings, home: Path) -> None:
-    """Known issue: several inbound partitions interleave into a by-lead partition by timing
-    (the release buffer of processors/ordering.py is not wired into the engine yet)."""
+    """Four inbound partitions interleave into each by-lead partition by timing; the lead
+    stage releases them in the canonical order, so a crash run derives what a clean one does."""
     clean4 = _run(base_settings, home / "clean", inbound_partitions=4)
     crashed4 = _run(base_settings, home / "crashed", faults=crash_faults, inbound_partitions=4)
     _check(crashed4, clean4, TIMING)

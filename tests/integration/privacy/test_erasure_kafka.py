@@ -23,6 +23,7 @@ from leadflow.processors.events import Event, Kind
 from leadflow.processors.identity import derive_lead_id
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.sinks.projector import Projector
+from leadflow.streams.control import is_control
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, PII_KEYS, create_topics
@@ -43,13 +44,16 @@ def raw_records(
     consumer.assign([TopicPartition(topic, p, starts.get(p, 0)) for p in ends])
     wanted = sum(max(0, ends[p] - starts.get(p, 0)) for p in ends)
     out: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
-    misses = 0
+    misses = seen = 0
     try:
-        while len(out) < wanted and misses < 40:
+        while seen < wanted and misses < 40:
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 misses += 1
                 continue
+            seen += 1
+            if is_control(msg.headers()):
+                continue  # the collector's heartbeats: no payload, not events
             out.append((msg.key() or b"", msg.value() or b"", list(msg.headers() or [])))
     finally:
         consumer.close()

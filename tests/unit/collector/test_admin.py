@@ -43,6 +43,9 @@ class Events:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None]] = []
 
+    def heartbeat(self, topic: str, value: int) -> None:
+        pass
+
     def send(self, records: Sequence[tuple[str, bytes, bytes | None]]) -> None:
         self.sent.extend(records)
 

@@ -20,7 +20,7 @@ from leadflow.processors.policy_load import load_default_policy
 from leadflow.schemas.codec import SingleObjectCodec
 from leadflow.streams.engine.stage import Record
 from leadflow.streams.engine.stores import PartitionStore
-from leadflow.streams.stages.identity import IdentityTask
+from leadflow.streams.stages.identity import IdentityTask, Markers
 from leadflow.streams.stages.lead import LEADS, PARTITION, LeadDeps, LeadTask, clock_key
 from leadflow.streams.topics import EVENTS_BY_LEAD, SLA_BREACHED, TopicSpec
 
@@ -108,7 +108,7 @@ def visit(ws: str, device: str, event_id: str, hours: float, **payload: object) 
 
 
 def test_identity_buffers_a_device_until_it_is_named_then_releases_in_order() -> None:
-    ctx, task = FakeContext(), IdentityTask(CODEC, BoundsTable())
+    ctx, task = FakeContext(), IdentityTask(CODEC, BoundsTable(), FakeContext(), Markers(1))
     dev = scoped_key("ws", "dev")
     task.on_record(ctx, record(visit("ws", "dev", "v1", 1), dev))
     assert ctx.sent == []
@@ -122,7 +122,7 @@ def test_identity_buffers_a_device_until_it_is_named_then_releases_in_order() ->
 
 
 def test_identity_dead_letters_a_record_under_a_foreign_key() -> None:
-    ctx, task = FakeContext(), IdentityTask(CODEC, BoundsTable())
+    ctx, task = FakeContext(), IdentityTask(CODEC, BoundsTable(), FakeContext(), Markers(1))
     bad = record(visit("ws", "dev", "v1", 1), "someone-else")
     task.on_record(ctx, bad)
     assert [r for r, _ in ctx.dead] == [bad]

@@ -1,0 +1,294 @@
+"""The engine's event-time order (issue 17 point 2, issue 14): the identity stage's R' and
+markers and the lead stage's release buffer, driven by arbitrary schedules.
+
+The stage tasks run as the engine runs them (one task per partition, batches that commit
+or abort, stores rebuilt on abort), over a simulated broker: which task moves next, where
+batches end and which of them abort (a crash) is a *schedule*. Whatever the schedule, every
+lead's derived events must be those of ``leadflow.demo.inprocess.InProcess``, the
+reference (tests/unit/demo/test_inprocess.py), which releases in the canonical order.
+"""
+
+from __future__ import annotations
+
+import doctest
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leadflow.demo.inprocess import InProcess, partition_of
+from leadflow.processors.bounds import BoundsTable
+from leadflow.processors.events import Event
+from leadflow.processors.model import ScoreModel
+from leadflow.processors.ordering import ReleaseKey, release_key
+from leadflow.processors.policy_load import load_default_policy
+from leadflow.schemas.codec import SingleObjectCodec
+from leadflow.streams import control
+from leadflow.streams.collector import receive_clock
+from leadflow.streams.engine import release
+from leadflow.streams.engine.release import Held, StoredRelease, at_of, sort_bytes
+from leadflow.streams.engine.stage import Record, Task
+from leadflow.streams.engine.stores import PartitionStore
+from leadflow.streams.stages.identity import IdentityTask, Markers
+from leadflow.streams.stages.lead import RELEASE, LeadDeps, LeadTask
+from leadflow.streams.topics import DLQ, EVENTS, EVENTS_BY_LEAD, TopicSpec
+from tests.unit.demo import journey
+from tests.unit.demo.test_inprocess import encoded, journeys
+
+POLICY = load_default_policy()
+CODEC = SingleObjectCodec()
+MODEL = ScoreModel(POLICY, "ws")
+END = 2**62
+
+
+def test_docstring_examples_run() -> None:
+    for module in (control, receive_clock, release):
+        assert doctest.testmod(module).failed == 0
+
+
+keys = st.builds(
+    release_key,
+    st.integers(-(10**12), 10**13),
+    st.integers(-(10**12), 10**13),
+    st.text(st.characters(blacklist_characters="\x00"), max_size=6),
+    rank=st.integers(0, 2),
+    lateness_ms=st.integers(0, 10**6),
+)
+
+
+@given(a=keys, b=keys, ta=st.binary(max_size=4), tb=st.binary(max_size=4))
+def test_sort_bytes_compare_like_the_key_then_the_tiebreak(
+    a: ReleaseKey, b: ReleaseKey, ta: bytes, tb: bytes
+) -> None:
+    assert (sort_bytes(a, ta) < sort_bytes(b, tb)) == ((a, ta) < (b, tb))
+    assert at_of(sort_bytes(a, ta)) == a.at
+
+
+def test_the_receive_clock_never_promises_past_a_request_not_yet_queued() -> None:
+    now = [100]
+    clock = receive_clock.ReceiveClock(lambda: now[0])
+    stamp = clock.open()
+    now[0] = 500
+    assert clock.floor() == 100  # the open request may still be written with 100
+    clock.close(stamp)
+    assert clock.floor() == 500
+    now[0] = 300  # the wall clock steps back: stamps do not
+    assert clock.open() == 500
+
+
+# -- a simulated broker and engine -----------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    """A task's context: its partition's stores, and what the open batch sent."""
+
+    partition: int
+    stores: dict[str, PartitionStore] = field(default_factory=dict)
+    sent: list[tuple[str, bytes | None, bytes, dict[str, bytes], int | None]] = field(
+        default_factory=list
+    )
+    dead: list[Record] = field(default_factory=list)
+
+    def _store(self, name: str) -> PartitionStore:
+        return self.stores.setdefault(name, PartitionStore())
+
+    def get(self, store: str, key: bytes) -> bytes | None:
+        return self._store(store).get(key)
+
+    def put(self, store: str, key: bytes, value: bytes | None) -> None:
+        self._store(store).put(key, value)
+
+    def items(self, store: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        return self._store(store).items(prefix)
+
+    def send(
+        self,
+        topic: TopicSpec,
+        key: bytes | None,
+        value: bytes,
+        headers: Mapping[str, bytes] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        self.sent.append((topic.name, key, value, dict(headers or {}), partition))
+
+    def dead_letter(self, record: Record, exc: Exception) -> None:
+        self.dead.append(record)
+
+
+@dataclass
+class Sim:
+    """One task of a partition, reading its input log."""
+
+    partition: int
+    factory: Callable[[Ctx], Task]
+    log: list[Record] = field(default_factory=list)
+    ctx: Ctx = field(init=False)
+    task: Task = field(init=False)
+    committed: int = 0
+    cursor: int = 0
+
+    def __post_init__(self) -> None:
+        self.ctx = Ctx(self.partition)
+        self.task = self.factory(self.ctx)
+
+
+@dataclass
+class Process:
+    """Tasks that share one transaction per batch, as one worker process's do: a batch
+    commits (every touched task's ``on_batch_end``, stores, sends, offsets) or aborts (a
+    crash: every task rebuilt from its committed stores, rewound to its committed offset)."""
+
+    name: str
+    sims: list[Sim]
+
+    def step(self, sim: Sim) -> None:
+        sim.task.on_record(sim.ctx, sim.log[sim.cursor])
+        sim.cursor += 1
+
+    def in_batch(self) -> bool:
+        return any(s.cursor > s.committed for s in self.sims)
+
+    def __post_init__(self) -> None:
+        for sim in self.sims:
+            sim.ctx.sent = self.sent  # one producer: sends keep the order they were made in
+
+    sent: list[tuple[str, bytes | None, bytes, dict[str, bytes], int | None]] = field(
+        default_factory=list
+    )
+
+    def commit(self) -> list[tuple[str, bytes | None, bytes, dict[str, bytes], int | None]]:
+        touched = [s for s in self.sims if s.cursor > s.committed]
+        for sim in touched:
+            sim.task.on_batch_end(sim.ctx)
+        for sim in self.sims:
+            for store in sim.ctx.stores.values():
+                store.commit()
+            sim.committed = sim.cursor
+        sent = list(self.sent)
+        self.sent.clear()
+        return sent
+
+    def abort(self) -> None:
+        self.sent.clear()
+        for sim in self.sims:
+            for store in sim.ctx.stores.values():
+                store.abort()
+            sim.cursor = sim.committed
+        for sim in self.sims:
+            sim.task = sim.factory(sim.ctx)  # rebuilt from the committed stores, as the engine does
+
+
+def run_engine(
+    events: list[Event], partitions: int, lateness: int, schedule: Iterator[int], aborts: int
+) -> dict[str, list[bytes]]:
+    """The stage tasks over ``partitions`` inbound and by-lead partitions; per lead, the
+    derived events it emitted (committed batches only), as wire bytes.
+
+    The identity tasks run in one process (one transaction per batch, shared markers);
+    each lead task in a process of its own.
+    """
+    deps = LeadDeps(CODEC, POLICY, lambda _ws: MODEL, None, partitions, lateness)
+    markers = Markers(partitions)
+    inbound = [
+        Sim(p, lambda ctx: IdentityTask(CODEC, BoundsTable(), ctx, markers))
+        for p in range(partitions)
+    ]
+    leads = [Sim(p, lambda ctx: LeadTask(deps, ctx)) for p in range(partitions)]
+    processes = [Process("identity", inbound), *(Process("lead", [s]) for s in leads)]
+    per_source: list[list[Event]] = [[] for _ in range(partitions)]
+    for event in events:
+        per_source[partition_of(event.person_key, partitions)].append(event)
+    for source, queue in enumerate(per_source):
+        # The collector's heartbeats: before and after each record, up to the next one's
+        # received_at (never past it: the collector's floor), and everything at the end.
+        log = inbound[source].log
+        beats = [e.received_at for e in queue] + [END]
+        log.append(_beat(beats[0]))
+        for event, after in zip(queue, beats[1:], strict=True):
+            log.append(Record(EVENTS.name, source, len(log), event.person_key.encode(),
+                              CODEC.encode(event)))  # fmt: skip
+            log.append(_beat(after))
+    derived: dict[str, list[bytes]] = {}
+    while True:
+        actions: list[tuple[str, Process, Sim | None]] = [
+            ("step", proc, s) for proc in processes for s in proc.sims if s.cursor < len(s.log)
+        ]
+        actions += [("commit", proc, None) for proc in processes if proc.in_batch()]
+        if aborts > 0:
+            actions += [("abort", proc, None) for proc in processes if proc.in_batch()]
+        if not actions:
+            break
+        kind, proc, sim = actions[next(schedule, 0) % len(actions)]
+        if kind == "step":
+            assert sim is not None
+            proc.step(sim)
+        elif kind == "abort":
+            aborts -= 1
+            proc.abort()
+        else:
+            for topic, key, value, headers, partition in proc.commit():
+                if topic == EVENTS_BY_LEAD.name:
+                    if partition is None:
+                        assert key is not None
+                        partition = partition_of(key.decode(), partitions)
+                    log = leads[partition].log
+                    log.append(Record(topic, partition, len(log), key, value, headers))
+                elif proc.name == "lead" and topic != DLQ.name:
+                    obj = CODEC.decode(value)
+                    derived.setdefault(obj.lead_id, []).append(value)
+    for sim in leads:
+        assert len(StoredRelease(sim.ctx, RELEASE, partitions, lateness)) == 0
+    return derived
+
+
+def _beat(value: int) -> Record:
+    return Record(EVENTS.name, 0, 0, None, b"", {control.HEARTBEAT: str(value).encode()})
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    data=journeys(),
+    partitions=st.integers(2, 4),
+    schedule=st.lists(st.integers(0, 30), max_size=300),
+    aborts=st.integers(0, 3),
+)
+def test_any_schedule_of_the_engine_gives_the_reference_outputs(
+    data: tuple[list[Event], int], partitions: int, schedule: list[int], aborts: int
+) -> None:
+    events, lateness = data
+    reference = InProcess(POLICY, partitions, lateness_ms=lateness, model=MODEL).run(events)
+    got = run_engine(events, partitions, lateness, iter(schedule), aborts)
+    assert got == encoded(reference)
+
+
+def test_the_issue_journey_on_four_partitions_in_two_schedules_is_the_reference() -> None:
+    events = journey.events()
+    reference = encoded(InProcess(POLICY, 4, model=MODEL).run(events))
+    assert reference
+    forward = run_engine(events, 4, 0, iter([]), 0)
+    backward = run_engine(events, 4, 0, iter([7, 3, 11, 5, 2] * 60), 2)
+    assert forward == reference
+    assert backward == reference
+
+
+def test_a_record_waits_until_every_source_promised_past_it() -> None:
+    ctx = Ctx(0)
+    buf = StoredRelease(ctx, RELEASE, sources=2, lateness_ms=0)
+    sort = sort_bytes(release_key(100, 90, "e1"), b"v")
+    assert buf.add(ctx, sort, Held(b"k", b"v", 3))
+    assert not buf.add(ctx, sort, Held(b"k", b"v", 3))  # the same bytes again: kept once
+    buf.promise(0, 500)
+    assert buf.peek_ripe() is None  # source 1 has not spoken
+    buf.promise(1, 100)
+    assert buf.peek_ripe() is None  # R' 100 is not past 100
+    buf.promise(1, 101)
+    assert buf.peek_ripe() == sort
+    buf.flush(ctx)
+    for store in ctx.stores.values():
+        store.commit()
+    rebuilt = StoredRelease(ctx, RELEASE, sources=2, lateness_ms=0)  # after a restart
+    assert (len(rebuilt), rebuilt.low, rebuilt.peek_ripe()) == (1, 101, sort)
+    assert rebuilt.pop(ctx, sort) == Held(b"k", b"v", 3)
+    assert len(rebuilt) == 0
