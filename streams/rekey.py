@@ -52,6 +52,7 @@ from confluent_kafka import (
 from leadflow.processors.errors import InvalidEvent, LeadflowError
 from leadflow.processors.events import Event
 from leadflow.schemas.codec import Codec, DecodeError, codec_from_settings
+from leadflow.streams.control import HEARTBEAT
 from leadflow.streams.kafka_offsets import committed_offsets, topic_watermarks
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
@@ -66,7 +67,6 @@ from leadflow.streams.topics import (
 
 log = get_logger(__name__)
 
-HEARTBEAT = "leadflow.heartbeat"
 Headers = Sequence[tuple[str, bytes | None]]
 
 
