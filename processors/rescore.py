@@ -4,8 +4,8 @@ Engagement decays with event time, but a score used to be emitted only when an e
 a rule: at a cutoff, the score a rep saw was a median 15 days old and still showed that
 day's heat. Now an open lead (lead, MQL, recycled) that was scored is due for a re-score
 one day of event time later; when it is due, the rules and the model are evaluated at
-that moment and a :class:`LeadScored` is emitted if either moved visibly (at least
-:data:`MIN_POINTS` rule points or :data:`MIN_MODEL` of model probability). So there is at
+that moment and a :class:`LeadScored` is emitted if the rules moved visibly (at least
+:data:`MIN_POINTS` points; the model's score rides along, see :func:`rescore`). So there is at
 most one re-score per lead per day, none for a lead whose score stands still, and none
 once the lead has been quiet for :data:`QUIET_DAYS` (its engagement is gone by then).
 
@@ -28,7 +28,6 @@ from leadflow.processors.policy import Policy
 from leadflow.processors.scoring import DAY_MS, policy_engagement, top_rules
 
 MIN_POINTS = 1.0
-MIN_MODEL = 0.01
 QUIET_DAYS = 60
 RESCORED_STAGES = frozenset({Stage.LEAD, Stage.MQL, Stage.RECYCLED})
 
@@ -67,10 +66,12 @@ def rescore(
     s = dataclasses.replace(state, fit=fit, engagement=round(eng, 4))
     features = lead_features(s, at_ms, policy)
     model_score = round(model.predict(features), 4) if model is not None else state.model_score
-    moved = abs((fit + eng) - (state.fit + state.engagement)) >= MIN_POINTS or (
-        model_score is not None
-        and (state.model_score is None or abs(model_score - state.model_score) >= MIN_MODEL)
-    )
+    # Whether a re-score exists is decided by the rules alone: which model the worker holds is
+    # not yet a function of the log (docs/architecture.md, the model-switch marker), and a
+    # record's existence and id must be. With the lead's age a model feature, the model's
+    # score moves every day, so a crash (no model for the feed's first poll) changed which
+    # re-scores existed. The model's score rides along when the rules move.
+    moved = abs((fit + eng) - (state.fit + state.engagement)) >= MIN_POINTS
     if not moved:
         return rescheduled(state, at_ms), None
     s = dataclasses.replace(
@@ -98,4 +99,4 @@ def rescore(
     return rescheduled(open_window(s, features, at_ms, policy), at_ms), scored
 
 
-__all__ = ["MIN_MODEL", "MIN_POINTS", "QUIET_DAYS", "RESCORED_STAGES", "rescheduled", "rescore"]
+__all__ = ["MIN_POINTS", "QUIET_DAYS", "RESCORED_STAGES", "rescheduled", "rescore"]
