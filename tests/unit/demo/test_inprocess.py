@@ -367,3 +367,48 @@ def test_any_interleaving_gives_the_outputs_of_event_time_order(
             if handoff.last_touch is not None:
                 assert handoff.last_touch.occurred_at <= handoff.became_sql_at
     assert all(isinstance(m, LeadMerged) for m in reference.merged())
+
+
+def _shared_device_journey() -> list[Event]:
+    """The journey hypothesis found (session 3): two people on one device, one identify late."""
+    t0 = 1_767_225_600_000
+
+    def e(n: int, kind: Kind, at_s: int, recv_s: float, **kw: Any) -> Event:
+        return Event(f"e{n:03d}", kind, "ws", t0 + at_s * 1000, t0 + int(recv_s * 1000), **kw)
+
+    pricing = Context(path="/pricing")
+    dev = "dev-shared"
+    return [
+        e(1, Kind.VISIT, 1, 1.05, anonymous_id=dev, context=pricing),
+        e(5, Kind.VISIT, 5, 7.05, anonymous_id=dev, context=pricing),
+        e(6, Kind.VISIT, 6, 7.05, anonymous_id=dev, context=pricing),
+        e(7, Kind.FORM_SUBMITTED, 7, 7.05, anonymous_id=dev,
+          payload={"email": "p1@co1.io", "company_size": 500, "title": "VP Sales",
+                   "industry": "software"}),
+        e(8, Kind.VISIT, 8, 8.05, anonymous_id=dev, context=pricing),
+        e(2, Kind.VISIT, 2, 24, anonymous_id=dev, context=pricing),
+        e(3, Kind.IDENTIFY, 3, 24, anonymous_id=dev, lead_id="user-0"),
+        e(4, Kind.ALIAS, 4, 24, lead_id="user-0", payload={"previous_id": "old-0"}),
+        e(9, Kind.VISIT, 20, 24.05, anonymous_id=dev, context=pricing),
+        e(10, Kind.FORM_SUBMITTED, 21, 24.05, anonymous_id=dev,
+          payload={"email": "p2@co2.io", "company_size": 500, "industry": "software"}),
+        e(11, Kind.IDENTIFY, 22, 24.05, anonymous_id=dev, lead_id="user-2"),
+        e(12, Kind.ALIAS, 23, 24.05, lead_id="user-2", payload={"previous_id": "old-2"}),
+        e(13, Kind.STAGE_CHANGED, 24, 24.05, lead_id="user-2", payload={"action": "accept_mql"}),
+    ]  # fmt: skip
+
+
+@pytest.mark.known_issue
+def test_a_shared_device_merges_alike_on_one_partition_and_on_three() -> None:
+    """Known issue (issue 14): one partition and three derive different records here.
+
+    Found by the property above (it draws journeys at random, so CI meets it only by chance).
+    Both runs have the same three leads with the same number of records (user-0 14, user-2 6,
+    the form's email lead 3) but not the same bytes; the shared device, a late identify
+    (e003, received 17 s after the form e007 that follows it in event time) and aliases on
+    other keys are involved. Cause not traced yet.
+    """
+    events = _shared_device_journey()
+    single = InProcess(POLICY, 1, lateness_ms=120_000).run(events)
+    three = InProcess(POLICY, 3, lateness_ms=120_000).run(events)
+    assert _owners_masked(single) == _owners_masked(three)
