@@ -39,6 +39,7 @@ from confluent_kafka.admin import AdminClient
 from leadflow.cli.main import cli
 from leadflow.processors.events import Event, Kind
 from leadflow.sinks.replay import replay
+from leadflow.streams.control import is_control
 from leadflow.streams.engine.kafka import WORKER_GROUP
 from leadflow.streams.kafka_offsets import topic_ends
 from leadflow.streams.local_kafka import scratch_broker
@@ -277,8 +278,12 @@ def test_documented_rebuild_derives_what_new_keys_derive(
     create_topics(new)
     send(new, items)
 
-    logs = [(k, v) for k, v, _ in read_topic(old, EVENTS.name)]
-    assert logs == [(k, v) for k, v, _ in read_topic(new, EVENTS.name)]  # byte for byte
+    # Byte for byte, heartbeats aside: the test's send() ends with one (the collector's own
+    # kind), which the re-key skips and counts.
+    def data(settings: Settings) -> list[tuple[bytes | None, bytes]]:
+        return [(k, v) for k, v, h in read_topic(settings, EVENTS.name) if not is_control(h)]
+
+    assert data(old) == data(new)
 
     run(old, [[]], tmp_path_factory.mktemp("rk-worker-after"))
     run(new, [[]], tmp_path_factory.mktemp("rk-worker-new"))
