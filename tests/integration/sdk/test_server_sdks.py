@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from leadflow.processors.events import Kind
+from leadflow.processors.events import Kind, scoped_key
 from leadflow.streams.topics import DLQ
 from tests.integration.collector.conftest import Running, consume_since, end_offsets
 from tests.integration.sdk.conftest import (
@@ -144,7 +144,7 @@ def test_analytics_node_journey_with_one_bad_event(sdk_collector: Running) -> No
         "Software",
     )
     [(key, value)] = consume_since(sdk_collector.settings, dead_before, 1, topic=DLQ.name)
-    assert key == f"lead-{run}".encode()
+    assert key == scoped_key("ws-acme", f"lead-{run}").encode()  # dead letters carry the workspace
     assert b'"a lot"' in value
 
 
@@ -192,5 +192,5 @@ def test_rudder_node_journey_with_one_bad_event(sdk_collector: Running) -> None:
     assert events[f"{run}-deal"].payload["amount"] == 12000.0
     assert events[f"{run}-alias"].payload["previous_id"] == f"anon-{run}"
     [(key, value)] = consume_since(sdk_collector.settings, dead_before, 1, topic=DLQ.name)
-    assert key == f"lead-{run}".encode()
+    assert key == scoped_key("ws-acme", f"lead-{run}").encode()  # dead letters carry the workspace
     assert b'"a lot"' in value
