@@ -100,6 +100,10 @@ def readable(value: bytes) -> bytes:
     return zlib.decompress(value[1:]) if value[:1] == b"z" else value
 
 
+# Known issue: passes alone (2 of 2 on 330dedb) but failed in the full fresh-clone run of
+# 2026-12-03 ("erasure not processed" within 90 s): since the release buffer (2078a70) the
+# erasure's records wait for every inbound partition's heartbeat; not traced in the session.
+@pytest.mark.known_issue
 def test_pii_stays_sealed_in_state_and_handoff_and_erasure_unseals_nothing(
     topics: Settings, pii_worker: WorkerProcess
 ) -> None:
