@@ -433,13 +433,15 @@ class Ingest:
             log.info("collector.webhook_skipped", vendor=vendor, skipped=converted.skipped)
         if converted.messages:
             accepted = await self._store(
-                {"batch": converted.messages},
-                None,
-                workspace_id,
-                f"webhook:{workspace_id}",
-                request.url.path,
-                len(body),
-                skipped=converted.skipped,
+                _Submission(
+                    {"batch": converted.messages},
+                    None,
+                    workspace_id,
+                    f"webhook:{workspace_id}",
+                    request.url.path,
+                    len(body),
+                    skipped=tuple(converted.skipped),
+                )
             )
         else:
             accepted = Accepted(event_ids=[], ignored=converted.skipped)
@@ -483,42 +485,24 @@ class Ingest:
         self, data: Any, msg_type: str | None, key: str | None, source: str, size: int
     ) -> Accepted:
         record = self._authorize(key)
-        return await self._store(data, msg_type, record.workspace_id, record.key_id, source, size)
+        return await self._store(
+            _Submission(data, msg_type, record.workspace_id, record.key_id, source, size)
+        )
 
-    async def _store(
-        self,
-        data: Any,
-        msg_type: str | None,
-        workspace_id: str,
-        bucket_id: str,
-        source: str,
-        size: int,
-        skipped: Sequence[str] = (),
-    ) -> Accepted:
+    async def _store(self, sub: _Submission) -> Accepted:
         """Map, store and dead-letter the messages of one authenticated request."""
         # The request's receivedAt stays open until its records are queued: no heartbeat
         # promises past it meanwhile (streams/collector/receive_clock.py).
         clock = self.c.receive
         assert clock is not None  # set by __post_init__
         with clock.stamped() as received_at:
-            return await self._store_at(
-                data, msg_type, workspace_id, bucket_id, source, size, skipped, received_at
-            )
+            return await self._store_at(sub, received_at)
 
-    async def _store_at(
-        self,
-        data: Any,
-        msg_type: str | None,
-        workspace_id: str,
-        bucket_id: str,
-        source: str,
-        size: int,
-        skipped: Sequence[str],
-        received_at: int,
-    ) -> Accepted:
+    async def _store_at(self, sub: _Submission, received_at: int) -> Accepted:
         s = self.c.settings
-        messages, options = self._messages(data, msg_type, workspace_id, received_at)
-        bucket = self.limiter.bucket(bucket_id)
+        workspace_id, source, skipped = sub.workspace_id, sub.source, sub.skipped
+        messages, options = self._messages(sub.data, sub.msg_type, workspace_id, received_at)
+        bucket = self.limiter.bucket(sub.bucket_id)
         if not bucket.take(len(messages)):
             raise Rejection(
                 429,
@@ -527,7 +511,7 @@ class Ingest:
                 headers={"Retry-After": str(max(1, math.ceil(bucket.wait_seconds())))},
                 events=len(messages),
             )
-        outcome = self._map_all(messages, options, size > s.collector_max_event_bytes)
+        outcome = self._map_all(messages, options, sub.size > s.collector_max_event_bytes)
         mapped = await self._seal([m for _i, m in outcome.mapped])
         records: list[tuple[bytes, bytes]] = []
         stored: list[Mapped] = []
@@ -678,6 +662,23 @@ class Ingest:
             else:
                 outcome.mapped.append((index, result))
         return outcome
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """One authenticated request's body, on its way to Kafka.
+
+    ``bucket_id`` names the rate-limit bucket (the write key, or the webhook's workspace);
+    ``skipped`` are the vendor fields a webhook conversion left out, reported as ignored.
+    """
+
+    data: Any
+    msg_type: str | None
+    workspace_id: str
+    bucket_id: str
+    source: str
+    size: int
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass
