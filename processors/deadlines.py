@@ -101,14 +101,17 @@ def advance_time(
             )
         )
         s = dataclasses.replace(s, sla_breached=True, owner_id=a.owner_id, team=a.team)
-    s, example = horizon_negative(s, watermark_ms, policy)
-    if example is not None:
-        out.append(example)
-    # Each due re-score is evaluated at its own due time, day after day up to the watermark:
-    # what is emitted then depends on the lead and event time only, not on how far the
-    # watermark jumped (other workspaces' traffic moves it too).
+    # Each due re-score is evaluated at its own due time, day after day up to the watermark,
+    # after the labels due by then (a re-score may add a snapshot to the open window, see
+    # labels.open_window): what is emitted then depends on the lead and event time only, not
+    # on how far the watermark jumped (other workspaces' traffic moves it too).
     while rescore and s.rescore_due_at is not None and s.rescore_due_at <= watermark_ms:
-        s, scored = rescore_lead(s, s.rescore_due_at, policy, model)
+        due = s.rescore_due_at
+        s, examples = horizon_negative(s, due, policy)
+        out.extend(examples)
+        s, scored = rescore_lead(s, due, policy, model)
         if scored is not None:
             out.append(scored)
+    s, examples = horizon_negative(s, watermark_ms, policy)
+    out.extend(examples)
     return s, out

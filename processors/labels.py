@@ -1,31 +1,33 @@
 """Training examples: what one lead teaches the online model, and when (the labelling policy).
 
 The model answers "will this open lead convert (``labels.conversion``) within the next
-``labels.negative_horizon_days``?", at any moment a score is shown, so a lead teaches ONE
-example per *window*: a window opens at a score of a known, open lead when none is open
-(visitors, i.e. replayed pre-identify touches, open none), keeps the features of that
-score (computed at the lead's event-time watermark), and ends with exactly one label:
+``labels.negative_horizon_days``?", at any moment a score is shown. A *window* opens at a
+score of a known, open lead when none is open (visitors, i.e. replayed pre-identify
+touches, open none) and keeps the features of that score (computed at the lead's
+event-time watermark). With ``labels.later_snapshots`` > 0, while it is open the lead is
+sampled again: a score or a daily decay check (:mod:`rescore`, also one that emits
+nothing) at least ``labels.snapshot_every_days`` after the newest snapshot adds a later
+snapshot (``pending``, at most ``later_snapshots``). Every snapshot ends with exactly one label:
 
-- positive at a conversion within the window, with the window's snapshot;
-- negative when sales says no (recycled, disqualified, a lost deal), with the snapshot;
-- negative when ``labels.negative_horizon_days`` of event time pass without a conversion.
+- positive at a conversion within its horizon (all open snapshots at once);
+- negative when sales says no (recycled, disqualified, a lost deal), all open snapshots;
+- negative when ``labels.negative_horizon_days`` of event time pass from that snapshot
+  without a conversion; the next pending snapshot then carries the window on.
 
-The next score after that (an event, or a decay re-score: :mod:`rescore`) opens the next
-window, so an open lead is sampled about once per horizon over its whole open life, hot
-and cold moments alike: the examples are distributed like the moments the score is used
-at (a rep looking at the open leads on some day). Until this release the snapshot was
-the LAST score before the outcome, so a conversion always taught its hottest moment and
-the model never saw a lead that converts a month later (at fixed cutoffs: model AUC 0.713
-vs rules 0.718, see docs/architecture.md).
+Why several snapshots (session 4, docs/architecture.md): with one snapshot per window, a
+lead taught mostly from its FIRST score (81 of 99 positives in a northwind run), where
+every new lead looks engaged, while the score is read all through the lead's open life.
+The snapshots make the examples look like the moments the score is used at; a long-lived
+lead teaches at most 1 + ``later_snapshots`` examples per horizon, in proportion to its open life,
+as it is counted among the open leads a rep looks at.
 
-Why not one example per score or per day: near-duplicates weighted by activity, correlated
-examples, one pending snapshot each in state. Windows never overlap in event time: a new
-one opens only from the previous label's time on (``episode_after``), so events that
-arrive late from inside a span already taught (a partition lagging the worker's
-watermark) open no second negative. A conversion always teaches its positive, also right
-after a negative (features as of the conversion, :func:`features_as_of`). No example uses
-features from after its label time. Example ids are deterministic (lead, label, cause),
-so a replay re-emits the same examples.
+Windows never reopen inside a span already taught: a new one opens only from the last
+label's time on (``episode_after``), so events that arrive late from inside that span (a
+partition lagging the worker's watermark) open no second window. A conversion always
+teaches its positive, also right after a negative (features as of the conversion,
+:func:`features_as_of`). No example uses features from after its label time. Example ids
+are deterministic (lead, label, cause, snapshot time), and the snapshots are lead state
+(stored with it, in its changelog), so a replay re-emits the same examples.
 """
 
 from __future__ import annotations
@@ -35,62 +37,84 @@ import dataclasses
 from leadflow.processors.derived import Stage, TrainingExample, derived_id
 from leadflow.processors.events import Event
 from leadflow.processors.features import lead_features
-from leadflow.processors.lead_state import LeadState
+from leadflow.processors.lead_state import LeadState, Snapshot
 from leadflow.processors.policy import Policy
 from leadflow.processors.scoring import DAY_MS, policy_engagement
 
 
 def close_episode(
     state: LeadState, snapshot: LeadState, event: Event, policy: Policy, *, label: bool
-) -> tuple[LeadState, LeadState, TrainingExample | None]:
-    """Teach the episode's one example at ``event``: a conversion, or a sales no.
+) -> tuple[LeadState, LeadState, list[TrainingExample]]:
+    """Teach the open window's examples at ``event``: a conversion, or a sales no.
 
     ``state`` is the lead as the step has it so far, ``snapshot`` the lead just before the
-    event (what the example may use); returns both updated and the example, if any.
+    event (what the examples may use); returns both updated and the examples.
 
     A positive is taught on every conversion, even when the episode already closed
     (a negative after a silence, then a comeback): the comeback is a new episode that
     ends right here. A negative (recycled, disqualified) is taught only for an OPEN
     episode, so a lead recycled twice without re-engaging teaches one negative.
-    Features are the open snapshot's (the last score before this event), or, when
+    Features are the open snapshot's (the first score of the window), or, when
     there is none or it is newer than this event (a late CRM event), the lead as it
     stood at this event's time (:func:`features_as_of`): never features from after
-    the label.
+    the label. Each later snapshot of the window (``pending``) taken by this event's
+    time teaches the same label with its own features; one taken after it teaches nothing.
     """
     s, e, snap = state, event, snapshot
     at = e.occurred_at
     if snap.features_at is None or (not label and (snap.labelled or at < s.episode_after)):
-        return state, snapshot, None  # never scored, or a negative for a span already taught
+        return state, snapshot, []  # never scored, or a negative for a span already taught
     if not snap.labelled and snap.features_at <= at:
         features, scored_at = dict(snap.features), snap.features_at
     else:
         features, scored_at = features_as_of(snap, at, policy), at
-    example = TrainingExample(
-        example_id=derived_id(s.lead_id, "example", label, e.event_id),
-        workspace_id=s.workspace_id,
-        lead_id=s.lead_id,
-        scored_at=scored_at,
-        labelled_at=at,
-        label=label,
-        features=features,
-    )
+    examples = [
+        TrainingExample(
+            example_id=derived_id(s.lead_id, "example", label, e.event_id),
+            workspace_id=s.workspace_id,
+            lead_id=s.lead_id,
+            scored_at=scored_at,
+            labelled_at=at,
+            label=label,
+            features=features,
+        )
+    ]
+    if not snap.labelled:
+        examples.extend(
+            TrainingExample(
+                example_id=derived_id(s.lead_id, "example", label, e.event_id, p.at),
+                workspace_id=s.workspace_id,
+                lead_id=s.lead_id,
+                scored_at=p.at,
+                labelled_at=at,
+                label=label,
+                features=dict(p.features),
+            )
+            for p in snap.pending
+            if p.at <= at
+        )
     state = dataclasses.replace(
         state,
         labelled=True,
         label_due_at=None,
         features={},
+        pending=(),
         episode_after=max(s.episode_after, at),
     )
     # Later steps of this event (a recycle after the SQL of the same event) see the
     # episode closed.
-    snapshot = dataclasses.replace(snap, labelled=True, label_due_at=None)
-    return state, snapshot, example
+    snapshot = dataclasses.replace(snap, labelled=True, label_due_at=None, pending=())
+    return state, snapshot, examples
 
 
 def open_window(
     state: LeadState, features: dict[str, float], at_ms: int, policy: Policy
 ) -> LeadState:
-    """Open a label window at a score made at ``at_ms``, unless one is open or none may open.
+    """Open a label window at a score made at ``at_ms``, or add a later snapshot to the open one.
+
+    No window opens for a lead that cannot be labelled, or before ``episode_after``. While a
+    window is open, a score at least ``labels.snapshot_every_days`` after its newest snapshot
+    adds one (``pending``, at most ``labels.later_snapshots``).
 
     Example:
         >>> from leadflow.processors.policy_load import load_default_policy
@@ -98,8 +122,21 @@ def open_window(
         >>> s = open_window(LeadState("L", "ws", stage=Stage.LEAD), {"x": 1.0}, 5, p)
         >>> s.features_at, s.labelled, open_window(s, {"x": 2.0}, 9, p).features
         (5, False, {'x': 1.0})
+        >>> import dataclasses
+        >>> p3 = dataclasses.replace(p, labels=dataclasses.replace(p.labels, later_snapshots=3))
+        >>> later = open_window(s, {"x": 3.0}, 5 + 7 * DAY_MS, p3)
+        >>> later.features, [(q.at - 5) // DAY_MS for q in later.pending]
+        ({'x': 1.0}, [7])
     """
-    if not state.labelled or not label_open(state, policy) or at_ms < state.episode_after:
+    if not label_open(state, policy):
+        return state
+    if not state.labelled and state.features_at is not None:
+        newest = state.pending[-1].at if state.pending else state.features_at
+        every_ms = int(policy.labels.snapshot_every_days * DAY_MS)
+        if len(state.pending) >= policy.labels.later_snapshots or at_ms < newest + every_ms:
+            return state
+        return dataclasses.replace(state, pending=(*state.pending, Snapshot(at_ms, dict(features))))
+    if at_ms < state.episode_after:
         return state
     horizon_ms = int(policy.labels.negative_horizon_days * DAY_MS)
     return dataclasses.replace(
@@ -108,6 +145,7 @@ def open_window(
         features_at=at_ms,
         labelled=False,
         label_due_at=at_ms + horizon_ms,
+        pending=(),
     )
 
 
@@ -136,39 +174,52 @@ def label_open(state: LeadState, policy: Policy) -> bool:
 
 def horizon_negative(
     state: LeadState, watermark_ms: int, policy: Policy
-) -> tuple[LeadState, TrainingExample | None]:
-    """The negative label of an open snapshot whose horizon ``watermark_ms`` has passed.
+) -> tuple[LeadState, list[TrainingExample]]:
+    """The negative labels of the open snapshots whose horizon ``watermark_ms`` has passed.
+
+    The window's snapshot is labelled first; the oldest later snapshot (``pending``) then
+    becomes the window's, due at its own horizon, and so on.
 
     Example:
         >>> from leadflow.processors.policy_load import load_default_policy
         >>> s = LeadState("L", "ws", stage=Stage.LEAD, features={"fit": 1.0}, features_at=0,
         ...               labelled=False)
-        >>> horizon_negative(s, 0, load_default_policy())[1] is None
-        True
+        >>> horizon_negative(s, 0, load_default_policy())[1]
+        []
     """
     s = state
-    example = None
+    examples: list[TrainingExample] = []
     horizon_ms = int(policy.labels.negative_horizon_days * DAY_MS)
-    if (
+    while (
         not s.labelled
         and s.features_at is not None
         and s.features_at + horizon_ms <= watermark_ms
         and label_open(s, policy)
     ):
-        example = TrainingExample(
-            example_id=derived_id(s.lead_id, "example", False, s.features_at),
-            workspace_id=s.workspace_id,
-            lead_id=s.lead_id,
-            scored_at=s.features_at,
-            labelled_at=s.features_at + horizon_ms,
-            label=False,
-            features=dict(s.features),
+        examples.append(
+            TrainingExample(
+                example_id=derived_id(s.lead_id, "example", False, s.features_at),
+                workspace_id=s.workspace_id,
+                lead_id=s.lead_id,
+                scored_at=s.features_at,
+                labelled_at=s.features_at + horizon_ms,
+                label=False,
+                features=dict(s.features),
+            )
         )
-        s = dataclasses.replace(
-            s,
-            labelled=True,
-            label_due_at=None,
-            features={},
-            episode_after=max(s.episode_after, s.features_at + horizon_ms),
-        )
-    return s, example
+        after = max(s.episode_after, s.features_at + horizon_ms)
+        if s.pending:
+            nxt = s.pending[0]
+            s = dataclasses.replace(
+                s,
+                features=dict(nxt.features),
+                features_at=nxt.at,
+                label_due_at=nxt.at + horizon_ms,
+                pending=s.pending[1:],
+                episode_after=after,
+            )
+        else:
+            s = dataclasses.replace(
+                s, labelled=True, label_due_at=None, features={}, episode_after=after
+            )
+    return s, examples

@@ -287,11 +287,10 @@ class _Step:
 
     def close_episode(self, *, label: bool) -> None:
         """Teach the episode's one example at this event (see ``labels.close_episode``)."""
-        self.state, self.snapshot, example = close_episode(
+        self.state, self.snapshot, examples = close_episode(
             self.state, self.snapshot, self.event, self.policy, label=label
         )
-        if example is not None:
-            self.out.append(example)
+        self.out.extend(examples)
 
 
 def _to_opportunity(step: _Step, routing: RoutingState) -> None:

@@ -64,6 +64,18 @@ class Parked:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A later feature snapshot of a lead's open label window (``processors/labels``).
+
+    ``at`` is the event time of the score it was taken at; it is labelled like the window's
+    own snapshot (by the conversion, the sales "no" or its own horizon).
+    """
+
+    at: int
+    features: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class LeadState:
     """Everything the processors know about one lead.
 
@@ -124,6 +136,10 @@ class LeadState:
     parked_tick: int | None = None  # a deadline watermark that came while waiting
     early: tuple[LeadTransfer, ...] = ()  # transfers that came before their request
     announced: bool = False  # a redirect whose LeadMerged is out (see merges._on_event)
+    # Later snapshots of the open window, oldest first, at most the policy's
+    # ``labels.later_snapshots``, each ``labels.snapshot_every_days`` after the one before
+    # (empty while ``labelled``; processors/labels.py).
+    pending: tuple[Snapshot, ...] = ()
 
 
 def encode_lead_state(state: LeadState) -> bytes:

@@ -158,6 +158,11 @@ class Labels:
 
     conversion: str  # "sql" or "won"
     negative_horizon_days: float
+    # Later feature snapshots an open window keeps (processors/labels.py): one per score or
+    # decay check at least ``snapshot_every_days`` after the newest; 0 = the window's first
+    # score only.
+    later_snapshots: int = 0
+    snapshot_every_days: float = 7.0
 
 
 @dataclass(frozen=True, slots=True)

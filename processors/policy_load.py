@@ -150,14 +150,29 @@ def _strong_signal(n: Node) -> StrongSignal:
     )
 
 
+# Each later snapshot is about 1 KB of lead state before compression (docs/architecture.md).
+MAX_LATER_SNAPSHOTS = 6
+
+
 def _labels(n: Node) -> Labels:
-    m = n.mapping(frozenset({"conversion", "negative_horizon_days"}))
+    m = n.mapping(
+        frozenset({"conversion", "negative_horizon_days", "later_snapshots", "snapshot_every_days"})
+    )
     conv_node = required(m, "conversion", n)
     conversion = conv_node.text()
     if conversion not in CONVERSION_LABELS:
         raise conv_node.fail("must be 'sql' or 'won'")
     horizon = required(m, "negative_horizon_days", n)
-    return Labels(conversion=conversion, negative_horizon_days=positive(horizon, horizon.num()))
+    later = optional(m, "later_snapshots", Node.integer, 0)
+    if not 0 <= later <= MAX_LATER_SNAPSHOTS:
+        raise m["later_snapshots"].fail(f"must be 0 to {MAX_LATER_SNAPSHOTS}")
+    every = m.get("snapshot_every_days")
+    return Labels(
+        conversion=conversion,
+        negative_horizon_days=positive(horizon, horizon.num()),
+        later_snapshots=later,
+        snapshot_every_days=7.0 if every is None else positive(every, every.num()),
+    )
 
 
 def _qualification(n: Node) -> QualificationPolicy:

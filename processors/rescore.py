@@ -73,6 +73,11 @@ def rescore(
     # re-scores existed. The model's score rides along when the rules move.
     moved = abs((fit + eng) - (state.fit + state.engagement)) >= MIN_POINTS
     if not moved:
+        # Nothing is emitted, but the lead is still shown with its score: an open label
+        # window samples this moment too (labels.later_snapshots), so cooling leads are
+        # taught as well. No window opens here (only at a score).
+        if not state.labelled:
+            state = open_window(state, features, at_ms, policy)
         return rescheduled(state, at_ms), None
     s = dataclasses.replace(
         s,
