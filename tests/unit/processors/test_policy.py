@@ -20,6 +20,7 @@ def test_default_policy_loads_with_the_documented_rules() -> None:
     assert p.sla_hours == 24
     assert p.scoring.half_life_days == 14
     assert p.labels.conversion == "sql"
+    assert (p.labels.later_snapshots, p.labels.snapshot_every_days) == (0, 7.0)
     assert set(p.qualification.frameworks) == {"bant", "meddic", "champ", "gpctba"}
     assert p.qualification.active.criteria == ("budget", "authority", "need", "timeline")
     assert {r.kind for r in p.scoring.engagement} >= {
@@ -53,6 +54,18 @@ def test_default_policy_loads_with_the_documented_rules() -> None:
             "conversion: lead ",
             "conversion: lead",
             "labels.conversion: must be 'sql' or 'won'",
+        ),
+        (
+            "later_snapshots: 0",
+            "later_snapshots: 7",
+            "later_snapshots: 7",
+            "labels.later_snapshots: must be 0 to 6",
+        ),
+        (
+            "snapshot_every_days: 7",
+            "snapshot_every_days: 0",
+            "snapshot_every_days: 0",
+            "labels.snapshot_every_days: must be greater than 0",
         ),
         (
             "default_pool: inbound_sdr",
