@@ -4,6 +4,11 @@ The worker's engine positions come only from committed offsets, so a partition t
 moving is not expected; the watch is a safety net (docs/architecture.md, "The stall watch"):
 first re-seek the partition to its committed offset, and if that does not move it either,
 exit so the supervisor starts a fresh process.
+
+Where a partition stands (:func:`behind`) is the larger of its committed offset and the
+consumer's position: a read_committed consumer skips aborted records and transaction
+markers without delivering them, so only its position passes an aborted tail.
+:func:`owed` is the measure of tools that see committed offsets only.
 """
 
 from __future__ import annotations
@@ -15,15 +20,34 @@ from enum import Enum
 def owed(end: int, committed: int, *, markers: bool) -> int:
     """Records of one partition past its committed offset.
 
-    Under exactly_once a partition ends with a transaction marker that no consumer ever
-    commits past: with ``markers=True`` a lag of one record counts as none.
+    Under exactly_once a partition ends with a transaction marker that a consumer commits
+    past only if it commits its position rather than its last record (the worker does, for
+    an idle partition, within one look of its stall watch): with ``markers=True`` a lag of
+    one record counts as none.
 
     Example:
         >>> owed(10, 7, markers=False), owed(10, 9, markers=True), owed(10, 7, markers=True)
         (3, 0, 3)
     """
-    behind = end - committed
-    return 0 if behind <= (1 if markers else 0) else behind
+    gap = end - committed
+    return 0 if gap <= (1 if markers else 0) else gap
+
+
+def behind(end: int, committed: int, position: int, *, low: int = 0) -> int:
+    """Entries of one partition between where the worker stands and the partition's end.
+
+    Where it stands is the furthest of its committed offset, the consumer's position (past
+    the records and markers a read_committed consumer skips; negative when unknown) and the
+    partition's first offset (``low``; a committed offset may be the logical "beginning").
+    Nothing is forgiven: an aborted tail or a final marker is behind the position, not ahead.
+
+    Example:
+        >>> behind(12, 9, 12), behind(12, 9, -1001), behind(0, -2, -1001), behind(9, 9, 7)
+        (0, 3, 0, 0)
+        >>> behind(20, -2, -1001, low=15)
+        5
+    """
+    return max(0, end - max(committed, position, low))
 
 
 class Verdict(Enum):

@@ -46,11 +46,12 @@ from confluent_kafka import (
 
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.engine import kafka as k
+from leadflow.streams.engine.ends import EndOffsets
 from leadflow.streams.engine.stage import Record, Stage, Task, Unavailable
 from leadflow.streams.engine.stores import Stores, changelog_topic
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
-from leadflow.streams.stall import StallWatch, Verdict, owed
+from leadflow.streams.stall import StallWatch, Verdict, behind
 from leadflow.streams.topics import DLQ, TopicSpec
 
 log = get_logger(__name__)
@@ -62,6 +63,8 @@ PARTITION_UNASSIGNED = -1
 
 # Exit code asking the supervisor for a fresh process (a partition stuck past a re-seek).
 EXIT_STALLED = 70
+# Seconds between two looks of the stall watch (and two end-offset requests).
+WATCH_EVERY = 5.0
 
 
 def dlq_headers(exc: Exception, topic: str, partition: int, offset: int) -> dict[str, bytes]:
@@ -92,6 +95,9 @@ class Counters:
     rebalances: int = 0
     restored: int = 0
     unavailable: int = 0
+    # Offsets-only transactions that moved a committed offset over entries a read_committed
+    # consumer never receives (an aborted tail, transaction markers): see Engine._watch.
+    skip_commits: int = 0
     # Wall time in the two calls that end a batch (where its latency goes: docs/benchmarks.md).
     send_offsets_ms: int = 0
     commit_ms: int = 0
@@ -215,6 +221,7 @@ class Engine:
         self._producer: Producer | None = None
         self._next_progress = 0.0
         self._next_watch = 0.0
+        self.ends = EndOffsets(settings.kafka_client_config(), WATCH_EVERY)
         self._logged: dict[str, float] = {}
         self._unavailable_delay = 0.1
         self.watchdog = Watchdog(settings.worker_hung_call_seconds)
@@ -264,6 +271,7 @@ class Engine:
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; rides out broker outages."""
         self.watchdog.start()
+        self.ends.start()
         self.start()
         try:
             while not stop.is_set():
@@ -273,6 +281,7 @@ class Engine:
                 self._housekeeping()
         finally:
             self.watchdog.stop()
+            self.ends.stop()
             self.close()
 
     def _poll(self) -> list[Message]:
@@ -451,6 +460,7 @@ class Engine:
             self.positions[tp] = committed[tp]
             self.watches[tp] = StallWatch(after=self.settings.worker_stall_seconds)
         consumer.assign([TopicPartition(t, p, committed[(t, p)]) for t, p in tps])
+        self.ends.watch(self.positions)
         log.info("worker.assigned", partitions=_describe(tps))
         if not self.ready.is_set():
             self.ready.set()
@@ -476,6 +486,7 @@ class Engine:
             self.positions.pop(tp, None)
             self.watches.pop(tp, None)
             self.stores.drop(self.stages[tp[0]].stores, tp[1])
+        self.ends.watch(self.positions)
         log.info("worker.revoked", partitions=_describe(tps))
 
     def _rewind(self) -> None:
@@ -488,10 +499,22 @@ class Engine:
             self.tasks[tp] = self.stages[tp[0]].task(self.contexts[tp])
 
     def dump(self) -> None:
-        """Log where every owned partition stands (``kill -USR1 <worker>``)."""
+        """Log where every owned partition stands (``kill -USR1 <worker>``).
+
+        ``committed`` is the engine's committed offset, ``position`` the consumer's (past
+        records and markers it skipped; -1001 before the first fetch after a seek), ``end``
+        the broker's last answer (read_committed), ``-1`` when none is fresh.
+        """
+        positions = self._consumer_positions()
+        now = time.monotonic()
         log.warning(
             "worker.dump",
             committed={f"{t}:{p}": o for (t, p), o in sorted(self.positions.items())},
+            position={f"{t}:{p}": o for (t, p), o in sorted(positions.items())},
+            end={
+                f"{t}:{p}": self.ends.end((t, p), now, 3 * WATCH_EVERY) or -1
+                for t, p in sorted(self.positions)
+            },
             **self.counters.as_dict(),
         )
 
@@ -503,14 +526,28 @@ class Engine:
             self._next_progress = now + 30.0
             log.info("worker.progress", **self.counters.as_dict())
         if now >= self._next_watch:
-            self._next_watch = now + 5.0
+            self._next_watch = now + WATCH_EVERY
             self._watch(now)
 
     def _watch(self, now: float) -> None:
-        """A partition with lag whose committed offset does not move: re-seek, then exit.
+        """Commit past what the consumer skipped; act on a partition that lags and does not move.
+
+        Per input partition: its committed offset is moved over what the consumer skipped
+        (:meth:`_commit_skipped`); a partition whose end is ahead of where the worker stands
+        and which does not move is re-sought to its committed offset, then the worker exits 70.
+
+        Where a partition stands is the larger of its committed offset and the consumer's
+        position. A read_committed consumer never receives an aborted batch's records, its
+        abort marker or a commit marker, so a partition whose tail is one of those keeps its
+        committed offset short of the end for good while its position is at the end; before,
+        the watch measured end minus committed (forgiving one marker) and such an idle
+        partition exited the worker 70 in a loop. The end is the broker's own answer, asked
+        from a side thread (:class:`~.ends.EndOffsets`), not the consumer's cache: a
+        partition that fetches nothing does not refresh its cache, and would look caught up.
 
         Time spent riding out an outage (retries, aborted batches) is not a stall: every
-        watch starts over after one.
+        watch starts over after one, and a partition whose end the broker has not told for
+        three looks is not judged.
         """
         c = self.counters
         troubles = c.retries + c.aborts + c.rebuilds + c.unavailable
@@ -519,32 +556,84 @@ class Engine:
             for tp in self.watches:
                 self.watches[tp] = StallWatch(after=self.settings.worker_stall_seconds)
             return
+        positions = self._consumer_positions()
+        if not self._commit_skipped(positions):
+            return  # the offsets-only transaction failed: recovered, watches start over
         for tp, watch in list(self.watches.items()):
-            low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(tp[0], tp[1]), cached=True
-            )
-            if high < 0:
-                continue  # nothing fetched yet: nothing known
-            position = self.positions[tp]
-            committed = max(position, low) if position >= 0 else low
-            lag = owed(high, committed, markers=True)
-            verdict = watch.observe(now, lag=lag, processed=position)
+            end = self.ends.end(tp, now, 3 * WATCH_EVERY)
+            if end is None:
+                self.watches[tp] = StallWatch(after=self.settings.worker_stall_seconds)
+                continue  # no fresh answer from the broker for it: nothing known
+            committed = self.positions[tp]
+            position = positions.get(tp, -1)
+            low, _ = self.consumer.get_watermark_offsets(TopicPartition(tp[0], tp[1]), cached=True)
+            lag = behind(end, committed, position, low=max(low, 0))
+            verdict = watch.observe(now, lag=lag, processed=max(committed, position))
             if verdict is Verdict.RESEEK:
                 log.warning(
                     "worker.stalled",
                     partition=f"{tp[0]}:{tp[1]}",
                     lag=lag,
+                    committed=committed,
+                    position=position,
+                    end=end,
                     action="seek to committed offset",
                 )
-                self.consumer.seek(TopicPartition(tp[0], tp[1], position))
+                self.consumer.seek(TopicPartition(tp[0], tp[1], committed))
             elif verdict is Verdict.EXIT:
                 log.error(
                     "worker.stalled",
                     partition=f"{tp[0]}:{tp[1]}",
                     lag=lag,
+                    committed=committed,
+                    position=position,
+                    end=end,
                     action="exit 70 for the supervisor",
                 )
                 os._exit(EXIT_STALLED)
+
+    def _consumer_positions(self) -> dict[TP, int]:
+        """The consumer's position of each owned input partition (-1001 when not known)."""
+        if not self.positions:
+            return {}
+        asked = [TopicPartition(t, p) for t, p in self.positions]
+        try:
+            found = self.consumer.position(asked)
+        except KafkaException as exc:
+            self._log_once("worker.position_failed", error=str(exc.args[0]))
+            return {}
+        return {(str(tp.topic), int(tp.partition)): int(tp.offset) for tp in found}
+
+    def _commit_skipped(self, positions: Mapping[TP, int]) -> bool:
+        """Commit the position of every partition whose position is past its committed offset.
+
+        Called between batches: every record the consumer delivered has been processed and
+        its offset committed, and the position does not count fetched records not yet
+        delivered (after a seek it is unknown until the next delivery), so between the
+        committed offset and the position there are only entries a read_committed consumer
+        skips. Committing past them (one offsets-only transaction for all such partitions)
+        lets the group's lag reach 0 (``leadflow.streams.kafka_offsets.group_lag``,
+        ``kafka-consumer-groups``) and a restarted worker start at the end.
+
+        Returns:
+            ``False`` if the transaction failed (it was aborted and every partition rewound).
+        """
+        ahead = {
+            tp: position
+            for tp, position in positions.items()
+            if tp in self.positions and position >= 0 and position > self.positions[tp]
+        }
+        if not ahead:
+            return True
+        try:
+            self.producer.begin_transaction()
+            self._commit(ahead)
+        except KafkaException as exc:
+            self._recover(k.classify(exc), exc)
+            return False
+        self.positions.update(ahead)
+        self.counters.skip_commits += 1
+        return True
 
     def _log_once(self, event: str, **fields: object) -> None:
         """Log ``event`` at most every 10 s (an outage would otherwise flood the log)."""

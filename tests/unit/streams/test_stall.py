@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leadflow.streams.stall import StallWatch, Verdict
+from leadflow.streams.engine import loop
+from leadflow.streams.engine.loop import Engine
+from leadflow.streams.settings import load_settings
+from leadflow.streams.stall import StallWatch, Verdict, behind
 
 # (seconds since the previous look, lag, processed-so-far increment)
 looks = st.lists(
@@ -45,3 +53,189 @@ def test_progress_after_a_reseek_clears_it() -> None:
     assert watch.observe(31, lag=2, processed=1) is Verdict.RESEEK
     assert watch.observe(35, lag=1, processed=2) is Verdict.OK
     assert watch.observe(70, lag=1, processed=2) is Verdict.RESEEK
+
+
+# -- where a partition stands: the consumer's position passes what read_committed skips --
+
+
+@given(
+    st.integers(0, 1_000),
+    st.integers(0, 50),
+    st.integers(0, 5),
+    st.integers(-1001, 1_100),
+)
+def test_a_partition_at_its_position_owes_nothing_whatever_it_skipped(
+    delivered: int, skipped: int, more: int, position_noise: int
+) -> None:
+    """Committed = last record + 1; the tail past it holds ``skipped`` aborted records or
+    markers: a position at the end owes nothing; a position short of it owes the rest."""
+    committed, end = delivered, delivered + skipped
+    assert behind(end, committed, end) == 0
+    assert behind(end + more, committed, end) == more
+    # An unknown position (after a seek) falls back to the committed offset.
+    assert behind(end, committed, -1001) == skipped
+    # Never negative, never more than end minus committed.
+    assert 0 <= behind(end, committed, position_noise) <= skipped
+
+
+# -- the engine's watch, with fake clients -------------------------------------------------
+
+EVENTS_TP = ("leadflow.events.by-lead", 0)
+OTHER_TP = ("leadflow.events.by-lead", 1)
+
+
+@dataclass
+class FakeConsumer:
+    positions: dict[tuple[str, int], int]
+    seeks: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, self.positions.get((tp.topic, tp.partition), -1001)
+            )
+            for tp in partitions
+        ]
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool = False) -> tuple[int, int]:
+        return 0, -1001
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+        self.positions[(tp.topic, tp.partition)] = -1001  # unknown until the next delivery
+
+    def consumer_group_metadata(self) -> object:
+        return "group-metadata"
+
+
+@dataclass
+class FakeProducer:
+    committed: list[dict[tuple[str, int], int]] = field(default_factory=list)
+    fail: KafkaException | None = None
+    aborts: int = 0
+    _open: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def begin_transaction(self) -> None:
+        self._open = {}
+
+    def send_offsets_to_transaction(
+        self, tps: list[TopicPartition], meta: object, t: float
+    ) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self._open = {(tp.topic, tp.partition): tp.offset for tp in tps}
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.committed.append(self._open)
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.aborts += 1
+
+
+@dataclass
+class FakeEnds:
+    ends: dict[tuple[str, int], int | None]
+
+    def end(self, tp: tuple[str, int], now: float, max_age: float) -> int | None:
+        return self.ends.get(tp)
+
+
+class Exited(Exception):
+    pass
+
+
+def _engine(
+    tmp_path: Path, committed: dict, positions: dict, ends: dict
+) -> tuple[Engine, FakeConsumer, FakeProducer]:
+    settings = load_settings(data_dir=tmp_path, worker_stall_seconds=30.0)
+    engine = Engine(settings, [], "w-test")
+    consumer, producer = FakeConsumer(dict(positions)), FakeProducer()
+    engine._consumer, engine._producer = consumer, producer  # type: ignore[assignment]
+    engine.ends = FakeEnds(ends)  # type: ignore[assignment]
+    engine.positions.update(committed)
+    engine.watches.update({tp: StallWatch(after=30.0) for tp in committed})
+    engine.tasks.update({tp: None for tp in committed})  # type: ignore[misc]
+    return engine, consumer, producer
+
+
+def _look(engine: Engine, times: range, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    exits: list[int] = []
+
+    def exit_(code: int) -> None:
+        exits.append(code)
+        raise Exited
+
+    monkeypatch.setattr(loop.os, "_exit", exit_)
+    for t in times:
+        try:
+            engine._watch(float(t))
+        except Exited:
+            break
+    return exits
+
+
+def test_an_aborted_tail_is_committed_past_and_never_stalls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cluster bench's defect: committed 94, then an aborted record and its abort marker
+    (end 96). The consumer's position is 96; the worker commits 96 once and stays up."""
+    engine, consumer, producer = _engine(
+        tmp_path, {EVENTS_TP: 94}, {EVENTS_TP: 96}, {EVENTS_TP: 96}
+    )
+    assert _look(engine, range(0, 600, 5), monkeypatch) == []
+    assert producer.committed == [{EVENTS_TP: 96}]  # one offsets-only transaction, then none
+    assert engine.positions[EVENTS_TP] == 96
+    assert consumer.seeks == []
+    assert engine.counters.skip_commits == 1
+
+
+def test_a_partition_that_fetches_nothing_is_reseeked_then_exits_while_another_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, consumer, _ = _engine(
+        tmp_path,
+        {EVENTS_TP: 10, OTHER_TP: 0},
+        {EVENTS_TP: 10, OTHER_TP: 0},
+        {EVENTS_TP: 15, OTHER_TP: 0},
+    )
+    ends = engine.ends.ends  # type: ignore[attr-defined]
+    exits: list[int] = []
+    for step in range(0, 40):
+        # The other partition moves all the time (new records, processed and committed).
+        ends[OTHER_TP] = consumer.positions[OTHER_TP] = engine.positions[OTHER_TP] = step * 3
+        exits = _look(engine, range(step * 5, step * 5 + 1), monkeypatch)
+        if exits:
+            break
+    assert exits == [70]
+    assert consumer.seeks == [("leadflow.events.by-lead", 0, 10)]
+    assert 60 <= step * 5 <= 75  # re-seek after 30 s without progress, exit 30 s later
+
+
+def test_a_partition_whose_end_the_broker_does_not_tell_is_not_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, consumer, producer = _engine(
+        tmp_path, {EVENTS_TP: 10}, {EVENTS_TP: 10}, {EVENTS_TP: None}
+    )
+    assert _look(engine, range(0, 600, 5), monkeypatch) == []
+    assert consumer.seeks == []
+    assert producer.committed == []
+
+
+def test_a_failed_skip_commit_aborts_rewinds_and_restarts_the_watches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, consumer, producer = _engine(tmp_path, {EVENTS_TP: 4}, {EVENTS_TP: 6}, {EVENTS_TP: 6})
+    producer.fail = KafkaException(KafkaError(KafkaError._STATE, "doomed", txn_requires_abort=True))
+    engine.contexts[EVENTS_TP] = None  # type: ignore[assignment]
+    engine.stages = {EVENTS_TP[0]: _NoStage()}  # type: ignore[dict-item]
+    assert _look(engine, range(0, 1), monkeypatch) == []
+    assert producer.aborts == 1
+    assert producer.committed == []
+    assert engine.positions[EVENTS_TP] == 4  # not moved
+    assert consumer.seeks == [("leadflow.events.by-lead", 0, 4)]  # rewound, as a failed batch
+
+
+class _NoStage:
+    def task(self, ctx: object) -> None:
+        return None
