@@ -311,9 +311,9 @@ class Settings(BaseSettings):
     worker_stall_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="An input partition with lag whose committed offset does not move this "
-        "long is re-sought to its committed offset; if that does not help the worker exits "
-        "(code 70) for its supervisor.",
+        description="An input partition behind its end (from the consumer's position, past "
+        "aborted batches and markers) that does not move this long is re-sought to its "
+        "committed offset; if that does not help the worker exits (code 70) for its supervisor.",
     )
     worker_batch_max: int = Field(
         default=1000,

@@ -78,6 +78,7 @@ def test_aborted_tails_are_committed_past_and_the_worker_stays_up_and_processes(
     # Before the worker ever ran: every input partition holds only an aborted batch.
     before = abort_a_batch(settings, inputs, "test-aborter-1")
     assert worker_lag(settings) == 2 * before  # what the old watch measured, per partition
+    (tmp_path / "worker").mkdir()
     worker = WorkerProcess(
         settings, tmp_path / "worker", env={"LEADFLOW_WORKER_STALL_SECONDS": str(STALL_SECONDS)}
     )
