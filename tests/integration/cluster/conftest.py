@@ -1,27 +1,32 @@
-"""The worker on a 3-broker cluster: what a clean single-broker run derives, for comparison.
+"""The worker on a 3-broker cluster: the setup the worker fault tests share.
 
-The clean run is the reference of the worker fault tests (``test_worker_faults``,
-``test_worker_scaling``): the same feed on a fresh single broker with one worker and no
-faults, computed once per session (it needs a Kafka nobody else wrote to, so not the
-session's ``kafka`` broker, which other tests fill).
+``test_worker_faults`` and ``test_worker_scaling`` each run the same feed through the real
+collector, workers and projector on the module's 3-node cluster with faults while the feed
+flows (:class:`ClusterRun`, fixture ``cluster_run``), and compare the outputs record by
+record with a clean reference (fixture ``clean_single_broker``): the same feed on a fresh
+single broker with one worker and no faults, computed once per session (it needs a Kafka
+nobody else wrote to, so not the session's ``kafka`` broker, which other tests fill).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
 from leadflow.streams.engine.kafka import WORKER_GROUP
+from leadflow.streams.kafka_cluster import KafkaCluster
 from leadflow.streams.kafka_health import cluster_health
 from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import LEAD_SCORED
 from tests.integration.pipeline.equivalence import (
     CLICKHOUSE_EVENT_IDS,
+    Fault,
     Feed,
     Outputs,
     Proc,
@@ -54,11 +59,6 @@ def clean_single_broker(
 # librdkafka's send_offsets_to_transaction waits for a group coordinator that died
 # (librdkafka #5456/#5511; measured 121 s here); 30 s keeps the runs short.
 HUNG_CALL_SECONDS = 30.0
-
-
-def on_cluster(settings: Settings) -> Settings:
-    """The cluster fixture's settings for a worker fault run."""
-    return settings.model_copy(update={"worker_hung_call_seconds": HUNG_CALL_SECONDS})
 
 
 def group_coordinator(settings: Settings, group: str = WORKER_GROUP) -> int:
@@ -152,15 +152,86 @@ def check_against_clean(
     }
 
 
-def stop(run: Run, worker: Proc, exits: list[int]) -> None:
-    """SIGTERM ``worker`` and record its exit code (one that already exited is only noted)."""
-    if not worker.alive():
-        run.note(f"{worker.name} had already exited ({worker.exits[-1:]})")
-        return
-    worker.stop()
-    exits.append(worker.exits[-1])
-
-
 def restarts(run: Outputs) -> int:
     """How many times the harness restarted a worker that exited 70."""
     return sum("restarted, as a supervisor would" in line for line in run.log)
+
+
+class ClusterRun:
+    """One run of :data:`FEED` on the module's 3-node cluster with faults while it flows.
+
+    :meth:`at` makes the faults (each recorded by :class:`Flowing`), :meth:`stop` and
+    :meth:`scale_down` are the actions both tests use, :meth:`run` runs the pipeline and
+    :meth:`check` asserts what both tests assert and returns the counts line for
+    ``counts_checked``.
+    """
+
+    def __init__(
+        self, cluster: KafkaCluster, settings: Settings, clean: Outputs, home: Path
+    ) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.clean = clean
+        self.home = home
+        self.flowing = Flowing()
+        self.exits: list[int] = []  # of the SIGTERMed workers
+
+    def at(self, percent: int, name: str, action: Callable[[Run], None]) -> Fault:
+        """``action`` once ``percent`` % of the feed was acknowledged."""
+        return Fault(len(FEED.messages()) * percent // 100, name, self.flowing(name, action))
+
+    def stop(self, run: Run, worker: Proc) -> None:
+        """SIGTERM ``worker`` and record its exit code (one that already exited is only
+        noted)."""
+        if not worker.alive():
+            run.note(f"{worker.name} had already exited ({worker.exits[-1:]})")
+            return
+        worker.stop()
+        self.exits.append(worker.exits[-1])
+
+    def scale_down(self, run: Run) -> None:
+        """SIGTERM every worker but the first: the group scales to one."""
+        for worker in run.workers[1:]:
+            self.stop(run, worker)
+            run.workers.remove(worker)
+        run.note(f"scaled to {len(run.workers)} worker")
+
+    def run(self, workers: int, faults: Sequence[Fault]) -> Outputs:
+        """The pipeline on the cluster, ``workers`` workers at the start, ``faults``."""
+        return run_pipeline(
+            self.settings.model_copy(update={"worker_hung_call_seconds": HUNG_CALL_SECONDS}),
+            self.home,
+            FEED,
+            workers=workers,
+            faults=list(faults),
+            inbound_partitions=INBOUND_PARTITIONS,
+        )
+
+    def check(self, run: Outputs) -> str:
+        """Every fault while the feed flowed, every SIGTERMed worker exited 0, and
+        :func:`check_against_clean`; the counts as a line."""
+        log = "\n".join(run.log)
+        late = self.flowing.late
+        assert late == [], f"faults not entirely while traffic flowed: {late}\n{log}"
+        assert set(self.exits) <= {0}, f"SIGTERMed workers exited {self.exits}\n{log}"
+        counts = check_against_clean(run, self.clean)
+        took = ", ".join(f"{k} {v:.0f}s" for k, v in self.flowing.took.items())
+        return (
+            f"{restarts(run)} exits 70 restarted by the supervisor: "
+            f"{counts['acknowledged']} acknowledged, each once on leadflow.events, "
+            f"{counts['in ClickHouse']} in ClickHouse, {counts['derived ids']} derived ids "
+            f"equal to the clean single-broker run's "
+            f"({counts['decay re-scores in one run only']} decay re-scores in one run only: "
+            f"model timing); {run.summary()}; faults took {took}; log: {'; '.join(run.log)}"
+        )
+
+
+@pytest.fixture
+def cluster_run(
+    kafka_cluster: tuple[KafkaCluster, Settings],
+    clean_single_broker: Outputs,
+    tmp_path: Path,
+) -> ClusterRun:
+    """A :class:`ClusterRun` on the module's cluster, compared with the clean run."""
+    cluster, settings = kafka_cluster
+    return ClusterRun(cluster, settings, clean_single_broker, tmp_path)

@@ -26,48 +26,20 @@ sent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 
-from leadflow.streams.kafka_cluster import KafkaCluster
-from leadflow.streams.settings import Settings
-from tests.integration.cluster.conftest import (
-    FEED,
-    Flowing,
-    busiest_node,
-    check_against_clean,
-    group_coordinator,
-    on_cluster,
-    restarts,
-    stop,
-)
-from tests.integration.pipeline.equivalence import Fault, Outputs, Run, run_pipeline
-from tests.integration.pipeline.test_crash_equivalence import INBOUND_PARTITIONS
+from tests.integration.cluster.conftest import ClusterRun, busiest_node, group_coordinator
+from tests.integration.pipeline.equivalence import Run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-@dataclass
-class Faulted:
-    """The faulted run's outputs and what its faults saw."""
-
-    outputs: Outputs
-    victim: int
-    exits: list[int]
-    late: list[str]
-    took: dict[str, float]
-
-
-@pytest.fixture(scope="module")
-def faulted(
-    kafka_cluster: tuple[KafkaCluster, Settings], tmp_path_factory: pytest.TempPathFactory
-) -> Faulted:
-    cluster, settings = kafka_cluster
-    n = len(FEED.messages())
-    flowing = Flowing()
+def test_broker_kill_rolling_restart_and_scale_down_derive_what_a_clean_run_derives(
+    cluster_run: ClusterRun, counts_checked: Callable[[str], None]
+) -> None:
+    cluster, settings = cluster_run.cluster, cluster_run.settings
     victim: list[int] = []
-    exits: list[int] = []
 
     def kill_coordinator(run: Run) -> None:
         busiest = busiest_node(settings)
@@ -84,48 +56,20 @@ def faulted(
     def rolling_restart(run: Run) -> None:
         for worker in run.workers:
             run.supervise()  # one that exited 70 meanwhile is running again
-            stop(run, worker, exits)
+            cluster_run.stop(run, worker)
             worker.start(wait=True)
             run.note(f"{worker.name} restarted, ready")
 
-    def scale_down(run: Run) -> None:
-        for worker in run.workers[1:]:
-            stop(run, worker, exits)
-            run.workers.remove(worker)
-        run.note(f"scaled to {len(run.workers)} worker")
-
-    faults = [
-        Fault(n * 5 // 100, "kill -9 the coordinator", flowing("kill", kill_coordinator)),
-        Fault(n * 12 // 100, "broker back", flowing("back", broker_back)),
-        Fault(n * 35 // 100, "rolling restart of 3 workers", flowing("roll", rolling_restart)),
-        Fault(n * 65 // 100, "scale 3 -> 1", flowing("scale", scale_down)),
-    ]
-    outputs = run_pipeline(
-        on_cluster(settings),
-        tmp_path_factory.mktemp("faulted"),
-        FEED,
+    run = cluster_run.run(
         workers=3,
-        faults=faults,
-        inbound_partitions=INBOUND_PARTITIONS,
+        faults=[
+            cluster_run.at(5, "kill -9 the coordinator", kill_coordinator),
+            cluster_run.at(12, "broker back", broker_back),
+            cluster_run.at(35, "rolling restart of 3 workers", rolling_restart),
+            cluster_run.at(65, "scale 3 -> 1", cluster_run.scale_down),
+        ],
     )
-    return Faulted(outputs, victim[0], exits, flowing.late, flowing.took)
-
-
-def test_broker_kill_rolling_restart_and_scale_down_derive_what_a_clean_run_derives(
-    faulted: Faulted, clean_single_broker: Outputs, counts_checked: Callable[[str], None]
-) -> None:
-    run = faulted.outputs
-    log = "\n".join(run.log)
-    assert faulted.late == [], f"faults not entirely while traffic flowed: {faulted.late}\n{log}"
-    assert set(faulted.exits) <= {0}, f"SIGTERMed workers exited {faulted.exits}\n{log}"
-    counts = check_against_clean(run, clean_single_broker)
-    took = ", ".join(f"{k} {v:.0f}s" for k, v in faulted.took.items())
     counts_checked(
-        f"3 brokers, 3 workers, node {faulted.victim} killed -9 and back, rolling restart, "
-        f"{restarts(run)} exits 70 restarted by the supervisor, "
-        f"3 -> 1: {counts['acknowledged']} acknowledged, each once on leadflow.events, "
-        f"{counts['in ClickHouse']} in ClickHouse, {counts['derived ids']} derived ids equal "
-        f"to the clean single-broker run's ({counts['decay re-scores in one run only']} decay "
-        f"re-scores in one run only: model timing); {run.summary()}; faults took {took}; "
-        f"log: {'; '.join(run.log)}"
+        f"3 brokers, 3 workers, node {victim[0]} killed -9 and back, rolling restart, 3 -> 1, "
+        + cluster_run.check(run)
     )
