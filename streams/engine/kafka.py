@@ -25,6 +25,10 @@ from leadflow.streams.settings import Settings
 # The consumer group of the worker (the faust app id before, kept so offsets carry over).
 WORKER_GROUP = "leadflow"
 
+# The transactional producer closes a connection idle this long (librdkafka jitters it
+# down by up to 2 s); the bound on the #5511 stall, see ``producer_config``.
+WORKER_CONNECTIONS_MAX_IDLE_MS = 30_000
+
 
 class Failure(enum.Enum):
     """What a Kafka error asks of the engine."""
@@ -126,6 +130,12 @@ def producer_config(settings: Settings, worker_id: str) -> dict[str, str | int |
         # being written; librdkafka's default 100 ms backoff made every batch ~100 ms
         # (measured: 103 ms per transaction at 100, 8 ms at 5).
         "retry.backoff.ms": 5,
+        # Bounds librdkafka's send_offsets_to_transaction hang after the group coordinator's
+        # death (#5456, #5511): the blocked call is looked at again only when a connection
+        # of this producer goes up or down, and a blocked worker sends nothing; closing
+        # connections idle this long is such a change (docs/architecture.md, "Processing
+        # guarantee"). Default 0: never closed, the worker waits for the hung-call watchdog.
+        "connections.max.idle.ms": WORKER_CONNECTIONS_MAX_IDLE_MS,
         "log_level": 4,
     }
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from leadflow.streams.engine.kafka import producer_config
 from leadflow.streams.kafka_cluster import KafkaCluster
 from leadflow.streams.kafka_health import ClusterHealth, PartitionState
 from leadflow.streams.local_kafka import KafkaError
@@ -79,6 +80,16 @@ def test_health_counts_leaders_and_under_replicated_and_offline_partitions() -> 
     settled = ClusterHealth((1, 2, 3), (PartitionState("t", 0, 1, (1, 2, 3), (1, 2, 3)),))
     assert settled.settled(3)
     assert not settled.settled(4)
+
+
+def test_the_worker_producer_closes_idle_connections_before_the_hung_call_watchdog() -> None:
+    # librdkafka #5511: a send_offsets_to_transaction stuck on a dead group coordinator is
+    # looked at again only when a connection goes up or down; the idle close is that change,
+    # and it must come before the watchdog exits the worker (docs/architecture.md).
+    settings = load_settings()
+    idle_ms = producer_config(settings, "w1")["connections.max.idle.ms"]
+    assert isinstance(idle_ms, int)
+    assert 0 < idle_ms < settings.worker_hung_call_seconds * 1000
 
 
 @pytest.mark.parametrize("name", ["kafka_health", "settings", "topics", "local_kafka"])
