@@ -343,3 +343,31 @@ def test_labelling_invariants(events: list[Event], in_order: bool, policy: Polic
     for e in applied:
         replayed, out = lead_step(replayed, e, policy, None)
         assert out == []
+
+
+def test_a_decay_check_that_emits_nothing_still_samples_an_open_window() -> None:
+    # A lead whose score stands still is still shown with it: the window samples it weekly.
+    s = LeadState(
+        "L",
+        "ws-1",
+        stage=Stage.LEAD,
+        features={"rules.fit": 0.4},
+        features_at=T0,
+        labelled=False,
+        label_due_at=T0 + HORIZON,
+        rescore_due_at=T0 + DAY,
+    )
+    s, out = advance_time(s, T0 + 8 * DAY, P3)
+    assert out == []  # nothing moved: no re-score emitted
+    assert [(p.at - T0) / DAY for p in s.pending] == [7]
+    assert s.pending[0].features["rules.fit"] == 0.0  # the lead as it is at that check
+    # At the default (no later snapshots) the same check leaves the state's window alone.
+    s0, _ = advance_time(dataclasses.replace(s, pending=()), T0 + 8 * DAY, P)
+    assert s0.pending == ()
+    # A closed window is not opened by a check that emits nothing.
+    closed = dataclasses.replace(s, labelled=True, label_due_at=None, features={}, pending=())
+    closed, _ = advance_time(
+        dataclasses.replace(closed, rescore_due_at=T0 + 9 * DAY), T0 + 30 * DAY, P3
+    )
+    assert closed.labelled
+    assert closed.pending == ()
