@@ -105,7 +105,69 @@ def build_eraser(settings: Settings, vault: Vault | None, clock_ms: Callable[[],
         encode=codec_from_settings(settings).encode,
         clock_ms=clock_ms,
         new_id=lambda: str(uuid.uuid4()),
+        received_floor=lambda: received_floor(settings),
     )
+
+
+def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
+    """The highest ``R'`` the worker's identity stage committed for any inbound partition.
+
+    ``R'`` is the running maximum of a partition's ``received_at`` values and heartbeats
+    (``processors/ordering.py``); the identity stage keeps it in its ``received`` store, one
+    key per inbound partition, changelogged. It can be ahead of this machine's clock: a
+    writer whose clock runs ahead, or one that wrote simulated future times (the worker
+    pipeline tests move it to 2048), and a record sorts at its partition's ``R'``. An
+    erasure's heartbeat must promise past it, or the erasure waits for someone else's.
+    ``None`` when no worker ever committed one (or the changelog cannot be read in time).
+    """
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+    from leadflow.streams.engine.stores import changelog_topic
+    from leadflow.streams.stages.identity import CLOCK, CLOCK_KEY
+
+    topic = changelog_topic(CLOCK).name
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": "leadflow-erasure-floor",  # never commits: assign() only
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "log_level": 3,
+        }
+    )
+    found: int | None = None
+    deadline = time.monotonic() + timeout
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return None
+        for partition in sorted(meta.partitions):
+            tp = TopicPartition(topic, partition)
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            if high <= low:
+                continue
+            # R' only grows: the partition's last value is its largest. A few entries back
+            # are enough (each identity batch writes one value and one commit marker).
+            consumer.assign([TopicPartition(topic, partition, max(low, high - 64))])
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        break
+                    continue
+                if msg.key() == CLOCK_KEY and msg.value():
+                    value = int(msg.value() or b"0")
+                    found = value if found is None else max(found, value)
+    except (KafkaException, ValueError) as exc:
+        log.warning("pii.erasure_floor_unread", error=str(exc))
+        return found
+    finally:
+        consumer.close()
+    return found
 
 
 def erasure_event(
@@ -155,6 +217,8 @@ class Eraser:
         encode: event -> Avro bytes (the project codec).
         clock_ms: the request's own time, UTC epoch ms.
         new_id: ids of erasures and of their events.
+        received_floor: the highest ``R'`` the worker committed (:func:`received_floor`;
+            ``None``: unknown), so the closing heartbeat promises past where the event sorts.
     """
 
     vault: Vault | None
@@ -163,13 +227,34 @@ class Eraser:
     encode: Callable[[Event], bytes]
     clock_ms: Callable[[], int]
     new_id: Callable[[], str]
+    received_floor: Callable[[], int | None] = lambda: None
 
     def send_event(self, event: Event) -> None:
-        """Produce ``event`` keyed by its person; return once Kafka acknowledged it."""
+        """Produce ``event`` keyed by its person; return once Kafka acknowledged it.
+
+        Then a heartbeat on every partition of ``leadflow.events`` past where the event
+        sorts, so the worker releases it without waiting for the collector's next traffic
+        (streams/control.py). The event sorts at its partition's ``R'``: its own
+        ``received_at``, or higher if that partition already promised more (a writer's
+        clock ahead of this one); the heartbeat is past both.
+        """
         self.events.send([(EVENTS.name, event.person_key.encode(), self.encode(event))])
-        # The worker releases it once every partition promised past it: no need to wait for
-        # the collector's next traffic (streams/control.py).
-        self.events.heartbeat(EVENTS.name, max(event.received_at + 1, time.time_ns() // 1_000_000))
+        self.events.heartbeat(EVENTS.name, self.heartbeat_value(event))
+
+    def heartbeat_value(self, event: Event) -> int:
+        """The heartbeat that releases ``event``: past its time, the wall clock and ``R'``.
+
+        Example:
+            >>> from leadflow.streams.pii.erasure import erasure_event
+            >>> e = erasure_event("ws", "L", "dpo", 1_000, "x")
+            >>> eraser = Eraser(None, None, None, None, lambda: 0, str,  # type: ignore[arg-type]
+            ...                 received_floor=lambda: 2_487_369_600_002)
+            >>> eraser.heartbeat_value(e)
+            2487369600003
+        """
+        beat = max(event.received_at + 1, time.time_ns() // 1_000_000)
+        floor = self.received_floor()
+        return beat if floor is None else max(beat, floor + 1)
 
     def close(self) -> None:
         """Release the audit and event producers (the vault belongs to the caller)."""
