@@ -109,6 +109,9 @@ def build_eraser(settings: Settings, vault: Vault | None, clock_ms: Callable[[],
     )
 
 
+_TAIL = -2000  # librdkafka's RD_KAFKA_OFFSET_TAIL_BASE: _TAIL - n is "n before the end"
+
+
 def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
     """The highest ``R'`` the worker's identity stage committed for any inbound partition.
 
@@ -133,6 +136,7 @@ def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
             "log_level": 3,
         }
     )
@@ -142,29 +146,24 @@ def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None:
             return None
-        for partition in sorted(meta.partitions):
-            tp = TopicPartition(topic, partition)
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-            if high <= low:
+        # R' only grows: a partition's last value is its largest. Its last few entries are
+        # enough (each identity batch writes one value and one commit marker).
+        consumer.assign([TopicPartition(topic, p, _TAIL - 64) for p in meta.partitions])
+        left = set(meta.partitions)
+        while left and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
                 continue
-            # R' only grows: the partition's last value is its largest. A few entries back
-            # are enough (each identity batch writes one value and one commit marker).
-            consumer.assign([TopicPartition(topic, partition, max(low, high - 64))])
-            while time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        break
-                    continue
-                if msg.key() == CLOCK_KEY and msg.value():
-                    value = int(msg.value() or b"0")
-                    found = value if found is None else max(found, value)
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    left.discard(msg.partition())
+                continue
+            if msg.key() == CLOCK_KEY and msg.value():
+                value = int(msg.value() or b"0")
+                found = value if found is None else max(found, value)
     except (KafkaException, ValueError) as exc:
         log.warning("pii.erasure_floor_unread", error=str(exc))
-        return found
     finally:
         consumer.close()
     return found

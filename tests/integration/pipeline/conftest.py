@@ -20,6 +20,7 @@ from leadflow.processors.events import Event
 from leadflow.schemas.codec import SingleObjectCodec
 from leadflow.streams.control import send_heartbeats
 from leadflow.streams.kafka_offsets import topic_ends
+from leadflow.streams.pii.erasure import received_floor
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, create_topics
 from tests.conftest import free_port
@@ -137,7 +138,8 @@ def send(settings: Settings, events: Iterable[Event]) -> int:
         latest = max(latest, event.received_at)
         count += 1
     partitions = producer.list_topics(EVENTS.name, timeout=10).topics[EVENTS.name].partitions
-    send_heartbeats(producer, EVENTS.name, sorted(partitions), _next_beat(latest))
+    beat = _next_beat(latest, received_floor(settings))
+    send_heartbeats(producer, EVENTS.name, sorted(partitions), beat)
     assert producer.flush(30) == 0
     return count
 
@@ -145,15 +147,17 @@ def send(settings: Settings, events: Iterable[Event]) -> int:
 _beats = [0]
 
 
-def _next_beat(latest: int) -> int:
+def _next_beat(latest: int, floor: int | None) -> int:
     """A heartbeat past every ``received_at`` and heartbeat this session sent so far.
 
     Past the earlier heartbeats too: the identity stage's R' is the running maximum of both,
     so events sent later with an older ``received_at`` sort at the last heartbeat, and only
     a larger one releases them. The wall clock keeps it past a collector's heartbeats of
-    the same broker session (tests of other modules).
+    the same broker session (tests of other modules); ``floor``, the highest R' the worker
+    committed (``leadflow.streams.pii.erasure.received_floor``), keeps it past what other
+    writers promised: an erasure's heartbeat, a previous session on a reused broker.
     """
-    _beats[0] = max(_beats[0] + 1, latest + 1, time.time_ns() // 1_000_000)
+    _beats[0] = max(_beats[0] + 1, latest + 1, time.time_ns() // 1_000_000, (floor or 0) + 1)
     return _beats[0]
 
 
