@@ -153,6 +153,31 @@ class Watchdog:
                 os._exit(EXIT_STALLED)
 
 
+class _Background:
+    """A call running in its own thread; :meth:`result` joins it and raises what it raised."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> None:
+        """Wait for the call; raise its exception if it raised one."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def settle(self) -> None:
+        """Wait for the call, whatever it did (the batch failed anyway)."""
+        self._thread.join()
+
+
 class _Context:
     """A task's view of one input partition within the current transaction."""
 
@@ -301,9 +326,21 @@ class Engine:
         return messages
 
     def _process(self, messages: Sequence[Message]) -> None:
+        # The input offsets this batch commits are known before it is processed (a task is
+        # revoked only inside poll), so they go to the transaction while the records are
+        # processed: the two requests of ``send_offsets_to_transaction`` overlap the work
+        # instead of adding to every batch's end (docs/benchmarks.md). An abort or a failed
+        # batch drops them with everything else the transaction holds.
         offsets: dict[TP, int] = {}
+        for message in messages:
+            tp = (str(message.topic()), int(message.partition() or 0))
+            if tp in self.tasks:
+                offsets[tp] = int(message.offset() or 0) + 1
+        sender: _Background | None = None
         try:
             self.producer.begin_transaction()
+            if offsets:
+                sender = _Background(self._send_offsets(offsets))
             touched: dict[TP, _Context] = {}
             for message in messages:
                 tp = (str(message.topic()), int(message.partition() or 0))
@@ -325,16 +362,24 @@ class Engine:
                     # Tasks dead-letter what they know to be bad; this is the safety net.
                     self.dead_letter(record, exc)
                 touched[tp] = ctx
-                offsets[tp] = record.offset + 1
             for tp, ctx in touched.items():
                 self.tasks[tp].on_batch_end(ctx)
             for name, partition, key, value in self.stores.pending():
                 self.produce(changelog_topic(name).name, key, value, None, partition)
-            self._commit(offsets)
+            if sender is not None:
+                waited = time.monotonic()
+                running, sender = sender, None  # from here on a failure has nothing to wait for
+                running.result()
+                self.counters.send_offsets_ms += round((time.monotonic() - waited) * 1000)
+            self._commit()
         except KafkaException as exc:
+            if sender is not None:
+                sender.settle()  # no other transactional call while it runs
             self._recover(k.classify(exc), exc)
             return
         except Unavailable as exc:
+            if sender is not None:
+                sender.settle()
             # Something a task needs is out of reach: not the records' fault. Process the
             # batch again after a pause that grows while the outage lasts.
             self.counters.unavailable += 1
@@ -343,25 +388,41 @@ class Engine:
             time.sleep(self._unavailable_delay)
             self._unavailable_delay = min(self._unavailable_delay * 2, 5.0)
             return
+        except BaseException:
+            if sender is not None:
+                sender.settle()
+            raise
         self._unavailable_delay = 0.1
         self.stores.commit()
         self.positions.update(offsets)
         self.counters.records += len(messages)
         self.counters.batches += 1
 
-    def _commit(self, offsets: Mapping[TP, int]) -> None:
+    def _send_offsets(self, offsets: Mapping[TP, int]) -> Callable[[], None]:
+        """``send_offsets_to_transaction`` of ``offsets``, retried like every other call."""
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         metadata = self.consumer.consumer_group_metadata()
         timeout = self.settings.worker_transaction_timeout_seconds
+        producer = self.producer
+
+        def send() -> None:
+            self._retry(
+                "send_offsets_to_transaction",
+                lambda: producer.send_offsets_to_transaction(tps, metadata, timeout),
+            )
+
+        return send
+
+    def _commit(self, offsets: Mapping[TP, int] | None = None) -> None:
+        """Commit the open transaction, sending ``offsets`` to it first if given."""
+        timeout = self.settings.worker_transaction_timeout_seconds
         started = time.monotonic()
-        self._retry(
-            "send_offsets_to_transaction",
-            lambda: self.producer.send_offsets_to_transaction(tps, metadata, timeout),
-        )
-        sent = time.monotonic()
+        if offsets:
+            self._send_offsets(offsets)()
+            self.counters.send_offsets_ms += round((time.monotonic() - started) * 1000)
+            started = time.monotonic()
         self._retry("commit_transaction", lambda: self.producer.commit_transaction(timeout))
-        self.counters.send_offsets_ms += round((sent - started) * 1000)
-        self.counters.commit_ms += round((time.monotonic() - sent) * 1000)
+        self.counters.commit_ms += round((time.monotonic() - started) * 1000)
 
     def _retry(self, what: str, call: Callable[[], object]) -> None:
         """Call until it succeeds; retriable errors back off, others propagate."""

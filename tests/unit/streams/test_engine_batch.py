@@ -1,0 +1,161 @@
+"""The batch loop's transactional calls, against fake clients (no broker).
+
+``send_offsets_to_transaction`` runs while the batch is processed (issue 17 point 3): it
+must carry the offsets the batch consumed, end before the commit, and never overlap another
+transactional call (abort) when the batch fails.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from leadflow.streams.engine.loop import Engine, _Context
+from leadflow.streams.engine.stage import Record, Stage, TaskContext, Unavailable
+from leadflow.streams.settings import load_settings
+from leadflow.streams.topics import EVENTS, LEAD_SCORED
+
+
+@dataclass
+class FakeMessage:
+    topic_: str
+    partition_: int
+    offset_: int
+
+    def topic(self) -> str:
+        return self.topic_
+
+    def partition(self) -> int:
+        return self.partition_
+
+    def offset(self) -> int:
+        return self.offset_
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def headers(self) -> None:
+        return None
+
+    def error(self) -> None:
+        return None
+
+
+class FakeConsumer:
+    def consumer_group_metadata(self) -> str:
+        return "group-metadata"
+
+    def seek(self, _tp: Any) -> None:
+        pass
+
+
+class FakeProducer:
+    """Records every call; a transactional call while another one runs is an error."""
+
+    def __init__(self, send_offsets_delay: float, failures: int = 0) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.delay = send_offsets_delay
+        self.failures = failures  # retriable errors of send_offsets before it succeeds
+        self._busy = threading.Lock()
+        self.overlaps = 0
+
+    def _txn(self, name: str, arg: Any = None) -> None:
+        if not self._busy.acquire(blocking=False):
+            self.overlaps += 1
+            raise AssertionError(f"{name} while another transactional call runs")
+        try:
+            self.calls.append((name, arg))
+            if name == "send_offsets":
+                time.sleep(self.delay)
+                if self.failures:
+                    self.failures -= 1
+                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT, retriable=True))
+                self.calls.append(("send_offsets_done", None))
+        finally:
+            self._busy.release()
+
+    def begin_transaction(self) -> None:
+        self._txn("begin")
+
+    def send_offsets_to_transaction(self, tps: Any, metadata: Any, timeout: float) -> None:
+        self._txn("send_offsets", sorted((tp.topic, tp.partition, tp.offset) for tp in tps))
+
+    def commit_transaction(self, timeout: float) -> None:
+        self._txn("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self._txn("abort")
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.calls.append(("produce", topic))
+
+
+class SendingTask:
+    """Sends one record per input record; raises Unavailable when told to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    def on_record(self, ctx: TaskContext, record: Record) -> None:
+        if self.fail:
+            raise Unavailable("a topic is out of reach")
+        ctx.send(LEAD_SCORED, b"k", b"out")
+
+    def on_batch_end(self, ctx: TaskContext) -> None:
+        pass
+
+
+def engine(producer: FakeProducer, fail: bool = False) -> Engine:
+    stage = Stage("test", EVENTS, (), lambda ctx: SendingTask(fail))
+    eng = Engine(load_settings(), [stage], "w" * 32)
+    eng._producer = producer  # type: ignore[assignment]
+    eng._consumer = FakeConsumer()  # type: ignore[assignment]
+    for partition in (0, 1):
+        tp = (EVENTS.name, partition)
+        eng.contexts[tp] = _Context(eng, stage, partition)
+        eng.tasks[tp] = SendingTask(fail)
+        eng.positions[tp] = 0
+    return eng
+
+
+BATCH = [FakeMessage(EVENTS.name, 0, 5), FakeMessage(EVENTS.name, 1, 9),
+         FakeMessage(EVENTS.name, 0, 6), FakeMessage(EVENTS.name, 7, 1)]  # fmt: skip
+
+
+@pytest.mark.parametrize("failures", [0, 2])
+def test_offsets_go_with_the_batch_and_end_before_the_commit(failures: int) -> None:
+    producer = FakeProducer(send_offsets_delay=0.05, failures=failures)
+    eng = engine(producer)
+    eng._process(BATCH)
+    names = [name for name, _ in producer.calls]
+    sent = [arg for name, arg in producer.calls if name == "send_offsets"]
+    # Partition 7 is not owned (revoked since the fetch): neither processed nor committed.
+    assert sent == [[(EVENTS.name, 0, 7), (EVENTS.name, 1, 10)]] * (failures + 1)
+    assert names.index("send_offsets_done") < names.index("commit")
+    assert names.count("produce") == 3
+    assert names[-1] == "commit"
+    assert producer.overlaps == 0
+    assert eng.positions == {(EVENTS.name, 0): 7, (EVENTS.name, 1): 10}
+    assert eng.counters.batches == 1
+    assert eng.counters.retries == failures
+
+
+def test_a_failed_batch_waits_for_the_offsets_before_it_aborts() -> None:
+    producer = FakeProducer(send_offsets_delay=0.1)
+    eng = engine(producer, fail=True)
+    eng._unavailable_delay = 0.0
+    eng._process(BATCH)
+    names = [name for name, _ in producer.calls]
+    assert names == ["begin", "send_offsets", "send_offsets_done", "abort"]
+    assert producer.overlaps == 0
+    assert eng.positions == {(EVENTS.name, 0): 0, (EVENTS.name, 1): 0}  # rewound, not moved
+    assert eng.counters.batches == 0
+    assert eng.counters.aborts == 1
