@@ -573,7 +573,7 @@ class Engine:
             committed={f"{t}:{p}": o for (t, p), o in sorted(self.positions.items())},
             position={f"{t}:{p}": o for (t, p), o in sorted(positions.items())},
             end={
-                f"{t}:{p}": self.ends.end((t, p), now, 3 * WATCH_EVERY) or -1
+                f"{t}:{p}": _or_unknown(self.ends.end((t, p), now, 3 * WATCH_EVERY))
                 for t, p in sorted(self.positions)
             },
             **self.counters.as_dict(),
@@ -712,6 +712,11 @@ def _headers(message: Message) -> dict[str, bytes]:
         str(name): value if isinstance(value, bytes) else (value or "").encode()
         for name, value in pairs
     }
+
+
+def _or_unknown(offset: int | None) -> int:
+    """An offset for a log line: -1 when not known (0 is a real end)."""
+    return -1 if offset is None else offset
 
 
 def _describe(tps: Sequence[TP]) -> dict[str, list[int]]:
