@@ -239,3 +239,15 @@ def test_a_failed_skip_commit_aborts_rewinds_and_restarts_the_watches(
 class _NoStage:
     def task(self, ctx: object) -> None:
         return None
+
+
+def test_the_dump_shows_committed_position_and_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine, _, _ = _engine(tmp_path, {EVENTS_TP: 94}, {EVENTS_TP: 96}, {EVENTS_TP: 0})
+    engine.dump()  # an end of 0 is a real end; the line names every partition's three offsets
+    out = capsys.readouterr()
+    line = out.out + out.err
+    assert "worker.dump" in line
+    assert "94" in line
+    assert "96" in line
