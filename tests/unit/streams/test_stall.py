@@ -242,12 +242,21 @@ class _NoStage:
 
 
 def test_the_dump_shows_committed_position_and_end(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine, _, _ = _engine(tmp_path, {EVENTS_TP: 94}, {EVENTS_TP: 96}, {EVENTS_TP: 0})
-    engine.dump()  # an end of 0 is a real end; the line names every partition's three offsets
-    out = capsys.readouterr()
-    line = out.out + out.err
-    assert "worker.dump" in line
-    assert "94" in line
-    assert "96" in line
+    lines: list[tuple[str, dict]] = []
+
+    class Log:
+        def warning(self, event: str, **fields: object) -> None:
+            lines.append((event, fields))
+
+    monkeypatch.setattr(loop, "log", Log())
+    engine.dump()
+    ((event, fields),) = lines
+    assert event == "worker.dump"
+    name = "leadflow.events.by-lead:0"
+    # An end of 0 is a real end (not "unknown", -1).
+    assert (fields["committed"], fields["position"], fields["end"]) == (
+        {name: 94}, {name: 96}, {name: 0},
+    )  # fmt: skip
