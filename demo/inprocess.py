@@ -48,7 +48,9 @@ from leadflow.processors.ordering import (
 )
 from leadflow.processors.policy import Policy
 from leadflow.processors.routing import RoutingState
+from leadflow.schemas.codec import SingleObjectCodec
 
+_CODEC = SingleObjectCodec()
 END = 2**62  # a drained source's promise: nothing more will come
 
 
@@ -188,7 +190,9 @@ class _Run:
         key = event.person_key
         try:
             before = self.identities.get(key)
-            state, routed = identity_route(before, event)
+            state, routed = identity_route(
+                before, event, received=received, lateness_ms=self.c.lateness_ms
+            )
         except LeadflowError as exc:
             self.result.dead_letters.append((event.event_id, str(exc)))
         else:
@@ -205,7 +209,10 @@ class _Run:
                 )
                 if self.c.ordered:
                     part = self.parts[target]
-                    part.buffer.add(record_key(record, received, self.c.lateness_ms), (record, 0))
+                    key = record_key(record, received, self.c.lateness_ms)
+                    # Equal keys (two merges one event caused) go in the order of their
+                    # bytes, as the engine's release store orders them.
+                    part.buffer.add(key, (record, 0), _CODEC.encode(record))
                 else:  # the faust worker: applied on arrival, deadlines on its clock
                     part = self.parts[target]
                     part.clock = max(part.clock, record.occurred_at)

@@ -297,6 +297,10 @@ class MergeRequest:
     received_at: int  # collector receive time of the cause (its place in ingestion order)
     reason: str  # "identify", "alias", "form" or "email" (see identity.py)
     cause_event_id: str
+    # Records the absorbed lead will receive after it merged away that the identity stage
+    # sent to the survivor as well (identity.py, "In-flight records"): the absorbed lead
+    # drops these instead of forwarding them (v2).
+    resent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,8 +65,15 @@ from leadflow.processors import codec
 from leadflow.processors.derived import IdentityLinked, MergeRequest, derived_id
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
+from leadflow.processors.ordering import (
+    DEFAULT_LATENESS_MS,
+    HANDOVER_RANK,
+    ReleaseKey,
+    release_key,
+)
 
 MAX_BUFFERED = 50
+MAX_RECENT = 50  # records sent to the device's lead that may still sort after a merge
 MAX_DEVICE_LEADS = 5
 
 # PostHog's illegal distinct ids (plugin-server person-state.ts) and Segment's suggested
@@ -88,6 +95,14 @@ EMAIL_LEAD_KINDS = _IDENTIFYING
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """A record the identity stage sent to a lead, with its ``R'`` (``processors/ordering``)."""
+
+    event: Event
+    received: int
+
+
+@dataclass(frozen=True, slots=True)
 class IdentityState:
     """What is known about one device.
 
@@ -103,6 +118,9 @@ class IdentityState:
         shared: linked to more than :data:`MAX_DEVICE_LEADS` leads: no more merges.
         lead_keyed: the state of a lead-keyed stream (``anonymous_id`` is the lead id);
             it only remembers ``merged``.
+        recent: records sent to ``lead_id`` that may still sort after a merge this device
+            asks later (within the allowed lateness of the newest ``R'``; see "In-flight
+            records" in the module doc). Only kept when the caller passes ``R'``.
     """
 
     anonymous_id: str
@@ -115,6 +133,7 @@ class IdentityState:
     merged: tuple[str, ...] = ()
     shared: bool = False
     lead_keyed: bool = False
+    recent: tuple[Sent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +313,11 @@ def identity_step(
 
 
 def identity_route(
-    state: IdentityState | None, event: Event
+    state: IdentityState | None,
+    event: Event,
+    *,
+    received: int | None = None,
+    lateness_ms: int = DEFAULT_LATENESS_MS,
 ) -> tuple[IdentityState | None, Routed]:
     """Fold one inbound event; return the new state and what goes to ``events.by-lead``.
 
@@ -311,9 +334,84 @@ def identity_route(
         >>> [(m.lead_id == m.survivor_id, m.survivor_id, m.reason) for m in r.merges]
         [(False, 'u-7', 'identify'), (True, 'u-7', 'identify')]
 
+    With ``received`` (the event's ``R'``) and ``lateness_ms`` (the lead stage's D), the
+    device's in-flight records are re-sent to the survivor of a merge that absorbs its
+    email-only lead (module doc, "In-flight records"); without, nothing is tracked.
+
     Raises:
         InvalidEvent: an event with neither anonymous_id nor lead_id.
     """
+    new, routed = _route(state, event)
+    if received is None or new is None or event.anonymous_id is None:
+        return new, routed
+    return _track(state, new, routed, received, lateness_ms)
+
+
+def _sort_key(sent: Sent, lateness_ms: int) -> ReleaseKey:
+    e = sent.event
+    return release_key(sent.received, e.occurred_at, e.event_id, lateness_ms=lateness_ms)
+
+
+def _track(
+    before: IdentityState | None,
+    after: IdentityState,
+    routed: Routed,
+    received: int,
+    lateness_ms: int,
+) -> tuple[IdentityState, Routed]:
+    """Re-send in-flight records of an absorbed email-only lead; remember what may be.
+
+    ``before.recent`` holds what this device sent to its email-only lead that may still
+    sort after a later merge. When a merge absorbs that lead into the lead the device now
+    follows, the records that sort after the merge's handover would reach the merged lead
+    after it became a redirect and be forwarded, on arrival. They are sent again to the
+    survivor (same event, ``R'`` of the merge: the same place in the order), and both
+    copies of the merge name them (``resent``) so that the merged lead drops its copies.
+    """
+    current = before.lead_id if before is not None else None
+    target = after.lead_id
+    events, merges = routed.events, routed.merges
+    if before is not None and before.recent and current is not None and target != current:
+        asked = next(
+            (m for m in merges if m.absorbed_id == current and m.survivor_id == target), None
+        )
+        if asked is not None:
+            handover = release_key(
+                received,
+                asked.occurred_at,
+                asked.cause_event_id,
+                rank=HANDOVER_RANK,
+                lateness_ms=lateness_ms,
+            )
+            late = [
+                s.event
+                for s in before.recent
+                if s.event.lead_id == current
+                and _sort_key(s, lateness_ms) > handover
+            ]
+            if late:
+                ids = tuple(e.event_id for e in late)
+                merges = [
+                    dataclasses.replace(m, resent=ids) if m.merge_id == asked.merge_id else m
+                    for m in merges
+                ]
+                assert target is not None
+                events = [*events, *(_with_lead(e, target) for e in late)]
+    keep: tuple[Sent, ...] = ()
+    if target is not None and is_soft(target) and not after.shared:
+        old = before.recent if before is not None and current == target else ()
+        floor = received - lateness_ms
+        fresh = (*old, *(Sent(e, received) for e in events if e.lead_id == target))
+        # A record sorting before R' - D sorts before any merge still to come.
+        keep = tuple(s for s in fresh if _sort_key(s, lateness_ms).at >= floor)[-MAX_RECENT:]
+    if keep != after.recent:
+        after = dataclasses.replace(after, recent=keep)
+    if events is routed.events and merges is routed.merges:
+        return after, routed
+    return after, Routed(events, merges)
+
+
+def _route(state: IdentityState | None, event: Event) -> tuple[IdentityState | None, Routed]:
     if event.kind is Kind.CAMPAIGN_COST:
         return state, Routed()
     if event.anonymous_id is None:

@@ -140,6 +140,9 @@ class LeadState:
     # ``labels.later_snapshots``, each ``labels.snapshot_every_days`` after the one before
     # (empty while ``labelled``; processors/labels.py).
     pending: tuple[Snapshot, ...] = ()
+    # Event ids the identity stage re-sent to this lead's survivor when it merged away (a
+    # late identify's in-flight records, MergeRequest.resent): dropped here when they come.
+    dropping: tuple[str, ...] = ()
 
 
 def encode_lead_state(state: LeadState) -> bytes:

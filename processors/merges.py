@@ -75,6 +75,7 @@ from leadflow.processors.routing import RoutingState
 from leadflow.processors.segments import segments_of
 
 MAX_HOPS = 8
+MAX_DROPPING = 200  # re-sent event ids a merged lead remembers to drop
 MAX_PARKED = 1_000  # records of one lead within one lead-stage hop; more is a stuck merge
 
 LeadRecord = Event | MergeRequest | LeadTransfer
@@ -197,6 +198,11 @@ def _on_event(
     facts: PiiFacts | None,
     hops: int,
 ) -> LeadOutcome:
+    if state is not None and event.event_id in state.dropping:
+        # The identity stage sent this record to the survivor too, in its place in the
+        # order (identity.py, "In-flight records"): forwarding it would apply it twice.
+        rest = tuple(i for i in state.dropping if i != event.event_id)
+        return LeadOutcome(dataclasses.replace(state, dropping=rest))
     if state is not None and state.merged_into is not None:
         if hops >= MAX_HOPS:
             raise InvalidEvent(
@@ -254,6 +260,13 @@ def _hand_over(state: LeadState | None, request: MergeRequest) -> LeadOutcome:
     )
     to_survivor = lead_key(request.workspace_id, survivor)
     direct = [Direct(to_survivor, transfer)]
+    if request.resent:
+        # Whatever this lead decides, the device that asked now follows the survivor and
+        # sent it these records again: this lead must not apply or forward them.
+        dropping = tuple(dict.fromkeys((*base.dropping, *request.resent)))[-MAX_DROPPING:]
+        base = dataclasses.replace(base, dropping=dropping)
+        if refused is not None or base.merged_into is not None:
+            return LeadOutcome(base, direct=direct)
     if refused is not None or base.merged_into is not None:
         return LeadOutcome(state, direct=direct)  # a refusal or a repeated request
     # What this lead held while waiting goes on to the survivor, in order: its parked
@@ -408,7 +421,9 @@ def _content(state: LeadState) -> str:
     """What a merged lead hands over: its facts and history, without merge bookkeeping."""
     if state.transitions == 0 and not state.seen:
         return ""
-    plain = dataclasses.replace(state, awaiting=(), parked=(), parked_tick=None, early=())
+    plain = dataclasses.replace(
+        state, awaiting=(), parked=(), parked_tick=None, early=(), dropping=()
+    )
     return base64.b64encode(encode_lead_state(plain)).decode()
 
 
@@ -422,6 +437,7 @@ def _adopt(base: LeadState, merged: LeadState) -> LeadState:
         parked=base.parked,
         parked_tick=base.parked_tick,
         early=base.early,
+        dropping=base.dropping,
     )
 
 

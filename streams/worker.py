@@ -115,7 +115,7 @@ def build_stages(
     sources, targets = partitions
     vault = Vault(settings) if settings.pii_encryption else None
     return [
-        identity_stage(codec, bounds, targets),
+        identity_stage(codec, bounds, targets, settings.order_lateness_ms),
         lead_stage(LeadDeps(codec, policy, feed.model, vault, sources, settings.order_lateness_ms)),
         trainer_stage(TrainerDeps(codec, policy, key)),
     ]

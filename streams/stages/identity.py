@@ -22,7 +22,7 @@ from leadflow.processors.identity import (
     identity_link,
     identity_route,
 )
-from leadflow.processors.ordering import monotonic_received
+from leadflow.processors.ordering import DEFAULT_LATENESS_MS, monotonic_received
 from leadflow.schemas.codec import Codec
 from leadflow.streams.control import RECEIVED, heartbeat_value, marker_record
 from leadflow.streams.engine.stage import Record, Stage, TaskContext
@@ -84,9 +84,16 @@ class IdentityTask:
     """
 
     def __init__(
-        self, codec: Codec, bounds: BoundsTable, ctx: TaskContext, markers: Markers
+        self,
+        codec: Codec,
+        bounds: BoundsTable,
+        ctx: TaskContext,
+        markers: Markers,
+        lateness_ms: int = DEFAULT_LATENESS_MS,
     ) -> None:
         self.codec = codec
+        # The lead stage's D: records a merge would otherwise forward are re-sent in order.
+        self.lateness_ms = lateness_ms
         # Amounts and counts per workspace: an absurd one is a dead letter here, before any
         # state or report sees it (the collector refuses it too; this catches direct producers).
         self.bounds = bounds
@@ -118,7 +125,12 @@ class IdentityTask:
             assert record.key is not None  # check_record_key refuses a missing key
             raw = ctx.get(STORE, record.key)
             state = decode_identity_state(raw) if raw else None
-            new_state, routed = identity_route(state, inbound)
+            new_state, routed = identity_route(
+                state,
+                inbound,
+                received=monotonic_received(self.received, inbound.received_at),
+                lateness_ms=self.lateness_ms,
+            )
         except LeadflowError as exc:
             ctx.dead_letter(record, exc)
             return
@@ -141,12 +153,15 @@ class IdentityTask:
         self.markers.flush(ctx)
 
 
-def identity_stage(codec: Codec, bounds: BoundsTable, targets: int) -> Stage:
-    """The identity stage over ``leadflow.events``; ``targets``: by-lead partitions."""
+def identity_stage(
+    codec: Codec, bounds: BoundsTable, targets: int, lateness_ms: int = DEFAULT_LATENESS_MS
+) -> Stage:
+    """The identity stage over ``leadflow.events``; ``targets``: by-lead partitions;
+    ``lateness_ms``: the allowed lateness D of the lead stage's release order."""
     markers = Markers(targets)  # one per process: its tasks share each batch's transaction
     return Stage(
         "identity",
         EVENTS,
         (STORE, CLOCK),
-        lambda ctx: IdentityTask(codec, bounds, ctx, markers),
+        lambda ctx: IdentityTask(codec, bounds, ctx, markers, lateness_ms),
     )

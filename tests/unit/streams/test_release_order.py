@@ -193,7 +193,7 @@ def run_engine(
     deps = LeadDeps(CODEC, POLICY, lambda _ws: MODEL, None, partitions, lateness)
     markers = Markers(partitions)
     inbound = [
-        Sim(p, lambda ctx: IdentityTask(CODEC, BoundsTable(), ctx, markers))
+        Sim(p, lambda ctx: IdentityTask(CODEC, BoundsTable(), ctx, markers, lateness))
         for p in range(partitions)
     ]
     leads = [Sim(p, lambda ctx: LeadTask(deps, ctx)) for p in range(partitions)]
