@@ -209,10 +209,10 @@ class _Run:
                 )
                 if self.c.ordered:
                     part = self.parts[target]
-                    key = record_key(record, received, self.c.lateness_ms)
+                    sort = record_key(record, received, self.c.lateness_ms)
                     # Equal keys (two merges one event caused) go in the order of their
                     # bytes, as the engine's release store orders them.
-                    part.buffer.add(key, (record, 0), _CODEC.encode(record))
+                    part.buffer.add(sort, (record, 0), _CODEC.encode(record))
                 else:  # the faust worker: applied on arrival, deadlines on its clock
                     part = self.parts[target]
                     part.clock = max(part.clock, record.occurred_at)

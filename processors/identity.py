@@ -53,6 +53,18 @@ Merges (docs/architecture.md, "Identity merges"; PostHog's and Segment's rules):
 A merge is a :class:`~leadflow.processors.derived.MergeRequest` sent to both leads on
 ``leadflow.events.by-lead``; ``processors/merges.py`` does the rest. A key asks for each
 merge once (``merged``).
+
+In-flight records. This stage routes a device's events in arrival order; the lead stage
+applies them in event-time order (``processors/ordering``). Records the device sent to its
+soft lead before a late identify arrived can sort after that identify's merge, so the
+merged lead would get them once it is a redirect and forward them, applied on arrival.
+With ``R'`` and the lateness D (the worker passes both), the state keeps what the device
+sent to its soft lead that may still sort after a merge (``recent``: a key at or after
+``R' - D``, at most :data:`MAX_RECENT`); a merge that absorbs that lead into the lead the
+device now follows sends those sorting after the merge's handover to the survivor again
+(same events, the merge's ``R'``: the same key, since they are within D) and names them
+in ``MergeRequest.resent``, so that the merged lead drops its copies. Records for the
+merged lead from other keys are still forwarded (docs/architecture.md, "Known limits").
 """
 
 from __future__ import annotations
@@ -386,8 +398,7 @@ def _track(
             late = [
                 s.event
                 for s in before.recent
-                if s.event.lead_id == current
-                and _sort_key(s, lateness_ms) > handover
+                if s.event.lead_id == current and _sort_key(s, lateness_ms) > handover
             ]
             if late:
                 ids = tuple(e.event_id for e in late)

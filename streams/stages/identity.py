@@ -156,8 +156,10 @@ class IdentityTask:
 def identity_stage(
     codec: Codec, bounds: BoundsTable, targets: int, lateness_ms: int = DEFAULT_LATENESS_MS
 ) -> Stage:
-    """The identity stage over ``leadflow.events``; ``targets``: by-lead partitions;
-    ``lateness_ms``: the allowed lateness D of the lead stage's release order."""
+    """The identity stage over ``leadflow.events``.
+
+    ``targets``: the by-lead partitions; ``lateness_ms``: the lead stage's allowed lateness D.
+    """
     markers = Markers(targets)  # one per process: its tasks share each batch's transaction
     return Stage(
         "identity",

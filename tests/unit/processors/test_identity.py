@@ -23,7 +23,7 @@ from leadflow.processors.identity import (
 )
 from leadflow.processors.pii import seal_event
 
-from ._factory import WS, ev
+from ._factory import HOUR, T0, WS, ev
 
 
 def run(events: list[Event], state: IdentityState | None = None):
@@ -351,3 +351,63 @@ def test_a_device_past_the_cap_is_shared() -> None:
     _, routed = identity_route(state, ev("v", Kind.VISIT, 99, anon="kiosk"))
     assert routed.events == []  # a shared device's anonymous events are nobody's
     assert state.dropped == 0
+
+
+def test_a_late_identify_resends_the_in_flight_records_to_the_survivor() -> None:
+    """The form's records that sort after the identify's merge go to the user as well.
+
+    D = 2 h. A visit at 0.5 h (received at 1 h, buffered), then one request at R' = 4.5 h
+    with a visit at 3 h and a form at 4 h; the identify that happened at 2.5 h arrives at
+    R' = 5 h, so its merge sorts at 3 h: after the first visit (replayed at R' 4.5 h, so at
+    2.5 h) but before the other two, which the email lead would get after it merged away.
+    """
+    d = 2 * HOUR
+    soft = derive_lead_id(WS, "ada@acme.io")
+    sent = [
+        (ev("v0", Kind.VISIT, 0.5, anon="a1"), 1),
+        (ev("v1", Kind.VISIT, 3, anon="a1"), 4.5),
+        (ev("f1", Kind.FORM_SUBMITTED, 4, anon="a1", email="ada@acme.io"), 4.5),
+    ]
+    state = None
+    for e, r in sent:
+        state, _ = identity_route(state, e, received=T0 + int(r * HOUR), lateness_ms=d)
+    assert state is not None
+    assert state.lead_id == soft
+    assert [s.event.event_id for s in state.recent] == ["v0", "v1", "f1"]
+    ident = ev("i1", Kind.IDENTIFY, 2.5, anon="a1", lead="U")
+    state, routed = identity_route(state, ident, received=T0 + 5 * HOUR, lateness_ms=d)
+    assert state is not None
+    assert state.lead_id == "U"
+    assert state.recent == ()
+    assert [(m.lead_id, m.resent) for m in routed.merges] == [
+        (soft, ("v1", "f1")),
+        ("U", ("v1", "f1")),
+    ]
+    assert [(e.event_id, e.lead_id) for e in routed.events] == [
+        ("i1", "U"), ("v1", "U"), ("f1", "U")
+    ]  # fmt: skip
+    # A record that sorts before R' - D of a later request is forgotten.
+    later = ev("v2", Kind.VISIT, 9, anon="a2")
+    kept, _ = identity_route(None, ev("f2", Kind.FORM_SUBMITTED, 1, anon="a2", email="x@y.io"),
+                             received=T0 + HOUR, lateness_ms=d)  # fmt: skip
+    kept, _ = identity_route(kept, later, received=T0 + 9 * HOUR, lateness_ms=d)
+    assert kept is not None
+    assert [s.event.event_id for s in kept.recent] == ["v2"]
+    # Without R' (callers that do not order) nothing is remembered or re-sent.
+    plain, _ = identity_route(None, sent[2][0])
+    assert plain is not None
+    assert plain.recent == ()
+
+
+def test_an_identify_in_order_resends_nothing() -> None:
+    state = None
+    for e in (
+        ev("v1", Kind.VISIT, 1, anon="a1"),
+        ev("f1", Kind.FORM_SUBMITTED, 2, anon="a1", email="ada@acme.io"),
+        ev("i1", Kind.IDENTIFY, 3, anon="a1", lead="U"),
+    ):
+        state, routed = identity_route(
+            state, e, received=e.occurred_at + 1000, lateness_ms=2 * HOUR
+        )
+    assert [m.resent for m in routed.merges] == [(), ()]
+    assert [e.event_id for e in routed.events] == ["i1"]

@@ -210,3 +210,38 @@ def test_an_id_merged_before_it_had_history_is_announced_when_first_used() -> No
     second = step(first.state, ev("v9", Kind.VISIT, 31, lead="e-new"))
     assert second.derived == []
     assert len(second.direct) == 1
+
+
+def test_records_the_identity_stage_resent_are_dropped_not_forwarded() -> None:
+    """A late identify's in-flight records reach the survivor from the identity stage in
+    their place; the merged lead's copies, released after it merged away, are dropped."""
+    asked = dataclasses.replace(request("e-soft", "U", "absorbed"), resent=("v9",))
+    gone = step(run(None, SOFT), asked).state
+    assert gone is not None
+    assert gone.merged_into == "U"
+    assert gone.dropping == ("v9",)
+    resent = ev("v9", Kind.VISIT, 20, lead="e-soft")
+    out = step(gone, resent)
+    assert (out.derived, out.direct) == ([], [])
+    assert out.state is not None
+    assert out.state.dropping == ()
+    other = ev("v10", Kind.VISIT, 21, lead="e-soft")  # from another key: still forwarded
+    assert step(out.state, other).direct == [
+        Direct(lead_key(WS, "U"), dataclasses.replace(other, lead_id="U"), 1)
+    ]
+    # The survivor adopting the merged lead does not inherit what it was to drop.
+    adopted = step(step(None, request("e-soft", "U", "survivor")).state, transfer_of(
+        step(run(None, SOFT), asked)
+    )).state  # fmt: skip
+    assert adopted is not None
+    assert adopted.dropping == ()
+
+
+def test_a_refused_merge_still_drops_what_was_resent() -> None:
+    first = step(run(None, SOFT), request("e-soft", "U", "absorbed")).state
+    asked = dataclasses.replace(request("e-soft", "V", "absorbed"), resent=("v9",))
+    out = step(first, asked)
+    assert transfer_of(out).refused == "already merged into U"
+    assert out.state is not None
+    assert out.state.dropping == ("v9",)
+    assert step(out.state, ev("v9", Kind.VISIT, 20, lead="e-soft")).direct == []

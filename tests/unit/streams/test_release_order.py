@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from leadflow.demo.inprocess import InProcess, partition_of
 from leadflow.processors.bounds import BoundsTable
+from leadflow.processors.derived import LeadScored
 from leadflow.processors.events import Event
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.ordering import ReleaseKey, release_key
@@ -34,7 +35,7 @@ from leadflow.streams.stages.identity import IdentityTask, Markers
 from leadflow.streams.stages.lead import RELEASE, LeadDeps, LeadTask
 from leadflow.streams.topics import DLQ, EVENTS, EVENTS_BY_LEAD, TopicSpec
 from tests.unit.demo import journey
-from tests.unit.demo.test_inprocess import encoded, journeys
+from tests.unit.demo.test_inprocess import _shared_device_journey, encoded, journeys
 
 POLICY = load_default_policy()
 CODEC = SingleObjectCodec()
@@ -293,3 +294,22 @@ def test_a_record_waits_until_every_source_promised_past_it() -> None:
     assert (len(rebuilt), rebuilt.low, rebuilt.peek_ripe()) == (1, 101, sort)
     assert rebuilt.pop(ctx, sort) == Held(b"k", b"v", 3)
     assert len(rebuilt) == 0
+
+
+def test_a_late_identify_on_a_shared_device_is_the_reference_on_one_and_three_partitions() -> None:
+    """Issue 14's counterexample on the real tasks: e005-e008 (sent to the form's email
+    lead before the late identify e003 merged it into user-0) used to be forwarded through
+    the redirect and applied on arrival: after e009 on one partition, after e010 on three."""
+    events = _shared_device_journey()
+    for partitions in (1, 3):
+        reference = encoded(
+            InProcess(POLICY, partitions, lateness_ms=120_000, model=MODEL).run(events)
+        )
+        for schedule, aborts in (([], 0), ([7, 3, 11, 5, 2] * 60, 2)):
+            got = run_engine(events, partitions, 120_000, iter(schedule), aborts)
+            assert got == reference, partitions
+        causes = [CODEC.decode(v) for v in got["user-0"]]
+        order = [d.cause_event_id for d in causes if isinstance(d, LeadScored)]
+        assert [c for c in order if c.startswith("e0")] == [
+            "e003", "e005", "e006", "e007", "e008", "e009", "e010"
+        ]  # fmt: skip
