@@ -322,6 +322,8 @@ class LeadTransfer:
     state: str = ""
     refused: str | None = None
     hops: int = 0
+    # A refused merge's MergeRequest.resent: the survivor drops those records (v2).
+    resent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

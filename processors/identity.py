@@ -59,12 +59,13 @@ applies them in event-time order (``processors/ordering``). Records the device s
 soft lead before a late identify arrived can sort after that identify's merge, so the
 merged lead would get them once it is a redirect and forward them, applied on arrival.
 With ``R'`` and the lateness D (the worker passes both), the state keeps what the device
-sent to its soft lead that may still sort after a merge (``recent``: a key at or after
-``R' - D``, at most :data:`MAX_RECENT`); a merge that absorbs that lead into the lead the
-device now follows sends those sorting after the merge's handover to the survivor again
-(same events, the merge's ``R'``: the same key, since they are within D) and names them
-in ``MergeRequest.resent``, so that the merged lead drops its copies. Records for the
-merged lead from other keys are still forwarded (docs/architecture.md, "Known limits").
+sent to soft leads that may still sort after a merge (``recent``: a key at or after
+``R' - D``, at most :data:`MAX_RECENT`); a merge this device asks that absorbs one of them
+sends those sorting after the merge's handover to the survivor (where the redirect would
+forward them; same events, the merge's ``R'``: the same key, since they are within D) and
+names them in ``MergeRequest.resent``: the merged lead drops its copies, or, if it
+refuses the merge, tells the survivor to drop these (``LeadTransfer.resent``). Records for
+the merged lead from other keys are still forwarded (docs/architecture.md, "Known limits").
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ from leadflow.processors.ordering import (
 )
 
 MAX_BUFFERED = 50
-MAX_RECENT = 50  # records sent to the device's lead that may still sort after a merge
+MAX_RECENT = 50  # records sent to soft leads that may still sort after a merge
 MAX_DEVICE_LEADS = 5
 
 # PostHog's illegal distinct ids (plugin-server person-state.ts) and Segment's suggested
@@ -130,9 +131,9 @@ class IdentityState:
         shared: linked to more than :data:`MAX_DEVICE_LEADS` leads: no more merges.
         lead_keyed: the state of a lead-keyed stream (``anonymous_id`` is the lead id);
             it only remembers ``merged``.
-        recent: records sent to ``lead_id`` that may still sort after a merge this device
-            asks later (within the allowed lateness of the newest ``R'``; see "In-flight
-            records" in the module doc). Only kept when the caller passes ``R'``.
+        recent: records sent to email-only leads that may still sort after a merge this
+            device asks later (within the allowed lateness of the newest ``R'``; see
+            "In-flight records" in the module doc). Only kept when the caller passes ``R'``.
     """
 
     anonymous_id: str
@@ -347,8 +348,9 @@ def identity_route(
         [(False, 'u-7', 'identify'), (True, 'u-7', 'identify')]
 
     With ``received`` (the event's ``R'``) and ``lateness_ms`` (the lead stage's D), the
-    device's in-flight records are re-sent to the survivor of a merge that absorbs its
-    email-only lead (module doc, "In-flight records"); without, nothing is tracked.
+    device's in-flight records are sent to the survivor of a merge that absorbs an
+    email-only lead they went to (module doc, "In-flight records"); without, nothing is
+    tracked.
 
     Raises:
         InvalidEvent: an event with neither anonymous_id nor lead_id.
@@ -373,47 +375,49 @@ def _track(
 ) -> tuple[IdentityState, Routed]:
     """Re-send in-flight records of an absorbed email-only lead; remember what may be.
 
-    ``before.recent`` holds what this device sent to its email-only lead that may still
-    sort after a later merge. When a merge absorbs that lead into the lead the device now
-    follows, the records that sort after the merge's handover would reach the merged lead
-    after it became a redirect and be forwarded, on arrival. They are sent again to the
-    survivor (same event, ``R'`` of the merge: the same place in the order), and both
-    copies of the merge name them (``resent``) so that the merged lead drops its copies.
+    ``before.recent`` holds what this device sent to email-only leads that may still sort
+    after a later merge. When this event asks a merge that absorbs one of them, the records
+    that sort after the merge's handover would reach the merged lead after it became a
+    redirect and be forwarded to the survivor, on arrival. They are sent to the survivor
+    now (same event, ``R'`` of the merge: the same place in the order), and both copies of
+    the merge name them (``resent``): the merged lead drops its copies, or, if it refuses
+    the merge, the survivor drops these (``processors/merges.py``).
     """
-    current = before.lead_id if before is not None else None
-    target = after.lead_id
+    recent = before.recent if before is not None else ()
     events, merges = routed.events, routed.merges
-    if before is not None and before.recent and current is not None and target != current:
-        asked = next(
-            (m for m in merges if m.absorbed_id == current and m.survivor_id == target), None
-        )
-        if asked is not None:
+    asked = {m.absorbed_id: m for m in merges if m.lead_id == m.absorbed_id}
+    if recent and asked:
+        for absorbed, request in asked.items():
             handover = release_key(
                 received,
-                asked.occurred_at,
-                asked.cause_event_id,
+                request.occurred_at,
+                request.cause_event_id,
                 rank=HANDOVER_RANK,
                 lateness_ms=lateness_ms,
             )
             late = [
                 s.event
-                for s in before.recent
-                if s.event.lead_id == current and _sort_key(s, lateness_ms) > handover
+                for s in recent
+                if s.event.lead_id == absorbed and _sort_key(s, lateness_ms) > handover
             ]
             if late:
                 ids = tuple(e.event_id for e in late)
                 merges = [
-                    dataclasses.replace(m, resent=ids) if m.merge_id == asked.merge_id else m
+                    dataclasses.replace(m, resent=ids) if m.merge_id == request.merge_id else m
                     for m in merges
                 ]
-                assert target is not None
-                events = [*events, *(_with_lead(e, target) for e in late)]
+                events = [*events, *(_with_lead(e, request.survivor_id) for e in late)]
+        recent = tuple(s for s in recent if s.event.lead_id not in asked)
     keep: tuple[Sent, ...] = ()
-    if target is not None and is_soft(target) and not after.shared:
-        old = before.recent if before is not None and current == target else ()
+    if not after.shared:
         floor = received - lateness_ms
-        fresh = (*old, *(Sent(e, received) for e in events if e.lead_id == target))
+        sent = (
+            Sent(e, received)
+            for e in routed.events
+            if e.lead_id is not None and is_soft(e.lead_id) and e.lead_id not in asked
+        )
         # A record sorting before R' - D sorts before any merge still to come.
+        fresh = (*recent, *sent)
         keep = tuple(s for s in fresh if _sort_key(s, lateness_ms).at >= floor)[-MAX_RECENT:]
     if keep != after.recent:
         after = dataclasses.replace(after, recent=keep)

@@ -257,15 +257,15 @@ def _hand_over(state: LeadState | None, request: MergeRequest) -> LeadOutcome:
         cause_event_id=request.cause_event_id,
         state="" if refused else _content(base),
         refused=refused,
+        resent=request.resent if refused else (),
     )
     to_survivor = lead_key(request.workspace_id, survivor)
     direct = [Direct(to_survivor, transfer)]
-    if request.resent:
-        # Whatever this lead decides, the device that asked now follows the survivor and
-        # sent it these records again: this lead must not apply or forward them.
-        dropping = tuple(dict.fromkeys((*base.dropping, *request.resent)))[-MAX_DROPPING:]
-        base = dataclasses.replace(base, dropping=dropping)
-        if refused is not None or base.merged_into is not None:
+    if request.resent and refused is None:
+        # The identity stage sent these records to the survivor in their place in the
+        # order: this lead must not forward them (a refusal lets the survivor drop them).
+        base = _drop(base, request.resent)
+        if base.merged_into is not None:
             return LeadOutcome(base, direct=direct)
     if refused is not None or base.merged_into is not None:
         return LeadOutcome(state, direct=direct)  # a refusal or a repeated request
@@ -285,6 +285,11 @@ def _hand_over(state: LeadState | None, request: MergeRequest) -> LeadOutcome:
         announced=bool(transfer.state),  # the survivor announces a merge with history
     )
     return LeadOutcome(frozen, direct=direct)
+
+
+def _drop(state: LeadState, ids: tuple[str, ...]) -> LeadState:
+    dropping = tuple(dict.fromkeys((*state.dropping, *ids)))[-MAX_DROPPING:]
+    return dataclasses.replace(state, dropping=dropping)
 
 
 def _awaiting(absorbed_id: str) -> str:
@@ -346,6 +351,8 @@ def _absorb(
     routing: RoutingState | None,
 ) -> LeadOutcome:
     """Merge the transferred state into ``base``, then run what was parked if done waiting."""
+    if transfer.refused is not None and transfer.resent:
+        base = _drop(base, transfer.resent)  # the refusing lead forwards its own copies
     out = LeadOutcome(base)
     if transfer.refused is None and not transfer.state:
         # The merged id was never seen: nothing to merge or announce (its redirect announces

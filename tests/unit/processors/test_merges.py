@@ -237,11 +237,26 @@ def test_records_the_identity_stage_resent_are_dropped_not_forwarded() -> None:
     assert adopted.dropping == ()
 
 
-def test_a_refused_merge_still_drops_what_was_resent() -> None:
+def test_a_refused_merge_leaves_the_resent_records_to_the_first_survivor() -> None:
+    """The merged lead refuses (already merged into U): it forwards its copies to U as it
+    always did, and the transfer tells the second survivor V to drop the re-sent ones."""
     first = step(run(None, SOFT), request("e-soft", "U", "absorbed")).state
     asked = dataclasses.replace(request("e-soft", "V", "absorbed"), resent=("v9",))
     out = step(first, asked)
-    assert transfer_of(out).refused == "already merged into U"
-    assert out.state is not None
-    assert out.state.dropping == ("v9",)
-    assert step(out.state, ev("v9", Kind.VISIT, 20, lead="e-soft")).direct == []
+    refusal = transfer_of(out)
+    assert refusal.refused == "already merged into U"
+    assert refusal.resent == ("v9",)
+    assert out.state == first
+    original = ev("v9", Kind.VISIT, 20, lead="e-soft")
+    assert step(out.state, original).direct == [
+        Direct(lead_key(WS, "U"), dataclasses.replace(original, lead_id="U"), 1)
+    ]
+    waiting = step(None, dataclasses.replace(asked, lead_id="V")).state
+    stopped = step(waiting, refusal).state
+    assert stopped is not None
+    assert stopped.dropping == ("v9",)
+    copy = dataclasses.replace(original, lead_id="V")
+    dropped = step(stopped, copy)
+    assert dropped.derived == []
+    assert dropped.state is not None
+    assert dropped.state.dropping == ()
