@@ -229,15 +229,19 @@ def test_a_device_shared_by_more_users_than_the_cap_stops_merging_and_stitching(
 
 
 @st.composite
-def journeys(draw: st.DrawFn) -> tuple[list[Event], int]:
+def journeys(draw: st.DrawFn, crowded: bool = False) -> tuple[list[Event], int]:
     """A few people, each a mix of anonymous pages, forms, identify, alias and user events,
-    sent in requests (one ``received_at`` each) that may arrive late."""
-    lateness = draw(st.sampled_from([0, 120_000]))
-    people = draw(st.integers(1, 3))
+    sent in requests (one ``received_at`` each) that may arrive late.
+
+    ``crowded``: mostly one shared device, people back to back, more requests overtaken by
+    later ones (where a late identify's in-flight records come from; session 4's sweeps).
+    """
+    lateness = draw(st.sampled_from([0, 120_000, 120_000] if crowded else [0, 120_000]))
+    people = draw(st.integers(1, 4 if crowded else 3))
     requests: list[list[Event]] = []
     clock = journey.T0
     n = 0
-    shared = draw(st.booleans())
+    shared = draw(st.sampled_from([True, True, False])) if crowded else draw(st.booleans())
 
     def event(kind: Kind, at: int, **kw: Any) -> Event:
         nonlocal n
@@ -251,7 +255,8 @@ def journeys(draw: st.DrawFn) -> tuple[list[Event], int]:
         user = f"user-{person}"
         email = f"p{person}@co{person}.io"
         steps: list[Event] = []
-        at = clock + draw(st.integers(0, 5)) * journey.MINUTE
+        gap = st.sampled_from([0, 0, 1]) if crowded else st.integers(0, 5)
+        at = clock + draw(gap) * journey.MINUTE
         for _ in range(draw(st.integers(0, 3))):
             at += draw(st.integers(1, 30)) * 1000
             steps.append(event(Kind.VISIT, at, anonymous_id=device, path="/pricing"))
@@ -314,7 +319,8 @@ def journeys(draw: st.DrawFn) -> tuple[list[Event], int]:
         clock = at
     out: list[Event] = []
     for request in requests:
-        delay = draw(st.sampled_from([50, 20_000, 10 * 60_000]))
+        delays = [50, 50, 5_000, 20_000, 60_000, 10 * 60_000] if crowded else [50, 20_000, 600_000]
+        delay = draw(st.sampled_from(delays))
         received = max(e.occurred_at for e in request) + delay
         out.extend(dataclasses.replace(e, received_at=received) for e in request)
     # The collector writes requests in the order they were received.
@@ -367,6 +373,20 @@ def test_any_interleaving_gives_the_outputs_of_event_time_order(
             if handoff.last_touch is not None:
                 assert handoff.last_touch.occurred_at <= handoff.became_sql_at
     assert all(isinstance(m, LeadMerged) for m in reference.merged())
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    data=journeys(crowded=True),
+    partitions=st.integers(1, 5),
+    schedule=st.lists(st.integers(0, 9), max_size=80),
+)
+def test_crowded_shared_devices_give_the_outputs_of_event_time_order(
+    data: tuple[list[Event], int], partitions: int, schedule: list[int]
+) -> None:
+    test_any_interleaving_gives_the_outputs_of_event_time_order.hypothesis.inner_test(  # type: ignore[attr-defined]
+        data, partitions, schedule
+    )
 
 
 def _shared_device_journey() -> list[Event]:
