@@ -1,8 +1,8 @@
 """The worker merges a form-then-identify person (issue 14), through the real broker.
 
-The lead stage applies records in arrival order (the release buffer of event-time order
-is not wired into the engine yet); the merge itself does not depend on it: the email lead
-hands its state to the user and redirects, and ``leadflow.lead-merged`` says so.
+The email lead hands its state to the user and redirects, and ``leadflow.lead-merged``
+says so. (The order the worker applies records in is tested on the real tasks under
+arbitrary schedules in ``tests/unit/streams/test_release_order.py``.)
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ def test_form_then_identify_is_merged_by_the_worker(
         derive_lead_id(workspace, journey.EMAIL),
         "identify",
     )
-    # Sales accepted the person: one hand-off, for the survivor. (What it carries depends on
-    # arrival order: the CRM event may come before the form's merge.)
+    # Sales accepted the person: one hand-off, for the survivor.
     [handoff] = read(topics, LEAD_BECAME_SQL.name, workspace, expect=1)
     assert isinstance(handoff, BecameSQL)
     assert handoff.lead_id == journey.USER
