@@ -5,6 +5,7 @@ Imported by ``cli/main.py`` at start, so it imports river and the processors laz
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 
 import click
@@ -50,6 +51,13 @@ from rich.console import Console
     help="Also fit the batch gradient-boosted baseline (needs scikit-learn, a dev dependency).",
 )
 @click.option(
+    "--later-snapshots",
+    type=click.IntRange(0, 6),
+    default=None,
+    help="Override the policy's labels.later_snapshots (later feature snapshots per open "
+    "label window; default: the policy's, 0).",
+)
+@click.option(
     "--clickhouse/--no-clickhouse",
     default=False,
     show_default=True,
@@ -65,6 +73,7 @@ def model_eval_cmd(
     partitions: int,
     refresh_every: int,
     baseline: bool,
+    later_snapshots: int | None,
     clickhouse: bool,
 ) -> None:
     r"""Measure the lead model against the rules and a batch baseline, offline.
@@ -86,6 +95,7 @@ def model_eval_cmd(
       leadflow model-eval --model linear --model arf --people 1000
       leadflow model-eval --partitions 12 --refresh-every 2000   # worst-case arrival order
       leadflow model-eval --no-baseline --clickhouse  # + what the model_health view shows
+      leadflow model-eval --later-snapshots 3      # label windows sampled weekly
     """
     from leadflow.cli.options import fail
     from leadflow.demo.model_eval import results_table, run_eval
@@ -94,6 +104,9 @@ def model_eval_cmd(
     from leadflow.processors.policy_load import load_default_policy
 
     policy = load_default_policy()
+    if later_snapshots is not None:
+        labels = dataclasses.replace(policy.labels, later_snapshots=later_snapshots)
+        policy = dataclasses.replace(policy, labels=labels)
     results = {}
     engine = tempfile.TemporaryDirectory(prefix="leadflow-model-eval-") if clickhouse else None
     client = None

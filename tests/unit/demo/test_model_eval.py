@@ -1,5 +1,10 @@
 """``leadflow model-eval``: the offline replay of the processors behind the model figures."""
 
+import dataclasses
+
+from click.testing import CliRunner
+
+from leadflow.cli.model_eval import model_eval_cmd
 from leadflow.demo.model_eval import arrival_order, run_eval
 from leadflow.processors.events import Event, Kind
 from leadflow.processors.policy_load import load_default_policy
@@ -30,6 +35,38 @@ def test_a_small_simulation_gives_sane_repeatable_figures() -> None:
     assert age <= 2.0
     assert isinstance(first["state_p90_bytes"], int)
     assert first["state_p90_bytes"] < 2048
+
+
+def test_later_snapshots_teach_each_lead_more_often_from_the_same_events() -> None:
+    later = dataclasses.replace(P, labels=dataclasses.replace(P.labels, later_snapshots=3))
+    one = run_eval(300, 100, 5, "linear", P, baseline=False)
+    more = run_eval(300, 100, 5, "linear", later, baseline=False)
+    assert more["cutoff_leads"] == one["cutoff_leads"]  # same leads, same cutoffs
+    assert more["rule_auc"] == one["rule_auc"]
+    assert int(more["examples"] or 0) > int(one["examples"] or 0)
+    assert int(more["positives"] or 0) >= int(one["positives"] or 0)
+    again = run_eval(300, 100, 5, "linear", later, baseline=False)
+    assert {k: v for k, v in again.items() if k not in TIMINGS} == {
+        k: v for k, v in more.items() if k not in TIMINGS
+    }
+    cli = CliRunner().invoke(
+        model_eval_cmd,
+        [
+            "--people",
+            "300",
+            "--days",
+            "100",
+            "--seed",
+            "5",
+            "--no-baseline",
+            "--later-snapshots",
+            "3",
+        ],
+    )
+    assert cli.exit_code == 0, cli.output
+    assert f"{more['examples']:,}".replace(",", "") in cli.output.replace(",", "")
+    bad = CliRunner().invoke(model_eval_cmd, ["--later-snapshots", "7"])
+    assert bad.exit_code != 0
 
 
 def test_the_second_world_is_differently_shaped() -> None:
