@@ -20,6 +20,7 @@ from leadflow.processors.events import Event
 from leadflow.schemas.codec import SingleObjectCodec
 from leadflow.streams.control import send_heartbeats
 from leadflow.streams.kafka_offsets import topic_ends
+from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.pii.erasure import received_floor
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, create_topics
@@ -109,6 +110,14 @@ class WorkerProcess:
 def topics(kafka: Settings) -> Settings:
     create_topics(kafka)
     return kafka
+
+
+@pytest.fixture
+def own_broker(base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """A broker of the test's own, with the topics: for tests that stop, fill or abort it."""
+    with scratch_broker(base_settings, tmp_path / "kafka") as (_, settings):
+        create_topics(settings)
+        yield settings
 
 
 @pytest.fixture(scope="module")

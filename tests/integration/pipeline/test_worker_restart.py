@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,11 @@ import pytest
 from leadflow.processors.derived import BecameSQL, StageChanged
 from leadflow.processors.events import Event
 from leadflow.sinks.projector import Projector
-from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
     EVENTS_BY_LEAD,
     LEAD_BECAME_SQL,
     LEAD_STAGE_CHANGED,
-    create_topics,
 )
 from leadflow.streams.worker import worker_lag
 
@@ -37,13 +35,6 @@ from .journeys import Journey
 
 LEADS = 30
 STALL_SECONDS = 15
-
-
-@pytest.fixture
-def own_broker(base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    with scratch_broker(base_settings, tmp_path / "kafka") as (_, settings):
-        create_topics(settings)
-        yield settings
 
 
 def sql_handoffs(settings: Settings, expect: int) -> list[BecameSQL]:

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Producer
 
 from leadflow.processors.derived import BecameSQL
 from leadflow.streams.engine.loop import WATCH_EVERY
-from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import EVENTS_BY_LEAD, LEAD_BECAME_SQL, WORKER_INPUTS, create_topics
+from leadflow.streams.topics import EVENTS_BY_LEAD, LEAD_BECAME_SQL, WORKER_INPUTS
 from leadflow.streams.worker import worker_lag
 
 from .conftest import WorkerProcess, read, send
@@ -33,13 +31,6 @@ from .journeys import Journey
 
 # Short, so the old measure would have re-sought and exited within three looks of the watch.
 STALL_SECONDS = 2
-
-
-@pytest.fixture
-def own_broker(base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    with scratch_broker(base_settings, tmp_path / "kafka") as (_, settings):
-        create_topics(settings)
-        yield settings
 
 
 def abort_a_batch(settings: Settings, topics: list[str], txn: str) -> int:
