@@ -467,8 +467,8 @@ def test_records_another_device_sent_to_a_merged_lead_are_in_event_time_order() 
     """Known limit (docs/architecture.md, "Identity merges"): forwards from other keys.
 
     The laptop's late identify e005 (event time 3 s, received 24 s) merges the email lead
-    into user-0. The phone had already sent e003 and e004 (6 s, 7 s) to the email lead;
-    only the laptop's identity state knows its own in-flight records, so the phone's are
+    into user-0. The phone had already sent e002-e004 (5-7 s) to the email lead. Only the
+    laptop's identity state knows the laptop's in-flight records, so the phone's are
     forwarded through the redirect and applied when they arrive instead of in their place.
     """
     events = _second_device_journey()
