@@ -53,8 +53,24 @@ class PartitionStore:
         return self.data.get(key)
 
     def put(self, key: bytes, value: bytes | None) -> None:
-        """Write in this transaction (``None`` deletes)."""
-        self.pending[key] = value
+        """Write in this transaction (``None`` deletes).
+
+        Deleting a key the committed data does not hold forgets this transaction's write of
+        it instead of pending a tombstone: a key written and deleted in one transaction (a
+        record the release store held and released in the same batch) puts nothing on the
+        changelog, and a restore rebuilds the same entries either way.
+
+        Example:
+            >>> store = PartitionStore()
+            >>> store.put(b"held", b"record")
+            >>> store.put(b"held", None)
+            >>> store.pending
+            {}
+        """
+        if value is None and key not in self.data:
+            self.pending.pop(key, None)
+        else:
+            self.pending[key] = value
 
     def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Live entries starting with ``prefix``, this transaction's writes included."""

@@ -31,7 +31,15 @@ T0 = 1_767_225_600_000
 
 @pytest.mark.parametrize(
     "name",
-    ["engine.keys", "engine.kafka", "engine.loop", "stages.routes", "stages.lead", "stall"],
+    [
+        "engine.keys",
+        "engine.kafka",
+        "engine.loop",
+        "engine.stores",
+        "stages.routes",
+        "stages.lead",
+        "stall",
+    ],
 )
 def test_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(f"leadflow.streams.{name}")
