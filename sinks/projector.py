@@ -11,7 +11,11 @@ The loop, per batch:
 3. insert the rows table by table through clickhouse-connect, each insert carrying a
    deduplication token derived from the batch's offsets, retrying with exponential
    backoff while ClickHouse is unreachable (the batch is kept; nothing is committed);
-4. flush the dead-letter producer, then commit the batch's offsets synchronously.
+4. flush the dead-letter producer, then commit the batch's offsets synchronously, and with
+   them the position of every assigned partition the consumer moved past entries it never
+   delivers (an aborted transaction's records and markers, a trailing commit marker:
+   :func:`leadflow.streams.stall.skipped_to`, as the worker's engine does); an idle step
+   commits only those, so the group's lag reaches 0 on such tails.
 
 Crash anywhere before step 4 and the batch is delivered again. That is safe because every
 table is a ReplacingMergeTree keyed by the record's own id and analysts read through the
@@ -61,6 +65,7 @@ from leadflow.sinks.tables import PROJECTED_TABLES, TableSpec, check_identifier
 from leadflow.streams.control import is_control
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
+from leadflow.streams.stall import skipped_to
 from leadflow.streams.topics import (
     DLQ,
     EVENTS,
@@ -167,6 +172,9 @@ class ProjectorStats:
     dead_lettered: int = 0
     batches: int = 0
     insert_retries: int = 0  # failed ClickHouse calls (migrations included), each retried
+    # Commits that moved a partition past entries never delivered (and the first commit of
+    # a partition's position that this process has not committed yet).
+    skip_commits: int = 0
     per_table: dict[str, int] = field(default_factory=dict)
 
 
@@ -264,6 +272,9 @@ class Projector:
         self.paths_every = paths_every
         self._paths_pending = False
         self._paths_at = time.monotonic()
+        # What this process committed per partition (a partition it has not committed
+        # yet counts as -1, so its first known position is committed once).
+        self._committed: dict[tuple[str, int], int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -409,6 +420,9 @@ class Projector:
         messages = consumer.consume(num_messages=self.batch_size, timeout=poll_timeout)
         records = [m for m in messages if not self._is_error(m)]
         if not records:
+            skipped = self._skipped(consumer, {})
+            if skipped:
+                self._commit(consumer, skipped, stop_event, skipped=True)
             if self._paths_pending:
                 self._refresh_paths()
             return 0
@@ -447,7 +461,9 @@ class Projector:
         if erasures and not self.erase_batch(erasures, stop_event):
             return len(records)
         self._flush_dead_letters()
-        self._commit(consumer, [TopicPartition(t, p, b + 1) for t, p, _, b in spans], stop_event)
+        batch = {(t, p): b + 1 for t, p, _, b in spans}
+        skipped = self._skipped(consumer, batch)
+        self._commit(consumer, {**batch, **skipped}, stop_event, skipped=bool(skipped))
         self.stats.records += len(records)
         self.stats.batches += 1
         if self.on_batch is not None:
@@ -458,10 +474,36 @@ class Projector:
             self._refresh_paths()
         return len(records)
 
+    def _skipped(
+        self, consumer: Consumer, batch: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], int]:
+        """Assigned partitions whose position is past what is (or is about to be) committed.
+
+        Called after the batch's rows are in, before its commit: every record delivered so
+        far is then projected, so between the committed offset (``batch``'s, else what this
+        process committed last) and the consumer's position lie only entries a
+        read_committed consumer skips. Without committing past them the group stays short
+        of the end for good on a partition whose tail is an aborted transaction (a worker's
+        batch aborted at a rebalance) while nothing new arrives there: seen as a drain that
+        never finished in the 2-worker cluster bench (issue 18).
+        """
+        try:
+            positions = consumer.position(consumer.assignment())
+        except KafkaException as exc:  # a local call; nothing to commit past this time
+            log.warning("projector.position_failed", error=str(exc.args[0]))
+            return {}
+        known = {(str(tp.topic), int(tp.partition)): int(tp.offset) for tp in positions}
+        committed = {tp: batch.get(tp, self._committed.get(tp, -1)) for tp in known}
+        return skipped_to(known, committed)
+
     def _commit(
-        self, consumer: Consumer, offsets: list[TopicPartition], stop_event: threading.Event
+        self,
+        consumer: Consumer,
+        offsets: dict[tuple[str, int], int],
+        stop_event: threading.Event,
+        skipped: bool = False,
     ) -> None:
-        """Commit the batch's offsets, riding out a group coordinator that moves.
+        """Commit ``offsets``, riding out a group coordinator that moves.
 
         When the broker holding the group's coordinator dies, commits fail with
         NOT_COORDINATOR (and the like) until another broker takes the group over: retry.
@@ -471,7 +513,13 @@ class Projector:
         delay = 0.2
         while True:
             try:
-                consumer.commit(offsets=offsets, asynchronous=False)
+                consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    asynchronous=False,
+                )
+                self._committed.update(offsets)
+                if skipped:
+                    self.stats.skip_commits += 1
                 return
             except KafkaException as exc:
                 error = exc.args[0]

@@ -8,13 +8,18 @@ exit so the supervisor starts a fresh process.
 Where a partition stands (:func:`behind`) is the larger of its committed offset and the
 consumer's position: a read_committed consumer skips aborted records and transaction
 markers without delivering them, so only its position passes an aborted tail.
-:func:`owed` is the measure of tools that see committed offsets only.
+:func:`owed` is the measure of tools that see committed offsets only; :func:`skipped_to`
+says where the worker and the projector commit past what the consumer skipped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
+
+P = TypeVar("P", bound=Hashable)
 
 
 def owed(end: int, committed: int, *, markers: bool) -> int:
@@ -48,6 +53,28 @@ def behind(end: int, committed: int, position: int, *, low: int = 0) -> int:
         5
     """
     return max(0, end - max(committed, position, low))
+
+
+def skipped_to(positions: Mapping[P, int], committed: Mapping[P, int]) -> dict[P, int]:
+    """The partitions of ``committed`` whose consumer position is past it, with the position.
+
+    Asked between batches, when every record the consumer delivered has been processed and
+    its offset committed (or is about to be, in the same commit): between the committed
+    offset and the position there are then only entries a read_committed consumer skips
+    (aborted records, abort and commit markers), and committing the position moves the
+    group past them, so its lag can reach 0. The worker's engine and the projector both
+    commit what this returns. A negative position (not known yet: before the first fetch
+    after an assignment or a seek) and a partition missing from ``committed`` are left out.
+
+    Example:
+        >>> skipped_to({"a": 12, "b": 7, "c": -1001, "d": 5}, {"a": 10, "b": 7, "c": 3})
+        {'a': 12}
+    """
+    return {
+        tp: position
+        for tp, position in positions.items()
+        if tp in committed and position >= 0 and position > committed[tp]
+    }
 
 
 class Verdict(Enum):

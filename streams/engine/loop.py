@@ -51,7 +51,7 @@ from leadflow.streams.engine.stage import Record, Stage, Task, Unavailable
 from leadflow.streams.engine.stores import Stores, changelog_topic
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
-from leadflow.streams.stall import StallWatch, Verdict, behind
+from leadflow.streams.stall import StallWatch, Verdict, behind, skipped_to
 from leadflow.streams.topics import DLQ, TopicSpec
 
 log = get_logger(__name__)
@@ -679,11 +679,7 @@ class Engine:
         Returns:
             ``False`` if the transaction failed (it was aborted and every partition rewound).
         """
-        ahead = {
-            tp: position
-            for tp, position in positions.items()
-            if tp in self.positions and position >= 0 and position > self.positions[tp]
-        }
+        ahead = skipped_to(positions, self.positions)
         if not ahead:
             return True
         try:

@@ -76,18 +76,59 @@ def test_commit_waits_out_a_coordinator_that_moves_to_another_broker() -> None:
     waits: list[float] = []
     projector = Projector(load_settings(), FlakyClient(0), "db", sleep=waits.append)
     consumer = MovingCoordinator(KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE)
-    offsets = [TopicPartition("leadflow.events", 0, 12)]
-    projector._commit(consumer, offsets, threading.Event())  # type: ignore[arg-type]
-    assert consumer.committed == [offsets]
+    projector._commit(consumer, {("leadflow.events", 0): 12}, threading.Event())  # type: ignore[arg-type]
+    assert [[(tp.topic, tp.partition, tp.offset) for tp in c] for c in consumer.committed] == [
+        [("leadflow.events", 0, 12)]
+    ]
     assert waits == [0.2, 0.4]
+    assert projector._committed == {("leadflow.events", 0): 12}
 
 
 def test_commit_after_a_rebalance_is_given_up_and_other_errors_are_raised() -> None:
     projector = Projector(load_settings(), FlakyClient(0), "db", sleep=lambda _: None)
-    offsets = [TopicPartition("leadflow.events", 0, 12)]
+    offsets = {("leadflow.events", 0): 12}
     superseded = MovingCoordinator(KafkaError.ILLEGAL_GENERATION)
     projector._commit(superseded, offsets, threading.Event())  # type: ignore[arg-type]
     assert superseded.committed == []
+    assert projector._committed == {}  # not committed: not known as committed
     broken = MovingCoordinator(KafkaError.TOPIC_AUTHORIZATION_FAILED)
     with pytest.raises(KafkaException):
         projector._commit(broken, offsets, threading.Event())  # type: ignore[arg-type]
+
+
+class IdleConsumer(MovingCoordinator):
+    """Delivers nothing; its positions are past entries it skipped (markers, aborted tails)."""
+
+    def __init__(self, positions: dict[tuple[str, int], int]) -> None:
+        super().__init__()
+        self.positions = positions
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        return []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, p in self.positions]
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(tp.topic, tp.partition, self.positions[(tp.topic, tp.partition)])
+            for tp in partitions
+        ]
+
+
+def test_an_idle_step_commits_the_positions_past_what_was_committed_and_only_those() -> None:
+    projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None)
+    projector._migrated = True
+    # identities:4 ends in an aborted batch (record + abort marker) after offset 40; events:0
+    # was committed to its position; events:1 has no position yet (no fetch since assigned).
+    consumer = IdleConsumer(
+        {("leadflow.identities", 4): 42, ("leadflow.events", 0): 7, ("leadflow.events", 1): -1001}
+    )
+    projector._consumer = consumer  # type: ignore[assignment]
+    projector._committed = {("leadflow.identities", 4): 40, ("leadflow.events", 0): 7}
+    assert projector.step(0.0, threading.Event()) == 0
+    committed = [[(tp.topic, tp.partition, tp.offset) for tp in c] for c in consumer.committed]
+    assert committed == [[("leadflow.identities", 4, 42)]]
+    assert projector.stats.skip_commits == 1
+    projector.step(0.0, threading.Event())  # nothing new was skipped: no commit
+    assert len(consumer.committed) == 1

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from leadflow.streams.engine import loop
 from leadflow.streams.engine.loop import Engine
 from leadflow.streams.settings import load_settings
-from leadflow.streams.stall import StallWatch, Verdict, behind
+from leadflow.streams.stall import StallWatch, Verdict, behind, skipped_to
 
 # (seconds since the previous look, lag, processed-so-far increment)
 looks = st.lists(
@@ -260,3 +260,11 @@ def test_the_dump_shows_committed_position_and_end(
     assert (fields["committed"], fields["position"], fields["end"]) == (
         {name: 94}, {name: 96}, {name: 0},
     )  # fmt: skip
+
+
+def test_skipped_to_keeps_known_positions_past_the_committed_offset_only() -> None:
+    positions = {("t", 0): 12, ("t", 1): 7, ("t", 2): -1001, ("t", 3): 5, ("u", 0): 9}
+    committed = {("t", 0): 10, ("t", 1): 7, ("t", 2): 3, ("t", 3): 6}
+    # t:1 is at its committed offset, t:2 has no position yet, t:3 is behind (a seek back),
+    # u:0 is not owned: only t:0 moved past skipped entries.
+    assert skipped_to(positions, committed) == {("t", 0): 12}
