@@ -46,7 +46,10 @@ _MAGIC = b"LFM2"
 _SIG_LEN = 32
 WINDOW = 500  # prequential examples kept for the health figures
 ONE_CLASS_MIN = 20  # a window of this many examples, all one class, is a warning
-MODEL_KINDS = frozenset({"linear", "arf"})
+MODEL_KINDS = frozenset({"linear", "averaged", "arf"})
+# The ``averaged`` kind: what ``PriorLogit`` is built with (tuned on northwind only, see
+# docs/architecture.md "An averaged learner").
+AVERAGED = {"lr": 0.03, "average_after": 200, "average_window": 1000}
 DEFAULT_KIND = "linear"
 
 
@@ -78,7 +81,18 @@ class PriorLogit:
     ``log-odds = prior(x) + bias + sum(w_i * x_i)``. Weights start at 0, so an untrained
     model IS the prior. Each weight has its own AdaGrad step, ``lr / sqrt(1 + sum g^2)``:
     a feature seen rarely (a one-hot) keeps large steps, one seen always (a count) small
-    ones. Plain floats in a dict: cheap to pickle, every contribution readable.
+    ones. Plain floats in dicts: cheap to pickle, every contribution readable.
+
+    With ``average_after`` (the ``averaged`` model kind) what scores a lead is not the last
+    iterate, which moves with every example, but the AVERAGE of the iterates (Polyak
+    averaging): for the first ``average_after`` examples the iterate, then the mean of the
+    iterates since, equal-weight until it spans ``average_window`` examples and exponential
+    (rate ``1 / average_window``) after, so it keeps following a market that changes. The
+    error that drives each step is the SERVED (averaged) model's, so the iterate keeps
+    moving until the averaged predictions match the labels. ``average_after=None`` (the
+    ``linear`` kind) serves the iterate. river has ``optim.Averager``, but river 0.26's
+    ``LogisticRegression`` discards what the optimizer's ``step`` returns and predicts with
+    its own iterate (measured: identical scores with and without it), hence these lines.
 
     Example:
         >>> m = PriorLogit(ModelPolicy(prior_intercept=0.0, prior_per_point=0.0))
@@ -90,27 +104,67 @@ class PriorLogit:
         >>> vp = m.predict_proba({"seniority=vp": 1.0})
         >>> vp > 0.7 > 0.3 > m.predict_proba({"seniority=student": 1.0})
         True
+        >>> avg = PriorLogit(ModelPolicy(prior_intercept=0.0, prior_per_point=0.0),
+        ...                  average_after=100)
+        >>> for _ in range(200):
+        ...     avg.learn({"seniority=vp": 1.0}, True)
+        ...     avg.learn({"seniority=student": 1.0}, False)
+        >>> avg.n, avg.served["seniority=vp"] < avg.weights["seniority=vp"]  # the mean lags
+        (400, True)
+        >>> avg.predict_proba({"seniority=vp": 1.0}) > 0.65
+        True
     """
 
-    def __init__(self, prior: ModelPolicy, *, lr: float = 0.05, l2: float = 1e-3) -> None:
+    def __init__(
+        self,
+        prior: ModelPolicy,
+        *,
+        lr: float = 0.05,
+        l2: float = 1e-3,
+        average_after: int | None = None,
+        average_window: int = 1000,
+    ) -> None:
         self.prior = prior
         self.lr = lr
         self.l2 = l2
+        self.average_after = average_after
+        self.average_window = average_window
         self.bias = 0.0
         self.weights: dict[str, float] = {}
         self._g2: dict[str, float] = {}
+        self.n = 0
+        self.served_bias = 0.0
+        self.served: dict[str, float] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A snapshot pickled before averaging existed: it served (and keeps serving) its
+        # iterate until ``average_after`` more examples arrive.
+        self.__dict__.update(state)
+        if "served" not in state:
+            self.average_after = None
+            self.average_window = 1000
+            self.n = 0
+            self.served_bias = self.bias
+            self.served = dict(self.weights)
+
+    def _averaging(self) -> bool:
+        return self.average_after is not None and self.n > self.average_after
 
     def logit(self, x: Mapping[str, float]) -> float:
-        """Prior log-odds plus the learnt correction."""
-        z = prior_logit(x, self.prior) + self.bias
-        return z + math.fsum(self.weights.get(k, 0.0) * v for k, v in x.items())
+        """Prior log-odds plus the served correction (the averaged one once averaging)."""
+        if not self._averaging():
+            bias, weights = self.bias, self.weights
+        else:
+            bias, weights = self.served_bias, self.served
+        z = prior_logit(x, self.prior) + bias
+        return z + math.fsum(weights.get(k, 0.0) * v for k, v in x.items())
 
     def predict_proba(self, x: Mapping[str, float]) -> float:
-        """P(conversion)."""
+        """P(conversion), from the served weights."""
         return _sigmoid(self.logit(x))
 
     def learn(self, x: Mapping[str, float], label: bool) -> None:
-        """One AdaGrad step on the log-loss of ``(x, label)``."""
+        """One AdaGrad step on the served model's log-loss of ``(x, label)``; then average."""
         err = self.predict_proba(x) - float(label)
         for k, v in (("", 1.0), *x.items()):
             if v == 0.0:
@@ -124,11 +178,24 @@ class PriorLogit:
                 self.bias = w
             else:
                 self.weights[k] = w
+        self.n += 1
+        if self.average_after is None or self.n <= self.average_after:
+            self.served_bias, self.served = self.bias, dict(self.weights)
+            return
+        rate = max(1.0 / (self.n - self.average_after), 1.0 / self.average_window)
+        for k, w in self.weights.items():
+            avg = self.served.get(k, 0.0)
+            self.served[k] = avg + rate * (w - avg)
+        self.served_bias += rate * (self.bias - self.served_bias)
 
     def contributions(self, x: Mapping[str, float]) -> list[RuleHit]:
-        """Each feature's log-odds contribution (``w * x``), plus the prior's and the bias'."""
-        out = [RuleHit("prior", prior_logit(x, self.prior) + self.bias)]
-        out.extend(RuleHit(k, self.weights.get(k, 0.0) * v) for k, v in x.items())
+        """Each feature's log-odds contribution (served ``w * x``), plus the prior's and bias'."""
+        if not self._averaging():
+            bias, weights = self.bias, self.weights
+        else:
+            bias, weights = self.served_bias, self.served
+        out = [RuleHit("prior", prior_logit(x, self.prior) + bias)]
+        out.extend(RuleHit(k, weights.get(k, 0.0) * v) for k, v in x.items())
         return out
 
 
@@ -266,9 +333,13 @@ class ScoreModel:
         self.name = kind
         self.workspace_id = workspace_id
         self.prior = policy.model if policy is not None else ModelPolicy()
-        self.estimator: PriorLogit | _RiverForest = (
-            PriorLogit(self.prior) if kind == "linear" else _RiverForest()
-        )
+        self.estimator: PriorLogit | _RiverForest
+        if kind == "linear":
+            self.estimator = PriorLogit(self.prior)
+        elif kind == "averaged":
+            self.estimator = PriorLogit(self.prior, **AVERAGED)
+        else:
+            self.estimator = _RiverForest()
         self.window: deque[tuple[float, bool]] = deque(maxlen=WINDOW)
         self.positives = 0
         self.negatives = 0

@@ -194,3 +194,89 @@ def test_learning_is_deterministic_and_bounded(rows: list[tuple[float, float, bo
         assert 0.0 <= a.predict_proba(x) <= 1.0
     assert a.weights == b.weights
     assert a.bias == b.bias
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.booleans()), min_size=1, max_size=60),
+    st.integers(0, 20),
+    st.integers(1, 15),
+)
+def test_served_weights_are_an_average_of_the_iterates(
+    rows: list[tuple[float, float, bool]], after: int, window: int
+) -> None:
+    """Up to ``average_after`` examples the model serves its iterate; after, every served
+    weight lies between the smallest and largest value its iterate took since (a mean of
+    them, equal-weight and then exponential), and the scores use the served weights."""
+    m = PriorLogit(ModelPolicy(), average_after=after, average_window=window)
+    seen: dict[str, list[float]] = {}
+    for n, (fit, eng, label) in enumerate(rows, start=1):
+        x = {"rules.fit": fit, "rules.engagement": eng, "one": 1.0}
+        m.learn(x, label)
+        for k, w in (("", m.bias), *m.weights.items()):
+            if n > after:
+                seen.setdefault(k, []).append(w)
+        if n <= after:
+            assert (m.served_bias, m.served) == (m.bias, m.weights)
+        else:
+            for k, served in (("", m.served_bias), *m.served.items()):
+                lo, hi = min(seen[k]), max(seen[k])
+                assert lo - 1e-12 <= served <= hi + 1e-12
+        z = prior_logit(x, m.prior) + m.served_bias
+        z += math.fsum(m.served.get(k, 0.0) * v for k, v in x.items())
+        assert m.predict_proba(x) == pytest.approx(1 / (1 + math.exp(-z)))
+        assert sum(h.points for h in m.contributions(x)) == pytest.approx(z)
+
+
+def test_averaging_is_an_equal_weight_mean_then_exponential() -> None:
+    m = PriorLogit(ModelPolicy(), average_after=2, average_window=3)
+    x = {"one": 1.0}
+    iterates: list[float] = []
+    for label in (True, False, True, True, False, True, True):
+        m.learn(x, label)
+        iterates.append(m.weights["one"])
+    # Examples 3 and 4: the mean of the iterates since example 2.
+    mean = (iterates[2] + iterates[3]) / 2
+    # 5, 6, 7: the mean spans 3 iterates, then each new one moves it by 1/3.
+    expected = mean + (iterates[4] - mean) / 3
+    expected += (iterates[5] - expected) / 3
+    expected += (iterates[6] - expected) / 3
+    assert m.served["one"] == pytest.approx(expected)
+
+
+def test_the_averaged_kind_ranks_snapshots_and_explains_with_its_served_weights() -> None:
+    rnd = random.Random(3)
+    m = ScoreModel(P, "ws", kind="averaged")
+    for _ in range(600):
+        m.learn(*example(rnd))
+    est = m.estimator
+    assert isinstance(est, PriorLogit)
+    assert est.average_after == 200
+    assert m.version == "averaged@600"
+    assert est.served != est.weights  # it serves the mean, not the last iterate
+    test = [example(rnd) for _ in range(500)]
+    assert (auc_exact([(m.predict(x), y) for x, y in test]) or 0) > 0.9
+    back = ScoreModel.restore(m.snapshot(KEY), KEY)
+    assert [back.predict(x) for x, _ in test] == [m.predict(x) for x, _ in test]
+    x = test[0][0]
+    total = sum(h.points for h in est.contributions(x))
+    assert m.predict(x) == pytest.approx(1 / (1 + math.exp(-total)))
+
+
+def test_a_snapshot_pickled_before_averaging_keeps_serving_its_iterate() -> None:
+    m = ScoreModel(P, "ws")
+    rnd = random.Random(1)
+    for _ in range(50):
+        m.learn(*example(rnd))
+    est = m.estimator
+    assert isinstance(est, PriorLogit)
+    old = {k: v for k, v in est.__dict__.items() if k not in ("n", "served", "served_bias")}
+    old.pop("average_after")
+    old.pop("average_window")
+    restored = PriorLogit.__new__(PriorLogit)
+    restored.__setstate__(old)
+    x, _ = example(rnd)
+    z = prior_logit(x, P.model) + est.bias + sum(est.weights.get(k, 0.0) * v for k, v in x.items())
+    assert restored.predict_proba(x) == pytest.approx(1 / (1 + math.exp(-z)))
+    restored.learn(x, True)  # and it learns on (serving its iterate)
+    assert restored.served == restored.weights
