@@ -49,7 +49,7 @@ ONE_CLASS_MIN = 20  # a window of this many examples, all one class, is a warnin
 MODEL_KINDS = frozenset({"linear", "averaged", "arf"})
 # The ``averaged`` kind: what ``PriorLogit`` is built with (tuned on northwind only, see
 # docs/architecture.md "An averaged learner").
-AVERAGED = {"lr": 0.03, "average_after": 200, "average_window": 1000}
+AVERAGED_LR, AVERAGED_AFTER, AVERAGED_WINDOW = 0.03, 200, 1000
 DEFAULT_KIND = "linear"
 
 
@@ -337,7 +337,12 @@ class ScoreModel:
         if kind == "linear":
             self.estimator = PriorLogit(self.prior)
         elif kind == "averaged":
-            self.estimator = PriorLogit(self.prior, **AVERAGED)
+            self.estimator = PriorLogit(
+                self.prior,
+                lr=AVERAGED_LR,
+                average_after=AVERAGED_AFTER,
+                average_window=AVERAGED_WINDOW,
+            )
         else:
             self.estimator = _RiverForest()
         self.window: deque[tuple[float, bool]] = deque(maxlen=WINDOW)
