@@ -12,14 +12,19 @@ All of it shares the machine's 2 cores with the three broker JVMs: more workers 
 add cores here, so read the scaling ratios together with the CPU per event (the figure the
 sizing in docs/operations.md is built on).
 
-    python -m bench.cluster [--events 10000] [--quick]
+Each figure is printed (and appended to ``--json``) as soon as its scenario ends, so a
+run that fails later keeps the rows it measured. ``--workers 2`` measures the pass-through
+and the 2-worker catch-up only (one row per run, e.g. one turn of a shared machine's lock);
+each run starts its own cluster, so its ratio is to its own pass-through.
+
+    python -m bench.cluster [--events 10000] [--workers 1,2,3] [--quick] [--json PATH]
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,11 +95,16 @@ def on(cluster: KafkaCluster) -> KafkaFactory:
     return factory
 
 
-def run(events: int) -> list[Figure]:
-    """Pass-through, then catch-up with 1, 2 and 3 workers, all on one cluster."""
+def run(events: int, workers: Sequence[int] = (1, 2, 3), out: Path | None = None) -> list[Figure]:
+    """Pass-through, then catch-up with each of ``workers`` worker counts, all on one cluster.
+
+    Each figure is emitted (printed, appended to ``out``) as soon as it is measured.
+    """
     base = load_settings(log_level="INFO")
-    cmd = f"python -m bench.cluster --events {events}"
-    results: dict[int, dict[str, Any]] = {}
+    cmd = f"python -m bench.cluster --events {events} --workers {','.join(map(str, workers))}"
+    n = f"{events:,} simulated events, 12 partitions x 3 copies, min.insync.replicas 2"
+    figures: list[Figure] = []
+    rates: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="leadflow-bench-cluster-") as tmp:
         home = Path(tmp)
         with scratch_cluster(base, home / "kafka", brokers=BROKERS) as (cluster, _):
@@ -102,40 +112,63 @@ def run(events: int) -> list[Figure]:
             kafka = on(cluster)
             raw = passthrough(base, home / "pass", events, kafka)
             print(f"pass-through on {BROKERS} brokers: {raw}", flush=True)
-            for workers in (1, 2, 3):
-                results[workers] = catch_up(base, home / f"w{workers}", events, workers, kafka)
-                print(f"catch-up, {workers} worker(s): {results[workers]}", flush=True)
-    n = f"{events:,} simulated events, 12 partitions x 3 copies, min.insync.replicas 2"
-    figures = [
-        Figure("7", f"cluster baseline: raw aiokafka pass-through, {BROKERS} brokers",
-               raw["per_second"], "events/s", command=cmd,
-               notes=f"{n}; pass-through CPU {raw['cpu_us']:.0f} µs/event, brokers together "
-               f"{raw['broker_us']:.0f} µs/event"),
-    ]  # fmt: skip
-    one = results[1]["per_second"]
-    for workers, result in results.items():
-        cpu = result["cpu"]
-        worker_us = sum(v for k, v in cpu.items() if k.startswith("worker")) / events * 1e6
-        brokers = sum(v for k, v in cpu.items() if k.startswith("broker"))
-        broker_us = (brokers - idle * result["seconds"]) / events * 1e6
-        projector_us = cpu.get("projector", 0.0) / events * 1e6
-        figures.append(
-            Figure("7", f"cluster catch-up: worker + projector, {workers} worker(s)",
-                   result["per_second"], "events/s", baseline=raw["per_second"],
-                   baseline_name=f"pass-through on the same {BROKERS} brokers", command=cmd,
-                   notes=f"{n}; {result['per_second'] / one:.2f}x the 1-worker rate; CPU per "
-                   f"event: workers {worker_us:.0f} µs, brokers {broker_us:.0f} µs (minus their "
-                   f"idle {idle:.2f} cores), projector {projector_us:.0f} µs; 2 cores for all")
-        )  # fmt: skip
+            figures.append(
+                Figure("7", f"cluster baseline: raw aiokafka pass-through, {BROKERS} brokers",
+                       raw["per_second"], "events/s", command=cmd,
+                       notes=f"{n}; pass-through CPU {raw['cpu_us']:.0f} µs/event, brokers "
+                       f"together {raw['broker_us']:.0f} µs/event, brokers idle {idle:.2f} cores")
+            )  # fmt: skip
+            emit(figures[-1:], out)
+            for count in workers:
+                result = catch_up(base, home / f"w{count}", events, count, kafka)
+                print(f"catch-up, {count} worker(s): {result}", flush=True)
+                rates[count] = result["per_second"]
+                figures.append(_catch_up_figure(result, count, events, raw, idle, rates, cmd, n))
+                emit(figures[-1:], out)
     return figures
+
+
+def _catch_up_figure(
+    result: dict[str, Any],
+    workers: int,
+    events: int,
+    raw: dict[str, float],
+    idle: float,
+    rates: dict[int, float],
+    cmd: str,
+    n: str,
+) -> Figure:
+    cpu = result["cpu"]
+    worker_us = sum(v for k, v in cpu.items() if k.startswith("worker")) / events * 1e6
+    brokers = sum(v for k, v in cpu.items() if k.startswith("broker"))
+    broker_us = (brokers - idle * result["seconds"]) / events * 1e6
+    projector_us = cpu.get("projector", 0.0) / events * 1e6
+    scaling = (
+        f"{result['per_second'] / rates[1]:.2f}x the 1-worker rate of this run; "
+        if 1 in rates and workers != 1
+        else ""
+    )
+    return Figure(
+        "7", f"cluster catch-up: worker + projector, {workers} worker(s)",
+        result["per_second"], "events/s", baseline=raw["per_second"],
+        baseline_name=f"pass-through on the same {BROKERS} brokers", command=cmd,
+        notes=f"{n}; {scaling}{result['seconds']:.1f} s; CPU per event: workers "
+        f"{worker_us:.0f} µs, brokers {broker_us:.0f} µs (minus their idle {idle:.2f} cores; "
+        f"JIT {result['broker_jit'] / events * 1e6:.0f} µs), projector {projector_us:.0f} µs; "
+        "2 cores for all",
+    )  # fmt: skip
 
 
 def main() -> None:
     """Parse arguments, run, print and record."""
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
     p.add_argument("--events", type=int, default=None)
+    p.add_argument(
+        "--workers", default="1,2,3", help="worker counts to measure, comma-separated (1,2,3)"
+    )
     args = p.parse_args()
-    emit(run(args.events or (1_000 if args.quick else 10_000)), args.json)
+    counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    run(args.events or (1_000 if args.quick else 10_000), counts, args.json)
 
 
 if __name__ == "__main__":
