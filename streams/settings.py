@@ -308,6 +308,15 @@ class Settings(BaseSettings):
         "each fresh event waits up to D. 0: one request (an SDK batch) runs in event-time "
         "order, requests in arrival order (docs/architecture.md, measured).",
     )
+    order_max_ahead_ms: int = Field(
+        default=5_000,
+        ge=0,
+        description="How far a receive stamp (received_at or heartbeat) on leadflow.events may "
+        "be ahead of its record's Kafka timestamp; beyond it the stamp counts as timestamp + "
+        "this for the event-time order (processors/receive_bound.py), is counted and logged "
+        "(identity.receive_ahead). Bounds how long a writer with future stamps can hold back "
+        "the collector's traffic.",
+    )
     worker_stall_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -59,7 +59,14 @@ class TopicSpec:
         return config
 
 
-EVENTS = TopicSpec("leadflow.events", "person (lead_id or anonymous_id)", "inbound events, Avro")
+EVENTS = TopicSpec(
+    "leadflow.events",
+    "person (lead_id or anonymous_id)",
+    "inbound events, Avro",
+    # The broker's clock stamps every record: the bound on receive stamps
+    # (processors/receive_bound.py) then does not trust a writer's clock.
+    overrides=(("message.timestamp.type", "LogAppendTime"),),
+)
 EVENTS_BY_LEAD = TopicSpec(
     "leadflow.events.by-lead", "lead_id", "inbound events re-keyed by lead after identity"
 )

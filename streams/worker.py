@@ -115,7 +115,9 @@ def build_stages(
     sources, targets = partitions
     vault = Vault(settings) if settings.pii_encryption else None
     return [
-        identity_stage(codec, bounds, targets, settings.order_lateness_ms),
+        identity_stage(
+            codec, bounds, targets, settings.order_lateness_ms, settings.order_max_ahead_ms
+        ),
         lead_stage(LeadDeps(codec, policy, feed.model, vault, sources, settings.order_lateness_ms)),
         trainer_stage(TrainerDeps(codec, policy, key)),
     ]
@@ -137,7 +139,12 @@ def run_worker(settings: Settings) -> None:
     stages = build_stages(settings, policy, bounds, feed, partitions)
     stores = sorted({name for stage in stages for name in stage.stores})
     create_topics(settings, [changelog_topic(name) for name in stores])
-    log.info("worker.order", sources=partitions[0], lateness_ms=settings.order_lateness_ms)
+    log.info(
+        "worker.order",
+        sources=partitions[0],
+        lateness_ms=settings.order_lateness_ms,
+        max_ahead_ms=settings.order_max_ahead_ms,
+    )
     engine = Engine(settings, stages, worker_id.value)
     stop = threading.Event()
 
@@ -154,4 +161,4 @@ def run_worker(settings: Settings) -> None:
     finally:
         feed.stop()
         worker_id.release()
-    log.info("worker.stopped", **engine.counters.as_dict())
+    log.info("worker.stopped", **engine.counts())

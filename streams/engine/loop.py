@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -355,6 +356,7 @@ class Engine:
                     key=message.key(),
                     value=message.value() or b"",
                     headers=_headers(message),
+                    timestamp=_timestamp(message),
                 )
                 try:
                     task.on_record(ctx, record)
@@ -576,16 +578,24 @@ class Engine:
                 f"{t}:{p}": _or_unknown(self.ends.end((t, p), now, 3 * WATCH_EVERY))
                 for t, p in sorted(self.positions)
             },
-            **self.counters.as_dict(),
+            **self.counts(),
         )
 
     # -- housekeeping -----------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """The loop's counters and every stage's (``Stage.counters``), for a log line."""
+        counts = self.counters.as_dict()
+        for stage in self.stages.values():
+            if stage.counters is not None:
+                counts.update(stage.counters())
+        return counts
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
         if now >= self._next_progress:
             self._next_progress = now + 30.0
-            log.info("worker.progress", **self.counters.as_dict())
+            log.info("worker.progress", **self.counts())
         if now >= self._next_watch:
             self._next_watch = now + WATCH_EVERY
             self._watch(now)
@@ -708,6 +718,12 @@ def _headers(message: Message) -> dict[str, bytes]:
         str(name): value if isinstance(value, bytes) else (value or "").encode()
         for name, value in pairs
     }
+
+
+def _timestamp(message: Message) -> int | None:
+    """A record's Kafka timestamp in ms, or None when the log gives none."""
+    kind, value = message.timestamp()
+    return None if kind == TIMESTAMP_NOT_AVAILABLE else int(value)
 
 
 def _or_unknown(offset: int | None) -> int:

@@ -34,6 +34,10 @@ class Record:
     key: bytes | None
     value: bytes
     headers: Mapping[str, bytes] = field(default_factory=dict)
+    # The Kafka record timestamp in ms (LogAppendTime or CreateTime, as the topic says);
+    # None when the log gives none (a record built in a test). Part of the log: a replay
+    # reads the same value (processors/receive_bound.py bounds receive stamps with it).
+    timestamp: int | None = None
 
 
 class TaskContext(Protocol):
@@ -94,9 +98,12 @@ class Stage:
         stores: names of the stores this stage keeps (see :mod:`.stores`).
         task: builds the task for one input partition, after its stores are restored;
             it may read them through the context to rebuild in-memory indexes.
+        counters: what the stage counts (name -> count since the process started), logged
+            with the engine's own counters (``worker.progress``, ``worker.dump``).
     """
 
     name: str
     source: TopicSpec
     stores: tuple[str, ...]
     task: Callable[[TaskContext], Task]
+    counters: Callable[[], Mapping[str, int]] | None = None

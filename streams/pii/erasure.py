@@ -118,9 +118,12 @@ def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
     ``R'`` is the running maximum of a partition's ``received_at`` values and heartbeats
     (``processors/ordering.py``); the identity stage keeps it in its ``received`` store, one
     key per inbound partition, changelogged. It can be ahead of this machine's clock: a
-    writer whose clock runs ahead, or one that wrote simulated future times (the worker
-    pipeline tests move it to 2048), and a record sorts at its partition's ``R'``. An
-    erasure's heartbeat must promise past it, or the erasure waits for someone else's.
+    writer whose clock runs ahead, or one that wrote simulated future times, moves it up to
+    its record's timestamp + ``LEADFLOW_ORDER_MAX_AHEAD_MS`` (``processors/receive_bound.py``;
+    further with a larger bound, or before the bound existed), and a record sorts at its
+    partition's ``R'``. An erasure's heartbeat must promise past it, or the erasure waits for
+    someone else's. (Its own heartbeat counts as at most its timestamp + the bound too: an
+    ``R'`` further ahead than that releases it only once the clock gets there.)
     ``None`` when no worker ever committed one (or the changelog cannot be read in time).
     """
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition

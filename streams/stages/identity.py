@@ -9,6 +9,8 @@ identify or form submit that names the device releases the buffer, re-keyed by
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from leadflow.processors.bounds import BoundsTable, check_bounds
@@ -23,11 +25,15 @@ from leadflow.processors.identity import (
     identity_route,
 )
 from leadflow.processors.ordering import DEFAULT_LATENESS_MS, monotonic_received
+from leadflow.processors.receive_bound import DEFAULT_MAX_AHEAD_MS, bounded_received
 from leadflow.schemas.codec import Codec
 from leadflow.streams.control import RECEIVED, heartbeat_value, marker_record
 from leadflow.streams.engine.stage import Record, Stage, TaskContext
+from leadflow.streams.logs import get_logger
 from leadflow.streams.stages.routes import route
 from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD
+
+log = get_logger(__name__)
 
 STORE = "identities"
 CLOCK = "received"  # the partition's R' (a store of its own: "identities" holds states only)
@@ -73,12 +79,56 @@ class Markers:
         self.pending.clear()
 
 
+@dataclass
+class AheadStamps:
+    """Receive stamps and heartbeats bounded by their record's timestamp (loud, not silent).
+
+    One per process. Counted every time a task bounds one (a batch processed again after
+    an abort counts again); logged as ``identity.receive_ahead`` (warning) the first time
+    per input partition and then at most once a minute per partition, with the count.
+    """
+
+    max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS
+    count: int = 0
+    logged: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time
+    every_s: float = 60.0
+
+    def bound(self, record: Record, stamp: int, what: str) -> int:
+        """``stamp`` as it counts for ``R'`` (processors/receive_bound.py); note a bounded one."""
+        bounded = bounded_received(stamp, record.timestamp, self.max_ahead_ms)
+        if bounded == stamp:
+            return stamp
+        self.count += 1
+        now = time.monotonic()
+        last = self.logged.get(record.partition)
+        if last is None or now - last >= self.every_s:
+            self.logged[record.partition] = now
+            log.warning(
+                "identity.receive_ahead",
+                partition=record.partition,
+                offset=record.offset,
+                what=what,
+                stamp=stamp,
+                record_timestamp=record.timestamp,
+                counts_as=bounded,
+                max_ahead_ms=self.max_ahead_ms,
+                total=self.count,
+            )
+        return bounded
+
+    def counts(self) -> Mapping[str, int]:
+        """For ``worker.progress``: how many stamps were bounded since the process started."""
+        return {"receive_ahead": self.count}
+
+
 class IdentityTask:
     """Identity for one partition of ``leadflow.events``.
 
     Every by-lead record it sends carries ``R'`` (header ``leadflow.r``): the running
-    maximum of the partition's ``received_at`` values and heartbeats, stored with the
-    state. At the end of a batch in which ``R'`` moved every by-lead partition hears
+    maximum of the partition's ``received_at`` values and heartbeats, each counted as at most
+    its record's Kafka timestamp plus ``max_ahead_ms`` (:class:`AheadStamps`,
+    ``processors/receive_bound.py``), stored with the state. At the end of a batch in which
+    ``R'`` moved every by-lead partition hears
     "nothing with ``R' <`` this will come from partition *s*" (:class:`Markers`, in the
     same transaction as the records it follows).
     """
@@ -90,8 +140,12 @@ class IdentityTask:
         ctx: TaskContext,
         markers: Markers,
         lateness_ms: int = DEFAULT_LATENESS_MS,
+        ahead: AheadStamps | None = None,
     ) -> None:
         self.codec = codec
+        # A receive stamp or heartbeat counts as at most its record's timestamp plus the
+        # allowed skew: a writer ahead of the log cannot hold R' in the future.
+        self.ahead = ahead if ahead is not None else AheadStamps()
         # The lead stage's D: records a merge would otherwise forward are re-sent in order.
         self.lateness_ms = lateness_ms
         # Amounts and counts per workspace: an absurd one is a dead letter here, before any
@@ -115,7 +169,7 @@ class IdentityTask:
         try:
             beat = heartbeat_value(record.headers)
             if beat is not None:
-                self._advance(ctx, beat)
+                self._advance(ctx, self.ahead.bound(record, beat, "heartbeat"))
                 return
             inbound = self.codec.decode(record.value)
             if not isinstance(inbound, Event):
@@ -125,16 +179,17 @@ class IdentityTask:
             assert record.key is not None  # check_record_key refuses a missing key
             raw = ctx.get(STORE, record.key)
             state = decode_identity_state(raw) if raw else None
+            received = self.ahead.bound(record, inbound.received_at, "received_at")
             new_state, routed = identity_route(
                 state,
                 inbound,
-                received=monotonic_received(self.received, inbound.received_at),
+                received=monotonic_received(self.received, received),
                 lateness_ms=self.lateness_ms,
             )
         except LeadflowError as exc:
             ctx.dead_letter(record, exc)
             return
-        r_prime = str(self._advance(ctx, inbound.received_at)).encode()
+        r_prime = str(self._advance(ctx, received)).encode()
         link = identity_link(state, new_state, inbound)
         if link is not None:
             topic, key = route(link)
@@ -154,16 +209,24 @@ class IdentityTask:
 
 
 def identity_stage(
-    codec: Codec, bounds: BoundsTable, targets: int, lateness_ms: int = DEFAULT_LATENESS_MS
+    codec: Codec,
+    bounds: BoundsTable,
+    targets: int,
+    lateness_ms: int = DEFAULT_LATENESS_MS,
+    max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS,
 ) -> Stage:
     """The identity stage over ``leadflow.events``.
 
-    ``targets``: the by-lead partitions; ``lateness_ms``: the lead stage's allowed lateness D.
+    ``targets``: the by-lead partitions; ``lateness_ms``: the lead stage's allowed lateness D;
+    ``max_ahead_ms``: how far a receive stamp may be ahead of its record's timestamp
+    (``LEADFLOW_ORDER_MAX_AHEAD_MS``, processors/receive_bound.py).
     """
     markers = Markers(targets)  # one per process: its tasks share each batch's transaction
+    ahead = AheadStamps(max_ahead_ms)
     return Stage(
         "identity",
         EVENTS,
         (STORE, CLOCK),
-        lambda ctx: IdentityTask(codec, bounds, ctx, markers, lateness_ms),
+        lambda ctx: IdentityTask(codec, bounds, ctx, markers, lateness_ms, ahead),
+        counters=ahead.counts,
     )

@@ -147,17 +147,17 @@ def send(settings: Settings, events: Iterable[Event]) -> int:
         latest = max(latest, event.received_at)
         count += 1
     partitions = producer.list_topics(EVENTS.name, timeout=10).topics[EVENTS.name].partitions
-    beat = _next_beat(latest, received_floor(settings))
+    beat = _next_beat(settings.bootstrap, latest, received_floor(settings))
     send_heartbeats(producer, EVENTS.name, sorted(partitions), beat)
     assert producer.flush(30) == 0
     return count
 
 
-_beats = [0]
+_beats: dict[str, int] = {}  # per broker (bootstrap): the last heartbeat sent to it
 
 
-def _next_beat(latest: int, floor: int | None) -> int:
-    """A heartbeat past every ``received_at`` and heartbeat this session sent so far.
+def _next_beat(broker: str, latest: int, floor: int | None) -> int:
+    """A heartbeat past every ``received_at`` and heartbeat this session sent to ``broker``.
 
     Past the earlier heartbeats too: the identity stage's R' is the running maximum of both,
     so events sent later with an older ``received_at`` sort at the last heartbeat, and only
@@ -165,9 +165,17 @@ def _next_beat(latest: int, floor: int | None) -> int:
     the same broker session (tests of other modules); ``floor``, the highest R' the worker
     committed (``leadflow.streams.pii.erasure.received_floor``), keeps it past what other
     writers promised: an erasure's heartbeat, a previous session on a reused broker.
+
+    A stamp counts for R' as at most its record's timestamp plus
+    ``LEADFLOW_ORDER_MAX_AHEAD_MS`` (processors/receive_bound.py): a heartbeat far ahead of
+    the clock moves R' only that far, and the next one (a later timestamp) moves it on. A
+    reused broker whose R' an older worker moved decades ahead holds these tests' records
+    until the clock gets there: delete its ``leadflow*`` topics first.
     """
-    _beats[0] = max(_beats[0] + 1, latest + 1, time.time_ns() // 1_000_000, (floor or 0) + 1)
-    return _beats[0]
+    beat = max(_beats.get(broker, 0) + 1, latest + 1, time.time_ns() // 1_000_000,
+               (floor or 0) + 1)  # fmt: skip
+    _beats[broker] = beat
+    return beat
 
 
 def records_in(settings: Settings, topic: str) -> int:

@@ -35,7 +35,7 @@ from tests.integration.pipeline.journeys import Journey
 LEADS_CHANGELOG = "leadflow-leads-changelog"
 PHONE = "+1 555 0100"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
-AHEAD = T0 + 200_001 * 3_600_000  # 2048, an hour past test_worker_pipeline's SLA traffic
+AHEAD = T0 + 200_001 * 3_600_000  # 2048: a writer's stamp far ahead of the clock
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +104,13 @@ def readable(value: bytes) -> bytes:
 def test_pii_stays_sealed_in_state_and_handoff_and_erasure_unseals_nothing(
     topics: Settings, pii_worker: WorkerProcess
 ) -> None:
-    # Every inbound partition's R' ahead of this machine's clock first, as in the full run
-    # (test_worker_pipeline's SLA tests send events of 2048 to the session broker): the
-    # erasure sorts at its partition's R', so its closing heartbeat must promise past that,
-    # not just past the wall clock (it did not: "erasure not processed" in CI, 2026-12-03).
+    # Every inbound partition's R' ahead of this machine's clock first: an event and a
+    # heartbeat of 2048 (test_worker_pipeline's SLA tests once left the session broker
+    # there; they now run on a broker of their own). A stamp counts as at most its
+    # record's timestamp + LEADFLOW_ORDER_MAX_AHEAD_MS (processors/receive_bound.py), so
+    # R' runs that far ahead of the clock. The erasure sorts at its partition's R', so its
+    # closing heartbeat must promise past that, not just past the wall clock (it did not:
+    # "erasure not processed" in CI, 2026-12-03, with R' at 2048).
     ahead = Journey(f"ws-pii-ahead-{uuid.uuid4().hex[:8]}", start=AHEAD)
     send(topics, [ahead.ev("v1", Kind.VISIT, 0, path="/", channel="direct")])
     journey = Journey(f"ws-pii-{uuid.uuid4().hex[:8]}")

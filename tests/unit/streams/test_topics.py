@@ -19,7 +19,12 @@ def test_every_topic_the_worker_writes_is_created() -> None:
 
 
 def test_the_event_log_is_kept_forever_and_state_is_compacted() -> None:
-    assert EVENTS.config(1) == {"cleanup.policy": "delete", "retention.ms": "-1"}
+    assert EVENTS.config(1) == {
+        "cleanup.policy": "delete",
+        "retention.ms": "-1",
+        # The broker's clock bounds receive stamps (processors/receive_bound.py).
+        "message.timestamp.type": "LogAppendTime",
+    }
     assert MODELS.config(1)["cleanup.policy"] == "compact"
     assert TopicSpec("x", "k", "d").config(3)["min.insync.replicas"] == "2"
 
