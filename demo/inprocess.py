@@ -15,7 +15,30 @@ by a *schedule*:
   "Holding"), and deadlines fire on the partition's own event-time clock (the newest
   ``occurred_at`` it released);
 - direct records (merge transfers, forwards) travel in FIFO queues per (source, target)
-  partition and are applied when the schedule delivers them.
+  partition and are applied when the schedule delivers them; except that an event a
+  redirect forwards (a record for a merged lead that sorted after its merge) keeps its
+  release key and waits in the survivor partition's buffer for its turn (see "Forwards").
+
+**Forwards** (issue 14). Records reach a merged lead from keys the merge's device does not
+know (a second device with the same email, a CRM or lead-keyed event for the old id, a
+device whose user id an alias absorbed) and are forwarded to the survivor when the merged
+lead's partition releases them: at a time that depends on that partition's progress. So
+a forwarded event is buffered at the survivor's partition under the key it had, and a
+partition releases a record (key ``k``) only once no forward sorting before ``k`` can still
+come: the **forward frontier** is the minimum over
+
+- every partition's inbound bound (records not yet routed sort at or after ``L - D``),
+- every buffered record that may still be forwarded (its lead is a redirect, or the merged
+  side of a merge request for it sorts before it in the same buffer),
+- every forward in flight;
+
+and ``k`` must not sort after it. This is the instant form of lead-stage frontier markers
+(each partition promising, per hop count, how far its forwards have gone: the promise for
+hop ``h + 1`` is bounded by the hop-``h`` promises it has received, so they never wait on
+each other in a cycle); the reference computes it from every partition's buffers at once.
+The released sequence is then the canonical one for every lead, forwarded records
+included. A forwarded event is dropped by its merged lead if the identity stage re-sent it
+(``processors/identity.py``, "In-flight records"): only that is conservative here.
 
 The schedule picks, at every step, which enabled action runs next: deliver the next record
 of inbound partition *s*, or the next direct record of queue *q*. Any schedule must give
@@ -43,8 +66,10 @@ from leadflow.processors.ordering import (
     DEFAULT_LATENESS_MS,
     LowWatermark,
     ReleaseBuffer,
+    ReleaseKey,
     monotonic_received,
     record_key,
+    ripe,
 )
 from leadflow.processors.policy import Policy
 from leadflow.processors.routing import RoutingState
@@ -52,6 +77,34 @@ from leadflow.schemas.codec import SingleObjectCodec
 
 _CODEC = SingleObjectCodec()
 END = 2**62  # a drained source's promise: nothing more will come
+_LOWEST = -(2**63)
+
+
+class _Buffer(ReleaseBuffer[tuple[LeadRecord, int]]):
+    """The release buffer, with a look at what it holds (for the forward frontier)."""
+
+    def head(self) -> tuple[ReleaseKey, bytes] | None:
+        """The key and tiebreak of the record that would be released next."""
+        return (self._heap[0][0], self._heap[0][1]) if self._heap else None
+
+    def take(self, low_watermark: int) -> tuple[LeadRecord, int]:
+        """Release the next record (the caller checked that it is ripe)."""
+        if self.watermark is None or low_watermark > self.watermark:
+            self.watermark = low_watermark
+        return heapq.heappop(self._heap)[3]
+
+    def held(self) -> list[tuple[ReleaseKey, LeadRecord]]:
+        """Every buffered record with its key, in key order."""
+        return [(k, item[0]) for k, _, _, item in sorted(self._heap, key=lambda x: x[:3])]
+
+
+@dataclass(frozen=True, slots=True)
+class _Forward:
+    """An event a redirect forwarded, with the release key it had (it keeps its place)."""
+
+    sort: ReleaseKey
+    record: Event
+    hops: int
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -107,8 +160,10 @@ class Result:
 class _Partition:
     """One by-lead partition of the lead stage."""
 
-    buffer: ReleaseBuffer[tuple[LeadRecord, int]]
+    buffer: _Buffer
     marks: LowWatermark
+    forwarded: list[tuple[ReleaseKey, bytes, int, Event, int]] = field(default_factory=list)
+    last: ReleaseKey | None = None  # the key of the last record released
     routing: RoutingState = field(default_factory=RoutingState)
     clock: int = 0
     deadlines: list[tuple[int, str]] = field(default_factory=list)
@@ -145,9 +200,10 @@ class _Run:
         self.identities: dict[str, IdentityState] = {}
         self.leads: dict[str, LeadState] = {}
         self.parts = [
-            _Partition(ReleaseBuffer(config.lateness_ms), LowWatermark(sources=n)) for _ in range(n)
+            _Partition(_Buffer(config.lateness_ms), LowWatermark(sources=n)) for _ in range(n)
         ]
-        self.direct: dict[tuple[int, int], deque[Direct]] = defaultdict(deque)
+        self.direct: dict[tuple[int, int], deque[Direct | _Forward]] = defaultdict(deque)
+        self._forwards = 0  # a counter that orders byte-identical forwards
         self.result = Result()
         for source, queue in enumerate(self.inbound):
             first = queue[0].received_at if queue else END
@@ -228,25 +284,92 @@ class _Run:
     def _release_all(self) -> None:
         if not self.c.ordered:
             return
-        for index, part in enumerate(self.parts):
-            low = part.marks.low
-            # One record at a time: a record that starts a wait holds the rest.
-            while low is not None and not part.waiting:
-                released = part.buffer.pop_ripe(low)
-                if released is None:
+        moved = True
+        while moved:
+            moved = False
+            for index, part in enumerate(self.parts):
+                # One record at a time: a record that starts a wait holds the rest, and
+                # what it forwards moves the frontier.
+                while not part.waiting:
+                    picked = self._next(part, self._frontier())
+                    if picked is None:
+                        break
+                    sort, record, hops = picked
+                    moved = True
+                    self.result.released[index] += 1
+                    part.clock = max(part.clock, record.occurred_at)
+                    self._apply(index, record, hops, sort)
+                    self._fire_deadlines(index)
+
+    def _next(
+        self, part: _Partition, front: ReleaseKey | None
+    ) -> tuple[ReleaseKey, LeadRecord, int] | None:
+        """Take the partition's next record if it is ripe and no forward can precede it."""
+        low = part.marks.low
+        if low is None or front is None:
+            return None
+        head = part.buffer.head()
+        fwd = part.forwarded[0][:2] if part.forwarded else None
+        if head is None and fwd is None:
+            return None
+        from_buffer = fwd is None or (head is not None and head <= fwd)
+        sort = head[0] if from_buffer and head is not None else fwd[0] if fwd else None
+        assert sort is not None
+        if not ripe(sort, low, self.c.lateness_ms) or front < sort:
+            return None
+        if from_buffer:
+            record, hops = part.buffer.take(low)
+        else:
+            _, _, _, record, hops = heapq.heappop(part.forwarded)
+        return sort, record, hops
+
+    def _frontier(self) -> ReleaseKey | None:
+        """No forward sorting before this key can still reach any partition (module doc)."""
+        lows = [p.marks.low for p in self.parts]
+        if any(low is None for low in lows):
+            return None
+        bounds = [ReleaseKey(min(low for low in lows if low is not None) - self.c.lateness_ms,
+                             _LOWEST, "", -1)]  # fmt: skip
+        for part in self.parts:
+            merging: set[str] = set()
+            held = [*part.buffer.held(), *((k, r) for k, _, _, r, _ in part.forwarded)]
+            for sort, record in sorted(held, key=lambda x: x[0]):
+                assert record.lead_id is not None
+                lead = lead_key(record.workspace_id, record.lead_id)
+                if isinstance(record, MergeRequest):
+                    if record.lead_id == record.absorbed_id:
+                        merging.add(lead)
+                    continue
+                state = self.leads.get(lead)
+                if isinstance(record, Event) and (
+                    lead in merging or (state is not None and state.merged_into is not None)
+                ):
+                    bounds.append(sort)
                     break
-                record, hops = released
-                self.result.released[index] += 1
-                part.clock = max(part.clock, record.occurred_at)
-                self._apply(index, record, hops)
-                self._fire_deadlines(index)
+        for queue in self.direct.values():
+            bounds.extend(item.sort for item in queue if isinstance(item, _Forward))
+        return min(bounds)
 
     def _deliver(self, pair: tuple[int, int]) -> None:
         item = self.direct[pair].popleft()
+        if isinstance(item, _Forward):
+            part = self.parts[pair[1]]
+            tiebreak = _CODEC.encode(item.record)
+            if part.last is not None and item.sort < part.last:
+                raise AssertionError(f"forward {item.record.event_id} came after its place")
+            self._forwards += 1
+            heapq.heappush(
+                part.forwarded, (item.sort, tiebreak, self._forwards, item.record, item.hops)
+            )
+            return
         self._apply(pair[1], item.record, item.hops)
 
-    def _apply(self, index: int, record: LeadRecord, hops: int) -> None:
+    def _apply(
+        self, index: int, record: LeadRecord, hops: int, sort: ReleaseKey | None = None
+    ) -> None:
         part = self.parts[index]
+        if sort is not None:
+            part.last = sort
         assert record.lead_id is not None
         key = lead_key(record.workspace_id, record.lead_id)
         try:
@@ -263,7 +386,12 @@ class _Run:
         self._absorb(index, key, outcome.state, outcome.derived)
         for item in outcome.direct:
             target = partition_of(item.key, len(self.parts))
-            self.direct[(index, target)].append(item)
+            if sort is not None and isinstance(item.record, Event):
+                # A redirect forwards a released event: it keeps its place (module doc).
+                forward = _Forward(sort, item.record, item.hops)
+                self.direct[(index, target)].append(forward)
+            else:
+                self.direct[(index, target)].append(item)
 
     def _absorb(
         self, index: int, key: str, state: LeadState | None, derived: list[Derived]
