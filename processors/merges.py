@@ -36,8 +36,11 @@ This module is every by-lead record's entry point (:func:`lead_record_step`):
   redirects elsewhere (first merge wins: two identified users are never joined through
   a shared email), or the merge would close a cycle.
 
-Forwarded records (to a redirect's survivor) are applied when they arrive: the
-documented late rule for ids that merged away. :data:`MAX_HOPS` bounds forwarding.
+Forwarded records (to a redirect's survivor) are applied when the lead stage gives them:
+the worker applies them when they arrive (the documented late rule for ids that merged
+away); the reference (``demo/inprocess.py``, "Forwards") keeps a forwarded event's release
+key and releases it in its place behind a forward frontier (docs/architecture.md,
+"Identity merges"). :data:`MAX_HOPS` bounds forwarding.
 """
 
 from __future__ import annotations
@@ -85,8 +88,9 @@ LeadRecord = Event | MergeRequest | LeadTransfer
 class Direct:
     """A record for another lead: send it to ``leadflow.events.by-lead`` keyed by ``key``.
 
-    Direct records are not ordered by the release buffer: the lead stage applies them on
-    arrival. ``hops`` goes with a forwarded event (a transfer carries its own).
+    The worker's lead stage applies direct records on arrival; the reference orders the
+    events a redirect forwards (module doc). ``hops`` goes with a forwarded event (a
+    transfer carries its own).
     """
 
     key: str

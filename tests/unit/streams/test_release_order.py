@@ -14,6 +14,7 @@ import doctest
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +36,12 @@ from leadflow.streams.stages.identity import IdentityTask, Markers
 from leadflow.streams.stages.lead import RELEASE, LeadDeps, LeadTask
 from leadflow.streams.topics import DLQ, EVENTS, EVENTS_BY_LEAD, TopicSpec
 from tests.unit.demo import journey
-from tests.unit.demo.test_inprocess import _shared_device_journey, encoded, journeys
+from tests.unit.demo.test_inprocess import (
+    _second_device_journey,
+    _shared_device_journey,
+    encoded,
+    journeys,
+)
 
 POLICY = load_default_policy()
 CODEC = SingleObjectCodec()
@@ -313,3 +319,18 @@ def test_a_late_identify_on_a_shared_device_is_the_reference_on_one_and_three_pa
         assert [c for c in order if c.startswith("e0")] == [
             "e003", "e005", "e006", "e007", "e008", "e009", "e010"
         ]  # fmt: skip
+
+
+@pytest.mark.known_issue
+def test_records_another_device_sent_to_a_merged_lead_are_the_reference_on_the_engine() -> None:
+    """Known limit of the worker (docs/architecture.md, "Identity merges"): the reference
+    (InProcess) releases events a redirect forwards at their key behind a forward frontier;
+    the lead stage still applies them when they arrive (no lead-stage frontier markers):
+    user-0 gets the phone's e002-e004 after the laptop's e006."""
+    events = _second_device_journey()
+    for partitions in (1, 3):
+        reference = encoded(
+            InProcess(POLICY, partitions, lateness_ms=120_000, model=MODEL).run(events)
+        )
+        got = run_engine(events, partitions, 120_000, iter([]), 0)
+        assert got == reference, partitions
