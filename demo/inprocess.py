@@ -32,10 +32,15 @@ come: the **forward frontier** is the minimum over
   side of a merge request for it sorts before it in the same buffer),
 - every forward in flight;
 
-and ``k`` must not sort after it. This is the instant form of lead-stage frontier markers
-(each partition promising, per hop count, how far its forwards have gone: the promise for
-hop ``h + 1`` is bounded by the hop-``h`` promises it has received, so they never wait on
-each other in a cycle); the reference computes it from every partition's buffers at once.
+and ``k`` must not sort after it. This is the instant form of lead-stage frontier markers;
+with ``markers=True`` the reference runs that protocol instead: after its releases a
+partition whose promise moved sends every partition (through the direct queues, behind its
+forwards) a marker "no more hop-``h`` forwards sorting before ``p[h]``" for h = 1..8. Hop 1
+is bounded by its inbound bound and its first buffered record that may be forwarded; hop
+``h + 1`` by its first such hop-``h`` record and the hop-``h`` promises it has taken (what is
+still on its way to it), so promises never wait on one of the same hop: no cycle. A
+partition releases ``k`` once every partition has spoken and no promise it took sorts
+before ``k``.
 The released sequence is then the canonical one for every lead, forwarded records
 included. A forwarded event is dropped by its merged lead if the identity stage re-sent it
 (``processors/identity.py``, "In-flight records"): only that is conservative here.
@@ -60,7 +65,13 @@ from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, lead_key
 from leadflow.processors.identity import IdentityState, identity_link, identity_route
 from leadflow.processors.lead_state import Derived, LeadState
-from leadflow.processors.merges import Direct, LeadRecord, lead_advance, lead_record_step
+from leadflow.processors.merges import (
+    MAX_HOPS,
+    Direct,
+    LeadRecord,
+    lead_advance,
+    lead_record_step,
+)
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.ordering import (
     DEFAULT_LATENESS_MS,
@@ -93,9 +104,22 @@ class _Buffer(ReleaseBuffer[tuple[LeadRecord, int]]):
             self.watermark = low_watermark
         return heapq.heappop(self._heap)[3]
 
-    def held(self) -> list[tuple[ReleaseKey, LeadRecord]]:
-        """Every buffered record with its key, in key order."""
-        return [(k, item[0]) for k, _, _, item in sorted(self._heap, key=lambda x: x[:3])]
+    def held(self) -> list[tuple[ReleaseKey, LeadRecord, int]]:
+        """Every buffered record with its key and hop count."""
+        return [(k, item[0], item[1]) for k, _, _, item in self._heap]
+
+
+Promise = tuple[ReleaseKey | None, ...]
+"""A partition's forward promises, per hop count 1..MAX_HOPS (``None``: nothing yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Front:
+    """A lead-stage frontier marker: ``source`` forwards nothing more at hop ``h`` sorting
+    before ``marks[h - 1]``."""
+
+    source: int
+    marks: Promise
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +188,8 @@ class _Partition:
     marks: LowWatermark
     forwarded: list[tuple[ReleaseKey, bytes, int, Event, int]] = field(default_factory=list)
     last: ReleaseKey | None = None  # the key of the last record released
+    views: dict[int, Promise] = field(default_factory=dict)  # markers taken, per partition
+    promised: Promise | None = None  # the last marker this partition sent
     routing: RoutingState = field(default_factory=RoutingState)
     clock: int = 0
     deadlines: list[tuple[int, str]] = field(default_factory=list)
@@ -179,6 +205,7 @@ class InProcess:
     lateness_ms: int = DEFAULT_LATENESS_MS
     model: ScoreModel | None = None
     ordered: bool = True
+    markers: bool = False
 
     def run(self, events: Iterable[Event], schedule: Iterable[int] = ()) -> Result:
         """Run ``events`` (in collector order) through identity and lead stages.
@@ -202,7 +229,7 @@ class _Run:
         self.parts = [
             _Partition(_Buffer(config.lateness_ms), LowWatermark(sources=n)) for _ in range(n)
         ]
-        self.direct: dict[tuple[int, int], deque[Direct | _Forward]] = defaultdict(deque)
+        self.direct: dict[tuple[int, int], deque[Direct | _Forward | _Front]] = defaultdict(deque)
         self._forwards = 0  # a counter that orders byte-identical forwards
         self.result = Result()
         for source, queue in enumerate(self.inbound):
@@ -213,6 +240,8 @@ class _Run:
     # -- driving ---------------------------------------------------------------------------
 
     def go(self, schedule: Iterator[int]) -> Result:
+        if self.c.markers:
+            self._send_markers()
         while True:
             actions = self._enabled()
             if not actions:
@@ -227,6 +256,9 @@ class _Run:
                 self._deliver(where)
             self._release_all()
         self._release_all()
+        if self.c.ordered:
+            stuck = sum(len(p.buffer) + len(p.forwarded) for p in self.parts)
+            assert not stuck, f"{stuck} records never released"
         self.result.states = dict(self.leads)
         return self.result
 
@@ -291,7 +323,8 @@ class _Run:
                 # One record at a time: a record that starts a wait holds the rest, and
                 # what it forwards moves the frontier.
                 while not part.waiting:
-                    picked = self._next(part, self._frontier())
+                    front = self._gate(index) if self.c.markers else self._frontier()
+                    picked = self._next(part, front)
                     if picked is None:
                         break
                     sort, record, hops = picked
@@ -300,6 +333,8 @@ class _Run:
                     part.clock = max(part.clock, record.occurred_at)
                     self._apply(index, record, hops, sort)
                     self._fire_deadlines(index)
+        if self.c.markers:
+            self._send_markers()
 
     def _next(
         self, part: _Partition, front: ReleaseKey | None
@@ -328,30 +363,94 @@ class _Run:
         lows = [p.marks.low for p in self.parts]
         if any(low is None for low in lows):
             return None
-        bounds = [ReleaseKey(min(low for low in lows if low is not None) - self.c.lateness_ms,
-                             _LOWEST, "", -1)]  # fmt: skip
+        bounds = [self._inbound_bound(p) for p in self.parts]
         for part in self.parts:
-            merging: set[str] = set()
-            held = [*part.buffer.held(), *((k, r) for k, _, _, r, _ in part.forwarded)]
-            for sort, record in sorted(held, key=lambda x: x[0]):
-                assert record.lead_id is not None
-                lead = lead_key(record.workspace_id, record.lead_id)
-                if isinstance(record, MergeRequest):
-                    if record.lead_id == record.absorbed_id:
-                        merging.add(lead)
-                    continue
-                state = self.leads.get(lead)
-                if isinstance(record, Event) and (
-                    lead in merging or (state is not None and state.merged_into is not None)
-                ):
-                    bounds.append(sort)
-                    break
+            bounds.extend(self._may_forward(part).values())
         for queue in self.direct.values():
             bounds.extend(item.sort for item in queue if isinstance(item, _Forward))
-        return min(bounds)
+        return min(b for b in bounds if b is not None)
+
+    def _inbound_bound(self, part: _Partition) -> ReleaseKey | None:
+        """Every record the identity stage has still to send here sorts at or after this."""
+        low = part.marks.low
+        return None if low is None else ReleaseKey(low - self.c.lateness_ms, _LOWEST, "", -1)
+
+    def _may_forward(self, part: _Partition) -> dict[int, ReleaseKey]:
+        """Per hop count, the first buffered event that may still be forwarded: its lead is a
+        redirect, or the merged side of a merge request for it sorts before it."""
+        held = [*part.buffer.held(), *((k, r, h) for k, _, _, r, h in part.forwarded)]
+        merging: set[str] = set()
+        first: dict[int, ReleaseKey] = {}
+        for sort, record, hops in sorted(held, key=lambda x: x[0]):
+            assert record.lead_id is not None
+            lead = lead_key(record.workspace_id, record.lead_id)
+            if isinstance(record, MergeRequest):
+                if record.lead_id == record.absorbed_id:
+                    merging.add(lead)
+                continue
+            state = self.leads.get(lead)
+            redirect = state is not None and state.merged_into is not None
+            if isinstance(record, Event) and (lead in merging or redirect) and hops not in first:
+                first[hops] = sort
+        return first
+
+    # -- lead-stage frontier markers (markers=True) ---------------------------------------
+
+    def _promise(self, index: int) -> Promise:
+        """What partition ``index`` can promise now, per hop count.
+
+        Hop 1 (forwards of records the identity stage sent): its inbound bound and its first
+        buffered record that may be forwarded. Hop ``h + 1``: its first such buffered hop-``h``
+        record and the hop-``h`` promises it has taken from every partition (what is still
+        on its way here). A promise never waits for one of the same or a higher hop: no cycle.
+        """
+        part = self.parts[index]
+        bound = self._inbound_bound(part)
+        own = self._may_forward(part)
+        marks: list[ReleaseKey | None] = []
+        for hop in range(1, MAX_HOPS + 1):
+            if bound is None:
+                marks.append(None)
+                continue
+            parts = [bound]
+            if hop - 1 in own:
+                parts.append(own[hop - 1])
+            if hop > 1:
+                none = (None,) * MAX_HOPS
+                taken = [part.views.get(q, none)[hop - 2] for q in range(len(self.parts))]
+                if any(t is None for t in taken):
+                    marks.append(None)
+                    continue
+                parts.extend(t for t in taken if t is not None)
+            marks.append(min(parts))
+        return tuple(marks)
+
+    def _gate(self, index: int) -> ReleaseKey | None:
+        """The lowest promise this partition has taken (``None`` until every one spoke)."""
+        views = self.parts[index].views
+        marks = [m for q in range(len(self.parts)) for m in views.get(q, (None,))]
+        if any(m is None for m in marks):
+            return None
+        return min(m for m in marks if m is not None)
+
+    def _send_markers(self) -> None:
+        """Each partition whose promise moved tells every partition (after its forwards)."""
+        for index, part in enumerate(self.parts):
+            promise = self._promise(index)
+            if promise == part.promised:
+                continue
+            part.promised = promise
+            for target in range(len(self.parts)):
+                queue = self.direct[(index, target)]
+                if queue and isinstance(queue[-1], _Front):
+                    queue.pop()  # a newer promise replaces one not yet taken
+                queue.append(_Front(index, promise))
 
     def _deliver(self, pair: tuple[int, int]) -> None:
         item = self.direct[pair].popleft()
+        if isinstance(item, _Front):
+            self.parts[pair[1]].views[item.source] = item.marks
+            return
         if isinstance(item, _Forward):
             part = self.parts[pair[1]]
             tiebreak = _CODEC.encode(item.record)
