@@ -115,8 +115,10 @@ Promise = tuple[ReleaseKey | None, ...]
 
 @dataclass(frozen=True, slots=True)
 class _Front:
-    """A lead-stage frontier marker: ``source`` forwards nothing more at hop ``h`` sorting
-    before ``marks[h - 1]``."""
+    """A lead-stage frontier marker.
+
+    ``source`` forwards nothing more at hop ``h`` sorting before ``marks[h - 1]``.
+    """
 
     source: int
     marks: Promise
@@ -376,8 +378,11 @@ class _Run:
         return None if low is None else ReleaseKey(low - self.c.lateness_ms, _LOWEST, "", -1)
 
     def _may_forward(self, part: _Partition) -> dict[int, ReleaseKey]:
-        """Per hop count, the first buffered event that may still be forwarded: its lead is a
-        redirect, or the merged side of a merge request for it sorts before it."""
+        """Per hop count, the first buffered event that may still be forwarded.
+
+        That is: its lead is a redirect, or the merged side of a merge request for it sorts
+        before it.
+        """
         held = [*part.buffer.held(), *((k, r, h) for k, _, _, r, h in part.forwarded)]
         merging: set[str] = set()
         first: dict[int, ReleaseKey] = {}
