@@ -129,7 +129,7 @@ class _Forward:
     """An event a redirect forwarded, with the release key it had (it keeps its place)."""
 
     sort: ReleaseKey
-    record: Event
+    record: Event | MergeRequest
     hops: int
 
 
@@ -188,7 +188,9 @@ class _Partition:
 
     buffer: _Buffer
     marks: LowWatermark
-    forwarded: list[tuple[ReleaseKey, bytes, int, Event, int]] = field(default_factory=list)
+    forwarded: list[tuple[ReleaseKey, bytes, int, Event | MergeRequest, int]] = field(
+        default_factory=list
+    )
     last: ReleaseKey | None = None  # the key of the last record released
     views: dict[int, Promise] = field(default_factory=dict)  # markers taken, per partition
     promised: Promise | None = None  # the last marker this partition sent
@@ -389,13 +391,13 @@ class _Run:
         for sort, record, hops in sorted(held, key=lambda x: x[0]):
             assert record.lead_id is not None
             lead = lead_key(record.workspace_id, record.lead_id)
-            if isinstance(record, MergeRequest):
-                if record.lead_id == record.absorbed_id:
-                    merging.add(lead)
+            if isinstance(record, MergeRequest) and record.lead_id == record.absorbed_id:
+                merging.add(lead)
                 continue
             state = self.leads.get(lead)
             redirect = state is not None and state.merged_into is not None
-            if isinstance(record, Event) and (lead in merging or redirect) and hops not in first:
+            # An event, or a survivor's request ("Chains" in processors/merges.py).
+            if (lead in merging or redirect) and hops not in first:
                 first[hops] = sort
         return first
 
@@ -479,7 +481,7 @@ class _Run:
         try:
             outcome = lead_record_step(
                 self.leads.get(key), record, self.c.policy, self.c.model,
-                routing=part.routing, hops=hops,
+                routing=part.routing, hops=hops, forward_requests=self.c.ordered,
             )  # fmt: skip
         except LeadflowError as exc:
             ident = record.event_id if isinstance(record, Event) else record.merge_id
@@ -490,7 +492,7 @@ class _Run:
         self._absorb(index, key, outcome.state, outcome.derived)
         for item in outcome.direct:
             target = partition_of(item.key, len(self.parts))
-            if sort is not None and isinstance(item.record, Event):
+            if sort is not None and isinstance(item.record, Event | MergeRequest):
                 # A redirect forwards a released event: it keeps its place (module doc).
                 forward = _Forward(sort, item.record, item.hops)
                 self.direct[(index, target)].append(forward)

@@ -36,6 +36,13 @@ This module is every by-lead record's entry point (:func:`lead_record_step`):
   redirects elsewhere (first merge wins: two identified users are never joined through
   a shared email), or the merge would close a cycle.
 
+**Chains**: a survivor that merged away before its merge's request is released (a form
+lead merged into an id an alias absorbed earlier) finds a redirect. With
+``forward_requests`` (the reference) the request is forwarded in its place like an event
+and the survivor's survivor waits for the transfer, forwarded along the same redirects and
+kept until then; without it (the worker, which applies forwards on arrival) the transfer
+is absorbed when it arrives.
+
 Forwarded records (to a redirect's survivor) are applied when the lead stage gives them:
 the worker applies them when they arrive (the documented late rule for ids that merged
 away); the reference (``demo/inprocess.py``, "Forwards") keeps a forwarded event's release
@@ -94,7 +101,7 @@ class Direct:
     """
 
     key: str
-    record: Event | LeadTransfer
+    record: Event | LeadTransfer | MergeRequest
     hops: int = 0
 
 
@@ -121,6 +128,7 @@ def lead_record_step(
     routing: RoutingState | None = None,
     facts: PiiFacts | None = None,
     hops: int = 0,
+    forward_requests: bool = False,
 ) -> LeadOutcome:
     """Apply one by-lead record (event, merge request or transfer) to its lead.
 
@@ -132,6 +140,11 @@ def lead_record_step(
         routing: round-robin cursors (apply every ``OwnerAssigned.cursor_after``).
         facts: the event's PII facts (see ``lead_step``).
         hops: how many redirects forwarded this event already.
+        forward_requests: a lead stage that releases forwarded records in their place
+            (the reference, ``demo/inprocess.py``): a survivor's request that finds a
+            redirect is forwarded like an event, and a forwarded transfer waits for it
+            ("Chains"). A stage that applies forwards on arrival must not (a request
+            applied on arrival could hold a partition behind one waiting for it).
 
     Raises:
         InvalidEvent: a record for another lead, a forwarding loop, a stuck merge.
@@ -141,10 +154,10 @@ def lead_record_step(
         if record.lead_id == record.absorbed_id:
             return _hand_over(state, record)
         if record.lead_id == record.survivor_id:
-            return _expect(state, record, policy, model, routing)
+            return _expect(state, record, policy, model, routing, hops, forward_requests)
         raise InvalidEvent(f"merge {record.merge_id} is for neither of its leads")
     if isinstance(record, LeadTransfer):
-        return _on_transfer(state, record, policy, model, routing)
+        return _on_transfer(state, record, policy, model, routing, forward_requests)
     return _on_event(state, record, policy, model, routing, facts, hops)
 
 
@@ -306,9 +319,21 @@ def _expect(
     policy: Policy,
     model: ScoreModel | None,
     routing: RoutingState | None,
+    hops: int = 0,
+    forward_requests: bool = False,
 ) -> LeadOutcome:
     """The survivor side: wait for the transfer (or absorb one that came first)."""
     base = state or LeadState(lead_id=request.survivor_id, workspace_id=request.workspace_id)
+    target = base.merged_into
+    if forward_requests and target is not None and target != request.absorbed_id:
+        # Chains: this lead merged away before its merge's request came; its survivor takes
+        # the merge in its place, and the transfer, forwarded there too, waits for it.
+        if hops >= MAX_HOPS:
+            raise InvalidEvent(f"merge {request.merge_id} forwarded {hops} times")
+        onward = dataclasses.replace(request, lead_id=target, survivor_id=target)
+        return LeadOutcome(
+            state, direct=[Direct(lead_key(request.workspace_id, target), onward, hops + 1)]
+        )
     if base.merged_into is not None or _seen_key(request.merge_id) in base.seen:
         return LeadOutcome(state)  # merged away itself (the transfer follows it), or done
     early = next((t for t in base.early if t.merge_id == request.merge_id), None)
@@ -325,6 +350,7 @@ def _on_transfer(
     policy: Policy,
     model: ScoreModel | None,
     routing: RoutingState | None,
+    forward_requests: bool = False,
 ) -> LeadOutcome:
     base = state or LeadState(lead_id=transfer.lead_id, workspace_id=transfer.workspace_id)
     if base.merged_into is not None:
@@ -340,8 +366,9 @@ def _on_transfer(
         at = base.awaiting.index(transfer.merge_id)
         rest = base.awaiting[:at] + base.awaiting[at + 2 :]
         return _absorb(dataclasses.replace(base, awaiting=rest), transfer, policy, model, routing)
-    if transfer.hops == 0:
-        # The survivor's copy of the request has not been released here yet: keep it.
+    if transfer.hops == 0 or (forward_requests and transfer.refused is None):
+        # The survivor's copy of the request has not been released here yet: keep it
+        # (forwarded with the transfer when requests are forwarded: "Chains").
         return LeadOutcome(dataclasses.replace(base, early=(*base.early, transfer)))
     # Forwarded through a redirect: nobody waits for it here; merge it now (late rule).
     return _absorb(base, transfer, policy, model, routing)
