@@ -462,7 +462,7 @@ class _Run:
             part = self.parts[pair[1]]
             tiebreak = _CODEC.encode(item.record)
             if part.last is not None and item.sort < part.last:
-                raise AssertionError(f"forward {item.record.event_id} came after its place")
+                raise AssertionError(f"forward {item.sort.event_id} came after its place")
             self._forwards += 1
             heapq.heappush(
                 part.forwarded, (item.sort, tiebreak, self._forwards, item.record, item.hops)

@@ -583,9 +583,7 @@ def test_a_transfer_that_chases_a_chain_of_merges_is_absorbed_in_its_place() -> 
     right after e004's merge, on any schedule and partition count."""
     events = _chain_journey()
     single = InProcess(POLICY, 1).run(events)
-    order = [
-        d.cause_event_id for d in single.by_lead()["user-0"] if isinstance(d, LeadScored)
-    ]
+    order = [d.cause_event_id for d in single.by_lead()["user-0"] if isinstance(d, LeadScored)]
     merge = next(m for m in single.merged() if m.merged_lead_id.startswith("e-")).merge_id
     assert order == ["e001", merge, "e004", "e005", "e006", "e007"]
     for partitions, schedule in (
