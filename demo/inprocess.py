@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -193,6 +193,10 @@ class _Partition:
     )
     last: ReleaseKey | None = None  # the key of the last record released
     views: dict[int, Promise] = field(default_factory=dict)  # markers taken, per partition
+    # Lead keys of the buffered records, and of the merged side of buffered merge requests:
+    # a partition with no redirect and no merge among them may forward nothing (fast path).
+    held_leads: Counter[str] = field(default_factory=Counter)
+    merging: Counter[str] = field(default_factory=Counter)
     promised: Promise | None = None  # the last marker this partition sent
     routing: RoutingState = field(default_factory=RoutingState)
     clock: int = 0
@@ -235,6 +239,8 @@ class _Run:
         ]
         self.direct: dict[tuple[int, int], deque[Direct | _Forward | _Front]] = defaultdict(deque)
         self._forwards = 0  # a counter that orders byte-identical forwards
+        self._in_flight = 0  # forwards in the direct queues
+        self.redirects: set[str] = set()  # lead keys of merged leads
         self.result = Result()
         for source, queue in enumerate(self.inbound):
             first = queue[0].received_at if queue else END
@@ -305,6 +311,7 @@ class _Run:
                     # Equal keys (two merges one event caused) go in the order of their
                     # bytes, as the engine's release store orders them.
                     part.buffer.add(sort, (record, 0), _CODEC.encode(record))
+                    self._held(part, record, 1)
                 else:  # the faust worker: applied on arrival, deadlines on its clock
                     part = self.parts[target]
                     part.clock = max(part.clock, record.occurred_at)
@@ -327,8 +334,7 @@ class _Run:
                 # One record at a time: a record that starts a wait holds the rest, and
                 # what it forwards moves the frontier.
                 while not part.waiting:
-                    front = self._gate(index) if self.c.markers else self._frontier()
-                    picked = self._next(part, front)
+                    picked = self._next(index)
                     if picked is None:
                         break
                     sort, record, hops = picked
@@ -340,12 +346,11 @@ class _Run:
         if self.c.markers:
             self._send_markers()
 
-    def _next(
-        self, part: _Partition, front: ReleaseKey | None
-    ) -> tuple[ReleaseKey, LeadRecord, int] | None:
+    def _next(self, index: int) -> tuple[ReleaseKey, LeadRecord, int] | None:
         """Take the partition's next record if it is ripe and no forward can precede it."""
+        part = self.parts[index]
         low = part.marks.low
-        if low is None or front is None:
+        if low is None:
             return None
         head = part.buffer.head()
         fwd = part.forwarded[0][:2] if part.forwarded else None
@@ -354,13 +359,32 @@ class _Run:
         from_buffer = fwd is None or (head is not None and head <= fwd)
         sort = head[0] if from_buffer and head is not None else fwd[0] if fwd else None
         assert sort is not None
-        if not ripe(sort, low, self.c.lateness_ms) or front < sort:
+        if not ripe(sort, low, self.c.lateness_ms):
+            return None
+        front = self._gate(index) if self.c.markers else self._frontier()
+        if front is None or front < sort:
             return None
         if from_buffer:
             record, hops = part.buffer.take(low)
         else:
             _, _, _, record, hops = heapq.heappop(part.forwarded)
+        self._held(part, record, -1)
         return sort, record, hops
+
+    @staticmethod
+    def _held(part: _Partition, record: LeadRecord, change: int) -> None:
+        """Count a record into (1) or out of (-1) the partition's buffers."""
+        assert record.lead_id is not None
+        lead = lead_key(record.workspace_id, record.lead_id)
+        for counter, yes in (
+            (part.held_leads, True),
+            (part.merging, isinstance(record, MergeRequest) and lead_key(
+                record.workspace_id, record.absorbed_id) == lead),
+        ):  # fmt: skip
+            if yes:
+                counter[lead] += change
+                if not counter[lead]:
+                    del counter[lead]
 
     def _frontier(self) -> ReleaseKey | None:
         """No forward sorting before this key can still reach any partition (module doc)."""
@@ -370,8 +394,9 @@ class _Run:
         bounds = [self._inbound_bound(p) for p in self.parts]
         for part in self.parts:
             bounds.extend(self._may_forward(part).values())
-        for queue in self.direct.values():
-            bounds.extend(item.sort for item in queue if isinstance(item, _Forward))
+        if self._in_flight:
+            for queue in self.direct.values():
+                bounds.extend(item.sort for item in queue if isinstance(item, _Forward))
         return min(b for b in bounds if b is not None)
 
     def _inbound_bound(self, part: _Partition) -> ReleaseKey | None:
@@ -385,6 +410,8 @@ class _Run:
         That is: its lead is a redirect, or the merged side of a merge request for it sorts
         before it.
         """
+        if not part.merging and not any(lead in self.redirects for lead in part.held_leads):
+            return {}
         held = [*part.buffer.held(), *((k, r, h) for k, _, _, r, h in part.forwarded)]
         merging: set[str] = set()
         first: dict[int, ReleaseKey] = {}
@@ -464,6 +491,8 @@ class _Run:
             if part.last is not None and item.sort < part.last:
                 raise AssertionError(f"forward {item.sort.event_id} came after its place")
             self._forwards += 1
+            self._in_flight -= 1
+            self._held(part, item.record, 1)
             heapq.heappush(
                 part.forwarded, (item.sort, tiebreak, self._forwards, item.record, item.hops)
             )
@@ -496,6 +525,7 @@ class _Run:
                 # A redirect forwards a released event: it keeps its place (module doc).
                 forward = _Forward(sort, item.record, item.hops)
                 self.direct[(index, target)].append(forward)
+                self._in_flight += 1
             else:
                 self.direct[(index, target)].append(item)
 
@@ -510,6 +540,8 @@ class _Run:
         if state is None:
             return
         self.leads[key] = state
+        if state.merged_into is not None:
+            self.redirects.add(key)
         if state.awaiting and key not in part.waiting:
             part.waiting.add(key)
             self.result.held += 1
