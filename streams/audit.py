@@ -22,10 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.acked_producer import AckedProducer
+from leadflow.streams.kafka_offsets import EndNotReached, read_to_end
 from leadflow.streams.private_files import FILE_MODE, private_dir
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import AUDIT
@@ -33,6 +34,10 @@ from leadflow.streams.topics import AUDIT
 
 class AuditError(LeadflowError):
     """The audit trail cannot be written or read (the audited action must not go on)."""
+
+
+def _audit_error(message: Message) -> None:
+    raise AuditError(f"reading {AUDIT.name}: {message.error()}")
 
 
 def utc_iso(epoch_ms: int) -> str:
@@ -139,21 +144,16 @@ class AuditLog:
                 TopicPartition(AUDIT.name, 0), timeout=self.timeout, cached=False
             )
             consumer.assign([TopicPartition(AUDIT.name, 0, OFFSET_BEGINNING)])
-            deadline = time.monotonic() + self.timeout
-            position = 0
-            while position < end:
-                if time.monotonic() > deadline:
-                    raise AuditError(f"{AUDIT.name} not read to its end in {self.timeout} s")
-                message = consumer.poll(0.5)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        break
-                    raise AuditError(f"reading {AUDIT.name}: {error}")
-                position = int(message.offset() or 0) + 1
+            pending: dict[tuple[str, int], int | None] = {(AUDIT.name, 0): end} if end else {}
+            for message in read_to_end(
+                consumer,
+                pending,
+                deadline=time.monotonic() + self.timeout,
+                on_error=_audit_error,
+            ):
                 yield AuditRecord.from_value(message.value() or b"")
+        except EndNotReached as exc:
+            raise AuditError(f"{AUDIT.name} not read to its end in {self.timeout} s") from exc
         except LeadflowError:
             raise
         except Exception as exc:  # the broker or the topic is missing

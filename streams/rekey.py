@@ -53,7 +53,12 @@ from leadflow.processors.errors import InvalidEvent, LeadflowError
 from leadflow.processors.events import Event
 from leadflow.schemas.codec import Codec, DecodeError, codec_from_settings
 from leadflow.streams.control import HEARTBEAT
-from leadflow.streams.kafka_offsets import committed_offsets, topic_watermarks
+from leadflow.streams.kafka_offsets import (
+    EndNotReached,
+    committed_offsets,
+    read_to_end,
+    topic_watermarks,
+)
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
@@ -217,11 +222,14 @@ def rekey(
             stats.total += max(0, high - start[p])
         if on_start is not None:
             on_start(stats)
-        left = {p for (_, p), (_, high) in ends.items() if start[p] < high}
-        if not left:
+        # Up to the end each partition had at the start; what is appended later is for the
+        # next run (the copy resumes from the group's offsets).
+        pending: dict[tuple[str, int], int | None] = {
+            (source, p): high for (_, p), (_, high) in ends.items() if start[p] < high
+        }
+        if not pending:
             return stats
-        end = {p: high for (_, p), (_, high) in ends.items()}
-        consumer.assign([TopicPartition(source, p, start[p]) for p in sorted(left)])
+        consumer.assign([TopicPartition(source, p, start[p]) for _, p in sorted(pending)])
         if not dry_run:
             producer = Producer(
                 {
@@ -236,9 +244,9 @@ def rekey(
                 }
             )
             producer.init_transactions(30)
-        while left:
+        while pending:
             try:
-                _one_batch(consumer, producer, codec, target, group, left, end, batch_size, stats)
+                _one_batch(consumer, producer, codec, target, group, pending, batch_size, stats)
             except KafkaException as exc:
                 raise RekeyError(
                     f"Kafka refused a batch ({exc.args[0]}): nothing of it is committed; "
@@ -300,46 +308,39 @@ def _check_target(
         )
 
 
+def _read_error(message: Message) -> None:
+    raise RekeyError(f"reading {message.topic()}[{message.partition()}]: {message.error()}")
+
+
 def _one_batch(
     consumer: Consumer,
     producer: Producer | None,
     codec: Codec,
     target: str,
     group: str,
-    left: set[int],
-    end: dict[int, int],
+    pending: dict[tuple[str, int], int | None],
     batch_size: int,
     stats: RekeyStats,
 ) -> None:
-    """Read up to ``batch_size`` records and copy them in one transaction with their offsets."""
+    """Read up to ``batch_size`` records and copy them in one transaction with their offsets.
+
+    ``pending``: the partitions not copied to their end yet (:func:`read_to_end` removes
+    each one as it gets there).
+    """
     if producer is not None:
         producer.begin_transaction()
     positions: dict[int, int] = {}
     taken = 0
-    idle_since = time.monotonic()
-    while left and taken < batch_size:
-        message = consumer.poll(0.5)
-        if message is None:
-            if time.monotonic() - idle_since > 60:
-                raise RekeyError(f"no record and no end of partitions {sorted(left)} for 60 s")
-            continue
-        idle_since = time.monotonic()
-        partition = int(message.partition() or 0)
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                left.discard(partition)
-                continue
-            raise RekeyError(f"reading {message.topic()}[{partition}]: {error}")
-        offset = int(message.offset() or 0)
-        if partition not in left or offset >= end[partition]:
-            left.discard(partition)  # appended after the start: for the next run
-            continue
-        taken += 1
-        _copy(message, producer, codec, target, group, stats)
-        positions[partition] = offset + 1
-        if offset + 1 >= end[partition]:
-            left.discard(partition)
+    try:
+        for message in read_to_end(consumer, pending, idle=60, on_error=_read_error):
+            taken += 1
+            _copy(message, producer, codec, target, group, stats)
+            positions[int(message.partition() or 0)] = int(message.offset() or 0) + 1
+            if taken >= batch_size:
+                break
+    except EndNotReached as exc:
+        partitions = sorted(p for _, p in exc.pending)
+        raise RekeyError(f"no record and no end of partitions {partitions} for 60 s") from exc
     stats.read += taken
     if producer is None:
         return

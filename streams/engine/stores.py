@@ -18,10 +18,10 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from leadflow.processors.errors import LeadflowError
-from leadflow.streams.kafka_offsets import watermarks
+from leadflow.streams.kafka_offsets import EndNotReached, read_to_end, watermarks
 from leadflow.streams.logs import get_logger
 from leadflow.streams.topics import TopicSpec
 
@@ -30,6 +30,10 @@ log = get_logger(__name__)
 
 class RestoreError(LeadflowError):
     """A changelog could not be read to its end."""
+
+
+def _restore_error(message: Message) -> None:
+    raise RestoreError(f"reading {(message.topic(), message.partition())}: {message.error()}")
 
 
 def changelog_topic(store: str) -> TopicSpec:
@@ -161,35 +165,27 @@ class Stores:
         read = 0
         try:
             by_tp = {(changelog_topic(name).name, p): (name, p) for name, p in todo}
-            ends: dict[tuple[str, int], int] = {}
+            ends: dict[tuple[str, int], int | None] = {}
             for topic, p in by_tp:
                 low, high = watermarks(consumer, TopicPartition(topic, p), started + timeout)
                 if high > low:
                     ends[(topic, p)] = high
             if ends:
                 consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
-            deadline = started + timeout
-            while ends:
-                if time.monotonic() > deadline:
-                    raise RestoreError(f"changelogs not read to their end in {timeout} s: {ends}")
-                message = consumer.poll(0.5)
-                if message is None:
-                    continue
-                tp = (str(message.topic()), int(message.partition() or 0))
-                error = message.error()
-                offset = int(message.offset() or 0)
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise RestoreError(f"reading {tp}: {error}")
-                elif tp in ends:
-                    key = message.key()
-                    if key is not None:
-                        fresh[by_tp[tp]].apply(key, message.value())
-                        read += 1
-                # At EOF (or past the last record) this partition is done; trailing
-                # transaction markers leave the EOF offset at the end, not the last record.
-                if tp in ends and (offset + (0 if error is not None else 1)) >= ends[tp]:
-                    del ends[tp]
+            # Up to the end each partition had at the start; EOF ends one whose tail is
+            # transaction markers (the EOF offset is then the end, not the last record).
+            for message in read_to_end(
+                consumer, ends, deadline=started + timeout, on_error=_restore_error
+            ):
+                key = message.key()
+                if key is not None:
+                    tp = (str(message.topic()), int(message.partition() or 0))
+                    fresh[by_tp[tp]].apply(key, message.value())
+                    read += 1
+        except EndNotReached as exc:
+            raise RestoreError(
+                f"changelogs not read to their end in {timeout} s: {exc.pending}"
+            ) from exc
         finally:
             consumer.close()
         self._stores.update(fresh)

@@ -126,9 +126,10 @@ def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
     ``R'`` further ahead than that releases it only once the clock gets there.)
     ``None`` when no worker ever committed one (or the changelog cannot be read in time).
     """
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     from leadflow.streams.engine.stores import changelog_topic
+    from leadflow.streams.kafka_offsets import EndNotReached, read_to_end
     from leadflow.streams.stages.identity import CLOCK, CLOCK_KEY
 
     topic = changelog_topic(CLOCK).name
@@ -152,19 +153,16 @@ def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
         # R' only grows: a partition's last value is its largest. Its last few entries are
         # enough (each identity batch writes one value and one commit marker).
         consumer.assign([TopicPartition(topic, p, _TAIL - 64) for p in meta.partitions])
-        left = set(meta.partitions)
-        while left and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    left.discard(msg.partition())
-                continue
+        pending: dict[tuple[str, int], int | None] = dict.fromkeys(
+            ((topic, p) for p in meta.partitions), None
+        )
+        # Until EOF on every partition; errors are retried by the client within the deadline.
+        for msg in read_to_end(consumer, pending, deadline=deadline, on_error=lambda _m: None):
             if msg.key() == CLOCK_KEY and msg.value():
                 value = int(msg.value() or b"0")
                 found = value if found is None else max(found, value)
+    except EndNotReached as exc:  # what was read in time: the floor may be low
+        log.warning("pii.erasure_floor_partial", error=str(exc))
     except (KafkaException, ValueError) as exc:
         log.warning("pii.erasure_floor_unread", error=str(exc))
     finally:

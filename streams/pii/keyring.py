@@ -24,9 +24,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from leadflow.streams.kafka_offsets import watermarks
+from leadflow.streams.kafka_offsets import EndNotReached, read_to_end, watermarks
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import PII_KEYS
@@ -36,6 +36,18 @@ log = get_logger(__name__)
 
 class KeyringError(RuntimeError):
     """The key topic cannot be read or written (the caller must not go on without keys)."""
+
+
+def _retry(message: Message) -> None:
+    """A read error: a fatal one ends the refresh, others are retried.
+
+    A broker going away is reported here too; the client fails over to the new leader by
+    itself, within the deadline.
+    """
+    error = message.error()
+    if error is not None and error.fatal():
+        raise KeyringError(f"reading {PII_KEYS.name}: {error}")
+    log.info("keyring.read_retry", error=str(error))
 
 
 def key_record_key(workspace_id: str, subject: str, kid: str) -> bytes:
@@ -195,7 +207,7 @@ class Keyring:
         # ListOffsets request queues behind the long-polling fetch (fetch.wait.max.ms, 500 ms),
         # which made one refresh of 12 partitions take 6 s even with nothing new.
         self._offsets: Consumer | None = None
-        self._next: dict[int, int] = {}
+        self._next: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
 
     def _open(self) -> Consumer:
         if self._consumer is None:
@@ -220,7 +232,7 @@ class Keyring:
             consumer.assign(
                 [TopicPartition(PII_KEYS.name, p, OFFSET_BEGINNING) for p in partitions]
             )
-            self._next = dict.fromkeys(partitions, 0)
+            self._next = {(PII_KEYS.name, p): 0 for p in partitions}
             self._offsets = Consumer(config)
             self._consumer = consumer
         return self._consumer
@@ -234,32 +246,29 @@ class Keyring:
         with self.lock:
             consumer = self._open()
             deadline = time.monotonic() + self.timeout
-            highs = {p: self._high_watermark(p, deadline) for p in self._next}
-            behind = {p for p, high in highs.items() if self._next[p] < high}
+            behind: dict[tuple[str, int], int | None] = {}
+            for tp, position in self._next.items():
+                high = self._high_watermark(tp[1], deadline)
+                if position < high:
+                    behind[tp] = high
             read = 0
-            while behind:
-                if time.monotonic() > deadline:
-                    raise KeyringError(f"{PII_KEYS.name} not read to its end in {self.timeout} s")
-                message = consumer.poll(0.5)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                    if error.fatal():
-                        raise KeyringError(f"reading {PII_KEYS.name}: {error}")
-                    # A broker going away is reported here too; the client fails over
-                    # to the new leader by itself, within the deadline.
-                    log.info("keyring.read_retry", error=str(error))
-                    continue
-                p = int(message.partition() or 0)
-                if error is not None:
-                    self._next[p] = max(self._next[p], int(message.offset() or 0))
-                else:
+            try:
+                # The consumer reads on at the next refresh: every record it delivers is
+                # applied, also one past the end a partition had when this refresh started.
+                for message in read_to_end(
+                    consumer,
+                    behind,
+                    deadline=deadline,
+                    positions=self._next,
+                    on_error=_retry,
+                    past_end=True,
+                ):
                     self.state.apply(message.key(), message.value())
-                    self._next[p] = int(message.offset() or 0) + 1
                     read += 1
-                if self._next[p] >= highs[p]:
-                    behind.discard(p)
+            except EndNotReached as exc:
+                raise KeyringError(
+                    f"{PII_KEYS.name} not read to its end in {self.timeout} s"
+                ) from exc
             self.refreshed_at = time.monotonic()
             return read
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.demo.simulator.generator import Message, SimConfig, Simulation
 from leadflow.demo.simulator.send import batches
@@ -61,7 +61,7 @@ from leadflow.streams.collector.keys import KeyStore
 from leadflow.streams.engine.kafka import WORKER_GROUP
 from leadflow.streams.engine.loop import EXIT_STALLED
 from leadflow.streams.engine.stores import changelog_topic
-from leadflow.streams.kafka_offsets import group_lag, topic_watermarks
+from leadflow.streams.kafka_offsets import EndNotReached, group_lag, read_to_end, topic_watermarks
 from leadflow.streams.local_kafka import free_port
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
@@ -523,22 +523,13 @@ def read_topic(
         if not tps:
             return out
         consumer.assign(tps)
-        left = {tp.partition for tp in tps}
-        deadline = time.monotonic() + 120
-        while left:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"reading {topic}: partitions {left} never reached their end")
-            message = consumer.poll(1.0)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    left.discard(int(message.partition() or 0))
-                    continue
-                raise AssertionError(f"reading {topic}: {error}")
-            headers = {str(k): v or b"" for k, v in (message.headers() or [])}
-            out.append((message.key(), message.value() or b"", headers))
+        pending: dict[tuple[str, int], int | None] = {(topic, tp.partition): None for tp in tps}
+        try:
+            for message in read_to_end(consumer, pending, deadline=time.monotonic() + 120):
+                headers = {str(k): v or b"" for k, v in (message.headers() or [])}
+                out.append((message.key(), message.value() or b"", headers))
+        except EndNotReached as exc:
+            raise AssertionError(f"reading {topic}: {exc}") from exc
     finally:
         consumer.close()
     return out

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from leadflow.cli.main import cli
@@ -41,7 +41,7 @@ from leadflow.processors.events import Event, Kind
 from leadflow.sinks.replay import replay
 from leadflow.streams.control import is_control
 from leadflow.streams.engine.kafka import WORKER_GROUP
-from leadflow.streams.kafka_offsets import topic_ends
+from leadflow.streams.kafka_offsets import EndNotReached, read_to_end, topic_ends
 from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.rekey import HEARTBEAT, RekeyError
 from leadflow.streams.settings import Settings
@@ -118,16 +118,12 @@ def placed(settings: Settings, topic: str) -> list[tuple[int, bytes | None, byte
              "enable.auto.commit": False}
         )  # fmt: skip
         consumer.assign([TopicPartition(topic, partition, low)])
+        pending: dict[tuple[str, int], int | None] = {(topic, partition): None}
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                m = consumer.poll(1.0)
-                if m is None:
-                    continue
-                if m.error() is not None:
-                    assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                    break
+            for m in read_to_end(consumer, pending, deadline=time.monotonic() + 60):
                 out.append((partition, m.key(), m.value() or b"", list(m.headers() or [])))
+        except EndNotReached:
+            pass  # what was read in 60 s (as before the helper)
         finally:
             consumer.close()
     return out

@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.events import Context, Event, Kind
 from leadflow.sinks.projector import Projector
 from leadflow.sinks.tables import LEAD_STATE, PROJECTED_TABLES
-from leadflow.streams.kafka_offsets import topic_ends
+from leadflow.streams.kafka_offsets import EndNotReached, read_to_end, topic_ends
 from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
@@ -187,20 +187,14 @@ def records_of(settings: Settings, workspace: str) -> list[tuple[str, bytes, byt
         }
     )
     consumer.assign([TopicPartition(t, p, 0) for (t, p), end in ends.items() if end])
-    left = {tp: end for tp, end in ends.items() if end}
+    # Until EOF: a partition ends with a commit marker no message reaches.
+    pending: dict[tuple[str, int], int | None] = {tp: None for tp, end in ends.items() if end}
     found: list[tuple[str, bytes, bytes]] = []
-    deadline = time.monotonic() + 60
+    messages = read_to_end(
+        consumer, pending, deadline=time.monotonic() + 60, on_error=lambda _m: None
+    )
     try:
-        while left and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            tp = (str(msg.topic()), int(msg.partition() or 0))
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    left.pop(tp, None)
-                continue
+        for msg in messages:
             key, value = msg.key(), msg.value() or b""
             try:
                 record: object = CODEC.decode(value)
@@ -210,10 +204,11 @@ def records_of(settings: Settings, workspace: str) -> list[tuple[str, bytes, byt
             if ws is None and workspace.encode() in value:
                 ws = workspace
             if ws == workspace:
-                found.append((tp[0], key or b"", value))
+                found.append((str(msg.topic()), key or b"", value))
+    except EndNotReached as exc:
+        raise AssertionError(f"not read to the end: {exc.pending}") from exc
     finally:
         consumer.close()
-    assert not left, f"not read to the end: {left}"
     return sorted(found)
 
 

@@ -6,6 +6,7 @@ the keys opens it, and after `leadflow erase` nobody can.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -13,13 +14,14 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.cli.erase import erase
 from leadflow.processors.derived import BecameSQL, LeadMerged, LeadScored
 from leadflow.processors.events import Event, Kind, lead_key
 from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.lead_state import decode_lead_state
+from leadflow.streams.kafka_offsets import EndNotReached, read_to_end
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
@@ -80,17 +82,14 @@ def raw_values(settings: Settings, topic: str, key: bytes | None = None) -> list
             if high <= low:
                 continue
             consumer.assign([TopicPartition(topic, p, low)])
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        break
-                    continue
-                if key is None or msg.key() == key:
-                    values.append(msg.value() or b"")
+            pending: dict[tuple[str, int], int | None] = {(topic, p): None}
+            messages = read_to_end(
+                consumer, pending, deadline=time.monotonic() + 30, on_error=lambda _m: None
+            )
+            with contextlib.suppress(EndNotReached):  # what was read in 30 s
+                for msg in messages:
+                    if key is None or msg.key() == key:
+                        values.append(msg.value() or b"")
     finally:
         consumer.close()
     return values
