@@ -335,6 +335,14 @@ class Settings(BaseSettings):
         description="How long the worker waits for a first record before its housekeeping "
         "(a record that arrives is processed at once).",
     )
+    worker_hold_ms: float = Field(
+        default=20.0,
+        ge=0,
+        description="A batch that produced nothing but store writes (watermarks, held "
+        "records) leaves its transaction open this long for the next batch to ride in, "
+        "instead of a commit of its own; committed when the worker is idle. 0: every batch "
+        "commits.",
+    )
     worker_linger_ms: float = Field(
         default=2.0,
         ge=0,

@@ -11,6 +11,15 @@ Per batch:
 4. ``send_offsets_to_transaction`` (the next offset of every input partition in the batch,
    with the group metadata that fences a zombie) and commit.
 
+A batch that produced nothing but store writes (a lead partition taking identity's
+watermark markers and releasing nothing; under traffic that was a quarter of all
+transactions, docs/benchmarks.md) does not commit: its transaction stays open and the next
+batch runs in it, so the pair costs one commit. Such a transaction is committed when it has
+been open ``worker_hold_ms``, when the worker is idle (a poll within that time returns
+nothing), before the stall watch, before a rebalance and when the worker stops. Nothing
+anyone reads waits for it: it holds no record (its changelog writes are produced at the
+commit), only input offsets, and an abort or a crash redoes it with the batch after it.
+
 Faults (docs/operations.md, "What the worker does in each fault"):
 
 - a transient error (broker away, coordinator moving, request timed out) is retried with
@@ -102,6 +111,10 @@ class Counters:
     # Wall time in the two calls that end a batch (where its latency goes: docs/benchmarks.md).
     send_offsets_ms: int = 0
     commit_ms: int = 0
+    # Batches that produced only store writes and left their transaction open for the next.
+    held: int = 0
+    # Transactions committed by the batch loop (batches minus those that rode in a later one).
+    commits: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name, for a log line."""
@@ -252,6 +265,13 @@ class Engine:
         self._unavailable_delay = 0.1
         self.watchdog = Watchdog(settings.worker_hung_call_seconds)
         self._troubles = 0
+        # The open transaction of held batches (module docstring): the input offsets it
+        # carries, when it began, how many records it produced (changelogs excluded), and
+        # its offsets call still running, if any. ``_open`` is None when none is open.
+        self._open: dict[TP, int] | None = None
+        self._opened_at = 0.0
+        self._outputs = 0
+        self._sender: _Background | None = None
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -304,14 +324,21 @@ class Engine:
                 messages = self._poll()
                 if messages:
                     self._process(messages)
+                elif self._open is not None:
+                    self._flush()  # idle: nothing came to ride in the held transaction
                 self._housekeeping()
+            self._flush()
         finally:
             self.watchdog.stop()
             self.ends.stop()
             self.close()
 
     def _poll(self) -> list[Message]:
-        first = self.consumer.poll(self.settings.worker_poll_seconds)
+        wait = self.settings.worker_poll_seconds
+        if self._open is not None:
+            left = self._opened_at + self.settings.worker_hold_ms / 1000 - time.monotonic()
+            wait = min(wait, max(left, 0.0))
+        first = self.consumer.poll(wait)
         if first is None:
             return []
         rest = self.consumer.consume(num_messages=self.settings.worker_batch_max - 1, timeout=0)
@@ -339,7 +366,15 @@ class Engine:
                 offsets[tp] = int(message.offset() or 0) + 1
         sender: _Background | None = None
         try:
-            self.producer.begin_transaction()
+            if self._open is None:
+                self.producer.begin_transaction()
+                self._open, self._opened_at, self._outputs = {}, time.monotonic(), 0
+            else:
+                # A held batch's offsets call must end before this batch's starts.
+                running, self._sender = self._sender, None
+                if running is not None:
+                    running.result()
+            self._open.update(offsets)
             if offsets:
                 sender = _Background(self._send_offsets(offsets))
             touched: dict[TP, _Context] = {}
@@ -366,14 +401,13 @@ class Engine:
                 touched[tp] = ctx
             for tp, ctx in touched.items():
                 self.tasks[tp].on_batch_end(ctx)
-            for name, partition, key, value in self.stores.pending():
-                self.produce(changelog_topic(name).name, key, value, None, partition)
-            if sender is not None:
-                waited = time.monotonic()
-                running, sender = sender, None  # from here on a failure has nothing to wait for
-                running.result()
-                self.counters.send_offsets_ms += round((time.monotonic() - waited) * 1000)
-            self._commit()
+            # Only store writes so far: leave the transaction open for the next batch.
+            held = self._outputs == 0 and time.monotonic() - self._opened_at < self._hold_s()
+            if held:
+                self._sender, sender = sender, None
+            else:
+                self._end_transaction(sender)
+                sender = None
         except KafkaException as exc:
             if sender is not None:
                 sender.settle()  # no other transactional call while it runs
@@ -395,10 +429,44 @@ class Engine:
                 sender.settle()
             raise
         self._unavailable_delay = 0.1
-        self.stores.commit()
-        self.positions.update(offsets)
         self.counters.records += len(messages)
         self.counters.batches += 1
+        self.counters.held += held
+
+    def _hold_s(self) -> float:
+        return self.settings.worker_hold_ms / 1000
+
+    def _end_transaction(self, sender: _Background | None) -> None:
+        """Produce the open transaction's store writes, wait for its offsets, commit it.
+
+        ``sender`` is the offsets call of the batch just processed, if any (a held batch's
+        was joined before it started). On success the stores take the writes and the input
+        partitions' committed offsets move; on an error the caller recovers.
+        """
+        assert self._open is not None
+        for name, partition, key, value in self.stores.pending():
+            self.produce(changelog_topic(name).name, key, value, None, partition)
+        if sender is not None:
+            waited = time.monotonic()
+            sender.result()
+            self.counters.send_offsets_ms += round((time.monotonic() - waited) * 1000)
+        self._commit()
+        self.stores.commit()
+        self.positions.update(self._open)
+        self._open = None
+        self.counters.commits += 1
+
+    def _flush(self) -> None:
+        """Commit the held transaction, if one is open (idle, watch, rebalance, stop)."""
+        if self._open is None:
+            return
+        running, self._sender = self._sender, None
+        try:
+            if running is not None:
+                running.result()
+            self._end_transaction(None)
+        except KafkaException as exc:
+            self._recover(k.classify(exc), exc)
 
     def _send_offsets(self, offsets: Mapping[TP, int]) -> Callable[[], None]:
         """``send_offsets_to_transaction`` of ``offsets``, retried like every other call."""
@@ -446,6 +514,10 @@ class Engine:
         """Undo the batch: abort (or rebuild the producer), forget its writes, rewind."""
         if exc is not None:
             log.warning("worker.batch_failed", failure=failure.value, error=str(exc.args[0]))
+        held, self._sender = self._sender, None
+        if held is not None:
+            held.settle()  # a held batch's offsets call: no other transactional call meanwhile
+        self._open = None
         if failure is not k.Failure.REBUILD:
             try:
                 self._retry("abort_transaction", lambda: self.producer.abort_transaction(30.0))
@@ -472,6 +544,7 @@ class Engine:
         listed: list[tuple[str, str | bytes | None]] | None = (
             list(headers.items()) if headers else None
         )
+        self._outputs += 1
         while True:
             try:
                 self.producer.produce(
@@ -501,6 +574,7 @@ class Engine:
     # -- rebalances -------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._flush()  # (the revoke before an assignment has committed it already)
         self.counters.rebalances += 1
         tps = [(str(tp.topic), int(tp.partition)) for tp in partitions]
         # Stable committed offsets first: a dead owner's pending offsets are resolved
@@ -542,6 +616,9 @@ class Engine:
         }
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A held transaction carries these partitions' offsets and store writes: commit it
+        # while they are still ours (if the group moved on, the commit fails and it aborts).
+        self._flush()
         tps = [(str(tp.topic), int(tp.partition)) for tp in partitions]
         for tp in tps:
             self.tasks.pop(tp, None)
@@ -598,6 +675,7 @@ class Engine:
             log.info("worker.progress", **self.counts())
         if now >= self._next_watch:
             self._next_watch = now + WATCH_EVERY
+            self._flush()  # the watch reads committed offsets, and may open a transaction
             self._watch(now)
 
     def _watch(self, now: float) -> None:

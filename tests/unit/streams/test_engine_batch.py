@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from leadflow.streams.engine.loop import Engine, _Context
 from leadflow.streams.engine.stage import Record, Stage, TaskContext, Unavailable
+from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.settings import load_settings
 from leadflow.streams.topics import EVENTS, LEAD_SCORED
 
@@ -162,3 +163,116 @@ def test_a_failed_batch_waits_for_the_offsets_before_it_aborts() -> None:
     assert eng.positions == {(EVENTS.name, 0): 0, (EVENTS.name, 1): 0}  # rewound, not moved
     assert eng.counters.batches == 0
     assert eng.counters.aborts == 1
+
+
+# -- held transactions: a batch of store writes only rides in the next batch's transaction --
+
+
+class MixedTask:
+    """Per record, by its value: ``store`` writes a store entry, ``send`` sends, ``fail``
+    raises Unavailable."""
+
+    def on_record(self, ctx: TaskContext, record: Record) -> None:
+        if record.value == b"fail":
+            raise Unavailable("a topic is out of reach")
+        if record.value == b"send":
+            ctx.send(LEAD_SCORED, b"k", b"out")
+        else:
+            ctx.put("s", b"w%d" % record.offset, b"watermark")
+
+    def on_batch_end(self, ctx: TaskContext) -> None:
+        pass
+
+
+@dataclass
+class ValueMessage(FakeMessage):
+    value_: bytes = b"store"
+
+    def value(self) -> bytes:
+        return self.value_
+
+
+def held_engine(producer: FakeProducer, hold_ms: float = 60_000.0) -> Engine:
+    stage = Stage("test", EVENTS, ("s",), lambda ctx: MixedTask())
+    settings = load_settings().model_copy(update={"worker_hold_ms": hold_ms})
+    eng = Engine(settings, [stage], "w" * 32)
+    eng._producer = producer  # type: ignore[assignment]
+    eng._consumer = FakeConsumer()  # type: ignore[assignment]
+    for partition in (0, 1):
+        tp = (EVENTS.name, partition)
+        eng.stores._stores[("s", partition)] = PartitionStore()
+        eng.contexts[tp] = _Context(eng, stage, partition)
+        eng.tasks[tp] = MixedTask()
+        eng.positions[tp] = 0
+    return eng
+
+
+def changelog_writes(producer: FakeProducer) -> int:
+    return sum(1 for name, topic in producer.calls if name == "produce" and "changelog" in topic)
+
+
+def test_a_store_only_batch_rides_in_the_next_batch_transaction() -> None:
+    producer = FakeProducer(send_offsets_delay=0.02)
+    eng = held_engine(producer)
+    eng._process([ValueMessage(EVENTS.name, 0, 5), ValueMessage(EVENTS.name, 1, 9)])
+    # Held: offsets sent (in the background), nothing produced, nothing committed.
+    assert "commit" not in [name for name, _ in producer.calls]
+    assert changelog_writes(producer) == 0
+    assert eng.positions == {(EVENTS.name, 0): 0, (EVENTS.name, 1): 0}
+    assert eng.stores.store("s", 0).get(b"w5") == b"watermark"  # seen in the transaction
+    eng._process([ValueMessage(EVENTS.name, 0, 6, b"send")])
+    names = [name for name, _ in producer.calls]
+    assert names.count("begin") == 1
+    assert names.count("commit") == 1
+    assert names[-1] == "commit"
+    sent = [arg for name, arg in producer.calls if name == "send_offsets"]
+    assert sent == [[(EVENTS.name, 0, 6), (EVENTS.name, 1, 10)], [(EVENTS.name, 0, 7)]]
+    assert names.index("send_offsets_done") < names.index("send_offsets", 2)
+    assert changelog_writes(producer) == 2  # both held writes, produced once, at the commit
+    assert producer.overlaps == 0
+    assert eng.positions == {(EVENTS.name, 0): 7, (EVENTS.name, 1): 10}
+    assert eng.stores.store("s", 1).data == {b"w9": b"watermark"}
+    assert (eng.counters.batches, eng.counters.held, eng.counters.commits) == (2, 1, 1)
+
+
+def test_a_held_transaction_commits_when_the_worker_is_idle() -> None:
+    producer = FakeProducer(send_offsets_delay=0.02)
+    eng = held_engine(producer)
+    eng._process([ValueMessage(EVENTS.name, 0, 5)])
+    eng._process([ValueMessage(EVENTS.name, 1, 3)])  # store-only again: still held
+    assert "commit" not in [name for name, _ in producer.calls]
+    eng._flush()
+    names = [name for name, _ in producer.calls]
+    assert names.count("begin") == 1
+    assert names[-1] == "commit"
+    assert changelog_writes(producer) == 2
+    assert producer.overlaps == 0
+    assert eng.positions == {(EVENTS.name, 0): 6, (EVENTS.name, 1): 4}
+    eng._flush()  # nothing open: nothing to do
+    assert [name for name, _ in producer.calls].count("commit") == 1
+
+
+def test_a_transaction_open_longer_than_the_hold_commits() -> None:
+    producer = FakeProducer(send_offsets_delay=0.0)
+    eng = held_engine(producer, hold_ms=0.0)
+    eng._process([ValueMessage(EVENTS.name, 0, 5)])
+    assert [name for name, _ in producer.calls][-1] == "commit"
+    assert eng.positions[(EVENTS.name, 0)] == 6
+    assert eng.counters.held == 0
+
+
+def test_a_failed_batch_drops_the_held_batch_too_and_rewinds() -> None:
+    producer = FakeProducer(send_offsets_delay=0.02)
+    eng = held_engine(producer)
+    eng._unavailable_delay = 0.0
+    eng._process([ValueMessage(EVENTS.name, 0, 5)])
+    eng._process([ValueMessage(EVENTS.name, 1, 9, b"fail")])
+    names = [name for name, _ in producer.calls]
+    assert names[-1] == "abort"
+    assert "commit" not in names
+    assert producer.overlaps == 0
+    assert eng.positions == {(EVENTS.name, 0): 0, (EVENTS.name, 1): 0}
+    assert eng.stores.store("s", 0).get(b"w5") is None  # the held write went with it
+    assert eng._open is None
+    eng._process([ValueMessage(EVENTS.name, 0, 5, b"send")])  # a fresh transaction
+    assert [name for name, _ in producer.calls].count("begin") == 2
