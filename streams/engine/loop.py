@@ -427,6 +427,11 @@ class Engine:
         except BaseException:
             if sender is not None:
                 sender.settle()
+            # A bug: the transaction holds part of a batch and must never commit (a revoke
+            # while the worker closes would otherwise flush it).
+            held_sender, self._sender, self._open = self._sender, None, None
+            if held_sender is not None:
+                held_sender.settle()
             raise
         self._unavailable_delay = 0.1
         self.counters.records += len(messages)

@@ -276,3 +276,20 @@ def test_a_failed_batch_drops_the_held_batch_too_and_rewinds() -> None:
     assert eng._open is None
     eng._process([ValueMessage(EVENTS.name, 0, 5, b"send")])  # a fresh transaction
     assert [name for name, _ in producer.calls].count("begin") == 2
+
+
+def test_a_bug_mid_batch_leaves_nothing_to_commit() -> None:
+    class Buggy(MixedTask):
+        def on_record(self, ctx: TaskContext, record: Record) -> None:
+            if record.value == b"bug":
+                raise RuntimeError("a bug")
+            super().on_record(ctx, record)
+
+    producer = FakeProducer(send_offsets_delay=0.0)
+    eng = held_engine(producer)
+    eng.tasks[(EVENTS.name, 0)] = Buggy()
+    eng._process([ValueMessage(EVENTS.name, 0, 5)])
+    with pytest.raises(RuntimeError):
+        eng._process([ValueMessage(EVENTS.name, 0, 6, b"bug")])
+    eng._flush()  # what a revoke during the close would do
+    assert "commit" not in [name for name, _ in producer.calls]
