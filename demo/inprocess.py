@@ -240,6 +240,10 @@ class _Run:
         self.direct: dict[tuple[int, int], deque[Direct | _Forward | _Front]] = defaultdict(deque)
         self._forwards = 0  # a counter that orders byte-identical forwards
         self._in_flight = 0  # forwards in the direct queues
+        # The frontier, cached until a record is added anywhere, a lead becomes a redirect
+        # or a forward is sent (releases alone only raise it: the cache stays a bound).
+        self._epoch = 0
+        self._cached: tuple[int, ReleaseKey | None] | None = None
         self.redirects: set[str] = set()  # lead keys of merged leads
         self.result = Result()
         for source, queue in enumerate(self.inbound):
@@ -361,7 +365,15 @@ class _Run:
         assert sort is not None
         if not ripe(sort, low, self.c.lateness_ms):
             return None
-        front = self._gate(index) if self.c.markers else self._frontier()
+        if self.c.markers:
+            front = self._gate(index)
+        else:
+            if self._cached is None or self._cached[0] != self._epoch:
+                self._cached = (self._epoch, self._frontier())
+            front = self._cached[1]
+            if front is None or front < sort:  # the cache may be low: look again
+                self._cached = (self._epoch, self._frontier())
+                front = self._cached[1]
         if front is None or front < sort:
             return None
         if from_buffer:
@@ -371,10 +383,11 @@ class _Run:
         self._held(part, record, -1)
         return sort, record, hops
 
-    @staticmethod
-    def _held(part: _Partition, record: LeadRecord, change: int) -> None:
+    def _held(self, part: _Partition, record: LeadRecord, change: int) -> None:
         """Count a record into (1) or out of (-1) the partition's buffers."""
         assert record.lead_id is not None
+        if change > 0:
+            self._epoch += 1
         lead = lead_key(record.workspace_id, record.lead_id)
         for counter, yes in (
             (part.held_leads, True),
@@ -526,6 +539,7 @@ class _Run:
                 forward = _Forward(sort, item.record, item.hops)
                 self.direct[(index, target)].append(forward)
                 self._in_flight += 1
+                self._epoch += 1
             else:
                 self.direct[(index, target)].append(item)
 
@@ -540,8 +554,9 @@ class _Run:
         if state is None:
             return
         self.leads[key] = state
-        if state.merged_into is not None:
+        if state.merged_into is not None and key not in self.redirects:
             self.redirects.add(key)
+            self._epoch += 1
         if state.awaiting and key not in part.waiting:
             part.waiting.add(key)
             self.result.held += 1
