@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Generator, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import asdict, dataclass
 
 import click
@@ -20,6 +20,7 @@ from rich.table import Table
 
 from leadflow.cli.options import settings_of
 from leadflow.processors.errors import LeadflowError
+from leadflow.streams.kafka_offsets import EndNotReached, read_to_end
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import ALL_TOPICS, DLQ, record_headers
 
@@ -109,24 +110,24 @@ def _read(
             raise LeadflowError(f"topic {DLQ.name} does not exist (leadflow topics create)")
         partitions = [TopicPartition(DLQ.name, p, 0) for p in meta.partitions]
         consumer.assign(partitions)
-        remaining = set(meta.partitions)
-        while remaining:
-            message = consumer.poll(timeout)
-            if message is None:
-                break  # nothing more within the timeout
-            if message.error() is not None:
-                remaining.discard(message.partition())  # end of that partition
-                continue
-            yield (
-                dead_letter(
-                    int(message.partition() or 0),
-                    int(message.offset() or 0),
-                    message.key(),
-                    message.value(),
-                    record_headers(message),
-                ),
-                message,
-            )
+        pending: dict[tuple[str, int], int | None] = {(DLQ.name, p): None for p in meta.partitions}
+
+        def unreadable(message: Message) -> None:
+            pending.pop((DLQ.name, int(message.partition() or 0)), None)  # counts as its end
+
+        letters = read_to_end(consumer, pending, idle=timeout, on_error=unreadable)
+        with suppress(EndNotReached):  # nothing more within the timeout
+            for message in letters:
+                yield (
+                    dead_letter(
+                        int(message.partition() or 0),
+                        int(message.offset() or 0),
+                        message.key(),
+                        message.value(),
+                        record_headers(message),
+                    ),
+                    message,
+                )
     finally:
         consumer.close()
 

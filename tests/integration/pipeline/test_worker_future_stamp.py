@@ -25,6 +25,7 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
 
 from leadflow.processors.derived import LeadScored
 from leadflow.processors.events import Kind
+from leadflow.streams.kafka_offsets import read_to_end
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS, LEAD_SCORED
 from tests.integration.collector.conftest import make_collector, serve
@@ -44,18 +45,11 @@ def timestamp_types(settings: Settings) -> set[int]:
     )  # fmt: skip
     partitions = consumer.list_topics(EVENTS.name, timeout=10).topics[EVENTS.name].partitions
     consumer.assign([TopicPartition(EVENTS.name, p, 0) for p in partitions])
-    kinds: set[int] = set()
-    done: set[int] = set()
-    deadline = time.monotonic() + 30
+    pending: dict[tuple[str, int], int | None] = {(EVENTS.name, p): None for p in partitions}
     try:
-        while len(done) < len(partitions) and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if message.error() is not None:
-                done.add(int(message.partition() or 0))
-                continue
-            kinds.add(message.timestamp()[0])
+        kinds = {
+            m.timestamp()[0] for m in read_to_end(consumer, pending, deadline=time.monotonic() + 30)
+        }
     finally:
         consumer.close()
     return kinds
