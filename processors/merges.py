@@ -366,9 +366,10 @@ def _on_transfer(
         at = base.awaiting.index(transfer.merge_id)
         rest = base.awaiting[:at] + base.awaiting[at + 2 :]
         return _absorb(dataclasses.replace(base, awaiting=rest), transfer, policy, model, routing)
-    if transfer.hops == 0 or (forward_requests and transfer.refused is None):
+    if transfer.hops == 0 or (forward_requests and transfer.absorbed_id != base.lead_id):
         # The survivor's copy of the request has not been released here yet: keep it
-        # (forwarded with the transfer when requests are forwarded: "Chains").
+        # (forwarded along the same redirects when requests are forwarded, "Chains", unless
+        # the chain leads back to the merged lead itself: a cycle, refused, nothing waits).
         return LeadOutcome(dataclasses.replace(base, early=(*base.early, transfer)))
     # Forwarded through a redirect: nobody waits for it here; merge it now (late rule).
     return _absorb(base, transfer, policy, model, routing)

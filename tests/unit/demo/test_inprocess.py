@@ -595,3 +595,38 @@ def test_a_transfer_that_chases_a_chain_of_merges_is_absorbed_in_its_place() -> 
         for markers in (False, True):
             got = InProcess(POLICY, partitions, markers=markers).run(events, schedule)
             assert encoded(got) == encoded(reference), (partitions, schedule, markers)
+
+
+def test_a_refused_merge_that_chases_a_redirect_does_not_hold_the_survivor() -> None:
+    """Found by the other-key sweep: the email lead is in user-1 already when the second
+    device identifies as old-1 (an alias of user-1), so its merge into old-1 is refused. The
+    survivor's request goes on through old-1's redirect and user-1 waits for the answer; the
+    refusal, forwarded along the same redirect, must be kept for it (it used to be taken on
+    arrival, and user-1's partition then waited forever on 4 partitions)."""
+    t0 = 1_767_225_600_000
+
+    def e(n: int, kind: Kind, at_s: float, recv_s: float, **kw: Any) -> Event:
+        return Event(f"e{n:03d}", kind, "ws", t0 + int(at_s * 1000), t0 + int(recv_s * 1000), **kw)
+
+    form = {"email": "p1@co1.io", "company_size": 500, "title": "VP Sales",
+            "industry": "software"}  # fmt: skip
+    events = [
+        e(13, Kind.FORM_SUBMITTED, 5, 6.05, anonymous_id="dev-1-b", payload=form),
+        e(
+            7,
+            Kind.IDENTIFY,
+            6,
+            11.05,
+            anonymous_id="dev-shared",
+            lead_id="user-1",
+            payload={"email": "p1@co1.io"},
+        ),  # fmt: skip
+        e(8, Kind.ALIAS, 7, 11.05, lead_id="user-1", payload={"previous_id": "old-1"}),
+        e(15, Kind.IDENTIFY, 7, 12.0, anonymous_id="dev-1-b", lead_id="old-1"),
+    ]
+    single = InProcess(POLICY, 1).run(events)
+    for partitions in (2, 3, 4):
+        for markers in (False, True):
+            got = InProcess(POLICY, partitions, markers=markers).run(events, [1, 0] * 20)
+            assert _owners_masked(got) == _owners_masked(single), (partitions, markers)
+    assert single.live_leads() == {"user-1"}
