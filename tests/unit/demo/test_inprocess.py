@@ -620,7 +620,7 @@ def test_a_refused_merge_that_chases_a_redirect_does_not_hold_the_survivor() -> 
             anonymous_id="dev-shared",
             lead_id="user-1",
             payload={"email": "p1@co1.io"},
-        ),  # fmt: skip
+        ),
         e(8, Kind.ALIAS, 7, 11.05, lead_id="user-1", payload={"previous_id": "old-1"}),
         e(15, Kind.IDENTIFY, 7, 12.0, anonymous_id="dev-1-b", lead_id="old-1"),
     ]
