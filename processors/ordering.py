@@ -40,7 +40,7 @@ own propagation: nothing for D = 0, at most D.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -268,3 +268,151 @@ class ReleaseBuffer(Generic[_T]):
 
     def __len__(self) -> int:
         return len(self._heap)
+
+
+# -- the model switch ----------------------------------------------------------------------
+#
+# Which snapshot of a workspace's model scores a record must be a function of the log too
+# (docs/architecture.md, "The model switch in the log"). Three rules, each a function of
+# positions in the sorted logs:
+#
+# 1. A lead partition gives every training example it sends the *position* of the record it
+#    came from (the released record's ``at``; deadlines fired after it share it) and
+#    promises the trainer "no example below P will come from me" (:func:`lead_promise`).
+# 2. The trainer learns examples in ``(position, example bytes)`` order once every lead
+#    partition promised past them; snapshot n, taken right after the example at position
+#    ``K_n``, switches at ``S_n = K_n + delta`` (:func:`switch_position`; the worker uses
+#    delta = 1 ms: the first position after ``K_n``). With every snapshot the trainer
+#    sends a model marker; then it promises every lead partition "every switch below
+#    ``W + delta`` is sent" (``W``: its low watermark over the lead partitions).
+# 3. A record is scored with the newest snapshot whose ``S_n <= gate``
+#    (:class:`ModelSwitches`, the reference), where the *gate* is the position of the M-th
+#    record released before it on its lead partition (:func:`switch_gate`; its own
+#    position for M = 0). A lead partition releases a record only when its gate is below
+#    every trainer's promise (on top of the inbound rule), and applies the model markers
+#    with ``S_n <= gate`` right before it.
+#
+# Why positions and a count, not a time: positions are collector receive stamps, and two
+# runs of the same input (one with crashes) have different gaps between their stamps but
+# the same order. ``S_n`` one position after ``K_n`` and a gate M records back depend only
+# on that order; a delta of seconds of receive time picks other records in every run
+# (measured: 121 of ~1,076 scores differed with delta = 10 s). M > 0 lets a partition
+# release M records per lead -> trainer -> lead round trip instead of one position.
+#
+# Deadlock-free: the ripe record r with the lowest position is some partition's next
+# record, so that partition promises at most ``at(r)`` and every other one at least that
+# (their next records sort after r, or are not ripe, i.e. at or above ``low - D``); once
+# the trainers heard those promises ``W = at(r)``, and r's gate is at or below ``at(r)``,
+# below ``W + delta``: r is released when its inbound sources allow.
+
+DEFAULT_SWITCH_DELAY_MS = 1
+"""delta: how far behind the trainer's position a snapshot switches (receive-time ms).
+The worker keeps 1: any larger delta depends on the gaps between receive stamps."""
+
+DEFAULT_SWITCH_RECORDS = 100
+"""M: the switch gate, in records released on a lead partition (LEADFLOW_MODEL_SWITCH_RECORDS)."""
+
+
+def switch_gate(released: Sequence[int], at: int, records: int) -> int | None:
+    """The switch gate of a record at ``at``, released next after ``released``.
+
+    ``released``: the positions of the records released before it, oldest first. The gate
+    is the position of the ``records``-th record released before it, its own position for
+    ``records == 0``; ``None`` (no snapshot scores it yet) before that many.
+
+    Example:
+        >>> switch_gate([], 500, 0), switch_gate([100, 200, 300], 500, 2)
+        (500, 200)
+        >>> switch_gate([300], 500, 2) is None
+        True
+    """
+    if records < 0:
+        raise ValueError(f"the switch gate must be >= 0 records, got {records}")
+    if not records:
+        return at
+    if len(released) < records:
+        return None
+    return released[len(released) - records]
+
+
+def switch_position(trained_at: int, delay_ms: int = DEFAULT_SWITCH_DELAY_MS) -> int:
+    """Where a snapshot taken right after the example at ``trained_at`` takes over.
+
+    Example:
+        >>> switch_position(1_000, 250)
+        1250
+    """
+    if delay_ms < 1:
+        raise ValueError(f"the switch delay must be >= 1 ms, got {delay_ms}")
+    return trained_at + delay_ms
+
+
+def lead_promise(
+    previous: int | None,
+    *,
+    head: int | None,
+    low: int | None,
+    lateness_ms: int,
+    released: int | None,
+    holding: bool,
+) -> int | None:
+    """What a lead partition promises the trainer: no example below it will come.
+
+    Its examples carry the position of the record they came from: a released record's
+    ``at`` (deadlines fired after it share it), or, for a record applied on arrival, the
+    partition's position so far (``max(released, previous)``). Every record still to be
+    released sorts at or after the buffer's ``head`` or arrives with ``at >= low - D``.
+    While a lead holds the partition only the last released position can be promised: the
+    transfer it waits for is applied there.
+
+    Example:
+        >>> lead_promise(None, head=500, low=900, lateness_ms=0, released=None, holding=False)
+        500
+        >>> lead_promise(500, head=None, low=900, lateness_ms=100, released=600, holding=False)
+        800
+        >>> lead_promise(500, head=700, low=900, lateness_ms=0, released=600, holding=True)
+        600
+        >>> lead_promise(None, head=10, low=None, lateness_ms=0, released=None, holding=False)
+    """
+    if holding:
+        candidate = released
+    elif low is None:
+        candidate = None
+    else:
+        candidate = low - lateness_ms if head is None else min(head, low - lateness_ms)
+    if candidate is None:
+        return previous
+    return candidate if previous is None else max(previous, candidate)
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """Snapshot ``version`` of ``workspace``'s model takes over at position ``at``."""
+
+    at: int
+    workspace: str
+    version: int
+
+
+@dataclass
+class ModelSwitches:
+    """The reference: which snapshot scores a record with a given gate (:func:`switch_gate`).
+
+    Example:
+        >>> s = ModelSwitches([Switch(100, "ws", 25), Switch(300, "ws", 50)])
+        >>> s.version("ws", 99), s.version("ws", 100), s.version("ws", 301), s.version("x", 500)
+        (None, 25, 50, None)
+    """
+
+    switches: list[Switch] = field(default_factory=list)
+
+    def version(self, workspace: str, at: int | None) -> int | None:
+        """The newest snapshot of ``workspace`` with ``S <= at`` (None: the prior)."""
+        if at is None:
+            return None
+        best: Switch | None = None
+        for switch in self.switches:
+            later = best is None or (switch.at, switch.version) > (best.at, best.version)
+            if switch.workspace == workspace and switch.at <= at and later:
+                best = switch
+        return None if best is None else best.version

@@ -19,7 +19,8 @@ written below an earlier heartbeat only sorts later (``processors.ordering``), n
 a promise. The collector still keeps it (``streams.collector.receive_clock``): a request
 stamped before a heartbeat holds that heartbeat back until its records are queued.
 
-Both have no key and an empty (heartbeat) or JSON (marker) value. Every reader of these
+Heartbeats and watermark markers have no key and an empty (heartbeat) or JSON (marker)
+value; a model marker is keyed by its workspace. Every reader of these
 topics skips a record that carries either header (:func:`is_control`).
 """
 
@@ -36,6 +37,16 @@ HEARTBEAT = "leadflow.heartbeat"
 MARKER = "leadflow.marker"
 # R' of a record the identity stage forwards to events.by-lead (processors/ordering.py).
 RECEIVED = "leadflow.r"
+# The release position of the record a training example came from (lead stage -> trainer).
+POSITION = "leadflow.at"
+# A model marker's switch position S and the snapshot's version (trainer -> lead stage).
+SWITCH = "leadflow.switch"
+VERSION = "leadflow.version"
+# Stage names in the ``leadflow.marker`` header.
+IDENTITY_MARKER = "identity"  # identity -> events.by-lead: inbound partitions' R'
+LEAD_MARKER = "lead"  # lead stage -> training-examples: by-lead partitions' positions
+TRAINER_MARKER = "trainer"  # trainer -> events.by-lead: "every switch below this is sent"
+MODEL_MARKER = "model"  # trainer -> events.by-lead: a snapshot and where it takes over
 
 HeaderList = (
     Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None] | None
@@ -109,6 +120,25 @@ def marker_record(
     """
     value = json.dumps({str(p): w for p, w in sorted(watermarks.items())}, separators=(",", ":"))
     return value.encode(), [(MARKER, stage.encode())]
+
+
+def int_header(headers: HeaderList, name: str) -> int | None:
+    """Header ``name`` as a whole number, or None when absent.
+
+    Raises:
+        ControlRecordError: the header is there but is not a whole number.
+
+    Example:
+        >>> int_header({"leadflow.switch": b"-5"}, "leadflow.switch")
+        -5
+    """
+    raw = header(headers, name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ControlRecordError(f"header {name}={raw[:40]!r} is not a number") from None
 
 
 def parse_marker(headers: HeaderList, value: bytes) -> tuple[str, dict[int, int]] | None:

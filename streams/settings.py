@@ -317,6 +317,16 @@ class Settings(BaseSettings):
         "(identity.receive_ahead). Bounds how long a writer with future stamps can hold back "
         "the collector's traffic.",
     )
+    model_switch_records: int = Field(
+        default=100,
+        ge=0,
+        le=1_000_000,
+        description="The model switch gate M: a record is scored with the snapshots trained "
+        "on examples before the M-th record released before it on its by-lead partition "
+        "(processors/ordering.py, the model switch). A count, not a time, so it is the same "
+        "in every run of the same records; a partition releases up to M records per lead -> "
+        "trainer -> lead round trip (0: one position per round trip). The same on every worker.",
+    )
     worker_stall_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaException
 from leadflow.processors.bounds import BoundsTable
 from leadflow.processors.bounds_load import load_bounds
 from leadflow.processors.errors import LeadflowError, PolicyError
+from leadflow.processors.model import ModelRegistry
 from leadflow.processors.policy import Policy
 from leadflow.processors.policy_load import load_default_policy, parse_policy
 from leadflow.schemas.codec import codec_from_settings
@@ -26,14 +27,19 @@ from leadflow.streams.engine.stage import Stage
 from leadflow.streams.engine.stores import changelog_topic
 from leadflow.streams.kafka_offsets import group_lag
 from leadflow.streams.logs import get_logger
-from leadflow.streams.model_feed import ModelFeed
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.private_files import write_private
 from leadflow.streams.settings import Settings
 from leadflow.streams.stages.identity import identity_stage
 from leadflow.streams.stages.lead import LeadDeps, lead_stage
 from leadflow.streams.stages.trainer import TrainerDeps, trainer_stage
-from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, WORKER_INPUTS, create_topics
+from leadflow.streams.topics import (
+    EVENTS,
+    EVENTS_BY_LEAD,
+    TRAINING_EXAMPLES,
+    WORKER_INPUTS,
+    create_topics,
+)
 
 log = get_logger(__name__)
 
@@ -73,12 +79,12 @@ def load_policy(settings: Settings) -> Policy:
     return parse_policy(text, str(path))
 
 
-def partition_counts(settings: Settings, timeout: float = 120.0) -> tuple[int, int]:
-    """How many partitions ``leadflow.events`` and ``leadflow.events.by-lead`` have.
+def partition_counts(settings: Settings, timeout: float = 120.0) -> tuple[int, int, int]:
+    """How many partitions events, events.by-lead and training-examples have.
 
     The identity stage sends its markers to every by-lead partition; the lead stage waits
-    for a promise from every inbound partition. Waits (a broker still starting) up to
-    ``timeout``.
+    for a promise from every inbound partition and every trainer, and sends its own to
+    every trainer. Waits (a broker still starting) up to ``timeout``.
     """
     consumer = Consumer({**settings.kafka_client_config(), "group.id": "leadflow-meta"})
     deadline = time.monotonic() + timeout
@@ -86,13 +92,16 @@ def partition_counts(settings: Settings, timeout: float = 120.0) -> tuple[int, i
         while True:
             try:
                 meta = consumer.list_topics(timeout=10).topics
-                found = [meta.get(t.name) for t in (EVENTS, EVENTS_BY_LEAD)]
+                found = [meta.get(t.name) for t in (EVENTS, EVENTS_BY_LEAD, TRAINING_EXAMPLES)]
                 if all(t is not None and t.error is None and t.partitions for t in found):
-                    return len(found[0].partitions), len(found[1].partitions)
+                    counts = [len(t.partitions) for t in found if t is not None]
+                    return counts[0], counts[1], counts[2]
             except KafkaException as exc:
                 log.warning("worker.metadata_unavailable", error=str(exc))
             if time.monotonic() > deadline:
-                raise LeadflowError(f"{EVENTS.name} / {EVENTS_BY_LEAD.name} not found")
+                raise LeadflowError(
+                    f"{EVENTS.name} / {EVENTS_BY_LEAD.name} / {TRAINING_EXAMPLES.name} not found"
+                )
             time.sleep(1.0)
     finally:
         consumer.close()
@@ -102,24 +111,37 @@ def build_stages(
     settings: Settings,
     policy: Policy,
     bounds: BoundsTable,
-    feed: ModelFeed,
-    partitions: tuple[int, int] = (1, 1),
+    partitions: tuple[int, int, int] = (1, 1, 1),
 ) -> list[Stage]:
-    """The worker's stages, wired to the codec, policy, bounds, model feed and PII vault.
+    """The worker's stages, wired to the codec, policy, bounds, model key and PII vault.
 
-    ``partitions``: of ``leadflow.events`` and ``leadflow.events.by-lead``
-    (:func:`partition_counts`).
+    ``partitions``: of ``leadflow.events``, ``leadflow.events.by-lead`` and
+    ``leadflow.training-examples`` (:func:`partition_counts`). Leads are scored with the
+    snapshots the trainers' model markers switch to on each by-lead partition (the prior
+    before the first), never with what a reader of ``leadflow.models`` last saw.
     """
     codec = codec_from_settings(settings)
     key = model_key(settings)
-    sources, targets = partitions
+    sources, targets, trainers = partitions
     vault = Vault(settings) if settings.pii_encryption else None
+    priors = ModelRegistry(lambda _ws: policy)
+    lead = LeadDeps(
+        codec,
+        policy,
+        priors.get,
+        vault,
+        sources,
+        settings.order_lateness_ms,
+        trainers=trainers,
+        model_key=key,
+        switch_records=settings.model_switch_records,
+    )
     return [
         identity_stage(
             codec, bounds, targets, settings.order_lateness_ms, settings.order_max_ahead_ms
         ),
-        lead_stage(LeadDeps(codec, policy, feed.model, vault, sources, settings.order_lateness_ms)),
-        trainer_stage(TrainerDeps(codec, policy, key)),
+        lead_stage(lead),
+        trainer_stage(TrainerDeps(codec, policy, key, targets)),
     ]
 
 
@@ -133,17 +155,18 @@ def run_worker(settings: Settings) -> None:
     # A bad policy or bounds file fails here, before anything is written.
     policy = load_policy(settings)
     bounds = load_bounds(settings.bounds_file)
-    feed = ModelFeed(settings, model_key(settings), policy)
     worker_id = WorkerId(settings.data_dir / "worker")
     partitions = partition_counts(settings)
-    stages = build_stages(settings, policy, bounds, feed, partitions)
+    stages = build_stages(settings, policy, bounds, partitions)
     stores = sorted({name for stage in stages for name in stage.stores})
     create_topics(settings, [changelog_topic(name) for name in stores])
     log.info(
         "worker.order",
         sources=partitions[0],
+        trainers=partitions[2],
         lateness_ms=settings.order_lateness_ms,
         max_ahead_ms=settings.order_max_ahead_ms,
+        switch_records=settings.model_switch_records,
     )
     engine = Engine(settings, stages, worker_id.value)
     stop = threading.Event()
@@ -155,10 +178,8 @@ def run_worker(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGUSR1, lambda _signum, _frame: engine.dump())
-    feed.start()
     try:
         engine.run(stop)
     finally:
-        feed.stop()
         worker_id.release()
     log.info("worker.stopped", **engine.counts())

@@ -16,7 +16,25 @@ Store layout (one store per by-lead partition, changelogged like every store):
   record's bytes, as :class:`~leadflow.processors.ordering.ReleaseBuffer` orders them
   with ``tiebreak``; a byte-identical record is kept once.
 - ``w`` -> JSON ``{"<source>": <watermark>}``: every source's latest promise, written once
-  per batch in which it moved.
+  per batch in which it moved;
+- ``m`` -> the same for the trainers' promises ("every model switch below this is sent"),
+  when the buffer also takes model markers (``trainers > 0``);
+- ``f`` -> JSON ``{"released": <at>, "promised": <P>, "recent": [<at>, ...]}``: the
+  position of the last released record, what the partition last promised the trainer
+  (``processors.ordering.lead_promise``) and the positions of the last M released records
+  (M = ``switch_records``: the gate of the model switch);
+- ``s`` + :func:`switch_sort` bytes -> a model marker (key = the workspace, value = the
+  snapshot) until the gate passes its switch position.
+
+**The model switch gate** (``processors/ordering.py``, "the model switch"): a record is
+scored with the newest snapshot whose switch position ``S <= gate``, where the gate is the
+position of the M-th record released before it on this partition (its own position for
+M = 0; no snapshot before M records were released). So a record waits until every
+trainer promised past its gate, and the model markers with ``S <= gate`` are applied right
+before it (:meth:`StoredRelease.due_switch`). The gate counts records of this partition,
+not time: it is the same in every run of the same records, whatever gaps their receive
+stamps have; M > 0 lets a partition release M records per lead -> trainer -> lead round
+trip instead of one position.
 
 A task rebuilds the in-memory index (a heap of sort bytes) from the store when it is built,
 so an aborted batch leaves nothing behind in memory either.
@@ -29,11 +47,20 @@ import json
 from dataclasses import dataclass
 
 from leadflow.processors.errors import LeadflowError
-from leadflow.processors.ordering import LowWatermark, ReleaseKey, WatermarkViolation
+from leadflow.processors.ordering import (
+    LowWatermark,
+    ReleaseKey,
+    WatermarkViolation,
+    lead_promise,
+    switch_gate,
+)
 from leadflow.streams.engine.stage import TaskContext
 
 PENDING = b"p"
 MARKS = b"w"
+MODEL_MARKS = b"m"
+FRONTIER = b"f"
+SWITCHES = b"s"
 _SHIFT = 1 << 63  # event times may be negative: shifted, their bytes sort like the numbers
 
 
@@ -65,6 +92,32 @@ def sort_bytes(key: ReleaseKey, tiebreak: bytes = b"") -> bytes:
         + key.rank.to_bytes(1, "big")
         + tiebreak
     )
+
+
+def switch_sort(at: int, workspace: str, version: int) -> bytes:
+    """Sort bytes of a model marker (store prefix ``s``): by switch position, workspace, version.
+
+    Example:
+        >>> switch_sort(100, "ws", 25) < switch_sort(100, "ws", 26) < switch_sort(101, "a", 1)
+        True
+        >>> at_of(switch_sort(100, "ws", 25))
+        100
+    """
+    if "\x00" in workspace:
+        raise ReleaseError(f"workspace {workspace!r} contains NUL")
+    return (
+        (at + _SHIFT).to_bytes(8, "big") + workspace.encode() + b"\x00" + version.to_bytes(8, "big")
+    )
+
+
+def position_sort(at: int, tiebreak: bytes) -> bytes:
+    """Sort bytes of a training example: its position, then its bytes (the trainer's order).
+
+    Example:
+        >>> position_sort(-1, b"b") < position_sort(0, b"a") < position_sort(0, b"b")
+        True
+    """
+    return (at + _SHIFT).to_bytes(8, "big") + tiebreak
 
 
 def at_of(sort: bytes) -> int:
@@ -109,20 +162,49 @@ class StoredRelease:
         store: the store's name.
         sources: how many inbound partitions promise (every one must, before a release).
         lateness_ms: the allowed lateness D (``LEADFLOW_ORDER_LATENESS_MS``).
+        trainers: how many trainers (partitions of ``training-examples``) promise model
+            switches; 0: no model markers, nothing waits for them.
+        switch_records: M, the gate of the model switch: a record is scored with the
+            snapshots whose switch position is at or below the position of the M-th record
+            released before it on this partition (0: its own position).
     """
 
-    def __init__(self, ctx: TaskContext, store: str, sources: int, lateness_ms: int) -> None:
+    def __init__(
+        self,
+        ctx: TaskContext,
+        store: str,
+        sources: int,
+        lateness_ms: int,
+        trainers: int = 0,
+        switch_records: int = 0,
+    ) -> None:
+        if switch_records < 0:
+            raise ValueError(f"switch_records must be >= 0, got {switch_records}")
         self.store = store
         self.lateness_ms = lateness_ms
+        self.switch_records = switch_records
         self.marks = LowWatermark(sources)
-        raw = ctx.get(store, MARKS)
-        if raw:
-            for source, mark in json.loads(raw).items():
-                if int(source) < sources:
-                    self.marks.promise(int(source), int(mark))
+        self.trainers = trainers
+        self.models = LowWatermark(trainers)
+        for name, marks in ((MARKS, self.marks), (MODEL_MARKS, self.models)):
+            raw = ctx.get(store, name)
+            if raw:
+                for source, mark in json.loads(raw).items():
+                    if int(source) < marks.sources:
+                        marks.promise(int(source), int(mark))
+        raw = ctx.get(store, FRONTIER)
+        frontier = json.loads(raw) if raw else {}
+        self.released: int | None = frontier.get("released")  # position of the last release
+        self.promised: int | None = frontier.get("promised")  # last promise to the trainer
+        # Positions of the last M released records, oldest first (the switch gate).
+        recent = [int(at) for at in frontier.get("recent", [])]
+        self.recent: list[int] = recent[-switch_records:] if switch_records else []
         self._heap = [key[len(PENDING) :] for key, _ in ctx.items(store, PENDING)]
         heapq.heapify(self._heap)
+        self._switches = [key[len(SWITCHES) :] for key, _ in ctx.items(store, SWITCHES)]
+        heapq.heapify(self._switches)
         self._moved = False
+        self._frontier_moved = False
         self.watermark: int | None = None  # the highest low watermark a release used
 
     def __len__(self) -> int:
@@ -139,6 +221,94 @@ class StoredRelease:
         self.marks.promise(source, mark)
         if self.marks.marks[source] != before:
             self._moved = True
+
+    def promise_models(self, source: int, mark: int) -> None:
+        """Take one trainer's promise: every model switch below ``mark`` is sent."""
+        before = self.models.marks.get(source)
+        self.models.promise(source, mark)
+        if self.models.marks[source] != before:
+            self._moved = True
+
+    def add_switch(self, ctx: TaskContext, sort: bytes, held: Held) -> bool:
+        """Keep a model marker (:func:`switch_sort`) until a gate passes it.
+
+        ``False`` if it waits already.
+
+        No watermark check: the trainer's promise, not the inbound one, covers it.
+        """
+        if ctx.get(self.store, SWITCHES + sort) is not None:
+            return False
+        heapq.heappush(self._switches, sort)
+        ctx.put(self.store, SWITCHES + sort, held.encode())
+        return True
+
+    def gate(self, head: bytes) -> int | None:
+        """The switch gate of the record ``head`` if it were released next.
+
+        The position of the M-th record released before it (its own for M = 0); ``None``:
+        fewer than M records were released on this partition, so no snapshot scores it yet.
+
+        Example:
+            >>> from leadflow.processors.ordering import release_key
+            >>> sort = sort_bytes(release_key(500, 500, "e"))
+            >>> buf = StoredRelease.__new__(StoredRelease)
+            >>> buf.switch_records, buf.recent = 0, []
+            >>> buf.gate(sort)
+            500
+            >>> buf.switch_records, buf.recent = 2, [300]
+            >>> buf.gate(sort) is None
+            True
+            >>> buf.recent = [300, 400]
+            >>> buf.gate(sort)
+            300
+        """
+        return switch_gate(self.recent, at_of(head), self.switch_records)
+
+    def due_switch(self, head: bytes) -> bytes | None:
+        """The next model marker to apply before the record ``head``, else ``None``.
+
+        Its switch position is at or below the record's :meth:`gate`.
+        """
+        if not self._switches:
+            return None
+        gate = self.gate(head)
+        if gate is None or at_of(self._switches[0]) > gate:
+            return None
+        return self._switches[0]
+
+    def pop_switch(self, ctx: TaskContext, sort: bytes) -> Held:
+        """Take the model marker :meth:`due_switch` named out of the store."""
+        assert self._switches
+        assert self._switches[0] == sort
+        heapq.heappop(self._switches)
+        raw = ctx.get(self.store, SWITCHES + sort)
+        ctx.put(self.store, SWITCHES + sort, None)
+        assert raw is not None, "index and store disagree"
+        return Held.decode(raw)
+
+    @property
+    def position(self) -> int | None:
+        """The partition's position: examples of records applied on arrival carry it."""
+        if self.released is None:
+            return self.promised
+        return self.released if self.promised is None else max(self.released, self.promised)
+
+    def promise_trainer(self, holding: bool) -> int | None:
+        """What to promise the trainer now, if it moved (``processors.ordering.lead_promise``)."""
+        head = at_of(self._heap[0]) if self._heap else None
+        promise = lead_promise(
+            self.promised,
+            head=head,
+            low=self.low,
+            lateness_ms=self.lateness_ms,
+            released=self.released,
+            holding=holding,
+        )
+        if promise is None or promise == self.promised:
+            return None
+        self.promised = promise
+        self._frontier_moved = True
+        return promise
 
     def add(self, ctx: TaskContext, sort: bytes, held: Held) -> bool:
         """Buffer a record until it is ripe; ``False`` if the same bytes wait already.
@@ -165,7 +335,13 @@ class StoredRelease:
         if low is None or not self._heap:
             return None
         head = self._heap[0]
-        return head if at_of(head) + self.lateness_ms < low else None
+        at = at_of(head)
+        if self.trainers:
+            gate = self.gate(head)
+            models = self.models.low
+            if gate is not None and (models is None or gate >= models):
+                return None  # a model marker at or before its gate may still come
+        return head if at + self.lateness_ms < low else None
 
     def pop(self, ctx: TaskContext, sort: bytes) -> Held:
         """Take the record :meth:`peek_ripe` named out of the buffer."""
@@ -176,11 +352,27 @@ class StoredRelease:
         ctx.put(self.store, PENDING + sort, None)
         assert raw is not None, "index and store disagree"
         self.watermark = self.low
+        at = at_of(sort)
+        if self.released is None or at > self.released:
+            self.released = at
+            self._frontier_moved = True
+        if self.switch_records:
+            self.recent.append(at)
+            del self.recent[: -self.switch_records]
+            self._frontier_moved = True
         return Held.decode(raw)
 
     def flush(self, ctx: TaskContext) -> None:
-        """Store the promises if any moved (once per batch)."""
+        """Store the promises and the frontier if they moved (once per batch)."""
         if self._moved:
-            marks = {str(s): m for s, m in sorted(self.marks.marks.items())}
-            ctx.put(self.store, MARKS, json.dumps(marks, separators=(",", ":")).encode())
+            for name, marks in ((MARKS, self.marks), (MODEL_MARKS, self.models)):
+                if marks.marks:
+                    value = {str(s): m for s, m in sorted(marks.marks.items())}
+                    ctx.put(self.store, name, json.dumps(value, separators=(",", ":")).encode())
             self._moved = False
+        if self._frontier_moved:
+            frontier: dict[str, object] = {"promised": self.promised, "released": self.released}
+            if self.switch_records:
+                frontier["recent"] = self.recent
+            ctx.put(self.store, FRONTIER, json.dumps(frontier, separators=(",", ":")).encode())
+            self._frontier_moved = False

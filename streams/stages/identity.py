@@ -31,7 +31,7 @@ from leadflow.streams.control import RECEIVED, heartbeat_value, marker_record
 from leadflow.streams.engine.stage import Record, Stage, TaskContext
 from leadflow.streams.logs import get_logger
 from leadflow.streams.stages.routes import route
-from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD
+from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, TopicSpec
 
 log = get_logger(__name__)
 
@@ -50,9 +50,15 @@ class Markers:
     batch's records are processed before any ``on_batch_end``), in the batch's transaction.
     A task (re)built from its committed store notes the committed ``R'``: after an abort
     every task is rebuilt, so nothing of the aborted batch is ever promised.
+
+    The lead stage (positions, to ``training-examples``) and the trainer (model switches,
+    to ``events.by-lead``) send their promises the same way, with their own ``topic`` and
+    ``stage``.
     """
 
-    targets: int  # partitions of events.by-lead: each gets every marker
+    targets: int  # partitions of the topic: each gets every marker
+    topic: TopicSpec = EVENTS_BY_LEAD
+    stage: str = MARKER_STAGE
     pending: dict[int, int] = field(default_factory=dict)
     promised: dict[int, int] = field(default_factory=dict)
 
@@ -72,9 +78,9 @@ class Markers:
         """Send what the batch noted to every by-lead partition (once per batch)."""
         if not self.pending:
             return
-        value, headers = marker_record(MARKER_STAGE, self.pending)
+        value, headers = marker_record(self.stage, self.pending)
         for target in range(self.targets):
-            ctx.send(EVENTS_BY_LEAD, None, value, dict(headers), partition=target)
+            ctx.send(self.topic, None, value, dict(headers), partition=target)
         self.promised.update(self.pending)
         self.pending.clear()
 

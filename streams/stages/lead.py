@@ -28,6 +28,16 @@ Records for other leads (a merged lead's transfer to its survivor, events forwar
 a redirect) go back to ``events.by-lead`` keyed by their lead, with the hop count in header
 ``leadflow.hops``; these *direct* records are applied when they arrive, as are records
 written before the release order (no ``leadflow.r``).
+
+**The model switch** (with ``trainers > 0``; ``processors/ordering.py``, "the model switch").
+Every training example it sends carries the position of the record it came from (header
+``leadflow.at``), and at the end of a batch in which its promise moved it tells every
+partition of ``training-examples`` "no example below P will come from by-lead partition q"
+(marker ``lead``). The trainer's *model markers* (a signed snapshot and the position it
+takes over at) wait in the release buffer like records and, once released, become the
+workspace's model on this partition (store ``routing``, key ``["<workspace>","model"]``); the
+trainers' promises (marker ``trainer``) hold back every record at or after a position a
+switch may still come for. So which snapshot scores a record is a function of the log.
 """
 
 from __future__ import annotations
@@ -51,21 +61,41 @@ from leadflow.processors.merges import (
     lead_advance,
     lead_record_step,
 )
-from leadflow.processors.model import ScoreModel
+from leadflow.processors.model import ScoreModel, SnapshotError
 from leadflow.processors.ordering import DEFAULT_LATENESS_MS, WatermarkViolation, record_key
 from leadflow.processors.pii import PiiFacts, keep_sealed
 from leadflow.processors.policy import Policy
 from leadflow.processors.routing import RoutingState
 from leadflow.schemas.codec import Codec
-from leadflow.streams.control import MARKER, RECEIVED, parse_marker
+from leadflow.streams.control import (
+    IDENTITY_MARKER,
+    LEAD_MARKER,
+    MARKER,
+    MODEL_MARKER,
+    POSITION,
+    RECEIVED,
+    SWITCH,
+    TRAINER_MARKER,
+    VERSION,
+    ControlRecordError,
+    header,
+    int_header,
+    parse_marker,
+)
 from leadflow.streams.engine.loop import dlq_headers
-from leadflow.streams.engine.release import Held, StoredRelease, sort_bytes
+from leadflow.streams.engine.release import (
+    Held,
+    StoredRelease,
+    sort_bytes,
+    switch_sort,
+)
 from leadflow.streams.engine.stage import Record, Stage, TaskContext, Unavailable
 from leadflow.streams.logs import get_logger
 from leadflow.streams.pii.keyring import KeyringError
 from leadflow.streams.pii.vault import Vault
+from leadflow.streams.stages.identity import Markers
 from leadflow.streams.stages.routes import route
-from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD
+from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD, TRAINING_EXAMPLES
 
 log = get_logger(__name__)
 
@@ -79,6 +109,11 @@ WAIT_REPORT_SECONDS = 30.0  # how often a partition logs its records' release wa
 def cursors_key(workspace_id: str) -> bytes:
     """The routing store key of one workspace's round-robin cursors."""
     return scoped_key(workspace_id, "cursors").encode()
+
+
+def model_key(workspace_id: str) -> bytes:
+    """The routing store key of the snapshot one workspace's leads are scored with here."""
+    return scoped_key(workspace_id, "model").encode()
 
 
 def clock_key(workspace_id: str) -> bytes:
@@ -102,7 +137,12 @@ def hops_of(headers: Mapping[str, bytes]) -> int:
 
 @dataclass(frozen=True)
 class LeadDeps:
-    """What every lead task shares: codec, policy, each workspace's model, the PII vault."""
+    """What every lead task shares: codec, policy, each workspace's model, the PII vault.
+
+    With ``trainers > 0`` (the worker) ``model`` is only the prior: a workspace's leads are
+    scored with the snapshot its model markers switched to on the partition, verified with
+    ``model_key``. With 0 (tests of the lead stage alone) ``model`` is used as it is.
+    """
 
     codec: Codec
     policy: Policy
@@ -110,6 +150,9 @@ class LeadDeps:
     vault: Vault | None
     sources: int = 1  # partitions of leadflow.events: each must promise before a release
     lateness_ms: int = DEFAULT_LATENESS_MS  # the allowed lateness D
+    trainers: int = 0  # partitions of leadflow.training-examples: each promises switches
+    model_key: bytes = b""  # verifies the snapshots of model markers
+    switch_records: int = 0  # M: the switch gate (LEADFLOW_MODEL_SWITCH_RECORDS)
 
 
 @dataclass
@@ -131,8 +174,10 @@ class LeadTask:
     lead early would make the order, and the owners it assigns, depend on the task's age).
     """
 
-    def __init__(self, deps: LeadDeps, ctx: TaskContext) -> None:
+    def __init__(self, deps: LeadDeps, ctx: TaskContext, markers: Markers | None = None) -> None:
         self.deps = deps
+        # The process's promises to the trainers (one marker per trainer partition per batch).
+        self.markers = markers or Markers(deps.trainers, TRAINING_EXAMPLES, LEAD_MARKER)
         self.clocks: dict[str, _Clock] = {}
         self.due: dict[bytes, int] = {}  # lead state key -> the due of its one live hint
         self.waiting: set[bytes] = set()  # leads waiting for a merged lead's state
@@ -147,7 +192,25 @@ class LeadTask:
         for clock in self.clocks.values():
             heapq.heapify(clock.heap)
         self.moved: set[str] = set()
-        self.release = StoredRelease(ctx, RELEASE, deps.sources, deps.lateness_ms)
+        self.release = StoredRelease(
+            ctx,
+            RELEASE,
+            deps.sources,
+            deps.lateness_ms,
+            trainers=deps.trainers,
+            switch_records=deps.switch_records,
+        )
+        self.models: dict[str, ScoreModel] = {}  # switched to on this partition (store: routing)
+        if deps.trainers:
+            for key, raw in ctx.items(PARTITION):
+                workspace, name = json.loads(key)
+                if name == "model":
+                    model = self._restore(raw, workspace)
+                    if model is not None:
+                        self.models[workspace] = model
+        self.position: int | None = None  # of the record being applied (examples carry it)
+        if deps.trainers:
+            self.markers.reset(ctx.partition, self.release.promised)
         self._decoded: dict[bytes, LeadRecord] = {}  # buffered records, decoded on arrival
         # How long records waited for their turn (a metric only: outputs never see it).
         self._arrived: dict[bytes, float] = {}
@@ -161,6 +224,14 @@ class LeadTask:
             clock = self.clocks[workspace_id] = _Clock(int(raw) if raw else 0)
         return clock
 
+    def model(self, workspace_id: str) -> ScoreModel:
+        """The model a workspace's leads are scored with now, on this partition."""
+        if self.deps.trainers:
+            model = self.models.get(workspace_id)
+            if model is not None:
+                return model
+        return self.deps.model(workspace_id)
+
     def on_record(self, ctx: TaskContext, record: Record) -> None:
         """Take one by-lead record: a marker, a record to release in order, or a direct one."""
         headers = record.headers
@@ -173,15 +244,22 @@ class LeadTask:
             # on arrival; so is a record written before the release order (no R').
             obj = self._decode(ctx, record)
             if obj is not None:
+                self.position = self.release.position
                 self._step(ctx, record, obj, clock=not isinstance(obj, d.LeadTransfer)
                            and HOPS_HEADER not in headers)  # fmt: skip
         self._release(ctx, record)
+        if self.deps.trainers:
+            promise = self.release.promise_trainer(bool(self.waiting))
+            if promise is not None:
+                self.markers.note(ctx.partition, promise)
 
     def on_batch_end(self, ctx: TaskContext) -> None:
-        """Store the clocks that moved and the sources' promises, once per batch."""
+        """Store the clocks and promises that moved; promise the trainers (once per batch)."""
         for ws in sorted(self.moved):
             ctx.put(PARTITION, clock_key(ws), str(self.clocks[ws].at).encode())
         self.moved.clear()
+        if self.deps.trainers:
+            self.markers.flush(ctx)
         self.release.flush(ctx)
         now = time.monotonic()
         if now >= self._report_at:
@@ -210,17 +288,71 @@ class LeadTask:
     # -- release order ---------------------------------------------------------------------
 
     def _take_marker(self, ctx: TaskContext, record: Record) -> None:
+        stage = header(record.headers, MARKER)
+        if stage == MODEL_MARKER.encode():
+            self._buffer_switch(ctx, record)
+            return
         try:
             parsed = parse_marker(record.headers, record.value)
         except LeadflowError as exc:
             ctx.dead_letter(record, exc)
             return
         assert parsed is not None
-        for source, mark in parsed[1].items():
-            if source < self.deps.sources:
-                self.release.promise(source, mark)
+        name, marks = parsed
+        if name == TRAINER_MARKER:
+            if not self.deps.trainers:
+                return  # a worker without the switch: the feed's models (tests only)
+            promise, sources = self.release.promise_models, self.deps.trainers
+        elif name == IDENTITY_MARKER:
+            promise, sources = self.release.promise, self.deps.sources
+        else:
+            log.warning("lead.marker_unknown", stage=name)
+            return
+        for source, mark in marks.items():
+            if source < sources:
+                promise(source, mark)
             else:
-                log.warning("lead.marker_unknown_source", source=source, sources=self.deps.sources)
+                log.warning(
+                    "lead.marker_unknown_source", stage=name, source=source, sources=sources
+                )
+
+    def _buffer_switch(self, ctx: TaskContext, record: Record) -> None:
+        """Keep a model marker until its switch position is released."""
+        if not self.deps.trainers:
+            return
+        try:
+            at = int_header(record.headers, SWITCH)
+            version = int_header(record.headers, VERSION)
+            if at is None or version is None or not record.key:
+                raise ControlRecordError("a model marker needs a key, a switch and a version")
+            sort = switch_sort(at, record.key.decode(), version)
+        except (LeadflowError, UnicodeDecodeError) as exc:
+            ctx.dead_letter(record, LeadflowError(f"model marker: {exc}"))
+            return
+        self.release.add_switch(ctx, sort, Held(record.key, record.value, record.offset))
+
+    def _switch(self, ctx: TaskContext, held: Held) -> None:
+        """A released model marker: its snapshot scores the workspace's leads from here on."""
+        workspace = held.key.decode()
+        model = self._restore(held.value, workspace)
+        if model is None:
+            return  # logged; the previous model stays (the same on every replay)
+        self.models[workspace] = model
+        ctx.put(PARTITION, model_key(workspace), held.value)
+        log.info("lead.model_switch", partition=ctx.partition, workspace_id=workspace,
+                 version=model.version, at=self.release.released)  # fmt: skip
+
+    def _restore(self, raw: bytes, workspace: str | None) -> ScoreModel | None:
+        try:
+            model = ScoreModel.restore(raw, self.deps.model_key)
+        except SnapshotError as exc:
+            log.error("model.snapshot_rejected", workspace_id=workspace, reason=str(exc))
+            return None
+        if workspace is not None and model.workspace_id != workspace:
+            log.error("model.snapshot_rejected", workspace_id=workspace,
+                      reason=f"snapshot of workspace {model.workspace_id!r}")  # fmt: skip
+            return None
+        return model
 
     def _buffer(self, ctx: TaskContext, record: Record) -> None:
         """Check a record from the identity stage and keep it until it is ripe."""
@@ -253,7 +385,10 @@ class LeadTask:
             sort = self.release.peek_ripe()
             if sort is None:
                 return
+            while (switch := self.release.due_switch(sort)) is not None:
+                self._switch(ctx, self.release.pop_switch(ctx, switch))
             held = self.release.pop(ctx, sort)
+            self.position = self.release.released
             arrived = self._arrived.pop(sort, None)
             if arrived is not None:
                 self._waits.append(time.monotonic() - arrived)
@@ -296,7 +431,7 @@ class LeadTask:
                 state,
                 obj,
                 self.deps.policy,
-                self.deps.model(ws),
+                self.model(ws),
                 routing=self._routing(ctx, ws),
                 facts=facts,
                 hops=hops_of(record.headers),
@@ -336,7 +471,7 @@ class LeadTask:
                 clock.at,
                 self.deps.policy,
                 routing=self._routing(ctx, ws),
-                model=self.deps.model(ws),
+                model=self.model(ws),
             )
             if outcome.state == state and not outcome.derived and not outcome.direct:
                 continue  # nothing to do now (a lead waiting for a merge defers it)
@@ -376,7 +511,10 @@ class LeadTask:
         """Send the derived events; move the routing cursors their assignments moved."""
         for obj in out:
             topic, key = route(obj)
-            ctx.send(topic, key, self.deps.codec.encode(obj))
+            headers = None
+            if topic is TRAINING_EXAMPLES and self.deps.trainers and self.position is not None:
+                headers = {POSITION: str(self.position).encode()}
+            ctx.send(topic, key, self.deps.codec.encode(obj), headers)
             if isinstance(obj, d.OwnerAssigned):
                 ws = obj.workspace_id
                 cursors = self._routing(ctx, ws).cursors | {obj.pool: obj.cursor_after}
@@ -401,6 +539,10 @@ class LeadTask:
 
 def lead_stage(deps: LeadDeps) -> Stage:
     """The lead stage over ``leadflow.events.by-lead``."""
+    markers = Markers(deps.trainers, TRAINING_EXAMPLES, LEAD_MARKER)  # one per process
     return Stage(
-        "lead", EVENTS_BY_LEAD, (LEADS, PARTITION, RELEASE), lambda ctx: LeadTask(deps, ctx)
+        "lead",
+        EVENTS_BY_LEAD,
+        (LEADS, PARTITION, RELEASE),
+        lambda ctx: LeadTask(deps, ctx, markers),
     )

@@ -6,6 +6,16 @@ input offsets of the examples they learned, so a crash never forgets what was le
 never learns an example twice. Every ``model.snapshot_every`` examples of a workspace it
 also publishes that workspace's snapshot on the contract topic ``leadflow.models`` (key:
 the workspace id), from the same transaction.
+
+**In the order of the log** (with ``sources > 0``, the worker; ``processors/ordering.py``,
+"the model switch"). Examples come from every by-lead partition, interleaved by timing, so
+they wait in a release buffer (store ``examples``) and are learnt in ``(position, example
+bytes)`` order once every by-lead partition promised past them (the lead stage's markers
+on this topic). What a snapshot holds is then a function of the log. With each snapshot it sends
+a *model marker* to every by-lead partition (the snapshot, and the position
+``K + delta`` it takes over at, ``K`` the position of the example it was taken after), and
+at the end of a batch in which its low watermark ``W`` moved, its promise "every switch
+below ``W + delta`` is sent" (marker ``trainer``).
 """
 
 from __future__ import annotations
@@ -15,16 +25,35 @@ from dataclasses import dataclass
 from leadflow.processors import derived as d
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.model import ScoreModel, SnapshotError
+from leadflow.processors.ordering import (
+    DEFAULT_SWITCH_DELAY_MS,
+    WatermarkViolation,
+    switch_position,
+)
 from leadflow.processors.policy import Policy
 from leadflow.schemas.codec import Codec
+from leadflow.streams.control import (
+    LEAD_MARKER,
+    MARKER,
+    MODEL_MARKER,
+    POSITION,
+    SWITCH,
+    TRAINER_MARKER,
+    VERSION,
+    int_header,
+    parse_marker,
+)
 from leadflow.streams.engine.keys import state_key
+from leadflow.streams.engine.release import Held, StoredRelease, at_of, position_sort
 from leadflow.streams.engine.stage import Record, Stage, TaskContext
 from leadflow.streams.logs import get_logger
-from leadflow.streams.topics import MODELS, TRAINING_EXAMPLES
+from leadflow.streams.stages.identity import Markers
+from leadflow.streams.topics import EVENTS_BY_LEAD, MODELS, TRAINING_EXAMPLES
 
 log = get_logger(__name__)
 
 STORE = "model"
+EXAMPLES = "examples"  # examples waiting for their turn, and the lead partitions' promises
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,8 @@ class TrainerDeps:
     codec: Codec
     policy: Policy
     key: bytes  # signs snapshots (HMAC), verifies them before unpickling
+    sources: int = 0  # partitions of events.by-lead; 0: learn on arrival, no model markers
+    switch_delay_ms: int = DEFAULT_SWITCH_DELAY_MS  # delta
 
 
 class TrainerTask:
@@ -44,14 +75,21 @@ class TrainerTask:
     examples, from the workspace's prior (``model.prior``).
     """
 
-    def __init__(self, deps: TrainerDeps, ctx: TaskContext) -> None:
+    def __init__(self, deps: TrainerDeps, ctx: TaskContext, markers: Markers | None = None) -> None:
         self.deps = deps
+        # The process's switch promises (one marker per by-lead partition per batch).
+        self.markers = markers or Markers(deps.sources, EVENTS_BY_LEAD, TRAINER_MARKER)
         self.models: dict[str, ScoreModel] = {}
         for key, raw in ctx.items(STORE):
             model = self._restore(raw)
             if model is not None:
                 self.models[key.decode()] = model
         self.learned: set[str] = set()
+        self.release = StoredRelease(ctx, EXAMPLES, max(deps.sources, 1), 0)
+        if deps.sources:
+            low = self.release.low
+            committed = None if low is None else switch_position(low, deps.switch_delay_ms)
+            self.markers.reset(ctx.partition, committed)
 
     def _restore(self, raw: bytes) -> ScoreModel | None:
         try:
@@ -61,6 +99,52 @@ class TrainerTask:
             return None
 
     def on_record(self, ctx: TaskContext, record: Record) -> None:
+        """Take a lead partition's promise or an example; learn every ripe example."""
+        if not self.deps.sources:
+            self._learn(ctx, record, None)
+            return
+        if MARKER in record.headers:
+            self._take_marker(ctx, record)
+        elif POSITION in record.headers:
+            try:
+                at = int_header(record.headers, POSITION)
+                assert at is not None
+                sort = position_sort(at, record.value)
+                self.release.add(ctx, sort, Held(record.key or b"", record.value, record.offset))
+            except WatermarkViolation as exc:
+                log.error("trainer.watermark_violation", offset=record.offset, error=str(exc))
+            except LeadflowError as exc:
+                ctx.dead_letter(record, exc)
+        else:
+            self._learn(ctx, record, None)  # written before the switch: learnt on arrival
+        while (ripe := self.release.peek_ripe()) is not None:
+            held = self.release.pop(ctx, ripe)
+            example = Record(record.topic, record.partition, held.offset, held.key or None,
+                             held.value)  # fmt: skip
+            self._learn(ctx, example, at_of(ripe))
+        low = self.release.low
+        if low is not None:
+            self.markers.note(ctx.partition, switch_position(low, self.deps.switch_delay_ms))
+
+    def _take_marker(self, ctx: TaskContext, record: Record) -> None:
+        try:
+            parsed = parse_marker(record.headers, record.value)
+        except LeadflowError as exc:
+            ctx.dead_letter(record, exc)
+            return
+        assert parsed is not None
+        name, marks = parsed
+        if name != LEAD_MARKER:
+            log.warning("trainer.marker_unknown", stage=name)
+            return
+        for source, mark in marks.items():
+            if source < self.deps.sources:
+                self.release.promise(source, mark)
+            else:
+                log.warning("trainer.marker_unknown_source", source=source,
+                            sources=self.deps.sources)  # fmt: skip
+
+    def _learn(self, ctx: TaskContext, record: Record, at: int | None) -> None:
         """Learn one labelled example; publish a snapshot every ``snapshot_every``."""
         try:
             example = self.deps.codec.decode(record.value)
@@ -82,18 +166,41 @@ class TrainerTask:
         if model.n_learned % self.deps.policy.model.snapshot_every == 0:
             snapshot = model.snapshot(self.deps.key, trained_through=example.labelled_at)
             ctx.send(MODELS, ws.encode(), snapshot)
+            if at is not None:
+                self._send_switch(ctx, ws, model.n_learned, snapshot, at)
             health = model.health()
             log.info("model.snapshot", **health.as_log())
             if health.warnings:
                 log.warning("model.health", **health.as_log())
 
+    def _send_switch(
+        self, ctx: TaskContext, ws: str, version: int, snapshot: bytes, at: int
+    ) -> None:
+        """The model marker: every by-lead partition scores with it from ``K + delta`` on."""
+        headers = {
+            MARKER: MODEL_MARKER.encode(),
+            SWITCH: str(switch_position(at, self.deps.switch_delay_ms)).encode(),
+            VERSION: str(version).encode(),
+        }
+        for target in range(self.deps.sources):
+            ctx.send(EVENTS_BY_LEAD, ws.encode(), snapshot, headers, partition=target)
+
     def on_batch_end(self, ctx: TaskContext) -> None:
-        """Keep what this batch learned, in the transaction that commits its examples."""
+        """Keep what this batch learned, with its examples' offsets; promise the switches.
+
+        The promise to every by-lead partition: every switch below ``W + delta`` is sent.
+        """
         for ws in sorted(self.learned):
             ctx.put(STORE, state_key(ws), self.models[ws].snapshot(self.deps.key))
         self.learned.clear()
+        if not self.deps.sources:
+            return
+        self.release.flush(ctx)
+        self.markers.flush(ctx)
 
 
 def trainer_stage(deps: TrainerDeps) -> Stage:
     """The trainer stage over ``leadflow.training-examples``."""
-    return Stage("trainer", TRAINING_EXAMPLES, (STORE,), lambda ctx: TrainerTask(deps, ctx))
+    stores = (STORE, EXAMPLES) if deps.sources else (STORE,)
+    markers = Markers(deps.sources, EVENTS_BY_LEAD, TRAINER_MARKER)  # one per process
+    return Stage("trainer", TRAINING_EXAMPLES, stores, lambda ctx: TrainerTask(deps, ctx, markers))

@@ -54,6 +54,7 @@ from leadflow.demo.simulator.send import batches
 from leadflow.processors.derived import LeadTransfer, MergeRequest
 from leadflow.processors.events import Kind
 from leadflow.processors.identity import decode_identity_state
+from leadflow.processors.model import ScoreModel
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
 from leadflow.streams.collector.app import keys_path
@@ -426,8 +427,6 @@ class Outputs:
                     f"(of {len(mine)}/{len(theirs)}): e.g. here {_few(only_mine, mine)}, "
                     f"there {_few(only_theirs, theirs)}"
                 )
-            if topic == MODELS.name:
-                continue  # compared by id (workspace, ordinal): see _record_id
             differing: dict[str, int] = {}
             example: dict[str, str] = {}
             for rid in set(mine) & set(theirs):
@@ -480,6 +479,17 @@ def _normalise(value: Any) -> Any:
     if hasattr(value, "value") and type(value).__module__.startswith("leadflow"):
         return value.value  # enums
     return value
+
+
+def _model_view(snapshot: bytes) -> dict[str, Any]:
+    """What a snapshot holds, independent of how its pickle happens to be laid out."""
+    model = ScoreModel.restore(snapshot, MODEL_SIGNING_KEY.encode())
+    learnt = vars(model.estimator)
+    return {
+        **dataclasses.asdict(ScoreModel.peek(snapshot)),
+        "bias": learnt.get("bias"),
+        "weights": sorted(learnt.get("weights", {}).items()),
+    }
 
 
 def _record_id(topic: str, obj: Any, key: bytes | None, seen: dict[str, int]) -> str:
@@ -559,7 +569,11 @@ def collect(
             if "leadflow.marker" in headers:
                 continue
             if topic == MODELS.name:
-                rid, data = _record_id(topic, None, key, seen), {}
+                # Snapshots are learnt in the order of the log: the same examples before
+                # each one (its version and the label time of the example it was taken
+                # after). Not the bytes: a pickle written after a restore differs.
+                rid = _record_id(topic, None, key, seen)
+                data = _model_view(value)
             elif topic == DLQ.name:
                 try:
                     obj = codec.decode(value)
@@ -607,12 +621,15 @@ def run_settings(settings: Settings, home: Path) -> Settings:
     )
 
 
+MODEL_SIGNING_KEY = "equivalence-model-key"
+
+
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
         **settings.to_env(),
         # One signing key for every run: model snapshots compare byte for byte.
-        "LEADFLOW_MODEL_SIGNING_KEY": "equivalence-model-key",
+        "LEADFLOW_MODEL_SIGNING_KEY": MODEL_SIGNING_KEY,
         **extra,
     }
 

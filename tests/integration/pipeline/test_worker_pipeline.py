@@ -13,21 +13,37 @@ from leadflow.processors.events import Event, Kind, lead_key
 from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy_load import load_default_policy
+from leadflow.streams.control import MARKER, MODEL_MARKER, SWITCH, VERSION
 from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
     DLQ,
+    EVENTS_BY_LEAD,
     LEAD_BECAME_MQL,
     LEAD_BECAME_SQL,
     LEAD_SCORED,
     LEAD_STAGE_CHANGED,
-    MODELS,
     SLA_BREACHED,
     create_topics,
 )
 
 from .conftest import WorkerProcess, read, send
 from .journeys import HOUR, T0, Journey
+
+
+@pytest.fixture(scope="module")
+def worker(topics: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """The module's worker, with the model switch gate at 0 records: a model marker is
+    applied right before the first record at or after its switch position (these journeys
+    release a few records per partition, fewer than the default gate of 100)."""
+    process = WorkerProcess(
+        topics, tmp_path_factory.mktemp("worker"), env={"LEADFLOW_MODEL_SWITCH_RECORDS": "0"}
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 def recycled(records: list[object]) -> bool:
@@ -129,11 +145,16 @@ def test_unreviewed_mql_raises_sla_breached_at_the_due_event_time(
     assert breach.mql_transition_id == mql.transition_id
 
 
-def publish_model(settings: Settings, key: bytes, workspace: str) -> None:
-    """Put a fresh snapshot of `workspace`'s model signed with `key`, as its trainer would."""
+def forge_model_marker(settings: Settings, key: bytes, workspace: str) -> None:
+    """A model marker for `workspace` signed with `key`, on every by-lead partition, as the
+    trainer sends them (docs/architecture.md, "The model switch in the log"): switch
+    position 0, so it is released before any record of the test."""
     producer = Producer({"bootstrap.servers": settings.bootstrap, "acks": "all"})
     snapshot = ScoreModel(load_default_policy(), workspace).snapshot(key)
-    producer.produce(MODELS.name, key=workspace.encode(), value=snapshot)
+    headers = {MARKER: MODEL_MARKER.encode(), SWITCH: b"0", VERSION: b"1"}
+    for partition in range(settings.topic_partitions):
+        producer.produce(EVENTS_BY_LEAD.name, key=workspace.encode(), value=snapshot,
+                         headers=headers, partition=partition)  # fmt: skip
     assert producer.flush(30) == 0
 
 
@@ -159,8 +180,7 @@ def test_a_snapshot_signed_with_another_key_is_refused_and_scoring_goes_on(
     topics: Settings, worker: WorkerProcess
 ) -> None:
     journey = Journey("ws-foreign-model")
-    publish_model(topics, b"someone else's key", journey.workspace)
-    time.sleep(12)  # the worker looks for a new snapshot every 10 s
+    forge_model_marker(topics, b"someone else's key", journey.workspace)
     play(topics, journey, journey.to_sql_twice())
 
     assert len(handoffs(topics, journey.workspace, expect=2)) == 2

@@ -10,7 +10,10 @@ reference (tests/unit/demo/test_inprocess.py), which releases in the canonical o
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
+import functools
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -19,11 +22,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadflow.demo.inprocess import InProcess, partition_of
+from leadflow.demo.simulator.generator import SimConfig, Simulation
+from leadflow.demo.simulator.send import message_to_event
 from leadflow.processors.bounds import BoundsTable
 from leadflow.processors.derived import LeadScored
 from leadflow.processors.events import Event
 from leadflow.processors.model import ScoreModel
-from leadflow.processors.ordering import ReleaseKey, release_key
+from leadflow.processors.ordering import (
+    ModelSwitches,
+    ReleaseKey,
+    Switch,
+    release_key,
+    switch_gate,
+)
+from leadflow.processors.policy import Policy
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.schemas.codec import SingleObjectCodec
 from leadflow.streams import control
@@ -33,8 +45,16 @@ from leadflow.streams.engine.release import Held, StoredRelease, at_of, sort_byt
 from leadflow.streams.engine.stage import Record, Task
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.stages.identity import IdentityTask, Markers
-from leadflow.streams.stages.lead import RELEASE, LeadDeps, LeadTask
-from leadflow.streams.topics import DLQ, EVENTS, EVENTS_BY_LEAD, TopicSpec
+from leadflow.streams.stages.lead import PARTITION, RELEASE, LeadDeps, LeadTask
+from leadflow.streams.stages.trainer import TrainerDeps, TrainerTask
+from leadflow.streams.topics import (
+    DLQ,
+    EVENTS,
+    EVENTS_BY_LEAD,
+    MODELS,
+    TRAINING_EXAMPLES,
+    TopicSpec,
+)
 from tests.unit.demo import journey
 from tests.unit.demo.test_inprocess import (
     _chain_journey,
@@ -198,14 +218,47 @@ def run_engine(
     The identity tasks run in one process (one transaction per batch, shared markers);
     each lead task in a process of its own.
     """
-    deps = LeadDeps(CODEC, POLICY, lambda _ws: MODEL, None, partitions, lateness)
+    return run_stages(events, partitions, lateness, schedule, aborts).derived
+
+
+@dataclass
+class Outputs:
+    derived: dict[str, list[bytes]]  # per lead, what the lead stage derived (examples too)
+    snapshots: list[bytes]  # what the trainers published on leadflow.models, in order
+    switches: int  # model markers released by the lead tasks
+
+
+def run_stages(
+    events: list[Event],
+    partitions: int,
+    lateness: int,
+    schedule: Iterator[int],
+    aborts: int,
+    *,
+    trainers: int = 0,
+    delay: int = 1,
+    switch_records: int = 0,
+    policy: Policy = POLICY,
+) -> Outputs:
+    """:func:`run_engine`, and with ``trainers`` > 0 the trainer tasks too (each in a
+    process of its own) with the model switch in the log."""
+    key = b"k"
+    deps = LeadDeps(CODEC, policy, lambda _ws: MODEL, None, partitions, lateness,
+                    trainers=trainers, model_key=key, switch_records=switch_records)  # fmt: skip
+    tdeps = TrainerDeps(CODEC, policy, key, partitions, delay)
     markers = Markers(partitions)
     inbound = [
         Sim(p, lambda ctx: IdentityTask(CODEC, BoundsTable(), ctx, markers, lateness))
         for p in range(partitions)
     ]
     leads = [Sim(p, lambda ctx: LeadTask(deps, ctx)) for p in range(partitions)]
-    processes = [Process("identity", inbound), *(Process("lead", [s]) for s in leads)]
+    trains = [Sim(p, lambda ctx: TrainerTask(tdeps, ctx)) for p in range(trainers)]
+    processes = [
+        Process("identity", inbound),
+        *(Process("lead", [s]) for s in leads),
+        *(Process("trainer", [s]) for s in trains),
+    ]
+    snapshots: list[bytes] = []
     per_source: list[list[Event]] = [[] for _ in range(partitions)]
     for event in events:
         per_source[partition_of(event.person_key, partitions)].append(event)
@@ -237,19 +290,32 @@ def run_engine(
             aborts -= 1
             proc.abort()
         else:
-            for topic, key, value, headers, partition in proc.commit():
+            for topic, k, value, headers, partition in proc.commit():
                 if topic == EVENTS_BY_LEAD.name:
                     if partition is None:
-                        assert key is not None
-                        partition = partition_of(key.decode(), partitions)
+                        assert k is not None
+                        partition = partition_of(k.decode(), partitions)
                     log = leads[partition].log
-                    log.append(Record(topic, partition, len(log), key, value, headers))
+                    log.append(Record(topic, partition, len(log), k, value, headers))
+                elif topic == TRAINING_EXAMPLES.name and trainers:
+                    if partition is None:
+                        assert k is not None
+                        partition = partition_of(k.decode(), trainers)
+                    log = trains[partition].log
+                    log.append(Record(topic, partition, len(log), k, value, headers))
+                    if not control.is_control(headers):
+                        derived.setdefault(CODEC.decode(value).lead_id, []).append(value)
+                elif topic == MODELS.name:
+                    snapshots.append(value)
                 elif proc.name == "lead" and topic != DLQ.name:
                     obj = CODEC.decode(value)
                     derived.setdefault(obj.lead_id, []).append(value)
+    switches = 0
     for sim in leads:
         assert len(StoredRelease(sim.ctx, RELEASE, partitions, lateness)) == 0
-    return derived
+        assert not sim.ctx.dead
+        switches += sum(1 for k, _ in sim.ctx.items(PARTITION) if k.endswith(b'"model"]'))
+    return Outputs(derived, snapshots, switches)
 
 
 def _beat(value: int) -> Record:
@@ -347,3 +413,141 @@ def test_a_transfer_that_chases_a_chain_of_merges_is_the_reference_on_the_engine
         reference = encoded(InProcess(POLICY, partitions, model=MODEL).run(events))
         got = run_engine(events, partitions, 0, iter([]), 0)
         assert got == reference, partitions
+
+
+# -- the model switch in the log ---------------------------------------------------------
+
+
+@st.composite
+def switch_schedules(draw: st.DrawFn) -> list[tuple[str, int]]:
+    """What a by-lead partition hears, in an arbitrary interleaving that keeps the
+    promises: records (``at``), the inbound source's promises, model markers (``S``, never
+    below the trainer's last promise) and the trainer's promises; and where its task is
+    rebuilt from the store (a new task after a crash or an aborted batch)."""
+    out: list[tuple[str, int]] = []
+    low, promised = 0, 0  # the inbound source's and the trainer's last promises
+    for _ in range(draw(st.integers(1, 60))):
+        kind = draw(
+            st.sampled_from(["record", "record", "inbound", "switch", "trainer", "rebuild"])
+        )
+        if kind == "record":
+            out.append(("record", low + draw(st.integers(0, 50))))
+        elif kind == "inbound":
+            low += draw(st.integers(0, 30))
+            out.append(("inbound", low))
+        elif kind == "switch":
+            out.append(("switch", promised + draw(st.integers(0, 40))))
+        elif kind == "trainer":
+            promised += draw(st.integers(0, 30))
+            out.append(("trainer", promised))
+        else:
+            out.append(("rebuild", 0))
+    out += [("inbound", END), ("trainer", END)]
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(heard=switch_schedules(), records=st.sampled_from([0, 1, 3]))
+def test_a_record_is_scored_with_every_switch_at_or_below_its_gate_and_no_later(
+    heard: list[tuple[str, int]], records: int
+) -> None:
+    """The switch rule: whatever the interleaving and rebuilds, right before a record is
+    released exactly the model markers whose ``S`` is at or below its gate (the position of
+    the ``records``-th record released before it; its own for 0) have been applied, so it
+    is scored with the newest snapshot whose ``S <= gate`` (``ModelSwitches``)."""
+    ctx = Ctx(0)
+
+    def build() -> StoredRelease:
+        return StoredRelease(
+            ctx, RELEASE, sources=1, lateness_ms=0, trainers=1, switch_records=records
+        )
+
+    buf = build()
+    applied: list[int] = []  # switch positions applied so far, in order
+    seen: list[tuple[int, list[int]]] = []  # per released record: (at, switches before it)
+    for n, (kind, value) in enumerate(heard):
+        if kind == "record":
+            buf.add(ctx, sort_bytes(release_key(value, value, f"e{n}")), Held(b"k", b"r", n))
+        elif kind == "switch":
+            buf.add_switch(ctx, release.switch_sort(value, "ws", n), Held(b"ws", b"s", n))
+        elif kind == "inbound":
+            buf.promise(0, value)
+        elif kind == "trainer":
+            buf.promise_models(0, value)
+        else:
+            buf.flush(ctx)
+            buf = build()
+        while (sort := buf.peek_ripe()) is not None:
+            while (switch := buf.due_switch(sort)) is not None:
+                buf.pop_switch(ctx, switch)
+                applied.append(at_of(switch))
+            buf.pop(ctx, sort)
+            seen.append((at_of(sort), list(applied)))
+    assert len(buf) == 0
+    assert [at for at, _ in seen] == sorted(at for at, _ in seen)
+    every = sorted(value for kind, value in heard if kind == "switch")
+    for i, (at, before) in enumerate(seen):
+        gate = switch_gate([a for a, _ in seen[:i]], at, records)
+        assert sorted(before) == [s for s in every if gate is not None and s <= gate]
+        switches = ModelSwitches([Switch(s, "ws", v) for v, s in enumerate(every)])
+        expected = switches.version("ws", gate)
+        assert (None if not before else len(before) - 1) == expected
+
+
+def model_view(snapshot: bytes) -> tuple[object, ...]:
+    """What a snapshot holds (its pickle's layout differs after a restore, its content not)."""
+    model = ScoreModel.restore(snapshot, b"k")
+    learnt = vars(model.estimator)
+    weights = sorted(learnt.get("weights", {}).items())
+    return ScoreModel.peek(snapshot), learnt.get("bias"), weights, model.health().as_log()
+
+
+def sim_events(seed: int) -> list[Event]:
+    """A small simulated workspace (recycles, hand-offs, horizon negatives)."""
+    sim = Simulation(SimConfig(people=150, days=45, seed=seed))
+    return sorted((message_to_event(m, "ws") for m in sim.messages()), key=lambda e: e.received_at)
+
+
+SWITCHING = dataclasses.replace(POLICY, model=dataclasses.replace(POLICY.model, snapshot_every=2))
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 3),
+    partitions=st.integers(2, 4),
+    trainers=st.integers(1, 2),
+    delay=st.sampled_from([1, 60_000, 3_600_000, 3 * 86_400_000]),
+    records=st.sampled_from([0, 2, 5]),
+    schedule=st.lists(st.integers(0, 30), min_size=1, max_size=50),
+    aborts=st.integers(0, 3),
+)
+def test_the_model_a_record_is_scored_with_is_a_function_of_the_log(
+    seed: int,
+    partitions: int,
+    trainers: int,
+    delay: int,
+    records: int,
+    schedule: list[int],
+    aborts: int,
+) -> None:
+    """Identity, lead and trainer tasks under any schedule (which task moves, where
+    batches end, aborted batches rebuilt from their stores): the same scores (model
+    version, score, top features), training examples and snapshot bytes as in the
+    schedule that runs everything in order."""
+    events = sim_events(seed)
+    run = functools.partial(
+        run_stages,
+        events,
+        partitions,
+        0,
+        trainers=trainers,
+        delay=delay,
+        switch_records=records,
+        policy=SWITCHING,
+    )
+    reference = run(iter([]), 0)
+    got = run(itertools.cycle(schedule or [0]), aborts)
+    assert reference.snapshots  # snapshots were taken, and switched to, mid-run
+    assert reference.switches == partitions
+    assert [model_view(s) for s in got.snapshots] == [model_view(s) for s in reference.snapshots]
+    assert got.derived == reference.derived
