@@ -30,7 +30,18 @@ from leadflow.streams.stages.identity import CLOCK, CLOCK_KEY, AheadStamps, Iden
 from leadflow.streams.stages.lead import RELEASE, LeadDeps, LeadTask
 from leadflow.streams.topics import DLQ, EVENTS, EVENTS_BY_LEAD
 from tests.unit.demo.test_inprocess import journeys
-from tests.unit.streams.test_release_order import CODEC, END, MODEL, POLICY, Ctx, Process, Sim
+from tests.unit.streams.test_release_order import (
+    CODEC,
+    END,
+    MODEL,
+    POLICY,
+    Ctx,
+    Process,
+    Sent,
+    Sim,
+    append_to,
+    drive,
+)
 
 FUTURE = 2_487_369_600_000  # 2048: a simulated time, a fast clock
 NOW = 1_796_000_000_000  # the log's clock in these tests (2026-11)
@@ -187,33 +198,15 @@ def _run(
     leads = [Sim(p, lambda ctx: LeadTask(deps, ctx)) for p in range(partitions)]
     processes = [Process("identity", inbound), *(Process("lead", [s]) for s in leads)]
     derived: dict[str, list[bytes]] = {}
-    while True:
-        actions: list[tuple[str, Process, Sim | None]] = [
-            ("step", proc, s) for proc in processes for s in proc.sims if s.cursor < len(s.log)
-        ]
-        actions += [("commit", proc, None) for proc in processes if proc.in_batch()]
-        if aborts > 0:
-            actions += [("abort", proc, None) for proc in processes if proc.in_batch()]
-        if not actions:
-            break
-        kind, proc, sim = actions[next(schedule, 0) % len(actions)]
-        if kind == "step":
-            assert sim is not None
-            proc.step(sim)
-        elif kind == "abort":
-            aborts -= 1
-            proc.abort()
-        else:
-            for topic, key, value, headers, partition in proc.commit():
-                if topic == EVENTS_BY_LEAD.name:
-                    if partition is None:
-                        assert key is not None
-                        partition = partition_of(key.decode(), partitions)
-                    log = leads[partition].log
-                    log.append(Record(topic, partition, len(log), key, value, headers))
-                elif proc.name == "lead" and topic != DLQ.name:
-                    obj = CODEC.decode(value)
-                    derived.setdefault(obj.lead_id, []).append(value)
+
+    def deliver(proc: Process, sent: Sent) -> None:
+        topic, _key, value, _headers, _partition = sent
+        if topic == EVENTS_BY_LEAD.name:
+            append_to(leads, sent)
+        elif proc.name == "lead" and topic != DLQ.name:
+            derived.setdefault(CODEC.decode(value).lead_id, []).append(value)
+
+    drive(processes, schedule, aborts, deliver)
     return derived, leads
 
 

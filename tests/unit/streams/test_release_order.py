@@ -115,9 +115,7 @@ class Ctx:
 
     partition: int
     stores: dict[str, PartitionStore] = field(default_factory=dict)
-    sent: list[tuple[str, bytes | None, bytes, dict[str, bytes], int | None]] = field(
-        default_factory=list
-    )
+    sent: list[Sent] = field(default_factory=list)
     dead: list[Record] = field(default_factory=list)
 
     def _store(self, name: str) -> PartitionStore:
@@ -163,6 +161,10 @@ class Sim:
         self.task = self.factory(self.ctx)
 
 
+# What a process sent in a batch: topic, key, value, headers, partition (None: by key).
+Sent = tuple[str, bytes | None, bytes, dict[str, bytes], int | None]
+
+
 @dataclass
 class Process:
     """Tasks that share one transaction per batch, as one worker process's do: a batch
@@ -183,11 +185,9 @@ class Process:
         for sim in self.sims:
             sim.ctx.sent = self.sent  # one producer: sends keep the order they were made in
 
-    sent: list[tuple[str, bytes | None, bytes, dict[str, bytes], int | None]] = field(
-        default_factory=list
-    )
+    sent: list[Sent] = field(default_factory=list)
 
-    def commit(self) -> list[tuple[str, bytes | None, bytes, dict[str, bytes], int | None]]:
+    def commit(self) -> list[Sent]:
         touched = [s for s in self.sims if s.cursor > s.committed]
         for sim in touched:
             sim.task.on_batch_end(sim.ctx)
@@ -207,6 +207,46 @@ class Process:
             sim.cursor = sim.committed
         for sim in self.sims:
             sim.task = sim.factory(sim.ctx)  # rebuilt from the committed stores, as the engine does
+
+
+def drive(
+    processes: list[Process],
+    schedule: Iterator[int],
+    aborts: int,
+    deliver: Callable[[Process, Sent], None],
+) -> None:
+    """Run ``processes`` until every log is read and every batch has ended: each step of
+    ``schedule`` picks one action (read a record, commit a batch, or, ``aborts`` times,
+    abort one), and every send of a committed batch goes to ``deliver`` in send order."""
+    while True:
+        actions: list[tuple[str, Process, Sim | None]] = [
+            ("step", proc, s) for proc in processes for s in proc.sims if s.cursor < len(s.log)
+        ]
+        actions += [("commit", proc, None) for proc in processes if proc.in_batch()]
+        if aborts > 0:
+            actions += [("abort", proc, None) for proc in processes if proc.in_batch()]
+        if not actions:
+            return
+        kind, proc, sim = actions[next(schedule, 0) % len(actions)]
+        if kind == "step":
+            assert sim is not None
+            proc.step(sim)
+        elif kind == "abort":
+            aborts -= 1
+            proc.abort()
+        else:
+            for sent in proc.commit():
+                deliver(proc, sent)
+
+
+def append_to(sims: list[Sim], sent: Sent) -> None:
+    """Append a sent record to the log of its partition (the key's, when none was named)."""
+    topic, key, value, headers, partition = sent
+    if partition is None:
+        assert key is not None
+        partition = partition_of(key.decode(), len(sims))
+    log = sims[partition].log
+    log.append(Record(topic, partition, len(log), key, value, headers))
 
 
 def run_engine(
@@ -273,43 +313,21 @@ def run_stages(
                               CODEC.encode(event)))  # fmt: skip
             log.append(_beat(after))
     derived: dict[str, list[bytes]] = {}
-    while True:
-        actions: list[tuple[str, Process, Sim | None]] = [
-            ("step", proc, s) for proc in processes for s in proc.sims if s.cursor < len(s.log)
-        ]
-        actions += [("commit", proc, None) for proc in processes if proc.in_batch()]
-        if aborts > 0:
-            actions += [("abort", proc, None) for proc in processes if proc.in_batch()]
-        if not actions:
-            break
-        kind, proc, sim = actions[next(schedule, 0) % len(actions)]
-        if kind == "step":
-            assert sim is not None
-            proc.step(sim)
-        elif kind == "abort":
-            aborts -= 1
-            proc.abort()
-        else:
-            for topic, k, value, headers, partition in proc.commit():
-                if topic == EVENTS_BY_LEAD.name:
-                    if partition is None:
-                        assert k is not None
-                        partition = partition_of(k.decode(), partitions)
-                    log = leads[partition].log
-                    log.append(Record(topic, partition, len(log), k, value, headers))
-                elif topic == TRAINING_EXAMPLES.name and trainers:
-                    if partition is None:
-                        assert k is not None
-                        partition = partition_of(k.decode(), trainers)
-                    log = trains[partition].log
-                    log.append(Record(topic, partition, len(log), k, value, headers))
-                    if not control.is_control(headers):
-                        derived.setdefault(CODEC.decode(value).lead_id, []).append(value)
-                elif topic == MODELS.name:
-                    snapshots.append(value)
-                elif proc.name == "lead" and topic != DLQ.name:
-                    obj = CODEC.decode(value)
-                    derived.setdefault(obj.lead_id, []).append(value)
+
+    def deliver(proc: Process, sent: Sent) -> None:
+        topic, _key, value, headers, _partition = sent
+        if topic == EVENTS_BY_LEAD.name:
+            append_to(leads, sent)
+        elif topic == TRAINING_EXAMPLES.name and trainers:
+            append_to(trains, sent)
+            if not control.is_control(headers):
+                derived.setdefault(CODEC.decode(value).lead_id, []).append(value)
+        elif topic == MODELS.name:
+            snapshots.append(value)
+        elif proc.name == "lead" and topic != DLQ.name:
+            derived.setdefault(CODEC.decode(value).lead_id, []).append(value)
+
+    drive(processes, schedule, aborts, deliver)
     switches = 0
     for sim in leads:
         assert len(StoredRelease(sim.ctx, RELEASE, partitions, lateness)) == 0
