@@ -31,16 +31,20 @@ def _objects(workspace: str) -> list[Any]:
     return [dataclasses.replace(o, workspace_id=workspace) for o in scenario.everything()]  # type: ignore[type-var]
 
 
+def topic_and_key(obj: Any) -> tuple[str, str]:
+    """The topic and key the pipeline writes a scenario object under."""
+    if isinstance(obj, Event):
+        return EVENTS.name, obj.person_key
+    if type(obj).__name__ == "StageChanged":
+        return LEAD_STAGE_CHANGED.name, obj.lead_id
+    return LEAD_SCORED.name, obj.lead_id
+
+
 def _produce(settings: Settings, objects: list[Any], garbage: bytes | None = None) -> None:
     codec = codec_from_settings(settings)
     producer = Producer({**settings.kafka_client_config(), "acks": "all"})
     for obj in objects:
-        if isinstance(obj, Event):
-            topic, key = EVENTS.name, obj.person_key
-        elif type(obj).__name__ == "StageChanged":
-            topic, key = LEAD_STAGE_CHANGED.name, obj.lead_id
-        else:
-            topic, key = LEAD_SCORED.name, obj.lead_id
+        topic, key = topic_and_key(obj)
         producer.produce(topic, value=codec.encode(obj), key=key.encode())
     if garbage is not None:
         workspace = objects[0].workspace_id

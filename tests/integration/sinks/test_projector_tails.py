@@ -30,8 +30,9 @@ from leadflow.sinks.projector import PROJECTED_TOPICS, Projector
 from leadflow.streams.kafka_offsets import committed_offsets, offsets_client, topic_ends
 from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import EVENTS, LEAD_SCORED, LEAD_STAGE_CHANGED, create_topics
+from leadflow.streams.topics import create_topics
 from tests.integration.sinks import scenario
+from tests.integration.sinks.test_projector_kafka import topic_and_key
 
 GROUP = "projector-tails"
 
@@ -76,12 +77,7 @@ def produce_committed(settings: Settings, objects: list[Any]) -> set[tuple[str, 
         written.add((str(msg.topic()), int(msg.partition())))
 
     for obj in objects:
-        if isinstance(obj, Event):
-            topic, key = EVENTS.name, obj.person_key
-        elif type(obj).__name__ == "StageChanged":
-            topic, key = LEAD_STAGE_CHANGED.name, obj.lead_id
-        else:
-            topic, key = LEAD_SCORED.name, obj.lead_id
+        topic, key = topic_and_key(obj)
         producer.produce(topic, value=codec.encode(obj), key=key.encode(), on_delivery=note)
     assert producer.flush(30) == 0
     producer.commit_transaction(30)
