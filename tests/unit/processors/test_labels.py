@@ -371,3 +371,53 @@ def test_a_decay_check_that_emits_nothing_still_samples_an_open_window() -> None
     )
     assert closed.labelled
     assert closed.pending == ()
+
+
+SECOND = 1 / 3600  # in the ``ev`` helper's hours
+
+
+def test_the_capture_form_a_moment_after_the_identify_is_in_the_window() -> None:
+    # A tracker sends a lead-magnet capture as identify, then Form Submitted within a
+    # second. The identify's score opened the window, so no first window ever held its
+    # capture form, while every young lead read at a cutoff shows it (session 6): the model
+    # learnt to discount a recent form. The window now keeps the lead at the moment's end.
+    identify = ev("i", Kind.IDENTIFY, 0, lead="L", email="ada@acme.io", title="VP Data")
+    form = ev("f", Kind.FORM_SUBMITTED, 0.6 * SECOND, lead="L", **SMALL_FORM)
+    state, _ = run([identify])
+    assert "freq.form_submit" not in state.features
+    state, _ = run([form], state)
+    assert state.features["recent.form_submit"] == 1.0
+    assert state.features_at == form.occurred_at
+    assert state.label_due_at == form.occurred_at + HORIZON
+    # A score after the moment (here 2 minutes on) leaves the window's snapshot alone.
+    settled = dict(state.features)
+    state, _ = run([ev("v", Kind.VISIT, 2 / 60, lead="L", path="/pricing")], state)
+    assert state.features == settled
+    assert state.features_at == form.occurred_at
+
+
+def test_a_conversion_in_the_same_moment_is_taught_from_the_lead_just_before_it() -> None:
+    events = [
+        ev("f", Kind.FORM_SUBMITTED, 0, lead="L", **SMALL_FORM),
+        ev("p", Kind.VISIT, 5 * SECOND, lead="L", path="/pricing"),
+        ev("ok", Kind.STAGE_CHANGED, 10 * SECOND, lead="L", action="accept_mql"),
+    ]
+    _state, out = run(events)
+    (positive,) = out
+    assert positive.label is True
+    assert "freq.pricing_page" in positive.features  # the moment's visit settled in
+    assert positive.scored_at == T0 + 5_000 <= positive.labelled_at == T0 + 10_000
+
+
+def test_a_later_snapshot_settles_over_its_moment_too() -> None:
+    events = [
+        ev("f", Kind.FORM_SUBMITTED, 0, lead="L", **SMALL_FORM),
+        *visits([8]),
+        ev("p", Kind.VISIT, 8 * 24 + 30 * SECOND, lead="L", path="/pricing"),
+    ]
+    state, _ = run(events, policy=P3)
+    assert state.features_at == T0
+    assert "freq.pricing_page" not in state.features
+    (later,) = state.pending
+    assert later.at == T0 + 8 * DAY + 30_000
+    assert "freq.pricing_page" in later.features
