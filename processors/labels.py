@@ -125,14 +125,18 @@ def open_window(
 
     No window opens for a lead that cannot be labelled, or before ``episode_after``. While a
     window is open, a score at least ``labels.snapshot_every_days`` after its newest snapshot
-    adds one (``pending``, at most ``labels.later_snapshots``).
+    adds one (``pending``, at most ``labels.later_snapshots``), and a score within
+    :data:`SETTLE_MS` of the newest snapshot (the same moment) replaces it.
 
     Example:
         >>> from leadflow.processors.policy_load import load_default_policy
         >>> p = load_default_policy()
         >>> s = open_window(LeadState("L", "ws", stage=Stage.LEAD), {"x": 1.0}, 5, p)
-        >>> s.features_at, s.labelled, open_window(s, {"x": 2.0}, 9, p).features
+        >>> s.features_at, s.labelled, open_window(s, {"x": 2.0}, 5 + DAY_MS, p).features
         (5, False, {'x': 1.0})
+        >>> settled = open_window(s, {"x": 2.0}, 905, p)  # the form, 0.9 s after the identify
+        >>> settled.features, settled.features_at
+        ({'x': 2.0}, 905)
         >>> import dataclasses
         >>> p3 = dataclasses.replace(p, labels=dataclasses.replace(p.labels, later_snapshots=3))
         >>> later = open_window(s, {"x": 3.0}, 5 + 7 * DAY_MS, p3)
