@@ -166,9 +166,7 @@ def open_window(
     )
 
 
-def _settled(
-    state: LeadState, features: dict[str, float], at_ms: int, policy: Policy
-) -> LeadState:
+def _settled(state: LeadState, features: dict[str, float], at_ms: int, policy: Policy) -> LeadState:
     """The newest snapshot replaced by a score of the same moment (see ``SETTLE_MS``)."""
     if state.pending:
         return dataclasses.replace(
