@@ -4,7 +4,8 @@ The model answers "will this open lead convert (``labels.conversion``) within th
 ``labels.negative_horizon_days``?", at any moment a score is shown. A *window* opens at a
 score of a known, open lead when none is open (visitors, i.e. replayed pre-identify
 touches, open none) and keeps the features of that score (computed at the lead's
-event-time watermark). With ``labels.later_snapshots`` > 0, while it is open the lead is
+event-time watermark), or of a score of the same moment right after it (``SETTLE_MS``: the
+form of a capture arrives a second after its identify). With ``labels.later_snapshots`` > 0, while it is open the lead is
 sampled again: a score or a daily decay check (:mod:`rescore`, also one that emits
 nothing) at least ``labels.snapshot_every_days`` after the newest snapshot adds a later
 snapshot (``pending``, at most ``later_snapshots``). Every snapshot ends with exactly one label:
