@@ -5,10 +5,11 @@ The model answers "will this open lead convert (``labels.conversion``) within th
 score of a known, open lead when none is open (visitors, i.e. replayed pre-identify
 touches, open none) and keeps the features of that score (computed at the lead's
 event-time watermark), or of a score of the same moment right after it (``SETTLE_MS``: the
-form of a capture arrives a second after its identify). With ``labels.later_snapshots`` > 0, while it is open the lead is
-sampled again: a score or a daily decay check (:mod:`rescore`, also one that emits
-nothing) at least ``labels.snapshot_every_days`` after the newest snapshot adds a later
-snapshot (``pending``, at most ``later_snapshots``). Every snapshot ends with exactly one label:
+form of a capture arrives a second after its identify). With ``labels.later_snapshots`` > 0,
+while it is open the lead is sampled again: a score or a daily decay check (:mod:`rescore`,
+also one that emits nothing) at least ``labels.snapshot_every_days`` after the newest
+snapshot adds a later snapshot (``pending``, at most ``later_snapshots``). Every snapshot
+ends with exactly one label:
 
 - positive at a conversion within its horizon (all open snapshots at once);
 - negative when sales says no (recycled, disqualified, a lost deal), all open snapshots;
