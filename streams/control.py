@@ -27,11 +27,14 @@ topics skips a record that carries either header (:func:`is_control`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from confluent_kafka import Producer
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.streams.logs import get_logger
+
+log = get_logger(__name__)
 
 HEARTBEAT = "leadflow.heartbeat"
 MARKER = "leadflow.marker"
@@ -159,6 +162,59 @@ def parse_marker(headers: HeaderList, value: bytes) -> tuple[str, dict[int, int]
         return stage.decode(), {int(p): int(w) for p, w in raw.items()}
     except (ValueError, AttributeError, TypeError):
         raise ControlRecordError(f"marker {value[:60]!r} is not a watermark map") from None
+
+
+Promise = Callable[[int, int], None]
+"""Takes one source partition's watermark (e.g. ``StoredRelease.promise``)."""
+
+
+def take_marker(
+    headers: HeaderList,
+    value: bytes,
+    promises: Mapping[str, tuple[Promise, int] | None],
+    *,
+    reject: Callable[[ControlRecordError], None],
+    who: str,
+) -> None:
+    """Apply a watermark marker: each source's watermark to its stage's promise.
+
+    ``promises`` maps a stage name to ``(promise, sources)``: the marker's watermarks of
+    sources ``0 .. sources - 1`` go to ``promise``; a source beyond that (a topic with more
+    partitions than this worker knows of) is logged and skipped, never applied. A stage
+    mapped to None is known but not used here; any other stage is logged and skipped.
+    A marker that does not parse goes to ``reject`` (the caller dead-letters it).
+    ``who`` names the reader in the log events (``<who>.marker_unknown``).
+
+    Example:
+        >>> got = []
+        >>> take_marker({MARKER: b"lead"}, b'{"0":5,"1":7}', {"lead": (lambda s, w:
+        ...     got.append((s, w)), 2)}, reject=print, who="trainer")
+        >>> got
+        [(0, 5), (1, 7)]
+        >>> take_marker({MARKER: b"lead"}, b"[]", {}, reject=print, who="trainer")
+        marker b'[]' is not a watermark map
+    """
+    try:
+        parsed = parse_marker(headers, value)
+    except ControlRecordError as exc:
+        reject(exc)
+        return
+    if parsed is None:
+        return
+    name, marks = parsed
+    if name not in promises:
+        log.warning(f"{who}.marker_unknown", stage=name)
+        return
+    taker = promises[name]
+    if taker is None:
+        return
+    promise, sources = taker
+    for source, mark in marks.items():
+        if source < sources:
+            promise(source, mark)
+        else:
+            log.warning(f"{who}.marker_unknown_source", stage=name, source=source,
+                        sources=sources)  # fmt: skip
 
 
 def send_heartbeats(producer: Producer, topic: str, partitions: Iterable[int], value: int) -> int:

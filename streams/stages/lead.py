@@ -80,7 +80,7 @@ from leadflow.streams.control import (
     ControlRecordError,
     header,
     int_header,
-    parse_marker,
+    take_marker,
 )
 from leadflow.streams.engine.loop import dlq_headers
 from leadflow.streams.engine.release import (
@@ -292,29 +292,19 @@ class LeadTask:
         if stage == MODEL_MARKER.encode():
             self._buffer_switch(ctx, record)
             return
-        try:
-            parsed = parse_marker(record.headers, record.value)
-        except LeadflowError as exc:
-            ctx.dead_letter(record, exc)
-            return
-        assert parsed is not None
-        name, marks = parsed
-        if name == TRAINER_MARKER:
-            if not self.deps.trainers:
-                return  # a worker without the switch: the feed's models (tests only)
-            promise, sources = self.release.promise_models, self.deps.trainers
-        elif name == IDENTITY_MARKER:
-            promise, sources = self.release.promise, self.deps.sources
-        else:
-            log.warning("lead.marker_unknown", stage=name)
-            return
-        for source, mark in marks.items():
-            if source < sources:
-                promise(source, mark)
-            else:
-                log.warning(
-                    "lead.marker_unknown_source", stage=name, source=source, sources=sources
-                )
+        take_marker(
+            record.headers,
+            record.value,
+            {
+                IDENTITY_MARKER: (self.release.promise, self.deps.sources),
+                # Without trainers (lead-stage tests) the feed's models score: not waited for.
+                TRAINER_MARKER: (self.release.promise_models, self.deps.trainers)
+                if self.deps.trainers
+                else None,
+            },
+            reject=lambda exc: ctx.dead_letter(record, exc),
+            who="lead",
+        )
 
     def _buffer_switch(self, ctx: TaskContext, record: Record) -> None:
         """Keep a model marker until its switch position is released."""

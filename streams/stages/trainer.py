@@ -41,7 +41,7 @@ from leadflow.streams.control import (
     TRAINER_MARKER,
     VERSION,
     int_header,
-    parse_marker,
+    take_marker,
 )
 from leadflow.streams.engine.keys import state_key
 from leadflow.streams.engine.release import Held, StoredRelease, at_of, position_sort
@@ -127,22 +127,13 @@ class TrainerTask:
             self.markers.note(ctx.partition, switch_position(low, self.deps.switch_delay_ms))
 
     def _take_marker(self, ctx: TaskContext, record: Record) -> None:
-        try:
-            parsed = parse_marker(record.headers, record.value)
-        except LeadflowError as exc:
-            ctx.dead_letter(record, exc)
-            return
-        assert parsed is not None
-        name, marks = parsed
-        if name != LEAD_MARKER:
-            log.warning("trainer.marker_unknown", stage=name)
-            return
-        for source, mark in marks.items():
-            if source < self.deps.sources:
-                self.release.promise(source, mark)
-            else:
-                log.warning("trainer.marker_unknown_source", source=source,
-                            sources=self.deps.sources)  # fmt: skip
+        take_marker(
+            record.headers,
+            record.value,
+            {LEAD_MARKER: (self.release.promise, self.deps.sources)},
+            reject=lambda exc: ctx.dead_letter(record, exc),
+            who="trainer",
+        )
 
     def _learn(self, ctx: TaskContext, record: Record, at: int | None) -> None:
         """Learn one labelled example; publish a snapshot every ``snapshot_every``."""
