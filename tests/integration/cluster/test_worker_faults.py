@@ -16,10 +16,9 @@ flows:
 4. two of the three are stopped (SIGTERM): the group scales to one worker.
 
 Every acknowledged event must be on ``leadflow.events`` exactly once and in ClickHouse as
-in the clean run, and every derived record id and value (minus the model fields that
-depend on timing, :data:`TIMING` of the crash-equivalence test, and the decay re-scores
-whose presence follows them; this input publishes no model snapshot, so there are none)
-must equal the clean run's. Each fault must start and end while the feed is still being
+in the clean run, and every derived record id and value must equal the clean run's, the
+model fields included (both runs take a model snapshot every few examples, so models switch
+mid-feed at points of the log). Each fault must start and end while the feed is still being
 sent.
 """
 

@@ -108,6 +108,17 @@ def crash_faults(broker: LocalKafka, n: int) -> list[Fault]:
     ]
 
 
+def with_snapshot_every(base: Settings, home: Path, every: int = SNAPSHOT_EVERY) -> Settings:
+    """``base`` with the default policy but a model snapshot every ``every`` examples
+    (written to ``home/policy.yaml``), so a short feed switches models mid-run."""
+    policy = home / "policy.yaml"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    default = resources.files("leadflow.infra").joinpath("policy/default.yaml").read_text()
+    assert "snapshot_every: 25" in default  # the line replaced below
+    policy.write_text(default.replace("snapshot_every: 25", f"snapshot_every: {every}"))
+    return base.model_copy(update={"policy_file": policy})
+
+
 def _run(
     base: Settings,
     home: Path,
@@ -116,11 +127,7 @@ def _run(
     faults: Callable[[LocalKafka, int], list[Fault]] | None = None,
     inbound_partitions: int = INBOUND_PARTITIONS,
 ) -> Outputs:
-    policy = home / "policy.yaml"
-    policy.parent.mkdir(parents=True, exist_ok=True)
-    default = resources.files("leadflow.infra").joinpath("policy/default.yaml").read_text()
-    policy.write_text(default.replace("snapshot_every: 25", f"snapshot_every: {SNAPSHOT_EVERY}"))
-    base = base.model_copy(update={"policy_file": policy})
+    base = with_snapshot_every(base, home)
     with scratch_broker(base, home / "kafka") as (broker, settings):
         schedule = faults(broker, len(FEED.messages())) if faults else []
         return run_pipeline(
