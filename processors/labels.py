@@ -51,7 +51,8 @@ from leadflow.processors.scoring import DAY_MS, policy_engagement
 # northwind 1 had one) while every young lead at a cutoff shows it, so the model learnt
 # negative weights for a recent form, which the rule score rightly rewards
 # (docs/architecture.md, session 6). The snapshot's time moves with it (its features are as
-# of then, and a label is never taught from features newer than itself).
+# of then, and a label is never taught from features newer than itself), so a run of scores
+# each within SETTLE_MS of the last is taught as it stands at the run's end.
 SETTLE_MS = 60_000
 
 
