@@ -317,6 +317,15 @@ class Settings(BaseSettings):
         "(identity.receive_ahead). Bounds how long a writer with future stamps can hold back "
         "the collector's traffic.",
     )
+    deadline_clock_step_ms: int = Field(
+        default=3_600_000,
+        ge=0,
+        description="The clock step of deadlines across by-lead partitions "
+        "(processors/sla_clock.py): each inbound partition tells every by-lead partition when "
+        "a workspace's event time enters a new step, so an SLA or horizon fires when event "
+        "time moves on any partition, at most this much event time late when only another "
+        "partition's traffic moves it. 0: deadlines move on the lead's own partition only.",
+    )
     model_switch_records: int = Field(
         default=100,
         ge=0,

@@ -138,7 +138,12 @@ def build_stages(
     )
     return [
         identity_stage(
-            codec, bounds, targets, settings.order_lateness_ms, settings.order_max_ahead_ms
+            codec,
+            bounds,
+            targets,
+            settings.order_lateness_ms,
+            settings.order_max_ahead_ms,
+            settings.deadline_clock_step_ms,
         ),
         lead_stage(lead),
         trainer_stage(TrainerDeps(codec, policy, key, targets)),
@@ -167,6 +172,7 @@ def run_worker(settings: Settings) -> None:
         lateness_ms=settings.order_lateness_ms,
         max_ahead_ms=settings.order_max_ahead_ms,
         switch_records=settings.model_switch_records,
+        clock_step_ms=settings.deadline_clock_step_ms,
     )
     engine = Engine(settings, stages, worker_id.value)
     stop = threading.Event()

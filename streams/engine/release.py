@@ -215,6 +215,11 @@ class StoredRelease:
         """The low watermark over every source (``None`` until each has promised)."""
         return self.marks.low
 
+    @property
+    def head(self) -> bytes | None:
+        """The sort bytes of the next record, ripe or not (``None``: nothing buffered)."""
+        return self._heap[0] if self._heap else None
+
     def promise(self, source: int, mark: int) -> None:
         """Take one source's promise (an older one changes nothing)."""
         before = self.marks.marks.get(source)
@@ -293,9 +298,14 @@ class StoredRelease:
             return self.promised
         return self.released if self.promised is None else max(self.released, self.promised)
 
-    def promise_trainer(self, holding: bool) -> int | None:
-        """What to promise the trainer now, if it moved (``processors.ordering.lead_promise``)."""
+    def promise_trainer(self, holding: bool, also: int | None = None) -> int | None:
+        """What to promise the trainer now, if it moved (``processors.ordering.lead_promise``).
+
+        ``also``: the position of something else still to apply here (a clock step).
+        """
         head = at_of(self._heap[0]) if self._heap else None
+        if also is not None:
+            head = also if head is None else min(head, also)
         promise = lead_promise(
             self.promised,
             head=head,

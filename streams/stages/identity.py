@@ -24,13 +24,15 @@ from leadflow.processors.identity import (
     identity_link,
     identity_route,
 )
-from leadflow.processors.ordering import DEFAULT_LATENESS_MS, monotonic_received
+from leadflow.processors.ordering import DEFAULT_LATENESS_MS, monotonic_received, record_key
 from leadflow.processors.receive_bound import DEFAULT_MAX_AHEAD_MS, bounded_received
+from leadflow.processors.sla_clock import ClockStep
 from leadflow.schemas.codec import Codec
 from leadflow.streams.control import RECEIVED, heartbeat_value, marker_record
 from leadflow.streams.engine.stage import Record, Stage, TaskContext
 from leadflow.streams.logs import get_logger
 from leadflow.streams.stages.routes import route
+from leadflow.streams.stages.sla_clock import ClockSteps, StepSource
 from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, TopicSpec
 
 log = get_logger(__name__)
@@ -147,6 +149,8 @@ class IdentityTask:
         markers: Markers,
         lateness_ms: int = DEFAULT_LATENESS_MS,
         ahead: AheadStamps | None = None,
+        steps: ClockSteps | None = None,
+        step_ms: int = 0,
     ) -> None:
         self.codec = codec
         # A receive stamp or heartbeat counts as at most its record's timestamp plus the
@@ -161,6 +165,11 @@ class IdentityTask:
         raw = ctx.get(CLOCK, CLOCK_KEY)
         self.received: int | None = int(raw) if raw else None
         markers.reset(ctx.partition, self.received)
+        # Clock steps (processors/sla_clock.py): a workspace's event time reaches the
+        # by-lead partitions its leads have no traffic on. 0 (the default here): none.
+        self.steps = steps or ClockSteps(0)
+        self.steps.reset(ctx.partition)
+        self.step_source = StepSource(CLOCK, step_ms if steps is not None else 0)
 
     def _advance(self, ctx: TaskContext, received: int) -> int:
         moved = monotonic_received(self.received, received)
@@ -195,7 +204,8 @@ class IdentityTask:
         except LeadflowError as exc:
             ctx.dead_letter(record, exc)
             return
-        r_prime = str(self._advance(ctx, received)).encode()
+        r_moved = self._advance(ctx, received)
+        r_prime = str(r_moved).encode()
         link = identity_link(state, new_state, inbound)
         if link is not None:
             topic, key = route(link)
@@ -206,11 +216,20 @@ class IdentityTask:
             assert out.lead_id is not None  # identity_route's contract
             ctx.send(EVENTS_BY_LEAD, lead_key(out.workspace_id, out.lead_id).encode(),
                      self.codec.encode(out), {RECEIVED: r_prime})  # fmt: skip
+        for event in routed.events:
+            step = self.step_source.step(ctx, event.workspace_id, event.occurred_at)
+            if step is not None:
+                at = record_key(event, r_moved, self.lateness_ms)
+                self.steps.note(ctx.partition, ClockStep(event.workspace_id, step, at))
         if new_state is not None and new_state != state:
             ctx.put(STORE, record.key, encode_identity_state(new_state))
 
     def on_batch_end(self, ctx: TaskContext) -> None:
-        """Promise every moved ``R'`` of the batch to every by-lead partition (once)."""
+        """Send the batch's clock steps, then promise its moved ``R'`` (once per batch).
+
+        Steps first: a step reaches a by-lead partition before the promise that passes it.
+        """
+        self.steps.flush(ctx)
         self.markers.flush(ctx)
 
 
@@ -220,19 +239,22 @@ def identity_stage(
     targets: int,
     lateness_ms: int = DEFAULT_LATENESS_MS,
     max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS,
+    step_ms: int = 0,
 ) -> Stage:
     """The identity stage over ``leadflow.events``.
 
     ``targets``: the by-lead partitions; ``lateness_ms``: the lead stage's allowed lateness D;
     ``max_ahead_ms``: how far a receive stamp may be ahead of its record's timestamp
-    (``LEADFLOW_ORDER_MAX_AHEAD_MS``, processors/receive_bound.py).
+    (``LEADFLOW_ORDER_MAX_AHEAD_MS``, processors/receive_bound.py); ``step_ms``: the clock
+    step (``LEADFLOW_DEADLINE_CLOCK_STEP_MS``, processors/sla_clock.py; 0: no steps).
     """
     markers = Markers(targets)  # one per process: its tasks share each batch's transaction
+    steps = ClockSteps(targets)  # the same: sent once per batch, before the markers
     ahead = AheadStamps(max_ahead_ms)
     return Stage(
         "identity",
         EVENTS,
         (STORE, CLOCK),
-        lambda ctx: IdentityTask(codec, bounds, ctx, markers, lateness_ms, ahead),
+        lambda ctx: IdentityTask(codec, bounds, ctx, markers, lateness_ms, ahead, steps, step_ms),
         counters=ahead.counts,
     )

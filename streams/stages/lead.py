@@ -19,10 +19,13 @@ or worker count. While a lead waits for a merged lead's state (``awaiting``) the
 releases nothing (``processors/merges.py``, "Holding").
 
 Deadlines (SLA, negative-label horizon) fire on the clock of the lead's workspace on the
-lead's partition, right after the released record that moved it past them (not while the
-partition holds). Every lead of the partition lives in the partition's own store, so a due
-deadline is applied where it is found, in the same transaction: no tick records, and the
-points where deadlines fire are a function of the partition's records.
+lead's partition, right after the released record or *clock step* that moved it past them
+(not while the partition holds). Clock steps (``streams/stages/sla_clock.py``) carry the
+workspace's event time from the other by-lead partitions: the identity stage sends them,
+they wait in the partition's order like records and move the clock when their turn comes.
+Every lead of the partition lives in the partition's own store, so a due deadline is
+applied where it is found, in the same transaction: the points where deadlines fire are a
+function of the log.
 
 Records for other leads (a merged lead's transfer to its survivor, events forwarded through
 a redirect) go back to ``events.by-lead`` keyed by their lead, with the hop count in header
@@ -95,6 +98,7 @@ from leadflow.streams.pii.keyring import KeyringError
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.stages.identity import Markers
 from leadflow.streams.stages.routes import route
+from leadflow.streams.stages.sla_clock import CLOCK_MARKER, PendingSteps, decode_steps
 from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD, TRAINING_EXAMPLES
 
 log = get_logger(__name__)
@@ -200,6 +204,7 @@ class LeadTask:
             trainers=deps.trainers,
             switch_records=deps.switch_records,
         )
+        self.steps = PendingSteps(ctx, PARTITION)  # clock steps waiting for their turn
         self.models: dict[str, ScoreModel] = {}  # switched to on this partition (store: routing)
         if deps.trainers:
             for key, raw in ctx.items(PARTITION):
@@ -249,7 +254,8 @@ class LeadTask:
                            and HOPS_HEADER not in headers)  # fmt: skip
         self._release(ctx, record)
         if self.deps.trainers:
-            promise = self.release.promise_trainer(bool(self.waiting))
+            # A pending clock step's deadlines send examples at its position.
+            promise = self.release.promise_trainer(bool(self.waiting), self.steps.head_at)
             if promise is not None:
                 self.markers.note(ctx.partition, promise)
 
@@ -258,6 +264,7 @@ class LeadTask:
         for ws in sorted(self.moved):
             ctx.put(PARTITION, clock_key(ws), str(self.clocks[ws].at).encode())
         self.moved.clear()
+        self.steps.flush(ctx)
         if self.deps.trainers:
             self.markers.flush(ctx)
         self.release.flush(ctx)
@@ -291,6 +298,12 @@ class LeadTask:
         stage = header(record.headers, MARKER)
         if stage == MODEL_MARKER.encode():
             self._buffer_switch(ctx, record)
+            return
+        if stage == CLOCK_MARKER.encode():
+            try:
+                self.steps.add(decode_steps(record.value))
+            except LeadflowError as exc:
+                ctx.dead_letter(record, exc)
             return
         take_marker(
             record.headers,
@@ -370,9 +383,11 @@ class LeadTask:
             log.error("lead.watermark_violation", offset=record.offset, error=str(exc))
 
     def _release(self, ctx: TaskContext, cause: Record) -> None:
-        """Apply every ripe record in key order; stop while a lead waits for a merge."""
+        """Apply ripe records and clock steps in key order; stop while a lead waits."""
         while not self.waiting:
             sort = self.release.peek_ripe()
+            if self._step_clock(ctx, cause, self.release.head):
+                continue  # a step sorted before the head: it may hold or ripen nothing new
             if sort is None:
                 return
             while (switch := self.release.due_switch(sort)) is not None:
@@ -386,6 +401,21 @@ class LeadTask:
             obj = self._decoded.pop(sort, None) or self._decode(ctx, record)
             if obj is not None:
                 self._step(ctx, record, obj, clock=True)
+
+    def _step_clock(self, ctx: TaskContext, cause: Record, head: bytes | None) -> bool:
+        """Apply the next clock step if it is ripe and sorts before the record ``head``."""
+        step = self.steps.pop_before(head, self.release.low, self.deps.lateness_ms)
+        if step is None:
+            return False
+        at, ws, value = step
+        clock = self._clock(ctx, ws)
+        if value > clock.at:
+            clock.at = value
+            self.moved.add(ws)
+            # What it fires is stamped at the step's place in the order (examples carry it).
+            self.position = at
+            self._fire_due(ctx, cause, ws, clock)
+        return True
 
     # -- one record ------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from leadflow.streams.engine.stage import Record, Task
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.stages.identity import IdentityTask, Markers
 from leadflow.streams.stages.lead import PARTITION, RELEASE, LeadDeps, LeadTask
+from leadflow.streams.stages.sla_clock import ClockSteps, PendingSteps
 from leadflow.streams.stages.trainer import TrainerDeps, TrainerTask
 from leadflow.streams.topics import (
     DLQ,
@@ -279,18 +280,22 @@ def run_stages(
     delay: int = 1,
     switch_records: int = 0,
     policy: Policy = POLICY,
+    step_ms: int = 0,
 ) -> Outputs:
     """:func:`run_engine`, and with ``trainers`` > 0 the trainer tasks too (each in a
-    process of its own) with the model switch in the log."""
+    process of its own) with the model switch in the log; with ``step_ms`` > 0 the identity
+    tasks send clock steps (processors/sla_clock.py)."""
     key = b"k"
     deps = LeadDeps(CODEC, policy, lambda _ws: MODEL, None, partitions, lateness,
                     trainers=trainers, model_key=key, switch_records=switch_records)  # fmt: skip
     tdeps = TrainerDeps(CODEC, policy, key, partitions, delay)
     markers = Markers(partitions)
-    inbound = [
-        Sim(p, lambda ctx: IdentityTask(CODEC, BoundsTable(), ctx, markers, lateness))
-        for p in range(partitions)
-    ]
+    steps = ClockSteps(partitions)
+    identity = functools.partial(
+        IdentityTask, CODEC, BoundsTable(), markers=markers, lateness_ms=lateness, steps=steps,
+        step_ms=step_ms,
+    )  # fmt: skip
+    inbound = [Sim(p, lambda ctx: identity(ctx=ctx)) for p in range(partitions)]
     leads = [Sim(p, lambda ctx: LeadTask(deps, ctx)) for p in range(partitions)]
     trains = [Sim(p, lambda ctx: TrainerTask(tdeps, ctx)) for p in range(trainers)]
     processes = [
@@ -331,6 +336,7 @@ def run_stages(
     switches = 0
     for sim in leads:
         assert len(StoredRelease(sim.ctx, RELEASE, partitions, lateness)) == 0
+        assert len(PendingSteps(sim.ctx, PARTITION)) == 0
         assert not sim.ctx.dead
         switches += sum(1 for k, _ in sim.ctx.items(PARTITION) if k.endswith(b'"model"]'))
     return Outputs(derived, snapshots, switches)

@@ -1,0 +1,178 @@
+"""Clock steps in the engine: the identity stage sends them, the lead stage applies them.
+
+The rule is :mod:`leadflow.processors.sla_clock`. Here:
+
+- :class:`StepSource`: one identity task's last step per workspace (store ``received``, key
+  ``step`` + workspace, so an aborted batch forgets its steps like its records);
+- :class:`ClockSteps`: one worker process's steps of the open batch, sent as ONE control
+  record per by-lead partition (header ``leadflow.marker`` = ``clock``) right before the
+  identity markers of the same batch: a step reaches a by-lead partition before the
+  promise that passes it, as a record does;
+- :class:`PendingSteps`: one by-lead partition's steps waiting for their turn (store
+  ``routing``, key ``["<workspace>","steps"]``, written once per batch in which they
+  changed). A step sorts right after the record with the same release key: record values
+  start with the single-object marker ``0xC3``, a step's tiebreak with ``0xFF``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from dataclasses import dataclass, field
+
+from leadflow.processors.events import scoped_key
+from leadflow.processors.ordering import ReleaseKey, ripe
+from leadflow.processors.sla_clock import ClockStep, next_step
+from leadflow.streams.control import MARKER, ControlRecordError
+from leadflow.streams.engine.release import at_of, sort_bytes
+from leadflow.streams.engine.stage import TaskContext
+from leadflow.streams.topics import EVENTS_BY_LEAD
+
+CLOCK_MARKER = "clock"  # identity -> events.by-lead: clock steps of one batch
+STEP_TIEBREAK = b"\xff"  # after every record with the same key (values start with 0xC3)
+_SOURCE_PREFIX = b"step "
+
+
+def encode_steps(steps: list[ClockStep]) -> bytes:
+    """The value of a clock record.
+
+    Example:
+        >>> from leadflow.processors.ordering import release_key
+        >>> encode_steps([ClockStep("ws", 3600000, release_key(9, 8, "e"))])
+        b'[["ws",3600000,9,8,"e",2]]'
+    """
+    rows = [[s.workspace, s.value, s.key.at, s.key.occurred_at, s.key.event_id, s.key.rank]
+            for s in steps]  # fmt: skip
+    return json.dumps(rows, separators=(",", ":")).encode()
+
+
+def decode_steps(value: bytes) -> list[ClockStep]:
+    """The steps :func:`encode_steps` wrote.
+
+    Raises:
+        ControlRecordError: not a list of steps.
+    """
+    try:
+        rows = json.loads(value)
+        steps = [
+            ClockStep(ws, int(v), ReleaseKey(int(at), int(occ), eid, int(rank)))
+            for ws, v, at, occ, eid, rank in rows
+        ]
+    except (ValueError, TypeError) as exc:
+        raise ControlRecordError(f"clock record: {exc}") from None
+    if not all(isinstance(s.workspace, str) and isinstance(s.key.event_id, str) for s in steps):
+        raise ControlRecordError("clock record: workspace and event id must be strings")
+    return steps
+
+
+def step_sort(step: ClockStep) -> bytes:
+    r"""Where a step waits in its partition's order: right after its record.
+
+    Example:
+        >>> from leadflow.processors.ordering import release_key
+        >>> k = release_key(9, 8, "e")
+        >>> sort_bytes(k, b"\xc3\x01z") < step_sort(ClockStep("ws", 0, k))
+        True
+    """
+    return sort_bytes(step.key, STEP_TIEBREAK + step.workspace.encode())
+
+
+class StepSource:
+    """One identity task's steps: the last one sent per workspace, in the task's store."""
+
+    def __init__(self, store: str, step_ms: int) -> None:
+        self.store = store
+        self.step_ms = step_ms
+        self.last: dict[str, int | None] = {}
+
+    def step(self, ctx: TaskContext, workspace: str, occurred_at: int) -> int | None:
+        """The step an event of ``workspace`` sends, stored; ``None`` if none (or off)."""
+        if self.step_ms <= 0:
+            return None
+        key = _SOURCE_PREFIX + workspace.encode()
+        if workspace not in self.last:
+            raw = ctx.get(self.store, key)
+            self.last[workspace] = int(raw) if raw else None
+        value = next_step(self.last[workspace], occurred_at, self.step_ms)
+        if value is not None:
+            self.last[workspace] = value
+            ctx.put(self.store, key, str(value).encode())
+        return value
+
+
+@dataclass
+class ClockSteps:
+    """One worker process's clock steps of the open batch, per inbound partition."""
+
+    targets: int  # partitions of events.by-lead: each gets every step
+    pending: dict[int, list[ClockStep]] = field(default_factory=dict)
+
+    def note(self, partition: int, step: ClockStep) -> None:
+        """Inbound ``partition`` sends ``step`` in the open batch."""
+        self.pending.setdefault(partition, []).append(step)
+
+    def reset(self, partition: int) -> None:
+        """A task was (re)built for ``partition``: what it noted was aborted."""
+        self.pending.pop(partition, None)
+
+    def flush(self, ctx: TaskContext) -> None:
+        """Send the batch's steps to every by-lead partition (once, before the markers)."""
+        steps = [s for _, noted in sorted(self.pending.items()) for s in noted]
+        self.pending.clear()
+        if not steps:
+            return
+        value = encode_steps(steps)
+        for target in range(self.targets):
+            ctx.send(EVENTS_BY_LEAD, None, value, {MARKER: CLOCK_MARKER.encode()},
+                     partition=target)  # fmt: skip
+
+
+class PendingSteps:
+    """One by-lead partition's clock steps until the release order reaches them."""
+
+    def __init__(self, ctx: TaskContext, store: str) -> None:
+        self.store = store
+        self._heap: list[tuple[bytes, str, int]] = []
+        for key, raw in ctx.items(store):
+            workspace, name = json.loads(key)
+            if name == "steps":
+                for sort, value in json.loads(raw):
+                    self._heap.append((bytes.fromhex(sort), workspace, int(value)))
+        heapq.heapify(self._heap)
+        self._moved: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    @property
+    def head_at(self) -> int | None:
+        """The release time (``at``) of the first pending step; ``None`` if none."""
+        return at_of(self._heap[0][0]) if self._heap else None
+
+    def add(self, steps: list[ClockStep]) -> None:
+        """Keep the steps of a clock record (stored at the end of the batch)."""
+        for step in steps:
+            heapq.heappush(self._heap, (step_sort(step), step.workspace, step.value))
+            self._moved.add(step.workspace)
+
+    def pop_before(
+        self, head: bytes | None, low: int | None, lateness_ms: int
+    ) -> tuple[int, str, int] | None:
+        """The next step (``at``, workspace, value) if ripe and before the record ``head``."""
+        if not self._heap or low is None:
+            return None
+        sort, workspace, value = self._heap[0]
+        at = at_of(sort)
+        if (head is not None and head < sort) or not ripe(ReleaseKey(at, 0, ""), low, lateness_ms):
+            return None
+        heapq.heappop(self._heap)
+        self._moved.add(workspace)
+        return at, workspace, value
+
+    def flush(self, ctx: TaskContext) -> None:
+        """Store the pending steps of every workspace whose steps changed (once per batch)."""
+        for workspace in sorted(self._moved):
+            rows = sorted([s.hex(), v] for s, ws, v in self._heap if ws == workspace)
+            value = json.dumps(rows, separators=(",", ":")).encode() if rows else None
+            ctx.put(self.store, scoped_key(workspace, "steps").encode(), value)
+        self._moved.clear()
