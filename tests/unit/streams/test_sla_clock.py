@@ -29,6 +29,7 @@ from leadflow.processors.sla_clock import ClockStep, next_step, step_of
 from leadflow.streams.control import ControlRecordError
 from leadflow.streams.stages import sla_clock as stage_clock
 from leadflow.streams.stages.sla_clock import decode_steps, encode_steps
+from tests.unit.demo.test_inprocess import journeys
 from tests.unit.streams.test_release_order import CODEC, run_stages, sim_events
 
 HOUR = 3_600_000
@@ -195,21 +196,41 @@ def _views(derived: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
     seed=st.integers(0, 3),
     partitions=st.integers(2, 4),
     trainers=st.integers(0, 2),
+    lateness=st.sampled_from([0, 120_000]),
     schedule=st.lists(st.integers(0, 40), max_size=300),
     aborts=st.integers(0, 2),
 )
 def test_a_simulated_workspace_with_steps_derives_the_same_under_any_schedule(
-    seed: int, partitions: int, trainers: int, schedule: list[int], aborts: int
+    seed: int, partitions: int, trainers: int, lateness: int, schedule: list[int], aborts: int
 ) -> None:
     """A simulated workspace (recycles, hand-offs, horizon negatives, decay re-scores), with
     and without trainers (the examples a step fires carry its position): the same derived
     records per lead, in the same order, as the schedule that runs everything in order."""
     events = sim_events(seed)
-    run = functools.partial(run_stages, events, partitions, 0, trainers=trainers, step_ms=HOUR)
+    run = functools.partial(
+        run_stages, events, partitions, lateness, trainers=trainers, step_ms=HOUR
+    )
     reference = run(iter([]), 0)
     got = run(itertools.cycle(schedule or [0]), aborts)
     assert got.derived == reference.derived
     assert got.snapshots == reference.snapshots
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=journeys(),
+    partitions=st.integers(2, 4),
+    schedule=st.lists(st.integers(0, 30), max_size=300),
+    aborts=st.integers(0, 3),
+)
+def test_merges_and_late_requests_with_steps_derive_the_same_under_any_schedule(
+    data: tuple[list[Event], int], partitions: int, schedule: list[int], aborts: int
+) -> None:
+    """test_release_order's journeys (merges, shared devices, late requests) with steps
+    every minute of event time: any schedule gives what the in-order one gives."""
+    events, lateness = data
+    run = functools.partial(run_stages, events, partitions, lateness, step_ms=60_000)
+    assert run(iter(schedule), aborts).derived == run(iter([]), 0).derived
 
 
 def _all(derived: dict[str, list[bytes]]) -> Iterable[bytes]:
