@@ -85,7 +85,14 @@ LEAD_OWNER_ASSIGNED = TopicSpec(
 SLA_BREACHED = TopicSpec("leadflow.sla-breached", "lead_id", "MQL not reviewed within the SLA")
 NURTURE_ACTIONS = TopicSpec("leadflow.nurture-actions", "lead_id", "behavioural nurture triggers")
 TRAINING_EXAMPLES = TopicSpec(
-    "leadflow.training-examples", "lead_id", "labelled feature vectors for the online model"
+    "leadflow.training-examples",
+    "workspace_id",
+    "labelled feature vectors for the online model",
+    # One partition: every lead partition sends its promise to every partition here and every
+    # trainer partition promises every by-lead partition (the model switch), so each extra
+    # partition adds a marker and a changelog write to most transactions (docs/benchmarks.md,
+    # session 6); examples are ~1 in 50 records and learning one takes microseconds.
+    partitions=1,
 )
 MODELS = TopicSpec("leadflow.models", "workspace_id", "signed model snapshots", compacted=True)
 LEAD_MERGED = TopicSpec(

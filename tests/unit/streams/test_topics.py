@@ -6,6 +6,7 @@ from leadflow.streams.topics import (
     ALL_TOPICS,
     EVENTS,
     MODELS,
+    TRAINING_EXAMPLES,
     TopicError,
     TopicSpec,
     replication_for,
@@ -27,6 +28,12 @@ def test_the_event_log_is_kept_forever_and_state_is_compacted() -> None:
     }
     assert MODELS.config(1)["cleanup.policy"] == "compact"
     assert TopicSpec("x", "k", "d").config(3)["min.insync.replicas"] == "2"
+
+
+def test_training_examples_is_one_partition_whatever_the_default() -> None:
+    # Every by-lead partition promises each training-examples partition and each of them
+    # promises every by-lead partition back: extra partitions multiply markers, not speed.
+    assert TRAINING_EXAMPLES.partitions == 1
 
 
 def test_topic_names_are_unique_and_namespaced() -> None:
