@@ -19,6 +19,11 @@ been open ``worker_hold_ms``, when the worker is idle (a poll within that time r
 nothing), before the stall watch, before a rebalance and when the worker stops. Nothing
 anyone reads waits for it: it holds no record (its changelog writes are produced at the
 commit), only input offsets, and an abort or a crash redoes it with the batch after it.
+The model switch's promise markers (lead stage <-> trainer) are held the same way: a record
+waits for them only once its partition's gate, M records back, reaches the trainers'
+promise (a backlog), so a transaction of promises and store writes rides with the next one
+(without this, a sixth of the transactions under traffic carried only them: session 6 in
+docs/benchmarks.md). Identity's markers, which every release waits for, are never held.
 
 Faults (docs/operations.md, "What the worker does in each fault"):
 
@@ -55,6 +60,7 @@ from confluent_kafka import (
 )
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.streams.control import LEAD_MARKER, MARKER, TRAINER_MARKER
 from leadflow.streams.engine import kafka as k
 from leadflow.streams.engine.ends import EndOffsets
 from leadflow.streams.engine.stage import Record, Stage, Task, Unavailable
@@ -90,6 +96,22 @@ def dlq_headers(exc: Exception, topic: str, partition: int, offset: int) -> dict
         "leadflow.source.partition": str(partition).encode(),
         "leadflow.source.offset": str(offset).encode(),
     }
+
+
+# Records a held transaction may carry (module docstring): the model switch's promises.
+_HOLDABLE = frozenset({LEAD_MARKER.encode(), TRAINER_MARKER.encode()})
+
+
+def holdable(headers: Mapping[str, bytes] | None) -> bool:
+    """Whether a record may wait in a held transaction: a lead or trainer promise marker.
+
+    Example:
+        >>> holdable({"leadflow.marker": b"trainer"}), holdable({"leadflow.marker": b"identity"})
+        (True, False)
+        >>> holdable(None)
+        False
+    """
+    return headers is not None and headers.get(MARKER) in _HOLDABLE
 
 
 @dataclass
@@ -266,8 +288,9 @@ class Engine:
         self.watchdog = Watchdog(settings.worker_hung_call_seconds)
         self._troubles = 0
         # The open transaction of held batches (module docstring): the input offsets it
-        # carries, when it began, how many records it produced (changelogs excluded), and
-        # its offsets call still running, if any. ``_open`` is None when none is open.
+        # carries, when it began, how many records it produced (changelogs and holdable
+        # promise markers excluded), and its offsets call still running, if any. ``_open``
+        # is None when none is open.
         self._open: dict[TP, int] | None = None
         self._opened_at = 0.0
         self._outputs = 0
@@ -549,7 +572,8 @@ class Engine:
         listed: list[tuple[str, str | bytes | None]] | None = (
             list(headers.items()) if headers else None
         )
-        self._outputs += 1
+        if not holdable(headers):
+            self._outputs += 1
         while True:
             try:
                 self.producer.produce(

@@ -7,6 +7,7 @@ transactional call (abort) when the batch fails.
 
 from __future__ import annotations
 
+import doctest
 import threading
 import time
 from dataclasses import dataclass
@@ -15,11 +16,13 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from leadflow.streams.control import marker_record
+from leadflow.streams.engine import loop
 from leadflow.streams.engine.loop import Engine, _Context
 from leadflow.streams.engine.stage import Record, Stage, TaskContext, Unavailable
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.settings import load_settings
-from leadflow.streams.topics import EVENTS, LEAD_SCORED
+from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, LEAD_SCORED
 
 
 @dataclass
@@ -293,3 +296,65 @@ def test_a_bug_mid_batch_leaves_nothing_to_commit() -> None:
         eng._process([ValueMessage(EVENTS.name, 0, 6, b"bug")])
     eng._flush()  # what a revoke during the close would do
     assert "commit" not in [name for name, _ in producer.calls]
+
+
+class PromiseTask:
+    """Per record, by its value: ``lead`` / ``trainer`` / ``identity`` sends that stage's
+    watermark marker, ``send`` a data record."""
+
+    def on_record(self, ctx: TaskContext, record: Record) -> None:
+        if record.value == b"send":
+            ctx.send(LEAD_SCORED, b"k", b"out")
+            return
+        value, headers = marker_record(record.value.decode(), {record.partition: record.offset})
+        ctx.send(EVENTS_BY_LEAD, None, value, dict(headers), partition=0)
+
+    def on_batch_end(self, ctx: TaskContext) -> None:
+        pass
+
+
+def promise_engine(producer: FakeProducer) -> Engine:
+    eng = held_engine(producer)
+    for tp in list(eng.tasks):
+        eng.tasks[tp] = PromiseTask()
+    return eng
+
+
+def test_a_batch_of_promise_markers_rides_with_the_next_batch() -> None:
+    producer = FakeProducer(send_offsets_delay=0.0)
+    eng = promise_engine(producer)
+    eng._process(
+        [ValueMessage(EVENTS.name, 0, 5, b"lead"), ValueMessage(EVENTS.name, 1, 9, b"trainer")]
+    )
+    names = [name for name, _ in producer.calls]
+    assert names.count("produce") == 2  # in the open transaction, not yet readable
+    assert "commit" not in names
+    eng._process([ValueMessage(EVENTS.name, 0, 6, b"send")])
+    names = [name for name, _ in producer.calls]
+    assert (names.count("begin"), names.count("commit"), names[-1]) == (1, 1, "commit")
+    assert eng.positions == {(EVENTS.name, 0): 7, (EVENTS.name, 1): 10}
+    assert (eng.counters.held, eng.counters.commits) == (1, 1)
+
+
+def test_identity_markers_are_never_held() -> None:
+    producer = FakeProducer(send_offsets_delay=0.0)
+    eng = promise_engine(producer)
+    eng._process([ValueMessage(EVENTS.name, 0, 5, b"identity")])
+    assert [name for name, _ in producer.calls][-1] == "commit"
+    assert eng.counters.held == 0
+
+
+def test_held_promises_commit_when_the_worker_is_idle() -> None:
+    producer = FakeProducer(send_offsets_delay=0.0)
+    eng = promise_engine(producer)
+    eng._process([ValueMessage(EVENTS.name, 0, 5, b"trainer")])
+    eng._flush()
+    names = [name for name, _ in producer.calls]
+    assert (names.count("commit"), names[-1]) == (1, "commit")
+    assert eng.positions[(EVENTS.name, 0)] == 6
+
+
+def test_docstring_examples_run() -> None:
+    result = doctest.testmod(loop)
+    assert result.attempted > 0
+    assert result.failed == 0
