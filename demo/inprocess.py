@@ -63,10 +63,10 @@ from leadflow.processors.deadlines import next_deadline
 from leadflow.processors.derived import IdentityLinked, LeadMerged, MergeRequest, OwnerAssigned
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, lead_key
+from leadflow.processors.frontier import first_forwards, gate, promise
 from leadflow.processors.identity import IdentityState, identity_link, identity_route
 from leadflow.processors.lead_state import Derived, LeadState
 from leadflow.processors.merges import (
-    MAX_HOPS,
     Direct,
     LeadRecord,
     lead_advance,
@@ -421,64 +421,30 @@ class _Run:
         """Per hop count, the first buffered event that may still be forwarded.
 
         That is: its lead is a redirect, or the merged side of a merge request for it sorts
-        before it.
+        before it (``processors/frontier.py``).
         """
         if not part.merging and not any(lead in self.redirects for lead in part.held_leads):
             return {}
         held = [*part.buffer.held(), *((k, r, h) for k, _, _, r, h in part.forwarded)]
-        merging: set[str] = set()
-        first: dict[int, ReleaseKey] = {}
+        rows: list[tuple[ReleaseKey, str, int, bool]] = []
         for sort, record, hops in sorted(held, key=lambda x: x[0]):
             assert record.lead_id is not None
-            lead = lead_key(record.workspace_id, record.lead_id)
-            if isinstance(record, MergeRequest) and record.lead_id == record.absorbed_id:
-                merging.add(lead)
-                continue
-            state = self.leads.get(lead)
-            redirect = state is not None and state.merged_into is not None
-            # An event, or a survivor's request ("Chains" in processors/merges.py).
-            if (lead in merging or redirect) and hops not in first:
-                first[hops] = sort
-        return first
+            side = isinstance(record, MergeRequest) and record.lead_id == record.absorbed_id
+            rows.append((sort, lead_key(record.workspace_id, record.lead_id), hops, side))
+        return first_forwards(rows, self.redirects)
 
     # -- lead-stage frontier markers (markers=True) ---------------------------------------
 
     def _promise(self, index: int) -> Promise:
-        """What partition ``index`` can promise now, per hop count.
-
-        Hop 1 (forwards of records the identity stage sent): its inbound bound and its first
-        buffered record that may be forwarded. Hop ``h + 1``: its first such buffered hop-``h``
-        record and the hop-``h`` promises it has taken from every partition (what is still
-        on its way here). A promise never waits for one of the same or a higher hop: no cycle.
-        """
+        """What partition ``index`` can promise now, per hop count (``processors/frontier``)."""
         part = self.parts[index]
-        bound = self._inbound_bound(part)
-        own = self._may_forward(part)
-        marks: list[ReleaseKey | None] = []
-        for hop in range(1, MAX_HOPS + 1):
-            if bound is None:
-                marks.append(None)
-                continue
-            parts = [bound]
-            if hop - 1 in own:
-                parts.append(own[hop - 1])
-            if hop > 1:
-                none = (None,) * MAX_HOPS
-                taken = [part.views.get(q, none)[hop - 2] for q in range(len(self.parts))]
-                if any(t is None for t in taken):
-                    marks.append(None)
-                    continue
-                parts.extend(t for t in taken if t is not None)
-            marks.append(min(parts))
-        return tuple(marks)
+        return promise(
+            self._inbound_bound(part), self._may_forward(part), part.views, len(self.parts)
+        )
 
     def _gate(self, index: int) -> ReleaseKey | None:
         """The lowest promise this partition has taken (``None`` until every one spoke)."""
-        views = self.parts[index].views
-        marks = [m for q in range(len(self.parts)) for m in views.get(q, (None,))]
-        if any(m is None for m in marks):
-            return None
-        return min(m for m in marks if m is not None)
+        return gate(self.parts[index].views, len(self.parts))
 
     def _send_markers(self) -> None:
         """Each partition whose promise moved tells every partition (after its forwards)."""

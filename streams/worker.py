@@ -135,6 +135,7 @@ def build_stages(
         trainers=trainers,
         model_key=key,
         switch_records=settings.model_switch_records,
+        forwards=targets,  # every by-lead partition promises its forwards (issue 14)
     )
     return [
         identity_stage(

@@ -24,7 +24,17 @@ Store layout (one store per by-lead partition, changelogged like every store):
   (``processors.ordering.lead_promise``) and the positions of the last M released records
   (M = ``switch_records``: the gate of the model switch);
 - ``s`` + :func:`switch_sort` bytes -> a model marker (key = the workspace, value = the
-  snapshot) until the gate passes its switch position.
+  snapshot) until the gate passes its switch position;
+- ``o`` + sort bytes -> the hop count of an unreleased record a redirect forwarded (it
+  keeps its release key, "the forward frontier" below);
+- ``v`` -> JSON ``{"<partition>": [<hex>, ...]}``: every by-lead partition's latest forward
+  promises (``processors/frontier.py``), when the partition takes them (``peers > 0``).
+
+**The forward frontier** (issue 14, ``processors/frontier.py``): a record a redirect
+forwards keeps its release key and waits here with the others; a record is released only
+once every by-lead partition promised that no forward sorting before it will come
+(:meth:`StoredRelease.peek_ripe`). Promises compare release keys only (:func:`key_bytes`),
+not the records' bytes, as the reference compares ``ReleaseKey`` values.
 
 **The model switch gate** (``processors/ordering.py``, "the model switch"): a record is
 scored with the newest snapshot whose switch position ``S <= gate``, where the gate is the
@@ -47,6 +57,7 @@ import json
 from dataclasses import dataclass
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.processors.frontier import gate
 from leadflow.processors.ordering import (
     LowWatermark,
     ReleaseKey,
@@ -61,6 +72,8 @@ MARKS = b"w"
 MODEL_MARKS = b"m"
 FRONTIER = b"f"
 SWITCHES = b"s"
+HOPS = b"o"
+VIEWS = b"v"
 _SHIFT = 1 << 63  # event times may be negative: shifted, their bytes sort like the numbers
 
 
@@ -120,6 +133,31 @@ def position_sort(at: int, tiebreak: bytes) -> bytes:
     return (at + _SHIFT).to_bytes(8, "big") + tiebreak
 
 
+def key_bytes(sort: bytes) -> bytes:
+    """The release-key part of sort bytes (without the tiebreak): what promises compare.
+
+    Example:
+        >>> from leadflow.processors.ordering import release_key
+        >>> k = sort_bytes(release_key(100, 90, "e"))
+        >>> key_bytes(k + b"tiebreak") == k
+        True
+    """
+    end = sort.index(b"\x00", 16)  # the event id ends with NUL, then the rank's byte
+    return sort[: end + 2]
+
+
+def bound_bytes(low: int, lateness_ms: int) -> bytes:
+    """Bytes below every release key with ``at >= low - lateness_ms`` (and above lower ones).
+
+    Example:
+        >>> from leadflow.processors.ordering import release_key
+        >>> b = bound_bytes(100, 0)
+        >>> sort_bytes(release_key(99, 99, "e")) < b < sort_bytes(release_key(100, 0, ""))
+        True
+    """
+    return (low - lateness_ms + _SHIFT).to_bytes(8, "big")
+
+
 def at_of(sort: bytes) -> int:
     """The clamped time (``ReleaseKey.at``) that sort bytes start with."""
     return int.from_bytes(sort[:8], "big") - _SHIFT
@@ -167,6 +205,9 @@ class StoredRelease:
         switch_records: M, the gate of the model switch: a record is scored with the
             snapshots whose switch position is at or below the position of the M-th record
             released before it on this partition (0: its own position).
+        peers: how many by-lead partitions promise their forwards (the forward frontier:
+            every one must, before a release); 0: no frontier (forwards are applied on
+            arrival).
     """
 
     def __init__(
@@ -177,6 +218,7 @@ class StoredRelease:
         lateness_ms: int,
         trainers: int = 0,
         switch_records: int = 0,
+        peers: int = 0,
     ) -> None:
         if switch_records < 0:
             raise ValueError(f"switch_records must be >= 0, got {switch_records}")
@@ -203,6 +245,14 @@ class StoredRelease:
         heapq.heapify(self._heap)
         self._switches = [key[len(SWITCHES) :] for key, _ in ctx.items(store, SWITCHES)]
         heapq.heapify(self._switches)
+        self.peers = peers
+        self.hops = {key[len(HOPS) :]: int(v) for key, v in ctx.items(store, HOPS)}
+        raw = ctx.get(store, VIEWS)
+        self.views: dict[int, tuple[bytes | None, ...]] = {
+            int(q): _unpack(marks) for q, marks in (json.loads(raw) if raw else {}).items()
+        }
+        self._gate: bytes | None = gate(self.views, peers) if peers else None
+        self.last: bytes | None = None  # release key of the last release (this task's life)
         self._moved = False
         self._frontier_moved = False
         self.watermark: int | None = None  # the highest low watermark a release used
@@ -233,6 +283,19 @@ class StoredRelease:
         self.models.promise(source, mark)
         if self.models.marks[source] != before:
             self._moved = True
+
+    def take_front(self, source: int, marks: tuple[bytes | None, ...]) -> None:
+        """Take a by-lead partition's forward promises (the newest replace the older)."""
+        if self.views.get(source) == marks:
+            return
+        self.views[source] = marks
+        self._gate = gate(self.views, self.peers)
+        self._moved = True
+
+    @property
+    def front(self) -> bytes | None:
+        """The forward frontier: no forward sorting before it can still come here."""
+        return self._gate
 
     def add_switch(self, ctx: TaskContext, sort: bytes, held: Held) -> bool:
         """Keep a model marker (:func:`switch_sort`) until a gate passes it.
@@ -306,6 +369,14 @@ class StoredRelease:
         head = at_of(self._heap[0]) if self._heap else None
         if also is not None:
             head = also if head is None else min(head, also)
+        if self.peers:
+            # A forward still to come is released at its own key: it sorts at the frontier
+            # or after it (nothing can be promised before every partition spoke).
+            front = self._gate
+            if front is None:
+                return None
+            at = at_of(front)
+            head = at if head is None else min(head, at)
         promise = lead_promise(
             self.promised,
             head=head,
@@ -320,24 +391,40 @@ class StoredRelease:
         self._frontier_moved = True
         return promise
 
-    def add(self, ctx: TaskContext, sort: bytes, held: Held) -> bool:
+    def add(self, ctx: TaskContext, sort: bytes, held: Held, hops: int = 0) -> bool:
         """Buffer a record until it is ripe; ``False`` if the same bytes wait already.
+
+        ``hops`` > 0: a record a redirect forwarded with its release key; the frontier, not
+        the inbound watermark, covers it.
 
         Raises:
             WatermarkViolation: the record is already ripe under the promises taken: a record
                 sorting after it may have been released before it (a broken promise: the
-                caller decides; the record is buffered all the same).
+                caller decides; the record is buffered all the same). For a forwarded record:
+                a record sorting after it was released already.
         """
         if ctx.get(self.store, PENDING + sort) is not None:
             return False
         heapq.heappush(self._heap, sort)
         ctx.put(self.store, PENDING + sort, held.encode())
+        if hops:
+            self.hops[sort] = hops
+            ctx.put(self.store, HOPS + sort, str(hops).encode())
+            if self.last is not None and key_bytes(sort) < self.last:
+                raise WatermarkViolation(
+                    f"forwarded record at {at_of(sort)} arrived after a later one was released"
+                )
+            return True
         low = self.low
         if low is not None and at_of(sort) + self.lateness_ms < low:
             raise WatermarkViolation(
                 f"record at {at_of(sort)} arrived after watermark {low} was promised"
             )
         return True
+
+    def hops_of(self, sort: bytes) -> int:
+        """How many redirects forwarded the unreleased record ``sort`` (0: none)."""
+        return self.hops.get(sort, 0)
 
     def peek_ripe(self) -> bytes | None:
         """The sort bytes of the next record if it is ripe, else ``None``."""
@@ -346,6 +433,8 @@ class StoredRelease:
             return None
         head = self._heap[0]
         at = at_of(head)
+        if self.peers and (self._gate is None or key_bytes(head) > self._gate):
+            return None  # a forward sorting before it may still come
         if self.trainers:
             gate = self.gate(head)
             models = self.models.low
@@ -361,6 +450,10 @@ class StoredRelease:
         raw = ctx.get(self.store, PENDING + sort)
         ctx.put(self.store, PENDING + sort, None)
         assert raw is not None, "index and store disagree"
+        if self.hops.pop(sort, None) is not None:
+            ctx.put(self.store, HOPS + sort, None)
+        if self.peers:
+            self.last = key_bytes(sort)
         self.watermark = self.low
         at = at_of(sort)
         if self.released is None or at > self.released:
@@ -379,6 +472,9 @@ class StoredRelease:
                 if marks.marks:
                     value = {str(s): m for s, m in sorted(marks.marks.items())}
                     ctx.put(self.store, name, json.dumps(value, separators=(",", ":")).encode())
+            if self.views:
+                views = {str(q): _pack(m) for q, m in sorted(self.views.items())}
+                ctx.put(self.store, VIEWS, json.dumps(views, separators=(",", ":")).encode())
             self._moved = False
         if self._frontier_moved:
             frontier: dict[str, object] = {"promised": self.promised, "released": self.released}
@@ -386,3 +482,12 @@ class StoredRelease:
                 frontier["recent"] = self.recent
             ctx.put(self.store, FRONTIER, json.dumps(frontier, separators=(",", ":")).encode())
             self._frontier_moved = False
+
+
+def _pack(marks: tuple[bytes | None, ...]) -> list[str | None]:
+    """Promises as JSON: hex per hop count."""
+    return [None if m is None else m.hex() for m in marks]
+
+
+def _unpack(raw: list[str | None]) -> tuple[bytes | None, ...]:
+    return tuple(None if m is None else bytes.fromhex(m) for m in raw)

@@ -27,10 +27,19 @@ Every lead of the partition lives in the partition's own store, so a due deadlin
 applied where it is found, in the same transaction: the points where deadlines fire are a
 function of the log.
 
-Records for other leads (a merged lead's transfer to its survivor, events forwarded through
-a redirect) go back to ``events.by-lead`` keyed by their lead, with the hop count in header
-``leadflow.hops``; these *direct* records are applied when they arrive, as are records
-written before the release order (no ``leadflow.r``).
+Records for other leads go back to ``events.by-lead`` keyed by their lead. A merged lead's
+transfer to its survivor is a *direct* record, applied when it arrives (as are records
+written before the release order: no ``leadflow.r``). **Forwards** (issue 14): an event,
+or a survivor's merge request, that a redirect forwards when it is released keeps its
+release key (header ``leadflow.fwd``) and its hop count (``leadflow.hops``) and waits in
+the survivor partition's buffer for its turn, so records that reached a merged lead from
+other keys (a second device with the same email, lead-keyed events for the old id) are
+applied in event-time order. A partition releases a record only once every by-lead
+partition has promised that no forward sorting before it can still come: after each
+batch whose promises moved, a *forward marker* with per-hop promises goes to every by-lead
+partition (``processors/frontier.py``, ``streams/engine/frontier.py``; the reference is
+``demo/inprocess.py`` with ``markers=True``). With ``LeadDeps.forwards`` = 0 (tests of one
+stage alone) forwards are applied on arrival, as before.
 
 **The model switch** (with ``trainers > 0``; ``processors/ordering.py``, "the model switch").
 Every training example it sends carries the position of the record it came from (header
@@ -48,6 +57,7 @@ from __future__ import annotations
 import heapq
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -55,6 +65,7 @@ from leadflow.processors import derived as d
 from leadflow.processors.deadlines import next_deadline
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, scoped_key
+from leadflow.processors.frontier import first_forwards, promise
 from leadflow.processors.lead_state import Derived, LeadState, decode_lead_state, encode_lead_state
 from leadflow.processors.merges import (
     Direct,
@@ -85,10 +96,19 @@ from leadflow.streams.control import (
     int_header,
     take_marker,
 )
+from leadflow.streams.engine.frontier import (
+    FORWARD_MARKER,
+    FORWARD_SORT,
+    FrontMarkers,
+    parse_fronts,
+)
 from leadflow.streams.engine.loop import dlq_headers
 from leadflow.streams.engine.release import (
+    PENDING,
     Held,
     StoredRelease,
+    bound_bytes,
+    key_bytes,
     sort_bytes,
     switch_sort,
 )
@@ -157,6 +177,7 @@ class LeadDeps:
     trainers: int = 0  # partitions of leadflow.training-examples: each promises switches
     model_key: bytes = b""  # verifies the snapshots of model markers
     switch_records: int = 0  # M: the switch gate (LEADFLOW_MODEL_SWITCH_RECORDS)
+    forwards: int = 0  # partitions of events.by-lead promising forwards (0: applied on arrival)
 
 
 @dataclass
@@ -178,13 +199,22 @@ class LeadTask:
     lead early would make the order, and the owners it assigns, depend on the task's age).
     """
 
-    def __init__(self, deps: LeadDeps, ctx: TaskContext, markers: Markers | None = None) -> None:
+    def __init__(
+        self,
+        deps: LeadDeps,
+        ctx: TaskContext,
+        markers: Markers | None = None,
+        fronts: FrontMarkers | None = None,
+    ) -> None:
         self.deps = deps
         # The process's promises to the trainers (one marker per trainer partition per batch).
         self.markers = markers or Markers(deps.trainers, TRAINING_EXAMPLES, LEAD_MARKER)
+        # ... and its forward promises to every by-lead partition.
+        self.fronts = fronts or FrontMarkers(deps.forwards)
         self.clocks: dict[str, _Clock] = {}
         self.due: dict[bytes, int] = {}  # lead state key -> the due of its one live hint
         self.waiting: set[bytes] = set()  # leads waiting for a merged lead's state
+        self.redirects: set[str] = set()  # merged leads (they forward what they are given)
         for key, value in ctx.items(LEADS):
             state = decode_lead_state(value)
             due = next_deadline(state)
@@ -193,6 +223,8 @@ class LeadTask:
                 self.due[key] = due
             if state.awaiting:
                 self.waiting.add(key)
+            if state.merged_into is not None:
+                self.redirects.add(key.decode())
         for clock in self.clocks.values():
             heapq.heapify(clock.heap)
         self.moved: set[str] = set()
@@ -203,6 +235,7 @@ class LeadTask:
             deps.lateness_ms,
             trainers=deps.trainers,
             switch_records=deps.switch_records,
+            peers=deps.forwards,
         )
         self.steps = PendingSteps(ctx, PARTITION)  # clock steps waiting for their turn
         self.models: dict[str, ScoreModel] = {}  # switched to on this partition (store: routing)
@@ -217,6 +250,21 @@ class LeadTask:
         if deps.trainers:
             self.markers.reset(ctx.partition, self.release.promised)
         self._decoded: dict[bytes, LeadRecord] = {}  # buffered records, decoded on arrival
+        # Per buffered record: its lead, hop count and whether it is a merge request for the
+        # lead it absorbs (what may be forwarded, for the promises); from the store on build.
+        self._held: dict[bytes, tuple[str, int, bool]] = {}
+        self._held_leads: Counter[str] = Counter()  # leads of the buffered records
+        self._merging = 0  # buffered merge requests for the lead they absorb
+        if deps.forwards:
+            for key, raw in ctx.items(RELEASE, PENDING):
+                sort = key[len(PENDING) :]
+                held = Held.decode(raw)
+                try:
+                    obj = deps.codec.decode(held.value)
+                except LeadflowError:
+                    obj = None  # dead-lettered when released
+                self._index(sort, held.key, obj)
+            self.fronts.reset(ctx.partition, self._promises)
         # How long records waited for their turn (a metric only: outputs never see it).
         self._arrived: dict[bytes, float] = {}
         self._waits: list[float] = []
@@ -244,6 +292,8 @@ class LeadTask:
             self._take_marker(ctx, record)
         elif RECEIVED in headers and HOPS_HEADER not in headers:
             self._buffer(ctx, record)
+        elif FORWARD_SORT in headers and self.deps.forwards:
+            self._buffer(ctx, record, forwarded=True)
         else:
             # A direct record (a transfer, an event forwarded through a redirect) is applied
             # on arrival; so is a record written before the release order (no R').
@@ -253,6 +303,8 @@ class LeadTask:
                 self._step(ctx, record, obj, clock=not isinstance(obj, d.LeadTransfer)
                            and HOPS_HEADER not in headers)  # fmt: skip
         self._release(ctx, record)
+        if self.deps.forwards:
+            self.fronts.note(ctx.partition, self._promises)
         if self.deps.trainers:
             # A pending clock step's deadlines send examples at its position.
             promise = self.release.promise_trainer(bool(self.waiting), self.steps.head_at)
@@ -267,6 +319,8 @@ class LeadTask:
         self.steps.flush(ctx)
         if self.deps.trainers:
             self.markers.flush(ctx)
+        if self.deps.forwards:
+            self.fronts.flush(ctx)
         self.release.flush(ctx)
         now = time.monotonic()
         if now >= self._report_at:
@@ -305,6 +359,9 @@ class LeadTask:
             except LeadflowError as exc:
                 ctx.dead_letter(record, exc)
             return
+        if stage == FORWARD_MARKER.encode():
+            self._take_fronts(ctx, record)
+            return
         take_marker(
             record.headers,
             record.value,
@@ -318,6 +375,53 @@ class LeadTask:
             reject=lambda exc: ctx.dead_letter(record, exc),
             who="lead",
         )
+
+    def _take_fronts(self, ctx: TaskContext, record: Record) -> None:
+        """Take by-lead partitions' forward promises (``streams/engine/frontier.py``)."""
+        if not self.deps.forwards:
+            return  # a stage alone (tests): forwards are applied on arrival
+        try:
+            fronts = parse_fronts(record.value)
+        except LeadflowError as exc:
+            ctx.dead_letter(record, exc)
+            return
+        for source, marks in fronts.items():
+            if source < self.deps.forwards:
+                self.release.take_front(source, marks)
+            else:
+                log.warning("lead.marker_unknown_source", stage=FORWARD_MARKER, source=source,
+                            sources=self.deps.forwards)  # fmt: skip
+
+    def _promises(self) -> tuple[bytes | None, ...]:
+        """This partition's forward promises now (``processors/frontier.py``)."""
+        low = self.release.low
+        bound = None if low is None else bound_bytes(low, self.deps.lateness_ms)
+        return promise(bound, self._may_forward(), self.release.views, self.deps.forwards)
+
+    def _may_forward(self) -> dict[int, bytes]:
+        """Per hop count, the first buffered record that may still be forwarded."""
+        if not self._merging and not any(lead in self.redirects for lead in self._held_leads):
+            return {}  # the usual case: no redirect and no merge waits here
+        rows = [(key_bytes(sort), *self._held[sort]) for sort in sorted(self._held)]
+        return first_forwards(rows, self.redirects)
+
+    def _index(self, sort: bytes, key: bytes, obj: object) -> None:
+        """Index a buffered record for :meth:`_may_forward`."""
+        side = isinstance(obj, d.MergeRequest) and obj.lead_id == obj.absorbed_id
+        lead = key.decode()
+        self._held[sort] = (lead, self.release.hops_of(sort), side)
+        self._held_leads[lead] += 1
+        self._merging += side
+
+    def _unindex(self, sort: bytes) -> None:
+        entry = self._held.pop(sort, None)
+        if entry is None:
+            return
+        lead, _, side = entry
+        self._held_leads[lead] -= 1
+        if not self._held_leads[lead]:
+            del self._held_leads[lead]
+        self._merging -= side
 
     def _buffer_switch(self, ctx: TaskContext, record: Record) -> None:
         """Keep a model marker until its switch position is released."""
@@ -357,30 +461,46 @@ class LeadTask:
             return None
         return model
 
-    def _buffer(self, ctx: TaskContext, record: Record) -> None:
-        """Check a record from the identity stage and keep it until it is ripe."""
+    def _buffer(self, ctx: TaskContext, record: Record, *, forwarded: bool = False) -> None:
+        """Check a record from the identity stage (or a forward) and keep it until it is ripe."""
         obj = self._decode(ctx, record)
         if obj is None:
             return
         if not isinstance(obj, Event | d.MergeRequest):
-            ctx.dead_letter(record, LeadflowError(f"{type(obj).__name__} carries {RECEIVED}"))
+            what = FORWARD_SORT if forwarded else RECEIVED
+            ctx.dead_letter(record, LeadflowError(f"{type(obj).__name__} carries {what}"))
             return
         assert record.key is not None  # _decode checked it
+        hops = 0
         try:
-            received = int(record.headers[RECEIVED])
-            sort = sort_bytes(record_key(obj, received, self.deps.lateness_ms), record.value)
+            if forwarded:
+                hops = hops_of(record.headers)
+                if hops < 1:
+                    raise LeadflowError(f"a forward needs {HOPS_HEADER} >= 1")
+                kept = bytes.fromhex(record.headers[FORWARD_SORT].decode())
+                if key_bytes(kept) != kept:
+                    raise LeadflowError(f"{FORWARD_SORT} is not a release key")
+                sort = kept + record.value
+            else:
+                received = int(record.headers[RECEIVED])
+                sort = sort_bytes(record_key(obj, received, self.deps.lateness_ms), record.value)
         except (ValueError, LeadflowError) as exc:
             ctx.dead_letter(record, LeadflowError(f"no place in the release order: {exc}"))
             return
         try:
-            if self.release.add(ctx, sort, Held(record.key, record.value, record.offset)):
+            if self.release.add(ctx, sort, Held(record.key, record.value, record.offset), hops):
                 self._decoded[sort] = obj
                 self._arrived[sort] = time.monotonic()
+                if self.deps.forwards:
+                    self._index(sort, record.key, obj)
         except WatermarkViolation as exc:
             # Its source promised past it: the order is broken already. Kept (released
             # next), counted, logged loudly: a bug or a foreign writer of leadflow.events.
             self._decoded[sort] = obj
-            log.error("lead.watermark_violation", offset=record.offset, error=str(exc))
+            if self.deps.forwards:
+                self._index(sort, record.key, obj)
+            log.error("lead.watermark_violation", offset=record.offset, error=str(exc),
+                      forwarded=forwarded)  # fmt: skip
 
     def _release(self, ctx: TaskContext, cause: Record) -> None:
         """Apply ripe records and clock steps in key order; stop while a lead waits."""
@@ -392,18 +512,27 @@ class LeadTask:
                 return
             while (switch := self.release.due_switch(sort)) is not None:
                 self._switch(ctx, self.release.pop_switch(ctx, switch))
+            hops = self.release.hops_of(sort)
             held = self.release.pop(ctx, sort)
+            self._unindex(sort)
             self.position = self.release.released
             arrived = self._arrived.pop(sort, None)
             if arrived is not None:
                 self._waits.append(time.monotonic() - arrived)
-            record = Record(cause.topic, cause.partition, held.offset, held.key, held.value)
+            headers = {HOPS_HEADER: str(hops).encode()} if hops else {}
+            record = Record(cause.topic, cause.partition, held.offset, held.key, held.value,
+                            headers)  # fmt: skip
             obj = self._decoded.pop(sort, None) or self._decode(ctx, record)
             if obj is not None:
-                self._step(ctx, record, obj, clock=True)
+                self._step(ctx, record, obj, clock=True, sort=key_bytes(sort))
 
     def _step_clock(self, ctx: TaskContext, cause: Record, head: bytes | None) -> bool:
         """Apply the next clock step if it is ripe and sorts before the record ``head``."""
+        first = self.steps.head
+        if self.deps.forwards and first is not None:
+            front = self.release.front
+            if front is None or key_bytes(first) > front:
+                return False  # a forward sorting before it may still come, as for a record
         step = self.steps.pop_before(head, self.release.low, self.deps.lateness_ms)
         if step is None:
             return False
@@ -433,11 +562,20 @@ class LeadTask:
             return None
         return obj
 
-    def _step(self, ctx: TaskContext, record: Record, obj: LeadRecord, *, clock: bool) -> None:
+    def _step(
+        self,
+        ctx: TaskContext,
+        record: Record,
+        obj: LeadRecord,
+        *,
+        clock: bool,
+        sort: bytes | None = None,
+    ) -> None:
         """Apply one record to its lead; with ``clock``, move the event-time clock.
 
         Released records (and records written before the release order) move the clock and
-        fire what it made due; a direct record does not move it.
+        fire what it made due; a direct record does not move it. ``sort``: the release key
+        of a released record (what it forwards keeps it).
         """
         assert record.key is not None
         try:
@@ -455,11 +593,12 @@ class LeadTask:
                 routing=self._routing(ctx, ws),
                 facts=facts,
                 hops=hops_of(record.headers),
+                forward_requests=bool(self.deps.forwards),
             )
         except LeadflowError as exc:
             ctx.dead_letter(record, exc)
             return
-        self._apply(ctx, record, record.key, outcome)
+        self._apply(ctx, record, record.key, outcome, sort)
         if not clock:
             return
         at = self._clock(ctx, ws)
@@ -497,7 +636,14 @@ class LeadTask:
                 continue  # nothing to do now (a lead waiting for a merge defers it)
             self._apply(ctx, record, key, outcome)
 
-    def _apply(self, ctx: TaskContext, record: Record, key: bytes, outcome: LeadOutcome) -> None:
+    def _apply(
+        self,
+        ctx: TaskContext,
+        record: Record,
+        key: bytes,
+        outcome: LeadOutcome,
+        sort: bytes | None = None,
+    ) -> None:
         """Dead-letter what failed, send derived and direct records, store the state."""
         for failed, error in outcome.failed:
             # A parked event that broke an invariant when its lead resumed after a merge.
@@ -506,17 +652,25 @@ class LeadTask:
             ctx.send(DLQ, key, self.deps.codec.encode(failed), headers)
         self._emit(ctx, outcome.derived)
         for item in outcome.direct:
-            self._send_direct(ctx, item)
+            self._send_direct(ctx, item, sort)
         if outcome.state is not None:
             self._store(ctx, key, outcome.state)
+            if outcome.state.merged_into is not None:
+                self.redirects.add(key.decode())
             if outcome.state.awaiting:
                 self.waiting.add(key)  # holds the partition (processors/merges.py, Holding)
             else:
                 self.waiting.discard(key)
 
-    def _send_direct(self, ctx: TaskContext, item: Direct) -> None:
-        headers = {HOPS_HEADER: str(item.hops).encode()} if isinstance(item.record, Event) else None
-        ctx.send(EVENTS_BY_LEAD, item.key.encode(), self.deps.codec.encode(item.record), headers)
+    def _send_direct(self, ctx: TaskContext, item: Direct, sort: bytes | None) -> None:
+        """Send a record to another lead; a released record's forward keeps its key."""
+        record = item.record
+        headers: dict[str, bytes] | None = None
+        if isinstance(record, Event | d.MergeRequest):
+            headers = {HOPS_HEADER: str(item.hops).encode()}
+            if sort is not None and self.deps.forwards:
+                headers[FORWARD_SORT] = sort.hex().encode()
+        ctx.send(EVENTS_BY_LEAD, item.key.encode(), self.deps.codec.encode(record), headers)
 
     def _store(self, ctx: TaskContext, key: bytes, state: LeadState) -> None:
         ctx.put(LEADS, key, encode_lead_state(state))
@@ -560,9 +714,10 @@ class LeadTask:
 def lead_stage(deps: LeadDeps) -> Stage:
     """The lead stage over ``leadflow.events.by-lead``."""
     markers = Markers(deps.trainers, TRAINING_EXAMPLES, LEAD_MARKER)  # one per process
+    fronts = FrontMarkers(deps.forwards)
     return Stage(
         "lead",
         EVENTS_BY_LEAD,
         (LEADS, PARTITION, RELEASE),
-        lambda ctx: LeadTask(deps, ctx, markers),
+        lambda ctx: LeadTask(deps, ctx, markers, fronts),
     )

@@ -145,6 +145,11 @@ class PendingSteps:
         return len(self._heap)
 
     @property
+    def head(self) -> bytes | None:
+        """The sort bytes of the first pending step (the forward frontier gates it too)."""
+        return self._heap[0][0] if self._heap else None
+
+    @property
     def head_at(self) -> int | None:
         """The release time (``at``) of the first pending step; ``None`` if none."""
         return at_of(self._heap[0][0]) if self._heap else None

@@ -28,6 +28,7 @@ MODULES = [
     "events",
     "ordering",
     "policy_fit",
+    "frontier",
 ]
 
 
