@@ -344,6 +344,7 @@ class LeadTask:
             waiting=len(self.release),
             low_watermark=self.release.low,
             holding=len(self.waiting),
+            forward_markers=self.fronts.sent,  # marker records this process sent so far
         )
 
     # -- release order ---------------------------------------------------------------------
