@@ -22,7 +22,7 @@ caller sorts by (a ``ReleaseKey``, or release-key bytes).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from typing import TypeVar
 
 from leadflow.processors.merges import MAX_HOPS
@@ -37,6 +37,7 @@ def promise(
     own: Mapping[int, _Key],
     views: Mapping[int, Sequence[_Key | None]],
     peers: int,
+    relays: bool = True,
 ) -> tuple[_Key | None, ...]:
     """What a partition can promise now, per hop count 1..``MAX_HOPS``.
 
@@ -46,6 +47,9 @@ def promise(
         own: per hop count, the first buffered record that may still be forwarded.
         views: the promises taken from each partition (every one of ``peers``).
         peers: how many partitions promise.
+        relays: whether a forward this partition receives may be forwarded again
+            (:func:`relays`); if not, the hop-``h + 1`` promise does not wait for the
+            hop-``h`` promises taken, so it moves with the inbound bound at once.
 
     Example:
         >>> p = promise(50, {0: 20, 1: 40}, {0: (30,) * 8, 1: (10,) * 8}, 2)
@@ -62,7 +66,7 @@ def promise(
         parts = [bound]
         if hop - 1 in own:
             parts.append(own[hop - 1])
-        if hop > 1:
+        if hop > 1 and relays:
             taken = [views[q][hop - 2] if q in views else None for q in range(peers)]
             if any(t is None for t in taken):
                 marks.append(None)
@@ -109,3 +113,34 @@ def first_forwards(
         if (lead in merging or lead in redirects) and hops not in first:
             first[hops] = key
     return first
+
+
+def relays(
+    chained: bool,
+    surviving: Collection[str],
+    absorbing: Collection[str],
+    targets: Container[str],
+    redirects: Container[str],
+) -> bool:
+    """Whether a forward (hop >= 1) sorting before the inbound bound may be forwarded again.
+
+    A forward goes to the survivor ``X`` of a merge and sorts after that merge's requests,
+    which share their cause's ``at``: so if it sorts before the inbound bound, ``X``'s
+    survivor-side request is here already (released: ``targets``; buffered:
+    ``surviving``), and ``X`` forwards it only if it is a redirect by then, its merged-side
+    request here already too (released: ``redirects``; buffered: ``absorbing``). With no
+    lead on both sides (``chained``: a released survivor that is a redirect, i.e. a
+    survivor that merged away later, a chain), nothing received is forwarded before the
+    bound, and the hop-``h + 1`` promises need not wait for anyone's hop-``h`` ones.
+
+    Example:
+        >>> relays(False, [], [], {"x"}, {"y"}), relays(True, [], [], set(), set())
+        (False, True)
+        >>> relays(False, ["x"], ["x"], set(), set()), relays(False, [], ["x"], {"x"}, set())
+        (True, True)
+    """
+    return (
+        chained
+        or any(x in redirects or x in absorbing for x in surviving)
+        or any(x in targets for x in absorbing)
+    )

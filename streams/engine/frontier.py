@@ -16,11 +16,15 @@ identity stage's :class:`~leadflow.streams.stages.identity.Markers`, with hop ve
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from leadflow.processors.derived import MergeRequest
+from leadflow.processors.frontier import first_forwards, promise, relays
 from leadflow.processors.merges import MAX_HOPS
 from leadflow.streams.control import MARKER, ControlRecordError
+from leadflow.streams.engine.release import key_bytes
 from leadflow.streams.engine.stage import TaskContext
 from leadflow.streams.topics import EVENTS_BY_LEAD
 
@@ -110,3 +114,83 @@ class FrontMarkers:
             ctx.send(EVENTS_BY_LEAD, None, value, dict(headers), partition=target)
         self.sent += self.targets
         self.promised.update(moved)
+
+
+class Forwardable:
+    """What one by-lead partition may still forward, for its promises.
+
+    Its buffered records (lead, hop count, and whether each is a merge request for the lead
+    it absorbs or for its survivor), its redirects (merged leads) and its *targets*
+    (leads whose survivor-side request it released: only they receive forwards). The
+    caller rebuilds it on every task build: redirects from the lead states, targets from
+    the release store (``RELEASE`` keys ``t`` + lead), buffered records from the buffer.
+    """
+
+    def __init__(self, redirects: Iterable[str] = (), targets: Iterable[str] = ()) -> None:
+        self.redirects = set(redirects)
+        self.targets = set(targets)
+        self.chains = self.redirects & self.targets  # survivors that merged away later
+        self.held: dict[bytes, tuple[str, int, bool]] = {}  # sort -> lead, hops, absorbs
+        self.leads: Counter[str] = Counter()  # leads of buffered records
+        self.absorbing: Counter[str] = Counter()  # leads of buffered merged-side requests
+        self.surviving: Counter[str] = Counter()  # leads of buffered survivor-side requests
+        self._survives: set[bytes] = set()  # their sort bytes
+
+    def add(self, sort: bytes, lead: str, hops: int, record: object) -> None:
+        """Index a buffered record."""
+        absorbs = isinstance(record, MergeRequest) and record.lead_id == record.absorbed_id
+        survives = isinstance(record, MergeRequest) and record.lead_id == record.survivor_id
+        self.held[sort] = (lead, hops, absorbs)
+        self.leads[lead] += 1
+        if absorbs:
+            self.absorbing[lead] += 1
+        if survives or hops:  # a forwarded record's lead is a survivor as well
+            self.surviving[lead] += 1
+            self._survives.add(sort)
+
+    def remove(self, sort: bytes) -> None:
+        """A buffered record was released."""
+        entry = self.held.pop(sort, None)
+        if entry is None:
+            return
+        lead, _, absorbs = entry
+        survives = sort in self._survives
+        self._survives.discard(sort)
+        for counter, yes in ((self.leads, True), (self.absorbing, absorbs),
+                             (self.surviving, survives)):  # fmt: skip
+            if yes:
+                counter[lead] -= 1
+                if counter[lead] <= 0:
+                    del counter[lead]
+
+    def redirect(self, lead: str) -> None:
+        """``lead`` merged away: it forwards what it is given from now on."""
+        self.redirects.add(lead)
+        if lead in self.targets:
+            self.chains.add(lead)
+
+    def target(self, lead: str) -> bool:
+        """``lead``'s survivor-side request was released here; ``True`` if it is new."""
+        if lead in self.targets:
+            return False
+        self.targets.add(lead)
+        if lead in self.redirects:
+            self.chains.add(lead)
+        return True
+
+    def first(self) -> dict[int, bytes]:
+        """Per hop count, the release key of the first buffered record that may be forwarded."""
+        if not self.absorbing and not any(lead in self.redirects for lead in self.leads):
+            return {}  # the usual case: no redirect and no merge waits here
+        rows = [(key_bytes(sort), *self.held[sort]) for sort in sorted(self.held)]
+        return first_forwards(rows, self.redirects)
+
+    def relays(self) -> bool:
+        """Whether a forward received before the inbound bound may be forwarded again."""
+        return relays(
+            bool(self.chains), self.surviving, self.absorbing, self.targets, self.redirects
+        )
+
+    def promises(self, bound: bytes | None, views: Mapping[int, Marks], peers: int) -> Marks:
+        """The partition's promises (``processors/frontier.py``)."""
+        return promise(bound, self.first(), views, peers, self.relays())

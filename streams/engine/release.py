@@ -28,7 +28,10 @@ Store layout (one store per by-lead partition, changelogged like every store):
 - ``o`` + sort bytes -> the hop count of an unreleased record a redirect forwarded (it
   keeps its release key, "the forward frontier" below);
 - ``v`` -> JSON ``{"<partition>": [<hex>, ...]}``: every by-lead partition's latest forward
-  promises (``processors/frontier.py``), when the partition takes them (``peers > 0``).
+  promises (``processors/frontier.py``), when the partition takes them (``peers > 0``);
+- ``t`` + lead key -> empty: a lead whose survivor-side merge request was released here
+  (forwards come only to such leads; written by the lead stage,
+  ``streams/engine/frontier.Forwardable``).
 
 **The forward frontier** (issue 14, ``processors/frontier.py``): a record a redirect
 forwards keeps its release key and waits here with the others; a record is released only
@@ -74,6 +77,7 @@ FRONTIER = b"f"
 SWITCHES = b"s"
 HOPS = b"o"
 VIEWS = b"v"
+TARGETS = b"t"
 _SHIFT = 1 << 63  # event times may be negative: shifted, their bytes sort like the numbers
 
 

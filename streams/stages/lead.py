@@ -57,7 +57,6 @@ from __future__ import annotations
 import heapq
 import json
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -65,7 +64,6 @@ from leadflow.processors import derived as d
 from leadflow.processors.deadlines import next_deadline
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, scoped_key
-from leadflow.processors.frontier import first_forwards, promise
 from leadflow.processors.lead_state import Derived, LeadState, decode_lead_state, encode_lead_state
 from leadflow.processors.merges import (
     Direct,
@@ -99,12 +97,14 @@ from leadflow.streams.control import (
 from leadflow.streams.engine.frontier import (
     FORWARD_MARKER,
     FORWARD_SORT,
+    Forwardable,
     FrontMarkers,
     parse_fronts,
 )
 from leadflow.streams.engine.loop import dlq_headers
 from leadflow.streams.engine.release import (
     PENDING,
+    TARGETS,
     Held,
     StoredRelease,
     bound_bytes,
@@ -214,7 +214,7 @@ class LeadTask:
         self.clocks: dict[str, _Clock] = {}
         self.due: dict[bytes, int] = {}  # lead state key -> the due of its one live hint
         self.waiting: set[bytes] = set()  # leads waiting for a merged lead's state
-        self.redirects: set[str] = set()  # merged leads (they forward what they are given)
+        redirects: list[str] = []
         for key, value in ctx.items(LEADS):
             state = decode_lead_state(value)
             due = next_deadline(state)
@@ -224,7 +224,7 @@ class LeadTask:
             if state.awaiting:
                 self.waiting.add(key)
             if state.merged_into is not None:
-                self.redirects.add(key.decode())
+                redirects.append(key.decode())
         for clock in self.clocks.values():
             heapq.heapify(clock.heap)
         self.moved: set[str] = set()
@@ -250,20 +250,18 @@ class LeadTask:
         if deps.trainers:
             self.markers.reset(ctx.partition, self.release.promised)
         self._decoded: dict[bytes, LeadRecord] = {}  # buffered records, decoded on arrival
-        # Per buffered record: its lead, hop count and whether it is a merge request for the
-        # lead it absorbs (what may be forwarded, for the promises); from the store on build.
-        self._held: dict[bytes, tuple[str, int, bool]] = {}
-        self._held_leads: Counter[str] = Counter()  # leads of the buffered records
-        self._merging = 0  # buffered merge requests for the lead they absorb
+        # What this partition may still forward (its promises); rebuilt from the stores.
+        targets = [k[len(TARGETS) :].decode() for k, _ in ctx.items(RELEASE, TARGETS)]
+        self.forwardable = Forwardable(redirects, targets)
         if deps.forwards:
             for key, raw in ctx.items(RELEASE, PENDING):
                 sort = key[len(PENDING) :]
                 held = Held.decode(raw)
                 try:
-                    obj = deps.codec.decode(held.value)
+                    obj: object = deps.codec.decode(held.value)
                 except LeadflowError:
                     obj = None  # dead-lettered when released
-                self._index(sort, held.key, obj)
+                self.forwardable.add(sort, held.key.decode(), self.release.hops_of(sort), obj)
             self.fronts.reset(ctx.partition, self._promises)
         # How long records waited for their turn (a metric only: outputs never see it).
         self._arrived: dict[bytes, float] = {}
@@ -397,32 +395,7 @@ class LeadTask:
         """This partition's forward promises now (``processors/frontier.py``)."""
         low = self.release.low
         bound = None if low is None else bound_bytes(low, self.deps.lateness_ms)
-        return promise(bound, self._may_forward(), self.release.views, self.deps.forwards)
-
-    def _may_forward(self) -> dict[int, bytes]:
-        """Per hop count, the first buffered record that may still be forwarded."""
-        if not self._merging and not any(lead in self.redirects for lead in self._held_leads):
-            return {}  # the usual case: no redirect and no merge waits here
-        rows = [(key_bytes(sort), *self._held[sort]) for sort in sorted(self._held)]
-        return first_forwards(rows, self.redirects)
-
-    def _index(self, sort: bytes, key: bytes, obj: object) -> None:
-        """Index a buffered record for :meth:`_may_forward`."""
-        side = isinstance(obj, d.MergeRequest) and obj.lead_id == obj.absorbed_id
-        lead = key.decode()
-        self._held[sort] = (lead, self.release.hops_of(sort), side)
-        self._held_leads[lead] += 1
-        self._merging += side
-
-    def _unindex(self, sort: bytes) -> None:
-        entry = self._held.pop(sort, None)
-        if entry is None:
-            return
-        lead, _, side = entry
-        self._held_leads[lead] -= 1
-        if not self._held_leads[lead]:
-            del self._held_leads[lead]
-        self._merging -= side
+        return self.forwardable.promises(bound, self.release.views, self.deps.forwards)
 
     def _buffer_switch(self, ctx: TaskContext, record: Record) -> None:
         """Keep a model marker until its switch position is released."""
@@ -493,13 +466,13 @@ class LeadTask:
                 self._decoded[sort] = obj
                 self._arrived[sort] = time.monotonic()
                 if self.deps.forwards:
-                    self._index(sort, record.key, obj)
+                    self.forwardable.add(sort, record.key.decode(), hops, obj)
         except WatermarkViolation as exc:
             # Its source promised past it: the order is broken already. Kept (released
             # next), counted, logged loudly: a bug or a foreign writer of leadflow.events.
             self._decoded[sort] = obj
             if self.deps.forwards:
-                self._index(sort, record.key, obj)
+                self.forwardable.add(sort, record.key.decode(), hops, obj)
             log.error("lead.watermark_violation", offset=record.offset, error=str(exc),
                       forwarded=forwarded)  # fmt: skip
 
@@ -515,7 +488,7 @@ class LeadTask:
                 self._switch(ctx, self.release.pop_switch(ctx, switch))
             hops = self.release.hops_of(sort)
             held = self.release.pop(ctx, sort)
-            self._unindex(sort)
+            self.forwardable.remove(sort)
             self.position = self.release.released
             arrived = self._arrived.pop(sort, None)
             if arrived is not None:
@@ -524,8 +497,12 @@ class LeadTask:
             record = Record(cause.topic, cause.partition, held.offset, held.key, held.value,
                             headers)  # fmt: skip
             obj = self._decoded.pop(sort, None) or self._decode(ctx, record)
-            if obj is not None:
-                self._step(ctx, record, obj, clock=True, sort=key_bytes(sort))
+            if obj is None:
+                continue
+            survivor = isinstance(obj, d.MergeRequest) and obj.lead_id == obj.survivor_id
+            if self.deps.forwards and survivor and self.forwardable.target(held.key.decode()):
+                ctx.put(RELEASE, TARGETS + held.key, b"")  # forwards may come to it
+            self._step(ctx, record, obj, clock=True, sort=key_bytes(sort))
 
     def _step_clock(self, ctx: TaskContext, cause: Record, head: bytes | None) -> bool:
         """Apply the next clock step if it is ripe and sorts before the record ``head``."""
@@ -657,7 +634,7 @@ class LeadTask:
         if outcome.state is not None:
             self._store(ctx, key, outcome.state)
             if outcome.state.merged_into is not None:
-                self.redirects.add(key.decode())
+                self.forwardable.redirect(key.decode())
             if outcome.state.awaiting:
                 self.waiting.add(key)  # holds the partition (processors/merges.py, Holding)
             else:
