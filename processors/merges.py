@@ -38,16 +38,16 @@ This module is every by-lead record's entry point (:func:`lead_record_step`):
 
 **Chains**: a survivor that merged away before its merge's request is released (a form
 lead merged into an id an alias absorbed earlier) finds a redirect. With
-``forward_requests`` (the reference) the request is forwarded in its place like an event
-and the survivor's survivor waits for the transfer, forwarded along the same redirects and
-kept until then; without it (the worker, which applies forwards on arrival) the transfer
-is absorbed when it arrives.
+``forward_requests`` (the reference and the worker) the request is forwarded in its place
+like an event and the survivor's survivor waits for the transfer, forwarded along the same
+redirects and kept until then; without it (a lead stage that applies forwards on arrival)
+the transfer is absorbed when it arrives.
 
 Forwarded records (to a redirect's survivor) are applied when the lead stage gives them:
-the worker applies them when they arrive (the documented late rule for ids that merged
-away); the reference (``demo/inprocess.py``, "Forwards") keeps a forwarded event's release
-key and releases it in its place behind a forward frontier (docs/architecture.md,
-"Identity merges"). :data:`MAX_HOPS` bounds forwarding.
+the reference (``demo/inprocess.py``, "Forwards") and the worker (``streams/stages/lead.py``)
+keep a forwarded record's release key and release it in its place behind a forward
+frontier (``processors/frontier.py``; docs/architecture.md, "Identity merges").
+:data:`MAX_HOPS` bounds forwarding.
 """
 
 from __future__ import annotations
@@ -95,9 +95,9 @@ LeadRecord = Event | MergeRequest | LeadTransfer
 class Direct:
     """A record for another lead: send it to ``leadflow.events.by-lead`` keyed by ``key``.
 
-    The worker's lead stage applies direct records on arrival; the reference orders the
-    events a redirect forwards (module doc). ``hops`` goes with a forwarded event (a
-    transfer carries its own).
+    A transfer is applied on arrival; an event or request a redirect forwards keeps its
+    release key and waits for the forward frontier (module doc). ``hops`` goes with a
+    forwarded event (a transfer carries its own).
     """
 
     key: str
@@ -141,8 +141,8 @@ def lead_record_step(
         facts: the event's PII facts (see ``lead_step``).
         hops: how many redirects forwarded this event already.
         forward_requests: a lead stage that releases forwarded records in their place
-            (the reference, ``demo/inprocess.py``): a survivor's request that finds a
-            redirect is forwarded like an event, and a forwarded transfer waits for it
+            (the reference, ``demo/inprocess.py``, and the worker): a survivor's request
+            that finds a redirect is forwarded like an event, and a forwarded transfer waits for it
             ("Chains"). A stage that applies forwards on arrival must not (a request
             applied on arrival could hold a partition behind one waiting for it).
 
