@@ -41,9 +41,20 @@ from tests.integration.pipeline.test_crash_equivalence import (
 # 150 simulated people (1,407 messages with recycles and hand-offs) at a steady 8 messages/s:
 # slow enough that traffic flows through every fault of a run (each test checks it did).
 # Both runs take a model snapshot every few examples as the crash test's do
-# (``with_snapshot_every``), so models switch mid-feed and the model fields are compared too:
-# which snapshot scores a record is decided by the log (docs/architecture.md, the model switch).
+# (``with_snapshot_every``) and switch after SWITCH_RECORDS records, so models switch
+# mid-feed and the model fields are compared too: which snapshot scores a record is decided
+# by the log (docs/architecture.md, the model switch). At the default gate (100) a by-lead
+# partition of this feed (~125 records) released too few records after a snapshot's
+# position for one to score (measured: 4 snapshots published, only the prior scored).
 FEED = Feed(people=150, days=60.0, seed=7, rate=8.0)
+SWITCH_RECORDS = 10
+
+
+def switching(settings: Settings, home: Path) -> Settings:
+    """``settings`` with the cluster runs' snapshot frequency and model switch gate."""
+    return with_snapshot_every(settings, home).model_copy(
+        update={"model_switch_records": SWITCH_RECORDS}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +63,7 @@ def clean_single_broker(
 ) -> Outputs:
     """One worker on a fresh single broker, no faults."""
     home = tmp_path_factory.mktemp("clean-single-broker")
-    base = with_snapshot_every(base_settings, home)
+    base = switching(base_settings, home)
     with scratch_broker(base, home / "kafka") as (_broker, settings):
         clean = run_pipeline(settings, home, FEED, inbound_partitions=INBOUND_PARTITIONS)
     assert clean.problems() == [], "\n".join(clean.log)
@@ -180,7 +191,7 @@ class ClusterRun:
 
     def run(self, workers: int, faults: Sequence[Fault]) -> Outputs:
         """The pipeline on the cluster, ``workers`` workers at the start, ``faults``."""
-        settings = with_snapshot_every(self.settings, self.home)
+        settings = switching(self.settings, self.home)
         return run_pipeline(
             settings.model_copy(update={"worker_hung_call_seconds": HUNG_CALL_SECONDS}),
             self.home,
