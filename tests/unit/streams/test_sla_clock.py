@@ -29,20 +29,9 @@ from leadflow.processors.sla_clock import ClockStep, next_step, step_of
 from leadflow.streams.control import ControlRecordError
 from leadflow.streams.stages import sla_clock as stage_clock
 from leadflow.streams.stages.sla_clock import decode_steps, encode_steps
+from tests.integration.pipeline.journeys import HOUR, ICP, T0
 from tests.unit.demo.test_inprocess import journeys
 from tests.unit.streams.test_release_order import CODEC, run_stages, sim_events
-
-HOUR = 3_600_000
-T0 = 1_767_225_600_000
-ICP = {
-    "first_name": "Ada",
-    "last_name": "Lovelace",
-    "title": "VP Data Platform",
-    "company": "Acme",
-    "company_size": 3000,
-    "industry": "software",
-    "country": "US",
-}
 
 
 def test_docstring_examples_run() -> None:
