@@ -22,10 +22,10 @@ def identity_eval_cmd(
     r"""Count leads before and after identity merges, and what event-time order costs.
 
     Replays a seeded simulation through the pure identity and lead stages in-process
-    (no Kafka, no ClickHouse), once in event-time order and once in arrival order (the
-    faust worker), and prints leads before/after merges, merges by reason, how many lead
-    histories arrival order changed, partition holds, and the wait each allowed lateness
-    would add.
+    (no Kafka, no ClickHouse), once in event-time order and once in arrival order (as the
+    old faust worker applied records), and prints leads before/after merges, merges
+    by reason, how many lead histories arrival order changed, partition holds, and the wait
+    each allowed lateness would add.
 
     \b
     Examples:

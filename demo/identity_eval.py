@@ -3,7 +3,7 @@
 Replays a seeded simulation (``--form-first``: the share of people who submit the form
 before they log in, issue 14's split) through the pure pipeline of
 :mod:`leadflow.demo.inprocess` twice: with the lead stage ordered (release buffers, holds
-for merges) and applying records as they arrive (the faust worker). Reports:
+for merges) and applying records as they arrive (as the old faust worker did). Reports:
 
 - leads: lead ids that got events (the "before merges" count), merges with history
   (adopted or combined) and silent ones (an id with no history), live leads after merges,
@@ -121,7 +121,7 @@ def report(figures: IdentityEval) -> list[str]:
         f"adopted {f.adopted:,}); silent merges of ids without history {f.silent_merges:,}",
         f"live leads (after merges) {f.live_leads:,}; "
         f"leads that are no known person {f.split_people:,}",
-        "leads whose history differs in arrival order (the faust worker, partitions read "
+        "leads whose history differs in arrival order (the old faust worker's, partitions read "
         f"{ARRIVAL_BATCH} records in turn) {f.histories_changed:,}",
         f"records released in order {f.released:,}; partition holds for a merge {f.holds:,} "
         "(one lead-stage hop each)",

@@ -48,7 +48,8 @@ included. A forwarded event is dropped by its merged lead if the identity stage 
 The schedule picks, at every step, which enabled action runs next: deliver the next record
 of inbound partition *s*, or the next direct record of queue *q*. Any schedule must give
 the same derived events (tests/unit/demo/test_inprocess.py). With ``ordered=False`` the
-lead stage applies records as they arrive, as the faust worker does: the "before".
+lead stage applies records as they arrive, as the faust worker did before the release
+order: the "before".
 """
 
 from __future__ import annotations
