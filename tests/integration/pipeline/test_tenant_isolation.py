@@ -15,6 +15,7 @@ ClickHouse table. B's journey must have happened too (it is not just dead-letter
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,9 +27,11 @@ from confluent_kafka import Consumer, TopicPartition
 from leadflow.processors.events import Context, Event, Kind
 from leadflow.sinks.projector import Projector
 from leadflow.sinks.tables import LEAD_STATE, PROJECTED_TABLES
+from leadflow.streams.control import MARKER as CLOCK_HEADER
 from leadflow.streams.kafka_offsets import EndNotReached, read_to_end, topic_ends
 from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.settings import Settings
+from leadflow.streams.stages.sla_clock import CLOCK_MARKER, decode_steps
 from leadflow.streams.topics import (
     DLQ,
     EVENTS_BY_LEAD,
@@ -172,8 +175,26 @@ def _workspace_of(key: bytes | None, record: object) -> str | None:
     return A if f'"{A}"' in text else B if f'"{B}"' in text else None
 
 
+def _steps_of(value: bytes, workspace: str) -> list[bytes]:
+    """``workspace``'s clock steps in a clock record, each without its release position.
+
+    One clock record carries the steps of every workspace of a batch, and a step's ``at``
+    is its record's ``R'``: a position in the inbound partition, which every workspace
+    routed through that partition shares (docs/privacy.md). What the workspace decides
+    (its hour, the event that stepped, its event time) must not depend on another.
+    """
+    return [
+        json.dumps([s.workspace, s.value, s.key.occurred_at, s.key.event_id, s.key.rank]).encode()
+        for s in decode_steps(value)
+        if s.workspace == workspace
+    ]
+
+
 def records_of(settings: Settings, workspace: str) -> list[tuple[str, bytes, bytes]]:
-    """Every record the worker wrote for ``workspace``: (topic, key, value), sorted."""
+    """Every record the worker wrote for ``workspace``: (topic, key, value), sorted.
+
+    A clock record counts as one record per step of ``workspace`` (:func:`_steps_of`).
+    """
     ends = _ends(settings)
     consumer = Consumer(
         {
@@ -196,6 +217,9 @@ def records_of(settings: Settings, workspace: str) -> list[tuple[str, bytes, byt
     try:
         for msg in messages:
             key, value = msg.key(), msg.value() or b""
+            if (CLOCK_HEADER, CLOCK_MARKER.encode()) in (msg.headers() or []):
+                found += [(str(msg.topic()), b"clock", s) for s in _steps_of(value, workspace)]
+                continue
             try:
                 record: object = CODEC.decode(value)
             except Exception:  # a dead letter's raw value: its original event says whose
