@@ -45,6 +45,7 @@ from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
 from leadflow.streams.engine.kafka import WORKER_GROUP
 from leadflow.streams.local_kafka import LocalKafka, free_port, scratch_broker
 from leadflow.streams.settings import Settings, load_settings
+from leadflow.streams.stages.lead import WAIT_REPORT_SECONDS
 from leadflow.streams.topics import (
     EVENTS,
     EVENTS_BY_LEAD,
@@ -209,6 +210,39 @@ def wait_drained(running: Running, timeout: float, every: float = 0.25) -> float
         if time.monotonic() > deadline:
             raise RuntimeError(f"the pipeline did not drain in {timeout:.0f} s (lag {lag})")
         time.sleep(every)
+
+
+def release_waits(log: Path, since: float, until: float) -> list[dict[str, Any]]:
+    """The worker's ``lead.release_wait`` lines whose whole window lies in ``[since, until]``.
+
+    Each line covers one by-lead partition's records released in the
+    ``WAIT_REPORT_SECONDS`` before it (streams/stages/lead.py): the time they waited in the
+    release buffer for event-time order, the ordering's own cost (issue 14).
+
+    Example:
+        >>> import tempfile
+        >>> line = ('{"event": "lead.release_wait", "timestamp": "2026-12-04T10:00:40Z", '
+        ...         '"p50_ms": 20.5, "p99_ms": 61.0, "released": 90}')
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     log = Path(d) / "worker0.log"
+        ...     _ = log.write_text(line + "\\n" + "not json\\n")
+        ...     t = datetime(2026, 12, 4, 10, 0, tzinfo=UTC).timestamp()
+        ...     inside, late = release_waits(log, t, t + 60), release_waits(log, t + 20, t + 60)
+        >>> [w["p50_ms"] for w in inside], late
+        ([20.5], [])
+    """
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if '"lead.release_wait"' not in line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        at = datetime.fromisoformat(row["timestamp"]).timestamp()
+        if since + WAIT_REPORT_SECONDS <= at <= until and row.get("p50_ms") is not None:
+            found.append(row)
+    return found
 
 
 # -- scenarios ---------------------------------------------------------------------------
@@ -397,6 +431,7 @@ def end_to_end(
         probes.every = max(int(steady / 4), 10)
         watcher = SqlWatcher(running.settings)
         watcher.start()
+        steady_started = time.time()
         phase = send_http(
             probes.stream(simulated(int(steady * seconds), 2), int(steady * seconds)),
             collector_url=running.url,
@@ -425,6 +460,8 @@ def end_to_end(
         out["load"] = load.stop()
         watcher.stop.set()
         watcher.join(10)
+        worker_log = running.stacks[0].run_dir / "worker0.log"
+        out["release_waits"] = release_waits(worker_log, steady_started, time.time())
     seen = running.seen
     out["fresh_loaded_ms"] = sorted(
         (seen[f"{PROBE}{p}"] - t) * 1000 for p, t in loaded.acked.items() if f"{PROBE}{p}" in seen
@@ -452,6 +489,29 @@ def end_to_end(
 
 
 # -- figures -----------------------------------------------------------------------------
+
+
+def release_wait_figures(windows: list[dict[str, Any]], steady: str, cmd: str) -> list[Figure]:
+    """The event-time order's wait in the steady phases (none if no window fit in them)."""
+    if not windows:
+        print("release wait: no lead.release_wait window fit in the steady phases (each "
+              f"covers {WAIT_REPORT_SECONDS:.0f} s; give --seconds >= 20)", flush=True)  # fmt: skip
+        return []
+    p50s = sorted(float(w["p50_ms"]) for w in windows)
+    p99s = sorted(float(w["p99_ms"]) for w in windows)
+    released = sum(int(w.get("released", 0)) for w in windows)
+    markers = max(int(w.get("forward_markers") or 0) for w in windows)
+    where = (f"{len(windows)} partition windows of {WAIT_REPORT_SECONDS:.0f} s, {released:,} "
+             f"records released; {steady}")  # fmt: skip
+    return [
+        Figure("2", "  of which release wait for event-time order, p50 (median of windows)",
+               quantile(p50s, 0.5), "ms", command=cmd,
+               notes=f"window p50s {p50s[0]:.1f}-{p50s[-1]:.1f} ms; {where}"),
+        Figure("2", "  of which release wait for event-time order, p99 (median of windows)",
+               quantile(p99s, 0.5), "ms", command=cmd,
+               notes=f"window p99s {p99s[0]:.1f}-{p99s[-1]:.1f} ms; forward-marker records "
+               f"sent by the worker since its start: {markers:,}"),
+    ]  # fmt: skip
 
 
 def run(events: int, rate: float | None, seconds: float, two_workers: bool) -> list[Figure]:
@@ -526,6 +586,7 @@ def run(events: int, rate: float | None, seconds: float, two_workers: bool) -> l
                 ("delivery_ms", "hand-off produced -> received by a consumer"),
             )
         ),
+        *release_wait_figures(e2e["release_waits"], steady, cmd),
         Figure("3", "ack -> row in ClickHouse p50", quantile(fresh, 0.5), "ms", command=cmd,
                notes=f"{steady}; {len(fresh)} rows seen; poll every 50 ms"),
         Figure("3", "ack -> row in ClickHouse p99", quantile(fresh, 0.99), "ms", target="< 2 s",
