@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, TopicPartition
 from leadflow.processors.events import Context, Event, Kind
 from leadflow.sinks.projector import Projector
 from leadflow.sinks.tables import LEAD_STATE, PROJECTED_TABLES
-from leadflow.streams.control import MARKER
+from leadflow.streams.control import MARKER, header
 from leadflow.streams.kafka_offsets import EndNotReached, read_to_end, topic_ends
 from leadflow.streams.local_kafka import LocalKafka, install
 from leadflow.streams.settings import Settings
@@ -217,7 +217,7 @@ def records_of(settings: Settings, workspace: str) -> list[tuple[str, bytes, byt
     try:
         for msg in messages:
             key, value = msg.key(), msg.value() or b""
-            if (MARKER, CLOCK_MARKER.encode()) in (msg.headers() or []):
+            if header(msg.headers(), MARKER) == CLOCK_MARKER.encode():
                 found += [(str(msg.topic()), b"clock", s) for s in _steps_of(value, workspace)]
                 continue
             try:
