@@ -54,6 +54,12 @@ from leadflow.processors.scoring import DAY_MS, policy_engagement
 # of then, and a label is never taught from features newer than itself), so a run of scores
 # each within SETTLE_MS of the last is taught as it stands at the run's end.
 SETTLE_MS = 60_000
+# ...but a moment lasts at most one visit: scores each within SETTLE_MS of the last (a page
+# every half minute, a bot, a chatty integration) stop moving the snapshot this long after
+# the score that took it, so a window's horizon is fixed within half an hour of its opening
+# and its negative label comes. 30 minutes is the web-analytics session timeout (Segment,
+# Google Analytics, Amplitude); no settle in either simulated world runs that long.
+SETTLE_LIMIT_MS = 30 * 60_000
 
 
 def close_episode(
@@ -114,6 +120,7 @@ def close_episode(
         features={},
         pending=(),
         episode_after=max(s.episode_after, at),
+        moment_at=None,
     )
     # Later steps of this event (a recycle after the SQL of the same event) see the
     # episode closed.
@@ -150,12 +157,15 @@ def open_window(
         return state
     if not state.labelled and state.features_at is not None:
         newest = state.pending[-1].at if state.pending else state.features_at
-        if newest <= at_ms <= newest + SETTLE_MS:
-            return _settled(state, features, at_ms, policy)
+        began = newest if state.moment_at is None else state.moment_at
+        if newest <= at_ms <= min(newest + SETTLE_MS, began + SETTLE_LIMIT_MS):
+            return _settled(state, features, at_ms, policy, began)
         every_ms = int(policy.labels.snapshot_every_days * DAY_MS)
         if len(state.pending) >= policy.labels.later_snapshots or at_ms < newest + every_ms:
             return state
-        return dataclasses.replace(state, pending=(*state.pending, Snapshot(at_ms, dict(features))))
+        return dataclasses.replace(
+            state, pending=(*state.pending, Snapshot(at_ms, dict(features))), moment_at=at_ms
+        )
     if at_ms < state.episode_after:
         return state
     horizon_ms = int(policy.labels.negative_horizon_days * DAY_MS)
@@ -166,18 +176,27 @@ def open_window(
         labelled=False,
         label_due_at=at_ms + horizon_ms,
         pending=(),
+        moment_at=at_ms,
     )
 
 
-def _settled(state: LeadState, features: dict[str, float], at_ms: int, policy: Policy) -> LeadState:
+def _settled(
+    state: LeadState, features: dict[str, float], at_ms: int, policy: Policy, began: int
+) -> LeadState:
     """The newest snapshot replaced by a score of the same moment (see ``SETTLE_MS``)."""
     if state.pending:
         return dataclasses.replace(
-            state, pending=(*state.pending[:-1], Snapshot(at_ms, dict(features)))
+            state,
+            pending=(*state.pending[:-1], Snapshot(at_ms, dict(features))),
+            moment_at=began,
         )
     horizon_ms = int(policy.labels.negative_horizon_days * DAY_MS)
     return dataclasses.replace(
-        state, features=dict(features), features_at=at_ms, label_due_at=at_ms + horizon_ms
+        state,
+        features=dict(features),
+        features_at=at_ms,
+        label_due_at=at_ms + horizon_ms,
+        moment_at=began,
     )
 
 
@@ -252,6 +271,11 @@ def horizon_negative(
             )
         else:
             s = dataclasses.replace(
-                s, labelled=True, label_due_at=None, features={}, episode_after=after
+                s,
+                labelled=True,
+                label_due_at=None,
+                features={},
+                episode_after=after,
+                moment_at=None,
             )
     return s, examples

@@ -143,6 +143,9 @@ class LeadState:
     # Event ids the identity stage re-sent to this lead's survivor when it merged away (a
     # late identify's in-flight records, MergeRequest.resent): dropped here when they come.
     dropping: tuple[str, ...] = ()
+    # When the moment the newest snapshot settles over began (``labels.SETTLE_LIMIT_MS``):
+    # the open window's score, or its newest later snapshot's; ``None`` while labelled.
+    moment_at: int | None = None
 
 
 def encode_lead_state(state: LeadState) -> bytes:

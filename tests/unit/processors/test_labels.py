@@ -6,6 +6,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leadflow.processors import labels
 from leadflow.processors.deadlines import advance_time, next_deadline
 from leadflow.processors.derived import Stage, TrainingExample
 from leadflow.processors.errors import InvalidTransition
@@ -421,3 +422,32 @@ def test_a_later_snapshot_settles_over_its_moment_too() -> None:
     (later,) = state.pending
     assert later.at == T0 + 8 * DAY + 30_000
     assert "freq.pricing_page" in later.features
+
+
+def test_a_run_of_scores_settles_the_window_for_at_most_half_an_hour() -> None:
+    # A page every 40 s for two hours (a bot, a chatty integration): each score is within
+    # SETTLE_MS of the last, so before the bound the snapshot, and the window's horizon,
+    # moved to every new score and its negative label never came while the run lasted.
+    form = ev("f", Kind.FORM_SUBMITTED, 0, lead="L", **SMALL_FORM)
+    run_of_pages = [
+        ev(f"v{i}", Kind.VISIT, i * 40 * SECOND, lead="L", path="/docs") for i in range(1, 180)
+    ]
+    state, _ = run([form, *run_of_pages])
+    assert state.features_at is not None
+    half_hour = 30 * 60_000
+    assert half_hour == labels.SETTLE_LIMIT_MS
+    # The snapshot is the last page of the run's first half hour, not of its two hours.
+    assert T0 + half_hour - 40_000 < state.features_at <= T0 + half_hour
+    assert state.label_due_at == state.features_at + HORIZON
+    # The bound holds for a later snapshot's moment as well: from its own first score.
+    week = [
+        ev(f"w{i}", Kind.VISIT, 8 * 24 + i * 40 * SECOND, lead="L", path="/docs")
+        for i in range(180)
+    ]
+    later_state, _ = run([form, *week], policy=P3)
+    (later,) = later_state.pending
+    assert T0 + 8 * DAY + half_hour - 40_000 < later.at <= T0 + 8 * DAY + half_hour
+    # A labelled lead keeps no moment (the stored state stays as small as before).
+    done, _ = silence(state, 31)
+    assert done.labelled
+    assert done.moment_at is None
