@@ -24,7 +24,7 @@ from leadflow.streams.settings import load_settings
 )
 @click.pass_context
 def collector(ctx: click.Context, host: str | None, port: int | None, workers: int) -> None:
-    r"""Serve the Segment-compatible Tracking API in front of leadflow.events.
+    """Serve the Segment-compatible Tracking API in front of leadflow.events.
 
     \b
     POST /v1/track /v1/page /v1/identify /v1/alias /v1/batch (write key = Basic user)

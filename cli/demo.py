@@ -40,7 +40,7 @@ from leadflow.streams.local_kafka import LocalKafka
 def demo_cmd(
     ctx: click.Context, people: int, days: float, seed: int, out: Path, keep: bool, stop_only: bool
 ) -> None:
-    r"""Run the whole pipeline on simulated B2B traffic and show what it found.
+    """Run the whole pipeline on simulated B2B traffic and show what it found.
 
     Starts a real Kafka broker, the collector, a worker and the ClickHouse projector under
     LEADFLOW_DATA_DIR/demo (ports: the configured ones + 100), simulates PEOPLE prospects

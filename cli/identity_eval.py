@@ -19,7 +19,7 @@ import click
 def identity_eval_cmd(
     people: int, days: float, seed: int, form_first: float, partitions: int
 ) -> None:
-    r"""Count leads before and after identity merges, and what event-time order costs.
+    """Count leads before and after identity merges, and what event-time order costs.
 
     Replays a seeded simulation through the pure identity and lead stages in-process
     (no Kafka, no ClickHouse), once in event-time order and once in arrival order (as the

@@ -43,7 +43,7 @@ console = Console(stderr=False)
 @click.version_option(__version__, prog_name="leadflow")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    r"""leadflow: B2B lead generation as one event log.
+    """leadflow: B2B lead generation as one event log.
 
     Trackers and CRMs send events to the collector; Kafka keeps them forever; workers
     stitch identities, keep each lead's funnel stage and scores, and hand SQLs

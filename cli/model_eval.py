@@ -76,7 +76,7 @@ def model_eval_cmd(
     later_snapshots: int | None,
     clickhouse: bool,
 ) -> None:
-    r"""Measure the lead model against the rules and a batch baseline, offline.
+    """Measure the lead model against the rules and a batch baseline, offline.
 
     Replays a seeded simulation through the pure identity and lead processors (no Kafka;
     ClickHouse only with --clickhouse), trains each workspace's model on the examples

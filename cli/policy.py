@@ -109,7 +109,7 @@ def suggest_weights_cmd(
     days: float,
     l2: float,
 ) -> None:
-    r"""Suggest fit-rule points from labelled history; print them and a YAML diff.
+    """Suggest fit-rule points from labelled history; print them and a YAML diff.
 
     A lead is labelled by whether it ever reached the policy's labels.conversion stage;
     leads younger than labels.negative_horizon_days are left out. The points are the

@@ -44,7 +44,7 @@ class QueryFailed(LeadflowError):
 
 
 def one_line(exc: Exception, limit: int = 400) -> str:
-    r"""ClickHouse's reason for a failed query as one short line, without a stack trace.
+    """ClickHouse's reason for a failed query as one short line, without a stack trace.
 
     The driver's message may span lines (the query echoed back, or a server stack trace);
     the terminal gets the code and reason only, never the driver's Python traceback.
@@ -238,7 +238,7 @@ def _emit(
 
 @click.group("report")
 def report() -> None:
-    r"""Analytics reports over ClickHouse (dates are UTC, --to is exclusive).
+    """Analytics reports over ClickHouse (dates are UTC, --to is exclusive).
 
     \b
     leadflow report funnel --from 2026-01-01 --to 2026-02-01

@@ -175,7 +175,7 @@ def simulate(
     dry_run: bool,
     truth_path: Path | None,
 ) -> None:
-    r"""Simulate B2B lead-generation traffic and send it into leadflow.
+    """Simulate B2B lead-generation traffic and send it into leadflow.
 
     Seeded and deterministic: the same options give the same messages (ids included).
     People arrive over --days of event time through eight channels, read blogs and
