@@ -153,21 +153,18 @@ def open_window(
         >>> later.features, [(q.at - 5) // DAY_MS for q in later.pending]
         ({'x': 1.0}, [7])
     """
-    if not label_open(state, policy):
+    move = _window_move(state, at_ms, policy)
+    if move is None:
         return state
-    if not state.labelled and state.features_at is not None:
+    if move == "settle":
         newest = state.pending[-1].at if state.pending else state.features_at
         began = newest if state.moment_at is None else state.moment_at
-        if newest <= at_ms <= min(newest + SETTLE_MS, began + SETTLE_LIMIT_MS):
-            return _settled(state, features, at_ms, policy, began)
-        every_ms = int(policy.labels.snapshot_every_days * DAY_MS)
-        if len(state.pending) >= policy.labels.later_snapshots or at_ms < newest + every_ms:
-            return state
+        assert began is not None
+        return _settled(state, features, at_ms, policy, began)
+    if move == "snapshot":
         return dataclasses.replace(
             state, pending=(*state.pending, Snapshot(at_ms, dict(features))), moment_at=at_ms
         )
-    if at_ms < state.episode_after:
-        return state
     horizon_ms = int(policy.labels.negative_horizon_days * DAY_MS)
     return dataclasses.replace(
         state,
@@ -178,6 +175,40 @@ def open_window(
         pending=(),
         moment_at=at_ms,
     )
+
+
+def takes_score(state: LeadState, at_ms: int, policy: Policy) -> bool:
+    """Whether :func:`open_window` would change ``state`` for a score at ``at_ms``.
+
+    Lets a caller skip building the features when the window would not take them (most
+    daily decay checks of an open window, :mod:`rescore`).
+
+    Example:
+        >>> from leadflow.processors.policy_load import load_default_policy
+        >>> p = load_default_policy()
+        >>> s = open_window(LeadState("L", "ws", stage=Stage.LEAD), {"x": 1.0}, 5, p)
+        >>> takes_score(s, 905, p), takes_score(s, 5 + DAY_MS, p)  # the same moment; a day on
+        (True, False)
+    """
+    return _window_move(state, at_ms, policy) is not None
+
+
+def _window_move(state: LeadState, at_ms: int, policy: Policy) -> str | None:
+    """What a score at ``at_ms`` does to the window: settle, snapshot, open, or nothing."""
+    if not label_open(state, policy):
+        return None
+    if not state.labelled and state.features_at is not None:
+        newest = state.pending[-1].at if state.pending else state.features_at
+        began = newest if state.moment_at is None else state.moment_at
+        if newest <= at_ms <= min(newest + SETTLE_MS, began + SETTLE_LIMIT_MS):
+            return "settle"
+        every_ms = int(policy.labels.snapshot_every_days * DAY_MS)
+        if len(state.pending) >= policy.labels.later_snapshots or at_ms < newest + every_ms:
+            return None
+        return "snapshot"
+    if at_ms < state.episode_after:
+        return None
+    return "open"
 
 
 def _settled(

@@ -21,7 +21,7 @@ import dataclasses
 
 from leadflow.processors.derived import LeadScored, Stage, derived_id
 from leadflow.processors.features import lead_features
-from leadflow.processors.labels import open_window
+from leadflow.processors.labels import open_window, takes_score
 from leadflow.processors.lead_state import LeadState
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy import Policy
@@ -64,8 +64,6 @@ def rescore(
     fit, fit_hits = state.fit, state.fit_hits
     eng, eng_hits = policy_engagement(state.hits, at_ms, policy)
     s = dataclasses.replace(state, fit=fit, engagement=round(eng, 4))
-    features = lead_features(s, at_ms, policy)
-    model_score = round(model.predict(features), 4) if model is not None else state.model_score
     # Whether a re-score exists is decided by the rules alone: which model the worker holds is
     # not yet a function of the log (docs/architecture.md, the model-switch marker), and a
     # record's existence and id must be. With the lead's age a model feature, the model's
@@ -75,10 +73,14 @@ def rescore(
     if not moved:
         # Nothing is emitted, but the lead is still shown with its score: an open label
         # window samples this moment too (labels.later_snapshots), so cooling leads are
-        # taught as well. No window opens here (only at a score).
-        if not state.labelled:
-            state = open_window(state, features, at_ms, policy)
+        # taught as well. No window opens here (only at a score). Features are built only
+        # when the window takes them: most daily checks move nothing, and building the
+        # features (and the model's score) was most of a check's cost.
+        if not state.labelled and takes_score(state, at_ms, policy):
+            state = open_window(state, lead_features(s, at_ms, policy), at_ms, policy)
         return rescheduled(state, at_ms), None
+    features = lead_features(s, at_ms, policy)
+    model_score = round(model.predict(features), 4) if model is not None else state.model_score
     s = dataclasses.replace(
         s,
         fit_hits=fit_hits,

@@ -27,6 +27,18 @@ Every lead of the partition lives in the partition's own store, so a due deadlin
 applied where it is found, in the same transaction: the points where deadlines fire are a
 function of the log.
 
+**Quiet checks are not written.** Most deadlines that fire are a lead's daily decay check
+that moves nothing (no score emitted, no window sampled): it only moves ``rescore_due_at``
+by a day. Writing that state cost an encode, a store write and a changelog record per lead
+per day of event time, most of the worker's CPU on a catch-up (docs/benchmarks.md, session
+8). Such a check is kept in memory (``LeadTask.quiet``: the stored bytes it applies to and
+the new due time) and the store keeps the older state. A quiet check is a pure function of
+the state and its due time and changes nothing else, so a state read from the store is
+*caught up*: every check due by the workspace's clock that would be quiet is applied on
+read (``_caught_up``). A task rebuilt after a crash, an abort or a rebalance therefore
+reads exactly the states the task before it held, and the stored bytes are a function of
+the log up to such checks.
+
 Records for other leads go back to ``events.by-lead`` keyed by their lead. A merged lead's
 transfer to its survivor is a *direct* record, applied when it arrives (as are records
 written before the release order: no ``leadflow.r``). **Forwards** (issue 14): an event,
@@ -54,6 +66,7 @@ switch may still come for. So which snapshot scores a record is a function of th
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import time
@@ -70,6 +83,7 @@ from leadflow.processors.merges import (
     LeadOutcome,
     LeadRecord,
     check_lead_record_key,
+    is_quiet,
     lead_advance,
     lead_record_step,
 )
@@ -213,6 +227,9 @@ class LeadTask:
         self.fronts = fronts or FrontMarkers(deps.forwards)
         self.clocks: dict[str, _Clock] = {}
         self.due: dict[bytes, int] = {}  # lead state key -> the due of its one live hint
+        # Lead state key -> (stored bytes, rescore_due_at after the quiet checks applied to them).
+        self.quiet: dict[bytes, tuple[bytes, int | None]] = {}
+        self.quiet_checks = 0  # applied in memory since the last report (a metric only)
         self.waiting: set[bytes] = set()  # leads waiting for a merged lead's state
         redirects: list[str] = []
         for key, value in ctx.items(LEADS):
@@ -267,6 +284,10 @@ class LeadTask:
         self._arrived: dict[bytes, float] = {}
         self._waits: list[float] = []
         self._report_at = time.monotonic() + WAIT_REPORT_SECONDS
+        # The store keeps no quiet check: move every hint past the ones its clock reached,
+        # as the task before this one had (see "Quiet checks are not written").
+        for ws, clock in sorted(self.clocks.items()):
+            self._fire_due(ctx, None, ws, clock, fire=False)
 
     def _clock(self, ctx: TaskContext, workspace_id: str) -> _Clock:
         clock = self.clocks.get(workspace_id)
@@ -343,7 +364,9 @@ class LeadTask:
             low_watermark=self.release.low,
             holding=len(self.waiting),
             forward_markers=self.fronts.sent,  # marker records this process sent so far
+            quiet_checks=self.quiet_checks,  # decay checks kept in memory, not written
         )
+        self.quiet_checks = 0
 
     # -- release order ---------------------------------------------------------------------
 
@@ -557,8 +580,7 @@ class LeadTask:
         """
         assert record.key is not None
         try:
-            raw = ctx.get(LEADS, record.key)
-            state = decode_lead_state(raw) if raw else None
+            state = self._read(ctx, record.key)
             facts: PiiFacts | None = None
             if isinstance(obj, Event):
                 obj, facts = self._keep_pii_sealed(obj)
@@ -583,10 +605,18 @@ class LeadTask:
         if obj.occurred_at > at.at:
             at.at = obj.occurred_at
             self.moved.add(ws)
-        if not self.waiting:
-            self._fire_due(ctx, record, ws, at)
+        self._fire_due(ctx, record, ws, at, fire=not self.waiting)
 
-    def _fire_due(self, ctx: TaskContext, record: Record, ws: str, clock: _Clock) -> None:
+    def _fire_due(
+        self, ctx: TaskContext, record: Record | None, ws: str, clock: _Clock, *, fire: bool = True
+    ) -> None:
+        """Fire the deadlines the clock reached; without ``fire`` only their quiet checks.
+
+        ``fire`` is off while the partition holds for a merge (deadlines wait for the records
+        parked before them) and when a task is built: a lead's hint is then moved past its
+        quiet checks, but what emits waits, its hint still due.
+        """
+        deferred: list[tuple[int, bytes]] = []
         while clock.heap and clock.heap[0][0] <= clock.at:
             hint, key = heapq.heappop(clock.heap)
             if self.due.get(key) != hint:
@@ -595,24 +625,81 @@ class LeadTask:
             raw = ctx.get(LEADS, key)
             if raw is None:
                 continue  # erased since
-            state = decode_lead_state(raw)
-            due = next_deadline(state)
+            state = self._overlaid(key, raw)
+            caught = self._caught_up(ctx, state, clock.at)
+            if caught is not state:
+                self.quiet[key] = (raw, caught.rescore_due_at)
+            due = next_deadline(caught)
             if due is None:
                 continue
             if due > clock.at:
-                heapq.heappush(clock.heap, (due, key))  # moved on since the hint
-                self.due[key] = due
+                self._hint(clock, key, due)
                 continue
-            outcome = lead_advance(
-                state,
-                clock.at,
-                self.deps.policy,
-                routing=self._routing(ctx, ws),
-                model=self.model(ws),
-            )
-            if outcome.state == state and not outcome.derived and not outcome.direct:
+            if not fire or record is None:
+                deferred.append((due, key))
+                continue
+            outcome = self._advance(ctx, caught, clock.at)
+            if outcome.state == caught and not outcome.derived and not outcome.direct:
                 continue  # nothing to do now (a lead waiting for a merge defers it)
             self._apply(ctx, record, key, outcome)
+        for due, key in deferred:
+            self._hint(clock, key, due)
+
+    def _advance(self, ctx: TaskContext, state: LeadState, at: int) -> LeadOutcome:
+        ws = state.workspace_id
+        return lead_advance(
+            state, at, self.deps.policy, routing=self._routing(ctx, ws), model=self.model(ws)
+        )
+
+    def _caught_up(self, ctx: TaskContext, state: LeadState, at: int) -> LeadState:
+        """``state`` past every quiet check due by ``at``, up to the first that is not quiet.
+
+        One deadline at a time: what would emit stays due, so it fires in its turn among the
+        other leads' deadlines (the order is the hints' and must not depend on which checks
+        this task happens to have applied already).
+        """
+        while True:
+            due = next_deadline(state)
+            if due is None or due > at:
+                return state
+            outcome = self._advance(ctx, state, due)
+            if outcome.state is None or not is_quiet(state, outcome):
+                return state
+            self.quiet_checks += 1
+            state = outcome.state
+
+    def _read(self, ctx: TaskContext, key: bytes) -> LeadState | None:
+        """The lead's state as this task holds it: stored, its quiet checks caught up."""
+        raw = ctx.get(LEADS, key)
+        if raw is None:
+            return None
+        state = self._overlaid(key, raw)
+        clock = self._clock(ctx, state.workspace_id)
+        caught = self._caught_up(ctx, state, clock.at)
+        if caught is not state:
+            self.quiet[key] = (raw, caught.rescore_due_at)
+            due = next_deadline(caught)
+            if due is None:
+                self.due.pop(key, None)
+            else:
+                self._hint(clock, key, due)
+        return caught
+
+    def _overlaid(self, key: bytes, raw: bytes) -> LeadState:
+        """The stored state with the quiet checks this task applied to these bytes."""
+        state = decode_lead_state(raw)
+        quiet = self.quiet.get(key)
+        if quiet is None:
+            return state
+        if quiet[0] != raw:
+            del self.quiet[key]  # written since (``_store`` forgets it; this is a safety net)
+            return state
+        return dataclasses.replace(state, rescore_due_at=quiet[1])
+
+    def _hint(self, clock: _Clock, key: bytes, due: int) -> None:
+        if self.due.get(key) != due:
+            heapq.heappush(clock.heap, (due, key))
+            self.due[key] = due
 
     def _apply(
         self,
@@ -651,13 +738,15 @@ class LeadTask:
         ctx.send(EVENTS_BY_LEAD, item.key.encode(), self.deps.codec.encode(record), headers)
 
     def _store(self, ctx: TaskContext, key: bytes, state: LeadState) -> None:
+        clock = self._clock(ctx, state.workspace_id)
+        state = self._caught_up(ctx, state, clock.at)  # hints are always past quiet checks
         ctx.put(LEADS, key, encode_lead_state(state))
+        self.quiet.pop(key, None)
         due = next_deadline(state)
         if due is None:
             self.due.pop(key, None)
-        elif self.due.get(key) != due:
-            heapq.heappush(self._clock(ctx, state.workspace_id).heap, (due, key))
-            self.due[key] = due
+        else:
+            self._hint(clock, key, due)
 
     def _emit(self, ctx: TaskContext, out: list[Derived]) -> None:
         """Send the derived events; move the routing cursors their assignments moved."""

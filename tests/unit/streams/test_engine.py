@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import importlib
 import random
@@ -248,3 +249,84 @@ def test_a_lead_task_rebuilt_after_every_batch_sends_what_a_long_running_one_sen
     # in a rebuilt one (decay re-scores of seeds 0, 1 and 5 came out reordered).
     events = _traffic(seed)
     assert _sends(events, rebuild=True) == _sends(events, rebuild=False)
+
+
+@dataclass
+class WriteCountingContext(FakeContext):
+    """Counts lead-state writes that changed nothing but the next decay check."""
+
+    quiet_writes: int = 0
+    lead_writes: int = 0
+
+    def put(self, store: str, key: bytes, value: bytes | None) -> None:
+        before = self.get(store, key)
+        if store == LEADS and value is not None:
+            self.lead_writes += 1
+            if before is not None:
+                old, new = decode_lead_state(before), decode_lead_state(value)
+                if old != new and old == dataclasses.replace(
+                    new, rescore_due_at=old.rescore_due_at
+                ):
+                    self.quiet_writes += 1
+        super().put(store, key, value)
+
+
+def _months_of_traffic(seed: int, leads: int = 25) -> list[Event]:
+    """Leads that come back after weeks of silence, over five months: mostly quiet days."""
+    rng = random.Random(seed)
+    out: list[Event] = []
+    for n in range(leads):
+        lead = derive_lead_id("ws-a", f"q{n}@acme.io")
+        at = rng.uniform(0, 30 * 24)
+        form = {"email": f"q{n}@acme.io", "title": rng.choice(["VP Data", "Analyst"]),
+                "company_size": rng.choice([30, 3000]), "industry": "software"}  # fmt: skip
+        out.append(Event(f"q{n}-f", Kind.FORM_SUBMITTED, "ws-a", T0 + int(at * HOUR), T0,
+                         lead_id=lead, payload=form))  # fmt: skip
+        at += rng.uniform(0, 24)
+        for i in range(rng.randint(2, 5)):
+            path = rng.choice(["/pricing", "/docs", "/pricing/enterprise"])
+            out.append(Event(f"q{n}-{i}", Kind.VISIT, "ws-a", T0 + int(at * HOUR), T0,
+                             lead_id=lead, context=Context(path=path)))  # fmt: skip
+            at += rng.uniform(1, 40 * 24)
+    return sorted(out, key=lambda e: (e.occurred_at, e.event_id))
+
+
+def _months_sends(
+    events: list[Event], *, rebuild: bool
+) -> tuple[list[tuple[str, bytes | None, bytes]], WriteCountingContext, int]:
+    policy = load_default_policy()
+    deps = LeadDeps(CODEC, policy, lambda ws: ScoreModel(policy, ws), None)
+    ctx = WriteCountingContext()
+    task = LeadTask(deps, ctx)
+    quiet = 0
+    for offset, event in enumerate(events):
+        assert event.lead_id is not None
+        task.on_record(ctx, record(event, lead_key("ws-a", event.lead_id), offset))
+        if offset % 5 == 4 or offset == len(events) - 1:
+            task.on_batch_end(ctx)
+            ctx.commit()
+            quiet += task.quiet_checks
+            if rebuild:
+                task = LeadTask(deps, ctx)  # restored from the store, which has no quiet check
+                quiet += task.quiet_checks  # those the new task caught up while it was built
+    return ctx.sent, ctx, quiet
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_quiet_decay_checks_are_kept_in_memory_and_a_rebuilt_task_sends_the_same(
+    seed: int,
+) -> None:
+    # A daily decay check that moves nothing used to write the lead's state (and a changelog
+    # record) only to move its next check by a day: most lead writes of a catch-up. They are
+    # now kept in memory; a task rebuilt from the store catches them up and must send the
+    # same records, in the same order, as one that ran throughout.
+    events = _months_of_traffic(seed)
+    sent, ctx, quiet = _months_sends(events, rebuild=False)
+    rebuilt, rebuilt_ctx, _ = _months_sends(events, rebuild=True)
+    assert rebuilt == sent
+    assert ctx.quiet_writes == 0
+    assert rebuilt_ctx.quiet_writes == 0
+    decays = [s for s in ctx.decoded("leadflow.lead-scored") if isinstance(s, d.LeadScored)
+              and s.cause_event_id.startswith("decay:")]  # fmt: skip
+    assert len(decays) > len(events)  # the checks that moved a score are still sent
+    assert quiet > len(events)  # and most days of these leads were quiet
