@@ -206,34 +206,6 @@ def lead_advance(
     return LeadOutcome(new, list(out))
 
 
-def is_quiet(before: LeadState, outcome: LeadOutcome) -> bool:
-    """Whether ``outcome`` only moved the lead's next decay check (see :mod:`rescore`).
-
-    Such a check emits nothing and changes nothing else, and it is a pure function of the
-    state and its due time, so the worker keeps it in memory instead of writing the state
-    (``streams/stages/lead.py``, "Quiet checks are not written").
-
-    Example:
-        >>> from leadflow.processors.derived import Stage
-        >>> s = LeadState("L", "ws", stage=Stage.LEAD, rescore_due_at=5)
-        >>> is_quiet(s, LeadOutcome(dataclasses.replace(s, rescore_due_at=9)))
-        True
-        >>> is_quiet(s, LeadOutcome(dataclasses.replace(s, rescore_due_at=9, fit=0.5)))
-        False
-        >>> is_quiet(s, LeadOutcome(s))
-        False
-    """
-    after = outcome.state
-    return (
-        after is not None
-        and not outcome.derived
-        and not outcome.direct
-        and not outcome.failed
-        and after.rescore_due_at != before.rescore_due_at
-        and after == dataclasses.replace(before, rescore_due_at=after.rescore_due_at)
-    )
-
-
 def _on_event(
     state: LeadState | None,
     event: Event,

@@ -106,4 +106,40 @@ def rescore(
     return rescheduled(open_window(s, features, at_ms, policy), at_ms), scored
 
 
-__all__ = ["MIN_POINTS", "QUIET_DAYS", "RESCORED_STAGES", "rescheduled", "rescore"]
+def quiet_through(state: LeadState, at_ms: int, policy: Policy) -> LeadState:
+    """``state`` past its quiet decay checks due by ``at_ms``, up to the first that is not.
+
+    A *quiet* check is one :func:`rescore` would make without emitting anything or changing
+    anything but ``rescore_due_at``: it is the lead's next deadline (no SLA or label due at or
+    before it), the rules moved less than :data:`MIN_POINTS` and the label window does not
+    take the moment. Applying it changes nothing anyone sees, so the worker keeps it in
+    memory instead of writing the state (``streams/stages/lead.py``). Stops at the first
+    deadline that would emit or change more, which then fires in its turn; a lead that is a
+    redirect or waits for a merge is left alone (its deadlines are deferred).
+
+    Example:
+        >>> s = LeadState("L", "ws", stage=Stage.LEAD, rescore_due_at=DAY_MS)
+        >>> from leadflow.processors.policy_load import load_default_policy
+        >>> quiet_through(s, 3 * DAY_MS + 1, load_default_policy()).rescore_due_at // DAY_MS
+        4
+    """
+    if state.merged_into is not None or state.awaiting:
+        return state
+    while True:
+        due = state.rescore_due_at
+        if due is None or due > at_ms or state.stage not in RESCORED_STAGES:
+            return state
+        sla = state.sla_due_at if state.stage is Stage.MQL and not state.sla_breached else None
+        if sla is not None and sla <= due:
+            return state
+        if not state.labelled and state.label_due_at is not None and state.label_due_at <= due:
+            return state
+        eng, _ = policy_engagement(state.hits, due, policy)
+        if abs((state.fit + eng) - (state.fit + state.engagement)) >= MIN_POINTS:
+            return state
+        if not state.labelled and takes_score(state, due, policy):
+            return state
+        state = rescheduled(state, due)
+
+
+__all__ = ["MIN_POINTS", "QUIET_DAYS", "RESCORED_STAGES", "quiet_through", "rescheduled", "rescore"]

@@ -70,6 +70,7 @@ import dataclasses
 import heapq
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -83,7 +84,6 @@ from leadflow.processors.merges import (
     LeadOutcome,
     LeadRecord,
     check_lead_record_key,
-    is_quiet,
     lead_advance,
     lead_record_step,
 )
@@ -91,6 +91,7 @@ from leadflow.processors.model import ScoreModel, SnapshotError
 from leadflow.processors.ordering import DEFAULT_LATENESS_MS, WatermarkViolation, record_key
 from leadflow.processors.pii import PiiFacts, keep_sealed
 from leadflow.processors.policy import Policy
+from leadflow.processors.rescore import quiet_through
 from leadflow.processors.routing import RoutingState
 from leadflow.schemas.codec import Codec
 from leadflow.streams.control import (
@@ -136,6 +137,10 @@ from leadflow.streams.stages.sla_clock import CLOCK_MARKER, PendingSteps, decode
 from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD, TRAINING_EXAMPLES
 
 log = get_logger(__name__)
+
+# Decoded lead states a task keeps (least recently read first out): ~15 KB each in memory,
+# so 256 per partition task is ~4 MB, ~48 MB for a worker owning 12 partitions.
+STATE_CACHE = 256
 
 LEADS = "leads"
 PARTITION = "routing"  # the faust worker's name for this changelog, kept
@@ -229,7 +234,8 @@ class LeadTask:
         self.due: dict[bytes, int] = {}  # lead state key -> the due of its one live hint
         # Lead state key -> (stored bytes, rescore_due_at after the quiet checks applied to them).
         self.quiet: dict[bytes, tuple[bytes, int | None]] = {}
-        self.quiet_checks = 0  # applied in memory since the last report (a metric only)
+        self.quiet_checks = 0  # catch-ups since the last report (a metric only)
+        self.states: OrderedDict[bytes, tuple[bytes, LeadState]] = OrderedDict()  # _state_of
         self.waiting: set[bytes] = set()  # leads waiting for a merged lead's state
         redirects: list[str] = []
         for key, value in ctx.items(LEADS):
@@ -364,7 +370,7 @@ class LeadTask:
             low_watermark=self.release.low,
             holding=len(self.waiting),
             forward_markers=self.fronts.sent,  # marker records this process sent so far
-            quiet_checks=self.quiet_checks,  # decay checks kept in memory, not written
+            quiet_checks=self.quiet_checks,  # leads whose quiet decay checks were kept in memory
         )
         self.quiet_checks = 0
 
@@ -626,7 +632,7 @@ class LeadTask:
             if raw is None:
                 continue  # erased since
             state = self._overlaid(key, raw)
-            caught = self._caught_up(ctx, state, clock.at)
+            caught = self._caught_up(state, clock.at)
             if caught is not state:
                 self.quiet[key] = (raw, caught.rescore_due_at)
             due = next_deadline(caught)
@@ -651,22 +657,12 @@ class LeadTask:
             state, at, self.deps.policy, routing=self._routing(ctx, ws), model=self.model(ws)
         )
 
-    def _caught_up(self, ctx: TaskContext, state: LeadState, at: int) -> LeadState:
-        """``state`` past every quiet check due by ``at``, up to the first that is not quiet.
-
-        One deadline at a time: what would emit stays due, so it fires in its turn among the
-        other leads' deadlines (the order is the hints' and must not depend on which checks
-        this task happens to have applied already).
-        """
-        while True:
-            due = next_deadline(state)
-            if due is None or due > at:
-                return state
-            outcome = self._advance(ctx, state, due)
-            if outcome.state is None or not is_quiet(state, outcome):
-                return state
+    def _caught_up(self, state: LeadState, at: int) -> LeadState:
+        """``state`` past its quiet checks due by ``at`` (``rescore.quiet_through``)."""
+        caught = quiet_through(state, at, self.deps.policy)
+        if caught is not state:
             self.quiet_checks += 1
-            state = outcome.state
+        return caught
 
     def _read(self, ctx: TaskContext, key: bytes) -> LeadState | None:
         """The lead's state as this task holds it: stored, its quiet checks caught up."""
@@ -675,7 +671,7 @@ class LeadTask:
             return None
         state = self._overlaid(key, raw)
         clock = self._clock(ctx, state.workspace_id)
-        caught = self._caught_up(ctx, state, clock.at)
+        caught = self._caught_up(state, clock.at)
         if caught is not state:
             self.quiet[key] = (raw, caught.rescore_due_at)
             due = next_deadline(caught)
@@ -687,7 +683,7 @@ class LeadTask:
 
     def _overlaid(self, key: bytes, raw: bytes) -> LeadState:
         """The stored state with the quiet checks this task applied to these bytes."""
-        state = decode_lead_state(raw)
+        state = self._state_of(key, raw)
         quiet = self.quiet.get(key)
         if quiet is None:
             return state
@@ -695,6 +691,28 @@ class LeadTask:
             del self.quiet[key]  # written since (``_store`` forgets it; this is a safety net)
             return state
         return dataclasses.replace(state, rescore_due_at=quiet[1])
+
+    def _state_of(self, key: bytes, raw: bytes) -> LeadState:
+        """``decode_lead_state(raw)``, from the task's cache while these are the bytes.
+
+        A lead is read at each of its records and deadlines; decoding a state is ~130 µs.
+        A write caches the state it encoded: the codec reads a lead state back exactly,
+        down to each value's type (``tests/unit/processors/test_codec_equivalence.py``), so
+        a hit is what a decode would return, in a long-running task as in a rebuilt one.
+        """
+        hit = self.states.get(key)
+        if hit is not None and hit[0] == raw:
+            self.states.move_to_end(key)
+            return hit[1]
+        state = decode_lead_state(raw)
+        self._cache(key, raw, state)
+        return state
+
+    def _cache(self, key: bytes, raw: bytes, state: LeadState) -> None:
+        self.states[key] = (raw, state)
+        self.states.move_to_end(key)
+        if len(self.states) > STATE_CACHE:
+            self.states.popitem(last=False)
 
     def _hint(self, clock: _Clock, key: bytes, due: int) -> None:
         if self.due.get(key) != due:
@@ -739,8 +757,10 @@ class LeadTask:
 
     def _store(self, ctx: TaskContext, key: bytes, state: LeadState) -> None:
         clock = self._clock(ctx, state.workspace_id)
-        state = self._caught_up(ctx, state, clock.at)  # hints are always past quiet checks
-        ctx.put(LEADS, key, encode_lead_state(state))
+        state = self._caught_up(state, clock.at)  # hints are always past quiet checks
+        raw = encode_lead_state(state)
+        ctx.put(LEADS, key, raw)
+        self._cache(key, raw, state)
         self.quiet.pop(key, None)
         due = next_deadline(state)
         if due is None:
