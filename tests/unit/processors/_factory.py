@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from leadflow.demo.simulator.generator import SimConfig, Simulation
+from leadflow.demo.simulator.send import message_to_event
+from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.identity import IdentityState, identity_step
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 HOUR = 3_600_000
@@ -55,3 +60,27 @@ ICP_FORM = {
     "industry": "software",
     "country": "US",
 }
+
+
+def simulated_journey(
+    config: SimConfig, on_device: Callable[[IdentityState], None], on_lead: Callable[[Event], None]
+) -> dict[str, IdentityState]:
+    """Feed a seeded simulation through ``identity_step``; hand each device state and each
+    routed event to the callbacks (the caller keeps the lead states). Events a processor
+    refuses (``LeadflowError``) are skipped, as the worker would dead-letter them."""
+    devices: dict[str, IdentityState] = {}
+    for message in Simulation(config).messages():
+        event = message_to_event(message, WS)
+        try:
+            device, routed = identity_step(devices.get(event.person_key), event)
+        except LeadflowError:
+            continue
+        if device is not None:
+            devices[event.person_key] = device
+            on_device(device)
+        for r in routed:
+            try:
+                on_lead(r)
+            except LeadflowError:
+                continue
+    return devices

@@ -26,20 +26,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadflow.demo.simulator.generator import SimConfig, Simulation
-from leadflow.demo.simulator.send import message_to_event
+from leadflow.demo.simulator.generator import SimConfig
 from leadflow.processors.codec import COMPRESS_OVER, VERSION, StateDecodeError, decode, encode
 from leadflow.processors.deadlines import advance_time
 from leadflow.processors.derived import OwnerAssigned
-from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Context, Event, Kind
-from leadflow.processors.identity import IdentityState, identity_step
+from leadflow.processors.identity import IdentityState
 from leadflow.processors.lead import lead_step
 from leadflow.processors.lead_state import LeadState, Parked
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.pii import PiiFacts
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.processors.routing import RoutingState
+
+from ._factory import simulated_journey
 
 T = TypeVar("T")
 
@@ -325,34 +325,27 @@ def test_every_state_of_a_simulated_journey_is_byte_identical() -> None:
         model.learn({"fit": 80.0, "engagement": 60.0, "n.pricing_page": 2.0}, True)
         model.learn({"fit": 10.0, "engagement": 5.0, "n.page_view": 1.0}, False)
     routing = RoutingState()
-    devices: dict[str, IdentityState] = {}
     leads: dict[str, LeadState] = {}
     checked: list[bytes] = []
-    for message in Simulation(SimConfig(people=150, days=90.0, seed=11)).messages():
-        event = message_to_event(message, "ws-1")
-        try:
-            device, routed = identity_step(devices.get(event.person_key), event)
-        except LeadflowError:
-            continue
-        if device is not None:
-            devices[event.person_key] = device
-            checked.append(assert_same(device))
-        for r in routed:
-            lead = str(r.lead_id)
-            try:
-                state, out = lead_step(leads.get(lead), r, policy, model, routing=routing)
-            except LeadflowError:
-                continue
-            state, due = advance_time(state, r.occurred_at, policy, routing=routing)
-            leads[lead] = state
-            checked.append(assert_same(state))
-            assert_reads_back_exactly(state, checked[-1])
-            for obj in [*out, *due]:
-                if isinstance(obj, OwnerAssigned):
-                    routing = RoutingState(routing.cursors | {obj.pool: obj.cursor_after})
-            # Later on, deadlines fire: SLA breaches and labels change the state's tail.
-            later, _ = advance_time(state, r.occurred_at + 60 * 86_400_000, policy)
-            checked.append(assert_same(later))
+
+    def on_lead(r: Event) -> None:
+        nonlocal routing
+        lead = str(r.lead_id)
+        state, out = lead_step(leads.get(lead), r, policy, model, routing=routing)
+        state, due = advance_time(state, r.occurred_at, policy, routing=routing)
+        leads[lead] = state
+        checked.append(assert_same(state))
+        assert_reads_back_exactly(state, checked[-1])
+        for obj in [*out, *due]:
+            if isinstance(obj, OwnerAssigned):
+                routing = RoutingState(routing.cursors | {obj.pool: obj.cursor_after})
+        # Later on, deadlines fire: SLA breaches and labels change the state's tail.
+        later, _ = advance_time(state, r.occurred_at + 60 * 86_400_000, policy)
+        checked.append(assert_same(later))
+
+    devices = simulated_journey(
+        SimConfig(people=150, days=90.0, seed=11), lambda d: checked.append(assert_same(d)), on_lead
+    )
     final = list(leads.values())
     # Not vacuous: the journey produced the parts of a state that trimming and types touch.
     assert len(devices) > 100
