@@ -5,7 +5,7 @@ data directory per process, and nothing measured shares an interpreter with anot
 measurement). The rows are gathered from the JSON lines and printed as the Markdown table
 docs/benchmarks.md shows; the raw rows and the table are kept under ``--out``.
 
-    python -m bench.run [--quick] [--only processors,analytics,pipeline,cluster] [--out DIR]
+    python -m bench.run [--quick] [--only processors,stages,analytics,pipeline,cluster] [--out DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.common import parser
 
-MODULES = ("processors", "analytics", "pipeline", "cluster")
+MODULES = ("processors", "stages", "analytics", "pipeline", "cluster")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
