@@ -30,8 +30,8 @@ function of the log.
 **Quiet checks are not written.** Most deadlines that fire are a lead's daily decay check
 that moves nothing (no score emitted, no window sampled): it only moves ``rescore_due_at``
 by a day. Writing that state cost an encode, a store write and a changelog record per lead
-per day of event time, most of the worker's CPU on a catch-up (docs/benchmarks.md, session
-8). Such a check is kept in memory (``LeadTask.quiet``: the stored bytes it applies to and
+per day of event time (879 of the 4,233 lead-state writes on the bench's input,
+docs/benchmarks.md, session 8). Such a check is kept in memory (``LeadTask.quiet``: the stored bytes it applies to and
 the new due time) and the store keeps the older state. A quiet check is a pure function of
 the state and its due time and changes nothing else, so a state read from the store is
 *caught up*: every check due by the workspace's clock that would be quiet is applied on
