@@ -27,17 +27,18 @@ Every lead of the partition lives in the partition's own store, so a due deadlin
 applied where it is found, in the same transaction: the points where deadlines fire are a
 function of the log.
 
-**Quiet checks are not written.** Most deadlines that fire are a lead's daily decay check
+**Quiet checks are not written.** Many deadlines that fire are a lead's daily decay check
 that moves nothing (no score emitted, no window sampled): it only moves ``rescore_due_at``
 by a day. Writing that state cost an encode, a store write and a changelog record per lead
 per day of event time (879 of the 4,233 lead-state writes on the bench's input,
-docs/benchmarks.md, session 8). Such a check is kept in memory (``LeadTask.quiet``: the stored bytes it applies to and
-the new due time) and the store keeps the older state. A quiet check is a pure function of
-the state and its due time and changes nothing else, so a state read from the store is
-*caught up*: every check due by the workspace's clock that would be quiet is applied on
-read (``_caught_up``). A task rebuilt after a crash, an abort or a rebalance therefore
-reads exactly the states the task before it held, and the stored bytes are a function of
-the log up to such checks.
+docs/benchmarks.md, session 8). Such a check is kept in memory (``LeadTask.quiet``: the
+stored bytes it applies to and the new due time) and the store keeps the older state. A
+quiet check is a pure function of the state and its due time and changes nothing else, so
+a state read from the store is *caught up*: every check due by the workspace's clock that
+would be quiet is applied on read, on write and when a task is built (``_caught_up``). A
+task rebuilt after a crash, an abort or a rebalance therefore holds exactly the states and
+deadline hints the task before it held, and the stored bytes are a function of the log up
+to such checks.
 
 Records for other leads go back to ``events.by-lead`` keyed by their lead. A merged lead's
 transfer to its survivor is a *direct* record, applied when it arrives (as are records
