@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 
 from leadflow.processors.derived import OwnerAssigned, SlaBreached, Stage, derived_id
-from leadflow.processors.labels import horizon_negative
+from leadflow.processors.labels import horizon_negative, takes_score
 from leadflow.processors.lead_state import Derived, LeadState
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy import Policy
-from leadflow.processors.rescore import RESCORED_STAGES
+from leadflow.processors.rescore import RESCORED_STAGES, moved, rescheduled
 from leadflow.processors.rescore import rescore as rescore_lead
 from leadflow.processors.routing import RoutingState, assign
+from leadflow.processors.scoring import policy_engagement
 
 
 def next_deadline(state: LeadState) -> int | None:
@@ -33,14 +34,22 @@ def next_deadline(state: LeadState) -> int | None:
     """
     if state.merged_into is not None:
         return None  # a redirect has no deadlines: its survivor carries them on
+    due = [d for d in (_sla_or_label_due(state), _rescore_due(state)) if d is not None]
+    return min(due) if due else None
+
+
+def _sla_or_label_due(state: LeadState) -> int | None:
+    """The earliest of an unreviewed MQL's SLA and the open snapshot's label horizon."""
     due: list[int] = []
     if state.stage is Stage.MQL and state.sla_due_at is not None and not state.sla_breached:
         due.append(state.sla_due_at)
     if not state.labelled and state.label_due_at is not None:
         due.append(state.label_due_at)
-    if state.rescore_due_at is not None and state.stage in RESCORED_STAGES:
-        due.append(state.rescore_due_at)
     return min(due) if due else None
+
+
+def _rescore_due(state: LeadState) -> int | None:
+    return state.rescore_due_at if state.stage in RESCORED_STAGES else None
 
 
 def advance_time(
@@ -115,3 +124,37 @@ def advance_time(
     s, examples = horizon_negative(s, watermark_ms, policy)
     out.extend(examples)
     return s, out
+
+
+def quiet_through(state: LeadState, at_ms: int, policy: Policy) -> LeadState:
+    """``state`` past its quiet decay checks due by ``at_ms``, up to the first that is not.
+
+    A *quiet* check is one :func:`rescore.rescore` would make without emitting anything or changing
+    anything but ``rescore_due_at``: it is the lead's next deadline (no SLA or label due at or
+    before it), the rules did not move (:func:`rescore.moved`) and the label window does not
+    take the moment. Applying it changes nothing anyone sees, so the worker keeps it in
+    memory instead of writing the state (``streams/stages/lead.py``). Stops at the first
+    deadline that would emit or change more, which then fires in its turn; a lead that is a
+    redirect or waits for a merge is left alone (its deadlines are deferred).
+
+    Example:
+        >>> from leadflow.processors.policy_load import load_default_policy
+        >>> day = 86_400_000
+        >>> s = LeadState("L", "ws", stage=Stage.LEAD, rescore_due_at=day)
+        >>> quiet_through(s, 3 * day + 1, load_default_policy()).rescore_due_at // day
+        4
+    """
+    if state.merged_into is not None or state.awaiting:
+        return state
+    while True:
+        due = _rescore_due(state)
+        if due is None or due > at_ms:
+            return state
+        other = _sla_or_label_due(state)
+        if other is not None and other <= due:
+            return state
+        if moved(state, policy_engagement(state.hits, due, policy)[0]):
+            return state
+        if not state.labelled and takes_score(state, due, policy):
+            return state
+        state = rescheduled(state, due)

@@ -157,10 +157,7 @@ def open_window(
     if move is None:
         return state
     if move == "settle":
-        newest = state.pending[-1].at if state.pending else state.features_at
-        began = newest if state.moment_at is None else state.moment_at
-        assert began is not None
-        return _settled(state, features, at_ms, policy, began)
+        return _settled(state, features, at_ms, policy)
     if move == "snapshot":
         return dataclasses.replace(
             state, pending=(*state.pending, Snapshot(at_ms, dict(features))), moment_at=at_ms
@@ -198,8 +195,7 @@ def _window_move(state: LeadState, at_ms: int, policy: Policy) -> str | None:
     if not label_open(state, policy):
         return None
     if not state.labelled and state.features_at is not None:
-        newest = state.pending[-1].at if state.pending else state.features_at
-        began = newest if state.moment_at is None else state.moment_at
+        newest, began = _moment(state, state.features_at)
         if newest <= at_ms <= min(newest + SETTLE_MS, began + SETTLE_LIMIT_MS):
             return "settle"
         every_ms = int(policy.labels.snapshot_every_days * DAY_MS)
@@ -211,10 +207,16 @@ def _window_move(state: LeadState, at_ms: int, policy: Policy) -> str | None:
     return "open"
 
 
-def _settled(
-    state: LeadState, features: dict[str, float], at_ms: int, policy: Policy, began: int
-) -> LeadState:
+def _moment(state: LeadState, features_at: int) -> tuple[int, int]:
+    """The newest snapshot's time and when the moment it settles over began."""
+    newest = state.pending[-1].at if state.pending else features_at
+    return newest, newest if state.moment_at is None else state.moment_at
+
+
+def _settled(state: LeadState, features: dict[str, float], at_ms: int, policy: Policy) -> LeadState:
     """The newest snapshot replaced by a score of the same moment (see ``SETTLE_MS``)."""
+    assert state.features_at is not None  # only an open window settles
+    _, began = _moment(state, state.features_at)
     if state.pending:
         return dataclasses.replace(
             state,

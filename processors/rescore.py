@@ -47,6 +47,18 @@ def rescheduled(state: LeadState, at_ms: int) -> LeadState:
     return state if due == state.rescore_due_at else dataclasses.replace(state, rescore_due_at=due)
 
 
+def moved(state: LeadState, engagement: float) -> bool:
+    """Whether the rules moved visibly (:data:`MIN_POINTS`) from the score ``state`` holds.
+
+    Fit does not decay: the rule score at the check is the held fit plus ``engagement``.
+
+    Example:
+        >>> moved(LeadState("L", "ws", engagement=5.0), 4.5), moved(LeadState("L", "ws"), 2.0)
+        (False, True)
+    """
+    return abs((state.fit + engagement) - (state.fit + state.engagement)) >= MIN_POINTS
+
+
 def rescore(
     state: LeadState, at_ms: int, policy: Policy, model: ScoreModel | None
 ) -> tuple[LeadState, LeadScored | None]:
@@ -69,8 +81,7 @@ def rescore(
     # record's existence and id must be. With the lead's age a model feature, the model's
     # score moves every day, so a crash (no model for the feed's first poll) changed which
     # re-scores existed. The model's score rides along when the rules move.
-    moved = abs((fit + eng) - (state.fit + state.engagement)) >= MIN_POINTS
-    if not moved:
+    if not moved(state, eng):
         # Nothing is emitted, but the lead is still shown with its score: an open label
         # window samples this moment too (labels.later_snapshots), so cooling leads are
         # taught as well. No window opens here (only at a score). Features are built only
@@ -106,40 +117,4 @@ def rescore(
     return rescheduled(open_window(s, features, at_ms, policy), at_ms), scored
 
 
-def quiet_through(state: LeadState, at_ms: int, policy: Policy) -> LeadState:
-    """``state`` past its quiet decay checks due by ``at_ms``, up to the first that is not.
-
-    A *quiet* check is one :func:`rescore` would make without emitting anything or changing
-    anything but ``rescore_due_at``: it is the lead's next deadline (no SLA or label due at or
-    before it), the rules moved less than :data:`MIN_POINTS` and the label window does not
-    take the moment. Applying it changes nothing anyone sees, so the worker keeps it in
-    memory instead of writing the state (``streams/stages/lead.py``). Stops at the first
-    deadline that would emit or change more, which then fires in its turn; a lead that is a
-    redirect or waits for a merge is left alone (its deadlines are deferred).
-
-    Example:
-        >>> s = LeadState("L", "ws", stage=Stage.LEAD, rescore_due_at=DAY_MS)
-        >>> from leadflow.processors.policy_load import load_default_policy
-        >>> quiet_through(s, 3 * DAY_MS + 1, load_default_policy()).rescore_due_at // DAY_MS
-        4
-    """
-    if state.merged_into is not None or state.awaiting:
-        return state
-    while True:
-        due = state.rescore_due_at
-        if due is None or due > at_ms or state.stage not in RESCORED_STAGES:
-            return state
-        sla = state.sla_due_at if state.stage is Stage.MQL and not state.sla_breached else None
-        if sla is not None and sla <= due:
-            return state
-        if not state.labelled and state.label_due_at is not None and state.label_due_at <= due:
-            return state
-        eng, _ = policy_engagement(state.hits, due, policy)
-        if abs((state.fit + eng) - (state.fit + state.engagement)) >= MIN_POINTS:
-            return state
-        if not state.labelled and takes_score(state, due, policy):
-            return state
-        state = rescheduled(state, due)
-
-
-__all__ = ["MIN_POINTS", "QUIET_DAYS", "RESCORED_STAGES", "quiet_through", "rescheduled", "rescore"]
+__all__ = ["MIN_POINTS", "QUIET_DAYS", "RESCORED_STAGES", "moved", "rescheduled", "rescore"]

@@ -76,7 +76,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from leadflow.processors import derived as d
-from leadflow.processors.deadlines import next_deadline
+from leadflow.processors.deadlines import next_deadline, quiet_through
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, scoped_key
 from leadflow.processors.lead_state import Derived, LeadState, decode_lead_state, encode_lead_state
@@ -92,7 +92,6 @@ from leadflow.processors.model import ScoreModel, SnapshotError
 from leadflow.processors.ordering import DEFAULT_LATENESS_MS, WatermarkViolation, record_key
 from leadflow.processors.pii import PiiFacts, keep_sealed
 from leadflow.processors.policy import Policy
-from leadflow.processors.rescore import quiet_through
 from leadflow.processors.routing import RoutingState
 from leadflow.schemas.codec import Codec
 from leadflow.streams.control import (
@@ -632,10 +631,7 @@ class LeadTask:
             raw = ctx.get(LEADS, key)
             if raw is None:
                 continue  # erased since
-            state = self._overlaid(key, raw)
-            caught = self._caught_up(state, clock.at)
-            if caught is not state:
-                self.quiet[key] = (raw, caught.rescore_due_at)
+            caught = self._caught_up(key, raw, self._overlaid(key, raw), clock.at)
             due = next_deadline(caught)
             if due is None:
                 continue
@@ -658,10 +654,11 @@ class LeadTask:
             state, at, self.deps.policy, routing=self._routing(ctx, ws), model=self.model(ws)
         )
 
-    def _caught_up(self, state: LeadState, at: int) -> LeadState:
-        """``state`` past its quiet checks due by ``at`` (``rescore.quiet_through``)."""
+    def _caught_up(self, key: bytes, raw: bytes, state: LeadState, at: int) -> LeadState:
+        """``state`` (stored as ``raw``) past its quiet checks due by ``at``, kept in memory."""
         caught = quiet_through(state, at, self.deps.policy)
         if caught is not state:
+            self.quiet[key] = (raw, caught.rescore_due_at)
             self.quiet_checks += 1
         return caught
 
@@ -672,9 +669,8 @@ class LeadTask:
             return None
         state = self._overlaid(key, raw)
         clock = self._clock(ctx, state.workspace_id)
-        caught = self._caught_up(state, clock.at)
+        caught = self._caught_up(key, raw, state, clock.at)
         if caught is not state:
-            self.quiet[key] = (raw, caught.rescore_due_at)
             due = next_deadline(caught)
             if due is None:
                 self.due.pop(key, None)
@@ -758,7 +754,11 @@ class LeadTask:
 
     def _store(self, ctx: TaskContext, key: bytes, state: LeadState) -> None:
         clock = self._clock(ctx, state.workspace_id)
-        state = self._caught_up(state, clock.at)  # hints are always past quiet checks
+        # Hints are always past quiet checks; what is written here includes them.
+        caught = quiet_through(state, clock.at, self.deps.policy)
+        if caught is not state:
+            self.quiet_checks += 1
+        state = caught
         raw = encode_lead_state(state)
         ctx.put(LEADS, key, raw)
         self._cache(key, raw, state)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadflow.demo.simulator.generator import SimConfig
-from leadflow.processors.deadlines import advance_time, next_deadline
+from leadflow.processors.deadlines import advance_time, next_deadline, quiet_through
 from leadflow.processors.derived import LeadScored
 from leadflow.processors.events import Event, Kind
 from leadflow.processors.lead import lead_step
@@ -15,7 +15,7 @@ from leadflow.processors.lead_state import LeadState
 from leadflow.processors.merges import lead_advance
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy_load import load_default_policy
-from leadflow.processors.rescore import QUIET_DAYS, quiet_through
+from leadflow.processors.rescore import QUIET_DAYS
 
 from ._factory import DAY, ICP_FORM, T0, ev, simulated_journey
 
