@@ -9,19 +9,22 @@ The rule is :mod:`leadflow.processors.sla_clock`. Here:
   identity markers of the same batch: a step reaches a by-lead partition before the
   promise that passes it, as a record does;
 - :class:`PendingSteps`: one by-lead partition's steps waiting for their turn (store
-  ``routing``, key ``["<workspace>","steps"]``, written once per batch in which they
-  changed). A step sorts right after the record with the same release key: record values
-  start with the single-object marker ``0xC3``, a step's tiebreak with ``0xFF``.
+  ``routing``, one key per workspace and day of the steps' values,
+  ``["<workspace>","steps <day>"]``, written once per batch in which they changed). A step
+  sorts right after the record with the same release key: record values start with the
+  single-object marker ``0xC3``, a step's tiebreak with ``0xFF``.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 
 from leadflow.processors.events import scoped_key
 from leadflow.processors.ordering import ReleaseKey, ripe
+from leadflow.processors.scoring import DAY_MS
 from leadflow.processors.sla_clock import ClockStep, next_step
 from leadflow.streams.control import MARKER, ControlRecordError
 from leadflow.streams.engine.release import at_of, sort_bytes
@@ -31,6 +34,7 @@ from leadflow.streams.topics import EVENTS_BY_LEAD
 CLOCK_MARKER = "clock"  # identity -> events.by-lead: clock steps of one batch
 STEP_TIEBREAK = b"\xff"  # after every record with the same key (values start with 0xC3)
 _SOURCE_PREFIX = b"step "
+_CHUNK = "steps "  # + the day of the values: a chunk of a partition's pending steps
 
 
 def encode_steps(steps: list[ClockStep]) -> bytes:
@@ -128,18 +132,41 @@ class ClockSteps:
 
 
 class PendingSteps:
-    """One by-lead partition's clock steps until the release order reaches them."""
+    """One by-lead partition's clock steps until the release order reaches them.
+
+    Stored in chunks, one per workspace and day of the steps' values (key
+    ``["<workspace>","steps <day>"]``, ``day = value // 86400000``), each written in the
+    batches that added or applied one of its steps. Before session 9 a workspace's steps
+    were one list (key ``["<workspace>","steps"]``) rewritten whole by every such batch;
+    in a catch-up identity runs weeks of event time ahead of the release order, so that
+    list held ~1,200 steps per partition and its rewrites were most of the bytes the worker
+    put on its changelogs (docs/benchmarks.md, session 9). Such a list is still read, and
+    the first batch rewrites it as chunks.
+    """
 
     def __init__(self, ctx: TaskContext, store: str) -> None:
         self.store = store
         self._heap: list[tuple[bytes, str, int]] = []
+        # (workspace, day) -> its pending steps, counted: a step may come twice.
+        self._chunks: dict[tuple[str, int], Counter[tuple[bytes, int]]] = {}
+        self._moved: set[tuple[str, int]] = set()
+        self._lists: list[bytes] = []  # keys of lists stored before chunks, deleted at flush
         for key, raw in ctx.items(store):
             workspace, name = json.loads(key)
-            if name == "steps":
+            if name == "steps" or name.startswith(_CHUNK):
+                if name == "steps":
+                    self._lists.append(key)
                 for sort, value in json.loads(raw):
                     self._heap.append((bytes.fromhex(sort), workspace, int(value)))
+                    self._count(bytes.fromhex(sort), workspace, int(value))
         heapq.heapify(self._heap)
-        self._moved: set[str] = set()
+        listed = {json.loads(key)[0] for key in self._lists}
+        self._moved = {chunk for chunk in self._moved if chunk[0] in listed}
+
+    def _count(self, sort: bytes, workspace: str, value: int) -> None:
+        chunk = (workspace, value // DAY_MS)
+        self._chunks.setdefault(chunk, Counter())[(sort, value)] += 1
+        self._moved.add(chunk)
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -157,8 +184,9 @@ class PendingSteps:
     def add(self, steps: list[ClockStep]) -> None:
         """Keep the steps of a clock record (stored at the end of the batch)."""
         for step in steps:
-            heapq.heappush(self._heap, (step_sort(step), step.workspace, step.value))
-            self._moved.add(step.workspace)
+            sort = step_sort(step)
+            heapq.heappush(self._heap, (sort, step.workspace, step.value))
+            self._count(sort, step.workspace, step.value)
 
     def pop_before(
         self, head: bytes | None, low: int | None, lateness_ms: int
@@ -171,13 +199,25 @@ class PendingSteps:
         if (head is not None and head < sort) or not ripe(ReleaseKey(at, 0, ""), low, lateness_ms):
             return None
         heapq.heappop(self._heap)
-        self._moved.add(workspace)
+        chunk = (workspace, value // DAY_MS)
+        steps = self._chunks[chunk]
+        steps[(sort, value)] -= 1
+        if not steps[(sort, value)]:
+            del steps[(sort, value)]
+            if not steps:
+                del self._chunks[chunk]
+        self._moved.add(chunk)
         return at, workspace, value
 
     def flush(self, ctx: TaskContext) -> None:
-        """Store the pending steps of every workspace whose steps changed (once per batch)."""
-        for workspace in sorted(self._moved):
-            rows = sorted([s.hex(), v] for s, ws, v in self._heap if ws == workspace)
+        """Store the chunks whose steps changed (once per batch)."""
+        for key in self._lists:
+            ctx.put(self.store, key, None)
+        self._lists.clear()
+        for chunk in sorted(self._moved):
+            steps = self._chunks.get(chunk)
+            rows = sorted([s.hex(), v] for (s, v), n in (steps or {}).items() for _ in range(n))
             value = json.dumps(rows, separators=(",", ":")).encode() if rows else None
-            ctx.put(self.store, scoped_key(workspace, "steps").encode(), value)
+            workspace, day = chunk
+            ctx.put(self.store, scoped_key(workspace, f"{_CHUNK}{day}").encode(), value)
         self._moved.clear()

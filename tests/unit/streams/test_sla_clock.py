@@ -13,6 +13,7 @@ from __future__ import annotations
 import doctest
 import functools
 import itertools
+import json
 from collections.abc import Iterable
 
 import pytest
@@ -22,16 +23,17 @@ from hypothesis import strategies as st
 from leadflow.demo.inprocess import partition_of
 from leadflow.processors import sla_clock
 from leadflow.processors.derived import SlaBreached
-from leadflow.processors.events import Context, Event, Kind, lead_key
+from leadflow.processors.events import Context, Event, Kind, lead_key, scoped_key
 from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.ordering import ReleaseKey, release_key
+from leadflow.processors.scoring import DAY_MS
 from leadflow.processors.sla_clock import ClockStep, next_step, step_of
 from leadflow.streams.control import ControlRecordError
 from leadflow.streams.stages import sla_clock as stage_clock
-from leadflow.streams.stages.sla_clock import decode_steps, encode_steps
+from leadflow.streams.stages.sla_clock import decode_steps, encode_steps, step_sort
 from tests.integration.pipeline.journeys import HOUR, ICP, T0
 from tests.unit.demo.test_inprocess import journeys
-from tests.unit.streams.test_release_order import CODEC, run_stages, sim_events
+from tests.unit.streams.test_release_order import CODEC, Ctx, run_stages, sim_events
 
 
 def test_docstring_examples_run() -> None:
@@ -237,3 +239,70 @@ def test_steps_fire_deadlines_a_quiet_partition_held_back() -> None:
         return {b.breach_id for b in map(CODEC.decode, _all(derived)) if isinstance(b, SlaBreached)}
 
     assert breach_ids(without) <= breach_ids(with_steps)
+
+
+def _drain(pending: stage_clock.PendingSteps) -> list[tuple[int, str, int]]:
+    out = []
+    while (step := pending.pop_before(None, 10**15, 0)) is not None:
+        out.append(step)
+    return out
+
+
+def _hourly_steps(hours: int, workspaces: tuple[str, ...] = ("ws",)) -> list[ClockStep]:
+    return [ClockStep(ws, T0 + HOUR * i, release_key(10 * i, 10 * i, f"e{i}"))
+            for i in range(hours) for ws in workspaces]  # fmt: skip
+
+
+def test_a_batch_rewrites_only_the_days_of_pending_steps_it_moved() -> None:
+    """Applying one of 300 pending steps (a week of hours, two workspaces) writes one chunk.
+
+    The list format rewrote every pending step of the workspace in every such batch: ~1,200
+    per partition in a catch-up (docs/benchmarks.md, session 9).
+    """
+    ctx = Ctx(0)
+    steps = _hourly_steps(150, ("a", "b"))
+    pending = stage_clock.PendingSteps(ctx, "routing")
+    pending.add(steps)
+    pending.add(steps[:1])  # a step that comes twice is applied twice, as before
+    pending.flush(ctx)
+    written = ctx.stores["routing"].pending
+    assert sorted(json.loads(k)[1] for k in written if json.loads(k)[0] == "a") == [
+        f"steps {d}" for d in range(T0 // DAY_MS, T0 // DAY_MS + 7)
+    ]
+    ctx.stores["routing"].commit()
+
+    assert pending.pop_before(None, 10**15, 0) == (0, "a", T0)
+    pending.add([ClockStep("a", T0 + 400 * HOUR, release_key(5, 5, "late"))])
+    pending.flush(ctx)
+    assert sorted(json.loads(k)[1] for k in ctx.stores["routing"].pending) == [
+        f"steps {T0 // DAY_MS}",
+        f"steps {(T0 + 400 * HOUR) // DAY_MS}",
+    ]
+    ctx.stores["routing"].commit()
+
+    rebuilt = stage_clock.PendingSteps(ctx, "routing")
+    assert len(rebuilt) == len(pending) == 301
+    assert _drain(rebuilt) == _drain(pending)
+    pending.flush(ctx)
+    ctx.stores["routing"].commit()
+    assert list(ctx.items("routing")) == []
+
+
+def test_pending_steps_stored_as_one_list_are_read_and_rewritten_as_chunks() -> None:
+    """A store written before session 9 (``["<ws>","steps"]``) gives the same steps."""
+    steps = _hourly_steps(30)
+    old = Ctx(0)
+    rows = sorted([step_sort(s).hex(), s.value] for s in steps)
+    old.put("routing", scoped_key("ws", "steps").encode(), json.dumps(rows).encode())
+    old.put("routing", scoped_key("ws", "clock").encode(), b"0")  # other entries stay
+    old.stores["routing"].commit()
+
+    pending = stage_clock.PendingSteps(old, "routing")
+    pending.flush(old)
+    old.stores["routing"].commit()
+    names = sorted(json.loads(key)[1] for key, _ in old.items("routing"))
+    assert names == ["clock", f"steps {T0 // DAY_MS}", f"steps {T0 // DAY_MS + 1}"]
+
+    fresh = stage_clock.PendingSteps(Ctx(0), "routing")
+    fresh.add(steps)
+    assert _drain(stage_clock.PendingSteps(old, "routing")) == _drain(pending) == _drain(fresh)
