@@ -156,9 +156,10 @@ class PendingSteps:
             if name == "steps" or name.startswith(_CHUNK):
                 if name == "steps":
                     self._lists.append(key)
-                for sort, value in json.loads(raw):
-                    self._heap.append((bytes.fromhex(sort), workspace, int(value)))
-                    self._count(bytes.fromhex(sort), workspace, int(value))
+                for hex_sort, raw_value in json.loads(raw):
+                    sort, value = bytes.fromhex(hex_sort), int(raw_value)
+                    self._heap.append((sort, workspace, value))
+                    self._count(sort, workspace, value)
         heapq.heapify(self._heap)
         listed = {json.loads(key)[0] for key in self._lists}
         self._moved = {chunk for chunk in self._moved if chunk[0] in listed}
