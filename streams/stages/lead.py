@@ -654,12 +654,18 @@ class LeadTask:
             state, at, self.deps.policy, routing=self._routing(ctx, ws), model=self.model(ws)
         )
 
-    def _caught_up(self, key: bytes, raw: bytes, state: LeadState, at: int) -> LeadState:
-        """``state`` (stored as ``raw``) past its quiet checks due by ``at``, kept in memory."""
+    def _quiet_through(self, state: LeadState, at: int) -> LeadState:
+        """``state`` past its quiet checks due by ``at`` (``deadlines.quiet_through``), counted."""
         caught = quiet_through(state, at, self.deps.policy)
         if caught is not state:
-            self.quiet[key] = (raw, caught.rescore_due_at)
             self.quiet_checks += 1
+        return caught
+
+    def _caught_up(self, key: bytes, raw: bytes, state: LeadState, at: int) -> LeadState:
+        """``state`` (stored as ``raw``) past its quiet checks due by ``at``, kept in memory."""
+        caught = self._quiet_through(state, at)
+        if caught is not state:
+            self.quiet[key] = (raw, caught.rescore_due_at)
         return caught
 
     def _read(self, ctx: TaskContext, key: bytes) -> LeadState | None:
@@ -755,10 +761,7 @@ class LeadTask:
     def _store(self, ctx: TaskContext, key: bytes, state: LeadState) -> None:
         clock = self._clock(ctx, state.workspace_id)
         # Hints are always past quiet checks; what is written here includes them.
-        caught = quiet_through(state, clock.at, self.deps.policy)
-        if caught is not state:
-            self.quiet_checks += 1
-        state = caught
+        state = self._quiet_through(state, clock.at)
         raw = encode_lead_state(state)
         ctx.put(LEADS, key, raw)
         self._cache(key, raw, state)

@@ -154,20 +154,22 @@ class PendingSteps:
         for key, raw in ctx.items(store):
             workspace, name = json.loads(key)
             if name == "steps" or name.startswith(_CHUNK):
-                if name == "steps":
+                listed = name == "steps"
+                if listed:
                     self._lists.append(key)
                 for hex_sort, raw_value in json.loads(raw):
                     sort, value = bytes.fromhex(hex_sort), int(raw_value)
                     self._heap.append((sort, workspace, value))
-                    self._count(sort, workspace, value)
+                    chunk = self._count(sort, workspace, value)
+                    if listed:
+                        self._moved.add(chunk)  # rewritten as a chunk by the first flush
         heapq.heapify(self._heap)
-        listed = {json.loads(key)[0] for key in self._lists}
-        self._moved = {chunk for chunk in self._moved if chunk[0] in listed}
 
-    def _count(self, sort: bytes, workspace: str, value: int) -> None:
+    def _count(self, sort: bytes, workspace: str, value: int) -> tuple[str, int]:
+        """Count a pending step in its chunk; return the chunk."""
         chunk = (workspace, value // DAY_MS)
         self._chunks.setdefault(chunk, Counter())[(sort, value)] += 1
-        self._moved.add(chunk)
+        return chunk
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -187,7 +189,7 @@ class PendingSteps:
         for step in steps:
             sort = step_sort(step)
             heapq.heappush(self._heap, (sort, step.workspace, step.value))
-            self._count(sort, step.workspace, step.value)
+            self._moved.add(self._count(sort, step.workspace, step.value))
 
     def pop_before(
         self, head: bytes | None, low: int | None, lateness_ms: int
@@ -217,7 +219,7 @@ class PendingSteps:
         self._lists.clear()
         for chunk in sorted(self._moved):
             steps = self._chunks.get(chunk)
-            rows = sorted([s.hex(), v] for (s, v), n in (steps or {}).items() for _ in range(n))
+            rows = sorted([s.hex(), v] for s, v in (steps.elements() if steps else ()))
             value = json.dumps(rows, separators=(",", ":")).encode() if rows else None
             workspace, day = chunk
             ctx.put(self.store, scoped_key(workspace, f"{_CHUNK}{day}").encode(), value)
