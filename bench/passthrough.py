@@ -4,7 +4,8 @@ Consumes ``leadflow.events`` and produces every record unchanged to ``bench.pass
 with acks=all (the worker's ``producer_acks=-1``), committing after each fetched batch and
 awaiting the acks of a batch before committing it: at-least-once, no decoding, no state.
 Run as a child of ``bench.pipeline``: it prints ``ready`` once it has its partitions,
-forwards ``--count`` records, then prints one JSON line with its timing and CPU.
+then for each phase (``--warmup`` records, if any, then ``--count``) forwards that many
+records and prints one JSON line with the phase's timing and CPU.
 """
 
 from __future__ import annotations
@@ -23,8 +24,14 @@ from leadflow.streams.topics import EVENTS
 SINK = "bench.passthrough"
 
 
-async def forward(bootstrap: str, count: int) -> dict[str, float]:
-    """Forward ``count`` records; return first/last wall times and records seen."""
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def forward(bootstrap: str, phases: list[int]) -> None:
+    """Forward each phase's count of records; print each phase's times, records and CPU."""
     consumer = AIOKafkaConsumer(
         EVENTS.name,
         bootstrap_servers=bootstrap,
@@ -39,36 +46,41 @@ async def forward(bootstrap: str, count: int) -> dict[str, float]:
         while not consumer.assignment():
             await consumer.getmany(timeout_ms=100)
         print("ready", flush=True)
-        done = 0
-        first = 0.0
-        while done < count:
-            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
-            if not batch:
-                continue
-            first = first or time.time()
-            acks = []
-            offsets: dict[TopicPartition, int] = {}
-            for tp, records in batch.items():
-                for record in records:
-                    acks.append(await producer.send(SINK, value=record.value, key=record.key))
-                offsets[tp] = records[-1].offset + 1
-                done += len(records)
-            await asyncio.gather(*acks)
-            await consumer.commit(offsets)
-        return {"first": first, "last": time.time(), "records": done}
+        for count in phases:
+            cpu = cpu_seconds()
+            done = 0
+            first = 0.0
+            while done < count:
+                # A phase's records were all produced after the phase before it ended, so
+                # a phase never takes its successor's records.
+                batch = await consumer.getmany(timeout_ms=200, max_records=count - done)
+                if not batch:
+                    continue
+                first = first or time.time()
+                acks = []
+                offsets: dict[TopicPartition, int] = {}
+                for tp, records in batch.items():
+                    for record in records:
+                        acks.append(await producer.send(SINK, value=record.value, key=record.key))
+                    offsets[tp] = records[-1].offset + 1
+                    done += len(records)
+                await asyncio.gather(*acks)
+                await consumer.commit(offsets)
+            result = {"first": first, "last": time.time(), "records": done}
+            print(json.dumps({**result, "cpu": cpu_seconds() - cpu}), flush=True)
     finally:
         await producer.stop()
         await consumer.stop()
 
 
 def main() -> None:
-    """Forward, then print the result as JSON."""
+    """Forward each phase, printing its result as JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     p.add_argument("--count", type=int, required=True)
+    p.add_argument("--warmup", type=int, default=0, help="records forwarded first, apart")
     args = p.parse_args()
-    result = asyncio.run(forward(load_settings().bootstrap, args.count))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({**result, "cpu": usage.ru_utime + usage.ru_stime}), flush=True)
+    phases = [args.warmup, args.count] if args.warmup else [args.count]
+    asyncio.run(forward(load_settings().bootstrap, phases))
 
 
 if __name__ == "__main__":
