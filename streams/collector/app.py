@@ -969,6 +969,9 @@ def build_collector(settings: Settings, **overrides: Any) -> Collector:
         DLQ.name,
         heartbeat=receive.floor,
         heartbeat_ms=settings.collector_heartbeat_ms,
+        promised=lambda floor: receive.promised_past(floor, settings.order_lateness_ms),
+        # Past the bound of another writer's future stamp, by the lateness a key may have.
+        late_round_s=(settings.order_max_ahead_ms + settings.order_lateness_ms + 1) / 1000,
     )
     receive.on_close = sink.kick  # a settled request's records are released soon
     parts: dict[str, Any] = {

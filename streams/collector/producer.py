@@ -13,7 +13,8 @@ answered 503 at once instead of queueing events nobody acknowledges.
 
 Heartbeats: every ``heartbeat_ms`` while requests come, and soon after each request is
 settled (at most one early round per quarter period; until each request is settled and
-one more round promised past it; and once at close) a record with header
+a round promised past it by the allowed lateness, one more round the allowed ahead of a
+stamp later; and once at close) a record with header
 ``leadflow.heartbeat`` = the receive clock's floor goes to every partition of the topic,
 through the same producer, so it follows every record queued before it (the worker
 releases records in event-time order once each inbound partition promised past them:
@@ -53,6 +54,13 @@ class EventProducer:
         topic: the topic every event goes to.
         delivery_timeout: seconds a request waits for its acknowledgements.
         dead_letter_topic: where refused messages go (JSON, with their reasons).
+        heartbeat: the floor a heartbeat carries now (none: no heartbeats).
+        heartbeat_ms: the heartbeats' period (0: none).
+        promised: whether the round that carried this floor promised past every record
+            anyone waits for, so rounds can stop until the next request (default: never,
+            a round every period).
+        late_round_s: after the rounds stop, one more this much later (the allowed ahead
+            of a receive stamp, for records held behind another writer's future stamp).
     """
 
     def __init__(
@@ -63,13 +71,17 @@ class EventProducer:
         dead_letter_topic: str = DLQ.name,
         heartbeat: Callable[[], int] | None = None,
         heartbeat_ms: int = 0,
+        promised: Callable[[int], bool] = lambda _floor: False,
+        late_round_s: float = 0.0,
     ) -> None:
         self.topic = topic
         self.heartbeat = heartbeat
         self.heartbeat_ms = heartbeat_ms
         self.heartbeats = 0
+        self.promised = promised
+        self.late_round_s = late_round_s
+        self._floor_sent: int | None = None  # the floor of the last round written
         self._partitions: list[int] = []
-        self._last_send = time.monotonic()
         self.dead_letter_topic = dead_letter_topic
         self.delivery_timeout = delivery_timeout
         self._producer = Producer(
@@ -151,21 +163,36 @@ class EventProducer:
 
     def _heartbeat_loop(self) -> None:
         # Heartbeats only while there is something to release: until every request sent
-        # so far is settled (acknowledged or timed out, so its stamp is closed) and one
-        # more round has promised past it. An idle collector writes nothing.
+        # so far is settled (acknowledged or timed out, so its stamp is closed) and a round
+        # has promised past it (``promised``), then one late round. An idle collector
+        # writes nothing: a round after that costs the worker a chain of transactions that
+        # releases nothing (a 10 s tail of them after each burst when this waited out the
+        # delivery timeout, docs/benchmarks.md session 10).
+        # The late round: a record another writer stamped in the future makes the worker
+        # count this process's later records at that stamp, bounded by the record's Kafka
+        # timestamp + the allowed ahead (processors/receive_bound.py); those records are
+        # released by a floor past it, which the round ``late_round_s`` after the promise
+        # carries (the timestamp came before the promise's own floor).
         # A settled request kicks an early round (its records are released without waiting
         # for the period), at most one per quarter period.
         period = self.heartbeat_ms / 1000
-        quiet_after = self.delivery_timeout + 2 * period
+        late: float | None = None  # when the late round is due (monotonic)
         while not self._stop.is_set():
             kicked = self._kick.wait(period)
             if self._stop.is_set():
                 break
             self._kick.clear()
-            if not self.available or time.monotonic() - self._last_send > quiet_after:
+            sent = self._floor_sent
+            if not self.available:
                 continue
+            if sent is not None and self.promised(sent):
+                if late is None or time.monotonic() < late:
+                    continue
+                late = None
             try:
                 self._beat()
+                if sent is None or not self.promised(sent):
+                    late = time.monotonic() + self.late_round_s
             except Exception:  # a heartbeat is a latency aid: never let it stop the process
                 log.exception("collector.heartbeat_failed")
             if kicked:
@@ -187,10 +214,13 @@ class EventProducer:
             if topic is None or topic.error is not None:
                 return
             self._partitions = sorted(topic.partitions)
+        floor = self.heartbeat()
         try:
-            send_heartbeats(self._producer, self.topic, self._partitions, self.heartbeat())
+            send_heartbeats(self._producer, self.topic, self._partitions, floor)
         except (BufferError, KafkaException) as exc:
             log.warning("collector.heartbeat_refused", error=str(exc))
+            return
+        self._floor_sent = floor
         self.heartbeats += 1
 
     def _monitor_loop(self) -> None:
@@ -217,7 +247,6 @@ class EventProducer:
         """
         if not self.available:
             raise KafkaUnavailable("Kafka is unreachable")
-        self._last_send = time.monotonic()  # heartbeats run while requests may be open
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[str]] = loop.create_future()
         total = len(records) + len(dead)

@@ -37,6 +37,7 @@ class ReceiveClock:
         self.on_close = on_close  # e.g. the producer's heartbeat kick
         self._lock = threading.Lock()
         self._last = 0  # no stamp from now on is below this
+        self._issued: int | None = None  # the newest stamp handed out
         self._open: Counter[int] = Counter()
 
     def open(self) -> int:
@@ -44,6 +45,7 @@ class ReceiveClock:
         with self._lock:
             self._last = max(self._wall_ms(), self._last)
             self._open[self._last] += 1
+            self._issued = self._last
             return self._last
 
     def close(self, stamp: int) -> None:
@@ -71,3 +73,26 @@ class ReceiveClock:
                 return min(self._open)
             self._last = max(self._wall_ms(), self._last)
             return self._last
+
+    def promised_past(self, floor: int, lateness_ms: int) -> bool:
+        """Whether a heartbeat that carried ``floor`` released every stamp handed out so far.
+
+        True when no stamp is open and ``floor`` passed the newest by more than the allowed
+        lateness (a record is ripe once ``key + D < L``, ``processors/ordering.py``), or no
+        stamp was ever handed out: later heartbeats would promise nothing anyone waits for.
+
+        Example:
+            >>> wall = iter([100, 100, 101, 160]).__next__
+            >>> clock = ReceiveClock(wall)
+            >>> clock.promised_past(0, 0)             # nothing stamped yet
+            True
+            >>> with clock.stamped() as stamp:
+            ...     clock.promised_past(200, 0)       # a request still open
+            False
+            >>> clock.promised_past(clock.floor(), 0)  # the wall has not moved past it
+            False
+            >>> clock.promised_past(clock.floor(), 0), clock.promised_past(160, 60)
+            (True, False)
+        """
+        with self._lock:
+            return not self._open and (self._issued is None or floor > self._issued + lateness_ms)
