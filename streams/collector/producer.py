@@ -228,6 +228,9 @@ class EventProducer:
             if self.available and not self._suspect.is_set():
                 continue
             self._suspect.clear()
+            # A round queued around a connection loss may never be delivered (heartbeats
+            # have no delivery callback): promise again once Kafka answers.
+            self._floor_sent = None
             ok = self.reachable(timeout=2.0)
             if ok != self.available:
                 log.info("collector.kafka_reachable" if ok else "collector.kafka_unreachable")
