@@ -4,8 +4,8 @@ Consumes ``leadflow.events`` and produces every record unchanged to ``bench.pass
 with acks=all (the worker's ``producer_acks=-1``), committing after each fetched batch and
 awaiting the acks of a batch before committing it: at-least-once, no decoding, no state.
 Run as a child of ``bench.pipeline``: it prints ``ready`` once it has its partitions,
-then for each phase (``--warmup`` records, if any, then ``--count``) forwards that many
-records and prints one JSON line with the phase's timing and CPU.
+then for each phase (``--warmup`` records, if any, then ``--count`` records ``--repeat``
+times) forwards that many records and prints one JSON line with the phase's timing and CPU.
 """
 
 from __future__ import annotations
@@ -78,8 +78,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--warmup", type=int, default=0, help="records forwarded first, apart")
+    p.add_argument("--repeat", type=int, default=1, help="phases of --count records")
     args = p.parse_args()
-    phases = [args.warmup, args.count] if args.warmup else [args.count]
+    phases = ([args.warmup] if args.warmup else []) + [args.count] * args.repeat
     asyncio.run(forward(load_settings().bootstrap, phases))
 
 
