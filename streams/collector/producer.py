@@ -182,16 +182,17 @@ class EventProducer:
             if self._stop.is_set():
                 break
             self._kick.clear()
-            sent = self._floor_sent
             if not self.available:
                 continue
-            if sent is not None and self.promised(sent):
+            sent = self._floor_sent
+            owed = sent is None or not self.promised(sent)
+            if not owed:
                 if late is None or time.monotonic() < late:
                     continue
                 late = None
             try:
                 self._beat()
-                if sent is None or not self.promised(sent):
+                if owed:
                     late = time.monotonic() + self.late_round_s
             except Exception:  # a heartbeat is a latency aid: never let it stop the process
                 log.exception("collector.heartbeat_failed")
