@@ -232,8 +232,11 @@ class LeadTask:
         self.fronts = fronts or FrontMarkers(deps.forwards)
         self.clocks: dict[str, _Clock] = {}
         self.due: dict[bytes, int] = {}  # lead state key -> the due of its one live hint
-        # Lead state key -> (stored bytes, rescore_due_at after the quiet checks applied to them).
-        self.quiet: dict[bytes, tuple[bytes, int | None]] = {}
+        # Lead state key -> (what the checks apply to: the stored bytes, or the state written
+        # in this batch; rescore_due_at after the quiet checks applied to it).
+        self.quiet: dict[bytes, tuple[bytes | LeadState, int | None]] = {}
+        # States written in this batch, encoded once each at its end (``on_batch_end``).
+        self.unsaved: dict[bytes, LeadState] = {}
         self.quiet_checks = 0  # catch-ups since the last report (a metric only)
         self.states: OrderedDict[bytes, tuple[bytes, LeadState]] = OrderedDict()  # _state_of
         self.waiting: set[bytes] = set()  # leads waiting for a merged lead's state
@@ -337,7 +340,8 @@ class LeadTask:
                 self.markers.note(ctx.partition, promise)
 
     def on_batch_end(self, ctx: TaskContext) -> None:
-        """Store the clocks and promises that moved; promise the trainers (once per batch)."""
+        """Store the leads, clocks and promises that moved; promise the trainers (per batch)."""
+        self._save(ctx)
         for ws in sorted(self.moved):
             ctx.put(PARTITION, clock_key(ws), str(self.clocks[ws].at).encode())
         self.moved.clear()
@@ -628,10 +632,10 @@ class LeadTask:
             if self.due.get(key) != hint:
                 continue  # a later write moved or cleared this lead's deadline
             del self.due[key]
-            raw = ctx.get(LEADS, key)
-            if raw is None:
+            stored = self._stored(ctx, key)
+            if stored is None:
                 continue  # erased since
-            caught = self._caught_up(key, raw, self._overlaid(key, raw), clock.at)
+            caught = self._caught_up(key, stored[0], self._overlaid(key, *stored), clock.at)
             due = next_deadline(caught)
             if due is None:
                 continue
@@ -661,21 +665,36 @@ class LeadTask:
             self.quiet_checks += 1
         return caught
 
-    def _caught_up(self, key: bytes, raw: bytes, state: LeadState, at: int) -> LeadState:
-        """``state`` (stored as ``raw``) past its quiet checks due by ``at``, kept in memory."""
+    def _caught_up(
+        self, key: bytes, written: bytes | LeadState, state: LeadState, at: int
+    ) -> LeadState:
+        """``state`` (written as ``written``) past its quiet checks due by ``at``, in memory."""
         caught = self._quiet_through(state, at)
         if caught is not state:
-            self.quiet[key] = (raw, caught.rescore_due_at)
+            self.quiet[key] = (written, caught.rescore_due_at)
         return caught
 
-    def _read(self, ctx: TaskContext, key: bytes) -> LeadState | None:
-        """The lead's state as this task holds it: stored, its quiet checks caught up."""
+    def _stored(self, ctx: TaskContext, key: bytes) -> tuple[bytes | LeadState, LeadState] | None:
+        """What was written for the lead, and its state; ``None`` if nothing was.
+
+        What was written is this batch's state if it has one, else the stored bytes.
+        """
+        state = self.unsaved.get(key)
+        if state is not None:
+            return state, state
         raw = ctx.get(LEADS, key)
         if raw is None:
             return None
-        state = self._overlaid(key, raw)
+        return raw, self._state_of(key, raw)
+
+    def _read(self, ctx: TaskContext, key: bytes) -> LeadState | None:
+        """The lead's state as this task holds it: written, its quiet checks caught up."""
+        stored = self._stored(ctx, key)
+        if stored is None:
+            return None
+        state = self._overlaid(key, *stored)
         clock = self._clock(ctx, state.workspace_id)
-        caught = self._caught_up(key, raw, state, clock.at)
+        caught = self._caught_up(key, stored[0], state, clock.at)
         if caught is not state:
             due = next_deadline(caught)
             if due is None:
@@ -684,13 +703,12 @@ class LeadTask:
                 self._hint(clock, key, due)
         return caught
 
-    def _overlaid(self, key: bytes, raw: bytes) -> LeadState:
-        """The stored state with the quiet checks this task applied to these bytes."""
-        state = self._state_of(key, raw)
+    def _overlaid(self, key: bytes, written: bytes | LeadState, state: LeadState) -> LeadState:
+        """The written ``state`` with the quiet checks this task applied to it."""
         quiet = self.quiet.get(key)
         if quiet is None:
             return state
-        if quiet[0] != raw:
+        if quiet[0] is not written and quiet[0] != written:
             del self.quiet[key]  # written since (``_store`` forgets it; this is a safety net)
             return state
         return dataclasses.replace(state, rescore_due_at=quiet[1])
@@ -762,15 +780,31 @@ class LeadTask:
         clock = self._clock(ctx, state.workspace_id)
         # Hints are always past quiet checks; what is written here includes them.
         state = self._quiet_through(state, clock.at)
-        raw = encode_lead_state(state)
-        ctx.put(LEADS, key, raw)
-        self._cache(key, raw, state)
+        self.unsaved[key] = state
         self.quiet.pop(key, None)
         due = next_deadline(state)
         if due is None:
             self.due.pop(key, None)
         else:
             self._hint(clock, key, due)
+
+    def _save(self, ctx: TaskContext) -> None:
+        """Put the states written in this batch, one encode per lead.
+
+        Why: a lead is written at each of its records and fired deadlines, and only the
+        last write of a batch reaches the changelog (the store keeps one pending value per
+        key), so encoding each write spent most of the encodes on bytes nobody read. The
+        store, the changelog and the quiet checks see what they saw when every write was
+        put at once.
+        """
+        for key, state in self.unsaved.items():
+            raw = encode_lead_state(state)
+            ctx.put(LEADS, key, raw)
+            self._cache(key, raw, state)
+            quiet = self.quiet.get(key)
+            if quiet is not None and quiet[0] is state:
+                self.quiet[key] = (raw, quiet[1])
+        self.unsaved.clear()
 
     def _emit(self, ctx: TaskContext, out: list[Derived]) -> None:
         """Send the derived events; move the routing cursors their assignments moved."""
