@@ -31,6 +31,7 @@ from leadflow.schemas.codec import Codec
 from leadflow.streams.control import RECEIVED, heartbeat_value, marker_record
 from leadflow.streams.engine.stage import Record, Stage, TaskContext
 from leadflow.streams.logs import get_logger
+from leadflow.streams.stages.decoded import DecodedStore
 from leadflow.streams.stages.routes import route
 from leadflow.streams.stages.sla_clock import ClockSteps, StepSource
 from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, TopicSpec
@@ -39,6 +40,9 @@ log = get_logger(__name__)
 
 STORE = "identities"
 CLOCK = "received"  # the partition's R' (a store of its own: "identities" holds states only)
+# Decoded device states a task keeps (least recently read first out): a device's events
+# come in visits, and a state without buffered events is a few hundred bytes.
+DEVICE_CACHE = 1024
 CLOCK_KEY = b"r"
 MARKER_STAGE = "identity"
 
@@ -162,6 +166,9 @@ class IdentityTask:
         # state or report sees it (the collector refuses it too; this catches direct producers).
         self.bounds = bounds
         self.markers = markers
+        self.devices = DecodedStore(
+            STORE, encode_identity_state, decode_identity_state, DEVICE_CACHE
+        )
         raw = ctx.get(CLOCK, CLOCK_KEY)
         self.received: int | None = int(raw) if raw else None
         markers.reset(ctx.partition, self.received)
@@ -192,8 +199,8 @@ class IdentityTask:
             check_record_key(record.key, inbound)
             check_bounds(inbound, self.bounds)
             assert record.key is not None  # check_record_key refuses a missing key
-            raw = ctx.get(STORE, record.key)
-            state = decode_identity_state(raw) if raw else None
+            stored = self.devices.get(ctx, record.key)
+            state = stored[1] if stored else None
             received = self.ahead.bound(record, inbound.received_at, "received_at")
             new_state, routed = identity_route(
                 state,
@@ -222,13 +229,14 @@ class IdentityTask:
                 at = record_key(event, r_moved, self.lateness_ms)
                 self.steps.note(ctx.partition, ClockStep(event.workspace_id, step, at))
         if new_state is not None and new_state != state:
-            ctx.put(STORE, record.key, encode_identity_state(new_state))
+            self.devices.put(record.key, new_state)
 
     def on_batch_end(self, ctx: TaskContext) -> None:
-        """Send the batch's clock steps, then promise its moved ``R'`` (once per batch).
+        """Put the devices written, send the clock steps, then promise ``R'`` (once per batch).
 
         Steps first: a step reaches a by-lead partition before the promise that passes it.
         """
+        self.devices.save(ctx)
         self.steps.flush(ctx)
         self.markers.flush(ctx)
 

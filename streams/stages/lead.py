@@ -71,7 +71,6 @@ import dataclasses
 import heapq
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -131,6 +130,7 @@ from leadflow.streams.engine.stage import Record, Stage, TaskContext, Unavailabl
 from leadflow.streams.logs import get_logger
 from leadflow.streams.pii.keyring import KeyringError
 from leadflow.streams.pii.vault import Vault
+from leadflow.streams.stages.decoded import DecodedStore
 from leadflow.streams.stages.identity import Markers
 from leadflow.streams.stages.routes import route
 from leadflow.streams.stages.sla_clock import CLOCK_MARKER, PendingSteps, decode_steps
@@ -235,10 +235,8 @@ class LeadTask:
         # Lead state key -> (what the checks apply to: the stored bytes, or the state written
         # in this batch; rescore_due_at after the quiet checks applied to it).
         self.quiet: dict[bytes, tuple[bytes | LeadState, int | None]] = {}
-        # States written in this batch, encoded once each at its end (``on_batch_end``).
-        self.unsaved: dict[bytes, LeadState] = {}
+        self.leads = DecodedStore(LEADS, encode_lead_state, decode_lead_state, STATE_CACHE)
         self.quiet_checks = 0  # catch-ups since the last report (a metric only)
-        self.states: OrderedDict[bytes, tuple[bytes, LeadState]] = OrderedDict()  # _state_of
         self.waiting: set[bytes] = set()  # leads waiting for a merged lead's state
         redirects: list[str] = []
         for key, value in ctx.items(LEADS):
@@ -632,7 +630,7 @@ class LeadTask:
             if self.due.get(key) != hint:
                 continue  # a later write moved or cleared this lead's deadline
             del self.due[key]
-            stored = self._stored(ctx, key)
+            stored = self.leads.get(ctx, key)
             if stored is None:
                 continue  # erased since
             caught = self._caught_up(key, stored[0], self._overlaid(key, *stored), clock.at)
@@ -674,22 +672,9 @@ class LeadTask:
             self.quiet[key] = (written, caught.rescore_due_at)
         return caught
 
-    def _stored(self, ctx: TaskContext, key: bytes) -> tuple[bytes | LeadState, LeadState] | None:
-        """What was written for the lead, and its state; ``None`` if nothing was.
-
-        What was written is this batch's state if it has one, else the stored bytes.
-        """
-        state = self.unsaved.get(key)
-        if state is not None:
-            return state, state
-        raw = ctx.get(LEADS, key)
-        if raw is None:
-            return None
-        return raw, self._state_of(key, raw)
-
     def _read(self, ctx: TaskContext, key: bytes) -> LeadState | None:
         """The lead's state as this task holds it: written, its quiet checks caught up."""
-        stored = self._stored(ctx, key)
+        stored = self.leads.get(ctx, key)
         if stored is None:
             return None
         state = self._overlaid(key, *stored)
@@ -712,28 +697,6 @@ class LeadTask:
             del self.quiet[key]  # written since (``_store`` forgets it; this is a safety net)
             return state
         return dataclasses.replace(state, rescore_due_at=quiet[1])
-
-    def _state_of(self, key: bytes, raw: bytes) -> LeadState:
-        """``decode_lead_state(raw)``, from the task's cache while these are the bytes.
-
-        A lead is read at each of its records and deadlines; decoding a state is ~130 µs.
-        A write caches the state it encoded: the codec reads a lead state back exactly,
-        down to each value's type (``tests/unit/processors/test_codec_equivalence.py``), so
-        a hit is what a decode would return, in a long-running task as in a rebuilt one.
-        """
-        hit = self.states.get(key)
-        if hit is not None and hit[0] == raw:
-            self.states.move_to_end(key)
-            return hit[1]
-        state = decode_lead_state(raw)
-        self._cache(key, raw, state)
-        return state
-
-    def _cache(self, key: bytes, raw: bytes, state: LeadState) -> None:
-        self.states[key] = (raw, state)
-        self.states.move_to_end(key)
-        if len(self.states) > STATE_CACHE:
-            self.states.popitem(last=False)
 
     def _hint(self, clock: _Clock, key: bytes, due: int) -> None:
         if self.due.get(key) != due:
@@ -780,7 +743,7 @@ class LeadTask:
         clock = self._clock(ctx, state.workspace_id)
         # Hints are always past quiet checks; what is written here includes them.
         state = self._quiet_through(state, clock.at)
-        self.unsaved[key] = state
+        self.leads.put(key, state)
         self.quiet.pop(key, None)
         due = next_deadline(state)
         if due is None:
@@ -789,22 +752,14 @@ class LeadTask:
             self._hint(clock, key, due)
 
     def _save(self, ctx: TaskContext) -> None:
-        """Put the states written in this batch, one encode per lead.
+        """Put the leads written in this batch (one encode each, ``stages/decoded.py``).
 
-        Why: a lead is written at each of its records and fired deadlines, and only the
-        last write of a batch reaches the changelog (the store keeps one pending value per
-        key), so encoding each write spent most of the encodes on bytes nobody read. The
-        store, the changelog and the quiet checks see what they saw when every write was
-        put at once.
+        Quiet checks applied to a state since it was written now apply to its bytes.
         """
-        for key, state in self.unsaved.items():
-            raw = encode_lead_state(state)
-            ctx.put(LEADS, key, raw)
-            self._cache(key, raw, state)
+        for key, raw, state in self.leads.save(ctx):
             quiet = self.quiet.get(key)
             if quiet is not None and quiet[0] is state:
                 self.quiet[key] = (raw, quiet[1])
-        self.unsaved.clear()
 
     def _emit(self, ctx: TaskContext, out: list[Derived]) -> None:
         """Send the derived events; move the routing cursors their assignments moved."""

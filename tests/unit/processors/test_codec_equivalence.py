@@ -301,18 +301,19 @@ def test_generated_lead_states_are_byte_identical(state: LeadState) -> None:
     assert_reads_back_exactly(state, data)
 
 
-def assert_reads_back_exactly(state: LeadState, data: bytes) -> None:
+def assert_reads_back_exactly(state: LeadState | IdentityState, data: bytes) -> None:
     """The state read back is the state written, down to each value's type (1 vs 1.0, a
-    tuple vs a list): the lead stage's decode cache (``streams/stages/lead.py``,
-    ``_state_of``) relies on a decode returning what a rebuilt task would compute with."""
-    assert repr(decode(LeadState, data)) == repr(state)  # repr: nan reads back as nan
+    tuple vs a list): the stages keep the states they wrote and decoded
+    (``streams/stages/decoded.py``) and rely on a decode returning what a rebuilt task
+    would compute with."""
+    assert repr(decode(type(state), data)) == repr(state)  # repr: nan reads back as nan
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.builds(IdentityState, buffer=st.lists(EVENTS, max_size=6).map(tuple)))
 def test_generated_device_states_are_byte_identical(state: IdentityState) -> None:
     data = assert_same(state)
-    assert decode(IdentityState, data) == state
+    assert_reads_back_exactly(state, data)
 
 
 # --- realistic states: a simulated journey -------------------------------------------------

@@ -127,6 +127,8 @@ def test_identity_buffers_a_device_until_it_is_named_then_releases_in_order() ->
     lead = derive_lead_id("ws", "ada@acme.io")
     keys = {key for name, key, _ in ctx.sent if name == EVENTS_BY_LEAD.name}
     assert keys == {lead_key("ws", lead).encode()}
+    assert ctx.get("identities", dev.encode()) is None  # states are put when the batch ends
+    task.on_batch_end(ctx)
     assert ctx.get("identities", dev.encode()) is not None
 
 
