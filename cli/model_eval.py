@@ -5,11 +5,12 @@ Imported by ``cli/main.py`` at start, so it imports river and the processors laz
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 
 import click
 from rich.console import Console
+
+from leadflow.processors.evolve import evolve
 
 
 @click.command("model-eval")
@@ -105,8 +106,8 @@ def model_eval_cmd(
 
     policy = load_default_policy()
     if later_snapshots is not None:
-        labels = dataclasses.replace(policy.labels, later_snapshots=later_snapshots)
-        policy = dataclasses.replace(policy, labels=labels)
+        labels = evolve(policy.labels, later_snapshots=later_snapshots)
+        policy = evolve(policy, labels=labels)
     results = {}
     engine = tempfile.TemporaryDirectory(prefix="leadflow-model-eval-") if clickhouse else None
     client = None

@@ -15,11 +15,11 @@ built-in default, or the file's ``default`` for a workspace).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from leadflow.processors.bounds import QUANTITIES, Bounds, BoundsTable, Range
 from leadflow.processors.errors import PolicyError
+from leadflow.processors.evolve import evolve
 from leadflow.processors.policy_yaml import Node, optional, required
 from leadflow.processors.workspace_id import RULE, is_workspace_id
 
@@ -39,7 +39,7 @@ def _range(n: Node, base: Range) -> Range:
 def _bounds(n: Node, base: Bounds) -> Bounds:
     m = n.mapping(QUANTITIES)
     changes = {name: _range(child, getattr(base, name)) for name, child in m.items()}
-    return dataclasses.replace(base, **changes)
+    return evolve(base, **changes)
 
 
 def parse_bounds(text: str, source: str = "<bounds>") -> BoundsTable:

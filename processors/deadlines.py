@@ -7,9 +7,8 @@ same stamps.
 
 from __future__ import annotations
 
-import dataclasses
-
 from leadflow.processors.derived import OwnerAssigned, SlaBreached, Stage, derived_id
+from leadflow.processors.evolve import evolve
 from leadflow.processors.labels import horizon_negative, takes_score
 from leadflow.processors.lead_state import Derived, LeadState
 from leadflow.processors.model import ScoreModel
@@ -109,7 +108,7 @@ def advance_time(
                 cause_event_id=breach.breach_id,
             )
         )
-        s = dataclasses.replace(s, sla_breached=True, owner_id=a.owner_id, team=a.team)
+        s = evolve(s, sla_breached=True, owner_id=a.owner_id, team=a.team)
     # Each due re-score is evaluated at its own due time, day after day up to the watermark,
     # after the labels due by then (a re-score may add a snapshot to the open window, see
     # labels.open_window): what is emitted then depends on the lead and event time only, not

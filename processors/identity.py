@@ -70,7 +70,6 @@ the merged lead from other keys are still forwarded (docs/architecture.md, "Know
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -78,6 +77,7 @@ from leadflow.processors import codec
 from leadflow.processors.derived import IdentityLinked, MergeRequest, derived_id
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
+from leadflow.processors.evolve import evolve
 from leadflow.processors.ordering import (
     DEFAULT_LATENESS_MS,
     HANDOVER_RANK,
@@ -202,11 +202,11 @@ def _strip(event: Event) -> Event:
     ctx = event.context
     if ctx.ip is None and ctx.user_agent is None:
         return event
-    return dataclasses.replace(event, context=dataclasses.replace(ctx, ip=None, user_agent=None))
+    return evolve(event, context=evolve(ctx, ip=None, user_agent=None))
 
 
 def _with_lead(event: Event, lead_id: str) -> Event:
-    return event if event.lead_id == lead_id else dataclasses.replace(event, lead_id=lead_id)
+    return event if event.lead_id == lead_id else evolve(event, lead_id=lead_id)
 
 
 def _buffered(buffer: tuple[Event, ...], event: Event) -> tuple[tuple[Event, ...], int]:
@@ -258,11 +258,11 @@ def declared_email_lead(event: Event) -> str | None:
         ...              payload={"email": "Ada@x.io"})
         >>> declared_email_lead(form) == derive_lead_id("ws", "ada@x.io")
         True
-        >>> sealed = dataclasses.replace(form, payload={"email": "enc:v2:00000001:qq@zz",
+        >>> sealed = evolve(form, payload={"email": "enc:v2:00000001:qq@zz",
         ...                                             EMAIL_LEAD_FIELD: "e-" + "0" * 32})
         >>> declared_email_lead(sealed)
         'e-00000000000000000000000000000000'
-        >>> declared_email_lead(dataclasses.replace(form, payload={"email": "enc:v2:1:x@y"}))
+        >>> declared_email_lead(evolve(form, payload={"email": "enc:v2:1:x@y"}))
     """
     if event.kind not in _IDENTIFYING:
         return None
@@ -403,8 +403,7 @@ def _track(
             if late:
                 ids = tuple(e.event_id for e in late)
                 merges = [
-                    dataclasses.replace(m, resent=ids) if m.merge_id == request.merge_id else m
-                    for m in merges
+                    evolve(m, resent=ids) if m.merge_id == request.merge_id else m for m in merges
                 ]
                 events = [*events, *(_with_lead(e, request.survivor_id) for e in late)]
         recent = tuple(s for s in recent if s.event.lead_id not in asked)
@@ -420,7 +419,7 @@ def _track(
         fresh = (*recent, *sent)
         keep = tuple(s for s in fresh if _sort_key(s, lateness_ms).at >= floor)[-MAX_RECENT:]
     if keep != after.recent:
-        after = dataclasses.replace(after, recent=keep)
+        after = evolve(after, recent=keep)
     if events is routed.events and merges is routed.merges:
         return after, routed
     return after, Routed(events, merges)
@@ -446,7 +445,7 @@ def _route(state: IdentityState | None, event: Event) -> tuple[IdentityState | N
         # every write-key call, so whoever knows a device id can pause its stitching but
         # cannot make its touches disappear (issue 19).
         forget = not tracking and bool(event.payload.get("forget", True))
-        new = dataclasses.replace(
+        new = evolve(
             state,
             tracking=tracking,
             buffer=() if forget else state.buffer,
@@ -475,9 +474,9 @@ def _route(state: IdentityState | None, event: Event) -> tuple[IdentityState | N
     if declared is None:
         if current is None:
             buffer, lost = _buffered(state.buffer, event)
-            return dataclasses.replace(state, buffer=buffer, dropped=state.dropped + lost), Routed()
+            return evolve(state, buffer=buffer, dropped=state.dropped + lost), Routed()
         if state.shared:
-            return dataclasses.replace(state, dropped=state.dropped + 1), Routed()
+            return evolve(state, dropped=state.dropped + 1), Routed()
         return state, Routed([_with_lead(event, current)])
 
     merges: list[MergeRequest] = []
@@ -500,7 +499,7 @@ def _route(state: IdentityState | None, event: Event) -> tuple[IdentityState | N
     leads = state.leads if target in state.leads else (*state.leads, target)
     # A later identify with a different lead re-links the device from now on (shared
     # machines); earlier events stay with the lead they were credited to.
-    new = dataclasses.replace(
+    new = evolve(
         state, lead_id=target, buffer=(), leads=leads, shared=len(leads) > MAX_DEVICE_LEADS
     )
     return new, Routed(out, merges)
@@ -577,9 +576,9 @@ def _ask(
         cause_event_id=event.event_id,
     )
     merged = (*state.merged, absorbed)[-4 * MAX_DEVICE_LEADS :]
-    return dataclasses.replace(state, merged=merged), [
+    return evolve(state, merged=merged), [
         request,
-        dataclasses.replace(request, lead_id=survivor),
+        evolve(request, lead_id=survivor),
     ]
 
 
@@ -590,7 +589,7 @@ def identity_link(
 
     Example:
         >>> a = IdentityState("a1", "ws")
-        >>> b = dataclasses.replace(a, lead_id="L")
+        >>> b = evolve(a, lead_id="L")
         >>> identity_link(a, b, Event("e", Kind.IDENTIFY, "ws", 5, 5, "a1", "L")).lead_id
         'L'
         >>> identity_link(b, b, Event("e", Kind.VISIT, "ws", 6, 6, "a1")) is None

@@ -34,10 +34,9 @@ are deterministic (lead, label, cause, snapshot time), and the snapshots are lea
 
 from __future__ import annotations
 
-import dataclasses
-
 from leadflow.processors.derived import Stage, TrainingExample, derived_id
 from leadflow.processors.events import Event
+from leadflow.processors.evolve import evolve
 from leadflow.processors.features import lead_features
 from leadflow.processors.lead_state import LeadState, Snapshot
 from leadflow.processors.policy import Policy
@@ -113,7 +112,7 @@ def close_episode(
             for p in snap.pending
             if p.at <= at
         )
-    state = dataclasses.replace(
+    state = evolve(
         state,
         labelled=True,
         label_due_at=None,
@@ -124,7 +123,7 @@ def close_episode(
     )
     # Later steps of this event (a recycle after the SQL of the same event) see the
     # episode closed.
-    snapshot = dataclasses.replace(snap, labelled=True, label_due_at=None, pending=())
+    snapshot = evolve(snap, labelled=True, label_due_at=None, pending=())
     return state, snapshot, examples
 
 
@@ -147,8 +146,7 @@ def open_window(
         >>> settled = open_window(s, {"x": 2.0}, 905, p)  # the form, 0.9 s after the identify
         >>> settled.features, settled.features_at
         ({'x': 2.0}, 905)
-        >>> import dataclasses
-        >>> p3 = dataclasses.replace(p, labels=dataclasses.replace(p.labels, later_snapshots=3))
+        >>> p3 = evolve(p, labels=evolve(p.labels, later_snapshots=3))
         >>> later = open_window(s, {"x": 3.0}, 5 + 7 * DAY_MS, p3)
         >>> later.features, [(q.at - 5) // DAY_MS for q in later.pending]
         ({'x': 1.0}, [7])
@@ -159,11 +157,11 @@ def open_window(
     if move == "settle":
         return _settled(state, features, at_ms, policy)
     if move == "snapshot":
-        return dataclasses.replace(
+        return evolve(
             state, pending=(*state.pending, Snapshot(at_ms, dict(features))), moment_at=at_ms
         )
     horizon_ms = int(policy.labels.negative_horizon_days * DAY_MS)
-    return dataclasses.replace(
+    return evolve(
         state,
         features=dict(features),
         features_at=at_ms,
@@ -218,13 +216,13 @@ def _settled(state: LeadState, features: dict[str, float], at_ms: int, policy: P
     assert state.features_at is not None  # only an open window settles
     _, began = _moment(state, state.features_at)
     if state.pending:
-        return dataclasses.replace(
+        return evolve(
             state,
             pending=(*state.pending[:-1], Snapshot(at_ms, dict(features))),
             moment_at=began,
         )
     horizon_ms = int(policy.labels.negative_horizon_days * DAY_MS)
-    return dataclasses.replace(
+    return evolve(
         state,
         features=dict(features),
         features_at=at_ms,
@@ -242,7 +240,7 @@ def features_as_of(state: LeadState, at_ms: int, policy: Policy) -> dict[str, fl
     """
     hits = tuple(h for h in state.hits if h.occurred_at <= at_ms)
     engagement, _ = policy_engagement(hits, at_ms, policy)
-    as_of = dataclasses.replace(state, hits=hits, engagement=round(engagement, 4))
+    as_of = evolve(state, hits=hits, engagement=round(engagement, 4))
     return lead_features(as_of, at_ms, policy)
 
 
@@ -294,7 +292,7 @@ def horizon_negative(
         after = max(s.episode_after, s.features_at + horizon_ms)
         if s.pending:
             nxt = s.pending[0]
-            s = dataclasses.replace(
+            s = evolve(
                 s,
                 features=dict(nxt.features),
                 features_at=nxt.at,
@@ -303,7 +301,7 @@ def horizon_negative(
                 episode_after=after,
             )
         else:
-            s = dataclasses.replace(
+            s = evolve(
                 s,
                 labelled=True,
                 label_due_at=None,

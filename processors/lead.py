@@ -66,6 +66,7 @@ from leadflow.processors.derived import (
 )
 from leadflow.processors.errors import InvalidEvent, InvalidTransition
 from leadflow.processors.events import TOUCH_KINDS, Event, Kind
+from leadflow.processors.evolve import evolve
 from leadflow.processors.features import lead_features
 from leadflow.processors.funnel import transition
 from leadflow.processors.handoff import build_handoff
@@ -161,7 +162,7 @@ def _summary(s: EngagementSummary, event: Event) -> EngagementSummary:
     last = s.last_activity_at
     if k in TOUCH_KINDS or k is Kind.EMAIL_OPENED:
         last = event.occurred_at if last is None else max(last, event.occurred_at)
-    return dataclasses.replace(
+    return evolve(
         s,
         visits=s.visits + (k is Kind.VISIT),
         pricing_views=s.pricing_views + (k is Kind.VISIT and "/pricing" in path),
@@ -203,7 +204,7 @@ def _apply_profile(
             if name == "email":  # a sealed email has no readable domain: the edge's facts do
                 domain = facts.email_domain if facts is not None else email_domain(str(value))
     current["seniority"] = policy.seniority_of(current.get("title"))
-    return dataclasses.replace(
+    return evolve(
         state,
         contact=Contact(**current),
         profile_at=max(state.profile_at, event.occurred_at),
@@ -242,7 +243,7 @@ class _Step:
         if len(history) > MAX_HISTORY:
             history = (history[0], *history[-(MAX_HISTORY - 1) :])
         leaving_mql = s.stage is Stage.MQL
-        self.state = dataclasses.replace(
+        self.state = evolve(
             s,
             stage=to,
             history=history,
@@ -260,7 +261,7 @@ class _Step:
         if s.owner_id is not None and not escalate:
             return
         a, _ = assign(s.contact, self.policy, routing, escalate=escalate)
-        self.state = dataclasses.replace(s, owner_id=a.owner_id, team=a.team)
+        self.state = evolve(s, owner_id=a.owner_id, team=a.team)
         self.out.append(
             OwnerAssigned(
                 assignment_id=derived_id(s.lead_id, "owner", reason, self.event.event_id),
@@ -280,7 +281,7 @@ class _Step:
 
     def to_sql(self, reason: str, routing: RoutingState) -> None:
         change = self.move(Stage.SQL, reason)
-        self.state = dataclasses.replace(self.state, sql_count=self.state.sql_count + 1)
+        self.state = evolve(self.state, sql_count=self.state.sql_count + 1)
         self.route("sql", routing)
         self.out.append(build_handoff(self.state, change, self.policy))
         if self.policy.labels.conversion == "sql":
@@ -361,7 +362,7 @@ def _score(step: _Step, model: ScoreModel | None) -> None:
     s, e, p = step.state, step.event, step.policy
     fit, fit_hits = fit_score(s.contact, p, domain=s.email_domain)
     eng, eng_hits = policy_engagement(s.hits, s.watermark, p)
-    s = dataclasses.replace(
+    s = evolve(
         s,
         fit=fit,
         fit_hits=fit_hits,
@@ -370,7 +371,7 @@ def _score(step: _Step, model: ScoreModel | None) -> None:
     )
     features = lead_features(s, s.watermark, p)
     if model is not None:
-        s = dataclasses.replace(
+        s = evolve(
             s,
             model_score=round(model.predict(features), 4),
             model_version=model.version,
@@ -491,7 +492,7 @@ def lead_step(
         hits = _bounded_hits((*s.hits, *new_hits), watermark, policy.scoring.half_life_days)
         changed["hits"] = hits
     changed["segments"] = segments_of(contact, policy, domain=domain)
-    s = dataclasses.replace(s, **changed)
+    s = evolve(s, **changed)
     step.state = s
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -533,7 +534,7 @@ def lead_step(
     ):
         change = step.move(Stage.MQL, "thresholds_met")
         due_at = change.occurred_at + int(policy.sla_hours * HOUR_MS)
-        step.state = dataclasses.replace(
+        step.state = evolve(
             step.state,
             mql_at=change.occurred_at,
             mql_transition_id=change.transition_id,
@@ -559,11 +560,11 @@ def lead_step(
     s = step.state
     if s.stage in _NURTURE_STAGES and s.marketing is not False:
         counters, actions = nurture_step(s.nurture, event, policy, s.lead_id)
-        step.state = dataclasses.replace(s, nurture=counters)
+        step.state = evolve(s, nurture=counters)
         step.out.extend(actions)
 
     s = step.state
-    step.state = dataclasses.replace(s, seen=(*s.seen, key)[-MAX_SEEN:])
+    step.state = evolve(s, seen=(*s.seen, key)[-MAX_SEEN:])
     return step.state, _ordered(step.out)
 
 

@@ -67,6 +67,7 @@ from leadflow.processors.derived import (
 )
 from leadflow.processors.errors import InvalidEvent, LeadflowError
 from leadflow.processors.events import Event, Kind, lead_key
+from leadflow.processors.evolve import evolve
 from leadflow.processors.lead import _bounded_hits, _seen_key, lead_step
 from leadflow.processors.lead_state import (
     MAX_ALIASES,
@@ -201,7 +202,7 @@ def lead_advance(
         return LeadOutcome(state)
     if state.awaiting:
         tick = watermark if state.parked_tick is None else max(state.parked_tick, watermark)
-        return LeadOutcome(dataclasses.replace(state, parked_tick=tick))
+        return LeadOutcome(evolve(state, parked_tick=tick))
     new, out = advance_time(state, watermark, policy, routing=routing, model=model)
     return LeadOutcome(new, list(out))
 
@@ -219,14 +220,14 @@ def _on_event(
         # The identity stage sent this record to the survivor too, in its place in the
         # order (identity.py, "In-flight records"): forwarding it would apply it twice.
         rest = tuple(i for i in state.dropping if i != event.event_id)
-        return LeadOutcome(dataclasses.replace(state, dropping=rest))
+        return LeadOutcome(evolve(state, dropping=rest))
     if state is not None and state.merged_into is not None:
         if hops >= MAX_HOPS:
             raise InvalidEvent(
                 f"event {event.event_id} forwarded {hops} times from {event.lead_id}: a merge cycle"
             )
         target = state.merged_into
-        forwarded = dataclasses.replace(event, lead_id=target)
+        forwarded = evolve(event, lead_id=target)
         direct = [Direct(lead_key(event.workspace_id, target), forwarded, hops + 1)]
         if state.announced:
             return LeadOutcome(state, direct=direct)
@@ -243,14 +244,14 @@ def _on_event(
             adopted_history=False,
             merged_lead_ids=(state.lead_id,),
         )
-        return LeadOutcome(dataclasses.replace(state, announced=True), [notice], direct)
+        return LeadOutcome(evolve(state, announced=True), [notice], direct)
     if state is not None and state.awaiting:
         if len(state.parked) >= MAX_PARKED:
             raise InvalidEvent(
                 f"lead {state.lead_id} waited for merge {state.awaiting[0]} through "
                 f"{MAX_PARKED} records"
             )
-        return LeadOutcome(dataclasses.replace(state, parked=(*state.parked, Parked(event, facts))))
+        return LeadOutcome(evolve(state, parked=(*state.parked, Parked(event, facts))))
     new, out = lead_step(state, event, policy, model, routing=routing, facts=facts)
     return LeadOutcome(new, out)
 
@@ -289,10 +290,10 @@ def _hand_over(state: LeadState | None, request: MergeRequest) -> LeadOutcome:
     # What this lead held while waiting goes on to the survivor, in order: its parked
     # events and the transfers that came before their request (they would be lost here).
     for parked in base.parked:
-        direct.append(Direct(to_survivor, dataclasses.replace(parked.event, lead_id=survivor), 1))
+        direct.append(Direct(to_survivor, evolve(parked.event, lead_id=survivor), 1))
     for early in base.early:
-        direct.append(Direct(to_survivor, dataclasses.replace(early, lead_id=survivor, hops=1)))
-    frozen = dataclasses.replace(
+        direct.append(Direct(to_survivor, evolve(early, lead_id=survivor, hops=1)))
+    frozen = evolve(
         base,
         merged_into=survivor,
         awaiting=(),
@@ -306,7 +307,7 @@ def _hand_over(state: LeadState | None, request: MergeRequest) -> LeadOutcome:
 
 def _drop(state: LeadState, ids: tuple[str, ...]) -> LeadState:
     dropping = tuple(dict.fromkeys((*state.dropping, *ids)))[-MAX_DROPPING:]
-    return dataclasses.replace(state, dropping=dropping)
+    return evolve(state, dropping=dropping)
 
 
 def _awaiting(absorbed_id: str) -> str:
@@ -330,7 +331,7 @@ def _expect(
         # the merge in its place, and the transfer, forwarded there too, waits for it.
         if hops >= MAX_HOPS:
             raise InvalidEvent(f"merge {request.merge_id} forwarded {hops} times")
-        onward = dataclasses.replace(request, lead_id=target, survivor_id=target)
+        onward = evolve(request, lead_id=target, survivor_id=target)
         return LeadOutcome(
             state, direct=[Direct(lead_key(request.workspace_id, target), onward, hops + 1)]
         )
@@ -339,9 +340,9 @@ def _expect(
     early = next((t for t in base.early if t.merge_id == request.merge_id), None)
     if early is not None:
         rest = tuple(t for t in base.early if t is not early)
-        return _absorb(dataclasses.replace(base, early=rest), early, policy, model, routing)
+        return _absorb(evolve(base, early=rest), early, policy, model, routing)
     waiting = (*base.awaiting, request.merge_id, _awaiting(request.absorbed_id))
-    return LeadOutcome(dataclasses.replace(base, awaiting=waiting))
+    return LeadOutcome(evolve(base, awaiting=waiting))
 
 
 def _on_transfer(
@@ -356,7 +357,7 @@ def _on_transfer(
     if base.merged_into is not None:
         if transfer.hops >= MAX_HOPS:
             raise InvalidEvent(f"transfer {transfer.merge_id} forwarded {transfer.hops} times")
-        onward = dataclasses.replace(transfer, lead_id=base.merged_into, hops=transfer.hops + 1)
+        onward = evolve(transfer, lead_id=base.merged_into, hops=transfer.hops + 1)
         return LeadOutcome(
             state, direct=[Direct(lead_key(transfer.workspace_id, base.merged_into), onward)]
         )
@@ -365,12 +366,12 @@ def _on_transfer(
     if transfer.merge_id in base.awaiting:
         at = base.awaiting.index(transfer.merge_id)
         rest = base.awaiting[:at] + base.awaiting[at + 2 :]
-        return _absorb(dataclasses.replace(base, awaiting=rest), transfer, policy, model, routing)
+        return _absorb(evolve(base, awaiting=rest), transfer, policy, model, routing)
     if transfer.hops == 0 or (forward_requests and transfer.absorbed_id != base.lead_id):
         # The survivor's copy of the request has not been released here yet: keep it
         # (forwarded along the same redirects when requests are forwarded, "Chains", unless
         # the chain leads back to the merged lead itself: a cycle, refused, nothing waits).
-        return LeadOutcome(dataclasses.replace(base, early=(*base.early, transfer)))
+        return LeadOutcome(evolve(base, early=(*base.early, transfer)))
     # Forwarded through a redirect: nobody waits for it here; merge it now (late rule).
     return _absorb(base, transfer, policy, model, routing)
 
@@ -391,7 +392,7 @@ def _absorb(
         # itself if it is ever used); the survivor remembers the alias and the merge.
         aliases = tuple(dict.fromkeys((*base.aliases, transfer.absorbed_id)))[-MAX_ALIASES:]
         seen = (*base.seen, _seen_key(transfer.merge_id))[-MAX_SEEN:]
-        out = LeadOutcome(dataclasses.replace(base, aliases=aliases, seen=seen))
+        out = LeadOutcome(evolve(base, aliases=aliases, seen=seen))
     elif transfer.refused is None:
         merged = decode_lead_state(base64.b64decode(transfer.state))
         adopted = base.transitions == 0 and not base.seen
@@ -430,7 +431,7 @@ def _resume(
     state = out.state
     assert state is not None
     parked, tick = state.parked, state.parked_tick
-    state = dataclasses.replace(state, parked=(), parked_tick=None)
+    state = evolve(state, parked=(), parked_tick=None)
     for item in parked:
         try:
             step = _on_event(state, item.event, policy, model, cursors, item.facts, 0)
@@ -460,15 +461,13 @@ def _content(state: LeadState) -> str:
     """What a merged lead hands over: its facts and history, without merge bookkeeping."""
     if state.transitions == 0 and not state.seen:
         return ""
-    plain = dataclasses.replace(
-        state, awaiting=(), parked=(), parked_tick=None, early=(), dropping=()
-    )
+    plain = evolve(state, awaiting=(), parked=(), parked_tick=None, early=(), dropping=())
     return base64.b64encode(encode_lead_state(plain)).decode()
 
 
 def _adopt(base: LeadState, merged: LeadState) -> LeadState:
     """A survivor that had nothing takes the merged lead over, under its own id."""
-    return dataclasses.replace(
+    return evolve(
         merged,
         lead_id=base.lead_id,
         merged_into=None,
@@ -495,13 +494,13 @@ def _later(a: Touch | None, b: Touch | None) -> Touch | None:
 def _combine(s: LeadState, m: LeadState, policy: Policy) -> LeadState:
     """The survivor ``s`` with the merged lead ``m``'s facts (its own history stays)."""
     mine = dataclasses.asdict(s.contact)
-    contact = dataclasses.replace(
+    contact = evolve(
         s.contact,
         **{k: v for k, v in dataclasses.asdict(m.contact).items() if mine.get(k) is None},
     )
     a, b = s.summary, m.summary
     last = [x for x in (a.last_activity_at, b.last_activity_at) if x is not None]
-    summary = dataclasses.replace(
+    summary = evolve(
         a,
         visits=a.visits + b.visits,
         pricing_views=a.pricing_views + b.pricing_views,
@@ -519,7 +518,7 @@ def _combine(s: LeadState, m: LeadState, policy: Policy) -> LeadState:
     nurture = {k: max(s.nurture.get(k, 0), m.nurture.get(k, 0)) for k in {*s.nurture, *m.nurture}}
     domain = s.email_domain if s.contact.email is not None else m.email_domain
     marketing = False if False in (s.marketing, m.marketing) else s.marketing or m.marketing
-    return dataclasses.replace(
+    return evolve(
         s,
         contact=contact,
         profile_at=max(s.profile_at, m.profile_at),

@@ -121,13 +121,13 @@ def record_key(
     A merge request sorts at the event that caused it, the merged lead's copy first.
 
     Example:
-        >>> import dataclasses
         >>> from leadflow.processors.events import Kind
+        >>> from leadflow.processors.evolve import evolve
         >>> e = Event("i1", Kind.IDENTIFY, "ws", 50, 60, "a1", "u1")
         >>> m = MergeRequest("m", "ws", "e-x", "e-x", "u1", 50, 60, "identify", "i1")
-        >>> record_key(m, 60) < record_key(dataclasses.replace(m, lead_id="u1"), 60)
+        >>> record_key(m, 60) < record_key(evolve(m, lead_id="u1"), 60)
         True
-        >>> record_key(dataclasses.replace(m, lead_id="u1"), 60) < record_key(e, 60)
+        >>> record_key(evolve(m, lead_id="u1"), 60) < record_key(e, 60)
         True
     """
     if isinstance(record, MergeRequest):

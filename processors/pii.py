@@ -23,7 +23,6 @@ every value it is given as plaintext, whatever it looks like.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 from leadflow.processors.derived import Contact
 from leadflow.processors.errors import InvalidEvent
 from leadflow.processors.events import Event, Kind
+from leadflow.processors.evolve import evolve
 from leadflow.processors.identity import EMAIL_LEAD_FIELD, EMAIL_LEAD_KINDS, derive_lead_id
 from leadflow.processors.scoring import email_domain
 
@@ -167,7 +167,7 @@ def _rewrite(event: Event, change: Callable[[str, Any], Any]) -> Event:
         for k, v in payload.items()
     }
     ctx = event.context
-    new_ctx = dataclasses.replace(
+    new_ctx = evolve(
         ctx,
         **{
             f: change(f, getattr(ctx, f)) for f in PII_CONTEXT_FIELDS if getattr(ctx, f) is not None
@@ -175,7 +175,7 @@ def _rewrite(event: Event, change: Callable[[str, Any], Any]) -> Event:
     )
     if new_payload == dict(payload) and new_ctx == ctx:
         return event
-    return dataclasses.replace(event, payload=new_payload, context=new_ctx)
+    return evolve(event, payload=new_payload, context=new_ctx)
 
 
 def seal_event(event: Event, seal: Sealer) -> Event:
@@ -201,7 +201,7 @@ def seal_event(event: Event, seal: Sealer) -> Event:
         ('enc:v2:00000002:oi.x@ada', 'X', True)
         >>> seal_event(s, fake).payload["email"]  # a sealed-looking value is sealed again
         'enc:v2:00000002:ada@x.io:20000000:2v:cne'
-        >>> u = seal_event(dataclasses.replace(e, lead_id="user-1"), fake)
+        >>> u = seal_event(evolve(e, lead_id="user-1"), fake)
         >>> u.lead_id, u.payload["email_lead_id"] == derive_lead_id("ws", "ada@x.io")
         ('user-1', True)
 
@@ -222,12 +222,12 @@ def seal_event(event: Event, seal: Sealer) -> Event:
     if email_lead is None:
         return sealed
     if lead_id is None:
-        return dataclasses.replace(sealed, lead_id=email_lead)
+        return evolve(sealed, lead_id=email_lead)
     if event.kind in EMAIL_LEAD_KINDS:
         # The sender named a user and an email: identity links that email's lead to the user
         # (rule 3 of processors.identity) through this field, the email being sealed.
         payload = {**sealed.payload, EMAIL_LEAD_FIELD: email_lead}
-        return dataclasses.replace(sealed, payload=payload)
+        return evolve(sealed, payload=payload)
     return sealed
 
 
@@ -353,7 +353,7 @@ def open_contact(contact: Contact, workspace_id: str, open_: Opener) -> Contact:
         envelope = parse_envelope(getattr(contact, name))
         if envelope is not None:
             changes[name] = open_(workspace_id, None, name, envelope)
-    return dataclasses.replace(contact, **changes) if changes else contact
+    return evolve(contact, **changes) if changes else contact
 
 
 def blank_event(event: Event) -> Event:
@@ -383,7 +383,7 @@ def without_device_data(event: Event) -> Event:
     ctx = event.context
     if ctx.ip is None and ctx.user_agent is None:
         return event
-    return dataclasses.replace(event, context=dataclasses.replace(ctx, ip=None, user_agent=None))
+    return evolve(event, context=evolve(ctx, ip=None, user_agent=None))
 
 
 def tracking_consent(stated: bool | None, event: Event, default: bool) -> bool:

@@ -17,9 +17,8 @@ ids.
 
 from __future__ import annotations
 
-import dataclasses
-
 from leadflow.processors.derived import LeadScored, Stage, derived_id
+from leadflow.processors.evolve import evolve
 from leadflow.processors.features import lead_features
 from leadflow.processors.labels import open_window, takes_score
 from leadflow.processors.lead_state import LeadState
@@ -44,7 +43,7 @@ def rescheduled(state: LeadState, at_ms: int) -> LeadState:
     last = state.summary.last_activity_at
     live = state.stage in RESCORED_STAGES and (last is None or at_ms - last < QUIET_DAYS * DAY_MS)
     due = at_ms + DAY_MS if live else None
-    return state if due == state.rescore_due_at else dataclasses.replace(state, rescore_due_at=due)
+    return state if due == state.rescore_due_at else evolve(state, rescore_due_at=due)
 
 
 def moved(state: LeadState, engagement: float) -> bool:
@@ -71,11 +70,11 @@ def rescore(
     if due is None or due > at_ms:
         return state, None
     if state.stage not in RESCORED_STAGES:
-        return dataclasses.replace(state, rescore_due_at=None), None
+        return evolve(state, rescore_due_at=None), None
     # Fit does not decay: the profile has not changed since the last score.
     fit, fit_hits = state.fit, state.fit_hits
     eng, eng_hits = policy_engagement(state.hits, at_ms, policy)
-    s = dataclasses.replace(state, fit=fit, engagement=round(eng, 4))
+    s = evolve(state, fit=fit, engagement=round(eng, 4))
     # Whether a re-score exists is decided by the rules alone: which model the worker holds is
     # not yet a function of the log (docs/architecture.md, the model-switch marker), and a
     # record's existence and id must be. With the lead's age a model feature, the model's
@@ -92,7 +91,7 @@ def rescore(
         return rescheduled(state, at_ms), None
     features = lead_features(s, at_ms, policy)
     model_score = round(model.predict(features), 4) if model is not None else state.model_score
-    s = dataclasses.replace(
+    s = evolve(
         s,
         fit_hits=fit_hits,
         engagement_hits=top_rules(eng_hits, policy.scoring.top_rules),

@@ -25,11 +25,12 @@ import os
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.processors.evolve import evolve
 from leadflow.sinks.workspaces import check_workspace
 from leadflow.streams.settings import Settings
 
@@ -156,7 +157,7 @@ class AnalystStore:
         if found is None:
             raise AnalystError(f"no active user {user!r}")
         password = PASSWORD_PREFIX + (token or (lambda: secrets.token_urlsafe(32)))()
-        updated = replace(found, sha256=_digest(password), created_at=_iso(now))
+        updated = evolve(found, sha256=_digest(password), created_at=_iso(now))
         self._write([updated if r is found else r for r in self.records()])
         return password
 
@@ -165,7 +166,7 @@ class AnalystStore:
         found = self.active(user)
         if found is None:
             raise AnalystError(f"no active user {user!r}")
-        done = replace(found, revoked_at=_iso(now))
+        done = evolve(found, revoked_at=_iso(now))
         self._write([done if r is found else r for r in self.records()])
         return done
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import json
 import math
 import re
@@ -43,6 +42,7 @@ from leadflow.processors.bounds import BoundsTable
 from leadflow.processors.bounds_load import load_bounds
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, Kind
+from leadflow.processors.evolve import evolve
 from leadflow.streams.collector.admin import Admin, add_admin_routes, bearer_token
 from leadflow.streams.collector.dead_letters import DeadLetter, dead_letter
 from leadflow.streams.collector.keys import WRITE, KeyRecord, KeyStore
@@ -369,7 +369,7 @@ class Ingest:
         for i, item in enumerate(items):
             kind = item.get("type") if isinstance(item, dict) else None
             messages.append((item, kind if isinstance(kind, str) else "", f"batch[{i}]"))
-        return messages, dataclasses.replace(options, sent_at=sent_at, context=context)
+        return messages, evolve(options, sent_at=sent_at, context=context)
 
     async def handle(self, request: Request, msg_type: str | None) -> Response:
         """Run one request through the pipeline; every failure becomes a :class:`Problem`."""
@@ -617,7 +617,7 @@ class Ingest:
             sealed = await run_in_threadpool(vault.seal, [m.event for m in mapped])
         except KeyringError as exc:
             raise self._keys_unavailable(exc, len(mapped)) from exc
-        return [dataclasses.replace(m, event=e) for m, e in zip(mapped, sealed, strict=True)]
+        return [evolve(m, event=e) for m, e in zip(mapped, sealed, strict=True)]
 
     def _keys_unavailable(self, exc: Exception, events: int) -> Rejection:
         log.warning("collector.keys_unavailable", reason=str(exc))

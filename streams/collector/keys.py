@@ -17,11 +17,12 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
 from leadflow.processors.errors import LeadflowError
+from leadflow.processors.evolve import evolve
 from leadflow.processors.workspace_id import InvalidWorkspaceId, check_workspace_id, is_workspace_id
 from leadflow.streams.logs import get_logger
 from leadflow.streams.private_files import write_private
@@ -152,7 +153,7 @@ class KeyStore:
             raise KeyStoreError(f"workspace {workspace_id!r} has no {role} keys to rotate")
         stamp = now().isoformat()
         revoked = [
-            replace(r, revoked_at=stamp)
+            evolve(r, revoked_at=stamp)
             if r.workspace_id == workspace_id and r.role == role and r.revoked_at is None
             else r
             for r in records
@@ -166,6 +167,6 @@ class KeyStore:
         matches = [r for r in records if r.key_id == key_id and r.revoked_at is None]
         if not matches:
             raise KeyStoreError(f"no active key with id {key_id!r}")
-        done = replace(matches[0], revoked_at=now().isoformat())
+        done = evolve(matches[0], revoked_at=now().isoformat())
         self._write([done if r is matches[0] else r for r in records])
         return done

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from leadflow.processors.derived import BecameSQL, Contact
 from leadflow.processors.events import Event, Kind
+from leadflow.processors.evolve import evolve
 from leadflow.processors.pii import (
     Envelope,
     Sealer,
@@ -195,7 +196,7 @@ class Vault:
         names and phone read as None in every past hand-off of that person.
         """
         contact = self.open_contact(handoff.workspace_id, handoff.contact)
-        return handoff if contact is handoff.contact else replace(handoff, contact=contact)
+        return handoff if contact is handoff.contact else evolve(handoff, contact=contact)
 
     def _open_value(
         self, workspace_id: str, subject: str | None, field: str, envelope: Envelope

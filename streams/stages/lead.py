@@ -67,7 +67,6 @@ switch may still come for. So which snapshot scores a record is a function of th
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import json
 import time
@@ -78,6 +77,7 @@ from leadflow.processors import derived as d
 from leadflow.processors.deadlines import next_deadline, quiet_through
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, scoped_key
+from leadflow.processors.evolve import evolve
 from leadflow.processors.lead_state import Derived, LeadState, decode_lead_state, encode_lead_state
 from leadflow.processors.merges import (
     Direct,
@@ -696,7 +696,7 @@ class LeadTask:
         if quiet[0] is not written and quiet[0] != written:
             del self.quiet[key]  # written since (``_store`` forgets it; this is a safety net)
             return state
-        return dataclasses.replace(state, rescore_due_at=quiet[1])
+        return evolve(state, rescore_due_at=quiet[1])
 
     def _hint(self, clock: _Clock, key: bytes, due: int) -> None:
         if self.due.get(key) != due:

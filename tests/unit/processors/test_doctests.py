@@ -29,6 +29,7 @@ MODULES = [
     "ordering",
     "policy_fit",
     "frontier",
+    "evolve",
 ]
 
 
