@@ -13,21 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
+import os
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.common import cpu_seconds
 from leadflow.streams.settings import load_settings
 from leadflow.streams.topics import EVENTS
 
 SINK = "bench.passthrough"
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def forward(bootstrap: str, phases: list[int]) -> None:
@@ -47,7 +42,7 @@ async def forward(bootstrap: str, phases: list[int]) -> None:
             await consumer.getmany(timeout_ms=100)
         print("ready", flush=True)
         for count in phases:
-            cpu = cpu_seconds()
+            cpu = cpu_seconds(os.getpid())
             done = 0
             first = 0.0
             while done < count:
@@ -67,7 +62,7 @@ async def forward(bootstrap: str, phases: list[int]) -> None:
                 await asyncio.gather(*acks)
                 await consumer.commit(offsets)
             result = {"first": first, "last": time.time(), "records": done}
-            print(json.dumps({**result, "cpu": cpu_seconds() - cpu}), flush=True)
+            print(json.dumps({**result, "cpu": cpu_seconds(os.getpid()) - cpu}), flush=True)
     finally:
         await producer.stop()
         await consumer.stop()
