@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from leadflow.processors.events import Kind
 
@@ -21,8 +22,11 @@ CONVERSION_LABELS = frozenset({"sql", "won"})
 _WORD = re.compile(r"[a-z0-9]+")
 
 
+@lru_cache(maxsize=4096)
 def words(text: str) -> tuple[str, ...]:
     """Lower-cased words of free text (letters and digits; everything else separates).
+
+    Cached: every score tests the lead's title and each rule's phrases again.
 
     Example:
         >>> words("VP, Sales & Marketing (EMEA)"), words("C-Level")
@@ -323,6 +327,7 @@ class Policy:
         return _first_level(self.departments, title)
 
 
+@lru_cache(maxsize=4096)
 def _first_level(levels: tuple[tuple[str, tuple[str, ...]], ...], title: str | None) -> str | None:
     if not title:
         return None
