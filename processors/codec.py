@@ -36,8 +36,9 @@ from leadflow.processors.evolve import field_values
 
 VERSION = 1
 COMPRESS_OVER = 1024
-# One encoder for every write: ``json.dumps`` with options builds a new one per call.
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# One encoder for every write (and every record key, processors/events.py): ``json.dumps``
+# with options builds a new one per call.
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 T = TypeVar("T")
 
 
@@ -249,7 +250,7 @@ def from_plain(tp: Any, data: Any) -> Any:
 
 def encode(obj: object) -> bytes:
     """``[VERSION, positional-record]`` as compact UTF-8 JSON, zlib'd when large."""
-    data = _JSON.encode([VERSION, to_plain(obj)]).encode()
+    data = COMPACT_JSON.encode([VERSION, to_plain(obj)]).encode()
     if len(data) > COMPRESS_OVER:
         return b"z" + zlib.compress(data, 6)
     return data

@@ -10,12 +10,12 @@ never the wall clock, so a replay rebuilds identical numbers).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from leadflow.processors.codec import COMPACT_JSON
 from leadflow.processors.errors import InvalidEvent
 
 
@@ -32,7 +32,7 @@ def scoped_key(workspace_id: str, ident: str) -> str:
         >>> scoped_key("ws", 'x"]') != scoped_key('ws","x', "]")
         True
     """
-    return json.dumps([workspace_id, ident], separators=(",", ":"), ensure_ascii=False)
+    return COMPACT_JSON.encode([workspace_id, ident])
 
 
 def lead_key(workspace_id: str, lead_id: str) -> str:

@@ -1,5 +1,10 @@
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from leadflow.processors.derived import Contact
-from leadflow.processors.events import Kind
+from leadflow.processors.events import Kind, scoped_key
 from leadflow.processors.nurture import nurture_step
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.processors.qualification import MAX_ANSWERS, merge_answers, qualify
@@ -68,3 +73,11 @@ def test_segments() -> None:
         Contact(company_size=50, title="Data Engineer", seniority="individual"), P
     ) == ("size:smb", "persona:practitioner")
     assert segments_of(Contact(), P) == ()
+
+
+@given(st.text(), st.text())
+def test_a_scoped_key_is_the_compact_json_pair_it_always_was(workspace: str, ident: str) -> None:
+    # Keys name state entries and partition records: the shared encoder must not move a byte.
+    expected = json.dumps([workspace, ident], separators=(",", ":"), ensure_ascii=False)
+    assert scoped_key(workspace, ident) == expected
+    assert json.loads(scoped_key(workspace, ident)) == [workspace, ident]
