@@ -41,8 +41,9 @@ log = get_logger(__name__)
 STORE = "identities"
 CLOCK = "received"  # the partition's R' (a store of its own: "identities" holds states only)
 # Decoded device states a task keeps (least recently read first out): a device's events
-# come in visits, and a state without buffered events is a few hundred bytes.
-DEVICE_CACHE = 1024
+# come in visits. A state is a few hundred bytes, up to ~50 KB for a device holding
+# MAX_BUFFERED events and MAX_RECENT sends: 256 per partition task is at most ~13 MB.
+DEVICE_CACHE = 256
 CLOCK_KEY = b"r"
 MARKER_STAGE = "identity"
 
