@@ -50,20 +50,60 @@ class KafkaError(LeadflowError):
     """The local broker could not be installed, started or stopped."""
 
 
+# Ports are picked from here up to the kernel's ephemeral range (below).
+LOWEST_PICKED_PORT = 10_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports nobody listens on right now.
+
+    Picked below the kernel's ephemeral range. Why: a port from that range (what binding
+    port 0 returns) can be handed to any outgoing connection, a client polling a starting
+    broker for instance, between the pick and the broker's bind; CI once lost a 3-node
+    cluster's controller port so ("Address already in use"). A port below it is taken only
+    by a process that binds it explicitly.
+    """
+    low = _ephemeral_low()
+    if low - count <= LOWEST_PICKED_PORT:
+        raise KafkaError(f"no ports below the ephemeral range (it starts at {low})")
+    pick = secrets.SystemRandom()
+    for _ in range(200):
+        base = pick.randrange(LOWEST_PICKED_PORT, low - count)
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise KafkaError(f"no run of {count} free ports below {low} in 200 tries")
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (loopback)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nobody listens on right now (loopback; see :func:`free_port_run`)."""
+    return free_port_run(1)
 
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct free loopback ports (held open together, so none repeats)."""
+    ports: list[int] = []
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+        while len(ports) < count:
+            port = free_port_run(1)
+            try:
+                stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue  # one of ours (held), or taken since the pick
+            ports.append(port)
+        return ports
 
 
 def kafka_uuid() -> str:

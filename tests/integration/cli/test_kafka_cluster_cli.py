@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -19,34 +17,16 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from leadflow.cli.main import cli
 from leadflow.streams.kafka_health import cluster_health, wait_settled
+from leadflow.streams.local_kafka import free_port_run
 from leadflow.streams.settings import Settings, load_settings
 from leadflow.streams.topics import ALL_TOPICS, EVENTS
-
-
-def six_free_ports() -> int:
-    """A base port p with p..p+5 all free (3 nodes: clients p, p+2, p+4; controllers +1)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + 5 > 65535:
-            continue
-        try:
-            with ExitStack() as stack:
-                for port in range(base, base + 6):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no run of six free ports")
 
 
 @pytest.fixture
 def cluster_env(base_settings: Settings, tmp_path: Path) -> dict[str, str]:
     if not base_settings.local_kafka:
         pytest.skip("LEADFLOW_KAFKA_BOOTSTRAP is set: this test runs its own local cluster")
-    base = six_free_ports()
+    base = free_port_run(6)  # 3 nodes: clients p, p+2, p+4; controllers +1
     return {
         "LEADFLOW_DATA_DIR": str(tmp_path),
         "LEADFLOW_CACHE_DIR": str(base_settings.cache_dir),

@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from leadflow.streams.engine.kafka import producer_config
 from leadflow.streams.kafka_cluster import KafkaCluster
 from leadflow.streams.kafka_health import ClusterHealth, PartitionState
-from leadflow.streams.local_kafka import KafkaError
+from leadflow.streams.local_kafka import KafkaError, free_port_run, free_ports
 from leadflow.streams.settings import SettingsError, load_settings
 
 
@@ -98,3 +99,16 @@ def test_docstring_examples_run(name: str) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_picked_ports_are_free_and_outside_the_ephemeral_range() -> None:
+    # A port from the ephemeral range can go to any outgoing connection before a broker
+    # binds it (CI once lost a controller port so): picks stay below it.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    base = free_port_run(6)
+    ports = [*range(base, base + 6), *free_ports(5)]
+    assert len(set(ports[6:])) == 5
+    assert all(port < low for port in ports)
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
