@@ -19,18 +19,12 @@ from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.stages import decoded
 from leadflow.streams.stages.decoded import DecodedStore
 
+from .test_engine import FakeContext
 
-class Ctx:
-    """The two calls of a task context the store makes, over one partition store."""
 
-    def __init__(self) -> None:
-        self.store = PartitionStore()
-
-    def get(self, name: str, key: bytes) -> bytes | None:
-        return self.store.get(key)
-
-    def put(self, name: str, key: bytes, value: bytes | None) -> None:
-        self.store.put(key, value)
+def store(ctx: FakeContext) -> PartitionStore:
+    """The test's one store in ``ctx``."""
+    return ctx.stores.setdefault("s", PartitionStore())
 
 
 def encode(state: tuple[int, ...]) -> bytes:
@@ -59,7 +53,7 @@ def test_docstring_examples_run() -> None:
 
 @given(OPS)
 def test_reads_and_changelog_writes_match_a_put_per_write(ops: list[Any]) -> None:
-    kept, direct = Ctx(), Ctx()
+    kept, direct = FakeContext(), FakeContext()
     encodes: list[bytes] = []
 
     def counted(state: tuple[int, ...]) -> bytes:
@@ -83,25 +77,25 @@ def test_reads_and_changelog_writes_match_a_put_per_write(ops: list[Any]) -> Non
             written = len(task.unsaved)
             task.save(kept)
             assert len(encodes) == written  # one encode per key written in the batch
-            assert kept.store.pending == direct.store.pending
+            assert store(kept).pending == store(direct).pending
             for ctx in (kept, direct):
                 if op == "commit":
-                    ctx.store.commit()
+                    store(ctx).commit()
                 else:
-                    ctx.store.abort()
+                    store(ctx).abort()
             if op == "abort":
                 task = DecodedStore("s", counted, decode, cache=2)
-            assert kept.store.data == direct.store.data
+            assert store(kept).data == store(direct).data
 
 
 def test_a_read_sees_bytes_written_by_another_task_not_its_cache() -> None:
-    ctx = Ctx()
+    ctx = FakeContext()
     task = DecodedStore("s", encode, decode, cache=4)
     task.put(b"a", (1,))
     task.save(ctx)
-    ctx.store.commit()
+    store(ctx).commit()
     assert task.get(ctx, b"a") == (b"[1]", (1,))
     # A task built after this one (another owner of the partition, before a rebalance back)
     # wrote the key: the bytes differ from the cached ones, so they are decoded.
-    ctx.store.apply(b"a", encode((2, 3)))
+    store(ctx).apply(b"a", encode((2, 3)))
     assert task.get(ctx, b"a") == (b"[2, 3]", (2, 3))
