@@ -129,6 +129,14 @@ def kafka_status(ctx: click.Context) -> None:
                 continue
             healthy = False
             click.echo(f"node {number}: {'running but not serving' if pid else 'stopped'}")
+        for number, node in enumerate(nodes, start=1):
+            if skipped := node.skipped_markers():
+                click.echo(
+                    f"node {number}: WARNING Kafka skipped the transaction markers of "
+                    f"partitions without a leader {len(skipped)} time(s), last: "
+                    f"{skipped[-1][:25]}; a transaction committing when the node was killed "
+                    'may be broken (docs/operations.md, "The single-node broker killed -9")'
+                )
         if not running:
             sys.exit(3)
     health = _health_or_none(settings)

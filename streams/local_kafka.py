@@ -175,6 +175,27 @@ def install(settings: Settings) -> Path:
     return libs
 
 
+# What Kafka's transaction coordinator logs when it drops the commit or abort markers of
+# partitions that have no leader, taking them for deleted (TransactionMarkerChannelManager).
+# A single node killed -9 and restarted fences its own previous registration ~9 s after the
+# start, which leaves every partition without a leader for a moment: a transaction that was
+# committing at the kill can lose its markers on some partitions there, and with them its
+# atomicity (docs/operations.md, "The single-node broker killed -9").
+SKIPPED_MARKERS = "these partitions are likely deleted already and hence can be skipped"
+
+
+def skipped_markers(log_text: str) -> list[str]:
+    r"""The lines of a broker log where Kafka skipped transaction markers.
+
+    Example:
+        >>> text = "[t1] INFO started (k)\n[t2] INFO Couldn't find leader endpoint for "
+        >>> text += f"partitions HashSet(a-1) ..., {SKIPPED_MARKERS} (k)\n"
+        >>> [line[:4] for line in skipped_markers(text)]
+        ['[t2]']
+    """
+    return [line for line in log_text.splitlines() if SKIPPED_MARKERS in line]
+
+
 @dataclass(frozen=True)
 class LocalKafka:
     """One KRaft node (broker and controller in one JVM) living in ``home``.
@@ -412,10 +433,31 @@ class LocalKafka:
                 raise KafkaError(f"Kafka exited with {process.returncode}: {self._tail()}")
             if self.ready(timeout=1):
                 log.info("kafka.started", bootstrap=self.bootstrap, pid=process.pid)
+                self.warn_skipped_markers()
                 return
             time.sleep(0.3)
         self.stop()
         raise KafkaError(f"Kafka did not become ready in {timeout:.0f}s: {self._tail()}")
+
+    def skipped_markers(self) -> list[str]:
+        """The lines of this node's ``server.log`` where Kafka skipped transaction markers."""
+        try:
+            return skipped_markers(self.log_file.read_text(errors="replace"))
+        except FileNotFoundError:
+            return []
+
+    def warn_skipped_markers(self) -> None:
+        """Log loudly if this node's log shows skipped transaction markers (ever)."""
+        skipped = self.skipped_markers()
+        if skipped:
+            log.error(
+                "kafka.transaction_markers_skipped",
+                node=self.node_id,
+                times=len(skipped),
+                last=skipped[-1][:160],
+                meaning="a transaction committing when this node was killed may be broken",
+                see='docs/operations.md, "The single-node broker killed -9"',
+            )
 
     def kill(self) -> None:
         """SIGKILL the JVM (a crash: no controlled shutdown, no flush) and reap it."""

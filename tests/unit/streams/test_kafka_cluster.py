@@ -112,3 +112,61 @@ def test_picked_ports_are_free_and_outside_the_ephemeral_range() -> None:
     for port in ports:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+SKIP_LINE = (
+    "[2026-12-05 07:24:58,535] INFO [Transaction Marker Channel Manager 1]: Couldn't find "
+    "leader endpoint for partitions HashSet(leadflow-release-changelog-3) while trying to "
+    "send transaction markers for leadflow-worker-1, these partitions are likely deleted "
+    "already and hence can be skipped (kafka.coordinator.transaction."
+    "TransactionMarkerChannelManager)"
+)
+
+
+def test_skipped_transaction_markers_in_the_broker_log_are_found(tmp_path: Path) -> None:
+    cluster = KafkaCluster.on_ports(tmp_path, tmp_path / "libs", [(27000, 27001)], "384m")
+    (node,) = cluster.nodes
+    assert node.skipped_markers() == []  # no log yet
+    node.log_file.parent.mkdir(parents=True)
+    node.log_file.write_text(f"[t] INFO Kafka Server started (k)\n{SKIP_LINE}\n")
+    assert node.skipped_markers() == [SKIP_LINE]
+
+
+def test_kafka_status_warns_about_skipped_transaction_markers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The warning shows even with the node stopped (status then exits 3 for that)."""
+    from leadflow.cli.main import main
+    from leadflow.streams import kafka_cluster
+
+    monkeypatch.setenv("LEADFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(kafka_cluster, "install", lambda _settings: tmp_path / "libs")
+    log_dir = tmp_path / "kafka" / "logs"
+    log_dir.mkdir(parents=True)
+    (log_dir / "server.log").write_text(f"{SKIP_LINE}\n{SKIP_LINE}\n")
+    monkeypatch.setattr("sys.argv", ["leadflow", "kafka", "status"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 3
+    out = capsys.readouterr().out
+    assert "node 1: stopped" in out
+    assert "WARNING Kafka skipped the transaction markers" in out
+    assert "2 time(s), last: [2026-12-05 07:24:58,535]" in out
+    assert "The single-node broker killed -9" in out
+
+
+def test_a_node_logs_skipped_markers_loudly(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    cluster = KafkaCluster.on_ports(tmp_path, tmp_path / "libs", [(27000, 27001)], "384m")
+    (node,) = cluster.nodes
+    with capture_logs() as quiet:
+        node.warn_skipped_markers()
+    assert quiet == []
+    node.log_file.parent.mkdir(parents=True)
+    node.log_file.write_text(f"{SKIP_LINE}\n")
+    with capture_logs() as logged:
+        node.warn_skipped_markers()
+    assert [(e["event"], e["log_level"], e["times"]) for e in logged] == [
+        ("kafka.transaction_markers_skipped", "error", 1)
+    ]
