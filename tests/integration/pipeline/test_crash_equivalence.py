@@ -7,7 +7,7 @@ fresh broker per run:
 - a clean run (the reference), a second clean run, a run with two workers;
 - a run where, while traffic flows, the worker is killed -9 four times (a plain kill, one
   during its recovery, one in the middle of catching up a backlog, one more), the projector
-  is killed -9 once and the broker is killed -9 and restarted once.
+  is killed -9 once and the broker is stopped and restarted once.
 
 Each run must lose nothing (every acknowledged message on ``leadflow.events``; every inbound
 event on ``leadflow.events.by-lead``, the DLQ, or still buffered for a device never
@@ -58,7 +58,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 def crash_faults(broker: LocalKafka, n: int) -> list[Fault]:
     """The crash schedule: worker kill -9 x4 (one in recovery, one mid-batch), projector
-    kill -9, broker kill -9 + restart; all while the feed flows."""
+    kill -9, broker stop + restart; all while the feed flows.
+
+    The broker is stopped with SIGTERM, not killed: a single KRaft node killed -9 can break
+    a transaction that was committing at that moment (Kafka skips the commit markers of
+    partitions left without a leader when the restarted node fences its own stale
+    registration; docs/operations.md, "The single-node broker killed -9"). Kills of the
+    broker are tested where the guarantee holds: a node of a 3-broker cluster killed -9
+    under traffic (``tests/integration/cluster/test_worker_faults.py``, ``make test-faults``).
+    """
 
     def kill_worker(run: Run) -> None:
         worker = run.workers[0]
@@ -94,7 +102,7 @@ def crash_faults(broker: LocalKafka, n: int) -> list[Fault]:
         run.projector.start(wait=False)
 
     def restart_broker(run: Run) -> None:
-        broker.kill()
+        broker.stop()
         time.sleep(5.0)
         broker.start(timeout=180)
 
@@ -103,7 +111,7 @@ def crash_faults(broker: LocalKafka, n: int) -> list[Fault]:
         Fault(n * 22 // 100, "worker kill -9, then again during its recovery", kill_in_recovery),
         Fault(n * 40 // 100, "worker kill -9 mid-batch while catching up", kill_mid_batch),
         Fault(n * 55 // 100, "projector kill -9", kill_projector),
-        Fault(n * 70 // 100, "broker kill -9 and restart", restart_broker),
+        Fault(n * 70 // 100, "broker stop and restart", restart_broker),
         Fault(n * 85 // 100, "worker kill -9", kill_worker),
     ]
 
