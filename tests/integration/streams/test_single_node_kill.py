@@ -6,7 +6,8 @@ leader, and the transaction coordinator drops the markers it still had to write 
 ("likely deleted already and hence can be skipped"). The transaction's records on those
 partitions stay open until the producer's next transaction on them ends, and share its
 fate. It hit the crash-equivalence module once (session 11's CI); in a scratch experiment
-2 of 14 kills of a node under back-to-back transactions skipped markers.
+2 of 14 kills of a node under back-to-back transactions skipped markers, and this
+test failed in 2 of 2 runs (session 12).
 
 This test drives a plain transactional producer (no leadflow code on the path: the defect
 is Kafka's) over 24 partitions, kills the node -9 up to ``KILLS`` times and fails as soon
