@@ -123,3 +123,46 @@ class StallWatch:
             self.reseeked = True
             return Verdict.RESEEK
         return Verdict.EXIT
+
+
+@dataclass
+class OpenTailWatch:
+    """Notices a partition held by an open transaction: its last stable offset stays put.
+
+    A read_committed reader stops at a partition's last stable offset (LSO), the first offset
+    of its oldest open transaction. Its lag, measured to the LSO, is then 0: the stall
+    watch cannot see it. A transaction normally ends within its timeout; one that stays
+    open longer (a producer whose coordinator skipped its markers: docs/operations.md,
+    "The single-node broker killed -9") holds every reader of the partition. This watch
+    says so once per episode: the LSO below the high watermark and unmoved for ``after``
+    seconds.
+
+    Example:
+        >>> watch = OpenTailWatch(after=30.0)
+        >>> watch.observe(0.0, stable=608, high=612), watch.observe(29.0, stable=608, high=650)
+        (False, False)
+        >>> watch.observe(31.0, stable=608, high=700), watch.observe(40.0, stable=608, high=700)
+        (True, False)
+        >>> watch.observe(45.0, stable=700, high=700), watch.observe(50.0, stable=700, high=701)
+        (False, False)
+    """
+
+    after: float
+    stable: int | None = None  # the LSO held since ``since`` (None: nothing held)
+    since: float = 0.0
+    told: bool = False
+
+    def observe(self, now: float, *, stable: int, high: int) -> bool:
+        """One look (``now`` from a monotonic clock); ``True`` when the hold is first due."""
+        if stable >= high or stable != self.stable:
+            self.stable = stable if stable < high else None
+            self.since, self.told = now, False
+            return False
+        if self.told or now - self.since < self.after:
+            return False
+        self.told = True
+        return True
+
+    def held_for(self, now: float) -> float:
+        """Seconds the current LSO has held (0 when none holds)."""
+        return 0.0 if self.stable is None else now - self.since

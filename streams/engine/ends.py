@@ -8,7 +8,9 @@ every ``every`` seconds, with one ``ListOffsets`` request per leader (read_commi
 end is the last stable offset, as far as a read_committed consumer can read), and never
 blocks the worker's loop. A partition whose leader does not answer keeps its last answer
 with its age; the watch does not judge a partition whose end is stale (an outage is
-ridden out, not mistaken for a stall).
+ridden out, not mistaken for a stall). It asks for the high watermark too
+(read_uncommitted): a last stable offset that stays below it is an open transaction
+holding every read_committed reader (:class:`~leadflow.streams.stall.OpenTailWatch`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class EndOffsets:
         self._lock = threading.Lock()
         self._wanted: frozenset[TP] = frozenset()
         self._ends: dict[TP, tuple[int, float]] = {}  # tp -> (end, monotonic time of answer)
+        self._highs: dict[TP, tuple[int, float]] = {}  # tp -> (high watermark, time)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._admin: AdminClient | None = None
@@ -50,6 +53,7 @@ class EndOffsets:
         with self._lock:
             self._wanted = frozenset(partitions)
             self._ends = {tp: v for tp, v in self._ends.items() if tp in self._wanted}
+            self._highs = {tp: v for tp, v in self._highs.items() if tp in self._wanted}
 
     def end(self, tp: TP, now: float, max_age: float) -> int | None:
         """The partition's end if the broker told it within ``max_age`` seconds of ``now``."""
@@ -58,6 +62,14 @@ class EndOffsets:
         if found is None or now - found[1] > max_age:
             return None
         return found[0]
+
+    def tail(self, tp: TP, now: float, max_age: float) -> tuple[int, int] | None:
+        """The partition's end and high watermark if both were told within ``max_age``."""
+        with self._lock:
+            end, high = self._ends.get(tp), self._highs.get(tp)
+        if end is None or high is None or now - min(end[1], high[1]) > max_age:
+            return None
+        return end[0], high[0]
 
     def start(self) -> None:
         """Start asking (a daemon thread with its own admin client)."""
@@ -83,15 +95,24 @@ class EndOffsets:
             self._stop.wait(self.every)
 
     def ask(self) -> int:
-        """One request for every watched partition; returns how many ends were answered."""
+        """Ask for every watched partition's end and high watermark; returns the ends answered."""
         with self._lock:
             wanted = sorted(self._wanted)
         if not wanted or self._admin is None:
             return 0
+        ends = self._latest(wanted, IsolationLevel.READ_COMMITTED)
+        highs = self._latest(wanted, IsolationLevel.READ_UNCOMMITTED)
+        with self._lock:
+            self._ends.update({tp: v for tp, v in ends.items() if tp in self._wanted})
+            self._highs.update({tp: v for tp, v in highs.items() if tp in self._wanted})
+        return len(ends)
+
+    def _latest(self, wanted: list[TP], level: IsolationLevel) -> dict[TP, tuple[int, float]]:
+        assert self._admin is not None
         latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
         futures = self._admin.list_offsets(
             {TopicPartition(t, p): latest for t, p in wanted},
-            isolation_level=IsolationLevel.READ_COMMITTED,
+            isolation_level=level,
             request_timeout=self.every,
         )
         answered: dict[TP, tuple[int, float]] = {}
@@ -99,9 +120,7 @@ class EndOffsets:
             try:
                 offset = future.result().offset
             except KafkaException:
-                continue  # that leader did not answer: its last end grows stale
+                continue  # that leader did not answer: its last answer grows stale
             if offset >= 0:
                 answered[(str(tp.topic), int(tp.partition))] = (offset, time.monotonic())
-        with self._lock:
-            self._ends.update({tp: v for tp, v in answered.items() if tp in self._wanted})
-        return len(answered)
+        return answered

@@ -67,7 +67,7 @@ from leadflow.streams.engine.stage import Record, Stage, Task, Unavailable
 from leadflow.streams.engine.stores import Stores, changelog_topic
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
-from leadflow.streams.stall import StallWatch, Verdict, behind, skipped_to
+from leadflow.streams.stall import OpenTailWatch, StallWatch, Verdict, behind, skipped_to
 from leadflow.streams.topics import DLQ, TopicSpec
 
 log = get_logger(__name__)
@@ -81,6 +81,10 @@ PARTITION_UNASSIGNED = -1
 EXIT_STALLED = 70
 # Seconds between two looks of the stall watch (and two end-offset requests).
 WATCH_EVERY = 5.0
+# An input's last stable offset held this long (at least) is an open transaction gone wrong:
+# the worker's own transactions end within their timeout, and the broker aborts a timed-out
+# one within its cleanup interval (10 s).
+OPEN_TAIL_SECONDS = 30.0
 
 
 def dlq_headers(exc: Exception, topic: str, partition: int, offset: int) -> dict[str, bytes]:
@@ -130,6 +134,8 @@ class Counters:
     # Offsets-only transactions that moved a committed offset over entries a read_committed
     # consumer never receives (an aborted tail, transaction markers): see Engine._watch.
     skip_commits: int = 0
+    # Input partitions found held by an open transaction (worker.open_transaction).
+    open_transactions: int = 0
     # Wall time in the two calls that end a batch (where its latency goes: docs/benchmarks.md).
     send_offsets_ms: int = 0
     commit_ms: int = 0
@@ -277,6 +283,8 @@ class Engine:
         # Where each owned input partition's committed offset is: where an abort rewinds to.
         self.positions: dict[TP, int] = {}
         self.watches: dict[TP, StallWatch] = {}
+        self.open_tails: dict[TP, OpenTailWatch] = {}
+        self._open_after = max(OPEN_TAIL_SECONDS, 3 * settings.worker_transaction_timeout_seconds)
         self.ready = threading.Event()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -625,6 +633,7 @@ class Engine:
             self.tasks[tp] = stage.task(ctx)
             self.positions[tp] = committed[tp]
             self.watches[tp] = StallWatch(after=self.settings.worker_stall_seconds)
+            self.open_tails[tp] = OpenTailWatch(after=self._open_after)
         consumer.assign([TopicPartition(t, p, committed[(t, p)]) for t, p in tps])
         self.ends.watch(self.positions)
         log.info("worker.assigned", partitions=_describe(tps))
@@ -654,6 +663,7 @@ class Engine:
             self.contexts.pop(tp, None)
             self.positions.pop(tp, None)
             self.watches.pop(tp, None)
+            self.open_tails.pop(tp, None)
             self.stores.drop(self.stages[tp[0]].stores, tp[1])
         self.ends.watch(self.positions)
         log.info("worker.revoked", partitions=_describe(tps))
@@ -734,6 +744,7 @@ class Engine:
             for tp in self.watches:
                 self.watches[tp] = StallWatch(after=self.settings.worker_stall_seconds)
             return
+        self._watch_open_tails(now)
         positions = self._consumer_positions()
         if not self._commit_skipped(positions):
             return  # the offsets-only transaction failed: recovered, watches start over
@@ -769,6 +780,23 @@ class Engine:
                     action="exit 70 for the supervisor",
                 )
                 os._exit(EXIT_STALLED)
+
+    def _watch_open_tails(self, now: float) -> None:
+        """Say loudly when an open transaction holds an input (its lag reads 0 meanwhile)."""
+        for tp, watch in self.open_tails.items():
+            tail = self.ends.tail(tp, now, 3 * WATCH_EVERY)
+            if tail is None or not watch.observe(now, stable=tail[0], high=tail[1]):
+                continue
+            self.counters.open_transactions += 1
+            log.error(
+                "worker.open_transaction",
+                partition=f"{tp[0]}:{tp[1]}",
+                last_stable_offset=tail[0],
+                high_watermark=tail[1],
+                seconds=round(watch.held_for(now)),
+                meaning="a transaction left open holds every read_committed reader here",
+                see='docs/operations.md, "The single-node broker killed -9"',
+            )
 
     def _consumer_positions(self) -> dict[TP, int]:
         """The consumer's position of each owned input partition (-1001 when not known)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from leadflow.processors.derived import BecameSQL
-from leadflow.streams.engine.loop import WATCH_EVERY
+from leadflow.streams.engine.loop import OPEN_TAIL_SECONDS, WATCH_EVERY
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS_BY_LEAD, LEAD_BECAME_SQL, WORKER_INPUTS
 from leadflow.streams.worker import worker_lag
@@ -118,4 +118,53 @@ def test_aborted_tails_are_committed_past_and_the_worker_stays_up_and_processes(
         f"{before} partitions with an aborted tail at start, {during} more while running: "
         f"group lag 0, worker up, 0 stalls, {skip_commits} offsets-only commits, "
         "new journey handed off"
+    )
+
+
+def test_an_input_held_by_an_open_transaction_is_reported(
+    own_broker: Settings, tmp_path: Path, counts_checked: Callable[[str], None]
+) -> None:
+    """A by-lead partition's tail is a transaction nobody ends (as after Kafka skipped its
+    markers: docs/operations.md, "The single-node broker killed -9"). The worker reads up to
+    its last stable offset, so its lag reads 0 and the stall watch sees nothing; the worker
+    logs ``worker.open_transaction`` once the hold passes OPEN_TAIL_SECONDS."""
+    settings = own_broker
+    (tmp_path / "worker").mkdir()
+    worker = WorkerProcess(settings, tmp_path / "worker")
+    worker.start()
+    holder = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "transactional.id": "test-holder",
+            "transaction.timeout.ms": 300_000,  # the broker must not end it during the test
+        }
+    )
+    try:
+        holder.init_transactions(30)
+        holder.begin_transaction()
+        holder.produce(EVENTS_BY_LEAD.name, key=b"held", value=b"never ended", partition=0)
+        assert holder.flush(30) == 0
+        started = time.monotonic()
+        deadline = started + OPEN_TAIL_SECONDS + 6 * WATCH_EVERY
+        told: list[dict[str, object]] = []
+        while not told:
+            assert not worker.exited(), f"worker exited {worker.returncode()}:\n{worker.tail()}"
+            assert time.monotonic() < deadline, f"not reported:\n{worker.tail()}"
+            time.sleep(1.0)
+            told = [
+                json.loads(line)
+                for line in worker.logs[-1].read_text().splitlines()
+                if '"worker.open_transaction"' in line
+            ]
+        waited = time.monotonic() - started
+        assert told[0]["partition"] == f"{EVENTS_BY_LEAD.name}:0"
+        assert int(str(told[0]["high_watermark"])) > int(str(told[0]["last_stable_offset"]))
+        assert waited >= OPEN_TAIL_SECONDS
+        assert worker.log_events("worker.stalled") == []
+    finally:
+        holder.abort_transaction(30)
+        worker.stop()
+    counts_checked(
+        f"an open transaction on {EVENTS_BY_LEAD.name}:0 reported after {waited:.0f} s "
+        f"(hold {told[0]['seconds']} s), no stall"
     )

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from leadflow.streams.engine import loop
 from leadflow.streams.engine.loop import Engine
 from leadflow.streams.settings import load_settings
-from leadflow.streams.stall import StallWatch, Verdict, behind, skipped_to
+from leadflow.streams.stall import OpenTailWatch, StallWatch, Verdict, behind, skipped_to
 
 # (seconds since the previous look, lag, processed-so-far increment)
 looks = st.lists(
@@ -135,9 +135,14 @@ class FakeProducer:
 @dataclass
 class FakeEnds:
     ends: dict[tuple[str, int], int | None]
+    highs: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def end(self, tp: tuple[str, int], now: float, max_age: float) -> int | None:
         return self.ends.get(tp)
+
+    def tail(self, tp: tuple[str, int], now: float, max_age: float) -> tuple[int, int] | None:
+        end, high = self.ends.get(tp), self.highs.get(tp)
+        return None if end is None or high is None else (end, high)
 
 
 class Exited(Exception):
@@ -268,3 +273,43 @@ def test_skipped_to_keeps_known_positions_past_the_committed_offset_only() -> No
     # t:1 is at its committed offset, t:2 has no position yet, t:3 is behind (a seek back),
     # u:0 is not owned: only t:0 moved past skipped entries.
     assert skipped_to(positions, committed) == {("t", 0): 12}
+
+
+@given(looks)
+def test_an_open_tail_is_told_once_per_hold_and_only_after_it_held(seq: list) -> None:
+    """Looks at one partition: the LSO moves by the third element (0: held), the high
+    watermark stays above it by the second (0: nothing open)."""
+    watch = OpenTailWatch(after=30.0)
+    now, stable, held_since, told = 0.0, 100, None, False
+    for gap, open_records, moved in seq:
+        now += gap
+        stable += moved
+        high = stable + open_records
+        if not open_records or moved:
+            held_since, told = (now if open_records else None), False
+        elif held_since is None:
+            held_since = now
+        due = held_since is not None and not told and now - held_since >= 30.0
+        assert watch.observe(now, stable=stable, high=high) is due
+        told = told or due
+
+
+def test_the_worker_logs_an_input_held_by_an_open_transaction_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A by-lead partition whose LSO stays at 608 while records pile up behind it: lag 0
+    (no stall), one worker.open_transaction error after the hold, counted."""
+    from structlog.testing import capture_logs
+
+    engine, consumer, _ = _engine(tmp_path, {EVENTS_TP: 608}, {EVENTS_TP: 608}, {EVENTS_TP: 608})
+    engine.ends.highs[EVENTS_TP] = 640  # type: ignore[attr-defined]
+    engine.open_tails[EVENTS_TP] = OpenTailWatch(after=30.0)
+    with capture_logs() as logged:
+        assert _look(engine, range(0, 120, 5), monkeypatch) == []
+    told = [e for e in logged if e["event"] == "worker.open_transaction"]
+    assert [(e["partition"], e["last_stable_offset"], e["high_watermark"]) for e in told] == [
+        (f"{EVENTS_TP[0]}:{EVENTS_TP[1]}", 608, 640)
+    ]
+    assert told[0]["seconds"] == 30
+    assert engine.counters.open_transactions == 1
+    assert consumer.seeks == []  # not a stall: nothing to re-seek
