@@ -155,18 +155,21 @@ def test_kafka_status_warns_about_skipped_transaction_markers(
     assert "The single-node broker killed -9" in out
 
 
-def test_a_node_logs_skipped_markers_loudly(tmp_path: Path) -> None:
-    from structlog.testing import capture_logs
+def test_a_node_logs_skipped_markers_loudly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadflow.streams import local_kafka
+    from tests.unit.streams.test_stall import Recorded
 
+    recorded = Recorded()
+    monkeypatch.setattr(local_kafka, "log", recorded)
     cluster = KafkaCluster.on_ports(tmp_path, tmp_path / "libs", [(27000, 27001)], "384m")
     (node,) = cluster.nodes
-    with capture_logs() as quiet:
-        node.warn_skipped_markers()
-    assert quiet == []
+    node.warn_skipped_markers()
+    assert recorded.lines == []
     node.log_file.parent.mkdir(parents=True)
     node.log_file.write_text(f"{SKIP_LINE}\n")
-    with capture_logs() as logged:
-        node.warn_skipped_markers()
-    assert [(e["event"], e["log_level"], e["times"]) for e in logged] == [
-        ("kafka.transaction_markers_skipped", "error", 1)
+    node.warn_skipped_markers()
+    assert [(level, event, f["times"]) for level, event, f in recorded.lines] == [
+        ("error", "kafka.transaction_markers_skipped", 1)
     ]

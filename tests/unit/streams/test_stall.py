@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,6 +150,19 @@ class Exited(Exception):
     pass
 
 
+@dataclass
+class Recorded:
+    """Stands in for a module's structlog logger: keeps (level, event, fields)."""
+
+    lines: list[tuple[str, str, dict]] = field(default_factory=list)
+
+    def _keep(self, level: str) -> Callable[..., None]:
+        return lambda event, **fields: self.lines.append((level, event, fields))
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        return self._keep(level)
+
+
 def _engine(
     tmp_path: Path, committed: dict, positions: dict, ends: dict
 ) -> tuple[Engine, FakeConsumer, FakeProducer]:
@@ -250,16 +264,11 @@ def test_the_dump_shows_committed_position_and_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine, _, _ = _engine(tmp_path, {EVENTS_TP: 94}, {EVENTS_TP: 96}, {EVENTS_TP: 0})
-    lines: list[tuple[str, dict]] = []
-
-    class Log:
-        def warning(self, event: str, **fields: object) -> None:
-            lines.append((event, fields))
-
-    monkeypatch.setattr(loop, "log", Log())
+    recorded = Recorded()
+    monkeypatch.setattr(loop, "log", recorded)
     engine.dump()
-    ((event, fields),) = lines
-    assert event == "worker.dump"
+    ((level, event, fields),) = recorded.lines
+    assert (level, event) == ("warning", "worker.dump")
     name = "leadflow.events.by-lead:0"
     # An end of 0 is a real end (not "unknown", -1).
     assert (fields["committed"], fields["position"], fields["end"]) == (
@@ -299,17 +308,15 @@ def test_the_worker_logs_an_input_held_by_an_open_transaction_once(
 ) -> None:
     """A by-lead partition whose LSO stays at 608 while records pile up behind it: lag 0
     (no stall), one worker.open_transaction error after the hold, counted."""
-    from structlog.testing import capture_logs
-
     engine, consumer, _ = _engine(tmp_path, {EVENTS_TP: 608}, {EVENTS_TP: 608}, {EVENTS_TP: 608})
     engine.ends.highs[EVENTS_TP] = 640  # type: ignore[attr-defined]
     engine.open_tails[EVENTS_TP] = OpenTailWatch(after=30.0)
-    with capture_logs() as logged:
-        assert _look(engine, range(0, 120, 5), monkeypatch) == []
-    told = [e for e in logged if e["event"] == "worker.open_transaction"]
-    assert [(e["partition"], e["last_stable_offset"], e["high_watermark"]) for e in told] == [
-        (f"{EVENTS_TP[0]}:{EVENTS_TP[1]}", 608, 640)
-    ]
-    assert told[0]["seconds"] == 30
+    recorded = Recorded()
+    monkeypatch.setattr(loop, "log", recorded)
+    assert _look(engine, range(0, 120, 5), monkeypatch) == []
+    told = [(level, f) for level, event, f in recorded.lines if event == "worker.open_transaction"]
+    seen = [(lvl, f["partition"], f["last_stable_offset"], f["high_watermark"]) for lvl, f in told]
+    assert seen == [("error", f"{EVENTS_TP[0]}:{EVENTS_TP[1]}", 608, 640)]
+    assert told[0][1]["seconds"] == 30
     assert engine.counters.open_transactions == 1
     assert consumer.seeks == []  # not a stall: nothing to re-seek
