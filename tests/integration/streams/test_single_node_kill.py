@@ -1,8 +1,8 @@
 """Known issue: a single KRaft node killed -9 can skip a committing transaction's markers.
 
-docs/operations.md, "The single-node broker killed -9": the restarted node fences its own
-previous registration about 9 s after it starts, every partition is briefly without a
-leader, and the transaction coordinator drops the markers it still had to write for them
+docs/operations.md, "The single-node broker killed -9": about 9 s after the node restarts,
+its controller fences the node's previous registration, every partition is briefly without
+a leader, and the transaction coordinator drops the markers it still had to write for them
 ("likely deleted already and hence can be skipped"). The transaction's records on those
 partitions stay open until the producer's next transaction on them ends, and share its
 fate. It hit the crash-equivalence module once (session 11's CI); in a scratch experiment
@@ -12,8 +12,8 @@ test failed in 2 of 2 runs (session 12).
 This test drives a plain transactional producer (no leadflow code on the path: the defect
 is Kafka's) over 24 partitions, kills the node -9 up to ``KILLS`` times and fails as soon
 as the node's log shows skipped markers, naming the transaction's partitions. It is
-deselected by default (``pytest -m known_issue``): it cannot pass while Kafka behaves so,
-and it passes by chance when no kill lands in the window (about (6/7)^KILLS).
+deselected by default (``pytest -m known_issue``). It fails while Kafka behaves so, unless
+by chance no kill lands in the window (about (6/7)^KILLS, 5 %, from the experiment's rate).
 """
 
 from __future__ import annotations
