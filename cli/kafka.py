@@ -126,10 +126,9 @@ def kafka_status(ctx: click.Context) -> None:
             running += pid is not None
             if pid is not None and node.ready(timeout=3):
                 click.echo(f"node {number}: running, pid {pid}, {node.bootstrap}, {node.log_file}")
-                continue
-            healthy = False
-            click.echo(f"node {number}: {'running but not serving' if pid else 'stopped'}")
-        for number, node in enumerate(nodes, start=1):
+            else:
+                healthy = False
+                click.echo(f"node {number}: {'running but not serving' if pid else 'stopped'}")
             if skipped := node.skipped_markers():
                 click.echo(
                     f"node {number}: WARNING Kafka skipped the transaction markers of "

@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -184,16 +184,16 @@ def install(settings: Settings) -> Path:
 SKIPPED_MARKERS = "these partitions are likely deleted already and hence can be skipped"
 
 
-def skipped_markers(log_text: str) -> list[str]:
-    r"""The lines of a broker log where Kafka skipped transaction markers.
+def skipped_markers(lines: Iterable[str]) -> list[str]:
+    r"""The lines of a broker log where Kafka skipped transaction markers (line ends cut).
 
     Example:
-        >>> text = "[t1] INFO started (k)\n[t2] INFO Couldn't find leader endpoint for "
-        >>> text += f"partitions HashSet(a-1) ..., {SKIPPED_MARKERS} (k)\n"
-        >>> [line[:4] for line in skipped_markers(text)]
+        >>> log = ["[t1] INFO started (k)\n", "[t2] INFO Couldn't find leader endpoint for "
+        ...        f"partitions HashSet(a-1) ..., {SKIPPED_MARKERS} (k)\n"]
+        >>> [line[:4] for line in skipped_markers(log)]
         ['[t2]']
     """
-    return [line for line in log_text.splitlines() if SKIPPED_MARKERS in line]
+    return [line.rstrip("\n") for line in lines if SKIPPED_MARKERS in line]
 
 
 @dataclass(frozen=True)
@@ -440,9 +440,13 @@ class LocalKafka:
         raise KafkaError(f"Kafka did not become ready in {timeout:.0f}s: {self._tail()}")
 
     def skipped_markers(self) -> list[str]:
-        """The lines of this node's ``server.log`` where Kafka skipped transaction markers."""
+        """The lines of this node's ``server.log`` where Kafka skipped transaction markers.
+
+        Read line by line: the log is never rotated, and this runs at every start.
+        """
         try:
-            return skipped_markers(self.log_file.read_text(errors="replace"))
+            with self.log_file.open(errors="replace") as log_lines:
+                return skipped_markers(log_lines)
         except FileNotFoundError:
             return []
 
