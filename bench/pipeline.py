@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import txn_floor
 from bench.common import Figure, LagProbe, cpu_seconds, emit, jit_seconds, parser, quantile
 from bench.query_load import QueryLoad
 from leadflow.demo.run import Stack, wait_collector
@@ -612,6 +613,9 @@ def run(
         print(f"catch-up, 2 workers: {two}", flush=True)
         e2e = end_to_end(base, home / "e2e", events, warmup, rate, seconds)
         print(f"end-to-end: { {k: v for k, v in e2e.items() if not k.endswith('_ms')} }")
+        # What two empty transactional hops cost at the same rate: the hand-off's floor.
+        floor_warmup = min(15.0, seconds)
+        floor = txn_floor.floor(base, home / "floor", (e2e["rate"],), seconds, floor_warmup)[0]
     raw = base_line["per_second"]
     n = f"{events:,} simulated events, 12 partitions"
     if warmup:
@@ -662,12 +666,17 @@ def run(
         f"steady {e2e['rate']:.0f} ev/s asked, {e2e['steady_achieved']:.0f} sent, "
         f"{e2e['probes']} probes; lag after the phase {e2e['lag_after_steady']}"
     )
+    empty = floor[txn_floor.HOPS[2]]
+    floor_name = "two empty transactional hops, same rate (bench.txn_floor)"
+    floor_notes = f"; floor: {txn_floor.notes(floor, floor_warmup)}"
     figures += [
         Figure("2", "ack -> lead-became-sql p50", quantile(sql, 0.5), "ms", target="< 50 ms",
-               met=bool(sql) and quantile(sql, 0.5) < 50, command=cmd,
-               notes=f"{steady}; {len(sql)} hand-offs seen"),
+               met=bool(sql) and quantile(sql, 0.5) < 50, command=cmd, baseline=empty["p50"],
+               baseline_name=floor_name,
+               notes=f"{steady}; {len(sql)} hand-offs seen{floor_notes}"),
         Figure("2", "ack -> lead-became-sql p99", quantile(sql, 0.99), "ms", target="< 200 ms",
-               met=bool(sql) and quantile(sql, 0.99) < 200, command=cmd, notes=steady),
+               met=bool(sql) and quantile(sql, 0.99) < 200, command=cmd, baseline=empty["p99"],
+               baseline_name=floor_name, notes=f"{steady}{floor_notes}"),
         *(
             Figure("2", f"  of which {label} p50", quantile(e2e[key], 0.5), "ms", command=cmd,
                    notes=f"p99 {quantile(e2e[key], 0.99):.0f} ms; {len(e2e[key])} probes")

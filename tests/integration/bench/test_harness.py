@@ -57,3 +57,17 @@ def test_processors_measure_steps_and_state_per_lead(tmp_path: Path) -> None:
     assert 0 < state["value"] <= extra["max"]
     assert state["met"] == (state["value"] < 2048)
     assert rows["lead step (decode, state, step+score, encode)"]["value"] > 0
+
+
+def test_txn_floor_gets_every_record_through_both_hops(tmp_path: Path) -> None:
+    rows = run_module("txn_floor", tmp_path / "rows.jsonl", "--rate", "100", "--seconds", "2",
+                      "--warmup-seconds", "1")  # fmt: skip
+    assert [str(r["name"]) for r in rows] == [
+        "floor: ack -> out of two empty transactional hops p50, 100 records/s",
+        "floor: ack -> out of two empty transactional hops p99, 100 records/s",
+    ]
+    p50, p99 = (float(r["value"]) for r in rows)
+    assert 0 < p50 <= p99
+    # 200 records sent at 100/s in the measured phase: every one acknowledged came out.
+    assert "200 records at 100/s" in str(rows[0]["notes"])
+    assert "200 seen out" in str(rows[0]["notes"])

@@ -1,0 +1,250 @@
+"""Row 2's floor: ack -> output latency of two transactional hops that do no work.
+
+A hand-off leaves the worker at least two transactions after the collector's ack: the
+identity stage's (with the heartbeat round that follows the request), then the lead
+stage's release (docs/benchmarks.md, "Not met, and why"). This measures what two such hops
+cost with nothing in them, on the same kind of scratch broker: a child process with the
+worker's own consumer and producer configuration (``streams/engine/kafka.py``) forwards
+``bench.floor.in`` to ``bench.floor.mid`` and ``bench.floor.mid`` to ``bench.floor.out``,
+one transaction per polled batch with the input offsets sent in it (in a thread from the
+transaction's start, as the engine does); a producer with the collector's settings
+(acks=all, idempotent, ``linger.ms`` 5) writes at a steady rate, and a ``read_committed``
+reader notes when each record comes out of each hop. No decoding, no state, no
+heartbeats, no release order: what is left is Kafka's transactions and the loop.
+
+Run alone: ``python -m bench.txn_floor`` (``--rate``, ``--seconds``, ``--warmup-seconds``);
+``bench.run`` runs it with the other modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from bench.common import Figure, emit, parser, quantile
+from leadflow.streams.engine.kafka import consumer_config, producer_config
+from leadflow.streams.local_kafka import scratch_broker
+from leadflow.streams.settings import Settings, load_settings
+from leadflow.streams.topics import TopicSpec, create_topics
+
+HOPS = ("bench.floor.in", "bench.floor.mid", "bench.floor.out")
+GROUP = "bench-floor"
+RATES = (50.0, 300.0)  # a trickle, and about half the pipeline's end-to-end rate
+
+
+def forward(settings: Settings) -> None:
+    """The child: forward each input record to the next hop, one transaction per batch."""
+    consumer = Consumer({**consumer_config(settings, "floor"), "group.id": GROUP})
+    producer = Producer(producer_config(settings, "bench-floor"))
+    producer.init_transactions(30)
+    consumer.subscribe(list(HOPS[:2]))
+    following = {HOPS[0]: HOPS[1], HOPS[1]: HOPS[2]}
+    announced = False
+    while True:
+        first = consumer.poll(settings.worker_poll_seconds)
+        if not announced and consumer.assignment():
+            print("ready", flush=True)
+            announced = True
+        if first is None or first.error() is not None:
+            continue
+        batch = [first, *consumer.consume(settings.worker_batch_max - 1, timeout=0)]
+        records = [m for m in batch if m.error() is None]
+        offsets: dict[tuple[str, int], int] = {}
+        for m in records:
+            offsets[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
+        producer.begin_transaction()
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        sender = threading.Thread(
+            target=producer.send_offsets_to_transaction,
+            args=(tps, consumer.consumer_group_metadata(), 30),
+        )
+        sender.start()
+        for m in records:
+            producer.produce(following[str(m.topic())], m.value(), m.key())
+        sender.join()
+        producer.commit_transaction(30)
+
+
+class Reader(threading.Thread):
+    """Notes when each record id comes out of ``mid`` and ``out`` (committed reads)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="floor-reader", daemon=True)
+        self.consumer = Consumer(
+            {
+                **settings.kafka_client_config(),
+                "group.id": "bench-floor-reader",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "socket.nagle.disable": True,
+            }
+        )
+        self.consumer.subscribe(list(HOPS[1:]))
+        self.seen: dict[str, dict[int, float]] = {HOPS[1]: {}, HOPS[2]: {}}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        """Poll until stopped."""
+        while not self.stop.is_set():
+            message = self.consumer.poll(0.05)
+            if message is not None and message.error() is None:
+                self._note(message, time.time())
+        self.consumer.close()
+
+    def _note(self, message: Message, at: float) -> None:
+        self.seen[str(message.topic())].setdefault(int(message.value() or b"0"), at)
+
+
+def _send(producer: Producer, rate: float, seconds: float, first: int) -> Iterator[int]:
+    """Produce ``rate x seconds`` ids from ``first`` on, one every ``1 / rate`` s; yield each."""
+    start = time.monotonic()
+    for n in range(int(rate * seconds)):
+        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        ident = first + n
+        producer.produce(HOPS[0], str(ident).encode(), f"k{ident}".encode())
+        yield ident
+
+
+def _serve_acks(producer: Producer, stop: threading.Event) -> None:
+    while not stop.is_set():
+        producer.poll(0.005)
+
+
+def measure(settings: Settings, rate: float, seconds: float, warmup: float) -> dict[str, Any]:
+    """One steady phase after a warm-up at the same rate: per-hop latency quantiles."""
+    acked: dict[int, float] = {}
+
+    def on_delivery(err: Any, message: Message) -> None:
+        if err is None:
+            acked[int(message.value() or b"0")] = time.time()
+
+    producer = Producer(
+        {
+            **settings.kafka_client_config(),
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "socket.nagle.disable": True,
+            "on_delivery": on_delivery,
+        }
+    )
+    reader = Reader(settings)
+    reader.start()
+    # Acks are noted when their callback runs: a thread of its own serves them at once, as
+    # the collector's poll thread does (polling after each send noted them up to 1/rate late).
+    stop = threading.Event()
+    poller = threading.Thread(target=_serve_acks, args=(producer, stop), daemon=True)
+    poller.start()
+    try:
+        for _ in _send(producer, rate, warmup, 0):
+            pass
+        measured = list(_send(producer, rate, seconds, 10_000_000))
+        producer.flush(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(reader.seen[HOPS[2]]) < len(acked):
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        poller.join(10)
+        reader.stop.set()
+        reader.join(10)
+    out: dict[str, Any] = {"rate": rate, "records": len(measured)}
+    for hop in HOPS[1:]:
+        waits = [
+            (reader.seen[hop][i] - acked[i]) * 1000
+            for i in measured
+            if i in acked and i in reader.seen[hop]
+        ]
+        out[hop] = {
+            "p50": quantile(waits, 0.5),
+            "p99": quantile(waits, 0.99),
+            "seen": len(waits),
+        }
+    return out
+
+
+def floor(
+    base: Settings, home: Path, rates: tuple[float, ...], seconds: float, warmup: float
+) -> list[dict[str, Any]]:
+    """Each rate in turn on one scratch broker and forwarder: :func:`measure`'s results."""
+    results = []
+    with scratch_broker(base, home / "kafka", heap="512m") as (_broker, settings):
+        create_topics(settings, [TopicSpec(name, "key", "bench floor") for name in HOPS])
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bench.txn_floor", "--forward"],
+            env={**os.environ, **settings.to_env()},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("the forwarder did not start")
+            for rate in rates:
+                results.append(measure(settings, rate, seconds, warmup))
+                print(json.dumps(results[-1]), flush=True)
+        finally:
+            child.kill()
+            child.wait()
+    return results
+
+
+def notes(result: dict[str, Any], warmup: float) -> str:
+    """What a floor figure was measured on, and its first hop."""
+    one, two = result[HOPS[1]], result[HOPS[2]]
+    return (
+        f"{result['records']} records at {result['rate']:.0f}/s after {warmup:g} s at that "
+        f"rate; {two['seen']} seen out; one hop p50 {one['p50']:.0f} / p99 {one['p99']:.0f} ms"
+    )
+
+
+def run(rates: tuple[float, ...], seconds: float, warmup: float) -> list[Figure]:
+    """The floor at each rate, as figures."""
+    cmd = f"python -m bench.txn_floor --seconds {seconds:g} --warmup-seconds {warmup:g}"
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="leadflow-floor-") as tmp:
+        results = floor(load_settings(log_level="INFO"), Path(tmp), rates, seconds, warmup)
+    for result in results:
+        out, rate = result[HOPS[2]], result["rate"]
+        for q in ("p50", "p99"):
+            figures.append(
+                Figure("2", f"floor: ack -> out of two empty transactional hops {q}, "
+                       f"{rate:g} records/s", out[q], "ms", command=cmd,
+                       notes=notes(result, warmup))
+            )  # fmt: skip
+    return figures
+
+
+def main() -> None:
+    """Parse arguments, run, print and record (or, with ``--forward``, be the forwarder)."""
+    p = parser(__doc__.splitlines()[0] if __doc__ else "")
+    p.add_argument("--forward", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--rate", type=float, action="append", help=f"records/s (default {RATES})")
+    p.add_argument("--seconds", type=float, default=None, help="measured phase per rate")
+    p.add_argument("--warmup-seconds", type=float, default=None, help="unmeasured, first")
+    args = p.parse_args()
+    if args.forward:
+        forward(load_settings())
+        return
+    seconds = args.seconds or (5.0 if args.quick else 30.0)
+    warmup = (
+        args.warmup_seconds if args.warmup_seconds is not None else (3.0 if args.quick else 15.0)
+    )
+    emit(run(tuple(args.rate or RATES), seconds, warmup), args.json)
+
+
+if __name__ == "__main__":
+    main()
