@@ -11,7 +11,9 @@ projector (``bench.projector_host``: the real ``Projector`` plus a freshness pol
 3. end-to-end: N events POSTed to the collector as fast as it acks (one sender), through
    the worker and the projector; then a steady phase at ``--rate`` events/s with probe
    leads (identify + "Stage Changed" accept_mql, which makes them SQL) to time
-   ack -> ``leadflow.lead-became-sql`` and ack -> row visible in ClickHouse.
+   ack -> ``leadflow.lead-became-sql`` and ack -> row visible in ClickHouse;
+4. the hand-off's floor: ``bench.txn_floor`` at the steady phase's rate (two empty
+   transactional hops), printed as the baseline of the ack -> hand-off figures.
 
 A run "ends" when the worker's and the projector's consumer groups have committed
 everything (polled each second), so each throughput includes up to one commit interval.

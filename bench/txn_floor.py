@@ -13,7 +13,7 @@ reader notes when each record comes out of each hop. No decoding, no state, no
 heartbeats, no release order: what is left is Kafka's transactions and the loop.
 
 Run alone: ``python -m bench.txn_floor`` (``--rate``, ``--seconds``, ``--warmup-seconds``);
-``bench.run`` runs it with the other modules.
+``bench.pipeline`` (so ``make bench``) runs it at its steady phase's rate.
 """
 
 from __future__ import annotations
