@@ -7,12 +7,14 @@ import json
 import os
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.collector import _cpu_seconds
+from leadflow.streams.local_kafka import LocalKafka, scratch_broker
 from leadflow.streams.settings import Settings
 
 cpu_seconds = _cpu_seconds  # one helper for "CPU time of a process" (collector bench's)
@@ -140,6 +142,13 @@ class LagProbe:
         except KafkaException:
             return -1  # not known now (a coordinator moving): not drained
         return lag
+
+
+@contextmanager
+def one_broker(base: Settings, home: Path) -> Iterator[tuple[list[LocalKafka], Settings]]:
+    """A scratch broker for one scenario (512 MB heap)."""
+    with scratch_broker(base, home / "kafka", heap="512m") as (broker, scratch):
+        yield [broker], scratch
 
 
 def parser(description: str) -> argparse.ArgumentParser:

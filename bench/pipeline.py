@@ -39,14 +39,23 @@ from pathlib import Path
 from typing import Any
 
 from bench import txn_floor
-from bench.common import Figure, LagProbe, cpu_seconds, emit, jit_seconds, parser, quantile
+from bench.common import (
+    Figure,
+    LagProbe,
+    cpu_seconds,
+    emit,
+    jit_seconds,
+    one_broker,
+    parser,
+    quantile,
+)
 from bench.query_load import QueryLoad
 from leadflow.demo.run import Stack, wait_collector
 from leadflow.demo.simulator.generator import Message, SimConfig, Simulation
 from leadflow.demo.simulator.send import send_http, send_kafka
 from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
 from leadflow.streams.engine.kafka import WORKER_GROUP
-from leadflow.streams.local_kafka import LocalKafka, free_port, scratch_broker
+from leadflow.streams.local_kafka import LocalKafka, free_port
 from leadflow.streams.settings import Settings, load_settings
 from leadflow.streams.stages.lead import WAIT_REPORT_SECONDS
 from leadflow.streams.topics import (
@@ -74,13 +83,6 @@ def simulated(n: int, seed: int) -> Iterator[Message]:
 # Where a scenario's Kafka comes from: one scratch broker (the default), or a cluster that
 # ``bench.cluster`` keeps for several scenarios. Yields the broker processes and settings.
 KafkaFactory = Callable[[Settings, Path], AbstractContextManager[tuple[list[LocalKafka], Settings]]]
-
-
-@contextmanager
-def one_broker(base: Settings, home: Path) -> Iterator[tuple[list[LocalKafka], Settings]]:
-    """A scratch broker for one scenario (512 MB heap)."""
-    with scratch_broker(base, home / "kafka", heap="512m") as (broker, scratch):
-        yield [broker], scratch
 
 
 @dataclass

@@ -32,9 +32,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from bench.common import Figure, emit, parser, quantile
+from bench.common import Figure, emit, one_broker, parser, quantile
 from leadflow.streams.engine.kafka import consumer_config, producer_config
-from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings, load_settings
 from leadflow.streams.topics import TopicSpec, create_topics
 
@@ -100,11 +99,9 @@ class Reader(threading.Thread):
         while not self.stop.is_set():
             message = self.consumer.poll(0.05)
             if message is not None and message.error() is None:
-                self._note(message, time.time())
+                arrived = self.seen[str(message.topic())]
+                arrived.setdefault(int(message.value() or b"0"), time.time())
         self.consumer.close()
-
-    def _note(self, message: Message, at: float) -> None:
-        self.seen[str(message.topic())].setdefault(int(message.value() or b"0"), at)
 
 
 def _send(producer: Producer, rate: float, seconds: float, first: int) -> Iterator[int]:
@@ -181,7 +178,7 @@ def floor(
 ) -> list[dict[str, Any]]:
     """Each rate in turn on one scratch broker and forwarder: :func:`measure`'s results."""
     results = []
-    with scratch_broker(base, home / "kafka", heap="512m") as (_broker, settings):
+    with one_broker(base, home) as (_brokers, settings):
         create_topics(settings, [TopicSpec(name, "key", "bench floor") for name in HOPS])
         child = subprocess.Popen(
             [sys.executable, "-m", "bench.txn_floor", "--forward"],
