@@ -8,9 +8,10 @@ worker's own consumer and producer configuration (``streams/engine/kafka.py``) f
 ``bench.floor.in`` to ``bench.floor.mid`` and ``bench.floor.mid`` to ``bench.floor.out``,
 one transaction per polled batch with the input offsets sent in it (in a thread from the
 transaction's start, as the engine does); a producer with the collector's settings
-(acks=all, idempotent, ``linger.ms`` 5) writes at a steady rate, and a ``read_committed``
-reader notes when each record comes out of each hop. No decoding, no state, no
-heartbeats, no release order: what is left is Kafka's transactions and the loop.
+(``streams/collector/producer.delivery_config``: acks=all, idempotent, ``linger.ms`` 5)
+writes at a steady rate, and a ``read_committed`` reader notes when each record comes out
+of each hop. No decoding, no state, no heartbeats, no release order: what is left is Kafka's
+transactions and the loop.
 
 Run alone: ``python -m bench.txn_floor`` (``--rate``, ``--seconds``, ``--warmup-seconds``);
 ``bench.pipeline`` (so ``make bench``) runs it at its steady phase's rate.
@@ -33,6 +34,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from bench.common import Figure, emit, one_broker, parser, quantile
+from leadflow.streams.collector.producer import delivery_config
 from leadflow.streams.engine.kafka import consumer_config, producer_config
 from leadflow.streams.settings import Settings, load_settings
 from leadflow.streams.topics import TopicSpec, create_topics
@@ -128,15 +130,7 @@ def measure(settings: Settings, rate: float, seconds: float, warmup: float) -> d
             acked[int(message.value() or b"0")] = time.time()
 
     producer = Producer(
-        {
-            **settings.kafka_client_config(),
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "socket.nagle.disable": True,
-            "on_delivery": on_delivery,
-        }
+        {**delivery_config(settings.kafka_client_config()), "on_delivery": on_delivery}
     )
     reader = Reader(settings)
     reader.start()

@@ -42,6 +42,27 @@ from leadflow.streams.topics import DLQ
 log = get_logger(__name__)
 
 
+def delivery_config(client_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The collector producer's delivery settings over ``client_config``.
+
+    Every event acknowledged by all in-sync replicas, once, in order; records wait at most
+    5 ms for a batch (an acknowledgement is a request's latency). ``bench.txn_floor``'s
+    sender uses the same, so the floor is measured with what the collector sends.
+
+    Example:
+        >>> delivery_config({"bootstrap.servers": "127.0.0.1:9092"})["acks"]
+        'all'
+    """
+    return {
+        **client_config,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "socket.nagle.disable": True,  # an ack is latency: no request held back
+    }
+
+
 class KafkaUnavailable(LeadflowError):
     """Kafka did not acknowledge (all of) a request's events; the client must retry."""
 
@@ -86,12 +107,7 @@ class EventProducer:
         self.delivery_timeout = delivery_timeout
         self._producer = Producer(
             {
-                **client_config,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "socket.nagle.disable": True,  # an ack is latency: no request held back
+                **delivery_config(client_config),
                 # librdkafka gives up (and calls back with an error) slightly before the
                 # request stops waiting, so the usual failure is a reported one.
                 "message.timeout.ms": max(1000, int(delivery_timeout * 1000) - 500),
