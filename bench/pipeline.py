@@ -11,7 +11,11 @@ projector (``bench.projector_host``: the real ``Projector`` plus a freshness pol
 3. end-to-end: N events POSTed to the collector as fast as it acks (one sender), through
    the worker and the projector; then a steady phase at ``--rate`` events/s with probe
    leads (identify + "Stage Changed" accept_mql, which makes them SQL) to time
-   ack -> ``leadflow.lead-became-sql`` and ack -> row visible in ClickHouse;
+   ack -> ``leadflow.lead-became-sql`` and ack -> row visible in ClickHouse. The steady
+   phase stamps each message's ``timestamp`` as it is sent, as a tracker's SDK does
+   (:func:`live_times`); ``--simulated-time`` keeps the simulator's own times, which pass
+   180 days of event time in seconds, so every lead of the workspace is re-scored daily
+   as its score decays, at ~10^5 times the live rate (docs/benchmarks.md, session 14);
 4. the hand-off's floor: ``bench.txn_floor`` at the steady phase's rate (two empty
    transactional hops), printed as the baseline of the ack -> hand-off figures.
 
@@ -19,6 +23,7 @@ A run "ends" when the worker's and the projector's consumer groups have committe
 everything (polled each second), so each throughput includes up to one commit interval.
 
     python -m bench.pipeline [--events 15000] [--rate 1000] [--seconds 60] [--quick]
+                             [--simulated-time]
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +56,7 @@ from bench.common import (
 )
 from bench.query_load import QueryLoad
 from leadflow.demo.run import Stack, wait_collector
-from leadflow.demo.simulator.generator import Message, SimConfig, Simulation
+from leadflow.demo.simulator.generator import Message, SimConfig, Simulation, iso
 from leadflow.demo.simulator.send import send_http, send_kafka
 from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
 from leadflow.streams.engine.kafka import WORKER_GROUP
@@ -78,6 +83,23 @@ def simulated(n: int, seed: int) -> Iterator[Message]:
     """The first ``n`` messages of a seeded simulation (same seed, same messages)."""
     people = n // MESSAGES_PER_PERSON + 50
     return itertools.islice(Simulation(SimConfig(people=people, seed=seed)).messages(), n)
+
+
+def live_times(
+    messages: Iterable[Message], clock: Callable[[], float] = time.time
+) -> Iterator[Message]:
+    """``messages`` with ``timestamp`` set to the clock as each is taken, as an SDK stamps a call.
+
+    A sender takes a batch's messages just before it posts them (``send_http``), so a stamp
+    is at most one pacing interval older than the request, like an SDK's queued calls.
+
+    Example:
+        >>> ticks = iter([1_796_000_000.0, 1_796_000_000.25])
+        >>> [m["timestamp"] for m in live_times([{"n": 1}, {"n": 2}], lambda: next(ticks))]
+        ['2026-11-30T00:53:20.000Z', '2026-11-30T00:53:20.250Z']
+    """
+    for message in messages:
+        yield {**message, "timestamp": iso(int(clock() * 1000))}
 
 
 # Where a scenario's Kafka comes from: one scratch broker (the default), or a cluster that
@@ -447,12 +469,23 @@ class SqlWatcher(threading.Thread):
 
 
 def end_to_end(
-    base: Settings, home: Path, events: int, warmup: int, rate: float | None, seconds: float
+    base: Settings,
+    home: Path,
+    events: int,
+    warmup: int,
+    rate: float | None,
+    seconds: float,
+    simulated_time: bool = False,
 ) -> dict[str, Any]:
     """Max-rate run through the collector, then a steady phase with latency probes.
 
     With ``warmup``, that many events go through the collector first (``cold_per_second``).
+    The steady phases' messages are stamped as they are sent (:func:`live_times`) unless
+    ``simulated_time``.
     """
+    stamped: Callable[[Iterable[Message]], Iterable[Message]] = (
+        (lambda messages: messages) if simulated_time else live_times
+    )
     from leadflow.streams.collector.app import keys_path
     from leadflow.streams.collector.keys import KeyStore
 
@@ -496,7 +529,7 @@ def end_to_end(
         watcher.start()
         steady_started = time.time()
         phase = send_http(
-            probes.stream(simulated(int(steady * seconds), 2), int(steady * seconds)),
+            stamped(probes.stream(simulated(int(steady * seconds), 2), int(steady * seconds))),
             collector_url=running.url,
             write_key=key,
             rate=steady,
@@ -513,7 +546,7 @@ def end_to_end(
         load = QueryLoad(f"http://127.0.0.1:{running.settings.clickhouse_http_port}")
         load.start()
         send_http(
-            loaded.stream(simulated(int(steady * seconds), 3), int(steady * seconds)),
+            stamped(loaded.stream(simulated(int(steady * seconds), 3), int(steady * seconds))),
             collector_url=running.url,
             write_key=key,
             rate=steady,
@@ -602,11 +635,18 @@ def _cold_notes(
 
 
 def run(
-    events: int, warmup: int, rate: float | None, seconds: float, two_workers: bool
+    events: int,
+    warmup: int,
+    rate: float | None,
+    seconds: float,
+    two_workers: bool,
+    simulated_time: bool = False,
 ) -> list[Figure]:
     """Every scenario, each on its own broker, then the figures."""
     base = load_settings(log_level="INFO")
     cmd = f"python -m bench.pipeline --events {events} --warmup {warmup} --seconds {seconds:g}"
+    if simulated_time:
+        cmd += " --simulated-time"
     with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as tmp:
         home = Path(tmp)
         base_line = passthrough(base, home / "pass", events, warmup)
@@ -615,7 +655,7 @@ def run(
         print(f"catch-up, 1 worker: {one}", flush=True)
         two = catch_up(base, home / "two", events, 2, warmup) if two_workers else None
         print(f"catch-up, 2 workers: {two}", flush=True)
-        e2e = end_to_end(base, home / "e2e", events, warmup, rate, seconds)
+        e2e = end_to_end(base, home / "e2e", events, warmup, rate, seconds, simulated_time)
         print(f"end-to-end: { {k: v for k, v in e2e.items() if not k.endswith('_ms')} }")
         # What two empty transactional hops cost at the same rate: the hand-off's floor.
         floor_warmup = min(15.0, seconds)
@@ -668,7 +708,9 @@ def run(
     sql, fresh = e2e["sql_ms"], e2e["fresh_ms"]
     steady = (
         f"steady {e2e['rate']:.0f} ev/s asked, {e2e['steady_achieved']:.0f} sent, "
-        f"{e2e['probes']} probes; lag after the phase {e2e['lag_after_steady']}"
+        f"{e2e['probes']} probes, "
+        f"{'simulated event times' if simulated_time else 'stamped as sent'}; "
+        f"lag after the phase {e2e['lag_after_steady']}"
     )
     empty = floor[txn_floor.HOPS[2]]
     floor_name = "two empty transactional hops, same rate (bench.txn_floor)"
@@ -745,11 +787,15 @@ def main() -> None:
                    "scenario's stack first, in a workspace of their own, and reported apart "
                    "(a fresh broker JVM compiles and interprets; default: as many as --events; "
                    "0: measure the cold stack)")  # fmt: skip
+    p.add_argument("--simulated-time", action="store_true", help="steady phases keep the "
+                   "simulator's event times (180 days in seconds: every lead re-scored daily "
+                   "as it decays) instead of stamping each message as it is sent")  # fmt: skip
     args = p.parse_args()
     events = args.events or (1_000 if args.quick else 10_000)
     warmup = events if args.warmup is None else args.warmup
     seconds = args.seconds or (10.0 if args.quick else 60.0)
-    emit(run(events, warmup, args.rate, seconds, not (args.one_worker or args.quick)), args.json)
+    two = not (args.one_worker or args.quick)
+    emit(run(events, warmup, args.rate, seconds, two, args.simulated_time), args.json)
 
 
 if __name__ == "__main__":
