@@ -14,7 +14,7 @@ import click
 from leadflow.cli.options import FiniteFloatRange, settings_of
 from leadflow.cli.report import clickhouse_client, database_option
 from leadflow.sinks.clickhouse_http import ServeError, serve
-from leadflow.sinks.projector import DEFAULT_GROUP, Projector
+from leadflow.sinks.projector import DEFAULT_GROUP, DEFAULT_LINGER, Projector
 from leadflow.streams.logs import get_logger
 
 log = get_logger(__name__)
@@ -49,6 +49,14 @@ def connect_with_backoff(
 @database_option
 @click.option("--group", "group_id", default=DEFAULT_GROUP, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True)
+@click.option(
+    "--linger-ms",
+    type=click.IntRange(0, 60_000),
+    default=int(DEFAULT_LINGER * 1000),
+    show_default=True,
+    help="How long a batch waits for more records after its first: the most a row waits "
+    "to be inserted, and under a trickle the least time between two inserts per table.",
+)
 @click.option("--until-idle", is_flag=True, help="Stop once every partition is caught up.")
 @click.option(
     "--max-seconds",
@@ -62,6 +70,7 @@ def projector(
     database: str,
     group_id: str,
     batch_size: int,
+    linger_ms: int,
     until_idle: bool,
     max_seconds: float,
 ) -> None:
@@ -86,7 +95,14 @@ def projector(
     give_up.cancel()
     if client is None:
         raise click.ClickException("stopped before ClickHouse could be reached")
-    runner = Projector(settings, client, database, group_id=group_id, batch_size=batch_size)
+    runner = Projector(
+        settings,
+        client,
+        database,
+        group_id=group_id,
+        batch_size=batch_size,
+        linger=linger_ms / 1000,
+    )
     try:
         # The embedded engine is this process's alone: analysts query it through the
         # ClickHouse HTTP interface served here (nothing is served for a ClickHouse server).

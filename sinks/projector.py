@@ -3,7 +3,8 @@
 The loop, per batch:
 
 1. consume up to ``batch_size`` records from the projected topics (confluent-kafka, manual
-   commits);
+   commits): wait for the first, then at most ``linger`` seconds for more (a batch that
+   waited for ``batch_size`` held a trickle's rows back for the whole poll timeout);
 2. decode each (the codec) and map it to rows (:mod:`leadflow.sinks.projection`); a record
    that cannot be decoded or breaks an invariant goes to ``leadflow.events.dlq`` with its
    original key, value and headers plus ``reason``/``error``/source headers, and the batch
@@ -219,6 +220,14 @@ def insert_rows(client: Any, database: str, rows: Rows) -> None:
             insert_table(client, database, table, rows.by_table[table.name])
 
 
+DEFAULT_LINGER = 0.2
+"""Seconds a batch waits for more records after its first (``--linger-ms``).
+
+Measured in docs/benchmarks.md (session 14): waiting for ``batch_size`` records for up to
+the 1 s poll timeout, as the projector did, put ack -> row p99 over 2 s with live traffic.
+"""
+
+
 class Projector:
     """Consumes the contract topics and keeps the ClickHouse tables in step.
 
@@ -228,6 +237,9 @@ class Projector:
         database: the target database (``leadflow`` in production).
         group_id: the consumer group; a replay into a fresh database uses a fresh group.
         batch_size: records per batch (one insert per table per batch).
+        linger: how long a batch waits for more records after its first, seconds: the
+            most consuming adds to a row's freshness, and under a trickle the least time
+            between two inserts into a table (ClickHouse makes a part per insert).
         codec: decodes record values; defaults to the settings' codec.
         max_backoff: the longest wait between insert retries, seconds.
         sleep: how to wait between retries (tests pass a fake).
@@ -246,6 +258,7 @@ class Projector:
         *,
         group_id: str = DEFAULT_GROUP,
         batch_size: int = 2000,
+        linger: float = DEFAULT_LINGER,
         codec: Codec | None = None,
         max_backoff: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -259,6 +272,7 @@ class Projector:
         self.database = check_identifier(database, "database")
         self.group_id = group_id
         self.batch_size = batch_size
+        self.linger = linger
         self.codec = codec or codec_from_settings(settings)
         self.max_backoff = max_backoff
         self.sleep = sleep
@@ -417,7 +431,10 @@ class Projector:
         if not self._migrate(stop_event):
             return 0
         consumer = self._open()
-        messages = consumer.consume(num_messages=self.batch_size, timeout=poll_timeout)
+        messages = consumer.consume(num_messages=1, timeout=poll_timeout)
+        if messages and self.batch_size > 1:
+            more = self.batch_size - 1
+            messages += consumer.consume(num_messages=more, timeout=self.linger)
         records = [m for m in messages if not self._is_error(m)]
         if not records:
             skipped = self._skipped(consumer, {})
