@@ -15,7 +15,8 @@ projector (``bench.projector_host``: the real ``Projector`` plus a freshness pol
    phase stamps each message's ``timestamp`` as it is sent, as a tracker's SDK does
    (:func:`live_times`); ``--simulated-time`` keeps the simulator's own times, which pass
    180 days of event time in seconds, so every lead of the workspace is re-scored daily
-   as its score decays, at ~10^5 times the live rate (docs/benchmarks.md, session 14);
+   as its score decays: as many re-scores a second as ~10^9 leads make live
+   (docs/benchmarks.md, session 14, "Live traffic");
 4. the hand-off's floor: ``bench.txn_floor`` at the steady phase's rate (two empty
    transactional hops), printed as the baseline of the ack -> hand-off figures.
 
@@ -90,8 +91,8 @@ def live_times(
 ) -> Iterator[Message]:
     """``messages`` with ``timestamp`` set to the clock as each is taken, as an SDK stamps a call.
 
-    A sender takes a batch's messages just before it posts them (``send_http``), so a stamp
-    is at most one pacing interval older than the request, like an SDK's queued calls.
+    ``send_http`` takes a batch's messages before it waits for the batch's pacing slot, so a
+    stamp is at most one slot older than its request, like an SDK's queued calls.
 
     Example:
         >>> ticks = iter([1_796_000_000.0, 1_796_000_000.25])
@@ -483,11 +484,12 @@ def end_to_end(
     The steady phases' messages are stamped as they are sent (:func:`live_times`) unless
     ``simulated_time``.
     """
+    from leadflow.streams.collector.app import keys_path
+    from leadflow.streams.collector.keys import KeyStore
+
     stamped: Callable[[Iterable[Message]], Iterable[Message]] = (
         (lambda messages: messages) if simulated_time else live_times
     )
-    from leadflow.streams.collector.app import keys_path
-    from leadflow.streams.collector.keys import KeyStore
 
     steady_events = int((rate or 1000) * seconds)
     probe_every = max(int((rate or 1000) / 4), 10)  # ~4 probe leads per second
