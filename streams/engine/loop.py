@@ -32,6 +32,12 @@ Faults (docs/operations.md, "What the worker does in each fault"):
 - an error that dooms the transaction aborts it, drops the batch's store writes and rewinds
   every input partition to its last committed offset: the batch is processed again;
 - a fenced or fatal producer is closed and rebuilt; the batch is processed again;
+- an offsets call still running ``ABANDON_OFFSETS_CALL_S`` past its own timeout
+  (``OFFSETS_CALL_S``), or past a failed batch's end, is left to its producer and a new
+  producer fences it: librdkafka's ``send_offsets_to_transaction`` can stay blocked long
+  after its timeout and its transaction's failure (30 s after a broker restart, until an
+  idle connection closed), and no other transactional call may run on that producer
+  meanwhile; the batch is processed again;
 - a rebalance runs between batches (callbacks fire only inside ``poll``): revoked partitions
   forget their tasks and stores, assigned ones restore their stores first.
 
@@ -85,6 +91,16 @@ WATCH_EVERY = 5.0
 # the worker's own transactions end within their timeout, and the broker aborts a timed-out
 # one within its cleanup interval (10 s).
 OPEN_TAIL_SECONDS = 30.0
+# The offsets call's own timeout. A healthy call takes milliseconds (what is left of it after
+# the batch's processing averaged 4-5 ms a batch under traffic, session 15); one that fails
+# by timing out is retried like every other call.
+OFFSETS_CALL_S = 5.0
+# How long past that timeout (or past a failed batch's end) the worker waits for the call
+# before it gives up on the producer. After a broker restart one call stayed blocked 30 s
+# (until the producer's idle connections closed) while the transaction it served had
+# already failed, and the worker sent nothing meanwhile (docs/architecture.md, "A blocked
+# offsets call"). A new producer with the same transactional id fences the blocked one.
+ABANDON_OFFSETS_CALL_S = 2.0
 
 
 def dlq_headers(exc: Exception, topic: str, partition: int, offset: int) -> dict[str, bytes]:
@@ -143,6 +159,9 @@ class Counters:
     held: int = 0
     # Transactions committed by the batch loop (batches minus those that rode in a later one).
     commits: int = 0
+    # Offsets calls left blocked (past their timeout, or past a failed batch's end): their
+    # producer was given up and rebuilt (each also counts in ``rebuilds``).
+    abandoned: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name, for a log line."""
@@ -175,12 +194,18 @@ class Watchdog:
 
     @contextmanager
     def guard(self, call: str) -> Iterator[None]:
-        """Mark a blocking client call for the duration of the block."""
-        self._call = (call, time.monotonic())
+        """Mark a blocking client call for the duration of the block.
+
+        The latest call is watched; one ending clears only its own mark (an abandoned
+        offsets call may return long after the main thread marked another).
+        """
+        mark = (call, time.monotonic())
+        self._call = mark
         try:
             yield
         finally:
-            self._call = None
+            if self._call is mark:
+                self._call = None
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
@@ -193,6 +218,14 @@ class Watchdog:
                     action="exit 70 for the supervisor",
                 )
                 os._exit(EXIT_STALLED)
+
+
+class OffsetsCallBlocked(Exception):
+    """An offsets call still ran when its result was due (its producer must be given up)."""
+
+    def __init__(self, call: _Background, seconds: float) -> None:
+        super().__init__(f"send_offsets_to_transaction still blocked after {seconds:g} s")
+        self.call = call
 
 
 class _Background:
@@ -209,15 +242,25 @@ class _Background:
         except BaseException as exc:  # handed to the caller of result()
             self._error = exc
 
-    def result(self) -> None:
-        """Wait for the call; raise its exception if it raised one."""
-        self._thread.join()
+    def result(self, timeout: float | None = None) -> None:
+        """Wait for the call; raise its exception if it raised one.
+
+        Raises:
+            OffsetsCallBlocked: it still runs after ``timeout`` seconds.
+        """
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise OffsetsCallBlocked(self, timeout or 0.0)
         if self._error is not None:
             raise self._error
 
-    def settle(self) -> None:
-        """Wait for the call, whatever it did (the batch failed anyway)."""
-        self._thread.join()
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait for the call, whatever it did (the batch failed anyway).
+
+        Returns False if it still runs after ``timeout`` seconds.
+        """
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 class _Context:
@@ -404,7 +447,7 @@ class Engine:
                 # A held batch's offsets call must end before this batch's starts.
                 running, self._sender = self._sender, None
                 if running is not None:
-                    running.result()
+                    running.result(self._offsets_wait_s())
             self._open.update(offsets)
             if offsets:
                 sender = _Background(self._send_offsets(offsets))
@@ -440,29 +483,25 @@ class Engine:
                 self._end_transaction(sender)
                 sender = None
         except KafkaException as exc:
-            if sender is not None:
-                sender.settle()  # no other transactional call while it runs
-            self._recover(k.classify(exc), exc)
+            self._recover(k.classify(exc), exc, sender)
+            return
+        except OffsetsCallBlocked as exc:
+            self._abandon(exc)
             return
         except Unavailable as exc:
-            if sender is not None:
-                sender.settle()
             # Something a task needs is out of reach: not the records' fault. Process the
             # batch again after a pause that grows while the outage lasts.
             self.counters.unavailable += 1
             self._log_once("worker.unavailable", error=str(exc), action="retry")
-            self._recover(k.Failure.ABORT, None)
+            self._recover(k.Failure.ABORT, None, sender)
             time.sleep(self._unavailable_delay)
             self._unavailable_delay = min(self._unavailable_delay * 2, 5.0)
             return
         except BaseException:
-            if sender is not None:
-                sender.settle()
             # A bug: the transaction holds part of a batch and must never commit (a revoke
             # while the worker closes would otherwise flush it).
             held_sender, self._sender, self._open = self._sender, None, None
-            if held_sender is not None:
-                held_sender.settle()
+            self._settle(sender, held_sender)
             raise
         self._unavailable_delay = 0.1
         self.counters.records += len(messages)
@@ -471,6 +510,14 @@ class Engine:
 
     def _hold_s(self) -> float:
         return self.settings.worker_hold_ms / 1000
+
+    def _offsets_wait_s(self) -> float:
+        """How long a batch waits for its offsets call: the call's own timeout, and a margin.
+
+        librdkafka does not always keep that timeout (#5456); past it the call is treated as
+        failed and its producer given up (module docstring, "Faults").
+        """
+        return OFFSETS_CALL_S + ABANDON_OFFSETS_CALL_S
 
     def _end_transaction(self, sender: _Background | None) -> None:
         """Produce the open transaction's store writes, wait for its offsets, commit it.
@@ -484,7 +531,7 @@ class Engine:
             self.produce(changelog_topic(name).name, key, value, None, partition)
         if sender is not None:
             waited = time.monotonic()
-            sender.result()
+            sender.result(self._offsets_wait_s())
             self.counters.send_offsets_ms += round((time.monotonic() - waited) * 1000)
         self._commit()
         self.stores.commit()
@@ -499,22 +546,23 @@ class Engine:
         running, self._sender = self._sender, None
         try:
             if running is not None:
-                running.result()
+                running.result(self._offsets_wait_s())
             self._end_transaction(None)
         except KafkaException as exc:
             self._recover(k.classify(exc), exc)
+        except OffsetsCallBlocked as exc:
+            self._abandon(exc)
 
     def _send_offsets(self, offsets: Mapping[TP, int]) -> Callable[[], None]:
         """``send_offsets_to_transaction`` of ``offsets``, retried like every other call."""
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         metadata = self.consumer.consumer_group_metadata()
-        timeout = self.settings.worker_transaction_timeout_seconds
         producer = self.producer
 
         def send() -> None:
             self._retry(
                 "send_offsets_to_transaction",
-                lambda: producer.send_offsets_to_transaction(tps, metadata, timeout),
+                lambda: producer.send_offsets_to_transaction(tps, metadata, OFFSETS_CALL_S),
             )
 
         return send
@@ -546,13 +594,46 @@ class Engine:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _recover(self, failure: k.Failure, exc: KafkaException | None) -> None:
-        """Undo the batch: abort (or rebuild the producer), forget its writes, rewind."""
+    def _abandon(self, blocked: OffsetsCallBlocked) -> None:
+        """Give up the producer of an offsets call that outlived its timeout; redo the batch."""
+        self._count_abandoned(str(blocked))
+        self._recover(k.Failure.REBUILD, None)
+
+    def _count_abandoned(self, why: str) -> None:
+        self.counters.abandoned += 1
+        log.warning(
+            "worker.offsets_call_abandoned",
+            why=why,
+            action="rebuild the producer (the new one fences the blocked one), redo the batch",
+        )
+
+    def _settle(self, *calls: _Background | None) -> bool:
+        """Wait for a failed batch's offsets calls, at most ``ABANDON_OFFSETS_CALL_S``.
+
+        Returns False if one still runs: its producer must not make another transactional
+        call, so it is given up.
+        """
+        deadline = time.monotonic() + ABANDON_OFFSETS_CALL_S
+        settled = True
+        for call in calls:
+            if call is not None:
+                settled &= call.settle(max(deadline - time.monotonic(), 0.0))
+        return settled
+
+    def _recover(
+        self, failure: k.Failure, exc: KafkaException | None, sender: _Background | None = None
+    ) -> None:
+        """Undo the batch: abort (or rebuild the producer), forget its writes, rewind.
+
+        ``sender`` is the failed batch's offsets call, if any; a held batch's is joined too:
+        no other transactional call while they run.
+        """
         if exc is not None:
             log.warning("worker.batch_failed", failure=failure.value, error=str(exc.args[0]))
         held, self._sender = self._sender, None
-        if held is not None:
-            held.settle()  # a held batch's offsets call: no other transactional call meanwhile
+        if not self._settle(sender, held):
+            self._count_abandoned("still running after the batch failed")
+            failure = k.Failure.REBUILD
         self._open = None
         if failure is not k.Failure.REBUILD:
             try:

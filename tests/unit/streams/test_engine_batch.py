@@ -168,6 +168,78 @@ def test_a_failed_batch_waits_for_the_offsets_before_it_aborts() -> None:
     assert eng.counters.aborts == 1
 
 
+def transactional(producer: FakeProducer) -> list[str]:
+    return [name for name, _ in producer.calls if name != "produce"]
+
+
+class RefusingProducer(FakeProducer):
+    """A producer whose transaction failed: every produce is refused (librdkafka's _STATE)."""
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        raise KafkaException(KafkaError(KafkaError._STATE, "Unable to produce message"))
+
+
+def test_a_failed_batch_gives_up_an_offsets_call_that_stays_blocked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in session 15: after a broker restart the worker's transaction failed
+    (OUT_OF_ORDER_SEQUENCE_NUMBER) while librdkafka's send_offsets_to_transaction stayed
+    blocked for 30 s, and the failed batch waited for it: nothing was produced for 42 s
+    after the broker was back. Now the producer is given up after ABANDON_OFFSETS_CALL_S,
+    without another transactional call on it, and a new one fences it."""
+    monkeypatch.setattr(loop, "ABANDON_OFFSETS_CALL_S", 0.2)
+    blocked = RefusingProducer(send_offsets_delay=3.0)
+    eng = engine(blocked)
+    fresh = FakeProducer(send_offsets_delay=0.0)
+    monkeypatch.setattr(eng, "_new_producer", lambda: setattr(eng, "_producer", fresh))
+    started = time.monotonic()
+    eng._process(BATCH)
+    assert time.monotonic() - started < 1.5
+    assert transactional(blocked) == ["begin", "send_offsets"]  # no abort on it
+    assert blocked.overlaps == 0
+    assert eng.producer is fresh
+    assert (eng.counters.abandoned, eng.counters.rebuilds, eng.counters.aborts) == (1, 1, 0)
+    assert eng.positions == {(EVENTS.name, 0): 0, (EVENTS.name, 1): 0}  # rewound, not moved
+    eng._process(BATCH)  # the batch again, on the new producer
+    assert transactional(fresh)[-1] == "commit"
+    assert eng.positions == {(EVENTS.name, 0): 7, (EVENTS.name, 1): 10}
+
+
+def test_an_offsets_call_blocked_past_its_timeout_gives_up_the_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same hang on a batch that did not fail locally (session 15, second run): the
+    batch waited for the blocked call, so the batch loop stopped for 30 s. Past the call's
+    own timeout (OFFSETS_CALL_S, which librdkafka did not keep) and ABANDON_OFFSETS_CALL_S,
+    the producer is given up and the batch processed again."""
+    monkeypatch.setattr(loop, "OFFSETS_CALL_S", 0.3)
+    monkeypatch.setattr(loop, "ABANDON_OFFSETS_CALL_S", 0.1)
+    blocked = FakeProducer(send_offsets_delay=3.0)
+    eng = engine(blocked)
+    fresh = FakeProducer(send_offsets_delay=0.0)
+    monkeypatch.setattr(eng, "_new_producer", lambda: setattr(eng, "_producer", fresh))
+    started = time.monotonic()
+    eng._process(BATCH)
+    assert time.monotonic() - started < 1.5
+    assert transactional(blocked) == ["begin", "send_offsets"]  # no commit, no abort on it
+    assert eng.producer is fresh
+    assert (eng.counters.abandoned, eng.counters.rebuilds, eng.counters.batches) == (1, 1, 0)
+    assert eng.positions == {(EVENTS.name, 0): 0, (EVENTS.name, 1): 0}
+    eng._process(BATCH)
+    assert transactional(fresh)[-1] == "commit"
+    assert eng.positions == {(EVENTS.name, 0): 7, (EVENTS.name, 1): 10}
+
+
+def test_a_failed_batch_with_a_prompt_offsets_call_aborts_on_the_same_producer() -> None:
+    producer = RefusingProducer(send_offsets_delay=0.05)
+    eng = engine(producer)
+    eng._process(BATCH)
+    assert [name for name, _ in producer.calls] == [
+        "begin", "send_offsets", "send_offsets_done", "abort"
+    ]  # fmt: skip
+    assert (eng.counters.abandoned, eng.counters.rebuilds, eng.counters.aborts) == (0, 0, 1)
+
+
 # -- held transactions: a batch of store writes only rides in the next batch's transaction --
 
 
