@@ -90,7 +90,15 @@ class WorkerId:
 
 
 def consumer_config(settings: Settings, worker_id: str) -> dict[str, str | int | float | bool]:
-    """The input consumer: the worker group, committed reads only, no commits of its own."""
+    """The input consumer: the worker group, committed reads only, no commits of its own.
+
+    Each worker is a static member of the group, named by its worker id:
+
+    Example:
+        >>> from leadflow.streams.settings import load_settings
+        >>> consumer_config(load_settings(), "0f3c")["group.instance.id"]
+        'leadflow-worker-0f3c'
+    """
     return {
         **settings.kafka_client_config(),
         "group.id": WORKER_GROUP,
@@ -104,6 +112,14 @@ def consumer_config(settings: Settings, worker_id: str) -> dict[str, str | int |
         "socket.nagle.disable": True,
         # A killed worker holds its partitions until its session expires: keep it short.
         "session.timeout.ms": 10_000,
+        # Static membership (KIP-345), one instance per worker id: a worker that rejoins
+        # (restarted after a crash, or back from a broker outage longer than its session,
+        # after which librdkafka rejoins as a new member) takes its own place at once.
+        # As a dynamic member it waited for its old self's session to expire: measured
+        # 10 s after every broker restart (docs/architecture.md, "Processing guarantee").
+        # The price: a cleanly stopped worker sends no LeaveGroup, so its partitions move
+        # to the others only when its session expires, as a killed one's do.
+        "group.instance.id": f"leadflow-worker-{worker_id}",
         "heartbeat.interval.ms": 3_000,
         "log_level": 4,
     }
