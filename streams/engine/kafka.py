@@ -46,9 +46,17 @@ def classify(exc: KafkaException) -> Failure:
         <Failure.RETRY: 'retry'>
         >>> classify(KafkaException(KafkaError(KafkaError._FENCED, fatal=True)))
         <Failure.REBUILD: 'rebuild'>
+        >>> classify(KafkaException(KafkaError(KafkaError._INCONSISTENT)))
+        <Failure.REBUILD: 'rebuild'>
     """
     error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
     if error is None or error.fatal():
+        return Failure.REBUILD
+    if error.code() == KafkaError._INCONSISTENT:
+        # Messages of the transaction failed delivery (timed out in an outage). Aborted and
+        # kept, the producer's next transaction after the broker's return failed with
+        # OUT_OF_ORDER_SEQUENCE_NUMBER and its offsets call stayed blocked (session 15,
+        # docs/architecture.md); a new producer starts from a new epoch.
         return Failure.REBUILD
     if error.txn_requires_abort():
         return Failure.ABORT

@@ -31,7 +31,8 @@ Faults (docs/operations.md, "What the worker does in each fault"):
   backoff, forever, with a log line per attempt kind;
 - an error that dooms the transaction aborts it, drops the batch's store writes and rewinds
   every input partition to its last committed offset: the batch is processed again;
-- a fenced or fatal producer is closed and rebuilt; the batch is processed again;
+- a fenced or fatal producer is closed and rebuilt, and so is one whose transaction's
+  messages failed delivery (``kafka.classify``); the batch is processed again;
 - an offsets call still running ``ABANDON_OFFSETS_CALL_S`` past its own timeout
   (``OFFSETS_CALL_S``), or past a failed batch's end, is left to its producer and a new
   producer fences it: librdkafka's ``send_offsets_to_transaction`` can stay blocked long
