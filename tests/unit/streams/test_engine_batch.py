@@ -179,53 +179,35 @@ class RefusingProducer(FakeProducer):
         raise KafkaException(KafkaError(KafkaError._STATE, "Unable to produce message"))
 
 
-def test_a_failed_batch_gives_up_an_offsets_call_that_stays_blocked(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("make", "offsets_call_s"),
+    [(RefusingProducer, 5.0), (FakeProducer, 0.3)],
+    ids=["the-batch-failed", "past-its-timeout"],
+)
+def test_an_offsets_call_that_stays_blocked_gives_its_producer_up(
+    monkeypatch: pytest.MonkeyPatch, make: type[FakeProducer], offsets_call_s: float
 ) -> None:
     """Found in session 15: after a broker restart the worker's transaction failed
     (OUT_OF_ORDER_SEQUENCE_NUMBER) while librdkafka's send_offsets_to_transaction stayed
-    blocked for 30 s, and the failed batch waited for it: nothing was produced for 42 s
-    after the broker was back. Now the producer is given up after ABANDON_OFFSETS_CALL_S,
-    without another transactional call on it, and a new one fences it."""
-    monkeypatch.setattr(loop, "ABANDON_OFFSETS_CALL_S", 0.2)
-    blocked = RefusingProducer(send_offsets_delay=3.0)
+    blocked for 30 s; the batch waited for it, whether it had failed locally (a refused
+    produce) or not, and nothing was produced for 42 s after the broker was back. Now the
+    call is left to its producer ABANDON_OFFSETS_CALL_S after the batch failed, or after the
+    call's own timeout (OFFSETS_CALL_S, which librdkafka did not keep), without another
+    transactional call on that producer; a new one fences it and the batch is redone."""
+    monkeypatch.setattr(loop, "OFFSETS_CALL_S", offsets_call_s)
+    monkeypatch.setattr(loop, "ABANDON_OFFSETS_CALL_S", 0.1)
+    blocked = make(send_offsets_delay=3.0)
     eng = engine(blocked)
     fresh = FakeProducer(send_offsets_delay=0.0)
     monkeypatch.setattr(eng, "_new_producer", lambda: setattr(eng, "_producer", fresh))
-    started = time.monotonic()
     eng._process(BATCH)
-    assert time.monotonic() - started < 1.5
-    assert transactional(blocked) == ["begin", "send_offsets"]  # no abort on it
+    # Returned while the call still ran, and made no other call on its producer.
+    assert transactional(blocked) == ["begin", "send_offsets"]
     assert blocked.overlaps == 0
     assert eng.producer is fresh
     assert (eng.counters.abandoned, eng.counters.rebuilds, eng.counters.aborts) == (1, 1, 0)
     assert eng.positions == {(EVENTS.name, 0): 0, (EVENTS.name, 1): 0}  # rewound, not moved
     eng._process(BATCH)  # the batch again, on the new producer
-    assert transactional(fresh)[-1] == "commit"
-    assert eng.positions == {(EVENTS.name, 0): 7, (EVENTS.name, 1): 10}
-
-
-def test_an_offsets_call_blocked_past_its_timeout_gives_up_the_producer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The same hang on a batch that did not fail locally (session 15, second run): the
-    batch waited for the blocked call, so the batch loop stopped for 30 s. Past the call's
-    own timeout (OFFSETS_CALL_S, which librdkafka did not keep) and ABANDON_OFFSETS_CALL_S,
-    the producer is given up and the batch processed again."""
-    monkeypatch.setattr(loop, "OFFSETS_CALL_S", 0.3)
-    monkeypatch.setattr(loop, "ABANDON_OFFSETS_CALL_S", 0.1)
-    blocked = FakeProducer(send_offsets_delay=3.0)
-    eng = engine(blocked)
-    fresh = FakeProducer(send_offsets_delay=0.0)
-    monkeypatch.setattr(eng, "_new_producer", lambda: setattr(eng, "_producer", fresh))
-    started = time.monotonic()
-    eng._process(BATCH)
-    assert time.monotonic() - started < 1.5
-    assert transactional(blocked) == ["begin", "send_offsets"]  # no commit, no abort on it
-    assert eng.producer is fresh
-    assert (eng.counters.abandoned, eng.counters.rebuilds, eng.counters.batches) == (1, 1, 0)
-    assert eng.positions == {(EVENTS.name, 0): 0, (EVENTS.name, 1): 0}
-    eng._process(BATCH)
     assert transactional(fresh)[-1] == "commit"
     assert eng.positions == {(EVENTS.name, 0): 7, (EVENTS.name, 1): 10}
 
