@@ -337,7 +337,11 @@ class Projector:
         return self._consumer
 
     def close(self) -> None:
-        """Leave the group and release the clients (safe to call twice)."""
+        """Close the consumer and release the clients (safe to call twice).
+
+        A dynamic member leaves the group; a static one (``instance_id``) keeps its place
+        until its session expires.
+        """
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None
