@@ -15,7 +15,6 @@ from leadflow.cli.options import FiniteFloatRange, settings_of
 from leadflow.cli.report import clickhouse_client, database_option
 from leadflow.sinks.clickhouse_http import ServeError, serve
 from leadflow.sinks.projector import DEFAULT_GROUP, DEFAULT_LINGER, Projector
-from leadflow.streams.engine.kafka import WorkerId, WorkerIdError
 from leadflow.streams.logs import get_logger
 
 log = get_logger(__name__)
@@ -78,17 +77,9 @@ def projector(
     """Project the contract topics into ClickHouse (migrates first; Ctrl-C stops cleanly).
 
     Offsets are committed only after ClickHouse has the batch, and every table dedups by
-    its record id, so a restart or replay never double-counts. Its place in the consumer
-    group is kept in LEADFLOW_DATA_DIR/projector, so a restart takes it back at once; run
-    one projector per data dir.
+    its record id, so a restart or replay never double-counts.
     """
     settings = settings_of(ctx)
-    try:
-        # A static group member: restarted after a crash it takes its own partitions back at
-        # once (a dynamic one waited 40.6 s for its dead self's session, session 15).
-        identity = WorkerId(settings.data_dir / "projector", role="projector")
-    except WorkerIdError as exc:
-        raise click.ClickException(str(exc)) from None
     stop = threading.Event()
 
     def _stop(_sig: int, _frame: FrameType | None) -> None:
@@ -111,7 +102,6 @@ def projector(
         group_id=group_id,
         batch_size=batch_size,
         linger=linger_ms / 1000,
-        instance_id=f"leadflow-projector-{identity.value}",
     )
     try:
         # The embedded engine is this process's alone: analysts query it through the
@@ -124,7 +114,6 @@ def projector(
         raise click.ClickException(str(exc)) from None
     finally:
         client.close()
-        identity.release()
     click.echo(
         f"projected {stats.records} records into {stats.rows} rows "
         f"({stats.dead_lettered} dead-lettered, {stats.insert_retries} insert retries)"

@@ -64,7 +64,6 @@ from leadflow.sinks.paths import refresh_margin, refresh_paths
 from leadflow.sinks.projection import Row, Rows, dead_letter_rows, rows_for
 from leadflow.sinks.tables import PROJECTED_TABLES, TableSpec, check_identifier
 from leadflow.streams.control import is_control
-from leadflow.streams.engine.kafka import GROUP_SESSION
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.stall import skipped_to
@@ -249,10 +248,6 @@ class Projector:
         paths_every: refresh the attribution path tables (sinks/paths.py) at most this
             often, seconds, after committed batches, and once when the topics run dry;
             ``None`` never (reports refresh them before they read anyway).
-        instance_id: a static group membership (``group.instance.id``, stable across
-            restarts: ``leadflow projector`` keeps one in its data dir), so a restarted
-            projector takes its own place in the group at once instead of waiting for its
-            dead self's session; ``None``: a dynamic member (in-process runs).
     """
 
     def __init__(
@@ -270,10 +265,8 @@ class Projector:
         on_batch: Callable[[ProjectorStats], None] | None = None,
         bounds: BoundsTable | None = None,
         paths_every: float | None = 10.0,
-        instance_id: str | None = None,
     ) -> None:
         self.settings = settings
-        self.instance_id = instance_id
         self.bounds = bounds if bounds is not None else load_bounds(settings.bounds_file)
         self.client = client
         self.database = check_identifier(database, "database")
@@ -322,13 +315,10 @@ class Projector:
             config: dict[str, Any] = {
                 **self.settings.kafka_client_config(),
                 "group.id": self.group_id,
-                **GROUP_SESSION,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
             }
-            if self.instance_id is not None:
-                config["group.instance.id"] = self.instance_id
             self._consumer = Consumer(config)
             self._consumer.subscribe(list(PROJECTED_TOPICS))
             self._producer = Producer(
@@ -337,11 +327,7 @@ class Projector:
         return self._consumer
 
     def close(self) -> None:
-        """Close the consumer and release the clients (safe to call twice).
-
-        A dynamic member leaves the group; a static one (``instance_id``) keeps its place
-        until its session expires.
-        """
+        """Leave the group and release the clients (safe to call twice)."""
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None

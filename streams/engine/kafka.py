@@ -30,16 +30,6 @@ WORKER_GROUP = "leadflow"
 WORKER_CONNECTIONS_MAX_IDLE_MS = 30_000
 
 
-# A group member's session, for every consumer in a group (worker, projector): a killed
-# member holds its partitions until its session expires, so keep it short. librdkafka's
-# default 45 s kept a projector restarted after kill -9 waiting 40.6 s for its dead self
-# (session 15); with 10 s, an outage longer than that makes a member rejoin.
-GROUP_SESSION: dict[str, str | int | float | bool] = {
-    "session.timeout.ms": 10_000,
-    "heartbeat.interval.ms": 3_000,
-}
-
-
 class Failure(enum.Enum):
     """What a Kafka error asks of the engine."""
 
@@ -76,41 +66,27 @@ def classify(exc: KafkaException) -> Failure:
 
 
 class WorkerIdError(LeadflowError):
-    """Another process of the same role already runs with this data directory."""
+    """Another worker already runs with this data directory."""
 
 
 class WorkerId:
-    """A process's stable identity: a UUID kept in its data directory, held by a lock.
+    """This worker's stable identity: a UUID kept in its data directory, held by a lock.
 
-    The worker's names its transactions and its static group membership; the projector's
-    its static group membership (``role="projector"``). The lock makes a second process of
-    the role on the same directory fail loudly instead of two processes fencing each
-    other's transactions or group places in a loop.
-
-    Example:
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> first = WorkerId(d, role="projector")
-        >>> WorkerId(d, role="projector")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        leadflow.streams.engine.kafka.WorkerIdError: another projector runs with ...
-        >>> first.release()
-        >>> WorkerId(d, role="projector").value == first.value
-        True
+    The lock makes a second worker on the same data directory fail loudly instead of two
+    processes fencing each other's transactions in a loop.
     """
 
-    def __init__(self, directory: Path, role: str = "worker") -> None:
+    def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{role}-id"
-        self._lock: IO[str] = (directory / f"{role}.lock").open("w")
+        path = directory / "worker-id"
+        self._lock: IO[str] = (directory / "worker.lock").open("w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
             raise WorkerIdError(
-                f"another {role} runs with the data dir {directory.parent}; "
-                f"give each {role} its own LEADFLOW_DATA_DIR"
+                f"another worker runs with the data dir {directory.parent}; "
+                "give each worker its own LEADFLOW_DATA_DIR"
             ) from None
         if not path.exists():
             path.write_text(uuid.uuid4().hex)
@@ -122,15 +98,7 @@ class WorkerId:
 
 
 def consumer_config(settings: Settings, worker_id: str) -> dict[str, str | int | float | bool]:
-    """The input consumer: the worker group, committed reads only, no commits of its own.
-
-    Each worker is a static member of the group, named by its worker id:
-
-    Example:
-        >>> from leadflow.streams.settings import load_settings
-        >>> consumer_config(load_settings(), "0f3c")["group.instance.id"]
-        'leadflow-worker-0f3c'
-    """
+    """The input consumer: the worker group, committed reads only, no commits of its own."""
     return {
         **settings.kafka_client_config(),
         "group.id": WORKER_GROUP,
@@ -142,15 +110,9 @@ def consumer_config(settings: Settings, worker_id: str) -> dict[str, str | int |
         # Requests go out at once (librdkafka leaves Nagle on; the Java clients turn it off):
         # a fetch or an offset request held back behind an unacknowledged one is latency.
         "socket.nagle.disable": True,
-        **GROUP_SESSION,
-        # Static membership (KIP-345), one instance per worker id: a worker that rejoins
-        # (restarted after a crash, or back from a broker outage longer than its session,
-        # after which librdkafka rejoins as a new member) takes its own place at once.
-        # As a dynamic member it waited for its old self's session to expire: measured
-        # 10 s after every broker restart (docs/architecture.md, "Processing guarantee").
-        # The price: a cleanly stopped worker sends no LeaveGroup, so its partitions move
-        # to the others only when its session expires, as a killed one's do.
-        "group.instance.id": f"leadflow-worker-{worker_id}",
+        # A killed worker holds its partitions until its session expires: keep it short.
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 3_000,
         "log_level": 4,
     }
 

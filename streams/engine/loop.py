@@ -379,11 +379,7 @@ class Engine:
         )
 
     def close(self) -> None:
-        """Close the consumer (revokes run) and release the clients; nothing is in flight.
-
-        A static member sends no LeaveGroup: its partitions wait for it until its session
-        expires (a restart within it takes them back without a rebalance).
-        """
+        """Leave the group (revokes run) and release the clients; nothing is in flight."""
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None

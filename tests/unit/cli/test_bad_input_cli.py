@@ -24,7 +24,6 @@ from leadflow.cli.main import main
 from leadflow.processors.errors import PolicyError
 from leadflow.processors.policy_load import parse_policy
 from leadflow.streams.collector.keys import KeyStore
-from leadflow.streams.engine.kafka import WorkerId
 
 DEFAULT = (Path(__file__).parents[3] / "infra" / "policy" / "default.yaml").read_text()
 VALID_ISH = "must match"  # the workspace-id rule's wording
@@ -253,23 +252,3 @@ def test_worker_refuses_a_bad_policy_file_before_starting(
     assert expected in output, output
     assert "Traceback" not in output
     assert not (tmp_path / "data" / "worker").exists()  # no state opened, nothing started
-
-
-def test_a_second_projector_on_one_data_dir_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The projector's static group identity lives in its data dir (session 15): a second
-    one there would take the first one's place in the group, so it refuses to start."""
-    monkeypatch.setenv("LEADFLOW_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("LEADFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:1")
-    monkeypatch.setenv("LEADFLOW_LOG_FORMAT", "json")
-    monkeypatch.setattr(projector_cli, "clickhouse_client", _no_clickhouse)
-    running = WorkerId(tmp_path / "projector", role="projector")
-    monkeypatch.setattr(sys, "argv", ["leadflow", "projector"])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    out = capsys.readouterr()
-    running.release()
-    assert exited.value.code == 1
-    assert "another projector runs with the data dir" in out.out + out.err
-    assert "Traceback" not in out.out + out.err
