@@ -99,8 +99,8 @@ OFFSETS_CALL_S = 5.0
 # How long past that timeout (or past a failed batch's end) the worker waits for the call
 # before it gives up on the producer. After a broker restart one call stayed blocked 30 s
 # (until the producer's idle connections closed) while the transaction it served had
-# already failed, and the worker sent nothing meanwhile (docs/architecture.md, "A blocked
-# offsets call"). A new producer with the same transactional id fences the blocked one.
+# already failed, and the worker sent nothing meanwhile (docs/architecture.md, "After a
+# broker restart"). A new producer with the same transactional id fences the blocked one.
 ABANDON_OFFSETS_CALL_S = 2.0
 
 
