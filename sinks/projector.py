@@ -315,6 +315,8 @@ class Projector:
             config: dict[str, Any] = {
                 **self.settings.kafka_client_config(),
                 "group.id": self.group_id,
+                # A restart after a kill -9 waits for the dead member's session: kept short.
+                **self.settings.kafka_group_config(),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,

@@ -373,6 +373,15 @@ class Settings(BaseSettings):
         description="Kafka transaction timeout: the longest a dead worker's open transaction "
         "can hold readers back (when no worker with its data dir restarts to fence it).",
     )
+    kafka_session_timeout_seconds: float = Field(
+        default=10.0,
+        ge=6,
+        le=300,
+        description="Consumer group session of the worker and the projector: a member killed "
+        "without leaving holds its partitions this long before the group hands them on, "
+        "also to its own restart (librdkafka's default is 45 s). Within the broker's "
+        "group.min/max.session.timeout.ms (6-300 s by default).",
+    )
     worker_hung_call_seconds: float = Field(
         default=120.0,
         gt=0,
@@ -501,6 +510,13 @@ class Settings(BaseSettings):
                 value = value.value
             env[ENV_PREFIX + name.upper()] = str(value)
         return env
+
+    def kafka_group_config(self) -> dict[str, int]:
+        """Group membership timing shared by the worker's and the projector's consumers."""
+        session_ms = int(self.kafka_session_timeout_seconds * 1000)
+        # Over three heartbeats per session (Kafka's clients default to 45 s / 3 s): one
+        # lost heartbeat does not end a membership.
+        return {"session.timeout.ms": session_ms, "heartbeat.interval.ms": session_ms * 3 // 10}
 
     def kafka_client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka-style connection settings shared by every confluent-kafka client."""

@@ -110,9 +110,8 @@ def consumer_config(settings: Settings, worker_id: str) -> dict[str, str | int |
         # Requests go out at once (librdkafka leaves Nagle on; the Java clients turn it off):
         # a fetch or an offset request held back behind an unacknowledged one is latency.
         "socket.nagle.disable": True,
-        # A killed worker holds its partitions until its session expires: keep it short.
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 3_000,
+        # A killed worker holds its partitions until its session expires: kept short.
+        **settings.kafka_group_config(),
         "log_level": 4,
     }
 

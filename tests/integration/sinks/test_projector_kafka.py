@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from datetime import date
@@ -235,3 +238,55 @@ def test_clickhouse_down_backs_off_then_catches_up(
     counts_checked(
         f"5 failed inserts, backoff {waits}; then counts {EXPECTED}; 0 records left uncommitted"
     )
+
+
+# A projector in a process of its own, killed -9 once it holds its partitions: no LeaveGroup.
+_MEMBER = """
+import sys, time
+from leadflow.sinks.projector import Projector
+from leadflow.streams.settings import Settings
+
+settings = Settings(kafka_bootstrap=sys.argv[1], kafka_session_timeout_seconds=6)
+consumer = Projector(settings, None, "unused", group_id=sys.argv[2])._open()
+while not consumer.assignment():
+    consumer.poll(0.2)
+print("assigned", flush=True)
+while True:
+    consumer.poll(0.2)
+"""
+
+
+def test_a_restart_after_a_kill_waits_for_the_session_setting_not_45_s(
+    kafka: Settings, clickhouse_session: Any, clickhouse_db: str
+) -> None:
+    """The group holds a killed member's partitions for its session, also from its restart.
+
+    librdkafka's default session is 45 s, which is how long ClickHouse took nothing after a
+    projector was killed (session 15); the projector now joins with
+    ``LEADFLOW_KAFKA_SESSION_TIMEOUT_SECONDS`` (6 s here).
+    """
+    create_topics(kafka)
+    group = f"projector-kill-{uuid.uuid4().hex[:8]}"
+    member = subprocess.Popen(
+        [sys.executable, "-c", _MEMBER, kafka.bootstrap, group],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert member.stdout is not None
+        assert member.stdout.readline().strip() == "assigned"
+    finally:
+        member.kill()
+        member.wait()
+    killed = time.monotonic()
+    settings = kafka.model_copy(update={"kafka_session_timeout_seconds": 6.0})
+    restarted = Projector(settings, clickhouse_session, clickhouse_db, group_id=group)
+    consumer = restarted._open()
+    try:
+        while not consumer.assignment():
+            consumer.poll(0.2)
+            # Not a speed target: the old 45 s session against 6 s, with room for a slow machine.
+            assert time.monotonic() - killed < 25, "the dead member's session held the partitions"
+        assert time.monotonic() - killed >= 5.0  # the dead member's session was waited out
+    finally:
+        restarted.close()
