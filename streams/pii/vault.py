@@ -77,6 +77,11 @@ class Vault:
         self._producer = AckedProducer(settings, timeout)
         self._lock = threading.RLock()
         self._missing: set[str] = set()
+        # Keys whose values did not open for another reason than an erasure (logged once per
+        # key, counted per value): the values read as None, as an erased person's would.
+        self._broken: set[tuple[str, str]] = set()
+        self.unknown_keys = 0
+        self.unopenable = 0
 
     # -- writing -----------------------------------------------------------------------
 
@@ -211,15 +216,45 @@ class Vault:
             key = state.key(kid)
             if key is None:
                 self._missing.add(kid)
+        if key is None:
+            if kid not in state.shredded:
+                # No key and no tombstone on the topic read to its end (a key is published
+                # before its event): an erasure whose tombstone compaction has removed
+                # (older than the topic's delete.retention.ms), or a lost key topic.
+                self._broken_value(kid, "pii.key_unknown", workspace_id, field)
+                self.unknown_keys += 1
+            return None
         owner = state.owner(kid)
-        if key is None or owner is None or owner[0] != workspace_id:
+        if owner is None or owner[0] != workspace_id:
+            self._broken_value(kid, "pii.foreign_workspace", workspace_id, field)
             return None
         if subject is not None and owner[1] != subject:
             # Another person's key: a ciphertext copied into this event (the associated
             # data of v2 envelopes would refuse it too; v1 ones rely on this check).
             log.warning("pii.foreign_ciphertext", workspace=workspace_id, field=field)
             return None
-        return decrypt(key, workspace_id, owner[1], field, envelope)
+        plain = decrypt(key, workspace_id, owner[1], field, envelope)
+        if plain is None:  # a damaged ciphertext, or one bound to another field or subject
+            self._broken_value(kid, "pii.unopenable", workspace_id, field)
+        return plain
+
+    def _broken_value(self, kid: str, event: str, workspace_id: str, field: str) -> None:
+        if event != "pii.key_unknown":
+            self.unopenable += 1
+        if (kid, event) not in self._broken:
+            self._broken.add((kid, event))
+            log.warning(
+                event,
+                kid=kid,
+                workspace=workspace_id,
+                field=field,
+                result="the value reads as None (as an erased one)",
+                see='docs/privacy.md, "When a value does not open"',
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Sealed values that read as None for another reason than an erasure."""
+        return {"pii_unknown_keys": self.unknown_keys, "pii_unopenable": self.unopenable}
 
     def close(self) -> None:
         """Flush and release the Kafka clients."""

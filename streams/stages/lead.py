@@ -800,4 +800,5 @@ def lead_stage(deps: LeadDeps) -> Stage:
         EVENTS_BY_LEAD,
         (LEADS, PARTITION, RELEASE),
         lambda ctx: LeadTask(deps, ctx, markers, fronts),
+        counters=deps.vault.counts if deps.vault is not None else None,
     )

@@ -22,6 +22,7 @@ from leadflow.processors.events import Event, Kind, lead_key
 from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.lead_state import decode_lead_state
 from leadflow.streams.kafka_offsets import EndNotReached, read_to_end
+from leadflow.streams.pii import vault as vault_module
 from leadflow.streams.pii.vault import Vault
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
@@ -220,3 +221,45 @@ def test_a_sealed_email_declared_with_a_user_id_merges_that_emails_lead(
     assert (merged.lead_id, merged.merged_lead_id, merged.reason) == (
         "user-grace", derive_lead_id(workspace, email), "email",
     )  # fmt: skip
+
+
+def test_a_value_that_does_not_open_for_another_reason_than_erasure_is_logged_and_counted(
+    topics: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A damaged ciphertext and a key the topic does not hold read as None, loudly.
+
+    An erased person's values read as None too, quietly: that is the erasure working. The
+    other two used to look exactly like it.
+    """
+    logged: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        vault_module.log, "warning", lambda event, **kw: logged.append((event, kw["field"]))
+    )
+    vault = Vault(topics)
+    try:
+        workspace = f"ws-{uuid.uuid4().hex[:8]}"
+        event = Event(
+            f"e-{uuid.uuid4().hex[:8]}", Kind.IDENTIFY, workspace, T0, T0,
+            lead_id="L1", payload={"email": "ada@example.com", "phone": PHONE},
+        )  # fmt: skip
+        (sealed,) = vault.seal([event])
+        email, phone = sealed.payload["email"], sealed.payload["phone"]
+        assert email.startswith("enc:")
+        assert phone.startswith("enc:")
+        damaged = email[:-4] + ("AAAA" if not email.endswith("AAAA") else "BBBB")
+        unknown = "enc:v2:0123456789abcdef:" + email.rsplit(":", 1)[1]
+        changed = dataclasses.replace(
+            sealed, payload={**sealed.payload, "email": damaged, "phone": unknown}
+        )
+        assert vault.counts() == {"pii_unknown_keys": 0, "pii_unopenable": 0}
+        assert vault.open(sealed).payload["email"] == "ada@example.com"
+
+        opened = vault.open(changed)
+
+        assert (opened.payload["email"], opened.payload["phone"]) == (None, None)
+        assert vault.counts() == {"pii_unknown_keys": 1, "pii_unopenable": 1}
+        vault.open(changed)  # counted per value, logged once per key and reason
+        assert vault.counts() == {"pii_unknown_keys": 2, "pii_unopenable": 2}
+        assert sorted(logged) == [("pii.key_unknown", "phone"), ("pii.unopenable", "email")]
+    finally:
+        vault.close()
