@@ -645,9 +645,17 @@ def _track_fields(
 
 
 def _unstored_context(segment: SegmentContext, kind: Kind) -> list[Loc]:
-    """Locations of context members the event has no place for (dropped, listed)."""
+    """Locations of context members the event has no place for (dropped, listed).
+
+    Also the members of the objects it stores that it has no field for, e.g. Segment's
+    ``context.referrer.type``/``name``/``link`` or RudderStack's
+    ``context.page.initial_referrer``.
+    """
     extra = segment.model_extra or {}
     locs: list[Loc] = [("context", name) for name in extra if name not in STORED_CONTEXT]
+    for name in ("page", "campaign", "consent", "referrer"):
+        member = getattr(segment, name)
+        locs.extend(("context", name, inner) for inner in (member and member.model_extra) or ())
     if segment.traits and kind not in CONTACT_KINDS:
         locs.append(("context", "traits"))
     return locs

@@ -267,8 +267,30 @@ def test_context_members_without_a_place_are_listed(h: Harness) -> None:
     response = h.post(
         "/v1/track", {"event": "Pricing Viewed", "anonymousId": "a", "context": context}
     )
-    assert response.json()["ignored"] == ["context.device", "context.traits"]
+    assert response.json()["ignored"] == [
+        "context.device",
+        "context.referrer.type",
+        "context.traits",
+    ]
     assert h.events()[0].context.referrer == "https://ads.example/"
+
+
+def test_members_of_stored_context_objects_without_a_field_are_listed(h: Harness) -> None:
+    # RudderStack's JS SDK sends these with every call; Segment's consent object too.
+    context = {
+        "page": {"url": "https://acme.example/", "initial_referrer": "$direct", "tab_url": "x"},
+        "campaign": {"source": "google", "id": "123"},
+        "consent": {"tracking": True, "categoryPreferences": {"ads": False}},
+    }
+    response = h.post("/v1/page", {"anonymousId": "a", "context": context})
+    assert response.status_code == 200
+    assert sorted(response.json()["ignored"]) == [
+        "context.campaign.id",
+        "context.consent.categoryPreferences",
+        "context.page.initial_referrer",
+        "context.page.tab_url",
+    ]
+    assert h.events()[0].context.utm_source == "google"
 
 
 def test_rudderstack_js_v3_anonymous_page(h: Harness) -> None:
