@@ -303,7 +303,13 @@ def _context(
     page = segment.page if segment else None
     campaign = segment.campaign if segment else None
     from_props = kind is Kind.VISIT
-    url = (page.url if page else None) or (_str(props.get("url")) if from_props else None)
+    # A page call's own properties, typed like context.page's (a number there is refused,
+    # not read as absent).
+    own = {
+        name: _text(props, name, f"{where}.{name}", errors) if from_props else None
+        for name in sorted(PAGE_PROPERTIES)
+    }
+    url = (page.url if page else None) or own["url"]
     utm: dict[str, str | None] = {}
     if campaign is not None:
         utm = {
@@ -319,14 +325,14 @@ def _context(
     referrer = _referrer(
         (page.referrer if page else None)
         or (segment.referrer.url if segment and segment.referrer else None)
-        or (_str(props.get("referrer")) if from_props else None)
+        or own["referrer"]
     )
     explicit = _text(props, "channel", f"{where}.channel", errors)
     return Context(
         url=url,
-        path=(page.path if page else None) or (_str(props.get("path")) if from_props else None),
+        path=(page.path if page else None) or own["path"],
         referrer=referrer,
-        title=(page.title if page else None) or (_str(props.get("title")) if from_props else None),
+        title=(page.title if page else None) or own["title"],
         utm_source=utm.get("source"),
         utm_medium=utm.get("medium"),
         utm_campaign=utm.get("campaign"),

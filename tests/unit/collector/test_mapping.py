@@ -283,6 +283,15 @@ def test_skew_correction_uses_the_batch_sent_at_when_the_message_has_none() -> N
             [("properties.channel", "expected a string, got integer")],
         ),
         (
+            # A page call's own url/path/referrer/title were read as absent when not strings.
+            {"userId": "u", "properties": {"title": 404, "url": ["https://a.example/"]}},
+            "page",
+            [
+                ("properties.title", "expected a string, got integer"),
+                ("properties.url", "expected a string, got array"),
+            ],
+        ),
+        (
             {"userId": "u", "timestamp": "1960-01-01T00:00:00Z"},
             "page",
             [("timestamp", "before 1970")],
