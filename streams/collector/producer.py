@@ -103,6 +103,7 @@ class EventProducer:
         self.late_round_s = late_round_s
         self._floor_sent: int | None = None  # the floor of the last round written
         self._partitions: list[int] = []
+        self._metadata_warned = -1e9
         self.dead_letter_topic = dead_letter_topic
         self.delivery_timeout = delivery_timeout
         self._producer = Producer(
@@ -215,6 +216,17 @@ class EventProducer:
             if kicked:
                 self._stop.wait(period / 4)
 
+    def _metadata_failed(self, error: str) -> None:
+        now = time.monotonic()
+        if now - self._metadata_warned >= 10.0:  # at most every 10 s through an outage
+            self._metadata_warned = now
+            log.warning(
+                "collector.heartbeat_metadata_failed",
+                topic=self.topic,
+                error=error,
+                partitions_known=len(self._partitions),
+            )
+
     def kick(self) -> None:
         """A request was settled: heartbeat soon (its records can be released then)."""
         self._kick.set()
@@ -225,12 +237,18 @@ class EventProducer:
         if not self._partitions or self.heartbeats % 600 == 0:  # a grown topic is seen
             try:
                 meta = self._producer.list_topics(topic=self.topic, timeout=2.0)
-            except KafkaException:
-                return
-            topic = meta.topics.get(self.topic)
-            if topic is None or topic.error is not None:
-                return
-            self._partitions = sorted(topic.partitions)
+                topic = meta.topics.get(self.topic)
+                error = "no such topic" if topic is None else topic.error
+            except KafkaException as exc:
+                topic, error = None, exc.args[0]
+            if topic is not None and error is None:
+                self._partitions = sorted(topic.partitions)
+            else:
+                # Without heartbeats the workers release nothing older than the floor they
+                # last heard: say why, and keep beating on the partitions known so far.
+                self._metadata_failed(str(error))
+                if not self._partitions:
+                    return
         floor = self.heartbeat()
         try:
             send_heartbeats(self._producer, self.topic, self._partitions, floor)

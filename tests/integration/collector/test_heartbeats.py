@@ -19,7 +19,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.processors.events import Event
 from leadflow.schemas.codec import codec_from_settings
+from leadflow.streams.collector import producer as producer_module
 from leadflow.streams.collector.app import Collector
+from leadflow.streams.collector.producer import EventProducer
 from leadflow.streams.control import HEARTBEAT
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS
@@ -116,3 +118,29 @@ def test_rounds_stop_once_one_passed_every_request_then_one_late_round(
     track(url, key)
     time.sleep(0.5)
     assert sink.heartbeats > promised + 1
+
+
+def test_a_heartbeat_without_topic_metadata_says_so(
+    collector_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No metadata, no heartbeat: workers then release nothing newer, so it is logged.
+
+    It used to return without a word (audit, session 16).
+    """
+    logged: list[dict[str, object]] = []
+    monkeypatch.setattr(
+        producer_module.log, "warning", lambda event, **kw: logged.append({"event": event, **kw})
+    )
+    topic = f"leadflow.no-such-topic-{uuid.uuid4().hex[:8]}"
+    producer = EventProducer(
+        collector_settings.kafka_client_config(), topic, 5.0, heartbeat=lambda: 1, heartbeat_ms=0
+    )
+    try:
+        producer._beat()
+        producer._beat()  # within 10 s of the first: not logged again
+    finally:
+        producer.close()
+    assert [(e["event"], e["topic"], e["partitions_known"]) for e in logged] == [
+        ("collector.heartbeat_metadata_failed", topic, 0)
+    ]
+    assert logged[0]["error"]
