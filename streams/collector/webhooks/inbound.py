@@ -58,9 +58,15 @@ class Proof:
 
 
 def _seconds_ms(value: str | None, scale: int) -> int:
+    """The stamp in ms; 0 (refused as "no readable signing time") when it is not a number.
+
+    Example:
+        >>> _seconds_ms("1767225600", 1000), _seconds_ms("inf", 1000), _seconds_ms("x", 1)
+        (1767225600000, 0, 0)
+    """
     try:
         return int(float(value or "") * scale)
-    except ValueError:
+    except (ValueError, OverflowError):  # "nan" is a ValueError, "inf" an OverflowError
         return 0
 
 

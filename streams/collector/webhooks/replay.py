@@ -27,6 +27,8 @@ class ReplayGuard:
         'this signature was already used (a replay)'
         >>> guard.problem("other", sent_at_ms=1_000, now_ms=5_600)
         'signed 4.6 s ago, outside the 1 s window'
+        >>> guard.problem("other", sent_at_ms=0, now_ms=5_600)
+        'no readable signing time'
     """
 
     window_ms: int
@@ -40,6 +42,8 @@ class ReplayGuard:
 
         ``window_ms`` narrows the guard's window for this request (Postmark: per type).
         """
+        if sent_at_ms <= 0:
+            return "no readable signing time"
         limit = self.window_ms if window_ms is None else min(window_ms, self.window_ms)
         age = now_ms - sent_at_ms
         if abs(age) > limit:

@@ -53,7 +53,7 @@ def h(tmp_path: Path) -> Harness:
     return harness
 
 
-def sendgrid_post(h: Harness, events: Any, stamp: int = NOW_S, forge: bool = False) -> Any:
+def sendgrid_post(h: Harness, events: Any, stamp: int | str = NOW_S, forge: bool = False) -> Any:
     body = json.dumps(events).encode()
     signed = str(stamp).encode() + (b"x" if forge else b"") + body
     signature = base64.b64encode(SENDGRID_KEY.sign(signed, ec.ECDSA(hashes.SHA256()))).decode()
@@ -124,6 +124,17 @@ def test_sendgrid_forged_stale_and_replayed_requests_are_refused(h: Harness) -> 
     unsigned = h.post("/webhooks/sendgrid/acme", content=body, key=None)
     assert unsigned.status_code == 401
     assert unsigned.json()["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("stamp", ["inf", "nan", "soon", ""])
+def test_a_signing_time_that_is_not_a_number_is_refused_as_such(h: Harness, stamp: str) -> None:
+    # "inf" was an OverflowError: a 500 and a traceback for any caller, signed or not.
+    for forge in (False, True):
+        response = sendgrid_post(h, SENDGRID_EVENTS, stamp=stamp, forge=forge)
+        assert response.status_code == 401, response.text
+        if not forge:
+            assert response.json()["message"].endswith("no readable signing time")
+    assert h.events() == []
 
 
 def test_a_workspace_without_the_vendor_configured_is_refused(h: Harness) -> None:
