@@ -618,6 +618,13 @@ def _contact_fields(
             if name in unknown:
                 left.keep((*loc, name), value)
             elif value is not None or name not in fields:
+                if fields.get(name) is not None and fields[name] != value:
+                    warnings.append(
+                        FieldError(
+                            path=sources[name] + f".{name}",
+                            message=f"differs from {where}.{name}, which is stored; not stored",
+                        )
+                    )
                 fields[name] = value
                 sources[name] = where
         for member, value in flat.unmapped:

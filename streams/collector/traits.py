@@ -133,40 +133,60 @@ def contact(traits: Mapping[str, Any], *, full_name: bool = True) -> Contact:
         ((('company', 'plan'), 'pro'), (('address', 'city'), 'Berlin'))
         >>> contact({"name": "Grace Brewster Hopper"}).fields
         {'first_name': 'Grace', 'last_name': 'Brewster Hopper'}
+        >>> two = contact({"firstName": "Ada", "first_name": "Adah", "company": "Acme",
+        ...                "address": {"country": "DE"}, "country": "FR"})
+        >>> two.fields["first_name"], two.fields["country"]
+        ('Adah', 'FR')
+        >>> two.warnings
+        (('firstName', 'differs from first_name, which is stored; not stored'), \
+('address.country', 'differs from country, which is stored; not stored'))
     """
     fields: dict[str, Any] = {}
     unmapped: list[tuple[tuple[str, str], Any]] = []
     warnings: list[tuple[str, str]] = []
-    nested: dict[str, Any] = {}
+    # Where each field's value came from: a value sent twice under two spellings or places
+    # keeps one, and a different loser is said, not dropped without a word.
+    source: dict[str, str] = {}
+    nested: dict[str, tuple[str, Any]] = {}
+
+    def lost(loser: str, winner: str) -> None:
+        warnings.append((loser, f"differs from {winner}, which is stored; not stored"))
+
     for key, value in traits.items():
         name = ALIASES.get(key, key)
-        if key == "company" and isinstance(value, dict):
+        if key in ("company", "address") and isinstance(value, dict):
+            members = COMPANY_MEMBERS if key == "company" else ADDRESS_MEMBERS
             for member, item in value.items():
-                target = COMPANY_MEMBERS.get(member)
+                target = members.get(member)
                 if target is None:
                     unmapped.append(((key, member), item))
-                else:
-                    nested.setdefault(target, item)
-        elif key == "address" and isinstance(value, dict):
-            for member, item in value.items():
-                target = ADDRESS_MEMBERS.get(member)
-                if target is None:
-                    unmapped.append(((key, member), item))
-                else:
-                    nested.setdefault(target, item)
+                elif target not in nested:
+                    nested[target] = (f"{key}.{member}", item)
+                elif nested[target][1] != item:
+                    lost(f"{key}.{member}", nested[target][0])
         elif name in fields and name != key:
-            continue  # the snake_case spelling was sent too and wins
+            if fields[name] != value:
+                lost(key, name)  # the snake_case spelling was sent too and wins
         else:
+            if name in fields and fields[name] != value:
+                lost(source[name], key)
+            fields[name], source[name] = value, key
+    for name, (where, value) in nested.items():
+        if name not in fields:
             fields[name] = value
-    for name, value in nested.items():
-        fields.setdefault(name, value)  # a flat trait wins over the object's member
+        elif fields[name] != value:
+            lost(where, source[name])  # a flat trait wins over the object's member
     whole = fields.get("name") if full_name else None
     if isinstance(whole, str) and whole.strip():
         del fields["name"]
         first, last = _split_name(whole)
-        fields.setdefault("first_name", first)
-        if last is not None:
-            fields.setdefault("last_name", last)
+        kept = [
+            part
+            for part, value in (("first_name", first), ("last_name", last))
+            if value is not None and fields.setdefault(part, value) != value
+        ]
+        if kept:
+            lost(source.get("name", "name"), " and ".join(source[part] for part in kept))
     if "company_size" in fields:
         fields["company_size"], note = company_size(fields["company_size"])
         if note:

@@ -129,9 +129,15 @@ def test_top_level_traits_win_over_context_traits(h: Harness) -> None:
         "traits": {"title": "CEO"},
         "context": {"traits": {"title": "CTO", "industry": "Software"}},
     }
-    h.post("/v1/identify", message)
+    response = h.post("/v1/identify", message)
     payload = h.events()[0].payload
     assert (payload["title"], payload["industry"]) == ("CEO", "Software")
+    assert response.json()["warnings"] == [
+        {
+            "path": "context.traits.title",
+            "message": "differs from traits.title, which is stored; not stored",
+        }
+    ]
 
 
 def test_segment_reserved_traits(h: Harness) -> None:
@@ -418,3 +424,23 @@ def test_dead_letters_do_not_keep_personal_data(h: Harness) -> None:
     h.post("/v1/batch", {"batch": [bad]})
     value = json.loads(h.sink.dead[0].value)
     assert value["traits"] == {"email": "<redacted>", "company_size": "lots"}
+
+
+def test_a_trait_sent_twice_with_different_values_keeps_one_and_says_so(h: Harness) -> None:
+    # The losing value used to vanish without a word.
+    traits = {
+        "firstName": "Ada",
+        "first_name": "Adah",
+        "company": {"name": "Acme", "industry": "Tech"},
+        "industry": "Software",
+        "lastName": "King",
+        "last_name": "King",  # the same value twice is no conflict
+    }
+    response = h.post("/v1/identify", {"userId": "u1", "traits": traits})
+    assert response.status_code == 200
+    payload = h.events()[0].payload
+    assert (payload["first_name"], payload["industry"]) == ("Adah", "Software")
+    assert [(w["path"], w["message"]) for w in response.json()["warnings"]] == [
+        ("traits.firstName", "differs from first_name, which is stored; not stored"),
+        ("traits.company.industry", "differs from industry, which is stored; not stored"),
+    ]
