@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Generator, Sequence
-from contextlib import closing, suppress
+from contextlib import closing
 from dataclasses import asdict, dataclass
 
 import click
@@ -21,8 +21,11 @@ from rich.table import Table
 from leadflow.cli.options import settings_of
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.kafka_offsets import EndNotReached, read_to_end
+from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import ALL_TOPICS, DLQ, record_headers
+
+log = get_logger(__name__)
 
 # Headers the dead-lettering added; everything else is the record's own and travels back.
 _DLQ_HEADERS = frozenset(
@@ -112,11 +115,15 @@ def _read(
         consumer.assign(partitions)
         pending: dict[tuple[str, int], int | None] = {(DLQ.name, p): None for p in meta.partitions}
 
+        missed: dict[int, str] = {}
+
         def unreadable(message: Message) -> None:
-            pending.pop((DLQ.name, int(message.partition() or 0)), None)  # counts as its end
+            partition = int(message.partition() or 0)
+            missed[partition] = str(message.error())
+            pending.pop((DLQ.name, partition), None)  # counts as its end
 
         letters = read_to_end(consumer, pending, idle=timeout, on_error=unreadable)
-        with suppress(EndNotReached):  # nothing more within the timeout
+        try:
             for message in letters:
                 yield (
                     dead_letter(
@@ -128,6 +135,16 @@ def _read(
                     ),
                     message,
                 )
+        except EndNotReached as exc:  # nothing more within the timeout
+            missed.update({p: f"not read to its end in {timeout:g} s" for _t, p in exc.pending})
+        if missed:
+            # What follows (a list, "no dead letter from ...") may then be short of letters.
+            log.warning("dlq.read_incomplete", partitions=missed)
+            click.echo(
+                f"warning: {DLQ.name} was not read whole, this may be incomplete: "
+                + "; ".join(f"partition {p}: {why}" for p, why in sorted(missed.items())),
+                err=True,
+            )
     finally:
         consumer.close()
 
