@@ -70,6 +70,7 @@ from __future__ import annotations
 import heapq
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -197,6 +198,14 @@ class LeadDeps:
     model_key: bytes = b""  # verifies the snapshots of model markers
     switch_records: int = 0  # M: the switch gate (LEADFLOW_MODEL_SWITCH_RECORDS)
     forwards: int = 0  # partitions of events.by-lead promising forwards (0: applied on arrival)
+    # What the process's lead tasks count (worker.progress): watermark violations, parked
+    # events dead-lettered when their lead resumed.
+    counts: Counter[str] = field(default_factory=Counter, compare=False)
+
+    def counters(self) -> dict[str, int]:
+        """The lead tasks' counts and the vault's, for ``worker.progress``."""
+        counts = {"watermark_violations": 0, "parked_dead_letters": 0, **self.counts}
+        return counts | (self.vault.counts() if self.vault is not None else {})
 
 
 @dataclass
@@ -504,6 +513,7 @@ class LeadTask:
             self._decoded[sort] = obj
             if self.deps.forwards:
                 self.forwardable.add(sort, record.key.decode(), hops, obj)
+            self.deps.counts["watermark_violations"] += 1
             log.error("lead.watermark_violation", offset=record.offset, error=str(exc),
                       forwarded=forwarded)  # fmt: skip
 
@@ -714,6 +724,7 @@ class LeadTask:
         """Dead-letter what failed, send derived and direct records, store the state."""
         for failed, error in outcome.failed:
             # A parked event that broke an invariant when its lead resumed after a merge.
+            self.deps.counts["parked_dead_letters"] += 1
             log.warning("dead_letter", lead=failed.lead_id, reason=str(error))
             headers = dlq_headers(error, record.topic, record.partition, record.offset)
             ctx.send(DLQ, key, self.deps.codec.encode(failed), headers)
@@ -800,5 +811,5 @@ def lead_stage(deps: LeadDeps) -> Stage:
         EVENTS_BY_LEAD,
         (LEADS, PARTITION, RELEASE),
         lambda ctx: LeadTask(deps, ctx, markers, fronts),
-        counters=deps.vault.counts if deps.vault is not None else None,
+        counters=deps.counters,
     )

@@ -19,6 +19,7 @@ from leadflow.processors.lead_state import decode_lead_state
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.schemas.codec import SingleObjectCodec
+from leadflow.streams.control import IDENTITY_MARKER, RECEIVED, marker_record
 from leadflow.streams.engine.stage import Record
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.stages.identity import IdentityTask, Markers
@@ -332,3 +333,21 @@ def test_quiet_decay_checks_are_kept_in_memory_and_a_rebuilt_task_sends_the_same
               and s.cause_event_id.startswith("decay:")]  # fmt: skip
     assert len(decays) > len(events)  # the checks that moved a score are still sent
     assert quiet > len(events)  # and most days of these leads were quiet
+
+
+def test_a_watermark_violation_is_counted_for_worker_progress() -> None:
+    # It was only logged, though the comment said counted (audit, session 16).
+    policy = load_default_policy()
+    deps = LeadDeps(CODEC, policy, lambda ws: ScoreModel(policy, ws), None, sources=1)
+    ctx = FakeContext()
+    task = LeadTask(deps, ctx)
+    value, headers = marker_record(IDENTITY_MARKER, {0: T0 + 10 * HOUR})
+    task.on_record(ctx, Record(EVENTS_BY_LEAD.name, 0, 0, None, value, dict(headers)))
+    late = Event("late", Kind.VISIT, "ws-a", T0, T0, lead_id="L1")
+    task.on_record(
+        ctx,
+        dataclasses.replace(
+            record(late, lead_key("ws-a", "L1"), 1), headers={RECEIVED: str(T0).encode()}
+        ),
+    )
+    assert deps.counters() == {"watermark_violations": 1, "parked_dead_letters": 0}
