@@ -751,11 +751,28 @@ class Engine:
         log.info("worker.revoked", partitions=_describe(tps))
 
     def _rewind(self) -> None:
-        """Seek every owned partition back to its committed offset; rebuild its task."""
+        """Seek every owned partition back to its committed offset; rebuild its task.
+
+        A seek refused on a partition that has not fetched yet is harmless (it starts at the
+        committed offset anyway). One refused on a partition whose position is past its
+        committed offset would let the next batch skip the undone records and commit past
+        them, so the worker exits 70 for its supervisor instead (nothing is committed).
+        """
         for tp, position in self.positions.items():
             try:
                 self.consumer.seek(TopicPartition(tp[0], tp[1], position))
             except KafkaException as exc:
+                at = self._consumer_positions().get(tp, -1001)
+                if at >= 0 and at != position:
+                    log.error(
+                        "worker.rewind_failed",
+                        partition=f"{tp[0]}:{tp[1]}",
+                        committed=position,
+                        position=at,
+                        error=str(exc),
+                        action="exit 70 for the supervisor",
+                    )
+                    os._exit(EXIT_STALLED)
                 log.warning("worker.seek_failed", partition=f"{tp[0]}:{tp[1]}", error=str(exc))
             self.tasks[tp] = self.stages[tp[0]].task(self.contexts[tp])
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from leadflow.streams.control import marker_record
 from leadflow.streams.engine import loop
@@ -412,3 +412,34 @@ def test_docstring_examples_run() -> None:
     result = doctest.testmod(loop)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+class RefusingConsumer(FakeConsumer):
+    """Refuses every seek; reports ``at`` as every partition's position."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def seek(self, _tp: Any) -> None:
+        raise KafkaException(KafkaError(KafkaError._STATE))
+
+    def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self.at) for tp in tps]
+
+
+@pytest.mark.parametrize(("at", "exits"), [(-1001, False), (0, False), (7, True)])
+def test_a_refused_rewind_past_the_committed_offset_ends_the_process(
+    monkeypatch: pytest.MonkeyPatch, at: int, exits: bool
+) -> None:
+    """After an undone batch every partition goes back to its committed offset (0 here).
+
+    A refused seek used to be a warning, whatever the position: one past the committed
+    offset would have let the next batch skip the undone records and commit past them.
+    Not yet fetching (-1001) or already there (0) is harmless.
+    """
+    eng = engine(FakeProducer(0.0))
+    eng._consumer = RefusingConsumer(at)  # type: ignore[assignment]
+    exits_with: list[int] = []
+    monkeypatch.setattr(loop.os, "_exit", exits_with.append)
+    eng._rewind()
+    assert exits_with == ([loop.EXIT_STALLED] * 2 if exits else [])
