@@ -153,6 +153,11 @@ def suggest_weights_cmd(
         f"{suggestion.auc_suggested} (in-sample); cross-validated (5 folds): current "
         f"{suggestion.cv_auc_current}, suggested {suggestion.cv_auc_suggested}"
     )
+    if suggestion.cv_folds_skipped:
+        err.print(
+            f"[yellow]warning:[/] {suggestion.cv_folds_skipped} of 5 folds had one outcome only "
+            "in their training part: not fitted, their leads left out of the cross-validated AUCs"
+        )
     path = settings.policy_file
     if path is None:
         from importlib import resources

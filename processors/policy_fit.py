@@ -76,6 +76,9 @@ class Suggestion:
     auc_suggested: float | None
     cv_auc_current: float | None
     cv_auc_suggested: float | None
+    # Folds whose training part held one outcome only: not fitted, their leads left out of
+    # the cross-validated AUCs (they used to count with a score of 0).
+    cv_folds_skipped: int = 0
 
     def points(self) -> dict[str, float]:
         """``{rule: suggested points}`` of the fitted rules."""
@@ -164,14 +167,18 @@ def suggest_fit_weights(
     suggested = np.round(w / scale) + 0.0  # no -0
     cv_current = np.zeros(len(history))
     cv_suggested = np.zeros(len(history))
+    scored = np.zeros(len(history), dtype=bool)
     fold = np.arange(len(history)) % max(2, folds)
+    skipped = 0
     for f in range(max(2, folds)):
         train, test = fold != f, fold == f
         if y[train].min() == y[train].max():
+            skipped += 1
             continue
         _, wf = fit_logistic(hits[train], y[train], prior, l2)
         cv_suggested[test] = hits[test] @ wf
         cv_current[test] = current[test]
+        scored |= test
     weights = []
     for r in rules:
         if r in fitted:
@@ -189,8 +196,9 @@ def suggest_fit_weights(
         points_per_logodds=round(1 / scale, 2),
         auc_current=_auc(current, y),
         auc_suggested=_auc(hits @ suggested, y),
-        cv_auc_current=_auc(cv_current, y),
-        cv_auc_suggested=_auc(cv_suggested, y),
+        cv_auc_current=_auc(cv_current[scored], y[scored]),
+        cv_auc_suggested=_auc(cv_suggested[scored], y[scored]),
+        cv_folds_skipped=skipped,
     )
 
 

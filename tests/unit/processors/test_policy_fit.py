@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from importlib import resources
@@ -121,3 +122,14 @@ def test_cli_on_a_simulated_market_prints_the_diff_and_the_aucs() -> None:
     both = CliRunner().invoke(cli, ["policy", "suggest-weights"])
     assert both.exit_code != 0
     assert "--workspace" in both.output
+
+
+def test_a_fold_trained_on_one_outcome_is_left_out_of_the_cross_validated_aucs() -> None:
+    # Both conversions fall in fold 0, whose training part then has none: it cannot be
+    # fitted. Its leads used to count in the cross-validated AUCs with a score of 0.
+    leads = [dataclasses.replace(x, converted=i in (0, 5)) for i, x in enumerate(history(50, TRUE))]
+    s = suggest_fit_weights(POLICY, leads)
+    assert s.cv_folds_skipped == 1
+    # What is left (folds 1-4) holds no conversion: not measurable, not a made-up number.
+    assert (s.cv_auc_current, s.cv_auc_suggested) == (None, None)
+    assert suggest_fit_weights(POLICY, history(2_000, TRUE)).cv_folds_skipped == 0
