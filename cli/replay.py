@@ -124,3 +124,9 @@ def rekey_cmd(ctx: click.Context, source: str, target: str, dry_run: bool, batch
     )
     for line in stats.lines():
         click.echo(f"  {line}")
+    if stats.expired:
+        click.echo(
+            f"warning: {stats.expired} records of {source} expired (retention) after the last "
+            "run stopped and before this one: not copied",
+            err=True,
+        )

@@ -153,6 +153,9 @@ class RekeyStats:
     read: int = 0
     batches: int = 0
     counts: Counter[tuple[Outcome, str]] = field(default_factory=Counter)
+    # Records between where the last run stopped and the log's start: gone to retention
+    # before this run could copy them.
+    expired: int = 0
 
     def of(self, outcome: Outcome) -> int:
         """Records with this outcome, whatever the reason."""
@@ -160,7 +163,10 @@ class RekeyStats:
 
     def lines(self) -> list[str]:
         """One line per outcome and reason, e.g. ``rekeyed  raw_id  1200``."""
-        return [f"{o.value:13} {r:18} {n}" for (o, r), n in sorted(self.counts.items())]
+        lines = [f"{o.value:13} {r:18} {n}" for (o, r), n in sorted(self.counts.items())]
+        if self.expired:
+            lines.append(f"{'not copied':13} {'expired':18} {self.expired}")
+        return lines
 
 
 def progress_group(source: str, target: str) -> str:
@@ -220,6 +226,16 @@ def rekey(
         for (_, p), (low, high) in ends.items():
             start[p] = max(started.get(p, low), low)
             stats.total += max(0, high - start[p])
+            if started.get(p, low) < low:
+                stats.expired += low - started[p]
+                log.warning(
+                    "rekey.expired",
+                    partition=f"{source}:{p}",
+                    resumed_at=started[p],
+                    log_start=low,
+                    records=low - started[p],
+                    why="removed by retention since the last run stopped; not copied",
+                )
         if on_start is not None:
             on_start(stats)
         # Up to the end each partition had at the start; what is appended later is for the

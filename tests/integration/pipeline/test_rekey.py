@@ -202,6 +202,22 @@ def test_rekey_copies_with_person_keys_once(kafka: Settings, tmp_path: Any) -> N
     assert "copied 1 re-keyed + 0 kept" in third.output, third.output
     assert len(placed(kafka, new)) == len(items) + 1
 
+    # Records that retention removed between two runs are said, not skipped in silence.
+    gone = [ev(A, f"g{i}", Kind.VISIT, 91 + i, anon=DEVICE, channel="direct", path="/")
+            for i in range(3)]  # fmt: skip
+    produce_old(kafka, old, gone)
+    ends_old = topic_ends(kafka, [old])
+    admin = AdminClient(kafka.kafka_client_config())
+    deleted = admin.delete_records(
+        [TopicPartition(t, p, high) for (t, p), (_low, high) in ends_old.items()]
+    )
+    for future in deleted.values():
+        future.result(30)
+    fourth = invoke(kafka, tmp_path, "replay", "rekey", "--from", old, "--to", new)
+    assert "read 0 records" in fourth.output, fourth.output
+    assert "not copied    expired            3" in fourth.output, fourth.output
+    assert "3 records of" in fourth.stderr
+
     # A target that holds records this copy did not write is refused (no double copy).
     # (`leadflow` prints it as one `error:` line, exit 1.)
     with pytest.raises(RekeyError, match=f"{reference} already holds 14 records"):
