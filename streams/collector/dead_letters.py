@@ -111,6 +111,12 @@ def dead_letter(
         (b'["acme","u1"]', '<redacted>')
         >>> dict(letter.headers)["reason"], dict(letter.headers)["group"]
         (b'invalid', b'acme')
+        >>> deep: dict = {"email": "x@y.z"}
+        >>> for _ in range(5000):
+        ...     deep = {"a": deep}
+        >>> dead_letter(deep, "invalid", [], workspace_id="acme", source="/v1/track", index=0,
+        ...     received_at=5).value
+        b'{"not_stored": "the message could not be redacted (RecursionError)"}'
     """
     # Scoped like every other key (issue 19): another workspace may use the same id.
     key = ""
@@ -121,8 +127,11 @@ def dead_letter(
                 break
     try:
         value = json.dumps(redact(raw), ensure_ascii=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError, RecursionError):
-        value = json.dumps(repr(raw)[:1000]).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        # Not the raw text: what could not be redacted may hold personal data.
+        value = json.dumps(
+            {"not_stored": f"the message could not be redacted ({type(exc).__name__})"}
+        ).encode()
     truncated = len(value) > MAX_VALUE_BYTES
     error = json.dumps([e.model_dump() for e in errors], ensure_ascii=False)
     headers = [
