@@ -83,6 +83,9 @@ class KeyStore:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
+            if self._stamp is not None:
+                # Every key it held stops working: each request now gets "unknown write key".
+                log.error("collector.keys.file_gone", path=str(self.path), keys=len(self._records))
             self._stamp, self._records, self._by_hash = None, [], {}
             return
         # Writes replace the file, so a new inode means new content even within one mtime tick.

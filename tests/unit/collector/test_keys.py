@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from leadflow.streams.collector import keys as keys_module
 from leadflow.streams.collector.keys import ADMIN, KeyStore, KeyStoreError, hash_key
 
 
@@ -102,3 +103,20 @@ def test_admin_keys_are_their_own_role_and_rotate_apart(tmp_path: Path) -> None:
     assert store.lookup(new_write) is not None
     with pytest.raises(KeyStoreError, match="unknown key role"):
         store.create("acme", now, role="root")
+
+
+def test_a_keys_file_that_disappears_is_logged_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every request then gets "unknown write key"; the log used to say nothing of why.
+    logged: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        keys_module.log, "error", lambda event, **kw: logged.append((event, kw["keys"]))
+    )
+    store = KeyStore(tmp_path / "keys.json")
+    key = store.create("acme", now)
+    assert store.lookup(key) is not None
+    (tmp_path / "keys.json").unlink()
+    assert store.lookup(key) is None
+    assert store.lookup(key) is None  # still gone: said once
+    assert logged == [("collector.keys.file_gone", 1)]
