@@ -173,20 +173,20 @@ def contact(traits: Mapping[str, Any], *, full_name: bool = True) -> Contact:
             fields[name], source[name] = value, key
     for name, (where, value) in nested.items():
         if name not in fields:
-            fields[name] = value
+            fields[name], source[name] = value, where
         elif fields[name] != value:
             lost(where, source[name])  # a flat trait wins over the object's member
     whole = fields.get("name") if full_name else None
     if isinstance(whole, str) and whole.strip():
         del fields["name"]
         first, last = _split_name(whole)
-        kept = [
+        differing = [
             part
             for part, value in (("first_name", first), ("last_name", last))
             if value is not None and fields.setdefault(part, value) != value
         ]
-        if kept:
-            lost(source.get("name", "name"), " and ".join(source[part] for part in kept))
+        if differing:
+            lost(source.get("name", "name"), " and ".join(source[part] for part in differing))
     if "company_size" in fields:
         fields["company_size"], note = company_size(fields["company_size"])
         if note:
