@@ -221,12 +221,13 @@ class Vault:
                 # No key and no tombstone on the topic read to its end (a key is published
                 # before its event): an erasure whose tombstone compaction has removed
                 # (older than the topic's delete.retention.ms), or a lost key topic.
-                self._broken_value(kid, "pii.key_unknown", workspace_id, field)
                 self.unknown_keys += 1
+                self._say_once(kid, "pii.key_unknown", workspace_id, field)
             return None
         owner = state.owner(kid)
         if owner is None or owner[0] != workspace_id:
-            self._broken_value(kid, "pii.foreign_workspace", workspace_id, field)
+            self.unopenable += 1
+            self._say_once(kid, "pii.foreign_workspace", workspace_id, field)
             return None
         if subject is not None and owner[1] != subject:
             # Another person's key: a ciphertext copied into this event (the associated
@@ -235,12 +236,12 @@ class Vault:
             return None
         plain = decrypt(key, workspace_id, owner[1], field, envelope)
         if plain is None:  # a damaged ciphertext, or one bound to another field or subject
-            self._broken_value(kid, "pii.unopenable", workspace_id, field)
+            self.unopenable += 1
+            self._say_once(kid, "pii.unopenable", workspace_id, field)
         return plain
 
-    def _broken_value(self, kid: str, event: str, workspace_id: str, field: str) -> None:
-        if event != "pii.key_unknown":
-            self.unopenable += 1
+    def _say_once(self, kid: str, event: str, workspace_id: str, field: str) -> None:
+        """Log a value that did not open, once per key and cause (it is counted per value)."""
         if (kid, event) not in self._broken:
             self._broken.add((kid, event))
             log.warning(
