@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -179,6 +180,30 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
     for noisy in ("aiokafka", "kafka", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class Throttle:
+    """Whether a repeated log line is due: at most one per ``seconds`` per key.
+
+    Through an outage the same warning would otherwise be logged at every retry.
+
+    Example:
+        >>> throttle = Throttle(10.0)
+        >>> throttle.due("worker.retry"), throttle.due("worker.retry"), throttle.due("other")
+        (True, False, True)
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: dict[str, float] = {}
+
+    def due(self, key: str) -> bool:
+        """True (and the key's clock restarted) when ``key`` was not logged within the period."""
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.seconds:
+            return False
+        self._last[key] = now
+        return True
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

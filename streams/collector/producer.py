@@ -36,7 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.collector.dead_letters import DeadLetter
 from leadflow.streams.control import send_heartbeats
-from leadflow.streams.logs import get_logger
+from leadflow.streams.logs import Throttle, get_logger
 from leadflow.streams.topics import DLQ
 
 log = get_logger(__name__)
@@ -103,7 +103,7 @@ class EventProducer:
         self.late_round_s = late_round_s
         self._floor_sent: int | None = None  # the floor of the last round written
         self._partitions: list[int] = []
-        self._metadata_warned = -1e9
+        self._metadata_log = Throttle(10.0)  # at most every 10 s through an outage
         self.dead_letter_topic = dead_letter_topic
         self.delivery_timeout = delivery_timeout
         self._producer = Producer(
@@ -217,9 +217,7 @@ class EventProducer:
                 self._stop.wait(period / 4)
 
     def _metadata_failed(self, error: str) -> None:
-        now = time.monotonic()
-        if now - self._metadata_warned >= 10.0:  # at most every 10 s through an outage
-            self._metadata_warned = now
+        if self._metadata_log.due(self.topic):
             log.warning(
                 "collector.heartbeat_metadata_failed",
                 topic=self.topic,

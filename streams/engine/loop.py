@@ -72,7 +72,7 @@ from leadflow.streams.engine import kafka as k
 from leadflow.streams.engine.ends import EndOffsets
 from leadflow.streams.engine.stage import Record, Stage, Task, Unavailable
 from leadflow.streams.engine.stores import Stores, changelog_topic
-from leadflow.streams.logs import get_logger
+from leadflow.streams.logs import Throttle, get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.stall import OpenTailWatch, StallWatch, Verdict, behind, skipped_to
 from leadflow.streams.topics import DLQ, TopicSpec
@@ -335,7 +335,7 @@ class Engine:
         self._next_progress = 0.0
         self._next_watch = 0.0
         self.ends = EndOffsets(settings.kafka_client_config(), WATCH_EVERY)
-        self._logged: dict[str, float] = {}
+        self._logged = Throttle(10.0)
         self._unavailable_delay = 0.1
         self.watchdog = Watchdog(settings.worker_hung_call_seconds)
         self._troubles = 0
@@ -938,9 +938,7 @@ class Engine:
 
     def _log_once(self, event: str, **fields: object) -> None:
         """Log ``event`` at most every 10 s (an outage would otherwise flood the log)."""
-        now = time.monotonic()
-        if now - self._logged.get(event, -1e9) >= 10.0:
-            self._logged[event] = now
+        if self._logged.due(event):
             log.warning(event, **fields)
 
 
