@@ -11,6 +11,10 @@ with its age; the watch does not judge a partition whose end is stale (an outage
 ridden out, not mistaken for a stall). It asks for the high watermark too
 (read_uncommitted): a last stable offset that stays below it is an open transaction
 holding every read_committed reader (:class:`~leadflow.streams.stall.OpenTailWatch`).
+
+Riding an outage out must not become a silent blind spot: a partition left unanswered for
+more than :data:`UNANSWERED_WARN_SECONDS` is logged (``worker.end_unanswered``, at most once
+a minute), and again when it answers (``worker.end_answered``).
 """
 
 from __future__ import annotations
@@ -22,11 +26,23 @@ from collections.abc import Iterable
 from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from leadflow.streams.logs import get_logger
+from leadflow.streams.logs import Throttle, get_logger
 
 log = get_logger(__name__)
 
 TP = tuple[str, int]
+
+# How long a partition's end may go unanswered before it is logged. The stall watch acts on
+# a stuck partition within 60 s (a re-seek after LEADFLOW_WORKER_STALL_SECONDS, 30 s, an
+# exit one period later) and stops judging one whose end is older than 15 s (three looks):
+# a partition unanswered past 60 s has been out of its sight longer than it needs to act.
+# A leader election takes seconds and the session 16 broker restarts left the broker gone
+# 26-29 s, so those stay quiet. Measured from the last answer, or from when the partition
+# was first watched if it never answered (a worker starting into an outage).
+UNANSWERED_WARN_SECONDS = 60.0
+# At most one ``worker.end_unanswered`` line this often (it names every partition past the
+# bound), so an outage of many minutes leaves a line a minute, not one per round.
+UNANSWERED_LOG_EVERY = 60.0
 
 
 class EndOffsets:
@@ -44,16 +60,28 @@ class EndOffsets:
         self._wanted: frozenset[TP] = frozenset()
         self._ends: dict[TP, tuple[int, float]] = {}  # tp -> (end, monotonic time of answer)
         self._highs: dict[TP, tuple[int, float]] = {}  # tp -> (high watermark, time)
+        # Per watched partition: consecutive rounds without both answers, and since when
+        # (the monotonic time of its last full answer, or of its first watch if none came).
+        self._unanswered: dict[TP, int] = {}
+        self._since: dict[TP, float] = {}
+        self._overdue: set[TP] = set()  # past the bound: its next answer is logged
+        self._logged = Throttle(UNANSWERED_LOG_EVERY)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._admin: AdminClient | None = None
 
     def watch(self, partitions: Iterable[TP]) -> None:
         """Ask for these partitions from now on (the owned inputs, after each rebalance)."""
+        now = time.monotonic()
         with self._lock:
             self._wanted = frozenset(partitions)
             self._ends = {tp: v for tp, v in self._ends.items() if tp in self._wanted}
             self._highs = {tp: v for tp, v in self._highs.items() if tp in self._wanted}
+            # A partition kept across a rebalance keeps its clock; a new one starts it now,
+            # so one that never answers is logged a bound after it was first watched.
+            self._since = {tp: self._since.get(tp, now) for tp in self._wanted}
+            self._unanswered = {tp: n for tp, n in self._unanswered.items() if tp in self._wanted}
+            self._overdue &= self._wanted
 
     def end(self, tp: TP, now: float, max_age: float) -> int | None:
         """The partition's end if the broker told it within ``max_age`` seconds of ``now``."""
@@ -70,6 +98,11 @@ class EndOffsets:
         if end is None or high is None or now - min(end[1], high[1]) > max_age:
             return None
         return end[0], high[0]
+
+    def unanswered(self) -> dict[TP, int]:
+        """Consecutive rounds each watched partition went without an answer (0s left out)."""
+        with self._lock:
+            return {tp: n for tp, n in self._unanswered.items() if n}
 
     def start(self) -> None:
         """Start asking (a daemon thread with its own admin client)."""
@@ -105,7 +138,57 @@ class EndOffsets:
         with self._lock:
             self._ends.update({tp: v for tp, v in ends.items() if tp in self._wanted})
             self._highs.update({tp: v for tp, v in highs.items() if tp in self._wanted})
+            # Answered means both: the stall watch needs the end, the open-tail watch both.
+            asked = [tp for tp in wanted if tp in self._wanted]
+            back, late = self._count(asked, {tp for tp in asked if tp in ends and tp in highs})
+            never = [tp for tp in late if tp not in self._ends]
+        # Logged outside the lock: the loop's thread reads ends under it.
+        for tp, (seconds, rounds) in back.items():
+            log.info(
+                "worker.end_answered",
+                partition=f"{tp[0]}:{tp[1]}",
+                unanswered_seconds=round(seconds),
+                rounds=rounds,
+            )
+        if late and self._logged.due("worker.end_unanswered"):
+            log.warning(
+                "worker.end_unanswered",
+                seconds={f"{t}:{p}": round(s) for (t, p), (s, _) in late.items()},
+                rounds={f"{t}:{p}": n for (t, p), (_, n) in late.items()},
+                never_answered=[f"{t}:{p}" for t, p in never],
+                meaning="the broker has not told these partitions' ends: "
+                "the stall watch does not judge them meanwhile",
+                see='docs/operations.md, "Worker crash or kill"',
+            )
         return len(ends)
+
+    def _count(
+        self, asked: list[TP], answered: set[TP]
+    ) -> tuple[dict[TP, tuple[float, int]], dict[TP, tuple[float, int]]]:
+        """Count one round's answers (with the lock held).
+
+        Returns:
+            The partitions past :data:`UNANSWERED_WARN_SECONDS` that answered again, and
+            those still unanswered past it, each with seconds since its last answer and
+            consecutive unanswered rounds.
+        """
+        now = time.monotonic()
+        back: dict[TP, tuple[float, int]] = {}
+        late: dict[TP, tuple[float, int]] = {}
+        for tp in asked:
+            since = self._since.setdefault(tp, now)
+            if tp in answered:
+                if tp in self._overdue:
+                    back[tp] = (now - since, self._unanswered.get(tp, 0))
+                self._since[tp] = now
+                self._unanswered[tp] = 0
+                self._overdue.discard(tp)
+                continue
+            self._unanswered[tp] = self._unanswered.get(tp, 0) + 1
+            if now - since > UNANSWERED_WARN_SECONDS:
+                self._overdue.add(tp)
+                late[tp] = (now - since, self._unanswered[tp])
+        return back, late
 
     def _latest(self, wanted: list[TP], level: IsolationLevel) -> dict[TP, tuple[int, float]]:
         assert self._admin is not None
@@ -120,7 +203,7 @@ class EndOffsets:
             try:
                 offset = future.result().offset
             except KafkaException:
-                continue  # that leader did not answer: its last answer grows stale
+                continue  # that leader did not answer: its last answer grows stale (ask counts it)
             if offset >= 0:
                 answered[(str(tp.topic), int(tp.partition))] = (offset, time.monotonic())
         return answered
