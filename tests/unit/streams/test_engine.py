@@ -24,7 +24,7 @@ from leadflow.streams.engine.stage import Record
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.stages.identity import IdentityTask, Markers
 from leadflow.streams.stages.lead import LEADS, PARTITION, LeadDeps, LeadTask, clock_key
-from leadflow.streams.topics import EVENTS_BY_LEAD, SLA_BREACHED, TopicSpec
+from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD, SLA_BREACHED, TopicSpec
 
 CODEC = SingleObjectCodec()
 HOUR = 3_600_000
@@ -351,3 +351,44 @@ def test_a_watermark_violation_is_counted_for_worker_progress() -> None:
         ),
     )
     assert deps.counters() == {"watermark_violations": 1, "parked_dead_letters": 0}
+
+
+@pytest.mark.parametrize("forwards", [0, 2])
+def test_a_parked_event_dead_lettered_at_a_merge_is_counted_for_worker_progress(
+    forwards: int,
+) -> None:
+    # The counter had no test that drove it (session 17). A survivor waiting for a merged
+    # lead's state parks what reaches it; a bad sales action among them fails only when the
+    # transfer arrives and the lead resumes. Records without R' are applied on arrival, so
+    # they reach a waiting lead under the worker's forward frontier too (forwards > 0).
+    policy = load_default_policy()
+    deps = LeadDeps(
+        CODEC, policy, lambda ws: ScoreModel(policy, ws), None, sources=1, forwards=forwards
+    )
+    ctx = FakeContext()
+    task = LeadTask(deps, ctx)
+    survivor, merged = lead_key("ws-a", "U"), lead_key("ws-a", "e-soft")
+
+    def merge_request(side: str) -> d.MergeRequest:
+        return d.MergeRequest("m1", "ws-a", side, "e-soft", "U", T0 + 2 * HOUR,
+                              T0 + 2 * HOUR, "identify", "cause")  # fmt: skip
+
+    def apply(obj: object, key: str | bytes, offset: int) -> None:
+        raw = key if isinstance(key, bytes) else key.encode()
+        task.on_record(ctx, Record("t", 0, offset, raw, CODEC.encode(obj)))
+
+    apply(Event("f1", Kind.FORM_SUBMITTED, "ws-a", T0 + HOUR, T0 + HOUR, lead_id="e-soft",
+                payload={"email": "ada@big.io"}), merged, 0)  # fmt: skip
+    apply(merge_request("U"), survivor, 1)
+    bad = Event("s1", Kind.STAGE_CHANGED, "ws-a", T0 + 3 * HOUR, T0 + 3 * HOUR, lead_id="U",
+                payload={"action": "promote"})  # fmt: skip
+    apply(bad, survivor, 2)
+    assert deps.counters()["parked_dead_letters"] == 0  # parked, not judged yet
+    apply(merge_request("e-soft"), merged, 3)  # the merged lead hands over
+    [(key, transfer)] = [(k, v) for name, k, v in ctx.sent if name == EVENTS_BY_LEAD.name]
+    assert key is not None
+    apply(CODEC.decode(transfer), key, 4)  # the survivor resumes: s1 fails now
+    assert deps.counters() == {"watermark_violations": 0, "parked_dead_letters": 1}
+    dead = [CODEC.decode(v) for name, _, v in ctx.sent if name == DLQ.name]
+    assert [e.event_id for e in dead if isinstance(e, Event)] == ["s1"]
+    assert ctx.dead == []  # sent by the stage itself, not through the context's dead_letter
