@@ -10,13 +10,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from leadflow.cli.main import cli
 from leadflow.processors.events import Context, Event, Kind
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.sinks.projector import Projector
+from leadflow.streams.kafka_cluster import KafkaCluster
+from leadflow.streams.kafka_health import cluster_health
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import EVENTS, create_topics
+from leadflow.streams.topics import DLQ, EVENTS, create_topics
 
 
 def _produce(settings: Settings, key: bytes | None, value: bytes) -> str:
@@ -121,3 +124,64 @@ def test_show_and_replay_a_dead_letter(
     topic, partition, offset = keyless.split(":")
     original = _record_at(kafka, topic, int(partition), int(offset))
     assert original.key() is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # three JVM starts, a kill and a restart on two shared cores
+def test_show_and_replay_name_a_partition_not_read_to_its_end(
+    kafka_cluster: tuple[KafkaCluster, Settings], tmp_path: Any
+) -> None:
+    # The warning had a test only for staying silent (session 17). Here the dead-letter
+    # topic has one copy of each partition and the node leading one of them is killed: that
+    # partition gives neither records nor its end, and the read stops after 3 s idle.
+    cluster, settings = kafka_cluster
+    admin = AdminClient(settings.kafka_client_config())
+    created = admin.create_topics([NewTopic(DLQ.name, num_partitions=3, replication_factor=1)])
+    created[DLQ.name].result(timeout=60)
+    del admin  # its threads would keep reconnecting to the node killed below
+    producer = Producer({**settings.kafka_client_config(), "acks": "all"})
+    for partition in range(3):
+        producer.produce(
+            DLQ.name,
+            key=f"k{partition}".encode(),
+            value=b"letter",
+            partition=partition,
+            headers=[
+                ("leadflow.reason", b"ValueError: bad"),
+                ("leadflow.source.topic", EVENTS.name.encode()),
+                ("leadflow.source.partition", b"0"),
+                ("leadflow.source.offset", str(partition).encode()),
+            ],
+        )
+    assert producer.flush(60) == 0
+    del producer
+    leaders = {
+        p.partition: p.leader for p in cluster_health(settings).partitions if p.topic == DLQ.name
+    }
+    victim = leaders[1]
+    dead = sorted(p for p, leader in leaders.items() if leader == victim)
+    env = {
+        "LEADFLOW_KAFKA_BOOTSTRAP": settings.bootstrap,
+        "LEADFLOW_DATA_DIR": str(tmp_path),
+        "LEADFLOW_LOG_FORMAT": "json",
+    }
+    cluster.kill(victim)
+    try:
+        shown = CliRunner().invoke(cli, ["dlq", "show", "--format", "json"], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert {x["dlq_partition"] for x in json.loads(shown.stdout)} == set(leaders) - set(dead)
+        warning = f"warning: {DLQ.name} was not read whole, this may be incomplete: " + "; ".join(
+            f"partition {p}: not read to its end in 3 s" for p in dead
+        )
+        assert warning in shown.stderr.splitlines(), shown.stderr
+
+        # The letter is behind the dead node: "no dead letter" must not read as the truth.
+        replay = CliRunner().invoke(
+            cli, ["dlq", "replay", "--source", f"{EVENTS.name}:0:1"], env=env
+        )
+        assert replay.exit_code == 1
+        assert f"no dead letter from {EVENTS.name}:0:1" in replay.output
+        assert warning in replay.stderr.splitlines(), replay.stderr
+    finally:
+        cluster.restart(victim)
+        cluster.wait_settled(settings)
