@@ -863,6 +863,8 @@ class Engine:
     def counts(self) -> dict[str, int]:
         """The loop's counters and every stage's (``Stage.counters``), for a log line."""
         counts = self.counters.as_dict()
+        # Partitions whose end the broker is not telling now (the stall watch cannot judge them).
+        counts["ends_unanswered"] = len(self.ends.unanswered())
         for stage in self.stages.values():
             if stage.counters is not None:
                 counts.update(stage.counters())

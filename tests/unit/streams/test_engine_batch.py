@@ -505,3 +505,10 @@ def test_a_consumer_fenced_again_and_again_stops_the_worker(
         assert eng._poll() == []
     with pytest.raises(KafkaException, match="fenced"):
         eng._poll()
+
+
+def test_worker_progress_counts_the_partitions_whose_end_goes_unanswered() -> None:
+    eng = engine(FakeProducer(0.0))
+    assert eng.counts()["ends_unanswered"] == 0
+    eng.ends._unanswered = {(EVENTS.name, 0): 3, (EVENTS.name, 1): 0}
+    assert eng.counts()["ends_unanswered"] == 1
