@@ -14,7 +14,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 
 import click
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -111,7 +111,9 @@ def _read(
         meta = consumer.list_topics(DLQ.name, timeout=10).topics.get(DLQ.name)
         if meta is None or meta.error is not None:
             raise LeadflowError(f"topic {DLQ.name} does not exist (leadflow topics create)")
-        partitions = [TopicPartition(DLQ.name, p, 0) for p in meta.partitions]
+        # From each partition's first record, wherever retention or a deletion moved it: an
+        # offset 0 out of range reset to the end, and every letter was silently skipped.
+        partitions = [TopicPartition(DLQ.name, p, OFFSET_BEGINNING) for p in meta.partitions]
         consumer.assign(partitions)
         pending: dict[tuple[str, int], int | None] = {(DLQ.name, p): None for p in meta.partitions}
 

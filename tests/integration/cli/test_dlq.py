@@ -18,6 +18,7 @@ from leadflow.schemas.codec import codec_from_settings
 from leadflow.sinks.projector import Projector
 from leadflow.streams.kafka_cluster import KafkaCluster
 from leadflow.streams.kafka_health import cluster_health
+from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import DLQ, EVENTS, create_topics
 
@@ -124,6 +125,34 @@ def test_show_and_replay_a_dead_letter(
     topic, partition, offset = keyless.split(":")
     original = _record_at(kafka, topic, int(partition), int(offset))
     assert original.key() is None
+
+
+def test_show_reads_a_partition_whose_first_records_are_gone(
+    base_settings: Settings, tmp_path: Any
+) -> None:
+    """Retention (or a deletion) moved the partition's start past offset 0: the read began at
+    0, the consumer reset that out-of-range offset to the end, and ``dlq show`` listed none
+    of the letters left, without a word (found in session 17: 0 of 2 listed)."""
+    with scratch_broker(base_settings, tmp_path / "kafka") as (_, settings):
+        admin = AdminClient(settings.kafka_client_config())
+        created = admin.create_topics([NewTopic(DLQ.name, num_partitions=1)])
+        created[DLQ.name].result(timeout=60)
+        producer = Producer({**settings.kafka_client_config(), "acks": "all"})
+        for n in range(3):
+            producer.produce(DLQ.name, key=f"k{n}".encode(), value=b"x", partition=0,
+                             headers={"reason": b"bad_magic"})  # fmt: skip
+        assert producer.flush(30) == 0
+        deleted = admin.delete_records([TopicPartition(DLQ.name, 0, 1)])
+        for future in deleted.values():
+            future.result(timeout=30)
+        env = {
+            "LEADFLOW_KAFKA_BOOTSTRAP": settings.bootstrap,
+            "LEADFLOW_DATA_DIR": str(tmp_path / "data"),
+            "LEADFLOW_LOG_FORMAT": "json",
+        }
+        shown = CliRunner().invoke(cli, ["dlq", "show", "--format", "json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert [x["dlq_offset"] for x in json.loads(shown.output)] == [1, 2]
 
 
 @pytest.mark.slow
