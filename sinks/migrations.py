@@ -27,6 +27,7 @@ from leadflow.sinks.tables import (
     DEAD_LETTERS,
     LEAD_MERGES,
     PATH_TABLES,
+    TableSpec,
     check_identifier,
     create_table_sql,
     engine_for,
@@ -36,6 +37,7 @@ from leadflow.sinks.views import (
     V_IDENTITIES_CONSENT,
     merge_view_statements,
     model_health_statements,
+    nullable_amount_statements,
     refusal_statements,
     view_statements,
 )
@@ -55,12 +57,15 @@ class Migration:
     """One schema version: its number, a name, and the statements that build it.
 
     Statements may contain ``$db`` (database) and ``$oc`` (the ON CLUSTER clause); tables
-    are given as specs and rendered per database and cluster.
+    are given as specs (``table:<name>``, looked up in ``tables``) and rendered per
+    database and cluster. ``tables`` holds them as this migration created them: a later
+    migration that changes a table leaves this one's statements (and checksum) as they were.
     """
 
     version: int
     name: str
     statements: tuple[str, ...]
+    tables: tuple[TableSpec, ...] = ALL_TABLES
 
     def render(self, database: str, cluster: str | None = None) -> tuple[str, ...]:
         """The statements for ``database`` (and ``cluster``), ready to execute.
@@ -74,7 +79,7 @@ class Migration:
         out = []
         for statement in self.statements:
             if statement.startswith("table:"):
-                spec = next(t for t in ALL_TABLES if t.name == statement[len("table:") :])
+                spec = next(t for t in self.tables if t.name == statement[len("table:") :])
                 out.append(create_table_sql(spec, db, cluster))
             else:
                 out.append(statement.replace("$db", db).replace("$oc", oc).strip())
@@ -87,7 +92,7 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "tables", tuple(f"table:{t.name}" for t in BASE_TABLES)),
+    Migration(1, "tables", tuple(f"table:{t.name}" for t in BASE_TABLES), BASE_TABLES),
     Migration(2, "views", view_statements()),
     Migration(3, "identities honour tracking consent", (V_IDENTITIES_CONSENT,)),
     Migration(
@@ -105,6 +110,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         7,
         "dead letters, refusals, model health warns on refused inputs",
         (f"table:{DEAD_LETTERS.name}", *refusal_statements()),
+    ),
+    Migration(
+        8,
+        "deals.amount Nullable: a deal without an amount is NULL, not 0",
+        # Rows stored before keep their value (a lost deal without an amount stays 0).
+        (
+            "ALTER TABLE $db.deals$oc MODIFY COLUMN amount Nullable(Float64)",
+            *nullable_amount_statements(),
+        ),
     ),
 )
 

@@ -179,7 +179,7 @@ def event_rows(event: Event) -> Rows:
             DEALS,
             (
                 event.event_id, event.workspace_id, _s(event.lead_id), _s(p.get("deal_id")),
-                "won" if event.kind is Kind.DEAL_WON else "lost", _float(p.get("amount")) or 0.0,
+                "won" if event.kind is Kind.DEAL_WON else "lost", _float(p.get("amount")),
                 _s(p.get("currency")) or "USD", _s(p.get("reason")), event.occurred_at,
             ),
         )  # fmt: skip

@@ -15,7 +15,7 @@ Times are ``Int64`` epoch milliseconds (the wire format of every event); each ta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from leadflow.processors.errors import LeadflowError
 
@@ -224,7 +224,9 @@ DEALS = TableSpec(
         Column("lead_id", S),
         Column("deal_id", S),
         Column("outcome", LS),
-        Column("amount", "Float64"),
+        # NULL: the event carried no amount (a deal_lost may not; a deal_won always does).
+        # Stored as 0 it would count as a deal worth nothing in avg() and lost pipeline value.
+        Column("amount", "Nullable(Float64)"),
         Column("currency", LS),
         Column("reason", S),
         *_ms("occurred_at", "occurred_time"),
@@ -437,15 +439,27 @@ DEAD_LETTERS = TableSpec(
     partition_by=_month("received_at"),
 )
 
-# The tables of migration 1, fixed: migration 1's checksum is computed from this list.
+# deals as migration 1 created it, amount Float64 (a deal without an amount became 0);
+# migration 8 makes the column Nullable.
+DEALS_V1 = replace(
+    DEALS,
+    columns=tuple(Column(c.name, "Float64") if c.name == "amount" else c for c in DEALS.columns),
+)
+
+# The tables of migration 1 as it created them, fixed: migration 1 renders them and its
+# checksum is computed from them (a later migration changes a table, not this list).
 BASE_TABLES: tuple[TableSpec, ...] = (
-    EVENTS, IDENTITIES, STAGE_TRANSITIONS, SCORES, LEAD_STATE, COSTS, DEALS, HANDOFFS,
+    EVENTS, IDENTITIES, STAGE_TRANSITIONS, SCORES, LEAD_STATE, COSTS, DEALS_V1, HANDOFFS,
     SLA_BREACHES,
 )  # fmt: skip
 PATH_TABLES: tuple[TableSpec, ...] = (
     TOUCH_LOG, PATH_MARKS, JOURNEYS, CONVERSION_PATHS, PATH_REFRESHES,
 )  # fmt: skip
-ALL_TABLES: tuple[TableSpec, ...] = (*BASE_TABLES, *PATH_TABLES, LEAD_MERGES, DEAD_LETTERS)
+# Every table as it is after the last migration.
+ALL_TABLES: tuple[TableSpec, ...] = (
+    EVENTS, IDENTITIES, STAGE_TRANSITIONS, SCORES, LEAD_STATE, COSTS, DEALS, HANDOFFS,
+    SLA_BREACHES, *PATH_TABLES, LEAD_MERGES, DEAD_LETTERS,
+)  # fmt: skip
 
 # Written by materialized views or by refreshes, never by the projector's inserts, and not
 # exposed to analysts on their own (they are caches of what the views compute).

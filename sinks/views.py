@@ -798,3 +798,41 @@ def refusal_statements() -> tuple[str, ...]:
         .replace("$refused_share_warn", str(REFUSED_SHARE_WARN))
         for s in (V_DEAD_LETTERS, V_REFUSALS, REFUSED_INPUTS, MODEL_HEALTH_REFUSED)
     )
+
+
+# Migration 8: deals.amount is Nullable (a deal without an amount is NULL, not 0). A view
+# keeps the column types it was created with, and one whose query now returns a Nullable
+# column in their place fails (Code 80), so the views that expose the amount are made
+# again: v_deals with the Nullable amount (sum/avg over lost deals skip the unknown ones),
+# v_lead_funnel and v_conversions with the won revenue as before, Float64 (a won deal
+# always has an amount; sumIf over a Nullable column is NULL where nothing matches, so a
+# lead with a lost deal and none won keeps its 0). The views on these two are unchanged.
+
+
+def _replaced(statement: str, old: str, new: str) -> str:
+    """``statement`` as ``CREATE OR REPLACE VIEW``, with its one ``old`` made ``new``.
+
+    Example:
+        >>> print(_replaced(V_DEALS, "SELECT *,", "SELECT event_id,").strip())
+        CREATE OR REPLACE VIEW $db.v_deals$oc AS
+        SELECT event_id, occurred_time FROM $db.deals FINAL
+    """
+    if statement.count(old) != 1:
+        raise ValueError(f"{old!r} is not in the statement once")
+    created = statement.replace("CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW", 1)
+    return created.replace(old, new)
+
+
+def nullable_amount_statements() -> tuple[str, ...]:
+    """Migration 8's views (``$db``/``$oc`` unbound), after its ``ALTER TABLE``.
+
+    Example:
+        >>> [s.split()[4] for s in nullable_amount_statements()]
+        ['$db.v_deals$oc', '$db.v_lead_funnel$oc', '$db.v_conversions$oc']
+    """
+    won = "sumIf(amount, outcome = 'won')"
+    return (
+        V_DEALS_MERGED,
+        _replaced(V_LEAD_FUNNEL, f"{won} AS revenue", f"ifNull({won}, 0) AS revenue"),
+        _replaced(V_CONVERSIONS, "amount AS revenue", "ifNull(amount, 0) AS revenue"),
+    )

@@ -31,6 +31,7 @@ from leadflow.sinks.tables import ALL_TABLES, DERIVED_TABLES, check_identifier, 
 from leadflow.sinks.views import (
     merge_view_statements,
     model_health_statements,
+    nullable_amount_statements,
     refusal_statements,
     view_statements,
 )
@@ -124,6 +125,7 @@ def analyst_objects() -> tuple[AnalystObject, ...]:
         *merge_view_statements(),
         *model_health_statements(),
         *refusal_statements(),
+        *nullable_amount_statements(),
     ):
         found = _VIEW_NAME.search(statement)
         if found is None:

@@ -16,11 +16,12 @@ from click.testing import CliRunner
 
 from leadflow.cli import report as report_cli
 from leadflow.cli.main import cli
-from leadflow.processors.events import TOUCH_KINDS
-from leadflow.sinks import reports
+from leadflow.processors.events import TOUCH_KINDS, Kind
+from leadflow.sinks import migrations, reports
 from leadflow.sinks.migrations import MIGRATIONS, MigrationError, migrate
 from leadflow.sinks.projection import rows_for_all
 from leadflow.sinks.projector import insert_rows
+from leadflow.sinks.workspaces import create_workspace_views
 from tests.integration.sinks import scenario
 
 RANGE = {"date_from": date(2025, 12, 1), "date_to": date(2026, 3, 1)}
@@ -425,3 +426,86 @@ def test_reports_isolate_workspaces(client: Any, db: str) -> None:
     assert scoped == alone[: len(scoped)]
     kpis = reports.kpis(client, db, workspace="ws2", **RANGE).as_dicts()[-1]
     assert (kpis["cost"], kpis["revenue"]) == (400.0, 1000.0)
+
+
+# -- deal amounts (migration 8) ---------------------------------------------------------------
+# A deal_lost may carry no amount. It was stored as 0, so avg(amount) over lost deals and any
+# lost pipeline value counted it as a deal worth nothing; it is NULL now. Every figure of won
+# deals (revenue, KPIs, attribution credit) is what it was.
+
+
+def _lost(eid: str, amount: float | None = None) -> Any:
+    payload: dict[str, object] = {"deal_id": f"D-{eid}", "reason": "price"}
+    if amount is not None:
+        payload["amount"] = amount
+    return scenario.ev(eid, Kind.DEAL_LOST, 10, lead="L2", payload=payload)
+
+
+def _but_lost_deals(report_list: list[list[tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+    """every_report without the two entries a lost deal changes: lost reasons, row counts."""
+    return report_list[:-4] + report_list[-3:-1]
+
+
+def _types(client: Any, db: str) -> dict[str, str]:
+    rows = client.query(
+        f"SELECT concat(table, '.', name), type FROM system.columns WHERE database = '{db}'"
+        " AND (table, name) IN (('deals', 'amount'), ('v_deals', 'amount'),"
+        " ('v_lead_funnel', 'revenue'), ('v_conversions', 'revenue'))"
+    ).result_rows
+    return {str(k): str(v) for k, v in rows}
+
+
+def test_a_lost_deal_without_an_amount_is_null_and_won_figures_stay(client: Any, db: str) -> None:
+    before = every_report(client, db)
+    insert_rows(client, db, rows_for_all([_lost("x1"), _lost("x2", 400.0)]))
+    lost = client.query(
+        f"SELECT count(), count(amount), sum(amount), avg(amount) FROM {db}.v_deals"
+        " WHERE outcome = 'lost'"
+    ).result_rows
+    assert [tuple(r) for r in lost] == [(2, 1, 400.0, 400.0)]  # was (2, 2, 400.0, 200.0)
+    after = every_report(client, db)
+    assert _but_lost_deals(after) == _but_lost_deals(before)
+    assert ("deal_lost", "opportunity", "price", "paid_social", "retail", "1000+", 2) in after[-4]
+    assert _types(client, db) == {
+        "deals.amount": "Nullable(Float64)", "v_deals.amount": "Nullable(Float64)",
+        "v_lead_funnel.revenue": "Float64", "v_conversions.revenue": "Float64",
+    }  # fmt: skip
+    funnel = client.query(
+        f"SELECT lead_id, revenue FROM {db}.v_lead_funnel ORDER BY lead_id"
+    ).result_rows
+    assert [tuple(r) for r in funnel] == [("L1", 1000.0), ("L2", 0.0)]  # not NULL for L2
+
+
+def test_migration_8_upgrades_a_database_that_holds_deals(
+    client: Any, clickhouse_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = clickhouse_db
+    with monkeypatch.context() as old:
+        old.setattr(migrations, "MIGRATIONS", MIGRATIONS[:7])
+        assert migrate(client, db) == list(range(1, 8))
+    insert_rows(client, db, rows_for_all(scenario.everything()))
+    # What the projector wrote for a lost deal without an amount before migration 8.
+    client.insert(
+        f"{db}.deals", [["x0", scenario.W, "L2", "D-x0", "lost", 0.0, "USD", "price", 1]],
+        column_names=["event_id", "workspace_id", "lead_id", "deal_id", "outcome", "amount",
+                      "currency", "reason", "occurred_at"],
+    )  # fmt: skip
+    workspace = create_workspace_views(client, db, scenario.W)
+    before = every_report(client, db)
+
+    assert migrate(client, db) == [8]
+    assert migrate(client, db) == []
+    assert every_report(client, db) == before  # the upgrade alone changes no figure
+    assert _types(client, db)["deals.amount"] == "Nullable(Float64)"
+    insert_rows(client, db, rows_for_all([_lost("x1")]))
+    amounts = client.query(
+        f"SELECT event_id, amount FROM {db}.v_deals WHERE outcome = 'lost' ORDER BY event_id"
+    ).result_rows
+    # The migration rewrites no row: the old lost deal keeps its 0 (a replay rebuilds it).
+    assert [tuple(r) for r in amounts] == [("x0", 0.0), ("x1", None)]
+    assert _but_lost_deals(every_report(client, db)) == _but_lost_deals(before)
+    # A workspace's views keep the types they were made with: made again, they read NULL.
+    create_workspace_views(client, db, scenario.W)
+    rows = client.query(f"SELECT event_id, amount FROM {workspace}.deals WHERE outcome = 'lost'"
+                        " ORDER BY event_id").result_rows  # fmt: skip
+    assert [tuple(r) for r in rows] == [("x0", 0.0), ("x1", None)]

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from leadflow.processors.events import Event
+from leadflow.processors.events import Event, Kind
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.sinks import reports
 from leadflow.sinks.projector import Projector
@@ -98,7 +98,10 @@ def test_project_redeliver_and_replay(
     create_topics(kafka)
     workspace = f"ws-{uuid.uuid4().hex[:8]}"
     garbage = b"not avro " + workspace.encode()
-    objects = _objects(workspace)
+    # With a lost deal that carries no amount (the replay below rebuilds it as NULL).
+    lost = scenario.ev("x1", Kind.DEAL_LOST, 10, lead="L2", payload={"reason": "price"})
+    objects = [*_objects(workspace), dataclasses.replace(lost, workspace_id=workspace)]
+    expected = {**EXPECTED, "v_events": 13, "v_deals": 2}
     _produce(kafka, objects, garbage)
 
     group = f"projector-{workspace}"
@@ -106,7 +109,7 @@ def test_project_redeliver_and_replay(
     stats = first.run_until_idle(max_seconds=120)
     assert stats.records >= len(objects) + 1
     assert stats.dead_lettered >= 1
-    assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
+    assert _counts(clickhouse_session, clickhouse_db, workspace) == expected
     # Its own dead letter was projected too (headers only): workspace from the key, reason.
     refused = clickhouse_session.query(
         f"SELECT stage, source_topic, reason != '', bytes FROM {clickhouse_db}.v_dead_letters "
@@ -149,7 +152,7 @@ def test_project_redeliver_and_replay(
     _produce(kafka, objects)
     redelivered = Projector(kafka, clickhouse_session, clickhouse_db, group_id=group)
     assert redelivered.run_until_idle(max_seconds=120).records >= len(objects)
-    assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
+    assert _counts(clickhouse_session, clickhouse_db, workspace) == expected
     after = reports.attribution(
         clickhouse_session,
         clickhouse_db,
@@ -163,7 +166,19 @@ def test_project_redeliver_and_replay(
     # A replay from offset 0 (a fresh group) over the same database changes nothing either.
     from_zero = Projector(kafka, clickhouse_session, clickhouse_db, group_id=f"{group}-replay")
     assert from_zero.run_until_idle(max_seconds=120).records >= 2 * len(objects)
-    assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
+    assert _counts(clickhouse_session, clickhouse_db, workspace) == expected
+
+    # The lost deal as the projector stored it before migration 8: 0. The migration rewrote
+    # no row; a replay projects the topic again, so it is NULL after.
+    lost_amount = (
+        f"SELECT amount FROM {{db}}.deals FINAL WHERE workspace_id = '{workspace}'"
+        " AND outcome = 'lost'"
+    )
+    clickhouse_session.command(
+        f"ALTER TABLE {clickhouse_db}.deals UPDATE amount = 0 WHERE workspace_id = "
+        f"'{workspace}' AND outcome = 'lost' SETTINGS mutations_sync = 2"
+    )
+    assert clickhouse_session.query(lost_amount.format(db=clickhouse_db)).result_rows == [(0.0,)]
 
     # leadflow replay: rebuild from offset 0 into <db>_r1 and swap it in.
     progress: list[int] = []
@@ -176,7 +191,7 @@ def test_project_redeliver_and_replay(
         assert result.stats.records >= 2 * len(objects)
         assert progress == sorted(progress)
         assert progress[-1] == result.stats.records
-        assert _counts(clickhouse_session, clickhouse_db, workspace) == EXPECTED
+        assert _counts(clickhouse_session, clickhouse_db, workspace) == expected
         rebuilt = reports.attribution(
             clickhouse_session,
             clickhouse_db,
@@ -192,6 +207,9 @@ def test_project_redeliver_and_replay(
             f"SELECT count() FROM {old}.stage_transitions FINAL WHERE workspace_id = {{w:String}}",
             parameters={"w": workspace},
         ).result_rows == [(8,)]
+        rebuilt_lost = clickhouse_session.query(lost_amount.format(db=clickhouse_db))
+        assert rebuilt_lost.result_rows == [(None,)]
+        assert clickhouse_session.query(lost_amount.format(db=old)).result_rows == [(0.0,)]
     finally:
         clickhouse_session.command(f"DROP DATABASE IF EXISTS {result.previous_data_in}")
 

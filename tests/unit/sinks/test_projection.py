@@ -95,6 +95,20 @@ def test_cost_and_deal_rows() -> None:
     assert deal["amount"] == [10.0]
 
 
+def test_a_lost_deal_without_an_amount_is_null_not_zero() -> None:
+    # Stored as 0 it counted as a deal worth nothing: avg(amount) over lost deals and any
+    # lost pipeline value were wrong without a word. A stated 0 stays 0.
+    events = [
+        _event(Kind.DEAL_LOST, event_id="x1", lead_id="L1", payload={"reason": "price"}),
+        _event(Kind.DEAL_LOST, event_id="x2", lead_id="L1", payload={"amount": 0.0}),
+        _event(Kind.DEAL_LOST, event_id="x3", lead_id="L1", payload={"amount": 250.0}),
+    ]
+    deals = as_columns(TABLES["deals"], rows_for_all(events).by_table["deals"])
+    assert deals["outcome"] == ["lost"] * 3
+    assert deals["amount"] == [None, 0.0, 250.0]
+    assert "Nullable" in next(c.type for c in TABLES["deals"].columns if c.name == "amount")
+
+
 def test_bad_cost_is_invalid() -> None:
     with pytest.raises(InvalidEvent):
         rows_for(_event(Kind.CAMPAIGN_COST, payload={"date": "yesterday", "amount": 1.0}))
