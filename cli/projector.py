@@ -114,7 +114,12 @@ def projector(
         raise click.ClickException(str(exc)) from None
     finally:
         client.close()
+    missing = (
+        f", {stats.unknown_topic_errors} reads of a missing topic or partition"
+        if stats.unknown_topic_errors
+        else ""
+    )
     click.echo(
         f"projected {stats.records} records into {stats.rows} rows "
-        f"({stats.dead_lettered} dead-lettered, {stats.insert_retries} insert retries)"
+        f"({stats.dead_lettered} dead-lettered, {stats.insert_retries} insert retries{missing})"
     )

@@ -64,7 +64,7 @@ from leadflow.sinks.paths import refresh_margin, refresh_paths
 from leadflow.sinks.projection import Row, Rows, dead_letter_rows, rows_for
 from leadflow.sinks.tables import PROJECTED_TABLES, TableSpec, check_identifier
 from leadflow.streams.control import is_control
-from leadflow.streams.logs import get_logger
+from leadflow.streams.logs import Throttle, get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.stall import skipped_to
 from leadflow.streams.topics import (
@@ -176,6 +176,10 @@ class ProjectorStats:
     # Commits that moved a partition past entries never delivered (and the first commit of
     # a partition's position that this process has not committed yet).
     skip_commits: int = 0
+    # Consume errors UNKNOWN_TOPIC_OR_PART: a projected topic (or partition) that does not
+    # exist, deleted or never created. Nothing of it is projected, yet the rest reads as
+    # caught up: counted (and logged) so that is not taken for an empty topic.
+    unknown_topic_errors: int = 0
     per_table: dict[str, int] = field(default_factory=dict)
 
 
@@ -289,6 +293,7 @@ class Projector:
         # What this process committed per partition (a partition it has not committed
         # yet counts as -1, so its first known position is committed once).
         self._committed: dict[tuple[str, int], int] = {}
+        self._unknown_log = Throttle(10.0)  # librdkafka repeats the error at every poll
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -570,12 +575,29 @@ class Projector:
         self._paths_pending = False
         log.debug("projector.paths", full=done.full, persons=done.persons, seconds=done.seconds)
 
-    @staticmethod
-    def _is_error(message: Message) -> bool:
+    def _is_error(self, message: Message) -> bool:
+        """Whether ``message`` is an error event to skip; raise on one the projector cannot pass.
+
+        A missing topic or partition (deleted, or never created) does not stop the
+        projection of the others, but it is no end of partition: it is counted and named in
+        a warning, at most every 10 s per topic and partition.
+        """
         error = message.error()
         if error is None:
             return False
-        if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+        if error.code() == KafkaError._PARTITION_EOF:
+            return True
+        if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            self.stats.unknown_topic_errors += 1
+            topic, partition = message.topic(), message.partition()
+            if self._unknown_log.due(f"{topic}:{partition}"):
+                log.warning(
+                    "projector.unknown_topic_or_partition",
+                    topic=topic,
+                    partition=partition,
+                    errors=self.stats.unknown_topic_errors,
+                    error=str(error),
+                )
             return True
         raise ProjectorError(f"consume failed: {error}")
 

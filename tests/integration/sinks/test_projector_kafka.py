@@ -16,16 +16,19 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, Producer
 
 from leadflow.processors.events import Event, Kind
 from leadflow.schemas.codec import codec_from_settings
+from leadflow.sinks import projector as projector_module
 from leadflow.sinks import reports
-from leadflow.sinks.projector import Projector
+from leadflow.sinks.projector import PROJECTED_TOPICS, Projector
 from leadflow.sinks.replay import replay
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import DLQ, EVENTS, LEAD_SCORED, LEAD_STAGE_CHANGED, create_topics
 from tests.integration.sinks import scenario
+from tests.unit.recorded_log import Recorded
 
 RANGE = {"date_from": date(2025, 12, 1), "date_to": date(2026, 3, 1)}
 
@@ -256,6 +259,27 @@ def test_clickhouse_down_backs_off_then_catches_up(
     counts_checked(
         f"5 failed inserts, backoff {waits}; then counts {EXPECTED}; 0 records left uncommitted"
     )
+
+
+def test_a_missing_topic_is_named_and_counted_not_taken_for_an_end(
+    kafka: Settings, clickhouse_session: Any, clickhouse_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the broker answers for a subscribed topic that was never created (or deleted):
+    # the projector goes on with the others, but says so instead of looking caught up.
+    create_topics(kafka)
+    missing = f"leadflow.missing-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(projector_module, "PROJECTED_TOPICS", (*PROJECTED_TOPICS, missing))
+    recorded = Recorded()
+    monkeypatch.setattr(projector_module, "log", recorded)
+    projector = Projector(kafka, clickhouse_session, clickhouse_db, group_id=f"g-{missing}")
+    stats = projector.run_until_idle(max_seconds=60)
+    assert stats.unknown_topic_errors >= 1
+    named = {
+        f["topic"]
+        for event, f in recorded.events("warning")
+        if event == "projector.unknown_topic_or_partition"
+    }
+    assert named == {missing}
 
 
 # A projector in a process of its own, killed -9 once it holds its partitions: no LeaveGroup.

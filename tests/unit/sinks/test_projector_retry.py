@@ -9,9 +9,11 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from leadflow.processors.events import Event, Kind
+from leadflow.sinks import projector as projector_module
 from leadflow.sinks.projection import rows_for_all
 from leadflow.sinks.projector import Projector, batch_token
 from leadflow.streams.settings import load_settings
+from tests.unit.recorded_log import Recorded
 
 
 class FlakyClient:
@@ -167,3 +169,48 @@ def test_a_batch_waits_for_its_first_record_then_at_most_the_linger(arrived: boo
     projector._consumer = consumer  # type: ignore[assignment]
     assert projector.step(1.0, threading.Event()) == 0
     assert consumer.calls == ([(1, 1.0), (499, 0.2)] if arrived else [(1, 1.0)])
+
+
+class MissingTopic:
+    """What ``consume`` hands out for a subscribed topic (or partition) that does not exist."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self._topic, self._partition = topic, partition
+
+    def error(self) -> KafkaError:
+        return KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"{self._topic}: not available")
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+
+def test_a_missing_topic_is_counted_and_named_not_taken_for_an_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A deleted or never-created topic was skipped like an end of partition, without a word:
+    # the projection looked caught up while nothing of the topic reached ClickHouse.
+    recorded = Recorded()
+    monkeypatch.setattr(projector_module, "log", recorded)
+    projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None)
+    projector._migrated = True
+    errors = [
+        MissingTopic("leadflow.lead-merged", 0),
+        MissingTopic("leadflow.lead-merged", 0),
+        MissingTopic("leadflow.identities", 2),
+    ]
+    consumer = CountingConsumer(list(errors))
+    projector._consumer = consumer  # type: ignore[assignment]
+    assert projector.step(0.0, threading.Event()) == 0  # not a crash, not a record
+    consumer.first = list(errors)
+    assert projector.step(0.0, threading.Event()) == 0
+    assert projector.stats.unknown_topic_errors == 6
+    warned = recorded.events("warning")
+    # One line per topic and partition within 10 s: the client repeats it at every poll.
+    assert [(e, f["topic"], f["partition"]) for e, f in warned] == [
+        ("projector.unknown_topic_or_partition", "leadflow.lead-merged", 0),
+        ("projector.unknown_topic_or_partition", "leadflow.identities", 2),
+    ]
+    assert "not available" in warned[0][1]["error"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from leadflow.streams.engine import loop
 from leadflow.streams.engine.loop import Engine
 from leadflow.streams.settings import load_settings
 from leadflow.streams.stall import OpenTailWatch, StallWatch, Verdict, behind, skipped_to
+from tests.unit.recorded_log import Recorded
 
 # (seconds since the previous look, lag, processed-so-far increment)
 looks = st.lists(
@@ -148,19 +148,6 @@ class FakeEnds:
 
 class Exited(Exception):
     pass
-
-
-@dataclass
-class Recorded:
-    """Stands in for a module's structlog logger: keeps (level, event, fields)."""
-
-    lines: list[tuple[str, str, dict]] = field(default_factory=list)
-
-    def _keep(self, level: str) -> Callable[..., None]:
-        return lambda event, **fields: self.lines.append((level, event, fields))
-
-    def __getattr__(self, level: str) -> Callable[..., None]:
-        return self._keep(level)
 
 
 def _engine(
