@@ -284,16 +284,23 @@ class QueryRunner:
         # ClickHouse checks max_execution_time between blocks; a query starved of CPU or
         # stuck where it cannot check (merging aggregation states) is stopped here.
         self._overdue[marker] = True
-        self.kill(marker)
+        self.kill(marker, overdue=True)
 
-    def kill(self, marker: str) -> None:
-        """Cancel the query carrying ``marker`` (past its limit, or its client went away)."""
+    def kill(self, marker: str, *, overdue: bool = False) -> None:
+        """Cancel the query carrying ``marker``: past its limit (``overdue``) or client gone.
+
+        A failure is logged at warning: the query goes on, holding an engine thread and its
+        memory, past its limit when ``overdue`` (a query that ended meanwhile is no failure:
+        ``KILL QUERY`` then matches nothing and succeeds).
+        """
         try:
             with self._connection() as conn:
                 conn.query(KILL, "TSVRaw", params={"marker": marker})
             log.warning("clickhouse_http.killed", marker=marker)
-        except Exception as exc:  # the query may have ended meanwhile
-            log.debug("clickhouse_http.kill_failed", marker=marker, error=str(exc))
+        except Exception as exc:  # the engine refused the KILL itself
+            log.warning(
+                "clickhouse_http.kill_failed", marker=marker, overdue=overdue, error=str(exc)
+            )
 
     def _prepare(
         self,
