@@ -29,7 +29,7 @@ from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event, Kind
 from leadflow.streams.acked_producer import AckedProducer
 from leadflow.streams.audit import AuditLog, AuditRecord, utc_iso
-from leadflow.streams.logs import get_logger
+from leadflow.streams.logs import Throttle, get_logger
 from leadflow.streams.pii.vault import Shredded, Vault
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import EVENTS
@@ -125,8 +125,12 @@ def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
     someone else's. (Its own heartbeat counts as at most its timestamp + the bound too: an
     ``R'`` further ahead than that releases it only once the clock gets there.)
     ``None`` when no worker ever committed one (or the changelog cannot be read in time).
+
+    Read errors are retried by the client until ``timeout``; each kind is logged
+    (``pii.erasure_floor_read_error``, at most every 10 s per partition and error) and a read
+    that ends short says the last one (``pii.erasure_floor_partial``).
     """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
     from leadflow.streams.engine.stores import changelog_topic
     from leadflow.streams.kafka_offsets import EndNotReached, read_to_end
@@ -146,6 +150,21 @@ def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
     )
     found: int | None = None
     deadline = time.monotonic() + timeout
+    said = Throttle(10.0)
+    read_errors = 0
+    last_error: str | None = None
+
+    def read_error(message: Message) -> None:
+        # The client retries (a broker away, a leader moving): go on until the deadline, but
+        # say it, or a floor read short of its end (a low floor) has no cause in the log.
+        nonlocal read_errors, last_error
+        error = message.error()  # never None here: read_to_end passes errors only
+        read_errors += 1
+        last_error = str(error)
+        where = f"{message.topic()}:{message.partition()}"
+        if said.due(f"{where}:{error.name() if error is not None else ''}"):
+            log.warning("pii.erasure_floor_read_error", partition=where, error=last_error)
+
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -157,12 +176,17 @@ def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
             ((topic, p) for p in meta.partitions), None
         )
         # Until EOF on every partition; errors are retried by the client within the deadline.
-        for msg in read_to_end(consumer, pending, deadline=deadline, on_error=lambda _m: None):
+        for msg in read_to_end(consumer, pending, deadline=deadline, on_error=read_error):
             if msg.key() == CLOCK_KEY and msg.value():
                 value = int(msg.value() or b"0")
                 found = value if found is None else max(found, value)
     except EndNotReached as exc:  # what was read in time: the floor may be low
-        log.warning("pii.erasure_floor_partial", error=str(exc))
+        log.warning(
+            "pii.erasure_floor_partial",
+            error=str(exc),
+            read_errors=read_errors,
+            last_error=last_error,
+        )
     except (KafkaException, ValueError) as exc:
         log.warning("pii.erasure_floor_unread", error=str(exc))
     finally:
