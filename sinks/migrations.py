@@ -206,4 +206,25 @@ def migrate(client: Any, database: str = DEFAULT_DATABASE, cluster: str | None =
         )
         applied.append(migration.version)
         log.info("clickhouse.migrated", database=database, version=migration.version)
+    if applied:
+        _warn_stale_workspace_views(client, database)
     return applied
+
+
+def _warn_stale_workspace_views(client: Any, database: str) -> None:
+    """Name the workspace view databases a migration left behind.
+
+    A ClickHouse view keeps the columns it was created with, so ``leadflow workspace views``
+    must run again for each (migration 8's Nullable ``deals.amount`` fails their old views).
+    """
+    found = client.query(
+        "SELECT name FROM system.databases WHERE startsWith(name, %(prefix)s) ORDER BY name",
+        parameters={"prefix": f"{database}_ws_"},
+    ).result_rows
+    if found:
+        log.warning(
+            "clickhouse.workspace_views_stale",
+            database=database,
+            view_databases=[str(row[0]) for row in found],
+            action="run `leadflow workspace views <workspace>` again for each",
+        )

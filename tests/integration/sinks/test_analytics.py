@@ -23,6 +23,7 @@ from leadflow.sinks.projection import rows_for_all
 from leadflow.sinks.projector import insert_rows
 from leadflow.sinks.workspaces import create_workspace_views
 from tests.integration.sinks import scenario
+from tests.unit.recorded_log import Recorded
 
 RANGE = {"date_from": date(2025, 12, 1), "date_to": date(2026, 3, 1)}
 
@@ -493,7 +494,13 @@ def test_migration_8_upgrades_a_database_that_holds_deals(
     workspace = create_workspace_views(client, db, scenario.W)
     before = every_report(client, db)
 
-    assert migrate(client, db) == [8]
+    recorded = Recorded()
+    with monkeypatch.context() as logged:
+        logged.setattr(migrations, "log", recorded)
+        assert migrate(client, db) == [8]
+    # Its views keep the old types: the operator is told which databases to make again.
+    stale = [f for e, f in recorded.events("warning") if e == "clickhouse.workspace_views_stale"]
+    assert [workspace in f["view_databases"] for f in stale] == [True]
     assert migrate(client, db) == []
     assert every_report(client, db) == before  # the upgrade alone changes no figure
     assert _types(client, db)["deals.amount"] == "Nullable(Float64)"
