@@ -145,6 +145,9 @@ class FakeEnds:
         end, high = self.ends.get(tp), self.highs.get(tp)
         return None if end is None or high is None else (end, high)
 
+    def unanswered(self) -> dict[tuple[str, int], int]:
+        return {tp: 1 for tp, end in self.ends.items() if end is None}
+
 
 class Exited(Exception):
     pass
