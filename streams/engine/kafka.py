@@ -98,15 +98,7 @@ class WorkerId:
 
 
 def consumer_config(settings: Settings, worker_id: str) -> dict[str, str | int | float | bool]:
-    """The input consumer: the worker group, committed reads only, no commits of its own.
-
-    Each worker is a static member of the group, named by its worker id:
-
-    Example:
-        >>> from leadflow.streams.settings import load_settings
-        >>> consumer_config(load_settings(), "0f3c")["group.instance.id"]
-        'leadflow-worker-0f3c'
-    """
+    """The input consumer: the worker group, committed reads only, no commits of its own."""
     return {
         **settings.kafka_client_config(),
         "group.id": WORKER_GROUP,
@@ -120,14 +112,6 @@ def consumer_config(settings: Settings, worker_id: str) -> dict[str, str | int |
         "socket.nagle.disable": True,
         # A killed worker holds its partitions until its session expires: kept short.
         **settings.kafka_group_config(),
-        # Static membership (KIP-345), one instance per worker id: a worker that rejoins
-        # (restarted after a crash, or back from a broker outage longer than its session)
-        # takes its own place at once; as a dynamic member it waited a whole session for
-        # its old self (docs/architecture.md, "Static membership"). librdkafka can fence
-        # such a member by its own rejoin (#3437): the engine then builds a new consumer.
-        # The price: a cleanly stopped worker sends no LeaveGroup, so its partitions move
-        # to the others only when its session expires, as a killed one's do.
-        "group.instance.id": f"leadflow-worker-{worker_id}",
         "log_level": 4,
     }
 

@@ -40,12 +40,7 @@ Faults (docs/operations.md, "What the worker does in each fault"):
   idle connection closed), and no other transactional call may run on that producer
   meanwhile; the batch is processed again;
 - a rebalance runs between batches (callbacks fire only inside ``poll``): revoked partitions
-  forget their tasks and stores, assigned ones restore their stores first;
-- a fatal consumer error (librdkafka's only one: a static member fenced, which its own
-  rejoin after a session lost in an outage can cause, librdkafka #3437) drops every owned
-  partition and its open transaction and builds a new consumer, which takes the worker's
-  place again; ``MAX_REJOINS`` of them within ``REJOIN_WINDOW_S`` mean another live
-  worker with the same id, and the worker stops.
+  forget their tasks and stores, assigned ones restore their stores first.
 
 Nothing exits on an outage. A record whose task raises a :class:`LeadflowError` goes to
 the dead-letter topic; any other exception is a bug and stops the worker loudly.
@@ -107,10 +102,6 @@ OFFSETS_CALL_S = 5.0
 # already failed, and the worker sent nothing meanwhile (docs/architecture.md, "After a
 # broker restart"). A new producer with the same transactional id fences the blocked one.
 ABANDON_OFFSETS_CALL_S = 2.0
-# A consumer fenced this often this quickly is not fencing itself after an outage (once per
-# outage) but fighting a live worker with the same id (a copied data dir): stop loudly.
-MAX_REJOINS = 3
-REJOIN_WINDOW_S = 60.0
 
 
 def dlq_headers(exc: Exception, topic: str, partition: int, offset: int) -> dict[str, bytes]:
@@ -172,8 +163,6 @@ class Counters:
     # Offsets calls left blocked (past their timeout, or past a failed batch's end): their
     # producer was given up and rebuilt (each also counts in ``rebuilds``).
     abandoned: int = 0
-    # New consumers built after a fatal consumer error (a static member fenced).
-    rejoins: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name, for a log line."""
@@ -358,7 +347,6 @@ class Engine:
         self._opened_at = 0.0
         self._outputs = 0
         self._sender: _Background | None = None
-        self._rejoined_at: list[float] = []
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -382,9 +370,6 @@ class Engine:
     def start(self) -> None:
         """Create the clients (fencing this worker id's previous transaction) and subscribe."""
         self._new_producer()
-        self._subscribe()
-
-    def _subscribe(self) -> None:
         self._consumer = k.new_consumer(self.settings, self.worker_id)
         self.consumer.subscribe(
             list(self.stages),
@@ -394,11 +379,7 @@ class Engine:
         )
 
     def close(self) -> None:
-        """Close the consumer (revokes run) and release the clients; nothing is in flight.
-
-        A static member sends no LeaveGroup: its partitions wait for it until its session
-        expires (a restart within it takes them back without a rebalance).
-        """
+        """Leave the group (revokes run) and release the clients; nothing is in flight."""
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -435,56 +416,17 @@ class Engine:
         first = self.consumer.poll(wait)
         if first is None:
             return []
-        error = first.error()
-        if error is not None and _is_fatal(error):
-            self._rejoin(error)  # (asked again, a fatal consumer only repeats its error)
-            return []
         rest = self.consumer.consume(num_messages=self.settings.worker_batch_max - 1, timeout=0)
         messages = []
         for message in (first, *rest):
             error = message.error()
             if error is None:
                 messages.append(message)
-            elif _is_fatal(error):
-                self._rejoin(error)
-                return []
             elif error.code() != KafkaError._PARTITION_EOF:
-                self._log_once("worker.consumer_error", error=str(error), fatal=False)
+                self._log_once("worker.consumer_error", error=str(error), fatal=error.fatal())
+                if error.fatal():
+                    raise KafkaException(error)
         return messages
-
-    def _rejoin(self, error: KafkaError) -> None:
-        """Replace a consumer that hit a fatal error: drop everything it owned, join again.
-
-        The fenced consumer's partitions may be another member's by now, so nothing of the
-        open transaction is committed: it is aborted (the new assignment restores the stores
-        and starts from the committed offsets, as after any rebalance).
-        """
-        now = time.monotonic()
-        self._rejoined_at = [t for t in self._rejoined_at if now - t < REJOIN_WINDOW_S]
-        self._rejoined_at.append(now)
-        if len(self._rejoined_at) > MAX_REJOINS:
-            log.error(
-                "worker.consumer_fenced",
-                error=str(error),
-                rejoins=len(self._rejoined_at),
-                within_s=REJOIN_WINDOW_S,
-                action="stop: another live worker has this worker id (a copied data dir?)",
-            )
-            raise KafkaException(error)
-        log.warning("worker.consumer_fenced", error=str(error), action="new consumer, rejoin")
-        self.counters.rejoins += 1
-        owned = list(self.tasks)
-        self._drop(owned)
-        if self._open is not None:
-            self._recover(k.Failure.ABORT, None)  # nothing left to rewind: all dropped
-        fenced, self._consumer = self._consumer, None
-        try:
-            assert fenced is not None
-            fenced.close()
-        except (KafkaException, RuntimeError) as exc:
-            log.warning("worker.consumer_close_failed", error=str(exc))
-        log.info("worker.revoked", partitions=_describe(owned), why="consumer fenced")
-        self._subscribe()
 
     def _process(self, messages: Sequence[Message]) -> None:
         # The input offsets this batch commits are known before it is processed (a task is
@@ -798,11 +740,6 @@ class Engine:
         # while they are still ours (if the group moved on, the commit fails and it aborts).
         self._flush()
         tps = [(str(tp.topic), int(tp.partition)) for tp in partitions]
-        self._drop(tps)
-        log.info("worker.revoked", partitions=_describe(tps))
-
-    def _drop(self, tps: Sequence[TP]) -> None:
-        """Forget these partitions: their tasks, positions, watches and stores."""
         for tp in tps:
             self.tasks.pop(tp, None)
             self.contexts.pop(tp, None)
@@ -811,6 +748,7 @@ class Engine:
             self.open_tails.pop(tp, None)
             self.stores.drop(self.stages[tp[0]].stores, tp[1])
         self.ends.watch(self.positions)
+        log.info("worker.revoked", partitions=_describe(tps))
 
     def _rewind(self) -> None:
         """Seek every owned partition back to its committed offset; rebuild its task.
@@ -1004,15 +942,6 @@ class Engine:
         """Log ``event`` at most every 10 s (an outage would otherwise flood the log)."""
         if self._logged.due(event):
             log.warning(event, **fields)
-
-
-def _is_fatal(error: KafkaError) -> bool:
-    """Whether a consumer's error is fatal.
-
-    Its code is ``_FATAL`` and ``fatal()`` stays False: seen with librdkafka 2.16 when a
-    static member was fenced.
-    """
-    return bool(error.fatal()) or error.code() == KafkaError._FATAL
 
 
 def _headers(message: Message) -> dict[str, bytes]:

@@ -445,68 +445,6 @@ def test_a_refused_rewind_past_the_committed_offset_ends_the_process(
     assert exits_with == ([loop.EXIT_STALLED] * 2 if exits else [])
 
 
-class FencedConsumer(FakeConsumer):
-    """A consumer whose next poll returns librdkafka's fatal error: a static member fenced."""
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.subscribed: list[str] = []
-
-    def poll(self, timeout: float) -> Any:
-        # As librdkafka 2.16 delivers it: code _FATAL, fatal() False (the test broker's log).
-        error = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced")
-        return type("Fatal", (), {"error": lambda _self: error})()
-
-    def close(self) -> None:
-        self.closed = True
-
-    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
-        self.subscribed = topics
-
-
-def test_a_fenced_consumer_is_replaced_and_its_open_transaction_aborted(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """librdkafka fences a static member by its own rejoin after a session lost in an outage
-    (#3437): a fatal consumer error. It used to stop the worker; now the worker forgets what
-    it owned, aborts the held transaction (its offsets may be another member's by now) and
-    joins again with a new consumer, which takes its place back.
-    """
-    producer = FakeProducer(send_offsets_delay=0.0)
-    eng = held_engine(producer)
-    eng._process([ValueMessage(EVENTS.name, 0, 5)])  # store-only: held, open
-    fenced = FencedConsumer()
-    eng._consumer = fenced  # type: ignore[assignment]
-    fresh = FencedConsumer()
-    monkeypatch.setattr(loop.k, "new_consumer", lambda settings, worker_id: fresh)
-    assert eng._poll() == []
-    assert fenced.closed
-    assert eng._consumer is fresh
-    assert fresh.subscribed == [EVENTS.name]
-    assert eng.tasks == {}
-    assert eng.positions == {}
-    names = [name for name, _ in producer.calls]
-    assert names[-1] == "abort"
-    assert "commit" not in names
-    assert eng._open is None
-    assert eng.counters.rejoins == 1
-    assert ("s", 0) not in eng.stores._stores  # restored from the changelog on assignment
-
-
-def test_a_consumer_fenced_again_and_again_stops_the_worker(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Fenced more than ``MAX_REJOINS`` times within ``REJOIN_WINDOW_S``: another live worker
-    has the same id (a copied data dir); the two would take each other's place forever."""
-    eng = engine(FakeProducer(0.0))
-    monkeypatch.setattr(loop.k, "new_consumer", lambda settings, worker_id: FencedConsumer())
-    eng._consumer = FencedConsumer()  # type: ignore[assignment]
-    for _ in range(loop.MAX_REJOINS):
-        assert eng._poll() == []
-    with pytest.raises(KafkaException, match="fenced"):
-        eng._poll()
-
-
 def test_worker_progress_counts_the_partitions_whose_end_goes_unanswered() -> None:
     eng = engine(FakeProducer(0.0))
     assert eng.counts()["ends_unanswered"] == 0
