@@ -238,8 +238,8 @@ def two_brokers(
 
 
 def delete_group_once_empty(admin: AdminClient, group: str, within: float = 60.0) -> None:
-    """Delete a consumer group, repeating while its stopped static members' sessions last
-    (docs/operations.md, step 3: "The group is not empty" for up to a session after a stop)."""
+    """Delete a consumer group, repeating while a departed member's session lasts
+    (docs/operations.md, step 3: "The group is not empty" for up to a session after a kill)."""
     deadline = time.monotonic() + within
     while True:
         try:
