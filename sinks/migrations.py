@@ -41,6 +41,7 @@ from leadflow.sinks.views import (
     refusal_statements,
     view_statements,
 )
+from leadflow.sinks.workspaces import workspace_database_prefix
 from leadflow.streams.logs import get_logger
 
 log = get_logger(__name__)
@@ -219,7 +220,7 @@ def _warn_stale_workspace_views(client: Any, database: str) -> None:
     """
     found = client.query(
         "SELECT name FROM system.databases WHERE startsWith(name, %(prefix)s) ORDER BY name",
-        parameters={"prefix": f"{database}_ws_"},
+        parameters={"prefix": workspace_database_prefix(database)},
     ).result_rows
     if found:
         log.warning(

@@ -91,12 +91,21 @@ def workspace_database(database: str, workspace_id: str) -> str:
         >>> workspace_database("leadflow", "Acme-EU")
         'leadflow_ws_acme_eu_005dd04e'
     """
-    db = check_identifier(database, "database")
     ws = check_workspace(workspace_id)
     slug = re.sub(r"[^a-z0-9_]", "_", ws.lower())
     if slug != ws:
         slug += "_" + hashlib.sha256(ws.encode()).hexdigest()[:8]
-    return check_identifier(f"{db}_ws_{slug}", "database")
+    return check_identifier(f"{workspace_database_prefix(database)}{slug}", "database")
+
+
+def workspace_database_prefix(database: str) -> str:
+    """What the name of every workspace view database of ``database`` starts with.
+
+    Example:
+        >>> workspace_database_prefix("leadflow")
+        'leadflow_ws_'
+    """
+    return f"{check_identifier(database, 'database')}_ws_"
 
 
 def analyst_objects() -> tuple[AnalystObject, ...]:
