@@ -419,12 +419,23 @@ class StoredRelease:
                     f"forwarded record at {at_of(sort)} arrived after a later one was released"
                 )
             return True
+        late = self.late(sort)
+        if late is not None:
+            raise late
+        return True
+
+    def late(self, sort: bytes) -> WatermarkViolation | None:
+        """The broken promise if the record ``sort`` came now, else ``None``.
+
+        It is ripe already under the promises taken, so a record sorting after it may have
+        been released before it. For a caller that must not buffer such a record at all.
+        """
         low = self.low
         if low is not None and at_of(sort) + self.lateness_ms < low:
-            raise WatermarkViolation(
+            return WatermarkViolation(
                 f"record at {at_of(sort)} arrived after watermark {low} was promised"
             )
-        return True
+        return None
 
     def hops_of(self, sort: bytes) -> int:
         """How many redirects forwarded the unreleased record ``sort`` (0: none)."""

@@ -20,7 +20,8 @@ below ``W + delta`` is sent" (marker ``trainer``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from leadflow.processors import derived as d
 from leadflow.processors.errors import LeadflowError
@@ -54,6 +55,8 @@ log = get_logger(__name__)
 
 STORE = "model"
 EXAMPLES = "examples"  # examples waiting for their turn, and the lead partitions' promises
+# Its own name: the lead stage's ``watermark_violations`` shares worker.progress with it.
+WATERMARK_VIOLATIONS = "trainer_watermark_violations"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,12 @@ class TrainerDeps:
     key: bytes  # signs snapshots (HMAC), verifies them before unpickling
     sources: int = 0  # partitions of events.by-lead; 0: learn on arrival, no model markers
     switch_delay_ms: int = DEFAULT_SWITCH_DELAY_MS  # delta
+    # What the process's trainer tasks count (worker.progress): examples below a promise.
+    counts: Counter[str] = field(default_factory=Counter, compare=False)
+
+    def counters(self) -> dict[str, int]:
+        """The trainer tasks' counts, for ``worker.progress``."""
+        return {WATERMARK_VIOLATIONS: 0, **self.counts}
 
 
 class TrainerTask:
@@ -110,9 +119,21 @@ class TrainerTask:
                 at = int_header(record.headers, POSITION)
                 assert at is not None
                 sort = position_sort(at, record.value)
+                late = self.release.late(sort)
+                if late is not None:
+                    raise late
                 self.release.add(ctx, sort, Held(record.key or b"", record.value, record.offset))
             except WatermarkViolation as exc:
-                log.error("trainer.watermark_violation", offset=record.offset, error=str(exc))
+                # Every lead partition promised past it, so it would be learnt at once, out
+                # of order; the one such case seen was a restarted worker writing examples a
+                # second time at the same position, already learnt. Dead-lettered, not
+                # learnt: learning it again double-learns it, and the DLQ keeps it for a look
+                # (the lead stage keeps its late events instead: a lead's state needs them).
+                self.deps.counts[WATERMARK_VIOLATIONS] += 1
+                log.error("trainer.watermark_violation", partition=record.partition,
+                          offset=record.offset, error=str(exc), action="dead-lettered",
+                          total=self.deps.counts[WATERMARK_VIOLATIONS])  # fmt: skip
+                ctx.dead_letter(record, exc)
             except LeadflowError as exc:
                 ctx.dead_letter(record, exc)
         else:
@@ -194,4 +215,5 @@ def trainer_stage(deps: TrainerDeps) -> Stage:
     """The trainer stage over ``leadflow.training-examples``."""
     stores = (STORE, EXAMPLES) if deps.sources else (STORE,)
     markers = Markers(deps.sources, EVENTS_BY_LEAD, TRAINER_MARKER)  # one per process
-    return Stage("trainer", TRAINING_EXAMPLES, stores, lambda ctx: TrainerTask(deps, ctx, markers))
+    return Stage("trainer", TRAINING_EXAMPLES, stores, lambda ctx: TrainerTask(deps, ctx, markers),
+                 counters=deps.counters)  # fmt: skip

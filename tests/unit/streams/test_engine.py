@@ -17,14 +17,16 @@ from leadflow.processors.events import Context, Event, Kind, lead_key, scoped_ke
 from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.lead_state import decode_lead_state
 from leadflow.processors.model import ScoreModel
+from leadflow.processors.ordering import WatermarkViolation
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.schemas.codec import SingleObjectCodec
-from leadflow.streams.control import IDENTITY_MARKER, RECEIVED, marker_record
+from leadflow.streams.control import IDENTITY_MARKER, LEAD_MARKER, POSITION, RECEIVED, marker_record
 from leadflow.streams.engine.stage import Record
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.stages.identity import IdentityTask, Markers
 from leadflow.streams.stages.lead import LEADS, PARTITION, LeadDeps, LeadTask, clock_key
-from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD, SLA_BREACHED, TopicSpec
+from leadflow.streams.stages.trainer import TrainerDeps, TrainerTask, trainer_stage
+from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD, SLA_BREACHED, TRAINING_EXAMPLES, TopicSpec
 
 CODEC = SingleObjectCodec()
 HOUR = 3_600_000
@@ -392,3 +394,30 @@ def test_a_parked_event_dead_lettered_at_a_merge_is_counted_for_worker_progress(
     dead = [CODEC.decode(v) for name, _, v in ctx.sent if name == DLQ.name]
     assert [e.event_id for e in dead if isinstance(e, Event)] == ["s1"]
     assert ctx.dead == []  # sent by the stage itself, not through the context's dead_letter
+
+
+def test_a_trainer_example_below_its_promise_is_dead_lettered_and_counted() -> None:
+    # A restarted worker wrote two training examples a second time at the same position
+    # (session 17): the trainer logged a watermark violation and, the example being ripe
+    # under the promise already, learnt it again, with nothing counted or dead-lettered.
+    policy = load_default_policy()
+    deps = TrainerDeps(CODEC, policy, b"k", sources=1)
+    ctx = FakeContext()
+    task = TrainerTask(deps, ctx)
+    example = d.TrainingExample("x1", "ws-a", "L1", T0, T0 + HOUR, True, {"visits": 1.0})
+    written = Record(TRAINING_EXAMPLES.name, 0, 0, b"ws-a", CODEC.encode(example),
+                     {POSITION: str(T0).encode()})  # fmt: skip
+    task.on_record(ctx, written)
+    value, headers = marker_record(LEAD_MARKER, {0: T0 + 1})
+    task.on_record(ctx, Record(TRAINING_EXAMPLES.name, 0, 1, None, value, dict(headers)))
+    assert task.models["ws-a"].n_learned == 1
+    again = dataclasses.replace(written, offset=2)  # the same example, rewritten
+    task.on_record(ctx, again)
+    assert task.models["ws-a"].n_learned == 1  # not learnt twice
+    [(dead, exc)] = ctx.dead
+    assert dead == again
+    assert isinstance(exc, WatermarkViolation)
+    assert deps.counters() == {"trainer_watermark_violations": 1}
+    counters = trainer_stage(deps).counters  # what Engine.counts adds to worker.progress
+    assert counters is not None
+    assert counters() == {"trainer_watermark_violations": 1}
