@@ -14,7 +14,10 @@ holding every read_committed reader (:class:`~leadflow.streams.stall.OpenTailWat
 
 Riding an outage out must not become a silent blind spot: a partition left unanswered for
 more than :data:`UNANSWERED_WARN_SECONDS` is logged (``worker.end_unanswered``, at most once
-a minute), and again when it answers (``worker.end_answered``).
+a minute), and again when it answers (``worker.end_answered``) or when a rebalance takes it
+away first (``worker.end_unwatched``). A round that fails as a whole is logged at most once
+a minute too (``worker.end_offsets_failed``, with the failed rounds so far), and the first
+round that works again once (``worker.end_offsets_recovered``).
 """
 
 from __future__ import annotations
@@ -66,15 +69,24 @@ class EndOffsets:
         self._since: dict[TP, float] = {}
         self._overdue: set[TP] = set()  # past the bound: its next answer is logged
         self._logged = Throttle(UNANSWERED_LOG_EVERY)
+        self._failed = 0  # consecutive rounds whose ask raised
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._admin: AdminClient | None = None
 
     def watch(self, partitions: Iterable[TP]) -> None:
-        """Ask for these partitions from now on (the owned inputs, after each rebalance)."""
+        """Ask for these partitions from now on (the owned inputs, after each rebalance).
+
+        A partition dropped while past the bound is logged (``worker.end_unwatched``): its
+        unanswered spell ends here, without the ``worker.end_answered`` line, and if it is
+        assigned again its count starts over.
+        """
         now = time.monotonic()
         with self._lock:
-            self._wanted = frozenset(partitions)
+            wanted = frozenset(partitions)
+            dropped = {tp: (now - self._since[tp], self._unanswered.get(tp, 0))
+                       for tp in sorted(self._overdue - wanted)}  # fmt: skip
+            self._wanted = wanted
             self._ends = {tp: v for tp, v in self._ends.items() if tp in self._wanted}
             self._highs = {tp: v for tp, v in self._highs.items() if tp in self._wanted}
             # A partition kept across a rebalance keeps its clock; a new one starts it now,
@@ -82,6 +94,14 @@ class EndOffsets:
             self._since = {tp: self._since.get(tp, now) for tp in self._wanted}
             self._unanswered = {tp: n for tp, n in self._unanswered.items() if tp in self._wanted}
             self._overdue &= self._wanted
+        for tp, (seconds, rounds) in dropped.items():
+            log.warning(
+                "worker.end_unwatched",
+                partition=f"{tp[0]}:{tp[1]}",
+                unanswered_seconds=round(seconds),
+                rounds=rounds,
+                meaning="no longer owned (a rebalance) before the broker told its end again",
+            )
 
     def end(self, tp: TP, now: float, max_age: float) -> int | None:
         """The partition's end if the broker told it within ``max_age`` seconds of ``now``."""
@@ -121,11 +141,22 @@ class EndOffsets:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.ask()
-            except Exception:  # a watch aid: never let it die quietly, never stop the worker
-                log.exception("worker.end_offsets_failed")
+            self._round()
             self._stop.wait(self.every)
+
+    def _round(self) -> None:
+        """One :meth:`ask`; a failure is logged at most once a minute, its end once."""
+        try:
+            self.ask()
+        except Exception:  # a watch aid: never let it die quietly, never stop the worker
+            self._failed += 1
+            # Through a broker outage every round may fail: a line a minute, not a round.
+            if self._logged.due("worker.end_offsets_failed"):
+                log.exception("worker.end_offsets_failed", failed_rounds=self._failed)
+            return
+        if self._failed:
+            log.info("worker.end_offsets_recovered", failed_rounds=self._failed)
+            self._failed = 0
 
     def ask(self) -> int:
         """Ask for every watched partition's end and high watermark; returns the ends answered."""
