@@ -38,7 +38,7 @@ Faults (docs/operations.md, "What the worker does in each fault"):
   producer fences it: librdkafka's ``send_offsets_to_transaction`` can stay blocked long
   after its timeout and its transaction's failure (30 s after a broker restart, until an
   idle connection closed), and no other transactional call may run on that producer
-  meanwhile; the batch is processed again;
+  meanwhile; the batch is processed again, and the abandoned call retries no more;
 - a rebalance runs between batches (callbacks fire only inside ``poll``): revoked partitions
   forget their tasks and stores, assigned ones restore their stores first.
 
@@ -564,6 +564,10 @@ class Engine:
             self._retry(
                 "send_offsets_to_transaction",
                 lambda: producer.send_offsets_to_transaction(tps, metadata, OFFSETS_CALL_S),
+                # Abandoned (its producer given up, the batch redone on a new one): a retry
+                # could only serve a transaction the new producer fences, and its retry lines
+                # would read as the current batch's while the broker is away.
+                given_up=lambda: self._producer is not producer,
             )
 
         return send
@@ -579,8 +583,14 @@ class Engine:
         self._retry("commit_transaction", lambda: self.producer.commit_transaction(timeout))
         self.counters.commit_ms += round((time.monotonic() - started) * 1000)
 
-    def _retry(self, what: str, call: Callable[[], object]) -> None:
-        """Call until it succeeds; retriable errors back off, others propagate."""
+    def _retry(
+        self, what: str, call: Callable[[], object], given_up: Callable[[], bool] | None = None
+    ) -> None:
+        """Call until it succeeds; retriable errors back off, others propagate.
+
+        ``given_up``: whether the caller gave the call up meanwhile (an abandoned offsets
+        call); then a retriable error propagates too, logged once.
+        """
         delay = 0.05
         while True:
             try:
@@ -590,10 +600,19 @@ class Engine:
             except KafkaException as exc:
                 if k.classify(exc) is not k.Failure.RETRY:
                     raise
-                self.counters.retries += 1
-                self._log_once(f"worker.retry.{what}", action="retry", error=str(exc.args[0]))
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                if given_up is None or not given_up():
+                    self.counters.retries += 1
+                    self._log_once(f"worker.retry.{what}", action="retry", error=str(exc.args[0]))
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                if given_up is not None and given_up():
+                    log.warning(
+                        "worker.abandoned_call_stopped",
+                        call=what,
+                        error=str(exc.args[0]),
+                        action="no retry: its producer was given up, the batch is redone",
+                    )
+                    raise
 
     def _abandon(self, blocked: OffsetsCallBlocked) -> None:
         """Give up the producer of an offsets call that outlived its timeout; redo the batch."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import doctest
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from leadflow.streams.engine.stage import Record, Stage, TaskContext, Unavailabl
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.settings import load_settings
 from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, LEAD_SCORED
+from tests.unit.recorded_log import Recorded
 
 
 @dataclass
@@ -210,6 +212,43 @@ def test_an_offsets_call_that_stays_blocked_gives_its_producer_up(
     eng._process(BATCH)  # the batch again, on the new producer
     assert transactional(fresh)[-1] == "commit"
     assert eng.positions == {(EVENTS.name, 0): 7, (EVENTS.name, 1): 10}
+
+
+def test_an_abandoned_offsets_call_stops_retrying_on_its_given_up_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Session 17's audit: an abandoned call's thread went on retrying on the producer the
+    worker had given up for as long as the broker was away, its worker.retry lines (and
+    retries counter) reading as the current batch's. It now stops at its next retriable
+    error and says so once."""
+    monkeypatch.setattr(loop, "OFFSETS_CALL_S", 0.1)
+    monkeypatch.setattr(loop, "ABANDON_OFFSETS_CALL_S", 0.05)
+    recorded = Recorded()
+    monkeypatch.setattr(loop, "log", recorded)
+    calls: list[loop._Background] = []
+
+    class Kept(loop._Background):
+        def __init__(self, call: Callable[[], object]) -> None:
+            super().__init__(call)
+            calls.append(self)
+
+    monkeypatch.setattr(loop, "_Background", Kept)
+    blocked = FakeProducer(send_offsets_delay=0.5, failures=10)  # the broker stays away
+    eng = engine(blocked)
+    fresh = FakeProducer(send_offsets_delay=0.0)
+    monkeypatch.setattr(eng, "_new_producer", lambda: setattr(eng, "_producer", fresh))
+    eng._process(BATCH)
+    assert eng.counters.abandoned == 1
+    [call] = calls
+    assert call.settle(3.0)  # it returned with a retriable error and did not retry
+    assert transactional(blocked) == ["begin", "send_offsets"]
+    assert eng.counters.retries == 0
+    warnings = recorded.events("warning")
+    assert [event for event, _ in warnings] == [
+        "worker.offsets_call_abandoned",
+        "worker.abandoned_call_stopped",
+    ]
+    assert warnings[1][1]["call"] == "send_offsets_to_transaction"
 
 
 def test_a_failed_batch_with_a_prompt_offsets_call_aborts_on_the_same_producer() -> None:
