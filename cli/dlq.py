@@ -20,6 +20,7 @@ from rich.table import Table
 
 from leadflow.cli.options import settings_of
 from leadflow.processors.errors import LeadflowError
+from leadflow.streams.engine.loop import PARKED_EVENT, RESUMED_BY
 from leadflow.streams.kafka_offsets import EndNotReached, read_to_end
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
@@ -46,6 +47,10 @@ class DeadLetter:
         source: ``topic:partition:offset`` of the original record.
         key: the original key, as text ('' when it had none).
         size: bytes of the original value.
+        parked: for an event the lead stage parked while its lead waited for a merge and
+            that failed when the lead resumed: its event id and the record that resumed
+            the lead ('' otherwise). ``source`` is the event's own record, or the resuming
+            one for a lead parked before the worker kept offsets (then this says so).
     """
 
     dlq_partition: int
@@ -56,6 +61,7 @@ class DeadLetter:
     source: str
     key: str
     size: int
+    parked: str = ""
 
 
 def dead_letter(
@@ -76,6 +82,12 @@ def dead_letter(
         ...     ("leadflow.source.topic", b"leadflow.events"),
         ...     ("leadflow.source.partition", b"1"), ("leadflow.source.offset", b"2")]).by
         'worker'
+        >>> dead_letter(0, 9, b"k", b"xx", [("leadflow.reason", b"InvalidTransition: no"),
+        ...     ("leadflow.source.topic", b"leadflow.events.by-lead"),
+        ...     ("leadflow.source.partition", b"0"), ("leadflow.source.offset", b"2"),
+        ...     ("leadflow.parked.event_id", b"s1"),
+        ...     ("leadflow.parked.resumed_by", b"leadflow.events.by-lead:0:4")]).parked
+        'event s1, parked for a merge, failed when leadflow.events.by-lead:0:4 resumed its lead'
     """
     h = {k: (v or b"").decode(errors="replace") for k, v in headers}
     worker = "leadflow.reason" in h
@@ -83,6 +95,15 @@ def dead_letter(
     source = ":".join(
         h.get(f"{prefix}source.{part}", "?") for part in ("topic", "partition", "offset")
     )
+    parked = ""
+    if PARKED_EVENT in h:
+        resumed = h.get(RESUMED_BY, "?")
+        parked = (
+            f"event {h[PARKED_EVENT]}, parked for a merge, failed when {resumed} resumed its lead"
+        )
+        if resumed == source:
+            # Parked before the worker kept the offset of the event's own record.
+            parked += " (its own record unknown: source is the resuming record)"
     return DeadLetter(
         dlq_partition=partition,
         dlq_offset=offset,
@@ -92,6 +113,7 @@ def dead_letter(
         source=source,
         key=(key or b"").decode(errors="replace"),
         size=len(value or b""),
+        parked=parked,
     )
 
 
@@ -173,10 +195,17 @@ def show_cmd(ctx: click.Context, reason: str | None, limit: int, fmt: str) -> No
     if fmt == "json":
         click.echo(json.dumps([asdict(x) for x in letters], indent=2))
         return
-    table = Table("dlq", "by", "reason", "source", "key", "bytes")
+    parked = any(x.parked for x in letters)  # the column only when it says something
+    table = Table("dlq", "by", "reason", "source", "key", "bytes", *(["parked"] if parked else []))
     for x in letters:
         table.add_row(
-            f"{x.dlq_partition}:{x.dlq_offset}", x.by, x.reason, x.source, x.key, str(x.size)
+            f"{x.dlq_partition}:{x.dlq_offset}",
+            x.by,
+            x.reason,
+            x.source,
+            x.key,
+            str(x.size),
+            *([x.parked] if parked else []),
         )
     Console(width=200).print(table)
 

@@ -496,8 +496,8 @@ class _Run:
             ident = record.event_id if isinstance(record, Event) else record.merge_id
             self.result.dead_letters.append((ident, str(exc)))
             return
-        for event, error in outcome.failed:
-            self.result.dead_letters.append((event.event_id, str(error)))
+        for parked, error in outcome.failed:
+            self.result.dead_letters.append((parked.event.event_id, str(error)))
         self._absorb(index, key, outcome.state, outcome.derived)
         for item in outcome.direct:
             target = partition_of(item.key, len(self.parts))

@@ -56,11 +56,16 @@ class Parked:
     """An event held while its lead waits for a merged lead's state (``processors/merges``).
 
     ``facts`` are what the worker derived from the event's sealed PII when it arrived: the
-    step that runs it later cannot open PII.
+    step that runs it later cannot open PII. ``offset``: where the worker read the record
+    that brought it (on the lead's own partition), so that if it fails when the lead
+    resumes, its dead letter names that record and not the one that resumed the lead;
+    ``None`` when the caller has no offset (the reference) or it was parked before this
+    field existed.
     """
 
     event: Event
     facts: PiiFacts | None = None
+    offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,13 +111,14 @@ class LeadOutcome:
     """What one record did to its lead: the new state, derived events, direct records.
 
     ``failed``: parked events that broke an invariant when their lead resumed (the
-    worker dead-letters them, as it would have on arrival; the lead goes on).
+    worker dead-letters them, as it would have on arrival, naming ``Parked.offset``; the
+    lead goes on).
     """
 
     state: LeadState | None
     derived: list[Derived] = field(default_factory=list)
     direct: list[Direct] = field(default_factory=list)
-    failed: list[tuple[Event, LeadflowError]] = field(default_factory=list)
+    failed: list[tuple[Parked, LeadflowError]] = field(default_factory=list)
 
 
 def lead_record_step(
@@ -130,6 +131,7 @@ def lead_record_step(
     facts: PiiFacts | None = None,
     hops: int = 0,
     forward_requests: bool = False,
+    offset: int | None = None,
 ) -> LeadOutcome:
     """Apply one by-lead record (event, merge request or transfer) to its lead.
 
@@ -146,6 +148,8 @@ def lead_record_step(
             that finds a redirect is forwarded like an event, and a forwarded transfer waits for it
             ("Chains"). A stage that applies forwards on arrival must not (a request
             applied on arrival could hold a partition behind one waiting for it).
+        offset: where the caller read ``record``; an event parked here keeps it
+            (``Parked.offset``) for its dead letter should it fail when the lead resumes.
 
     Raises:
         InvalidEvent: a record for another lead, a forwarding loop, a stuck merge.
@@ -159,7 +163,7 @@ def lead_record_step(
         raise InvalidEvent(f"merge {record.merge_id} is for neither of its leads")
     if isinstance(record, LeadTransfer):
         return _on_transfer(state, record, policy, model, routing, forward_requests)
-    return _on_event(state, record, policy, model, routing, facts, hops)
+    return _on_event(state, record, policy, model, routing, facts, hops, offset)
 
 
 def check_lead_record_key(key: bytes | None, record: LeadRecord) -> None:
@@ -215,6 +219,7 @@ def _on_event(
     routing: RoutingState | None,
     facts: PiiFacts | None,
     hops: int,
+    offset: int | None = None,
 ) -> LeadOutcome:
     if state is not None and event.event_id in state.dropping:
         # The identity stage sent this record to the survivor too, in its place in the
@@ -251,7 +256,7 @@ def _on_event(
                 f"lead {state.lead_id} waited for merge {state.awaiting[0]} through "
                 f"{MAX_PARKED} records"
             )
-        return LeadOutcome(evolve(state, parked=(*state.parked, Parked(event, facts))))
+        return LeadOutcome(evolve(state, parked=(*state.parked, Parked(event, facts, offset))))
     new, out = lead_step(state, event, policy, model, routing=routing, facts=facts)
     return LeadOutcome(new, out)
 
@@ -436,7 +441,7 @@ def _resume(
         try:
             step = _on_event(state, item.event, policy, model, cursors, item.facts, 0)
         except LeadflowError as exc:
-            out.failed.append((item.event, exc))  # as on arrival: dead letter, lead goes on
+            out.failed.append((item, exc))  # as on arrival: dead letter, lead goes on
             continue
         state = step.state or state
         out.derived.extend(step.derived)

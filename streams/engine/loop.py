@@ -104,6 +104,13 @@ OFFSETS_CALL_S = 5.0
 ABANDON_OFFSETS_CALL_S = 2.0
 
 
+# On the dead letter of an event parked while its lead waited for a merge, which failed when
+# the lead resumed (streams/stages/lead.py): the event's id and the record that resumed the
+# lead, which is not where the event came from (``leadflow dlq show`` shows both).
+PARKED_EVENT = "leadflow.parked.event_id"
+RESUMED_BY = "leadflow.parked.resumed_by"
+
+
 def dlq_headers(exc: Exception, topic: str, partition: int, offset: int) -> dict[str, bytes]:
     """Why a record went to the dead-letter topic, and where it came from.
 

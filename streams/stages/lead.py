@@ -116,7 +116,7 @@ from leadflow.streams.engine.frontier import (
     FrontMarkers,
     parse_fronts,
 )
-from leadflow.streams.engine.loop import dlq_headers
+from leadflow.streams.engine.loop import PARKED_EVENT, RESUMED_BY, dlq_headers
 from leadflow.streams.engine.release import (
     PENDING,
     TARGETS,
@@ -612,6 +612,7 @@ class LeadTask:
                 facts=facts,
                 hops=hops_of(record.headers),
                 forward_requests=bool(self.deps.forwards),
+                offset=record.offset,
             )
         except LeadflowError as exc:
             ctx.dead_letter(record, exc)
@@ -722,11 +723,23 @@ class LeadTask:
         sort: bytes | None = None,
     ) -> None:
         """Dead-letter what failed, send derived and direct records, store the state."""
-        for failed, error in outcome.failed:
+        for parked, error in outcome.failed:
             # A parked event that broke an invariant when its lead resumed after a merge.
+            # ``record`` is what resumed the lead: the letter names the event's own record
+            # (same partition: both are keyed by this lead), or several letters would share
+            # one source and ``dlq replay --source`` would find the first only. A state
+            # parked before offsets were kept has none: then the resuming record stands in,
+            # and the headers say so.
             self.deps.counts["parked_dead_letters"] += 1
-            log.warning("dead_letter", lead=failed.lead_id, reason=str(error))
-            headers = dlq_headers(error, record.topic, record.partition, record.offset)
+            failed = parked.event
+            resumed = f"{record.topic}:{record.partition}:{record.offset}"
+            offset = record.offset if parked.offset is None else parked.offset
+            log.warning("dead_letter", lead=failed.lead_id, event_id=failed.event_id,
+                        offset=offset, resumed_by=resumed, own_offset=parked.offset is not None,
+                        reason=str(error))  # fmt: skip
+            headers = dlq_headers(error, record.topic, record.partition, offset)
+            headers[PARKED_EVENT] = failed.event_id.encode()
+            headers[RESUMED_BY] = resumed.encode()
             ctx.send(DLQ, key, self.deps.codec.encode(failed), headers)
         self._emit(ctx, outcome.derived)
         for item in outcome.direct:

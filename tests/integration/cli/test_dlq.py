@@ -9,18 +9,26 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from leadflow.cli.main import cli
-from leadflow.processors.events import Context, Event, Kind
+from leadflow.processors.derived import MergeRequest
+from leadflow.processors.events import Context, Event, Kind, lead_key
+from leadflow.processors.lead import HOUR_MS
+from leadflow.processors.model import ScoreModel
+from leadflow.processors.policy_load import load_default_policy
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.sinks.projector import Projector
+from leadflow.streams.engine.stage import Record
 from leadflow.streams.kafka_cluster import KafkaCluster
 from leadflow.streams.kafka_health import cluster_health
+from leadflow.streams.kafka_offsets import read_to_end
 from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import DLQ, EVENTS, create_topics
+from leadflow.streams.stages.lead import LeadDeps, LeadTask
+from leadflow.streams.topics import DLQ, EVENTS, EVENTS_BY_LEAD, create_topics
+from tests.unit.streams.test_engine import FakeContext
 
 
 def _produce(settings: Settings, key: bytes | None, value: bytes) -> str:
@@ -214,3 +222,107 @@ def test_show_and_replay_name_a_partition_not_read_to_its_end(
     finally:
         cluster.restart(victim)
         cluster.wait_settled(settings)
+
+
+def test_replay_parked_dead_letters_each_from_its_own_record(
+    base_settings: Settings, tmp_path: Any
+) -> None:
+    """Two events parked while their lead waited for a merge fail when the transfer resumes
+    it. Their letters named the transfer as their source, both the same: ``dlq replay
+    --source`` could send back only the first (session 17). Now each names its own by-lead
+    record, and replaying it sends that event back to its lead, which applies it at once."""
+    with scratch_broker(base_settings, tmp_path / "kafka") as (_, settings):
+        create_topics(settings)
+        codec = codec_from_settings(settings)
+        policy = load_default_policy()
+        deps = LeadDeps(codec, policy, lambda ws: ScoreModel(policy, ws), None, sources=1)
+        ctx = FakeContext()
+        task = LeadTask(deps, ctx)
+        survivor, merged = lead_key("ws-a", "U"), lead_key("ws-a", "e-soft")
+        t0 = 1_767_225_600_000
+
+        def apply(obj: object, key: str, offset: int) -> None:
+            record = Record(EVENTS_BY_LEAD.name, 0, offset, key.encode(), codec.encode(obj))
+            task.on_record(ctx, record)
+
+        def request(side: str) -> MergeRequest:
+            return MergeRequest("m1", "ws-a", side, "e-soft", "U", t0 + 2 * HOUR_MS,
+                                t0 + 2 * HOUR_MS, "identify", "cause")  # fmt: skip
+
+        apply(Event("f1", Kind.FORM_SUBMITTED, "ws-a", t0 + HOUR_MS, t0 + HOUR_MS,
+                    lead_id="e-soft", payload={"email": "ada@big.io"}), merged, 0)  # fmt: skip
+        apply(request("U"), survivor, 1)
+        promote = {"action": "promote"}
+        bad = {
+            n: Event(f"s{n}", Kind.STAGE_CHANGED, "ws-a", t0 + n * HOUR_MS, t0 + n * HOUR_MS,
+                     lead_id="U", payload=promote)
+            for n in (2, 3)
+        }  # fmt: skip
+        for n, event in bad.items():
+            apply(event, survivor, n)
+        apply(request("e-soft"), merged, 4)
+        [transfer] = [v for topic, _k, v in ctx.sent if topic == EVENTS_BY_LEAD.name]
+        apply(codec.decode(transfer), survivor, 5)  # resumes: s2 and s3 fail
+        producer = Producer({**settings.kafka_client_config(), "acks": "all"})
+        assert ctx.dead == []
+        for (topic, key, value), headers in zip(ctx.sent, ctx.sent_headers, strict=True):
+            if topic == DLQ.name:
+                producer.produce(DLQ.name, key=key, value=value, headers=dict(headers or {}))
+        assert producer.flush(30) == 0
+        env = {
+            "LEADFLOW_KAFKA_BOOTSTRAP": settings.bootstrap,
+            "LEADFLOW_DATA_DIR": str(tmp_path / "data"),
+            "LEADFLOW_LOG_FORMAT": "json",
+        }
+
+        def invoke(*args: str) -> Any:
+            return CliRunner().invoke(cli, list(args), env=env)
+
+        shown = invoke("dlq", "show", "--format", "json")
+        assert shown.exit_code == 0, shown.output
+        letters = {x["source"]: x for x in json.loads(shown.stdout)}
+        sources = {n: f"{EVENTS_BY_LEAD.name}:0:{n}" for n in bad}
+        assert set(letters) == set(sources.values())
+        for n, source in sources.items():
+            assert letters[source]["parked"] == (
+                f"event s{n}, parked for a merge, failed when "
+                f"{EVENTS_BY_LEAD.name}:0:5 resumed its lead"
+            )
+        table = invoke("dlq", "show")
+        assert "parked" in table.stdout
+        assert "resumed its lead" in table.stdout
+
+        for n in bad:
+            replayed = invoke("dlq", "replay", "--source", sources[n])
+            assert replayed.exit_code == 0, replayed.output
+        back = _read_all(settings, EVENTS_BY_LEAD.name)
+        letter_values = [v for topic, _k, v in ctx.sent if topic == DLQ.name]
+        assert [(m.key(), m.value()) for m in back] == [
+            (survivor.encode(), v) for v in letter_values
+        ]
+        assert [codec.decode(m.value()).event_id for m in back] == ["s2", "s3"]
+        # The replayed records are the lead's own again (no release header: applied on
+        # arrival, nothing waits now); still an action the funnel does not know, so each is
+        # dead-lettered again, this time from its replayed record.
+        for m in back:
+            where = (str(m.topic()), int(m.partition() or 0), int(m.offset() or 0))
+            task.on_record(ctx, Record(*where, m.key(), m.value() or b""))
+        assert [(r.offset, r.value, str(e).split(":")[0]) for r, e in ctx.dead] == [
+            (int(m.offset() or 0), m.value(), f"event s{n}") for m, n in zip(back, bad, strict=True)
+        ]
+
+
+def _read_all(settings: Settings, topic: str) -> list[Any]:
+    """Every record of ``topic``, partition by partition."""
+    consumer = Consumer(
+        {**settings.kafka_client_config(), "group.id": f"t-{uuid.uuid4()}",
+         "enable.auto.commit": False, "enable.partition.eof": True}
+    )  # fmt: skip
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        pending: dict[tuple[str, int], int | None] = {(topic, p): None for p in meta.partitions}
+        found = list(read_to_end(consumer, pending, deadline=time.monotonic() + 30))
+    finally:
+        consumer.close()
+    return sorted(found, key=lambda m: (m.partition(), m.offset()))

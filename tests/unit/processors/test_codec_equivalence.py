@@ -290,7 +290,13 @@ EVENTS = st.builds(
 # Events parked in a lead waiting for a merge have an open payload (Any), which
 # hypothesis cannot infer: parked items are built from the generated events above.
 st.register_type_strategy(
-    Parked, st.builds(Parked, event=EVENTS, facts=st.none() | st.from_type(PiiFacts))
+    Parked,
+    st.builds(
+        Parked,
+        event=EVENTS,
+        facts=st.none() | st.from_type(PiiFacts),
+        offset=st.none() | st.integers(min_value=0),
+    ),
 )
 
 

@@ -139,7 +139,7 @@ def test_records_parked_while_waiting_run_in_order_after_the_transfer() -> None:
     causes = [getattr(d, "cause_event_id", None) for d in done.derived]
     assert causes.index("k1") < causes.index("c1")
     # The bad sales action fails on its own, as it would have on arrival.
-    assert [(e.event_id, type(x)) for e, x in done.failed] == [("s1", InvalidEvent)]
+    assert [(p.event.event_id, type(x)) for p, x in done.failed] == [("s1", InvalidEvent)]
     assert done.state is not None
     assert done.state.parked == ()
     assert done.state.parked_tick is None

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from leadflow.cli.dlq import dead_letter
 from leadflow.processors import derived as d
 from leadflow.processors.bounds import BoundsTable
 from leadflow.processors.events import Context, Event, Kind, lead_key, scoped_key
 from leadflow.processors.identity import derive_lead_id
-from leadflow.processors.lead_state import decode_lead_state
+from leadflow.processors.lead_state import decode_lead_state, encode_lead_state
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.ordering import WatermarkViolation
 from leadflow.processors.policy_load import load_default_policy
@@ -75,6 +76,7 @@ class FakeContext:
     stores: dict[str, PartitionStore] = field(default_factory=dict)
     sent: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
     dead: list[tuple[Record, Exception]] = field(default_factory=list)
+    sent_headers: list[Mapping[str, bytes] | None] = field(default_factory=list)  # per sent
 
     def _store(self, name: str) -> PartitionStore:
         return self.stores.setdefault(name, PartitionStore())
@@ -97,6 +99,7 @@ class FakeContext:
         partition: int | None = None,
     ) -> None:
         self.sent.append((topic.name, key, value))
+        self.sent_headers.append(headers)
 
     def dead_letter(self, record: Record, exc: Exception) -> None:
         self.dead.append((record, exc))
@@ -421,3 +424,58 @@ def test_a_trainer_example_below_its_promise_is_dead_lettered_and_counted() -> N
     counters = trainer_stage(deps).counters  # what Engine.counts adds to worker.progress
     assert counters is not None
     assert counters() == {"trainer_watermark_violations": 1}
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+def test_a_parked_dead_letter_names_its_own_record_and_what_resumed_it(restarted: bool) -> None:
+    # Each letter named the record that resumed the lead (the transfer) as its source: two
+    # letters shared one source, `dlq replay --source` found only the first, and `dlq show`
+    # pointed at a transfer (session 17). ``restarted``: a state parked by a worker that kept
+    # no offsets; the resuming record stands in, and the headers say so.
+    policy = load_default_policy()
+    deps = LeadDeps(CODEC, policy, lambda ws: ScoreModel(policy, ws), None, sources=1)
+    ctx = FakeContext()
+    task = LeadTask(deps, ctx)
+    survivor, merged = lead_key("ws-a", "U"), lead_key("ws-a", "e-soft")
+
+    def merge_request(side: str) -> d.MergeRequest:
+        return d.MergeRequest("m1", "ws-a", side, "e-soft", "U", T0 + 2 * HOUR,
+                              T0 + 2 * HOUR, "identify", "cause")  # fmt: skip
+
+    def apply(obj: object, key: str | bytes, offset: int) -> None:
+        raw = key if isinstance(key, bytes) else key.encode()
+        task.on_record(ctx, Record(EVENTS_BY_LEAD.name, 0, offset, raw, CODEC.encode(obj)))
+
+    apply(Event("f1", Kind.FORM_SUBMITTED, "ws-a", T0 + HOUR, T0 + HOUR, lead_id="e-soft",
+                payload={"email": "ada@big.io"}), merged, 0)  # fmt: skip
+    apply(merge_request("U"), survivor, 1)
+    for n, event_id in ((2, "s1"), (3, "s2")):
+        apply(Event(event_id, Kind.STAGE_CHANGED, "ws-a", T0 + n * HOUR, T0 + n * HOUR,
+                    lead_id="U", payload={"action": "promote"}), survivor, n)  # fmt: skip
+    apply(merge_request("e-soft"), merged, 4)  # the merged lead hands over
+    [(key, transfer)] = [(k, v) for name, k, v in ctx.sent if name == EVENTS_BY_LEAD.name]
+    assert key == survivor.encode()
+    if restarted:
+        task.on_batch_end(ctx)
+        ctx.commit()
+        stored = decode_lead_state(ctx.get(LEADS, key) or b"")
+        old = [dataclasses.replace(p, offset=None) for p in stored.parked]
+        ctx.put(LEADS, key, encode_lead_state(dataclasses.replace(stored, parked=tuple(old))))
+        ctx.commit()
+        task = LeadTask(deps, ctx)
+    apply(CODEC.decode(transfer), key, 5)  # the survivor resumes: s1 and s2 fail now
+    letters = [
+        dead_letter(0, n, k, v, list((h or {}).items()))
+        for n, ((name, k, v), h) in enumerate(zip(ctx.sent, ctx.sent_headers, strict=True))
+        if name == DLQ.name
+    ]
+    resumer = f"{EVENTS_BY_LEAD.name}:0:5"
+    if restarted:
+        assert [x.source for x in letters] == [resumer, resumer]
+        assert all("its own record unknown" in x.parked for x in letters)
+    else:
+        assert [x.source for x in letters] == [f"{EVENTS_BY_LEAD.name}:0:{n}" for n in (2, 3)]
+    assert [x.parked.split(",")[0] for x in letters] == ["event s1", "event s2"]
+    assert all(f"failed when {resumer} resumed its lead" in x.parked for x in letters)
+    assert {x.key for x in letters} == {survivor}  # replayed to the survivor, keyed by it
+    assert deps.counters()["parked_dead_letters"] == 2
