@@ -128,7 +128,9 @@ def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
 
     Read errors are retried by the client until ``timeout``; each kind is logged
     (``pii.erasure_floor_read_error``, at most every 10 s per partition and error) and a read
-    that ends short says the last one (``pii.erasure_floor_partial``).
+    that ends short says the last one (``pii.erasure_floor_partial``). A changelog that does
+    not exist, or whose metadata comes with an error, is ``pii.erasure_floor_unread`` with
+    the reason, as is a failed metadata request.
     """
     from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
@@ -168,6 +170,10 @@ def received_floor(settings: Settings, timeout: float = 10.0) -> int | None:
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None:
+            # Usually no worker ever ran against this cluster (its identity stage creates
+            # the changelog); the reason tells that apart from a metadata error.
+            why = "not in the cluster's metadata" if meta is None else str(meta.error)
+            log.warning("pii.erasure_floor_unread", topic=topic, error=why)
             return None
         # R' only grows: a partition's last value is its largest. Its last few entries are
         # enough (each identity batch writes one value and one commit marker).
@@ -278,7 +284,21 @@ class Eraser:
         """
         beat = max(event.received_at + 1, time.time_ns() // 1_000_000)
         floor = self.received_floor()
-        return beat if floor is None else max(beat, floor + 1)
+        if floor is None:
+            # The erasure may then wait (docs/privacy.md, "When the worker applies an
+            # erasure"): the operator must know why, and what releases it.
+            log.warning(
+                "pii.erasure_floor_unknown",
+                event_id=event.event_id,
+                heartbeat=beat,
+                means="no committed R' read (see the warning before this one, if any): the "
+                "heartbeat promises past this event and the wall clock only; if an inbound "
+                "partition's R' is ahead of that, the worker applies the erasure at the "
+                "next heartbeat past it (the collector's next traffic, or run the erasure "
+                "again: it is idempotent)",
+            )
+            return beat
+        return max(beat, floor + 1)
 
     def close(self) -> None:
         """Release the audit and event producers (the vault belongs to the caller)."""

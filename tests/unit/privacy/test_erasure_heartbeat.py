@@ -148,3 +148,51 @@ def test_a_floor_read_that_gets_past_its_errors_returns_the_floor(
     floor, recorded = _floor(monkeypatch, Changelog(*script))
     assert floor == 1009
     assert [e for e, _ in recorded.events("warning")] == ["pii.erasure_floor_read_error"]
+
+
+class NoChangelog(Changelog):
+    """A broker without the R' changelog: absent from the metadata, or with an error."""
+
+    def __init__(self, error: KafkaError | None) -> None:
+        super().__init__()
+        self.error = error
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        if self.error is None:
+            return SimpleNamespace(topics={})
+        return SimpleNamespace(topics={topic: SimpleNamespace(partitions={}, error=self.error)})
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (None, "not in the cluster's metadata"),
+        (KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), "UNKNOWN_TOPIC_OR_PART"),
+    ],
+)
+def test_a_changelog_without_metadata_is_said_not_a_silent_none(
+    monkeypatch: pytest.MonkeyPatch, error: KafkaError | None, said: str
+) -> None:
+    # It returned None without a word (session 17): the erasure's heartbeat then promised
+    # past the wall clock only, and an erasure held by an R' ahead had no cause in the log.
+    floor, recorded = _floor(monkeypatch, NoChangelog(error))
+    assert floor is None
+    [(name, fields)] = recorded.events("warning")
+    assert name == "pii.erasure_floor_unread"
+    assert fields["topic"] == CHANGELOG
+    assert said in fields["error"]
+
+
+def test_an_unknown_floor_is_said_with_what_it_means(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorded = Recorded()
+    monkeypatch.setattr(erasure, "log", recorded)
+    events = Events()
+    event = erasure_event("ws", "lead-1", "dpo", time.time_ns() // 1_000_000, "erasure-1")
+    _eraser(events, None).send_event(event)
+    [(name, fields)] = recorded.events("warning")
+    assert name == "pii.erasure_floor_unknown"
+    assert fields["event_id"] == "erasure-1"
+    assert fields["heartbeat"] == events.beats[0][1]
+    assert "next heartbeat past it" in fields["means"]
+    _eraser(events, 5).send_event(event)
+    assert len(recorded.events("warning")) == 1  # a known floor says nothing
