@@ -8,20 +8,28 @@ here into one :class:`DeadLetter`. See docs/operations.md, "Poison records".
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Generator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass
 
 import click
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from rich.console import Console
 from rich.table import Table
 
 from leadflow.cli.options import settings_of
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.engine.loop import PARKED_EVENT, RESUMED_BY
-from leadflow.streams.kafka_offsets import EndNotReached, read_to_end
+from leadflow.streams.kafka_offsets import EndNotReached, read_to_end, watermarks
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import ALL_TOPICS, DLQ, record_headers
@@ -127,6 +135,8 @@ def _read(
             "group.id": f"leadflow-dlq-cli-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            # The worker writes letters in its transactions: list the committed ones only.
+            "isolation.level": "read_committed",
         }
     )
     try:
@@ -161,6 +171,7 @@ def _read(
                 )
         except EndNotReached as exc:  # nothing more within the timeout
             missed.update({p: f"not read to its end in {timeout:g} s" for _t, p in exc.pending})
+        _say_open_transactions(settings, consumer, sorted(set(meta.partitions) - set(missed)))
         if missed:
             # What follows (a list, "no dead letter from ...") may then be short of letters.
             log.warning("dlq.read_incomplete", partitions=missed)
@@ -171,6 +182,61 @@ def _read(
             )
     finally:
         consumer.close()
+
+
+def _say_open_transactions(settings: Settings, consumer: Consumer, partitions: list[int]) -> None:
+    """Name the partitions whose listing ended at a transaction still open.
+
+    A ``read_committed`` read ends at a partition's last stable offset: the first record of
+    a transaction still open (a worker mid-batch, or a dead transactional producer until
+    the broker times its transaction out). Everything from there to the end, letters
+    committed later included, is not listed yet; the read alone cannot tell. The count is
+    of offsets, transaction markers included: "up to".
+    """
+    if not partitions:
+        return
+    # The end first: a transaction that commits in between can then only hide the gap.
+    ends = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"leadflow-dlq-cli-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",  # its watermark: the end of the log
+        }
+    )
+    deadline = time.monotonic() + 10
+    held: dict[int, tuple[int, int]] = {}
+    try:
+        for p in partitions:
+            end = watermarks(ends, TopicPartition(DLQ.name, p), deadline)[1]
+            stable = watermarks(consumer, TopicPartition(DLQ.name, p), deadline)[1]
+            if end > stable:
+                held[p] = (stable, end - stable)
+    except KafkaException as exc:
+        log.warning("dlq.open_transactions_unchecked", error=str(exc))
+        click.echo(
+            f"warning: could not check {DLQ.name} for open transactions ({exc}); letters "
+            "behind one would be missing from this",
+            err=True,
+        )
+        return
+    finally:
+        ends.close()
+    if not held:
+        return
+    log.warning(
+        "dlq.open_transaction",
+        partitions={p: {"stable_offset": at, "behind": n} for p, (at, n) in held.items()},
+    )
+    where = "; ".join(f"partition {p}: up to {n} records from offset {at}"
+                      for p, (at, n) in held.items())  # fmt: skip
+    click.echo(
+        f"warning: {DLQ.name} was read up to a transaction still open; what follows it is not "
+        f"listed: {where}. They show once it commits or aborts (its own records only if it "
+        "commits); a dead producer's transaction is aborted after its transaction.timeout.ms "
+        "(a worker's: LEADFLOW_WORKER_TRANSACTION_TIMEOUT_SECONDS, or at once when it restarts)",
+        err=True,
+    )
 
 
 @click.group("dlq")

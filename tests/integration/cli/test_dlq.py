@@ -326,3 +326,63 @@ def _read_all(settings: Settings, topic: str) -> list[Any]:
     finally:
         consumer.close()
     return sorted(found, key=lambda m: (m.partition(), m.offset()))
+
+
+def test_show_and_replay_say_letters_behind_an_open_transaction(
+    base_settings: Settings, tmp_path: Any
+) -> None:
+    """A ``read_committed`` read ends at the first record of a transaction still open (a
+    worker mid-batch, a dead transactional producer until its transaction times out): the
+    listing ended there without a word (session 17)."""
+    with scratch_broker(base_settings, tmp_path / "kafka") as (_, settings):
+        admin = AdminClient(settings.kafka_client_config())
+        created = admin.create_topics([NewTopic(DLQ.name, num_partitions=2)])
+        created[DLQ.name].result(timeout=60)
+        headers = {"reason": b"bad_magic", "source.topic": EVENTS.name.encode(),
+                   "source.partition": b"0"}  # fmt: skip
+        plain = Producer({**settings.kafka_client_config(), "acks": "all"})
+
+        def letter(producer: Producer, partition: int, source: int) -> None:
+            at = {**headers, "source.offset": str(source).encode()}
+            producer.produce(DLQ.name, key=b"k", value=b"x", partition=partition, headers=at)
+            assert producer.flush(30) == 0
+
+        letter(plain, 0, 0)
+        letter(plain, 1, 1)
+        open_one = Producer({**settings.kafka_client_config(), "transactional.id": "t-open"})
+        open_one.init_transactions(30)
+        open_one.begin_transaction()
+        letter(open_one, 0, 2)
+        letter(open_one, 0, 3)
+        letter(plain, 0, 4)  # committed, but behind the open transaction
+        env = {
+            "LEADFLOW_KAFKA_BOOTSTRAP": settings.bootstrap,
+            "LEADFLOW_DATA_DIR": str(tmp_path / "data"),
+            "LEADFLOW_LOG_FORMAT": "json",
+        }
+
+        def invoke(*args: str) -> Any:
+            return CliRunner().invoke(cli, list(args), env=env)
+
+        shown = invoke("dlq", "show", "--format", "json")
+        assert shown.exit_code == 0, shown.output
+        assert sorted(x["source"] for x in json.loads(shown.stdout)) == [
+            f"{EVENTS.name}:0:0",
+            f"{EVENTS.name}:0:1",
+        ]
+        warning = (
+            f"warning: {DLQ.name} was read up to a transaction still open; what follows it is "
+            "not listed: partition 0: up to 3 records from offset 1. They show once it commits"
+        )
+        assert warning in shown.stderr, shown.stderr
+        assert "partition 1" not in shown.stderr
+        replay = invoke("dlq", "replay", "--source", f"{EVENTS.name}:0:4")
+        assert replay.exit_code == 1
+        assert f"no dead letter from {EVENTS.name}:0:4" in replay.output
+        assert warning in replay.stderr, replay.stderr
+
+        open_one.commit_transaction(30)
+        shown = invoke("dlq", "show", "--format", "json")
+        assert shown.exit_code == 0, shown.output
+        assert len(json.loads(shown.stdout)) == 5
+        assert "warning" not in shown.stderr, shown.stderr
