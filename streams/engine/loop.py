@@ -67,7 +67,7 @@ from confluent_kafka import (
 )
 
 from leadflow.processors.errors import LeadflowError
-from leadflow.streams.control import LEAD_MARKER, MARKER, TRAINER_MARKER
+from leadflow.streams.control import HEARTBEAT, LEAD_MARKER, MARKER, TRAINER_MARKER
 from leadflow.streams.engine import kafka as k
 from leadflow.streams.engine.ends import EndOffsets
 from leadflow.streams.engine.stage import Record, Stage, Task, Unavailable
@@ -140,6 +140,35 @@ def holdable(headers: Mapping[str, bytes] | None) -> bool:
         False
     """
     return headers is not None and headers.get(MARKER) in _HOLDABLE
+
+
+# A dead letter keeps a control record's control headers under these names: under their
+# own, readers would skip the letter as a control record (the projector's dead_letters
+# would miss it) and a lead or trainer marker's letter would count as holdable.
+_RENAMED_IN_LETTERS = {HEARTBEAT: "leadflow.source.heartbeat", MARKER: "leadflow.source.marker"}
+
+
+def letter_headers(record: Record, exc: Exception) -> dict[str, bytes]:
+    """A worker dead letter's headers: the record's own, then :func:`dlq_headers`.
+
+    The record's own travel with it (``leadflow dlq replay`` sends back those that are not
+    leadflow's, e.g. a producer's trace headers; leadflow's are there to look at). On a
+    name clash the dead-letter headers win: a record carrying ``leadflow.reason`` was a
+    dead letter before, copied back by something other than ``dlq replay`` (which drops
+    them), and its new letter must say why it failed now and where it was read now.
+
+    Example:
+        >>> record = Record("leadflow.events.by-lead", 2, 7, b"k", b"v",
+        ...                 {"leadflow.r": b"5", "leadflow.reason": b"KeyError: old"})
+        >>> headers = letter_headers(record, ValueError("bad"))
+        >>> headers["leadflow.r"], headers["leadflow.reason"], headers["leadflow.source.offset"]
+        (b'5', b'ValueError: bad', b'7')
+        >>> marker = Record("leadflow.events.by-lead", 0, 1, b"k", b"{}", {"leadflow.marker": b"x"})
+        >>> sorted(letter_headers(marker, ValueError("bad")))[:2]
+        ['leadflow.reason', 'leadflow.source.marker']
+    """
+    own = {_RENAMED_IN_LETTERS.get(name, name): value for name, value in record.headers.items()}
+    return own | dlq_headers(exc, record.topic, record.partition, record.offset)
 
 
 @dataclass
@@ -704,17 +733,19 @@ class Engine:
                 self.producer.poll(0.05)  # the local queue is full: let deliveries drain
 
     def dead_letter(self, record: Record, exc: Exception) -> None:
-        """Send ``record`` unchanged to the dead-letter topic, with the reason in headers."""
+        """Send ``record`` unchanged to the dead-letter topic, the reason added to its headers."""
         self.counters.dead_letters += 1
+        earlier = record.headers.get("leadflow.reason")
         log.warning(
             "dead_letter",
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
             reason=str(exc),
+            # Its earlier letter's reason, which the new one replaces in the headers.
+            **({"earlier_reason": earlier.decode(errors="replace")} if earlier else {}),
         )
-        headers = dlq_headers(exc, record.topic, record.partition, record.offset)
-        self.produce(DLQ.name, record.key, record.value, headers, None)
+        self.produce(DLQ.name, record.key, record.value, letter_headers(record, exc), None)
 
     # -- rebalances -------------------------------------------------------------------------
 

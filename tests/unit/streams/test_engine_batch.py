@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from leadflow.streams.control import marker_record
+from leadflow.streams.control import LEAD_MARKER, RECEIVED, is_control, marker_record
 from leadflow.streams.engine import loop
 from leadflow.streams.engine.loop import Engine, _Context
 from leadflow.streams.engine.stage import Record, Stage, TaskContext, Unavailable
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.settings import load_settings
-from leadflow.streams.topics import EVENTS, EVENTS_BY_LEAD, LEAD_SCORED
+from leadflow.streams.topics import DLQ, EVENTS, EVENTS_BY_LEAD, LEAD_SCORED
 from tests.unit.recorded_log import Recorded
 
 
@@ -489,3 +489,82 @@ def test_worker_progress_counts_the_partitions_whose_end_goes_unanswered() -> No
     assert eng.counts()["ends_unanswered"] == 0
     eng.ends._unanswered = {(EVENTS.name, 0): 3, (EVENTS.name, 1): 0}
     assert eng.counts()["ends_unanswered"] == 1
+
+
+class ProduceRecordingProducer(FakeProducer):
+    """Keeps what each produce call sent."""
+
+    def __init__(self) -> None:
+        super().__init__(send_offsets_delay=0.0)
+        self.produced: list[dict[str, Any]] = []
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        super().produce(topic, **kwargs)
+        self.produced.append({"topic": topic, **kwargs})
+
+
+def test_a_dead_letter_keeps_the_record_s_own_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker's letters carried the dead-letter headers only, though the docstring said
+    # "unchanged": a by-lead record lost its R' and hops, a producer's trace header was gone
+    # for good (dlq replay sends back the letter's non-leadflow headers), unlike the
+    # projector's letters, which keep them.
+    producer = ProduceRecordingProducer()
+    eng = engine(producer)
+    recorded = Recorded()
+    monkeypatch.setattr(loop, "log", recorded)
+    own = {RECEIVED: b"1767225600000", "leadflow.hops": b"1", "traceparent": b"00-ab-01"}
+    record = Record(EVENTS_BY_LEAD.name, 3, 41, b"k", b"v", own)
+    eng.dead_letter(record, ValueError("bad"))
+    [letter] = producer.produced
+    assert (letter["topic"], letter["key"], letter["value"]) == (DLQ.name, b"k", b"v")
+    assert dict(letter["headers"]) == {
+        **own,
+        "leadflow.reason": b"ValueError: bad",
+        "leadflow.source.topic": EVENTS_BY_LEAD.name.encode(),
+        "leadflow.source.partition": b"3",
+        "leadflow.source.offset": b"41",
+    }
+    assert [fields.get("earlier_reason") for _, fields in recorded.events("warning")] == [None]
+
+
+def test_a_record_that_was_a_dead_letter_before_gets_the_new_reason_and_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Copied back to its topic with its letter's headers (by a tool other than dlq replay),
+    # then refused again: one reason and one source each, the new ones; the old reason is
+    # in the log line.
+    producer = ProduceRecordingProducer()
+    eng = engine(producer)
+    recorded = Recorded()
+    monkeypatch.setattr(loop, "log", recorded)
+    earlier = loop.dlq_headers(KeyError("old"), EVENTS.name, 0, 7)
+    record = Record(EVENTS_BY_LEAD.name, 1, 9, b"k", b"v", {**earlier, "traceparent": b"t"})
+    eng.dead_letter(record, ValueError("new"))
+    [letter] = producer.produced
+    names = [name for name, _ in letter["headers"]]
+    assert len(names) == len(set(names))
+    headers = dict(letter["headers"])
+    assert headers["leadflow.reason"] == b"ValueError: new"
+    assert headers["leadflow.source.topic"] == EVENTS_BY_LEAD.name.encode()
+    assert (headers["leadflow.source.partition"], headers["leadflow.source.offset"]) == (
+        b"1",
+        b"9",
+    )
+    assert headers["traceparent"] == b"t"
+    [(_, fields)] = recorded.events("warning")
+    assert fields["earlier_reason"] == "KeyError: 'old'"
+
+
+def test_a_control_record_s_letter_is_not_a_control_record() -> None:
+    # Under their own names the marker headers made the letter a control record: the
+    # projector skips those (no dead_letters row), and a lead or trainer marker's letter
+    # would have been held back as a promise.
+    producer = ProduceRecordingProducer()
+    eng = engine(producer)
+    value, headers = marker_record(LEAD_MARKER, {0: 5})
+    eng.dead_letter(Record(EVENTS_BY_LEAD.name, 0, 2, None, value, dict(headers)), ValueError("x"))
+    [letter] = producer.produced
+    assert not is_control(letter["headers"])
+    assert not loop.holdable(dict(letter["headers"]))
+    assert dict(letter["headers"])["leadflow.source.marker"] == LEAD_MARKER.encode()
+    assert eng._outputs == 1  # an output: the batch that carries it is not held
