@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import heapq
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from leadflow.processors.errors import LeadflowError
 from leadflow.processors.frontier import gate
@@ -69,6 +70,9 @@ from leadflow.processors.ordering import (
     switch_gate,
 )
 from leadflow.streams.engine.stage import TaskContext
+from leadflow.streams.logs import get_logger
+
+log = get_logger(__name__)
 
 PENDING = b"p"
 MARKS = b"w"
@@ -196,6 +200,34 @@ class Held:
         return Held(data[12 : 12 + size], data[12 + size :], int.from_bytes(data[:8], "big"))
 
 
+@dataclass
+class Duplicates:
+    """Byte-identical records a release buffer kept once (loud, not silent); one per stage.
+
+    Only a second write of a record (the same bytes at the same place in the order) at
+    another offset makes one: a batch read again after an abort, or after a restart, finds
+    the store as it was before that batch (its writes are undone with its offsets), not its
+    own copy. The one source seen of such writes, a restarted worker writing training
+    examples a second time (session 17), is why they are counted (``count``, in
+    ``worker.progress``) and logged as ``release.duplicate`` (info) the first time per
+    partition and then at most once a minute per partition, with the total.
+    """
+
+    count: int = 0
+    logged: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time
+    every_s: float = 60.0
+
+    def note(self, store: str, partition: int, offset: int, kept: int, at: int) -> None:
+        """Count the duplicate at ``offset`` of the record kept from offset ``kept``."""
+        self.count += 1
+        now = time.monotonic()
+        last = self.logged.get(partition)
+        if last is None or now - last >= self.every_s:
+            self.logged[partition] = now
+            log.info("release.duplicate", store=store, partition=partition, offset=offset,
+                     kept_offset=kept, at=at, action="kept once", total=self.count)  # fmt: skip
+
+
 class StoredRelease:
     """One by-lead partition's unreleased records and its sources' promises, in a store.
 
@@ -212,6 +244,8 @@ class StoredRelease:
         peers: how many by-lead partitions promise their forwards (the forward frontier:
             every one must, before a release); 0: no frontier (forwards are applied on
             arrival).
+        duplicates: counts and logs the records :meth:`add` keeps once (the stage's, for
+            ``worker.progress``; a buffer of its own when not given).
     """
 
     def __init__(
@@ -223,10 +257,13 @@ class StoredRelease:
         trainers: int = 0,
         switch_records: int = 0,
         peers: int = 0,
+        duplicates: Duplicates | None = None,
     ) -> None:
         if switch_records < 0:
             raise ValueError(f"switch_records must be >= 0, got {switch_records}")
         self.store = store
+        self.partition = ctx.partition
+        self.duplicates = Duplicates() if duplicates is None else duplicates
         self.lateness_ms = lateness_ms
         self.switch_records = switch_records
         self.marks = LowWatermark(sources)
@@ -398,6 +435,8 @@ class StoredRelease:
     def add(self, ctx: TaskContext, sort: bytes, held: Held, hops: int = 0) -> bool:
         """Buffer a record until it is ripe; ``False`` if the same bytes wait already.
 
+        Such a duplicate is kept once, counted and logged (:class:`Duplicates`).
+
         ``hops`` > 0: a record a redirect forwarded with its release key; the frontier, not
         the inbound watermark, covers it.
 
@@ -407,7 +446,10 @@ class StoredRelease:
                 caller decides; the record is buffered all the same). For a forwarded record:
                 a record sorting after it was released already.
         """
-        if ctx.get(self.store, PENDING + sort) is not None:
+        waiting = ctx.get(self.store, PENDING + sort)
+        if waiting is not None:
+            kept = Held.decode(waiting).offset
+            self.duplicates.note(self.store, self.partition, held.offset, kept, at_of(sort))
             return False
         heapq.heappush(self._heap, sort)
         ctx.put(self.store, PENDING + sort, held.encode())

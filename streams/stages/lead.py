@@ -120,6 +120,7 @@ from leadflow.streams.engine.loop import PARKED_EVENT, RESUMED_BY, dlq_headers
 from leadflow.streams.engine.release import (
     PENDING,
     TARGETS,
+    Duplicates,
     Held,
     StoredRelease,
     bound_bytes,
@@ -199,12 +200,14 @@ class LeadDeps:
     switch_records: int = 0  # M: the switch gate (LEADFLOW_MODEL_SWITCH_RECORDS)
     forwards: int = 0  # partitions of events.by-lead promising forwards (0: applied on arrival)
     # What the process's lead tasks count (worker.progress): watermark violations, parked
-    # events dead-lettered when their lead resumed.
+    # events dead-lettered when their lead resumed, records written twice buffered once.
     counts: Counter[str] = field(default_factory=Counter, compare=False)
+    duplicates: Duplicates = field(default_factory=Duplicates, compare=False)
 
     def counters(self) -> dict[str, int]:
         """The lead tasks' counts and the vault's, for ``worker.progress``."""
-        counts = {"watermark_violations": 0, "parked_dead_letters": 0, **self.counts}
+        counts = {"watermark_violations": 0, "parked_dead_letters": 0, **self.counts,
+                  "release_duplicates": self.duplicates.count}  # fmt: skip
         return counts | (self.vault.counts() if self.vault is not None else {})
 
 
@@ -269,6 +272,7 @@ class LeadTask:
             trainers=deps.trainers,
             switch_records=deps.switch_records,
             peers=deps.forwards,
+            duplicates=deps.duplicates,
         )
         self.steps = PendingSteps(ctx, PARTITION)  # clock steps waiting for their turn
         self.models: dict[str, ScoreModel] = {}  # switched to on this partition (store: routing)

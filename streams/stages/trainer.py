@@ -45,7 +45,7 @@ from leadflow.streams.control import (
     take_marker,
 )
 from leadflow.streams.engine.keys import state_key
-from leadflow.streams.engine.release import Held, StoredRelease, at_of, position_sort
+from leadflow.streams.engine.release import Duplicates, Held, StoredRelease, at_of, position_sort
 from leadflow.streams.engine.stage import Record, Stage, TaskContext
 from leadflow.streams.logs import get_logger
 from leadflow.streams.stages.identity import Markers
@@ -55,8 +55,10 @@ log = get_logger(__name__)
 
 STORE = "model"
 EXAMPLES = "examples"  # examples waiting for their turn, and the lead partitions' promises
-# Its own name: the lead stage's ``watermark_violations`` shares worker.progress with it.
+# Their own names: the lead stage's ``watermark_violations`` and ``release_duplicates``
+# share worker.progress with them.
 WATERMARK_VIOLATIONS = "trainer_watermark_violations"
+DUPLICATES = "trainer_duplicates"
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,14 @@ class TrainerDeps:
     key: bytes  # signs snapshots (HMAC), verifies them before unpickling
     sources: int = 0  # partitions of events.by-lead; 0: learn on arrival, no model markers
     switch_delay_ms: int = DEFAULT_SWITCH_DELAY_MS  # delta
-    # What the process's trainer tasks count (worker.progress): examples below a promise.
+    # What the process's trainer tasks count (worker.progress): examples below a promise,
+    # examples written twice that waited once.
     counts: Counter[str] = field(default_factory=Counter, compare=False)
+    duplicates: Duplicates = field(default_factory=Duplicates, compare=False)
 
     def counters(self) -> dict[str, int]:
         """The trainer tasks' counts, for ``worker.progress``."""
-        return {WATERMARK_VIOLATIONS: 0, **self.counts}
+        return {WATERMARK_VIOLATIONS: 0, **self.counts, DUPLICATES: self.duplicates.count}
 
 
 class TrainerTask:
@@ -94,7 +98,9 @@ class TrainerTask:
             if model is not None:
                 self.models[key.decode()] = model
         self.learned: set[str] = set()
-        self.release = StoredRelease(ctx, EXAMPLES, max(deps.sources, 1), 0)
+        self.release = StoredRelease(
+            ctx, EXAMPLES, max(deps.sources, 1), 0, duplicates=deps.duplicates
+        )
         if deps.sources:
             low = self.release.low
             committed = None if low is None else switch_position(low, deps.switch_delay_ms)
@@ -122,6 +128,7 @@ class TrainerTask:
                 late = self.release.late(sort)
                 if late is not None:
                     raise late
+                # False: written twice, waiting once already (counted and logged in add).
                 self.release.add(ctx, sort, Held(record.key or b"", record.value, record.offset))
             except WatermarkViolation as exc:
                 # Every lead partition promised past it, so it would be learnt at once, out

@@ -22,12 +22,14 @@ from leadflow.processors.ordering import WatermarkViolation
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.schemas.codec import SingleObjectCodec
 from leadflow.streams.control import IDENTITY_MARKER, LEAD_MARKER, POSITION, RECEIVED, marker_record
+from leadflow.streams.engine import release
 from leadflow.streams.engine.stage import Record
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.stages.identity import IdentityTask, Markers
-from leadflow.streams.stages.lead import LEADS, PARTITION, LeadDeps, LeadTask, clock_key
+from leadflow.streams.stages.lead import LEADS, PARTITION, LeadDeps, LeadTask, clock_key, lead_stage
 from leadflow.streams.stages.trainer import TrainerDeps, TrainerTask, trainer_stage
 from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD, SLA_BREACHED, TRAINING_EXAMPLES, TopicSpec
+from tests.unit.recorded_log import Recorded
 
 CODEC = SingleObjectCodec()
 HOUR = 3_600_000
@@ -355,7 +357,8 @@ def test_a_watermark_violation_is_counted_for_worker_progress() -> None:
             record(late, lead_key("ws-a", "L1"), 1), headers={RECEIVED: str(T0).encode()}
         ),
     )
-    assert deps.counters() == {"watermark_violations": 1, "parked_dead_letters": 0}
+    assert deps.counters() == {"watermark_violations": 1, "parked_dead_letters": 0,
+                              "release_duplicates": 0}  # fmt: skip
 
 
 @pytest.mark.parametrize("forwards", [0, 2])
@@ -393,7 +396,8 @@ def test_a_parked_event_dead_lettered_at_a_merge_is_counted_for_worker_progress(
     [(key, transfer)] = [(k, v) for name, k, v in ctx.sent if name == EVENTS_BY_LEAD.name]
     assert key is not None
     apply(CODEC.decode(transfer), key, 4)  # the survivor resumes: s1 fails now
-    assert deps.counters() == {"watermark_violations": 0, "parked_dead_letters": 1}
+    assert deps.counters() == {"watermark_violations": 0, "parked_dead_letters": 1,
+                              "release_duplicates": 0}  # fmt: skip
     dead = [CODEC.decode(v) for name, _, v in ctx.sent if name == DLQ.name]
     assert [e.event_id for e in dead if isinstance(e, Event)] == ["s1"]
     assert ctx.dead == []  # sent by the stage itself, not through the context's dead_letter
@@ -420,10 +424,56 @@ def test_a_trainer_example_below_its_promise_is_dead_lettered_and_counted() -> N
     [(dead, exc)] = ctx.dead
     assert dead == again
     assert isinstance(exc, WatermarkViolation)
-    assert deps.counters() == {"trainer_watermark_violations": 1}
+    assert deps.counters() == {"trainer_watermark_violations": 1, "trainer_duplicates": 0}
     counters = trainer_stage(deps).counters  # what Engine.counts adds to worker.progress
     assert counters is not None
-    assert counters() == {"trainer_watermark_violations": 1}
+    assert counters() == {"trainer_watermark_violations": 1, "trainer_duplicates": 0}
+
+
+def test_a_record_written_twice_waits_once_and_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The release buffer kept a second copy of a waiting record once and said nothing: no
+    # count, no line. Only a second write makes one (a batch read again after an abort finds
+    # the store without its own writes), so it is counted and logged, not warned about.
+    recorded = Recorded()
+    monkeypatch.setattr(release, "log", recorded)
+    policy = load_default_policy()
+    deps = LeadDeps(CODEC, policy, lambda ws: ScoreModel(policy, ws), None, sources=1)
+    ctx = FakeContext()
+    task = LeadTask(deps, ctx)
+    event = Event("twice", Kind.VISIT, "ws-a", T0, T0, lead_id="L1")
+    written = dataclasses.replace(
+        record(event, lead_key("ws-a", "L1"), 3), headers={RECEIVED: str(T0).encode()}
+    )
+    for offset in (3, 4, 5):  # waiting for a promise the whole time
+        task.on_record(ctx, dataclasses.replace(written, offset=offset))
+    assert len(task.release) == 1
+    assert deps.counters()["release_duplicates"] == 2
+    counters = lead_stage(deps).counters  # what Engine.counts adds to worker.progress
+    assert counters is not None
+    assert counters()["release_duplicates"] == 2
+    [(event_name, fields)] = recorded.events("info")  # the third, within the minute: not
+    assert event_name == "release.duplicate"
+    assert (fields["offset"], fields["kept_offset"], fields["total"]) == (4, 3, 1)
+    value, headers = marker_record(IDENTITY_MARKER, {0: T0 + HOUR})
+    task.on_record(ctx, Record(EVENTS_BY_LEAD.name, 0, 6, None, value, dict(headers)))
+    assert len(task.release) == 0  # released, once
+
+
+def test_a_training_example_written_twice_waits_once_and_is_counted() -> None:
+    policy = load_default_policy()
+    deps = TrainerDeps(CODEC, policy, b"k", sources=1)
+    ctx = FakeContext()
+    task = TrainerTask(deps, ctx)
+    example = d.TrainingExample("x1", "ws-a", "L1", T0, T0 + HOUR, True, {"visits": 1.0})
+    written = Record(TRAINING_EXAMPLES.name, 0, 0, b"ws-a", CODEC.encode(example),
+                     {POSITION: str(T0).encode()})  # fmt: skip
+    task.on_record(ctx, written)
+    task.on_record(ctx, dataclasses.replace(written, offset=1))  # before the promise
+    assert deps.counters() == {"trainer_watermark_violations": 0, "trainer_duplicates": 1}
+    value, headers = marker_record(LEAD_MARKER, {0: T0 + 1})
+    task.on_record(ctx, Record(TRAINING_EXAMPLES.name, 0, 2, None, value, dict(headers)))
+    assert task.models["ws-a"].n_learned == 1
+    assert ctx.dead == []
 
 
 @pytest.mark.parametrize("restarted", [False, True])
