@@ -28,11 +28,11 @@ from rich.table import Table
 
 from leadflow.cli.options import settings_of
 from leadflow.processors.errors import LeadflowError
-from leadflow.streams.engine.loop import PARKED_EVENT, RESUMED_BY
+from leadflow.streams.engine.loop import PARKED_EVENT, PARTITION_UNASSIGNED, RESUMED_BY
 from leadflow.streams.kafka_offsets import EndNotReached, read_to_end, watermarks
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
-from leadflow.streams.topics import ALL_TOPICS, DLQ, record_headers
+from leadflow.streams.topics import ALL_TOPICS, DLQ, record_headers, writer_partitioner
 
 log = get_logger(__name__)
 
@@ -324,9 +324,27 @@ def replay_cmd(ctx: click.Context, source: str, key: str | None) -> None:
         for k, v in record_headers(message)
         if k not in _DLQ_HEADERS and not k.startswith("leadflow.")
     ]
-    topic = source.split(":", 1)[0]
-    producer = Producer({**settings.kafka_client_config(), "acks": "all"})
-    producer.produce(topic, key=send_key, value=value, headers=headers)
-    if producer.flush(30) > 0:
+    topic, partition, _ = source.split(":")
+    # Where its writer would put it: a by-lead record or an example on another partition
+    # meets another task's state (a lead split in two), and the worker hashes keys as Java
+    # does, not as librdkafka's default here would. Its own key: back to its own partition.
+    producer = Producer(
+        {**settings.kafka_client_config(), "acks": "all",
+         "partitioner": writer_partitioner(topic)}
+    )  # fmt: skip
+    where = int(partition) if send_key == message.key() else PARTITION_UNASSIGNED
+    delivered: list[int] = []
+
+    def on_delivery(err: object, msg: Message) -> None:
+        if err is None:
+            delivered.append(msg.partition() or 0)
+
+    producer.produce(
+        topic, key=send_key, value=value, partition=where, headers=headers, on_delivery=on_delivery
+    )
+    if producer.flush(30) > 0 or not delivered:
         raise click.ClickException(f"Kafka did not acknowledge the replay to {topic}")
-    click.echo(f"replayed {source} to {topic} with key {send_key.decode(errors='replace')!r}")
+    click.echo(
+        f"replayed {source} to {topic}:{delivered[0]} with key "
+        f"{send_key.decode(errors='replace')!r}"
+    )

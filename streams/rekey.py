@@ -62,6 +62,7 @@ from leadflow.streams.kafka_offsets import (
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import (
+    COLLECTOR_PARTITIONER,
     DLQ,
     EVENTS,
     TopicSpec,
@@ -257,6 +258,8 @@ def rekey(
                     "linger.ms": 20,
                     "compression.type": "lz4",
                     "on_delivery": _delivery_failed,
+                    # The collector's: a re-keyed person sits where its new events go.
+                    "partitioner": COLLECTOR_PARTITIONER,
                 }
             )
             producer.init_transactions(30)

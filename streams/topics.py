@@ -24,6 +24,14 @@ log = get_logger(__name__)
 
 FOREVER = -1
 
+# How each writer maps a key to a partition. The collector (and every other writer of
+# ``leadflow.events``: the eraser, ``leadflow rekey``) keeps librdkafka's default, CRC32; the
+# worker hashes as Java's clients do (murmur2), the partitions faust used for by-lead and the
+# changelogs. A record sent back by hand must land where its writer put it, or it meets
+# another partition's state: one person split in two.
+COLLECTOR_PARTITIONER = "consistent_random"
+WORKER_PARTITIONER = "murmur2_random"
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -294,3 +302,13 @@ def create_topics(
         existing=sum(1 for s in outcome.values() if s == "exists"),
     )
     return outcome
+
+
+def writer_partitioner(topic: str) -> str:
+    """The partitioner of the process that writes ``topic`` (librdkafka's name for it).
+
+    Example:
+        >>> writer_partitioner("leadflow.events"), writer_partitioner("leadflow.events.by-lead")
+        ('consistent_random', 'murmur2_random')
+    """
+    return COLLECTOR_PARTITIONER if topic == EVENTS.name else WORKER_PARTITIONER

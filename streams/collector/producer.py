@@ -37,7 +37,7 @@ from leadflow.processors.errors import LeadflowError
 from leadflow.streams.collector.dead_letters import DeadLetter
 from leadflow.streams.control import send_heartbeats
 from leadflow.streams.logs import Throttle, get_logger
-from leadflow.streams.topics import DLQ
+from leadflow.streams.topics import COLLECTOR_PARTITIONER, DLQ
 
 log = get_logger(__name__)
 
@@ -60,6 +60,8 @@ def delivery_config(client_config: Mapping[str, Any]) -> dict[str, Any]:
         "linger.ms": 5,
         "compression.type": "lz4",
         "socket.nagle.disable": True,  # an ack is latency: no request held back
+        # librdkafka's default, said: `leadflow rekey` and `dlq replay` follow it.
+        "partitioner": COLLECTOR_PARTITIONER,
     }
 
 

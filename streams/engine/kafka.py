@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.settings import Settings
+from leadflow.streams.topics import WORKER_PARTITIONER
 
 # The consumer group of the worker (the faust app id before, kept so offsets carry over).
 WORKER_GROUP = "leadflow"
@@ -129,7 +130,7 @@ def producer_config(settings: Settings, worker_id: str) -> dict[str, str | int |
         "socket.nagle.disable": True,
         # Java-compatible key hashing: the partitions faust (aiokafka) used for by-lead and
         # the changelogs, so state and records stay on the partitions they were on.
-        "partitioner": "murmur2_random",
+        "partitioner": WORKER_PARTITIONER,
         # How long a dead worker's open transaction can hold readers back (when no worker
         # with its data dir comes back to fence it), and the most one batch may take.
         "transaction.timeout.ms": int(settings.worker_transaction_timeout_seconds * 1000),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import zlib
 from typing import Any
 
 import pytest
@@ -14,12 +15,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from leadflow.cli.main import cli
 from leadflow.processors.derived import MergeRequest
+from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Context, Event, Kind, lead_key
 from leadflow.processors.lead import HOUR_MS
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy_load import load_default_policy
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.sinks.projector import Projector
+from leadflow.streams.engine.loop import dlq_headers
 from leadflow.streams.engine.stage import Record
 from leadflow.streams.kafka_cluster import KafkaCluster
 from leadflow.streams.kafka_health import cluster_health
@@ -28,6 +31,7 @@ from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.stages.lead import LeadDeps, LeadTask
 from leadflow.streams.topics import DLQ, EVENTS, EVENTS_BY_LEAD, create_topics
+from tests.integration.pipeline.test_worker_pipeline import murmur2
 from tests.unit.streams.test_engine import FakeContext
 
 
@@ -116,7 +120,14 @@ def test_show_and_replay_a_dead_letter(
     person = event.person_key  # ["ws-dlq","<device>"]: the key names the workspace too
     replayed = invoke("dlq", "replay", "--source", keyless, "--key", person)
     assert replayed.exit_code == 0, replayed.output
-    assert f"replayed {keyless} to {EVENTS.name} with key '{person}'" in replayed.output
+    # A new key on leadflow.events: where the collector would put it (librdkafka's CRC32).
+    crc32 = zlib.crc32(person.encode()) % len(
+        AdminClient({"bootstrap.servers": kafka.bootstrap})
+        .list_topics(EVENTS.name, timeout=10)
+        .topics[EVENTS.name]
+        .partitions
+    )
+    assert f"replayed {keyless} to {EVENTS.name}:{crc32} with key '{person}'" in replayed.output
 
     # The replayed record: same bytes, now keyed; the projector takes it as a row.
     before = clickhouse_session.query(
@@ -386,3 +397,69 @@ def test_show_and_replay_say_letters_behind_an_open_transaction(
         assert shown.exit_code == 0, shown.output
         assert len(json.loads(shown.stdout)) == 5
         assert "warning" not in shown.stderr, shown.stderr
+
+
+def test_replay_sends_a_letter_back_to_the_partition_its_writer_chose(
+    kafka: Settings, invoke: Any
+) -> None:
+    """``dlq replay`` produced with librdkafka's default partitioner (CRC32), while the worker
+    writes by-lead by Java's murmur2: a replayed by-lead record landed, for most keys, on
+    another partition than its lead's state, where the lead would start over (session 18).
+    With its own key it goes back to its own partition; with another key, where the topic's
+    writer would put that key."""
+    create_topics(kafka)
+    codec = codec_from_settings(kafka)
+    partitions = len(
+        AdminClient({"bootstrap.servers": kafka.bootstrap})
+        .list_topics(EVENTS_BY_LEAD.name, timeout=10)
+        .topics[EVENTS_BY_LEAD.name]
+        .partitions
+    )
+    assert partitions > 1
+
+    def crc32_partition(key: bytes) -> int:  # librdkafka's consistent_random
+        return zlib.crc32(key) % partitions
+
+    def murmur2_partition(key: bytes) -> int:
+        return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+    run = uuid.uuid4().hex[:8]
+    keys = [lead_key("ws-replay", f"{run}-{n}").encode() for n in range(200)]
+    # Keys the two hashes place apart (most of them): the test cannot pass by chance.
+    own, other = [k for k in keys if crc32_partition(k) != murmur2_partition(k)][:2]
+    t0 = 1_767_225_600_000
+    event = Event(f"{run}-e1", Kind.VISIT, "ws-replay", t0, t0, lead_id=own.decode())
+    value = codec.encode(event)
+    where: list[tuple[int, int]] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None, err
+        where.append((msg.partition(), msg.offset()))
+
+    worker_like = Producer(
+        {**kafka.kafka_client_config(), "acks": "all", "partitioner": "murmur2_random"}
+    )
+    worker_like.produce(EVENTS_BY_LEAD.name, key=own, value=value, on_delivery=delivered)
+    assert worker_like.flush(30) == 0
+    [(partition, offset)] = where
+    assert partition == murmur2_partition(own)
+    source = f"{EVENTS_BY_LEAD.name}:{partition}:{offset}"
+    worker_like.produce(
+        DLQ.name, key=own, value=value,
+        headers=dlq_headers(LeadflowError("refused"), EVENTS_BY_LEAD.name, partition, offset),
+    )  # fmt: skip
+    assert worker_like.flush(30) == 0
+
+    same = invoke("dlq", "replay", "--source", source)
+    assert same.exit_code == 0, same.output
+    assert f"to {EVENTS_BY_LEAD.name}:{partition} with key" in same.output
+    rekeyed = invoke("dlq", "replay", "--source", source, "--key", other.decode())
+    assert rekeyed.exit_code == 0, rekeyed.output
+    assert f"to {EVENTS_BY_LEAD.name}:{murmur2_partition(other)} with key" in rekeyed.output
+
+    found = {
+        (m.key(), m.partition())
+        for m in _read_all(kafka, EVENTS_BY_LEAD.name)
+        if m.value() == value and (m.partition(), m.offset()) != (partition, offset)
+    }
+    assert found == {(own, partition), (other, murmur2_partition(other))}
