@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from leadflow.processors.errors import LeadflowError
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
+from leadflow.streams.topics import COLLECTOR_PARTITIONER
 
 log = get_logger(__name__)
 
@@ -54,6 +55,7 @@ class AckedProducer:
                         "acks": "all",
                         "enable.idempotence": True,
                         "linger.ms": 0,
+                        "partitioner": COLLECTOR_PARTITIONER,  # topics.writer_partitioner
                         "message.timeout.ms": int(self.timeout * 1000),
                         "log_level": 3,
                     }

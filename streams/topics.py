@@ -25,7 +25,8 @@ log = get_logger(__name__)
 FOREVER = -1
 
 # How each writer maps a key to a partition. The collector (and every other writer of
-# ``leadflow.events``: the eraser, ``leadflow rekey``) keeps librdkafka's default, CRC32; the
+# ``leadflow.events``: the eraser, ``leadflow rekey``; the PII key vault and the audit log
+# too) keeps librdkafka's default, CRC32; the
 # worker hashes as Java's clients do (murmur2), the partitions faust used for by-lead and the
 # changelogs. A record sent back by hand must land where its writer put it, or it meets
 # another partition's state: one person split in two.
@@ -311,4 +312,6 @@ def writer_partitioner(topic: str) -> str:
         >>> writer_partitioner("leadflow.events"), writer_partitioner("leadflow.events.by-lead")
         ('consistent_random', 'murmur2_random')
     """
-    return COLLECTOR_PARTITIONER if topic == EVENTS.name else WORKER_PARTITIONER
+    # Written through the collector's or the acknowledged producer (streams/acked_producer).
+    by_default = {EVENTS.name, PII_KEYS.name, AUDIT.name}
+    return COLLECTOR_PARTITIONER if topic in by_default else WORKER_PARTITIONER
