@@ -238,6 +238,23 @@ def chart_calibration(
     return _save(figure, path)
 
 
+def _learned(settings: Settings, quality: ModelQuality) -> str:
+    if quality.prequential:
+        return (
+            f"the model learned from {quality.prequential['n_learned']} labelled examples, "
+            f"health warnings: {quality.prequential['warnings']}"
+        )
+    # Without a snapshot the count and the warnings are unknown, not 0 and "none": the
+    # worker publishes one per workspace only every snapshot_every examples it learns.
+    from leadflow.streams.worker import load_policy
+
+    every = load_policy(settings).model.snapshot_every
+    return (
+        f"no model snapshot yet (the worker publishes one every {every} labelled examples), "
+        "so no prequential AUC"
+    )
+
+
 def _html_table(report: Report) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in report.columns)
     body = "".join(
@@ -270,10 +287,9 @@ def write_report(
             ("best possible (true propensity)", quality.best_auc),
         ],
         (
-            f"{quality.leads} leads, {quality.converted} accepted by sales; the model learned from "
-            f"{quality.prequential.get('n_learned', 0)} labelled examples, health warnings: "
-            f"{quality.prequential.get('warnings', 'none')}. 'Best possible' ranks by what was "
-            "knowable at capture; scores that see later buying signals can beat it.",
+            f"{quality.leads} leads, {quality.converted} accepted by sales; "
+            f"{_learned(settings, quality)}. 'Best possible' ranks by what was knowable at "
+            "capture; scores that see later buying signals can beat it.",
         ),
     )
     sections = (funnel, velocity, side_by_side, kpis, handoffs, quality_report)
