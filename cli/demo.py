@@ -57,9 +57,17 @@ def demo_cmd(
     """
     settings = demo_settings(settings_of(ctx))
     if stop_only:
-        Stack(settings).stop()
-        LocalKafka.from_settings(settings).stop()
-        console.print("demo stack stopped")
+        broker = LocalKafka.from_settings(settings)
+        stopped = Stack(settings).stop()
+        if broker.pid() is not None:
+            broker.stop()
+            stopped.append("kafka")
+        if stopped:
+            console.print(f"demo stack stopped: {', '.join(stopped)}")
+        else:
+            # Said, not "stopped": run with the exports printed by --keep, --stop looks
+            # in <that dir>/demo and the stack would keep running unnoticed.
+            console.print(f"no demo stack was running under {settings.data_dir}")
         return
     try:
         run_demo(settings, people, days, seed, out)
@@ -77,7 +85,7 @@ def demo_cmd(
             f"{settings.collector_port}, a worker. ClickHouse projection stopped with the demo;\n"
             f"to project and query again:  export {exports}\n"
             "  leadflow projector --until-idle && leadflow report funnel --workspace demo\n"
-            "Stop it with: leadflow demo --stop"
+            "Stop it with: leadflow demo --stop (in a shell without those exports)"
         )
     else:
         console.print("The demo stack is stopped; run with --keep to leave it running.")

@@ -107,13 +107,18 @@ class Stack:
                 tail = (self.run_dir / f"{name}.log").read_text(errors="replace")[-3000:]
                 raise DemoError(f"{name} exited with {process.returncode}:\n{tail}")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop every child started by this or an earlier demo run (pid files), and wait."""
-        groups = []
+    def stop(self, timeout: float = 30.0) -> list[str]:
+        """Stop every child started by this or an earlier demo run (pid files), and wait.
+
+        Returns the names of those that were running.
+        """
+        named: dict[str, int] = {}
         for pid_file in sorted(self.run_dir.glob("*.pid")) if self.run_dir.exists() else []:
             with suppress(ValueError):
-                groups.append(int(pid_file.read_text()))
+                named[pid_file.stem] = int(pid_file.read_text())
             pid_file.unlink(missing_ok=True)
+        running = [name for name, group in named.items() if _alive(group)]
+        groups = list(named.values())
         for group in groups:
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGTERM)
@@ -124,6 +129,7 @@ class Stack:
             if _alive(group):
                 with suppress(ProcessLookupError, PermissionError):
                     os.killpg(group, signal.SIGKILL)
+        return running
 
 
 def _alive(pid: int) -> bool:
