@@ -50,7 +50,7 @@ def demo_cmd(
 
     \b
     Examples:
-      leadflow demo                      # about 3 minutes on 2 cores
+      leadflow demo                      # about 1.5 minutes on 2 cores
       leadflow demo --people 500 --days 90
       leadflow demo --keep               # then: leadflow report funnel, leadflow site ...
       leadflow demo --stop
