@@ -229,10 +229,14 @@ class Keyring:
                 consumer.close()
                 raise KeyringError(f"topic {PII_KEYS.name} missing: run `leadflow topics create`")
             partitions = sorted(topic.partitions)
+            # A rebuilt client goes on where this keyring stopped (its state holds what came
+            # before); a partition never read starts at its first record (OFFSET_BEGINNING:
+            # offset 0 may be gone, and an out-of-range fetch would reset to the end).
+            starts = {(PII_KEYS.name, p): self._next.get((PII_KEYS.name, p), 0) for p in partitions}
             consumer.assign(
-                [TopicPartition(PII_KEYS.name, p, OFFSET_BEGINNING) for p in partitions]
+                [TopicPartition(t, p, at or OFFSET_BEGINNING) for (t, p), at in starts.items()]
             )
-            self._next = {(PII_KEYS.name, p): 0 for p in partitions}
+            self._next = starts
             self._offsets = Consumer(config)
             self._consumer = consumer
         return self._consumer
@@ -266,6 +270,23 @@ class Keyring:
                     self.state.apply(message.key(), message.value())
                     read += 1
             except EndNotReached as exc:
+                # The broker told these ends (the other client's ListOffsets answered), yet
+                # the reader delivered nothing up to them. An assigned librdkafka consumer can
+                # stop fetching for good after a broker restart (librdkafka #5153; a
+                # collector's keyring here sealed nothing for 15 min, the records readable by
+                # any new client): a new client reads on from ``_next`` at the next refresh.
+                self._drop_clients()
+                behind_now = {
+                    f"{t}:{p}": [self._next.get((t, p)), end]
+                    for (t, p), end in sorted(exc.pending.items())
+                }
+                log.warning(
+                    "keyring.reader_rebuilt",
+                    behind=behind_now,
+                    seconds=self.timeout,
+                    meaning="records the broker has were not delivered: a new client reads "
+                    "them at the next refresh",
+                )
                 raise KeyringError(
                     f"{PII_KEYS.name} not read to its end in {self.timeout} s"
                 ) from exc
@@ -287,9 +308,13 @@ class Keyring:
     def close(self) -> None:
         """Release the consumer (safe to call twice)."""
         with self.lock:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
-            if self._offsets is not None:
-                self._offsets.close()
-                self._offsets = None
+            self._drop_clients()
+
+    def _drop_clients(self) -> None:
+        """Close both clients; the next refresh opens new ones where this one stopped."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._offsets is not None:
+            self._offsets.close()
+            self._offsets = None
