@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -65,11 +66,11 @@ def _record_at(settings: Settings, topic: str, partition: int, offset: int) -> A
     raise AssertionError("record not found")
 
 
-@pytest.fixture
-def invoke(kafka: Settings, tmp_path: Any) -> Any:
+def _cli(settings: Settings, data_dir: Any) -> Callable[..., Any]:
+    """``leadflow ARGS...`` against ``settings``' broker, as a user runs it (JSON logs)."""
     env = {
-        "LEADFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "LEADFLOW_DATA_DIR": str(tmp_path),
+        "LEADFLOW_KAFKA_BOOTSTRAP": settings.bootstrap,
+        "LEADFLOW_DATA_DIR": str(data_dir),
         "LEADFLOW_LOG_FORMAT": "json",
     }
 
@@ -77,6 +78,11 @@ def invoke(kafka: Settings, tmp_path: Any) -> Any:
         return CliRunner().invoke(cli, list(args), env=env)
 
     return run
+
+
+@pytest.fixture
+def invoke(kafka: Settings, tmp_path: Any) -> Any:
+    return _cli(kafka, tmp_path)
 
 
 def test_show_and_replay_a_dead_letter(
@@ -164,12 +170,7 @@ def test_show_reads_a_partition_whose_first_records_are_gone(
         deleted = admin.delete_records([TopicPartition(DLQ.name, 0, 1)])
         for future in deleted.values():
             future.result(timeout=30)
-        env = {
-            "LEADFLOW_KAFKA_BOOTSTRAP": settings.bootstrap,
-            "LEADFLOW_DATA_DIR": str(tmp_path / "data"),
-            "LEADFLOW_LOG_FORMAT": "json",
-        }
-        shown = CliRunner().invoke(cli, ["dlq", "show", "--format", "json"], env=env)
+        shown = _cli(settings, tmp_path / "data")("dlq", "show", "--format", "json")
     assert shown.exit_code == 0, shown.output
     assert [x["dlq_offset"] for x in json.loads(shown.output)] == [1, 2]
 
@@ -208,14 +209,10 @@ def test_show_and_replay_name_a_partition_not_read_to_its_end(
     }
     victim = leaders[1]
     dead = sorted(p for p, leader in leaders.items() if leader == victim)
-    env = {
-        "LEADFLOW_KAFKA_BOOTSTRAP": settings.bootstrap,
-        "LEADFLOW_DATA_DIR": str(tmp_path),
-        "LEADFLOW_LOG_FORMAT": "json",
-    }
+    invoke = _cli(settings, tmp_path)
     cluster.kill(victim)
     try:
-        shown = CliRunner().invoke(cli, ["dlq", "show", "--format", "json"], env=env)
+        shown = invoke("dlq", "show", "--format", "json")
         assert shown.exit_code == 0, shown.output
         assert {x["dlq_partition"] for x in json.loads(shown.stdout)} == set(leaders) - set(dead)
         warning = f"warning: {DLQ.name} was not read whole, this may be incomplete: " + "; ".join(
@@ -224,9 +221,7 @@ def test_show_and_replay_name_a_partition_not_read_to_its_end(
         assert warning in shown.stderr.splitlines(), shown.stderr
 
         # The letter is behind the dead node: "no dead letter" must not read as the truth.
-        replay = CliRunner().invoke(
-            cli, ["dlq", "replay", "--source", f"{EVENTS.name}:0:1"], env=env
-        )
+        replay = invoke("dlq", "replay", "--source", f"{EVENTS.name}:0:1")
         assert replay.exit_code == 1
         assert f"no dead letter from {EVENTS.name}:0:1" in replay.output
         assert warning in replay.stderr.splitlines(), replay.stderr
@@ -280,14 +275,7 @@ def test_replay_parked_dead_letters_each_from_its_own_record(
             if topic == DLQ.name:
                 producer.produce(DLQ.name, key=key, value=value, headers=dict(headers or {}))
         assert producer.flush(30) == 0
-        env = {
-            "LEADFLOW_KAFKA_BOOTSTRAP": settings.bootstrap,
-            "LEADFLOW_DATA_DIR": str(tmp_path / "data"),
-            "LEADFLOW_LOG_FORMAT": "json",
-        }
-
-        def invoke(*args: str) -> Any:
-            return CliRunner().invoke(cli, list(args), env=env)
+        invoke = _cli(settings, tmp_path / "data")
 
         shown = invoke("dlq", "show", "--format", "json")
         assert shown.exit_code == 0, shown.output
@@ -366,14 +354,7 @@ def test_show_and_replay_say_letters_behind_an_open_transaction(
         letter(open_one, 0, 2)
         letter(open_one, 0, 3)
         letter(plain, 0, 4)  # committed, but behind the open transaction
-        env = {
-            "LEADFLOW_KAFKA_BOOTSTRAP": settings.bootstrap,
-            "LEADFLOW_DATA_DIR": str(tmp_path / "data"),
-            "LEADFLOW_LOG_FORMAT": "json",
-        }
-
-        def invoke(*args: str) -> Any:
-            return CliRunner().invoke(cli, list(args), env=env)
+        invoke = _cli(settings, tmp_path / "data")
 
         shown = invoke("dlq", "show", "--format", "json")
         assert shown.exit_code == 0, shown.output
