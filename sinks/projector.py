@@ -149,6 +149,16 @@ MOVED = frozenset(
         KafkaError._WAIT_COORD,
     }
 )
+# Offset lookups while a partition's leadership moves (a broker restarted or died): the
+# admin client's metadata is behind the cluster's for a moment.
+LEADER_MOVING = frozenset(
+    {
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+    }
+)
 # Commit errors that mean the partitions were reassigned meanwhile.
 REBALANCED = frozenset(
     {
@@ -388,8 +398,19 @@ class Projector:
             (tp.topic, tp.partition): tp.offset
             for tp in (consumer.committed(unknown, timeout=10.0) if unknown else [])
         }
-        ends = self._offsets(positions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
-        starts = self._offsets(positions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        try:
+            ends = self._offsets(positions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
+            starts = self._offsets(positions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in MOVED | LEADER_MOVING):
+                raise
+            # Not known yet, so not caught up: asked again at the next idle poll, with fresh
+            # metadata (a cluster test's run_until_idle died of UNKNOWN_LEADER_EPOCH here
+            # right after a broker restart, session 18).
+            self._admin = None
+            log.warning("projector.end_offsets_retry", error=str(error))
+            return False
         for tp in positions:
             key = (tp.topic, tp.partition)
             position = tp.offset if tp.offset >= 0 else committed.get(key, -1)

@@ -214,3 +214,45 @@ def test_a_missing_topic_is_counted_and_named_not_taken_for_an_end(
         ("projector.unknown_topic_or_partition", "leadflow.identities", 2),
     ]
     assert "not available" in warned[0][1]["error"]
+
+
+class MovingLeaderAdmin:
+    """An admin client whose first offset lookup meets a leadership in motion."""
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.calls = 0
+
+    def list_offsets(self, request: dict[TopicPartition, Any], request_timeout: float) -> Any:
+        from concurrent.futures import Future
+        from types import SimpleNamespace
+
+        self.calls += 1
+        futures: dict[TopicPartition, Future[Any]] = {}
+        for tp in request:
+            future: Future[Any] = Future()
+            if self.calls == 1:
+                future.set_exception(KafkaException(KafkaError(KafkaError.UNKNOWN_LEADER_EPOCH)))
+            else:
+                future.set_result(SimpleNamespace(offset=self.end))
+            futures[tp] = future
+        return futures
+
+
+def test_an_end_offset_lookup_during_a_leader_move_is_not_caught_up_yet() -> None:
+    # run_until_idle died of UNKNOWN_LEADER_EPOCH right after a broker restart (session 18's
+    # fresh-clone CI, the cluster test): the lookup is asked again with a new admin client.
+    recorded = Recorded()
+    projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None)
+    projector._consumer = IdleConsumer({("leadflow.events", 0): 7})  # type: ignore[assignment]
+    moving = MovingLeaderAdmin(end=7)
+    projector._admin = moving  # type: ignore[assignment]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(projector_module, "log", recorded)
+        assert not projector._caught_up()
+    [(event, fields)] = recorded.events("warning")
+    assert event == "projector.end_offsets_retry"
+    assert "UNKNOWN_LEADER_EPOCH" in fields["error"]
+    assert projector._admin is None  # asked again with fresh metadata
+    projector._admin = moving  # type: ignore[assignment]
+    assert projector._caught_up()
