@@ -403,10 +403,8 @@ def test_a_parked_event_dead_lettered_at_a_merge_is_counted_for_worker_progress(
     assert ctx.dead == []  # sent by the stage itself, not through the context's dead_letter
 
 
-def test_a_trainer_example_below_its_promise_is_dead_lettered_and_counted() -> None:
-    # A restarted worker wrote two training examples a second time at the same position
-    # (session 17): the trainer logged a watermark violation and, the example being ripe
-    # under the promise already, learnt it again, with nothing counted or dead-lettered.
+def _trainer_holding_one_example() -> tuple[TrainerDeps, FakeContext, TrainerTask, Record]:
+    """A trainer of one lead partition holding one example at ``T0``, not yet promised past."""
     policy = load_default_policy()
     deps = TrainerDeps(CODEC, policy, b"k", sources=1)
     ctx = FakeContext()
@@ -415,8 +413,21 @@ def test_a_trainer_example_below_its_promise_is_dead_lettered_and_counted() -> N
     written = Record(TRAINING_EXAMPLES.name, 0, 0, b"ws-a", CODEC.encode(example),
                      {POSITION: str(T0).encode()})  # fmt: skip
     task.on_record(ctx, written)
+    return deps, ctx, task, written
+
+
+def _promise_past_the_example(task: TrainerTask, ctx: FakeContext, offset: int) -> None:
+    """The lead partition's promise past ``T0``: the held example is learnt."""
     value, headers = marker_record(LEAD_MARKER, {0: T0 + 1})
-    task.on_record(ctx, Record(TRAINING_EXAMPLES.name, 0, 1, None, value, dict(headers)))
+    task.on_record(ctx, Record(TRAINING_EXAMPLES.name, 0, offset, None, value, dict(headers)))
+
+
+def test_a_trainer_example_below_its_promise_is_dead_lettered_and_counted() -> None:
+    # A restarted worker wrote two training examples a second time at the same position
+    # (session 17): the trainer logged a watermark violation and, the example being ripe
+    # under the promise already, learnt it again, with nothing counted or dead-lettered.
+    deps, ctx, task, written = _trainer_holding_one_example()
+    _promise_past_the_example(task, ctx, offset=1)
     assert task.models["ws-a"].n_learned == 1
     again = dataclasses.replace(written, offset=2)  # the same example, rewritten
     task.on_record(ctx, again)
@@ -460,18 +471,10 @@ def test_a_record_written_twice_waits_once_and_is_counted(monkeypatch: pytest.Mo
 
 
 def test_a_training_example_written_twice_waits_once_and_is_counted() -> None:
-    policy = load_default_policy()
-    deps = TrainerDeps(CODEC, policy, b"k", sources=1)
-    ctx = FakeContext()
-    task = TrainerTask(deps, ctx)
-    example = d.TrainingExample("x1", "ws-a", "L1", T0, T0 + HOUR, True, {"visits": 1.0})
-    written = Record(TRAINING_EXAMPLES.name, 0, 0, b"ws-a", CODEC.encode(example),
-                     {POSITION: str(T0).encode()})  # fmt: skip
-    task.on_record(ctx, written)
+    deps, ctx, task, written = _trainer_holding_one_example()
     task.on_record(ctx, dataclasses.replace(written, offset=1))  # before the promise
     assert deps.counters() == {"trainer_watermark_violations": 0, "trainer_duplicates": 1}
-    value, headers = marker_record(LEAD_MARKER, {0: T0 + 1})
-    task.on_record(ctx, Record(TRAINING_EXAMPLES.name, 0, 2, None, value, dict(headers)))
+    _promise_past_the_example(task, ctx, offset=2)
     assert task.models["ws-a"].n_learned == 1
     assert ctx.dead == []
 
