@@ -14,8 +14,9 @@ import click
 from leadflow.cli.options import FiniteFloatRange, settings_of
 from leadflow.cli.report import clickhouse_client, database_option
 from leadflow.sinks.clickhouse_http import ServeError, serve
-from leadflow.sinks.projector import DEFAULT_GROUP, DEFAULT_LINGER, Projector
+from leadflow.sinks.projector import DEFAULT_GROUP, DEFAULT_LINGER, Projector, ProjectorStalled
 from leadflow.streams.logs import get_logger
+from leadflow.streams.stall import EXIT_STALLED
 
 log = get_logger(__name__)
 
@@ -77,7 +78,9 @@ def projector(
     """Project the contract topics into ClickHouse (migrates first; Ctrl-C stops cleanly).
 
     Offsets are committed only after ClickHouse has the batch, and every table dedups by
-    its record id, so a restart or replay never double-counts.
+    its record id, so a restart or replay never double-counts. A partition that stays behind
+    its end without moving for LEADFLOW_PROJECTOR_STALL_SECONDS gets a new consumer; if that
+    does not move it either, the command exits 70 for its supervisor to start it again.
     """
     settings = settings_of(ctx)
     stop = threading.Event()
@@ -112,6 +115,10 @@ def projector(
             stats = runner.run_until_idle(max_seconds) if until_idle else runner.run(stop)
     except ServeError as exc:
         raise click.ClickException(str(exc)) from None
+    except ProjectorStalled as exc:
+        # Logged as projector.stalled already; a fresh process is what the supervisor gives.
+        click.echo(f"Error: stalled: {exc}", err=True)
+        raise SystemExit(EXIT_STALLED) from None
     finally:
         client.close()
     missing = (

@@ -18,6 +18,14 @@ The loop, per batch:
    :func:`leadflow.streams.stall.skipped_to`, as the worker's engine does); an idle step
    commits only those, so the group's lag reaches 0 on such tails.
 
+Between batches, every :data:`WATCH_EVERY` seconds, a stall watch looks at each assigned
+partition (:class:`leadflow.streams.stall.StallWatch`): one behind its read_committed end
+whose position has not moved for ``projector_stall_seconds`` gets a new consumer (librdkafka
+#5153: an assigned consumer can stop fetching after a broker restart, without an error, until
+it is recreated; the collector's PII key reader did, session 18). If the new consumer does not
+move it either, :class:`ProjectorStalled` is raised and ``leadflow projector`` exits 70 for
+its supervisor. Time spent riding out ClickHouse or the broker is not a stall.
+
 Crash anywhere before step 4 and the batch is delivered again. That is safe because every
 table is a ReplacingMergeTree keyed by the record's own id and analysts read through the
 deduplicating ``v_*`` views (see docs/analytics.md): a re-delivered record can never be
@@ -35,6 +43,7 @@ from typing import Any
 
 from confluent_kafka import (
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
@@ -66,7 +75,7 @@ from leadflow.sinks.tables import PROJECTED_TABLES, TableSpec, check_identifier
 from leadflow.streams.control import is_control
 from leadflow.streams.logs import Throttle, get_logger
 from leadflow.streams.settings import Settings
-from leadflow.streams.stall import skipped_to
+from leadflow.streams.stall import StallWatch, Verdict, behind, skipped_to
 from leadflow.streams.topics import (
     DLQ,
     EVENTS,
@@ -174,6 +183,14 @@ class ProjectorError(LeadflowError):
     """The projector cannot go on (e.g. the dead-letter topic refuses records)."""
 
 
+class ProjectorStalled(ProjectorError):
+    """A partition behind its end did not move, not even with a new consumer."""
+
+
+# Seconds between two looks of the stall watch (as the worker's).
+WATCH_EVERY = 5.0
+
+
 @dataclass(slots=True)
 class ProjectorStats:
     """What one run did (for logs, tests and the CLI)."""
@@ -182,7 +199,11 @@ class ProjectorStats:
     rows: int = 0
     dead_lettered: int = 0
     batches: int = 0
-    insert_retries: int = 0  # failed ClickHouse calls (migrations included), each retried
+    # Failed ClickHouse calls (migrations and erasures included), each retried.
+    insert_retries: int = 0
+    commit_retries: int = 0  # offset commits retried while the group coordinator moved
+    # Consumers replaced because a partition behind its end did not move (the stall watch).
+    stall_rebuilds: int = 0
     # Commits that moved a partition past entries never delivered (and the first commit of
     # a partition's position that this process has not committed yet).
     skip_commits: int = 0
@@ -262,6 +283,9 @@ class Projector:
         paths_every: refresh the attribution path tables (sinks/paths.py) at most this
             often, seconds, after committed batches, and once when the topics run dry;
             ``None`` never (reports refresh them before they read anyway).
+        stall_after: seconds a partition behind its end may stand still before the stall
+            watch acts (default: ``LEADFLOW_PROJECTOR_STALL_SECONDS``).
+        watch_every: seconds between two looks of the stall watch.
     """
 
     def __init__(
@@ -279,6 +303,8 @@ class Projector:
         on_batch: Callable[[ProjectorStats], None] | None = None,
         bounds: BoundsTable | None = None,
         paths_every: float | None = 10.0,
+        stall_after: float | None = None,
+        watch_every: float = WATCH_EVERY,
     ) -> None:
         self.settings = settings
         self.bounds = bounds if bounds is not None else load_bounds(settings.bounds_file)
@@ -304,6 +330,14 @@ class Projector:
         # yet counts as -1, so its first known position is committed once).
         self._committed: dict[tuple[str, int], int] = {}
         self._unknown_log = Throttle(10.0)  # librdkafka repeats the error at every poll
+        self.stall_after = (
+            stall_after if stall_after is not None else (settings.projector_stall_seconds)
+        )
+        self.watch_every = watch_every
+        self._watches: dict[tuple[str, int], StallWatch] = {}
+        self._next_watch = time.monotonic() + watch_every
+        self._troubles = 0
+        self._ends_log = Throttle(60.0)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -348,6 +382,9 @@ class Projector:
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None
+        self._close_consumer()
+
+    def _close_consumer(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -359,6 +396,7 @@ class Projector:
         try:
             while not stop_event.is_set():
                 self.step(poll_timeout, stop_event)
+                self._look()
         finally:
             self.close()
         return self.stats
@@ -379,6 +417,7 @@ class Projector:
                 if consumed == 0 and self._caught_up():
                     self.caught_up_at_end = True
                     break
+                self._look()
         finally:
             self.close()
         log.info("projector.idle", group=self.group_id, records=self.stats.records)
@@ -391,13 +430,7 @@ class Projector:
             log.debug("projector.waiting_for_assignment", group=self.group_id)
             return False
         positions = consumer.position(assignment)
-        unknown = [tp for tp in positions if tp.offset < 0]
-        # Before its first fetch a partition has no position yet: where the group
-        # committed is where it will start (or the log start when nothing was committed).
-        committed = {
-            (tp.topic, tp.partition): tp.offset
-            for tp in (consumer.committed(unknown, timeout=10.0) if unknown else [])
-        }
+        committed = self._group_committed(consumer, positions)
         try:
             ends = self._offsets(positions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
             starts = self._offsets(positions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
@@ -420,6 +453,21 @@ class Projector:
                 return False
         return True
 
+    @staticmethod
+    def _group_committed(
+        consumer: Consumer, positions: list[TopicPartition]
+    ) -> dict[tuple[str, int], int]:
+        """The group's committed offsets of the partitions whose position is not known yet.
+
+        Before its first fetch a partition has no position: where the group committed is
+        where it will start (or the log start when nothing was committed).
+        """
+        unknown = [tp for tp in positions if tp.offset < 0]
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in (consumer.committed(unknown, timeout=10.0) if unknown else [])
+        }
+
     def backlog(self) -> int:
         """Records between the start and the end of every projected partition (progress bars).
 
@@ -440,16 +488,23 @@ class Projector:
         starts = self._offsets(partitions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
         return sum(ends[k] - starts[k] for k in ends)
 
-    def _offsets(self, partitions: list[TopicPartition], spec: Any) -> dict[tuple[str, int], int]:
+    def _offsets(
+        self,
+        partitions: list[TopicPartition],
+        spec: Any,
+        isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED,
+    ) -> dict[tuple[str, int], int]:
         """Log end or start offsets of ``partitions`` in one request.
 
         The consumer's own watermark query queues behind its pending fetch (up to
-        ``fetch.wait.max.ms`` per partition), so an admin request is far quicker.
+        ``fetch.wait.max.ms`` per partition), so an admin request is far quicker. With
+        ``READ_COMMITTED`` the end is the last stable offset (what a reader can reach now).
         """
         if self._admin is None:
             self._admin = AdminClient(self.settings.kafka_client_config())
         futures = self._admin.list_offsets(
             {TopicPartition(tp.topic, tp.partition): spec for tp in partitions},
+            isolation_level=isolation,
             request_timeout=10.0,
         )
         return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
@@ -573,9 +628,84 @@ class Projector:
                     return
                 if stop_event.is_set() or not (error.retriable() or error.code() in MOVED):
                     raise
+                self.stats.commit_retries += 1
                 log.warning("projector.commit_retry", retry_in=delay, error=str(error))
                 self.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    # -- the stall watch -------------------------------------------------------------------
+
+    def _look(self) -> None:
+        """Run the stall watch if a look is due (between batches)."""
+        now = time.monotonic()
+        if now < self._next_watch:
+            return
+        self._next_watch = now + self.watch_every
+        self._watch(now)
+
+    def _watch(self, now: float) -> None:
+        """Act on an assigned partition behind its end whose position does not move.
+
+        Where a partition stands is the furthest of what this process committed, the
+        consumer's position (past entries a read_committed consumer skips) and the log
+        start; its end is the broker's read_committed answer, so a partition held by an open
+        transaction is not behind. Riding out ClickHouse or the broker (retried inserts,
+        commits, an unanswered end request) starts every watch over: it is not a stall.
+        """
+        consumer = self._consumer
+        troubles = self.stats.insert_retries + self.stats.commit_retries
+        if consumer is None or troubles != self._troubles:
+            self._troubles = troubles
+            self._watches.clear()
+            return
+        assignment = consumer.assignment()
+        if not assignment:
+            for watch in self._watches.values():
+                watch.wait(now)  # joining the group (a new consumer, a rebalance)
+            return
+        try:
+            positions = consumer.position(assignment)
+            group = self._group_committed(consumer, positions)
+            ends = self._offsets(positions, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)  # type: ignore[no-untyped-call]
+            starts = self._offsets(positions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        except KafkaException as exc:
+            self._admin = None  # asked again with fresh metadata at the next look
+            self._watches.clear()
+            if self._ends_log.due("ends"):
+                log.warning("projector.watch_unanswered", error=str(exc.args[0]))
+            return
+        assigned = {(str(tp.topic), int(tp.partition)): int(tp.offset) for tp in positions}
+        for key in set(self._watches) - set(assigned):
+            del self._watches[key]  # no longer ours (a rebalance): its new owner watches it
+        for key, position in assigned.items():
+            committed = max(self._committed.get(key, -1), group.get(key, -1))
+            lag = behind(ends[key], committed, position, low=starts[key])
+            watch = self._watches.setdefault(key, StallWatch(after=self.stall_after))
+            verdict = watch.observe(now, lag=lag, processed=max(committed, position))
+            if verdict is Verdict.OK:
+                continue
+            facts = {
+                "partition": f"{key[0]}:{key[1]}",
+                "lag": lag,
+                "position": position,
+                "committed": committed,
+                "end": ends[key],
+                "seconds": self.stall_after,
+            }
+            if verdict is Verdict.EXIT:
+                log.error("projector.stalled", **facts, action="exit 70 for the supervisor")
+                raise ProjectorStalled(
+                    f"{key[0]}:{key[1]} stays {lag} records behind its end with a new "
+                    f"consumer too ({self.stall_after:g} s each)"
+                )
+            # A new client is the known cure (librdkafka #5153); the group's committed
+            # offsets are where it starts, and every delivered record is committed by now.
+            self.stats.stall_rebuilds += 1
+            log.warning("projector.stalled", **facts, action="new consumer")
+            self._close_consumer()
+            for other in self._watches.values():
+                other.acted(now)  # the new consumer is every partition's remedy
+            return
 
     def _refresh_paths(self) -> None:
         """Bring the attribution path tables up to date, so SQL on them reads fresh rows.
@@ -677,6 +807,7 @@ class Projector:
                 except Exception as exc:  # any client failure means "retry later"
                     if stop_event.is_set():
                         return False
+                    self.stats.insert_retries += 1
                     log.warning("projector.erasure_failed", retry_in=delay, error=str(exc))
                     self.sleep(delay)
                     delay = min(delay * 2, self.max_backoff)

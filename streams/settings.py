@@ -343,6 +343,14 @@ class Settings(BaseSettings):
         "aborted batches and markers) that does not move this long is re-sought to its "
         "committed offset; if that does not help the worker exits (code 70) for its supervisor.",
     )
+    projector_stall_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A projected partition behind its end (read_committed) whose position "
+        "does not move this long gets a new consumer (a client that stopped fetching after a "
+        "broker restart, librdkafka #5153); if the new one does not move it either the "
+        "projector exits (code 70) for its supervisor.",
+    )
     worker_batch_max: int = Field(
         default=1000,
         ge=1,

@@ -21,6 +21,10 @@ from typing import TypeVar
 
 P = TypeVar("P", bound=Hashable)
 
+# Exit code asking the supervisor for a fresh process: a partition the watch could not move
+# (the worker: past a re-seek; the projector: past a new consumer).
+EXIT_STALLED = 70
+
 
 def owed(end: int, committed: int, *, markers: bool) -> int:
     """Records of one partition past its committed offset.
@@ -123,6 +127,36 @@ class StallWatch:
             self.reseeked = True
             return Verdict.RESEEK
         return Verdict.EXIT
+
+    def acted(self, now: float) -> None:
+        """The first remedy was applied from outside (a new consumer for every partition).
+
+        The stall's clock starts over at ``now``, and the next stall asks to exit; a look
+        that finds the partition moved or caught up forgets it, as after a re-seek.
+
+        Example:
+            >>> watch = StallWatch(after=30.0)
+            >>> watch.observe(0.0, lag=5, processed=10)
+            <Verdict.OK: 'ok'>
+            >>> watch.acted(20.0)
+            >>> watch.observe(49.0, lag=5, processed=10), watch.observe(51.0, lag=5, processed=10)
+            (<Verdict.OK: 'ok'>, <Verdict.EXIT: 'exit'>)
+        """
+        self.since, self.reseeked = now, True
+
+    def wait(self, now: float) -> None:
+        """Time up to ``now`` does not count (nothing could move: no assignment yet).
+
+        Example:
+            >>> watch = StallWatch(after=30.0)
+            >>> watch.observe(0.0, lag=5, processed=10)
+            <Verdict.OK: 'ok'>
+            >>> watch.wait(25.0)
+            >>> watch.observe(40.0, lag=5, processed=10)
+            <Verdict.OK: 'ok'>
+        """
+        if self.since is not None:
+            self.since = now
 
 
 @dataclass

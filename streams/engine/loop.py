@@ -74,7 +74,14 @@ from leadflow.streams.engine.stage import Record, Stage, Task, Unavailable
 from leadflow.streams.engine.stores import Stores, changelog_topic
 from leadflow.streams.logs import Throttle, get_logger
 from leadflow.streams.settings import Settings
-from leadflow.streams.stall import OpenTailWatch, StallWatch, Verdict, behind, skipped_to
+from leadflow.streams.stall import (
+    EXIT_STALLED,
+    OpenTailWatch,
+    StallWatch,
+    Verdict,
+    behind,
+    skipped_to,
+)
 from leadflow.streams.topics import DLQ, TopicSpec
 
 log = get_logger(__name__)
@@ -84,8 +91,6 @@ TP = tuple[str, int]
 # confluent-kafka's "let the partitioner choose" (librdkafka's RD_KAFKA_PARTITION_UA).
 PARTITION_UNASSIGNED = -1
 
-# Exit code asking the supervisor for a fresh process (a partition stuck past a re-seek).
-EXIT_STALLED = 70
 # Seconds between two looks of the stall watch (and two end-offset requests).
 WATCH_EVERY = 5.0
 # An input's last stable offset held this long (at least) is an open transaction gone wrong:

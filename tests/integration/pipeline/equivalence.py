@@ -60,11 +60,11 @@ from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
 from leadflow.streams.collector.app import keys_path
 from leadflow.streams.collector.keys import KeyStore
 from leadflow.streams.engine.kafka import WORKER_GROUP
-from leadflow.streams.engine.loop import EXIT_STALLED
 from leadflow.streams.engine.stores import changelog_topic
 from leadflow.streams.kafka_offsets import EndNotReached, group_lag, read_to_end, topic_watermarks
 from leadflow.streams.local_kafka import free_port
 from leadflow.streams.settings import Settings
+from leadflow.streams.stall import EXIT_STALLED
 from leadflow.streams.topics import (
     DLQ,
     EVENTS,
@@ -326,12 +326,12 @@ class Run:
         return proc
 
     def supervise(self) -> None:
-        """Restart a worker that exited with 70 (it asks its supervisor for a fresh process)."""
-        for worker in self.workers:
-            if worker.process is not None and worker.process.poll() == EXIT_STALLED:
-                worker.exits.append(EXIT_STALLED)
-                self.note(f"{worker.name} exited with 70: restarted, as a supervisor would")
-                worker.start(wait=False)
+        """Restart a worker or projector that exited with 70 (it asks for a fresh process)."""
+        for proc in (*self.workers, *([self.projector] if self.projector else [])):
+            if proc.process is not None and proc.process.poll() == EXIT_STALLED:
+                proc.exits.append(EXIT_STALLED)
+                self.note(f"{proc.name} exited with 70: restarted, as a supervisor would")
+                proc.start(wait=False)
 
     def check_alive(self) -> None:
         for proc in (self.collector, *self.workers, *([self.projector] if self.projector else [])):

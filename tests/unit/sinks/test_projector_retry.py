@@ -108,6 +108,9 @@ class IdleConsumer(MovingCoordinator):
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         return []
 
+    def close(self) -> None:
+        self.positions = {}
+
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in self.positions]
 
@@ -217,24 +220,30 @@ def test_a_missing_topic_is_counted_and_named_not_taken_for_an_end(
 
 
 class MovingLeaderAdmin:
-    """An admin client whose first offset lookup meets a leadership in motion."""
+    """An admin client whose first offset lookup meets a leadership in motion.
+
+    Then every partition ends at ``end`` and starts at 0.
+    """
 
     def __init__(self, end: int) -> None:
         self.end = end
         self.calls = 0
 
-    def list_offsets(self, request: dict[TopicPartition, Any], request_timeout: float) -> Any:
+    def list_offsets(
+        self, request: dict[TopicPartition, Any], request_timeout: float, **_: Any
+    ) -> Any:
         from concurrent.futures import Future
         from types import SimpleNamespace
 
         self.calls += 1
         futures: dict[TopicPartition, Future[Any]] = {}
-        for tp in request:
+        for tp, spec in request.items():
             future: Future[Any] = Future()
             if self.calls == 1:
                 future.set_exception(KafkaException(KafkaError(KafkaError.UNKNOWN_LEADER_EPOCH)))
             else:
-                future.set_result(SimpleNamespace(offset=self.end))
+                latest = type(spec).__name__ == "LatestSpec"
+                future.set_result(SimpleNamespace(offset=self.end if latest else 0))
             futures[tp] = future
         return futures
 
@@ -256,3 +265,34 @@ def test_an_end_offset_lookup_during_a_leader_move_is_not_caught_up_yet() -> Non
     assert projector._admin is None  # asked again with fresh metadata
     projector._admin = moving  # type: ignore[assignment]
     assert projector._caught_up()
+
+
+def test_riding_out_clickhouse_or_the_broker_is_not_a_stall() -> None:
+    # The stall watch judges a partition behind its end that does not move: time the
+    # projector spent retrying ClickHouse, or a look the broker did not answer, does not
+    # count, so a long outage does not end in a new consumer (or an exit) once it is over.
+    recorded = Recorded()
+    projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None, stall_after=30.0)
+    consumer = IdleConsumer({("leadflow.events", 0): 7})
+    projector._consumer = consumer  # type: ignore[assignment]
+    admin = MovingLeaderAdmin(end=10)
+    admin.calls = 1  # answers from the start: 3 records behind, not moving
+    projector._admin = admin  # type: ignore[assignment]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(projector_module, "log", recorded)
+        projector._watch(0.0)
+        projector.stats.insert_retries += 1  # ClickHouse down between two looks
+        projector._watch(31.0)
+        projector._watch(60.0)
+        assert recorded.events("warning") == []
+        projector._admin = MovingLeaderAdmin(end=10)  # the next look goes unanswered
+        projector._watch(62.0)
+        projector._admin = admin
+        projector._watch(70.0)
+        projector._watch(99.0)
+        assert projector.stats.stall_rebuilds == 0
+        assert [e for e, _ in recorded.events("warning")] == ["projector.watch_unanswered"]
+        projector._watch(101.0)  # 31 s behind and still, with nothing to ride out
+    assert projector.stats.stall_rebuilds == 1
+    assert recorded.events("warning")[-1][1]["action"] == "new consumer"
+    assert projector._consumer is None
