@@ -43,7 +43,6 @@ from typing import Any
 
 from confluent_kafka import (
     Consumer,
-    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
@@ -73,6 +72,7 @@ from leadflow.sinks.paths import refresh_margin, refresh_paths
 from leadflow.sinks.projection import Row, Rows, dead_letter_rows, rows_for
 from leadflow.sinks.tables import PROJECTED_TABLES, TableSpec, check_identifier
 from leadflow.streams.control import is_control
+from leadflow.streams.engine.ends import EndOffsets
 from leadflow.streams.logs import Throttle, get_logger
 from leadflow.streams.settings import Settings
 from leadflow.streams.stall import StallWatch, Verdict, behind, skipped_to
@@ -335,6 +335,9 @@ class Projector:
         )
         self.watch_every = watch_every
         self._watches: dict[tuple[str, int], StallWatch] = {}
+        self._ends: EndOffsets | None = None  # the watch's side thread, started at its first look
+        # The group's committed offsets as of the current assignment (_assigned_at).
+        self._started: dict[tuple[str, int], int] = {}
         self._next_watch = time.monotonic() + watch_every
         self._troubles = 0
         self._ends_log = Throttle(60.0)
@@ -371,11 +374,15 @@ class Projector:
                 "enable.partition.eof": False,
             }
             self._consumer = Consumer(config)
-            self._consumer.subscribe(list(PROJECTED_TOPICS))
+            self._consumer.subscribe(list(PROJECTED_TOPICS), on_assign=self._on_assign)
             self._producer = Producer(
                 {**self.settings.kafka_client_config(), "acks": "all", "linger.ms": 5}
             )
         return self._consumer
+
+    def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        # Another member may have committed meanwhile: the stall watch asks the group again.
+        self._started = {}
 
     def close(self) -> None:
         """Leave the group and release the clients (safe to call twice)."""
@@ -383,6 +390,9 @@ class Projector:
             self._producer.flush(10)
             self._producer = None
         self._close_consumer()
+        if self._ends is not None:
+            self._ends.stop()
+            self._ends = None
 
     def _close_consumer(self) -> None:
         if self._consumer is not None:
@@ -430,7 +440,7 @@ class Projector:
             log.debug("projector.waiting_for_assignment", group=self.group_id)
             return False
         positions = consumer.position(assignment)
-        committed = self._group_committed(consumer, positions)
+        started = self._assigned_at(consumer, positions)
         try:
             ends = self._offsets(positions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
             starts = self._offsets(positions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
@@ -446,27 +456,14 @@ class Projector:
             return False
         for tp in positions:
             key = (tp.topic, tp.partition)
-            position = tp.offset if tp.offset >= 0 else committed.get(key, -1)
+            position = tp.offset
+            if position < 0:
+                position = self._committed.get(key, started.get(key, -1))
             if position < 0:
                 position = starts[key]
             if position < ends[key]:
                 return False
         return True
-
-    @staticmethod
-    def _group_committed(
-        consumer: Consumer, positions: list[TopicPartition]
-    ) -> dict[tuple[str, int], int]:
-        """The group's committed offsets of the partitions whose position is not known yet.
-
-        Before its first fetch a partition has no position: where the group committed is
-        where it will start (or the log start when nothing was committed).
-        """
-        unknown = [tp for tp in positions if tp.offset < 0]
-        return {
-            (tp.topic, tp.partition): tp.offset
-            for tp in (consumer.committed(unknown, timeout=10.0) if unknown else [])
-        }
 
     def backlog(self) -> int:
         """Records between the start and the end of every projected partition (progress bars).
@@ -488,23 +485,16 @@ class Projector:
         starts = self._offsets(partitions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
         return sum(ends[k] - starts[k] for k in ends)
 
-    def _offsets(
-        self,
-        partitions: list[TopicPartition],
-        spec: Any,
-        isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED,
-    ) -> dict[tuple[str, int], int]:
+    def _offsets(self, partitions: list[TopicPartition], spec: Any) -> dict[tuple[str, int], int]:
         """Log end or start offsets of ``partitions`` in one request.
 
         The consumer's own watermark query queues behind its pending fetch (up to
-        ``fetch.wait.max.ms`` per partition), so an admin request is far quicker. With
-        ``READ_COMMITTED`` the end is the last stable offset (what a reader can reach now).
+        ``fetch.wait.max.ms`` per partition), so an admin request is far quicker.
         """
         if self._admin is None:
             self._admin = AdminClient(self.settings.kafka_client_config())
         futures = self._admin.list_offsets(
             {TopicPartition(tp.topic, tp.partition): spec for tp in partitions},
-            isolation_level=isolation,
             request_timeout=10.0,
         )
         return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
@@ -646,11 +636,15 @@ class Projector:
     def _watch(self, now: float) -> None:
         """Act on an assigned partition behind its end whose position does not move.
 
-        Where a partition stands is the furthest of what this process committed, the
-        consumer's position (past entries a read_committed consumer skips) and the log
-        start; its end is the broker's read_committed answer, so a partition held by an open
-        transaction is not behind. Riding out ClickHouse or the broker (retried inserts,
-        commits, an unanswered end request) starts every watch over: it is not a stall.
+        Where a partition stands is the furthest of what this process committed (or, before
+        it committed there, what the group had committed when the partition was assigned),
+        the consumer's position (past entries a read_committed consumer skips; unknown on
+        an idle partition until something is delivered) and the log start. Its end is the
+        broker's read_committed answer, asked from a side thread (:class:`EndOffsets`, as
+        the worker's), so a broker that does not answer never blocks the batches, and a
+        partition held by an open transaction is not behind. A partition whose end is not
+        known fresh is not judged. Riding out ClickHouse or commits (retried calls) starts
+        every watch over: it is not a stall.
         """
         consumer = self._consumer
         troubles = self.stats.insert_retries + self.stats.commit_retries
@@ -663,33 +657,42 @@ class Projector:
             for watch in self._watches.values():
                 watch.wait(now)  # joining the group (a new consumer, a rebalance)
             return
+        keys = {(str(tp.topic), int(tp.partition)) for tp in assignment}
+        if self._ends is None:
+            self._ends = EndOffsets(
+                self.settings.kafka_client_config(), self.watch_every, who="projector",
+                see='docs/operations.md, "A projector that stops reading"',
+            )  # fmt: skip
+            self._ends.start()
+        self._ends.watch(keys)
+        for key in set(self._watches) - keys:
+            del self._watches[key]  # no longer ours (a rebalance): its new owner watches it
         try:
             positions = consumer.position(assignment)
-            group = self._group_committed(consumer, positions)
-            ends = self._offsets(positions, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)  # type: ignore[no-untyped-call]
-            starts = self._offsets(positions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
-        except KafkaException as exc:
-            self._admin = None  # asked again with fresh metadata at the next look
-            self._watches.clear()
-            if self._ends_log.due("ends"):
+            started = self._assigned_at(consumer, positions)
+        except KafkaException as exc:  # the group's offsets not told: judged next time
+            if self._ends_log.due("committed"):
                 log.warning("projector.watch_unanswered", error=str(exc.args[0]))
             return
-        assigned = {(str(tp.topic), int(tp.partition)): int(tp.offset) for tp in positions}
-        for key in set(self._watches) - set(assigned):
-            del self._watches[key]  # no longer ours (a rebalance): its new owner watches it
-        for key, position in assigned.items():
-            committed = max(self._committed.get(key, -1), group.get(key, -1))
-            lag = behind(ends[key], committed, position, low=starts[key])
+        for tp in positions:
+            key = (str(tp.topic), int(tp.partition))
+            end = self._ends.end(key, now, 3 * self.watch_every)
+            if end is None:
+                self._watches.pop(key, None)  # nothing fresh known: not judged
+                continue
+            committed = self._committed.get(key, started.get(key, -1))
+            low, _ = consumer.get_watermark_offsets(tp, cached=True)
+            lag = behind(end, committed, tp.offset, low=max(low, 0))
             watch = self._watches.setdefault(key, StallWatch(after=self.stall_after))
-            verdict = watch.observe(now, lag=lag, processed=max(committed, position))
+            verdict = watch.observe(now, lag=lag, processed=max(committed, tp.offset))
             if verdict is Verdict.OK:
                 continue
             facts = {
                 "partition": f"{key[0]}:{key[1]}",
                 "lag": lag,
-                "position": position,
+                "position": tp.offset,
                 "committed": committed,
-                "end": ends[key],
+                "end": end,
                 "seconds": self.stall_after,
             }
             if verdict is Verdict.EXIT:
@@ -706,6 +709,29 @@ class Projector:
             for other in self._watches.values():
                 other.acted(now)  # the new consumer is every partition's remedy
             return
+
+    def _assigned_at(
+        self, consumer: Consumer, positions: list[TopicPartition]
+    ) -> dict[tuple[str, int], int]:
+        """The group's committed offset, as of this assignment, of each partition not yet read.
+
+        An idle partition's position stays unknown until a record is delivered, so without
+        this a projector restarted on caught-up partitions would look behind. Asked once per
+        assignment (``_on_assign`` forgets the answers; the group's offset of a partition
+        only this process commits to does not change meanwhile), and only for partitions
+        with no position and no commit here.
+        """
+        wanted = [
+            TopicPartition(tp.topic, tp.partition)
+            for tp in positions
+            if tp.offset < 0
+            and (tp.topic, tp.partition) not in self._committed
+            and (tp.topic, tp.partition) not in self._started
+        ]
+        if wanted:
+            for tp in consumer.committed(wanted, timeout=10.0):
+                self._started[(str(tp.topic), int(tp.partition))] = int(tp.offset)
+        return self._started
 
     def _refresh_paths(self) -> None:
         """Bring the attribution path tables up to date, so SQL on them reads fresh rows.

@@ -17,7 +17,8 @@ more than :data:`UNANSWERED_WARN_SECONDS` is logged (``worker.end_unanswered``, 
 a minute), and again when it answers (``worker.end_answered``) or when a rebalance takes it
 away first (``worker.end_unwatched``). A round that fails as a whole is logged at most once
 a minute too (``worker.end_offsets_failed``, with the failed rounds so far), and the first
-round that works again once (``worker.end_offsets_recovered``).
+round that works again once (``worker.end_offsets_recovered``). The projector's stall watch
+uses the same thread; its lines start with ``projector.`` instead.
 """
 
 from __future__ import annotations
@@ -54,11 +55,21 @@ class EndOffsets:
     Args:
         client_config: librdkafka settings (bootstrap, security) for an admin client.
         every: seconds between two requests (also each request's timeout).
+        who: the process, the first part of each log line's event (``worker.end_answered``).
+        see: where the operations guide explains an unanswered partition.
     """
 
-    def __init__(self, client_config: dict[str, str | int | float | bool], every: float) -> None:
+    def __init__(
+        self,
+        client_config: dict[str, str | int | float | bool],
+        every: float,
+        who: str = "worker",
+        see: str = 'docs/operations.md, "Worker crash or kill"',
+    ) -> None:
         self._config = client_config
         self.every = every
+        self.who = who
+        self.see = see
         self._lock = threading.Lock()
         self._wanted: frozenset[TP] = frozenset()
         self._ends: dict[TP, tuple[int, float]] = {}  # tp -> (end, monotonic time of answer)
@@ -96,7 +107,7 @@ class EndOffsets:
             self._overdue &= self._wanted
         for tp, (seconds, rounds) in dropped.items():
             log.warning(
-                "worker.end_unwatched",
+                f"{self.who}.end_unwatched",
                 partition=f"{tp[0]}:{tp[1]}",
                 unanswered_seconds=round(seconds),
                 rounds=rounds,
@@ -151,11 +162,11 @@ class EndOffsets:
         except Exception:  # a watch aid: never let it die quietly, never stop the worker
             self._failed += 1
             # Through a broker outage every round may fail: a line a minute, not a round.
-            if self._logged.due("worker.end_offsets_failed"):
-                log.exception("worker.end_offsets_failed", failed_rounds=self._failed)
+            if self._logged.due("end_offsets_failed"):
+                log.exception(f"{self.who}.end_offsets_failed", failed_rounds=self._failed)
             return
         if self._failed:
-            log.info("worker.end_offsets_recovered", failed_rounds=self._failed)
+            log.info(f"{self.who}.end_offsets_recovered", failed_rounds=self._failed)
             self._failed = 0
 
     def ask(self) -> int:
@@ -176,20 +187,20 @@ class EndOffsets:
         # Logged outside the lock: the loop's thread reads ends under it.
         for tp, (seconds, rounds) in back.items():
             log.info(
-                "worker.end_answered",
+                f"{self.who}.end_answered",
                 partition=f"{tp[0]}:{tp[1]}",
                 unanswered_seconds=round(seconds),
                 rounds=rounds,
             )
-        if late and self._logged.due("worker.end_unanswered"):
+        if late and self._logged.due("end_unanswered"):
             log.warning(
-                "worker.end_unanswered",
+                f"{self.who}.end_unanswered",
                 seconds={f"{t}:{p}": round(s) for (t, p), (s, _) in late.items()},
                 rounds={f"{t}:{p}": n for (t, p), (_, n) in late.items()},
                 never_answered=[f"{t}:{p}" for t, p in never],
                 meaning="the broker has not told these partitions' ends: "
                 "the stall watch does not judge them meanwhile",
-                see='docs/operations.md, "Worker crash or kill"',
+                see=self.see,
             )
         return len(ends)
 

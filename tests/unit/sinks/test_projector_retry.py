@@ -66,12 +66,12 @@ class MovingCoordinator:
 
     def __init__(self, *errors: int) -> None:
         self.errors = list(errors)
-        self.committed: list[list[TopicPartition]] = []
+        self.commits: list[list[TopicPartition]] = []
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
         if self.errors:
             raise KafkaException(KafkaError(self.errors.pop(0)))
-        self.committed.append(offsets)
+        self.commits.append(offsets)
 
 
 def test_commit_waits_out_a_coordinator_that_moves_to_another_broker() -> None:
@@ -79,7 +79,7 @@ def test_commit_waits_out_a_coordinator_that_moves_to_another_broker() -> None:
     projector = Projector(load_settings(), FlakyClient(0), "db", sleep=waits.append)
     consumer = MovingCoordinator(KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE)
     projector._commit(consumer, {("leadflow.events", 0): 12}, threading.Event())  # type: ignore[arg-type]
-    assert [[(tp.topic, tp.partition, tp.offset) for tp in c] for c in consumer.committed] == [
+    assert [[(tp.topic, tp.partition, tp.offset) for tp in c] for c in consumer.commits] == [
         [("leadflow.events", 0, 12)]
     ]
     assert waits == [0.2, 0.4]
@@ -91,7 +91,7 @@ def test_commit_after_a_rebalance_is_given_up_and_other_errors_are_raised() -> N
     offsets = {("leadflow.events", 0): 12}
     superseded = MovingCoordinator(KafkaError.ILLEGAL_GENERATION)
     projector._commit(superseded, offsets, threading.Event())  # type: ignore[arg-type]
-    assert superseded.committed == []
+    assert superseded.commits == []
     assert projector._committed == {}  # not committed: not known as committed
     broken = MovingCoordinator(KafkaError.TOPIC_AUTHORIZATION_FAILED)
     with pytest.raises(KafkaException):
@@ -104,12 +104,24 @@ class IdleConsumer(MovingCoordinator):
     def __init__(self, positions: dict[tuple[str, int], int]) -> None:
         super().__init__()
         self.positions = positions
+        self.group: dict[tuple[str, int], int] = {}  # the group's committed offsets
+        self.committed_calls = 0
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         return []
 
     def close(self) -> None:
         self.positions = {}
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        self.committed_calls += 1
+        return [
+            TopicPartition(tp.topic, tp.partition, self.group.get((tp.topic, tp.partition), -1001))
+            for tp in partitions
+        ]
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool = False) -> tuple[int, int]:
+        return 0, -1001  # the cache knows the start only (tests tell the end apart)
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in self.positions]
@@ -132,11 +144,11 @@ def test_an_idle_step_commits_the_positions_past_what_was_committed_and_only_tho
     projector._consumer = consumer  # type: ignore[assignment]
     projector._committed = {("leadflow.identities", 4): 40, ("leadflow.events", 0): 7}
     assert projector.step(0.0, threading.Event()) == 0
-    committed = [[(tp.topic, tp.partition, tp.offset) for tp in c] for c in consumer.committed]
+    committed = [[(tp.topic, tp.partition, tp.offset) for tp in c] for c in consumer.commits]
     assert committed == [[("leadflow.identities", 4, 42)]]
     assert projector.stats.skip_commits == 1
     projector.step(0.0, threading.Event())  # nothing new was skipped: no commit
-    assert len(consumer.committed) == 1
+    assert len(consumer.commits) == 1
 
 
 class EndOfPartition:
@@ -267,32 +279,61 @@ def test_an_end_offset_lookup_during_a_leader_move_is_not_caught_up_yet() -> Non
     assert projector._caught_up()
 
 
+class ToldEnds:
+    """The side thread's answers, as the stall watch reads them (``EndOffsets.end``)."""
+
+    def __init__(self, end: int | None) -> None:
+        self.told = end
+        self.watched: set[tuple[str, int]] = set()
+
+    def watch(self, partitions: Any) -> None:
+        self.watched = set(partitions)
+
+    def end(self, tp: tuple[str, int], now: float, max_age: float) -> int | None:
+        return self.told
+
+
 def test_riding_out_clickhouse_or_the_broker_is_not_a_stall() -> None:
     # The stall watch judges a partition behind its end that does not move: time the
-    # projector spent retrying ClickHouse, or a look the broker did not answer, does not
-    # count, so a long outage does not end in a new consumer (or an exit) once it is over.
+    # projector spent retrying ClickHouse, or while the broker did not tell the end, does
+    # not count, so a long outage does not end in a new consumer (or an exit) once over.
     recorded = Recorded()
     projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None, stall_after=30.0)
-    consumer = IdleConsumer({("leadflow.events", 0): 7})
-    projector._consumer = consumer  # type: ignore[assignment]
-    admin = MovingLeaderAdmin(end=10)
-    admin.calls = 1  # answers from the start: 3 records behind, not moving
-    projector._admin = admin  # type: ignore[assignment]
+    projector._consumer = IdleConsumer({("leadflow.events", 0): 7})  # type: ignore[assignment]
+    ends = ToldEnds(10)  # 3 records behind, not moving
+    projector._ends = ends  # type: ignore[assignment]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(projector_module, "log", recorded)
         projector._watch(0.0)
+        assert ends.watched == {("leadflow.events", 0)}
         projector.stats.insert_retries += 1  # ClickHouse down between two looks
         projector._watch(31.0)
         projector._watch(60.0)
-        assert recorded.events("warning") == []
-        projector._admin = MovingLeaderAdmin(end=10)  # the next look goes unanswered
+        ends.told = None  # the broker stops telling the end
         projector._watch(62.0)
-        projector._admin = admin
+        ends.told = 10
         projector._watch(70.0)
         projector._watch(99.0)
         assert projector.stats.stall_rebuilds == 0
-        assert [e for e, _ in recorded.events("warning")] == ["projector.watch_unanswered"]
+        assert recorded.events("warning") == []
         projector._watch(101.0)  # 31 s behind and still, with nothing to ride out
     assert projector.stats.stall_rebuilds == 1
-    assert recorded.events("warning")[-1][1]["action"] == "new consumer"
+    [(event, fields)] = recorded.events("warning")
+    assert (event, fields["action"], fields["lag"]) == ("projector.stalled", "new consumer", 3)
     assert projector._consumer is None
+
+
+def test_a_caught_up_partition_not_read_since_its_assignment_is_not_behind() -> None:
+    # An idle partition's position stays unknown until a record is delivered (measured,
+    # librdkafka 2.x: -1001 for as long as nothing comes), so where it stands is the group's
+    # committed offset, asked once per assignment: a projector restarted on caught-up
+    # partitions must not take them for stuck ones.
+    projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None, stall_after=30.0)
+    consumer = IdleConsumer({("leadflow.events", 0): -1001})
+    consumer.group = {("leadflow.events", 0): 10}
+    projector._consumer = consumer  # type: ignore[assignment]
+    projector._ends = ToldEnds(10)  # type: ignore[assignment]
+    for now in (0.0, 31.0, 62.0, 93.0):
+        projector._watch(now)
+    assert projector.stats.stall_rebuilds == 0
+    assert consumer.committed_calls == 1
