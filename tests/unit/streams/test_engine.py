@@ -361,6 +361,61 @@ def test_a_watermark_violation_is_counted_for_worker_progress() -> None:
                               "release_duplicates": 0}  # fmt: skip
 
 
+@dataclass
+class MergeScene:
+    """A lead task whose survivor ``U`` waits for the merged lead ``e-soft``'s state.
+
+    ``e-soft`` was captured by a form at ``T0 + 1h``; the survivor's side of merge ``m1``
+    (at ``T0 + 2h``) has arrived, the merged lead's side not yet: what reaches ``U`` is
+    parked until :meth:`hand_over`'s transfer resumes it.
+    """
+
+    deps: LeadDeps
+    ctx: FakeContext
+    task: LeadTask
+    survivor: str = lead_key("ws-a", "U")
+    merged: str = lead_key("ws-a", "e-soft")
+
+    @classmethod
+    def start(cls, forwards: int = 0) -> MergeScene:
+        policy = load_default_policy()
+        deps = LeadDeps(
+            CODEC, policy, lambda ws: ScoreModel(policy, ws), None, sources=1, forwards=forwards
+        )
+        ctx = FakeContext()
+        scene = cls(deps, ctx, LeadTask(deps, ctx))
+        form = Event("f1", Kind.FORM_SUBMITTED, "ws-a", T0 + HOUR, T0 + HOUR,
+                     lead_id="e-soft", payload={"email": "ada@big.io"})  # fmt: skip
+        scene.apply(form, scene.merged, 0)
+        scene.apply(scene.merge_request("U"), scene.survivor, 1)
+        return scene
+
+    @staticmethod
+    def merge_request(side: str) -> d.MergeRequest:
+        return d.MergeRequest("m1", "ws-a", side, "e-soft", "U", T0 + 2 * HOUR,
+                              T0 + 2 * HOUR, "identify", "cause")  # fmt: skip
+
+    def apply(self, obj: object, key: str | bytes, offset: int) -> None:
+        """``obj`` as the by-lead record at ``offset`` (no R': applied on arrival)."""
+        raw = key if isinstance(key, bytes) else key.encode()
+        self.task.on_record(self.ctx, Record(EVENTS_BY_LEAD.name, 0, offset, raw,
+                                             CODEC.encode(obj)))  # fmt: skip
+
+    def promote(self, event_id: str, offset: int) -> None:
+        """A sales ``promote`` for the survivor at ``T0 + offset`` hours (a bad action here)."""
+        self.apply(Event(event_id, Kind.STAGE_CHANGED, "ws-a", T0 + offset * HOUR,
+                         T0 + offset * HOUR, lead_id="U", payload={"action": "promote"}),
+                   self.survivor, offset)  # fmt: skip
+
+    def hand_over(self, offset: int) -> tuple[bytes, bytes]:
+        """The merged lead's side of the merge: the transfer it sends (key, value)."""
+        self.apply(self.merge_request("e-soft"), self.merged, offset)
+        [(key, transfer)] = [(k, v) for name, k, v in self.ctx.sent if name == EVENTS_BY_LEAD.name]
+        assert key is not None
+        assert transfer is not None
+        return key, transfer
+
+
 @pytest.mark.parametrize("forwards", [0, 2])
 def test_a_parked_event_dead_lettered_at_a_merge_is_counted_for_worker_progress(
     forwards: int,
@@ -369,38 +424,16 @@ def test_a_parked_event_dead_lettered_at_a_merge_is_counted_for_worker_progress(
     # lead's state parks what reaches it; a bad sales action among them fails only when the
     # transfer arrives and the lead resumes. Records without R' are applied on arrival, so
     # they reach a waiting lead under the worker's forward frontier too (forwards > 0).
-    policy = load_default_policy()
-    deps = LeadDeps(
-        CODEC, policy, lambda ws: ScoreModel(policy, ws), None, sources=1, forwards=forwards
-    )
-    ctx = FakeContext()
-    task = LeadTask(deps, ctx)
-    survivor, merged = lead_key("ws-a", "U"), lead_key("ws-a", "e-soft")
-
-    def merge_request(side: str) -> d.MergeRequest:
-        return d.MergeRequest("m1", "ws-a", side, "e-soft", "U", T0 + 2 * HOUR,
-                              T0 + 2 * HOUR, "identify", "cause")  # fmt: skip
-
-    def apply(obj: object, key: str | bytes, offset: int) -> None:
-        raw = key if isinstance(key, bytes) else key.encode()
-        task.on_record(ctx, Record("t", 0, offset, raw, CODEC.encode(obj)))
-
-    apply(Event("f1", Kind.FORM_SUBMITTED, "ws-a", T0 + HOUR, T0 + HOUR, lead_id="e-soft",
-                payload={"email": "ada@big.io"}), merged, 0)  # fmt: skip
-    apply(merge_request("U"), survivor, 1)
-    bad = Event("s1", Kind.STAGE_CHANGED, "ws-a", T0 + 3 * HOUR, T0 + 3 * HOUR, lead_id="U",
-                payload={"action": "promote"})  # fmt: skip
-    apply(bad, survivor, 2)
-    assert deps.counters()["parked_dead_letters"] == 0  # parked, not judged yet
-    apply(merge_request("e-soft"), merged, 3)  # the merged lead hands over
-    [(key, transfer)] = [(k, v) for name, k, v in ctx.sent if name == EVENTS_BY_LEAD.name]
-    assert key is not None
-    apply(CODEC.decode(transfer), key, 4)  # the survivor resumes: s1 fails now
-    assert deps.counters() == {"watermark_violations": 0, "parked_dead_letters": 1,
-                              "release_duplicates": 0}  # fmt: skip
-    dead = [CODEC.decode(v) for name, _, v in ctx.sent if name == DLQ.name]
+    scene = MergeScene.start(forwards)
+    scene.promote("s1", 2)
+    assert scene.deps.counters()["parked_dead_letters"] == 0  # parked, not judged yet
+    key, transfer = scene.hand_over(3)
+    scene.apply(CODEC.decode(transfer), key, 4)  # the survivor resumes: s1 fails now
+    assert scene.deps.counters() == {"watermark_violations": 0, "parked_dead_letters": 1,
+                                     "release_duplicates": 0}  # fmt: skip
+    dead = [CODEC.decode(v) for name, _, v in scene.ctx.sent if name == DLQ.name]
     assert [e.event_id for e in dead if isinstance(e, Event)] == ["s1"]
-    assert ctx.dead == []  # sent by the stage itself, not through the context's dead_letter
+    assert scene.ctx.dead == []  # sent by the stage itself, not through the context's dead_letter
 
 
 def _trainer_holding_one_example() -> tuple[TrainerDeps, FakeContext, TrainerTask, Record]:
@@ -485,38 +518,21 @@ def test_a_parked_dead_letter_names_its_own_record_and_what_resumed_it(restarted
     # letters shared one source, `dlq replay --source` found only the first, and `dlq show`
     # pointed at a transfer (session 17). ``restarted``: a state parked by a worker that kept
     # no offsets; the resuming record stands in, and the headers say so.
-    policy = load_default_policy()
-    deps = LeadDeps(CODEC, policy, lambda ws: ScoreModel(policy, ws), None, sources=1)
-    ctx = FakeContext()
-    task = LeadTask(deps, ctx)
-    survivor, merged = lead_key("ws-a", "U"), lead_key("ws-a", "e-soft")
-
-    def merge_request(side: str) -> d.MergeRequest:
-        return d.MergeRequest("m1", "ws-a", side, "e-soft", "U", T0 + 2 * HOUR,
-                              T0 + 2 * HOUR, "identify", "cause")  # fmt: skip
-
-    def apply(obj: object, key: str | bytes, offset: int) -> None:
-        raw = key if isinstance(key, bytes) else key.encode()
-        task.on_record(ctx, Record(EVENTS_BY_LEAD.name, 0, offset, raw, CODEC.encode(obj)))
-
-    apply(Event("f1", Kind.FORM_SUBMITTED, "ws-a", T0 + HOUR, T0 + HOUR, lead_id="e-soft",
-                payload={"email": "ada@big.io"}), merged, 0)  # fmt: skip
-    apply(merge_request("U"), survivor, 1)
-    for n, event_id in ((2, "s1"), (3, "s2")):
-        apply(Event(event_id, Kind.STAGE_CHANGED, "ws-a", T0 + n * HOUR, T0 + n * HOUR,
-                    lead_id="U", payload={"action": "promote"}), survivor, n)  # fmt: skip
-    apply(merge_request("e-soft"), merged, 4)  # the merged lead hands over
-    [(key, transfer)] = [(k, v) for name, k, v in ctx.sent if name == EVENTS_BY_LEAD.name]
-    assert key == survivor.encode()
+    scene = MergeScene.start()
+    scene.promote("s1", 2)
+    scene.promote("s2", 3)
+    key, transfer = scene.hand_over(4)
+    assert key == scene.survivor.encode()
+    ctx = scene.ctx
     if restarted:
-        task.on_batch_end(ctx)
+        scene.task.on_batch_end(ctx)
         ctx.commit()
         stored = decode_lead_state(ctx.get(LEADS, key) or b"")
         old = [dataclasses.replace(p, offset=None) for p in stored.parked]
         ctx.put(LEADS, key, encode_lead_state(dataclasses.replace(stored, parked=tuple(old))))
         ctx.commit()
-        task = LeadTask(deps, ctx)
-    apply(CODEC.decode(transfer), key, 5)  # the survivor resumes: s1 and s2 fail now
+        scene.task = LeadTask(scene.deps, ctx)
+    scene.apply(CODEC.decode(transfer), key, 5)  # the survivor resumes: s1 and s2 fail now
     letters = [
         dead_letter(0, n, k, v, list((h or {}).items()))
         for n, ((name, k, v), h) in enumerate(zip(ctx.sent, ctx.sent_headers, strict=True))
@@ -530,5 +546,5 @@ def test_a_parked_dead_letter_names_its_own_record_and_what_resumed_it(restarted
         assert [x.source for x in letters] == [f"{EVENTS_BY_LEAD.name}:0:{n}" for n in (2, 3)]
     assert [x.parked.split(",")[0] for x in letters] == ["event s1", "event s2"]
     assert all(f"failed when {resumer} resumed its lead" in x.parked for x in letters)
-    assert {x.key for x in letters} == {survivor}  # replayed to the survivor, keyed by it
-    assert deps.counters()["parked_dead_letters"] == 2
+    assert {x.key for x in letters} == {scene.survivor}  # replayed to the survivor, keyed by it
+    assert scene.deps.counters()["parked_dead_letters"] == 2
