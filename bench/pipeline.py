@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import txn_floor
+from bench import markers, txn_floor
 from bench.common import (
     Figure,
     LagProbe,
@@ -560,6 +560,8 @@ def end_to_end(
         watcher.join(10)
         worker_log = running.stacks[0].run_dir / "worker0.log"
         out["release_waits"] = release_waits(worker_log, steady_started, time.time())
+        # Every transaction of the run (warm-up, bulk, both steady phases), from the log.
+        out["markers"] = markers.count(running.settings)
     seen = running.seen
     out["fresh_loaded_ms"] = sorted(
         (seen[f"{PROBE}{p}"] - t) * 1000 for p, t in loaded.acked.items() if f"{PROBE}{p}" in seen
@@ -609,6 +611,21 @@ def release_wait_figures(windows: list[dict[str, Any]], steady: str, cmd: str) -
                quantile(p99s, 0.5), "ms", command=cmd,
                notes=f"window p99s {p99s[0]:.1f}-{p99s[-1]:.1f} ms; forward-marker records "
                f"sent by the worker since its start: {markers:,}"),
+    ]  # fmt: skip
+
+
+def transaction_figures(by_topic: dict[str, int], cmd: str) -> list[Figure]:
+    """Partitions per worker transaction over the end-to-end run (what a commit costs)."""
+    total, parts = markers.per_transaction(by_topic)
+    if not parts:
+        return []
+    largest = sorted(parts.items(), key=lambda item: -item[1])[:6]
+    return [
+        Figure("2", "  partitions written per worker transaction", total, "partitions",
+               command=cmd, notes=f"{by_topic[markers.OFFSETS_TOPIC]:,} transactions over the "
+               "end-to-end run (warm-up, bulk, both steady phases), counted from the markers "
+               "in the log (bench/markers.py); largest: "
+               + ", ".join(f"{topic} {n:.2f}" for topic, n in largest))
     ]  # fmt: skip
 
 
@@ -735,6 +752,7 @@ def run(
             )
         ),
         *release_wait_figures(e2e["release_waits"], steady, cmd),
+        *transaction_figures(e2e["markers"], cmd),
         Figure("3", "ack -> row in ClickHouse p50", quantile(fresh, 0.5), "ms", command=cmd,
                notes=f"{steady}; {len(fresh)} rows seen; poll every 50 ms"),
         Figure("3", "ack -> row in ClickHouse p99", quantile(fresh, 0.99), "ms", target="< 2 s",

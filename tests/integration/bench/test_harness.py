@@ -7,11 +7,15 @@ here and not after ten minutes of ``make bench``. Nothing here checks a timing.
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -71,3 +75,44 @@ def test_txn_floor_gets_every_record_through_both_hops(tmp_path: Path) -> None:
     # 200 records sent at 100/s in the measured phase: every one acknowledged came out.
     assert "200 records at 100/s" in str(rows[0]["notes"])
     assert "200 seen out" in str(rows[0]["notes"])
+
+
+@pytest.mark.parametrize("name", ["common", "markers", "pipeline"])
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(f"bench.{name}")
+    assert doctest.testmod(module).failed == 0
+
+
+def test_markers_count_each_transactions_partitions(base_settings: Any, tmp_path: Path) -> None:
+    # bench.pipeline's "partitions written per worker transaction" reads the markers in the
+    # log: three transactions of one record on each of two partitions, each sending a
+    # group's offsets, write two markers each on the topic and one on __consumer_offsets.
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from bench import markers
+    from leadflow.streams.local_kafka import scratch_broker
+
+    with scratch_broker(base_settings, tmp_path / "kafka") as (_, settings):
+        config = settings.kafka_client_config()
+        admin = AdminClient(config)
+        for future in admin.create_topics([NewTopic("m", 2, 1), NewTopic("plain", 1, 1)]).values():
+            future.result(30)
+        plain = Producer({**config, "acks": "all"})
+        plain.produce("plain", value=b"no marker")
+        assert plain.flush(30) == 0
+        group = Consumer({**config, "group.id": "g"})
+        producer = Producer({**config, "transactional.id": "markers-test"})
+        producer.init_transactions(30)
+        for n in range(3):
+            producer.begin_transaction()
+            for partition in (0, 1):
+                producer.produce("m", value=b"x", partition=partition)
+            offsets = [TopicPartition("plain", 0, n + 1)]
+            producer.send_offsets_to_transaction(offsets, group.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+        group.close()
+        by_topic = markers.count(settings, timeout=60)
+    assert {t: n for t, n in by_topic.items() if n} == {"m": 6, markers.OFFSETS_TOPIC: 3}
+    total, parts = markers.per_transaction(by_topic)
+    assert (total, parts) == (3.0, {"m": 2.0, markers.OFFSETS_TOPIC: 1.0})

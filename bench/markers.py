@@ -1,0 +1,103 @@
+"""Partitions per worker transaction, counted from the log after a run.
+
+A Kafka transaction ends with a marker (commit or abort) on every partition it wrote to,
+and a consumer never receives markers, so a partition's markers are its entries (end minus
+start) less the records a read_uncommitted consumer receives there (aborted records
+included). Every worker transaction sends its input offsets, so it writes one marker on
+its group's partition of ``__consumer_offsets``: the markers there count the transactions
+(the projector's commits are plain records). The collector's producer is idempotent, not
+transactional, so every marker on a leadflow topic is the worker's.
+
+A transaction's cost grows with the partitions it writes to, not with its records
+(docs/benchmarks.md, session 13: about 1 ms per partition per transaction on this machine;
+that count was taken from a kept broker's segments by a scratch script): this puts the
+figure in ``bench.pipeline``. Read it on a broker the run had to itself, before any
+compaction (the bench's brokers live minutes; changelog segments roll after hours).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from leadflow.streams.settings import Settings
+
+OFFSETS_TOPIC = "__consumer_offsets"
+SKIPPED = frozenset({"__transaction_state"})  # the coordinator's own log: no markers
+
+
+def markers(entries: int, records: int) -> int:
+    """Markers in a partition of ``entries`` offsets holding ``records`` records.
+
+    Example:
+        >>> markers(entries=12, records=9)
+        3
+    """
+    return entries - records
+
+
+def per_transaction(by_topic: Mapping[str, int]) -> tuple[float, dict[str, float]]:
+    """Partitions written per transaction, in all and per topic (``__consumer_offsets`` too).
+
+    ``by_topic``: markers per topic, ``__consumer_offsets``' being one per transaction.
+
+    Example:
+        >>> total, parts = per_transaction({"__consumer_offsets": 4, "a": 8, "b": 2})
+        >>> total, parts["a"], parts["__consumer_offsets"]
+        (3.5, 2.0, 1.0)
+    """
+    transactions = by_topic.get(OFFSETS_TOPIC, 0)
+    if not transactions:
+        return 0.0, {}
+    parts = {topic: n / transactions for topic, n in by_topic.items() if n}
+    return sum(parts.values()), parts
+
+
+def count(settings: Settings, timeout: float = 120.0) -> dict[str, int]:
+    """Markers per topic on the broker of ``settings``, read from every partition's start."""
+    config: dict[str, Any] = {
+        **settings.kafka_client_config(),
+        "group.id": f"bench-markers-{uuid.uuid4().hex[:8]}",
+        "isolation.level": "read_uncommitted",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+    }
+    consumer = Consumer(config)
+    try:
+        topics = consumer.list_topics(timeout=30).topics
+        partitions = [
+            TopicPartition(name, p, OFFSET_BEGINNING)
+            for name, meta in topics.items()
+            if name not in SKIPPED
+            for p in meta.partitions
+        ]
+        bounds = {
+            (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=30)
+            for tp in partitions
+        }
+        entries: Counter[str] = Counter()
+        for (topic, _), (low, high) in bounds.items():
+            entries[topic] += high - low
+        records: Counter[str] = Counter()
+        open_parts = {tp for tp, (low, high) in bounds.items() if high > low}
+        consumer.assign([tp for tp in partitions if (tp.topic, tp.partition) in open_parts])
+        deadline = time.monotonic() + timeout
+        while open_parts:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(open_parts)} partitions not read to their end")
+            for message in consumer.consume(1000, 1.0):
+                key = (str(message.topic()), int(message.partition() or 0))
+                if message.error() is not None:
+                    open_parts.discard(key)  # end of partition (or gone): read what there was
+                    continue
+                records[key[0]] += 1
+                if int(message.offset() or 0) + 1 >= bounds[key][1]:
+                    open_parts.discard(key)
+    finally:
+        consumer.close()
+    return {topic: markers(n, records[topic]) for topic, n in entries.items()}
