@@ -13,6 +13,11 @@ A transaction's cost grows with the partitions it writes to, not with its record
 that count was taken from a kept broker's segments by a scratch script): this puts the
 figure in ``bench.pipeline``. Read it on a broker the run had to itself, before any
 compaction (the bench's brokers live minutes; changelog segments roll after hours).
+
+The same pass counts leadflow's own control records per topic and kind (header
+``leadflow.marker``: the identity stage's, the lead stage's forward and position promises,
+the trainer's; ``leadflow.heartbeat``): the promises a batch sends to every partition of a
+topic are what spreads a transaction over many partitions.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from leadflow.streams.control import HEARTBEAT, MARKER
 from leadflow.streams.settings import Settings
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -58,7 +65,31 @@ def per_transaction(by_topic: Mapping[str, int]) -> tuple[float, dict[str, float
     return sum(parts.values()), parts
 
 
-def count(settings: Settings, timeout: float = 120.0) -> dict[str, int]:
+@dataclass
+class LogCounts:
+    """What :func:`count` found: transaction markers and leadflow's control records."""
+
+    markers: dict[str, int] = field(default_factory=dict)  # topic -> transaction markers
+    # (topic, kind) -> leadflow control records: a marker's stage, or "heartbeat".
+    control: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def control_kind(headers: list[tuple[str, bytes]] | None) -> str | None:
+    """A leadflow control record's kind (its marker's stage, or ``heartbeat``), else None.
+
+    Example:
+        >>> control_kind([("leadflow.marker", b"forward")]), control_kind([("x", b"1")])
+        ('forward', None)
+    """
+    for key, value in headers or ():
+        if key == MARKER:
+            return value.decode()
+        if key == HEARTBEAT:
+            return "heartbeat"
+    return None
+
+
+def count(settings: Settings, timeout: float = 120.0) -> LogCounts:
     """Markers per topic on the broker of ``settings``, read from every partition's start."""
     config: dict[str, Any] = {
         **settings.kafka_client_config(),
@@ -84,6 +115,7 @@ def count(settings: Settings, timeout: float = 120.0) -> dict[str, int]:
         for (topic, _), (low, high) in bounds.items():
             entries[topic] += high - low
         records: Counter[str] = Counter()
+        control: Counter[tuple[str, str]] = Counter()
         open_parts = {tp for tp, (low, high) in bounds.items() if high > low}
         consumer.assign([tp for tp in partitions if (tp.topic, tp.partition) in open_parts])
         deadline = time.monotonic() + timeout
@@ -96,8 +128,12 @@ def count(settings: Settings, timeout: float = 120.0) -> dict[str, int]:
                     open_parts.discard(key)  # end of partition (or gone): read what there was
                     continue
                 records[key[0]] += 1
+                kind = control_kind(message.headers())
+                if kind is not None:
+                    control[(key[0], kind)] += 1
                 if int(message.offset() or 0) + 1 >= bounds[key][1]:
                     open_parts.discard(key)
     finally:
         consumer.close()
-    return {topic: markers(n, records[topic]) for topic, n in entries.items()}
+    found = {topic: markers(n, records[topic]) for topic, n in entries.items()}
+    return LogCounts(found, dict(control))

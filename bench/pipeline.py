@@ -614,18 +614,26 @@ def release_wait_figures(windows: list[dict[str, Any]], steady: str, cmd: str) -
     ]  # fmt: skip
 
 
-def transaction_figures(by_topic: dict[str, int], cmd: str) -> list[Figure]:
+def transaction_figures(counts: markers.LogCounts, cmd: str) -> list[Figure]:
     """Partitions per worker transaction over the end-to-end run (what a commit costs)."""
-    total, parts = markers.per_transaction(by_topic)
+    total, parts = markers.per_transaction(counts.markers)
     if not parts:
         return []
+    transactions = counts.markers[markers.OFFSETS_TOPIC]
     largest = sorted(parts.items(), key=lambda item: -item[1])[:6]
+    by_lead = sorted(
+        ((kind, n / transactions) for (topic, kind), n in counts.control.items()
+         if topic == EVENTS_BY_LEAD.name),
+        key=lambda item: -item[1],
+    )  # fmt: skip
     return [
         Figure("2", "  partitions written per worker transaction", total, "partitions",
-               command=cmd, notes=f"{by_topic[markers.OFFSETS_TOPIC]:,} transactions over the "
-               "end-to-end run (warm-up, bulk, both steady phases), counted from the markers "
-               "in the log (bench/markers.py); largest: "
-               + ", ".join(f"{topic} {n:.2f}" for topic, n in largest))
+               command=cmd, notes=f"{transactions:,} transactions over the end-to-end run "
+               "(warm-up, bulk, both steady phases), counted from the markers in the log "
+               "(bench/markers.py); largest: "
+               + ", ".join(f"{topic} {n:.2f}" for topic, n in largest)
+               + "; leadflow's promise records on by-lead per transaction: "
+               + ", ".join(f"{kind} {n:.2f}" for kind, n in by_lead))
     ]  # fmt: skip
 
 

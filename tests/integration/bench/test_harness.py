@@ -100,6 +100,7 @@ def test_markers_count_each_transactions_partitions(base_settings: Any, tmp_path
             future.result(30)
         plain = Producer({**config, "acks": "all"})
         plain.produce("plain", value=b"no marker")
+        plain.produce("plain", value=b"", headers=[("leadflow.heartbeat", b"1")])
         assert plain.flush(30) == 0
         group = Consumer({**config, "group.id": "g"})
         producer = Producer({**config, "transactional.id": "markers-test"})
@@ -108,11 +109,16 @@ def test_markers_count_each_transactions_partitions(base_settings: Any, tmp_path
             producer.begin_transaction()
             for partition in (0, 1):
                 producer.produce("m", value=b"x", partition=partition)
+            if n == 0:  # a promise record of leadflow's: a data record to Kafka
+                producer.produce("m", value=b"{}", partition=0,
+                                 headers=[("leadflow.marker", b"identity")])  # fmt: skip
             offsets = [TopicPartition("plain", 0, n + 1)]
             producer.send_offsets_to_transaction(offsets, group.consumer_group_metadata(), 30)
             producer.commit_transaction(30)
         group.close()
-        by_topic = markers.count(settings, timeout=60)
+        counts = markers.count(settings, timeout=60)
+    by_topic = counts.markers
     assert {t: n for t, n in by_topic.items() if n} == {"m": 6, markers.OFFSETS_TOPIC: 3}
+    assert counts.control == {("m", "identity"): 1, ("plain", "heartbeat"): 1}
     total, parts = markers.per_transaction(by_topic)
     assert (total, parts) == (3.0, {"m": 2.0, markers.OFFSETS_TOPIC: 1.0})
