@@ -108,8 +108,13 @@ def test_the_projector_commits_past_commit_markers_and_aborted_tails(
     settings = own_broker
     objects = scenario.everything()
     written = produce_committed(settings, objects)
-    # Each written partition: its records, then the commit marker.
-    assert set(short_of_end(settings)) == written
+    # Each written partition: its records, then the commit marker. Once in a full run under
+    # load (session 19) three of them did not read as short right after the commit: asked
+    # again for a while, and named if it stays so.
+    deadline = time.monotonic() + 15
+    while set(short := short_of_end(settings)) != written and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert set(short) == written, f"short of end {short}, written {sorted(written)}"
 
     first = Projector(settings, clickhouse_session, clickhouse_db, group_id=GROUP, paths_every=None)
     stats = first.run_until_idle(max_seconds=90)
