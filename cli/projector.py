@@ -126,7 +126,8 @@ def projector(
         if stats.unknown_topic_errors
         else ""
     )
+    stalls = f", {stats.stall_rebuilds} new consumers after a stall" if stats.stall_rebuilds else ""
     click.echo(
-        f"projected {stats.records} records into {stats.rows} rows "
-        f"({stats.dead_lettered} dead-lettered, {stats.insert_retries} insert retries{missing})"
+        f"projected {stats.records} records into {stats.rows} rows ({stats.dead_lettered} "
+        f"dead-lettered, {stats.insert_retries} insert retries{missing}{stalls})"
     )
