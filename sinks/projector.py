@@ -38,7 +38,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from confluent_kafka import (
@@ -189,6 +189,8 @@ class ProjectorStalled(ProjectorError):
 
 # Seconds between two looks of the stall watch (as the worker's).
 WATCH_EVERY = 5.0
+# Seconds between two ``projector.progress`` lines (as the worker's ``worker.progress``).
+PROGRESS_EVERY = 30.0
 
 
 @dataclass(slots=True)
@@ -339,6 +341,7 @@ class Projector:
         # The group's committed offsets as of the current assignment (_assigned_at).
         self._started: dict[tuple[str, int], int] = {}
         self._next_watch = time.monotonic() + watch_every
+        self._next_progress = time.monotonic() + PROGRESS_EVERY
         self._troubles = 0
         self._ends_log = Throttle(60.0)
 
@@ -626,8 +629,11 @@ class Projector:
     # -- the stall watch -------------------------------------------------------------------
 
     def _look(self) -> None:
-        """Run the stall watch if a look is due (between batches)."""
+        """Between batches: log the running stats, run the stall watch, each when due."""
         now = time.monotonic()
+        if now >= self._next_progress:
+            self._next_progress = now + PROGRESS_EVERY
+            log.info("projector.progress", **asdict(self.stats))
         if now < self._next_watch:
             return
         self._next_watch = now + self.watch_every

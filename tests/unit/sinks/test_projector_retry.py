@@ -337,3 +337,20 @@ def test_a_caught_up_partition_not_read_since_its_assignment_is_not_behind() -> 
         projector._watch(now)
     assert projector.stats.stall_rebuilds == 0
     assert consumer.committed_calls == 1
+
+
+def test_the_running_stats_are_logged_between_batches() -> None:
+    # The projector said nothing at INFO while it ran: a consumer replaced, retried commits
+    # or inserts showed only in warnings, the totals only when the command ended.
+    recorded = Recorded()
+    projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None)
+    projector.stats.records, projector.stats.stall_rebuilds = 40, 1
+    projector._next_progress = 0.0  # due
+    projector._next_watch = float("inf")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(projector_module, "log", recorded)
+        projector._look()
+        projector._look()  # not due again for PROGRESS_EVERY
+    [(event, fields)] = recorded.events("info")
+    assert event == "projector.progress"
+    assert (fields["records"], fields["stall_rebuilds"], fields["commit_retries"]) == (40, 1, 0)
