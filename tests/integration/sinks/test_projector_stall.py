@@ -5,6 +5,10 @@ error (librdkafka #5153; session 18's crash loop caught the collector's key read
 15 minutes). The projector had no watch: ClickHouse would have gone stale without a word.
 As in the key reader's test, a consumer whose partitions are paused stands in for the stuck
 client: it delivers nothing and raises nothing.
+
+Each test has a broker of its own: a new group reads the projected topics from their start,
+and on the session's broker that is every earlier test's records (the first CI run of this
+file, session 19, spent its 60 s projecting them).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +29,7 @@ from confluent_kafka import Consumer
 from leadflow.processors.events import Kind
 from leadflow.sinks import projector as projector_module
 from leadflow.sinks.projector import Projector, ProjectorStalled
+from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.topics import create_topics
 from tests.integration.sinks import scenario
@@ -79,6 +85,13 @@ class Running:
     raised: list[BaseException]
 
 
+@pytest.fixture
+def own_broker(base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    with scratch_broker(base_settings, tmp_path / "kafka") as (_, settings):
+        create_topics(settings)
+        yield settings
+
+
 @contextmanager
 def running(
     settings: Settings, client: Any, db: str, monkeypatch: pytest.MonkeyPatch, stuck: int
@@ -116,11 +129,12 @@ def _wait(what: str, done: Any, seconds: float = 60.0) -> None:
 
 
 def test_a_consumer_that_stops_fetching_is_replaced_and_nothing_is_missed(
-    kafka: Settings,
+    own_broker: Settings,
     clickhouse_session: Any,
     clickhouse_db: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    kafka = own_broker
     with running(kafka, clickhouse_session, clickhouse_db, monkeypatch, stuck=1) as run:
         events = _events(run.workspace, 30)
         _produce(kafka, events)  # after the client stopped fetching: only a new one reads them
@@ -141,11 +155,12 @@ def test_a_consumer_that_stops_fetching_is_replaced_and_nothing_is_missed(
 
 
 def test_a_stall_the_new_consumer_does_not_cure_stops_the_projector(
-    kafka: Settings,
+    own_broker: Settings,
     clickhouse_session: Any,
     clickhouse_db: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    kafka = own_broker
     with running(kafka, clickhouse_session, clickhouse_db, monkeypatch, stuck=2) as run:
         _produce(kafka, _events(run.workspace, 10))
         run.thread.join(60)
