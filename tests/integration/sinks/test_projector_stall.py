@@ -17,8 +17,8 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +76,11 @@ def _count(client: Any, db: str, workspace: str) -> int:
 
 @dataclass
 class Running:
-    """A stuck projector's ``run`` in a thread, its log and the workspace of its test."""
+    """A stuck projector's ``run`` in a thread, its log, broker, ClickHouse and workspace."""
 
+    settings: Settings
+    client: Any
+    db: str
     projector: StuckClients
     recorded: Recorded
     workspace: str
@@ -115,10 +118,22 @@ def running(
     thread.start()
     try:
         _wait("the first consumer assigned and stuck", lambda: projector.paused)
-        yield Running(projector, recorded, workspace, thread, raised)
+        yield Running(settings, client, db, projector, recorded, workspace, thread, raised)
     finally:
         stop.set()
         thread.join(30)
+
+
+@pytest.fixture
+def start(
+    own_broker: Settings,
+    clickhouse_session: Any,
+    clickhouse_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[int], AbstractContextManager[Running]]:
+    """``start(stuck)``: :func:`running` on this test's broker and database."""
+    return lambda stuck: running(own_broker, clickhouse_session, clickhouse_db, monkeypatch,
+                                 stuck)  # fmt: skip
 
 
 def _wait(what: str, done: Any, seconds: float = 60.0) -> None:
@@ -129,18 +144,14 @@ def _wait(what: str, done: Any, seconds: float = 60.0) -> None:
 
 
 def test_a_consumer_that_stops_fetching_is_replaced_and_nothing_is_missed(
-    own_broker: Settings,
-    clickhouse_session: Any,
-    clickhouse_db: str,
-    monkeypatch: pytest.MonkeyPatch,
+    start: Callable[[int], AbstractContextManager[Running]],
 ) -> None:
-    kafka = own_broker
-    with running(kafka, clickhouse_session, clickhouse_db, monkeypatch, stuck=1) as run:
+    with start(1) as run:
         events = _events(run.workspace, 30)
-        _produce(kafka, events)  # after the client stopped fetching: only a new one reads them
+        _produce(run.settings, events)  # after the client stopped: only a new one reads them
         _wait(
             "the events in ClickHouse",
-            lambda: _count(clickhouse_session, clickhouse_db, run.workspace) == len(events),
+            lambda: _count(run.client, run.db, run.workspace) == len(events),
         )
         assert run.projector.stats.stall_rebuilds == 1
         # Caught up and idle: the watch says nothing more.
@@ -155,14 +166,10 @@ def test_a_consumer_that_stops_fetching_is_replaced_and_nothing_is_missed(
 
 
 def test_a_stall_the_new_consumer_does_not_cure_stops_the_projector(
-    own_broker: Settings,
-    clickhouse_session: Any,
-    clickhouse_db: str,
-    monkeypatch: pytest.MonkeyPatch,
+    start: Callable[[int], AbstractContextManager[Running]],
 ) -> None:
-    kafka = own_broker
-    with running(kafka, clickhouse_session, clickhouse_db, monkeypatch, stuck=2) as run:
-        _produce(kafka, _events(run.workspace, 10))
+    with start(2) as run:
+        _produce(run.settings, _events(run.workspace, 10))
         run.thread.join(60)
         assert not run.thread.is_alive(), "the projector went on with a partition that never moves"
     projector, raised, recorded = run.projector, run.raised, run.recorded
@@ -173,4 +180,4 @@ def test_a_stall_the_new_consumer_does_not_cure_stops_the_projector(
     assert "with a new consumer too" in str(exc)
     [(_, fields)] = recorded.events("error")
     assert fields["action"] == "exit 70 for the supervisor"
-    assert _count(clickhouse_session, clickhouse_db, run.workspace) == 0
+    assert _count(run.client, run.db, run.workspace) == 0
