@@ -614,8 +614,13 @@ def release_wait_figures(windows: list[dict[str, Any]], steady: str, cmd: str) -
     ]  # fmt: skip
 
 
-def transaction_figures(counts: markers.LogCounts, cmd: str) -> list[Figure]:
-    """Partitions per worker transaction over the end-to-end run (what a commit costs)."""
+def transaction_figures(
+    counts: markers.LogCounts, widths: dict[int, float], cmd: str
+) -> list[Figure]:
+    """Partitions per worker transaction over the end-to-end run, and what they cost.
+
+    ``widths``: ``bench.txn_floor.widths``' median transaction per partitions written.
+    """
     total, parts = markers.per_transaction(counts.markers)
     if not parts:
         return []
@@ -633,7 +638,24 @@ def transaction_figures(counts: markers.LogCounts, cmd: str) -> list[Figure]:
                "(bench/markers.py); largest: "
                + ", ".join(f"{topic} {n:.2f}" for topic, n in largest)
                + "; leadflow's promise records on by-lead per transaction: "
-               + ", ".join(f"{kind} {n:.2f}" for kind, n in by_lead))
+               + ", ".join(f"{kind} {n:.2f}" for kind, n in by_lead)),
+        *_width_cost(total, widths, cmd),
+    ]  # fmt: skip
+
+
+def _width_cost(partitions: float, widths: dict[int, float], cmd: str) -> list[Figure]:
+    """What the partitions a worker transaction writes add to it, on the floor's broker."""
+    if len(widths) < 2:
+        return []
+    one = min(widths)
+    per = txn_floor.slope(widths)
+    sizes = ", ".join(f"{size}: {ms:.1f}" for size, ms in sorted(widths.items()))
+    return [
+        Figure("2", "  what those partitions add to each transaction (bench.txn_floor widths)",
+               per * (partitions - one), "ms", baseline=widths[one],
+               baseline_name=f"a transaction writing {one}", command=cmd,
+               notes=f"{per * 1000:.0f} µs per partition (least squares); median "
+               f"transaction back to back by partitions written, ms: {sizes}")
     ]  # fmt: skip
 
 
@@ -686,7 +708,10 @@ def run(
         print(f"end-to-end: { {k: v for k, v in e2e.items() if not k.endswith('_ms')} }")
         # What two empty transactional hops cost at the same rate: the hand-off's floor.
         floor_warmup = min(15.0, seconds)
-        floor = txn_floor.floor(base, home / "floor", (e2e["rate"],), seconds, floor_warmup)[0]
+        floors, widths = txn_floor.floor(
+            base, home / "floor", (e2e["rate"],), seconds, floor_warmup, txn_floor.WIDTHS
+        )
+        floor = floors[0]
     raw = base_line["per_second"]
     n = f"{events:,} simulated events, 12 partitions"
     if warmup:
@@ -760,7 +785,7 @@ def run(
             )
         ),
         *release_wait_figures(e2e["release_waits"], steady, cmd),
-        *transaction_figures(e2e["markers"], cmd),
+        *transaction_figures(e2e["markers"], widths, cmd),
         Figure("3", "ack -> row in ClickHouse p50", quantile(fresh, 0.5), "ms", command=cmd,
                notes=f"{steady}; {len(fresh)} rows seen; poll every 50 ms"),
         Figure("3", "ack -> row in ClickHouse p99", quantile(fresh, 0.99), "ms", target="< 2 s",

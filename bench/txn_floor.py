@@ -13,6 +13,11 @@ writes at a steady rate, and a ``read_committed`` reader notes when each record 
 of each hop. No decoding, no state, no heartbeats, no release order: what is left is Kafka's
 transactions and the loop.
 
+It also measures what each partition a transaction writes adds to it (:func:`widths`):
+transactions back to back with the worker's producer, one record to each of K partitions and
+one input offset each, as the worker's batches do (a worker transaction writes 30-35
+partitions: ``bench.pipeline`` counts them).
+
 Run alone: ``python -m bench.txn_floor`` (``--rate``, ``--seconds``, ``--warmup-seconds``);
 ``bench.pipeline`` (so ``make bench``) runs it at its steady phase's rate.
 """
@@ -42,6 +47,9 @@ from leadflow.streams.topics import TopicSpec, create_topics
 HOPS = ("bench.floor.in", "bench.floor.mid", "bench.floor.out")
 GROUP = "bench-floor"
 RATES = (50.0, 300.0)  # a trickle, and about half the pipeline's end-to-end rate
+# Partitions written per transaction in :func:`widths`: one, a topic's, and past the worker's.
+WIDTHS = (1, 12, 24, 48)
+WIDE = "bench.floor.wide"  # as many partitions as the widest size
 
 
 def forward(settings: Settings) -> None:
@@ -167,10 +175,64 @@ def measure(settings: Settings, rate: float, seconds: float, warmup: float) -> d
     return out
 
 
+def widths(settings: Settings, sizes: tuple[int, ...], rounds: int) -> dict[int, float]:
+    """Median ms of one transaction writing one record to each of K partitions, per K.
+
+    Each: begin, the records, the offset of one input partition (the worker sends its
+    input offsets in every transaction), commit; back to back, as the worker's loop runs
+    under load. The first tenth of each size is left out (connections, the coordinator).
+    """
+    consumer = Consumer({**consumer_config(settings, "width"), "group.id": f"{GROUP}-width"})
+    producer = Producer(producer_config(settings, "bench-width"))
+    producer.init_transactions(30)
+    source = [TopicPartition(HOPS[0], 0, 0)]
+    out: dict[int, float] = {}
+    try:
+        for size in sizes:
+            took = []
+            for n in range(rounds):
+                started = time.perf_counter()
+                producer.begin_transaction()
+                for partition in range(size):
+                    producer.produce(WIDE, b"x" * 200, b"k", partition=partition)
+                source[0].offset = n
+                producer.send_offsets_to_transaction(source, consumer.consumer_group_metadata(), 30)
+                producer.commit_transaction(30)
+                if n >= rounds // 10:
+                    took.append((time.perf_counter() - started) * 1000)
+            out[size] = quantile(took, 0.5)
+    finally:
+        consumer.close()
+    return out
+
+
+def slope(costs: dict[int, float]) -> float:
+    """Least-squares ms per partition of :func:`widths`' medians.
+
+    Example:
+        >>> round(slope({1: 7.0, 12: 9.75, 48: 18.75}), 6)
+        0.25
+    """
+    n = len(costs)
+    mean_x, mean_y = sum(costs) / n, sum(costs.values()) / n
+    num = sum((x - mean_x) * (y - mean_y) for x, y in costs.items())
+    return num / sum((x - mean_x) ** 2 for x in costs)
+
+
 def floor(
-    base: Settings, home: Path, rates: tuple[float, ...], seconds: float, warmup: float
-) -> list[dict[str, Any]]:
-    """Each rate in turn on one scratch broker and forwarder: :func:`measure`'s results."""
+    base: Settings,
+    home: Path,
+    rates: tuple[float, ...],
+    seconds: float,
+    warmup: float,
+    sizes: tuple[int, ...] = (),
+    rounds: int = 150,
+) -> tuple[list[dict[str, Any]], dict[int, float]]:
+    """Each rate in turn on one scratch broker and forwarder, then :func:`widths`.
+
+    Returns :func:`measure`'s result per rate and the median transaction per size (none
+    without ``sizes``).
+    """
     results = []
     with one_broker(base, home) as (_brokers, settings):
         create_topics(settings, [TopicSpec(name, "key", "bench floor") for name in HOPS])
@@ -190,7 +252,31 @@ def floor(
         finally:
             child.kill()
             child.wait()
-    return results
+        costs: dict[int, float] = {}
+        if sizes:
+            wide = TopicSpec(WIDE, "key", "bench floor: widths", partitions=max(sizes))
+            create_topics(settings, [wide])
+            costs = widths(settings, sizes, rounds)
+            print(json.dumps({"widths_ms": costs}), flush=True)
+    return results, costs
+
+
+def width_figures(costs: dict[int, float], cmd: str) -> list[Figure]:
+    """The median transaction per partitions written, and the cost of each one more."""
+    if len(costs) < 2:
+        return []
+    one = min(costs)
+    figures = [
+        Figure("2", f"floor: one transaction writing {size} partitions p50", ms, "ms",
+               baseline=costs[one], baseline_name=f"writing {one}", command=cmd,
+               notes="begin, one record per partition, one input offset, commit; back to back")
+        for size, ms in sorted(costs.items())
+    ]  # fmt: skip
+    figures.append(
+        Figure("2", "floor: each partition a transaction writes adds", slope(costs) * 1000,
+               "µs", command=cmd, notes="least squares over the sizes above")
+    )  # fmt: skip
+    return figures
 
 
 def notes(result: dict[str, Any], warmup: float) -> str:
@@ -202,12 +288,16 @@ def notes(result: dict[str, Any], warmup: float) -> str:
     )
 
 
-def run(rates: tuple[float, ...], seconds: float, warmup: float) -> list[Figure]:
-    """The floor at each rate, as figures."""
+def run(
+    rates: tuple[float, ...], seconds: float, warmup: float, sizes: tuple[int, ...], rounds: int
+) -> list[Figure]:
+    """The floor at each rate, and the transaction widths, as figures."""
     cmd = f"python -m bench.txn_floor --seconds {seconds:g} --warmup-seconds {warmup:g}"
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="leadflow-floor-") as tmp:
-        results = floor(load_settings(log_level="INFO"), Path(tmp), rates, seconds, warmup)
+        results, costs = floor(
+            load_settings(log_level="INFO"), Path(tmp), rates, seconds, warmup, sizes, rounds
+        )
     for result in results:
         out, rate = result[HOPS[2]], result["rate"]
         for q in ("p50", "p99"):
@@ -216,7 +306,7 @@ def run(rates: tuple[float, ...], seconds: float, warmup: float) -> list[Figure]
                        f"{rate:g} records/s", out[q], "ms", command=cmd,
                        notes=notes(result, warmup))
             )  # fmt: skip
-    return figures
+    return figures + width_figures(costs, cmd)
 
 
 def main() -> None:
@@ -226,6 +316,8 @@ def main() -> None:
     p.add_argument("--rate", type=float, action="append", help=f"records/s (default {RATES})")
     p.add_argument("--seconds", type=float, default=None, help="measured phase per rate")
     p.add_argument("--warmup-seconds", type=float, default=None, help="unmeasured, first")
+    p.add_argument("--width", type=int, action="append", help="partitions per transaction in "
+                   f"the widths measurement (default {WIDTHS}); 0: skip it")  # fmt: skip
     args = p.parse_args()
     if args.forward:
         forward(load_settings())
@@ -234,7 +326,9 @@ def main() -> None:
     warmup = (
         args.warmup_seconds if args.warmup_seconds is not None else (3.0 if args.quick else 15.0)
     )
-    emit(run(tuple(args.rate or RATES), seconds, warmup), args.json)
+    sizes = tuple(w for w in (args.width or WIDTHS) if w > 0)
+    rounds = 40 if args.quick else 150
+    emit(run(tuple(args.rate or RATES), seconds, warmup, sizes, rounds), args.json)
 
 
 if __name__ == "__main__":

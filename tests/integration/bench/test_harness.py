@@ -65,19 +65,28 @@ def test_processors_measure_steps_and_state_per_lead(tmp_path: Path) -> None:
 
 def test_txn_floor_gets_every_record_through_both_hops(tmp_path: Path) -> None:
     rows = run_module("txn_floor", tmp_path / "rows.jsonl", "--rate", "100", "--seconds", "2",
-                      "--warmup-seconds", "1")  # fmt: skip
+                      "--warmup-seconds", "1", "--quick",
+                      "--width", "1", "--width", "24")  # fmt: skip
     assert [str(r["name"]) for r in rows] == [
         "floor: ack -> out of two empty transactional hops p50, 100 records/s",
         "floor: ack -> out of two empty transactional hops p99, 100 records/s",
+        "floor: one transaction writing 1 partitions p50",
+        "floor: one transaction writing 24 partitions p50",
+        "floor: each partition a transaction writes adds",
     ]
-    p50, p99 = (float(r["value"]) for r in rows)
+    p50, p99 = (float(r["value"]) for r in rows[:2])
     assert 0 < p50 <= p99
     # 200 records sent at 100/s in the measured phase: every one acknowledged came out.
     assert "200 records at 100/s" in str(rows[0]["notes"])
     assert "200 seen out" in str(rows[0]["notes"])
+    # Each width committed its transactions; the slope is theirs (two sizes: a line).
+    one, wide, per = (float(r["value"]) for r in rows[2:])
+    assert one > 0
+    assert wide > 0
+    assert per == pytest.approx((wide - one) / 23 * 1000)
 
 
-@pytest.mark.parametrize("name", ["common", "markers", "pipeline"])
+@pytest.mark.parametrize("name", ["common", "markers", "pipeline", "txn_floor"])
 def test_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(f"bench.{name}")
     assert doctest.testmod(module).failed == 0
