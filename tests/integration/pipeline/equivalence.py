@@ -136,6 +136,9 @@ class Feed:
         seed: the simulation seed.
         rate: messages per second.
         batch: messages per POST.
+        form_first: share of lead-magnet captures that submit the form with their email
+            first (the simulator's ``form_first``): such a person's later identify merges
+            two leads, so the feed has merges, forwards and transfers.
     """
 
     people: int = 250
@@ -143,10 +146,14 @@ class Feed:
     seed: int = 7
     rate: float = 40.0
     batch: int = 10
+    form_first: float = 0.0
 
     def messages(self) -> list[Message]:
         """The messages, without ``sentAt`` (see the module doc)."""
-        simulation = Simulation(SimConfig(people=self.people, days=self.days, seed=self.seed))
+        config = SimConfig(
+            people=self.people, days=self.days, seed=self.seed, form_first=self.form_first
+        )
+        simulation = Simulation(config)
         return [{k: v for k, v in m.items() if k != "sentAt"} for m in simulation.messages()]
 
     def span(self) -> tuple[date, date]:
