@@ -30,6 +30,7 @@ sealed values as "sealed" (the same record carries the same envelope within a ru
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -54,6 +55,7 @@ from leadflow.demo.simulator.send import batches
 from leadflow.processors.derived import LeadTransfer, MergeRequest
 from leadflow.processors.events import Kind
 from leadflow.processors.identity import decode_identity_state
+from leadflow.processors.lead_state import decode_lead_state
 from leadflow.processors.model import ScoreModel
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
@@ -474,7 +476,14 @@ def _few(ids: set[str], fields: Mapping[str, Mapping[str, Any]], n: int = 3) -> 
 
 
 def _normalise(value: Any) -> Any:
-    """A decoded record as plain data; sealed PII as the word "sealed"."""
+    """A decoded record as plain data; sealed PII as the word "sealed".
+
+    A merge transfer carries the absorbed lead's stored state as base64 bytes, with its
+    contact sealed: compared decoded, so the per-run envelopes do not count.
+    """
+    if isinstance(value, LeadTransfer) and value.state:
+        state = decode_lead_state(base64.b64decode(value.state))
+        return {**_normalise(dataclasses.replace(value, state="")), "state": _normalise(state)}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _normalise(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
