@@ -224,7 +224,7 @@ def test_crash_run_with_merges_derives_what_the_clean_run_derives(
 
     Known issue (session 20): after such a crash run the linear and W-shaped attribution
     reports can differ from the clean run's although every derived topic is the same (two of
-    three module runs: direct 7.936 against 7.949 conversions, linear), so the projection
+    five crash runs: direct 7.936 against 7.949 conversions, linear), so the projection
     or the path refresh depends on where a fault lands; not found yet (docs/operations.md,
     "Known issues"). Report differences are marked as that known issue, any other fails.
     """
