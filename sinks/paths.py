@@ -135,11 +135,17 @@ WHERE (workspace_id, anonymous_id) IN (SELECT workspace_id, anonymous_id FROM ($
 # survivor's journey is rebuilt from the touches of every id merged into it, and a merged id
 # gets its tombstone. lead_merges holds a row per merged id and each survivor it ever had (a
 # chain A -> B -> C writes A -> C too), so one step each way reaches the whole person.
+# The survivor is filtered in an inner query: with ``merged_lead_id AS lead_id`` in the same
+# SELECT, ClickHouse reads ``lead_id`` in WHERE as the alias, and a survivor marked alone
+# (a stage change, a touch of its own) was rebuilt without its merged ids' touches
+# (session 20: found by the crash-equivalence run with merges, where attribution differed).
 AFFECTED_LEADS = """
 SELECT workspace_id, lead_id FROM ($direct)
 UNION DISTINCT
-SELECT workspace_id, merged_lead_id AS lead_id FROM $db.lead_merges
-WHERE (workspace_id, lead_id) IN ($direct)
+SELECT workspace_id, merged_lead_id AS lead_id FROM (
+    SELECT workspace_id, merged_lead_id FROM $db.lead_merges
+    WHERE (workspace_id, lead_id) IN ($direct)
+)
 UNION DISTINCT
 SELECT workspace_id, lead_id FROM $db.lead_merges
 WHERE (workspace_id, merged_lead_id) IN ($direct)

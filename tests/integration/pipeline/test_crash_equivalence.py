@@ -219,23 +219,17 @@ def test_crash_run_with_four_inbound_partitions(base_settings: Settings, home: P
 def test_crash_run_with_merges_derives_what_the_clean_run_derives(
     base_settings: Settings, home: Path, counts_checked: Callable[[str], None]
 ) -> None:
-    """Merges, forwards and merge transfers under the faults: every derived record as in the
-    clean run, nothing lost.
+    """Merges, forwards and merge transfers under the faults: every derived record and every
+    report as in the clean run, nothing lost.
 
-    Known issue (session 20): after such a crash run the linear and W-shaped attribution
-    reports can differ from the clean run's although every derived topic is the same (two of
-    five crash runs: direct 7.936 against 7.949 conversions, linear), so the projection
-    or the path refresh depends on where a fault lands; not found yet (docs/operations.md,
-    "Known issues"). Report differences are marked as that known issue, any other fails.
+    Before session 20 the module's input had no merge. Its first runs with merges found the
+    attribution reports differing after two of five crash runs: a path refresh that rebuilt a
+    survivor for a mark of its own left out the touches of the ids merged into it
+    (``sinks/paths.py``, ``AFFECTED_LEADS``; its own test is in
+    ``tests/integration/sinks/test_merges.py``), so which refresh ran last decided a path.
     """
     clean = _run(base_settings, home / "clean", feed=MERGE_FEED)
     assert len(clean.topics[LEAD_MERGED.name]) >= MERGES
     crashed = _run(base_settings, home / "crashed", faults=crash_faults, feed=MERGE_FEED)
-    assert crashed.problems() == [], "\n".join(crashed.log)
-    assert clean.problems() == []
-    differences = crashed.compare(clean, TIMING)
-    derived = [d for d in differences if not d.startswith("report ")]
-    assert derived == [], "\n".join([*derived, "-- run log:", *crashed.log])
+    _check(crashed, clean, TIMING)
     counts_checked(f"crash run with merges: {crashed.summary()}")
-    if differences:
-        pytest.xfail(f"known issue: reports differ after a crash run with merges: {differences}")

@@ -8,6 +8,7 @@ records show what the views must undo: the form's email lead and the user were t
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from typing import Any
 
@@ -143,3 +144,32 @@ def test_attribution_paths_follow_a_merge_on_the_next_refresh(
     # A full rebuild agrees with the incremental one.
     refresh_paths(client, db, full=True)
     assert paths_of(client, db) == (persons, conversions)
+
+
+@pytest.mark.integration
+def test_a_survivor_marked_alone_keeps_the_touches_of_the_ids_merged_into_it(
+    client: Any, clickhouse_db: str
+) -> None:
+    """A refresh that rebuilds a survivor for a mark of its own (a stage change, a touch, a
+    projector's replay) reads the touches of every id merged into it. It read none of them
+    (session 20): ``merged_lead_id AS lead_id`` made ClickHouse filter the merges by the
+    alias, and the crash-equivalence run with merges lost a touch from a conversion path."""
+    db = clickhouse_db
+    load(client, db, merges=True)
+    # A touch the worker resolved to the merged id itself (the form's email lead), as the
+    # projector writes it: no device, so only the merged id's own key in touch_log finds it.
+    page = next(e for e in journey.events() if e.event_id == "m02-page-product")
+    own = dataclasses.replace(page, event_id="m90-merged-lead-page", lead_id=SOFT,
+                              anonymous_id=None)  # fmt: skip
+    insert_rows(client, db, rows_for_all([own]))
+    refresh_paths(client, db, margin_seconds=0)
+    before = paths_of(client, db)
+    assert before[0] == [journey.USER]
+    assert "m90-merged-lead-page" in before[1]["sql"][1]
+
+    client.command(
+        f"INSERT INTO {db}.path_marks (workspace_id, lead_id, anonymous_id, marked_at) "
+        f"VALUES ('{journey.WORKSPACE}', '{journey.USER}', '', now64(6, 'UTC'))"
+    )
+    assert refresh_paths(client, db, margin_seconds=0).persons >= 1
+    assert paths_of(client, db) == before
