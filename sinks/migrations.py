@@ -121,6 +121,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             *nullable_amount_statements(),
         ),
     ),
+    Migration(
+        9,
+        "attribution paths rebuilt once: merged leads' touches (session 20)",
+        # Before it, a survivor rebuilt for a mark of its own lost the touches of the ids
+        # merged into it (sinks/paths.py, AFFECTED_LEADS). No refresh on record makes the
+        # next one rebuild every path with the fixed query.
+        ("TRUNCATE TABLE IF EXISTS $db.path_refreshes$oc",),
+    ),
 )
 
 

@@ -18,7 +18,7 @@ from leadflow.demo.inprocess import InProcess
 from leadflow.processors.derived import LeadMerged
 from leadflow.processors.identity import derive_lead_id
 from leadflow.processors.policy_load import load_default_policy
-from leadflow.sinks import reports
+from leadflow.sinks import migrations, reports
 from leadflow.sinks.migrations import migrate
 from leadflow.sinks.paths import refresh_paths
 from leadflow.sinks.projection import rows_for_all
@@ -173,3 +173,21 @@ def test_a_survivor_marked_alone_keeps_the_touches_of_the_ids_merged_into_it(
     )
     assert refresh_paths(client, db, margin_seconds=0).persons >= 1
     assert paths_of(client, db) == before
+
+
+@pytest.mark.integration
+def test_migration_9_rebuilds_every_path_at_the_next_refresh(
+    client: Any, clickhouse_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths refreshed before session 20's fix may lack merged ids' touches: migration 9
+    leaves no refresh on record, so the next one rebuilds them all."""
+    db = clickhouse_db
+    with monkeypatch.context() as old:
+        old.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:8])
+        migrate(client, db)
+        load(client, db, merges=True)
+        assert refresh_paths(client, db, margin_seconds=0).full  # the first rebuilds all
+        insert_rows(client, db, rows_for_all(journey.events()[:1]))  # a mark: incremental
+        assert not refresh_paths(client, db, margin_seconds=0).full
+    assert migrate(client, db) == [9]
+    assert refresh_paths(client, db, margin_seconds=0).full

@@ -58,8 +58,15 @@ CREATE = "CREATE TABLE IF NOT EXISTS"
 APPLIED = {
     1: "ac731b10c670373c", 2: "86c2662a8c13e38f", 3: "8733d9b972095a26",
     4: "253c8a5f9b72a6e0", 5: "713eb59fd9a24c67", 6: "fe43d5b08ac2cc5a",
-    7: "77aece1dc0403fe6", 8: "f10fa1009eb9af13",
+    7: "77aece1dc0403fe6", 8: "f10fa1009eb9af13", 9: "613821a24d5ec584",
 }  # fmt: skip
+
+
+def test_migration_9_makes_the_next_path_refresh_rebuild_everything() -> None:
+    # No refresh on record: refresh_paths rebuilds every path (with session 20's fixed query).
+    assert MIGRATIONS[8].render("db", "prod") == (
+        "TRUNCATE TABLE IF EXISTS db.path_refreshes ON CLUSTER prod",
+    )
 
 
 def test_applied_migrations_keep_their_checksums() -> None:
