@@ -144,11 +144,50 @@ class LagProbe:
         return lag
 
 
+BrokerConfig = tuple[tuple[str, str], ...]
+
+
 @contextmanager
-def one_broker(base: Settings, home: Path) -> Iterator[tuple[list[LocalKafka], Settings]]:
-    """A scratch broker for one scenario (512 MB heap)."""
-    with scratch_broker(base, home / "kafka", heap="512m") as (broker, scratch):
-        yield [broker], scratch
+def one_broker(
+    base: Settings, home: Path, overrides: BrokerConfig = ()
+) -> Iterator[tuple[list[LocalKafka], Settings]]:
+    """A scratch broker for one scenario (512 MB heap), ``overrides`` over its properties."""
+    with scratch_broker(base, home / "kafka", heap="512m", overrides=overrides) as (broker, s):
+        yield [broker], s
+
+
+def add_broker_config(p: argparse.ArgumentParser) -> None:
+    """``--broker-config KEY=VALUE``: a broker property of every scratch broker, repeatable."""
+    p.add_argument(
+        "--broker-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_broker_property,
+        help="set a property of the scratch brokers (repeatable), to measure a broker "
+        "setting against the default in two runs, e.g. "
+        "transaction.partition.verification.enable=false",
+    )
+
+
+def _broker_property(text: str) -> tuple[str, str]:
+    """One ``KEY=VALUE`` of ``--broker-config``.
+
+    Example:
+        >>> _broker_property("num.io.threads=8")
+        ('num.io.threads', '8')
+        >>> broker_note((_broker_property("a.b=false"),))
+        ' --broker-config a.b=false'
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
+
+
+def broker_note(overrides: BrokerConfig) -> str:
+    """The command-line words that reproduce ``overrides`` (empty without any)."""
+    return "".join(f" --broker-config {k}={v}" for k, v in overrides)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ everything (polled each second), so each throughput includes up to one commit in
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -46,8 +47,11 @@ from typing import Any
 
 from bench import markers, txn_floor
 from bench.common import (
+    BrokerConfig,
     Figure,
     LagProbe,
+    add_broker_config,
+    broker_note,
     cpu_seconds,
     emit,
     jit_seconds,
@@ -477,6 +481,7 @@ def end_to_end(
     rate: float | None,
     seconds: float,
     simulated_time: bool = False,
+    kafka: KafkaFactory = one_broker,
 ) -> dict[str, Any]:
     """Max-rate run through the collector, then a steady phase with latency probes.
 
@@ -497,7 +502,9 @@ def end_to_end(
     max_probes = steady_events // probe_every + 1
     out: dict[str, Any] = {}
     # Two steady phases: the second with analysts querying the projector's HTTP interface.
-    with stack(base, home, workers=1, collector=True, probes=2 * max_probes) as running:
+    with stack(
+        base, home, workers=1, collector=True, probes=2 * max_probes, kafka=kafka
+    ) as running:
         keys = KeyStore(keys_path(running.settings))
         key = keys.create(WORKSPACE, now=lambda: datetime.now(UTC))
         if warmup:
@@ -690,26 +697,38 @@ def run(
     seconds: float,
     two_workers: bool,
     simulated_time: bool = False,
+    overrides: BrokerConfig = (),
 ) -> list[Figure]:
-    """Every scenario, each on its own broker, then the figures."""
+    """Every scenario, each on its own broker (``overrides`` over its properties), then the
+    figures."""
     base = load_settings(log_level="INFO")
     cmd = f"python -m bench.pipeline --events {events} --warmup {warmup} --seconds {seconds:g}"
     if simulated_time:
         cmd += " --simulated-time"
+    cmd += broker_note(overrides)
+    kafka = functools.partial(one_broker, overrides=overrides)
     with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as tmp:
         home = Path(tmp)
-        base_line = passthrough(base, home / "pass", events, warmup)
+        base_line = passthrough(base, home / "pass", events, warmup, kafka)
         print(f"pass-through: {base_line}", flush=True)
-        one = catch_up(base, home / "one", events, 1, warmup)
+        one = catch_up(base, home / "one", events, 1, warmup, kafka)
         print(f"catch-up, 1 worker: {one}", flush=True)
-        two = catch_up(base, home / "two", events, 2, warmup) if two_workers else None
+        two = catch_up(base, home / "two", events, 2, warmup, kafka) if two_workers else None
         print(f"catch-up, 2 workers: {two}", flush=True)
-        e2e = end_to_end(base, home / "e2e", events, warmup, rate, seconds, simulated_time)
+        e2e = end_to_end(
+            base, home / "e2e", events, warmup, rate, seconds, simulated_time, kafka=kafka
+        )
         print(f"end-to-end: { {k: v for k, v in e2e.items() if not k.endswith('_ms')} }")
         # What two empty transactional hops cost at the same rate: the hand-off's floor.
         floor_warmup = min(15.0, seconds)
         floors, widths = txn_floor.floor(
-            base, home / "floor", (e2e["rate"],), seconds, floor_warmup, txn_floor.WIDTHS
+            base,
+            home / "floor",
+            (e2e["rate"],),
+            seconds,
+            floor_warmup,
+            txn_floor.WIDTHS,
+            overrides=overrides,
         )
         floor = floors[0]
     raw = base_line["per_second"]
@@ -843,12 +862,14 @@ def main() -> None:
     p.add_argument("--simulated-time", action="store_true", help="steady phases keep the "
                    "simulator's event times (180 days in seconds: every lead re-scored daily "
                    "as it decays) instead of stamping each message as it is sent")  # fmt: skip
+    add_broker_config(p)
     args = p.parse_args()
     events = args.events or (1_000 if args.quick else 10_000)
     warmup = events if args.warmup is None else args.warmup
     seconds = args.seconds or (10.0 if args.quick else 60.0)
     two = not (args.one_worker or args.quick)
-    emit(run(events, warmup, args.rate, seconds, two, args.simulated_time), args.json)
+    overrides = tuple(args.broker_config)
+    emit(run(events, warmup, args.rate, seconds, two, args.simulated_time, overrides), args.json)
 
 
 if __name__ == "__main__":

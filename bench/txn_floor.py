@@ -38,7 +38,16 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from bench.common import Figure, emit, one_broker, parser, quantile
+from bench.common import (
+    BrokerConfig,
+    Figure,
+    add_broker_config,
+    broker_note,
+    emit,
+    one_broker,
+    parser,
+    quantile,
+)
 from leadflow.streams.collector.producer import delivery_config
 from leadflow.streams.engine.kafka import consumer_config, producer_config
 from leadflow.streams.settings import Settings, load_settings
@@ -203,6 +212,7 @@ def widths(settings: Settings, sizes: tuple[int, ...], rounds: int) -> dict[int,
             out[size] = quantile(took, 0.5)
     finally:
         consumer.close()
+        producer.close()
     return out
 
 
@@ -227,14 +237,15 @@ def floor(
     warmup: float,
     sizes: tuple[int, ...] = (),
     rounds: int = 150,
+    overrides: BrokerConfig = (),
 ) -> tuple[list[dict[str, Any]], dict[int, float]]:
     """Each rate in turn on one scratch broker and forwarder, then :func:`widths`.
 
     Returns :func:`measure`'s result per rate and the median transaction per size (none
-    without ``sizes``).
+    without ``sizes``). ``overrides``: properties of the scratch broker.
     """
     results = []
-    with one_broker(base, home) as (_brokers, settings):
+    with one_broker(base, home, overrides) as (_brokers, settings):
         create_topics(settings, [TopicSpec(name, "key", "bench floor") for name in HOPS])
         child = subprocess.Popen(
             [sys.executable, "-m", "bench.txn_floor", "--forward"],
@@ -267,8 +278,8 @@ def width_figures(costs: dict[int, float], cmd: str) -> list[Figure]:
         return []
     one = min(costs)
     figures = [
-        Figure("2", f"floor: one transaction writing {size} partitions p50", ms, "ms",
-               baseline=costs[one], baseline_name=f"writing {one}", command=cmd,
+        Figure("2", f"floor: one transaction writing {_partitions(size)} p50", ms, "ms",
+               baseline=costs[one], baseline_name=f"writing {_partitions(one)}", command=cmd,
                notes="begin, one record per partition, one input offset, commit; back to back")
         for size, ms in sorted(costs.items())
     ]  # fmt: skip
@@ -277,6 +288,10 @@ def width_figures(costs: dict[int, float], cmd: str) -> list[Figure]:
                "µs", command=cmd, notes="least squares over the sizes above")
     )  # fmt: skip
     return figures
+
+
+def _partitions(n: int) -> str:
+    return f"{n} partition" if n == 1 else f"{n} partitions"
 
 
 def notes(result: dict[str, Any], warmup: float) -> str:
@@ -289,14 +304,27 @@ def notes(result: dict[str, Any], warmup: float) -> str:
 
 
 def run(
-    rates: tuple[float, ...], seconds: float, warmup: float, sizes: tuple[int, ...], rounds: int
+    rates: tuple[float, ...],
+    seconds: float,
+    warmup: float,
+    sizes: tuple[int, ...],
+    rounds: int,
+    overrides: BrokerConfig = (),
 ) -> list[Figure]:
     """The floor at each rate, and the transaction widths, as figures."""
     cmd = f"python -m bench.txn_floor --seconds {seconds:g} --warmup-seconds {warmup:g}"
+    cmd += broker_note(overrides)
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="leadflow-floor-") as tmp:
         results, costs = floor(
-            load_settings(log_level="INFO"), Path(tmp), rates, seconds, warmup, sizes, rounds
+            load_settings(log_level="INFO"),
+            Path(tmp),
+            rates,
+            seconds,
+            warmup,
+            sizes,
+            rounds,
+            overrides,
         )
     for result in results:
         out, rate = result[HOPS[2]], result["rate"]
@@ -318,6 +346,7 @@ def main() -> None:
     p.add_argument("--warmup-seconds", type=float, default=None, help="unmeasured, first")
     p.add_argument("--width", type=int, action="append", help="partitions per transaction in "
                    f"the widths measurement (default {WIDTHS}); 0: skip it")  # fmt: skip
+    add_broker_config(p)
     args = p.parse_args()
     if args.forward:
         forward(load_settings())
@@ -328,7 +357,8 @@ def main() -> None:
     )
     sizes = tuple(w for w in (args.width or WIDTHS) if w > 0)
     rounds = 40 if args.quick else 150
-    emit(run(tuple(args.rate or RATES), seconds, warmup, sizes, rounds), args.json)
+    overrides = tuple(args.broker_config)
+    emit(run(tuple(args.rate or RATES), seconds, warmup, sizes, rounds, overrides), args.json)
 
 
 if __name__ == "__main__":

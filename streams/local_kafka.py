@@ -213,6 +213,8 @@ class LocalKafka:
         heap: JVM ``-Xmx``.
         node_id: this node's id in the cluster.
         voters: ``(node id, controller port)`` of every node of a cluster; empty alone.
+        overrides: ``(property, value)`` pairs written after (so over) the defaults below,
+            for measuring a broker setting (``bench.txn_floor --broker-config``).
     """
 
     home: Path
@@ -222,6 +224,7 @@ class LocalKafka:
     heap: str = "1G"
     node_id: int = 1
     voters: tuple[tuple[int, int], ...] = ()
+    overrides: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
@@ -303,6 +306,11 @@ class LocalKafka:
             props["leader.imbalance.check.interval.seconds"] = "30"
         else:
             props["controller.quorum.bootstrap.servers"] = f"127.0.0.1:{self.controller_port}"
+        for key, value in self.overrides:
+            # A properties file line: a key with no separator or space, a value on one line.
+            if not key or any(c in key for c in "=: \t\r\n") or any(c in value for c in "\r\n"):
+                raise KafkaError(f"not a broker property: {key!r}={value!r}")
+            props[key] = value
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
     def _java(self, *args: str) -> list[str]:
@@ -502,15 +510,24 @@ class LocalKafka:
 
 @contextlib.contextmanager
 def scratch_broker(
-    settings: Settings, home: Path, heap: str = "512m"
+    settings: Settings,
+    home: Path,
+    heap: str = "512m",
+    overrides: tuple[tuple[str, str], ...] = (),
 ) -> Iterator[tuple[LocalKafka, Settings]]:
     """A throwaway broker on free loopback ports in ``home``, and settings that point at it.
 
     For tests and benchmarks that must not share a broker (fault tests stop it; a fresh
-    consumer group would otherwise reprocess everyone else's events).
+    consumer group would otherwise reprocess everyone else's events). ``overrides``: broker
+    properties over the defaults (:class:`LocalKafka`).
     """
     broker = LocalKafka(
-        home=home, libs=install(settings), port=free_port(), controller_port=free_port(), heap=heap
+        home=home,
+        libs=install(settings),
+        port=free_port(),
+        controller_port=free_port(),
+        heap=heap,
+        overrides=overrides,
     )
     broker.start()
     try:

@@ -70,7 +70,7 @@ def test_txn_floor_gets_every_record_through_both_hops(tmp_path: Path) -> None:
     assert [str(r["name"]) for r in rows] == [
         "floor: ack -> out of two empty transactional hops p50, 100 records/s",
         "floor: ack -> out of two empty transactional hops p99, 100 records/s",
-        "floor: one transaction writing 1 partitions p50",
+        "floor: one transaction writing 1 partition p50",
         "floor: one transaction writing 24 partitions p50",
         "floor: each partition a transaction writes adds",
     ]

@@ -10,7 +10,7 @@ import pytest
 from leadflow.streams.engine.kafka import producer_config
 from leadflow.streams.kafka_cluster import KafkaCluster
 from leadflow.streams.kafka_health import ClusterHealth, PartitionState
-from leadflow.streams.local_kafka import KafkaError, free_port_run, free_ports
+from leadflow.streams.local_kafka import KafkaError, LocalKafka, free_port_run, free_ports
 from leadflow.streams.settings import SettingsError, load_settings
 
 
@@ -54,6 +54,31 @@ def test_one_node_stays_the_standalone_broker_in_the_same_folder(tmp_path: Path)
     assert p["controller.quorum.bootstrap.servers"] == "127.0.0.1:27001"
     assert p["offsets.topic.replication.factor"] == "1"
     assert "controller.quorum.voters" not in p
+
+
+def test_a_property_override_replaces_the_default_and_adds_new_ones(tmp_path: Path) -> None:
+    node = LocalKafka(
+        tmp_path,
+        tmp_path / "libs",
+        27000,
+        27001,
+        overrides=(("num.io.threads", "8"), ("transaction.partition.verification.enable", "false")),
+    )
+    p = properties(node._server_properties())
+    assert p["num.io.threads"] == "8"
+    assert p["transaction.partition.verification.enable"] == "false"
+    assert p["node.id"] == "1"
+
+
+@pytest.mark.parametrize(
+    "override", [("", "1"), ("a=b", "1"), ("num io", "1"), ("num.io.threads", "8\nnode.id=2")]
+)
+def test_an_override_that_is_not_one_property_line_is_refused(
+    tmp_path: Path, override: tuple[str, str]
+) -> None:
+    node = LocalKafka(tmp_path, tmp_path / "libs", 27000, 27001, overrides=(override,))
+    with pytest.raises(KafkaError, match="not a broker property"):
+        node._server_properties()
 
 
 def test_a_data_dir_holding_another_cluster_size_is_refused(tmp_path: Path) -> None:
