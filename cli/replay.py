@@ -1,7 +1,7 @@
-"""``leadflow replay``: rebuild ClickHouse from offset 0 and swap it in; ``replay rekey``.
+"""``leadflow replay``: rebuild ClickHouse from offset 0; ``replay rekey``; ``replay paths``.
 
-Glue over sinks.replay, and over streams.rekey (copy an inbound log keyed the old way with
-person keys).
+Glue over sinks.replay, over streams.rekey (copy an inbound log keyed the old way with
+person keys), and over sinks.paths (rebuild the attribution paths from the tables).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from leadflow.cli.options import FiniteFloatRange, settings_of
 from leadflow.cli.report import clickhouse_client, database_option
+from leadflow.sinks.migrations import migrate
+from leadflow.sinks.paths import refresh_margin, refresh_paths
 from leadflow.sinks.projector import Projector, ProjectorStats
 from leadflow.sinks.replay import replay
 from leadflow.streams.rekey import Outcome, RekeyStats, progress_group, rekey
@@ -33,7 +35,8 @@ def replay_cmd(ctx: click.Context, database: str, max_seconds: float) -> None:
     Stop the projector first. The previous data stays in <database>_r<N>; drop it with
     `leadflow sql "DROP DATABASE <database>_r<N>"` once the new numbers look right.
     `leadflow replay rekey` first re-keys an event log written before keys carried the
-    workspace (docs/operations.md, "Records keyed before the workspace").
+    workspace (docs/operations.md, "Records keyed before the workspace"). `leadflow replay
+    paths` rebuilds only the attribution paths, from what ClickHouse holds.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -56,6 +59,29 @@ def replay_cmd(ctx: click.Context, database: str, max_seconds: float) -> None:
         f"{result.database} rebuilt from {result.stats.records} records "
         f"({result.stats.dead_lettered} dead-lettered); previous data in {result.previous_data_in}"
     )
+
+
+@replay_cmd.command("paths")
+@database_option
+@click.pass_context
+def paths_cmd(ctx: click.Context, database: str) -> None:
+    """Rebuild every attribution path (journeys, conversion paths) from the tables.
+
+    Paths are kept up to date incrementally, for the people marked since the last refresh
+    (the projector's, or a report's). This rebuilds them all from the events, identities
+    and merges ClickHouse already holds, without reading Kafka again: after a fix to how
+    paths are built, or to check that the incremental paths match a full build. Run it
+    when nothing else refreshes them (the projector holds the embedded engine anyway; on a
+    server, stop it first). docs/analytics.md, "Attribution".
+    """
+    settings = settings_of(ctx)
+    client = clickhouse_client(settings)
+    try:
+        migrate(client, database, settings.clickhouse_cluster)
+        done = refresh_paths(client, database, margin_seconds=refresh_margin(client), full=True)
+    finally:
+        client.close()
+    click.echo(f"every attribution path in {database} rebuilt in {done.seconds:.1f} s")
 
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
