@@ -10,9 +10,11 @@ Run it::
     python examples/handoff_consumer.py --bootstrap 127.0.0.1:19092 \\
         --schema schemas/avsc/derived/BecameSQL/v1.avsc
 
-Delivery is at least once: a hand-off can arrive twice after a crash or a rebalance, always
-with the same ``transition_id``. Keep the ids you have acted on (here: a set; in a real
-service, a unique key in your database) and skip repeats.
+leadflow writes each hand-off once for a ``read_committed`` reader (docs/handoff.md), but
+this consumer acts on a record before it commits its offset, so its own crash or a
+rebalance in between hands it the record again, always with the same ``transition_id``.
+Keep the ids you have acted on (here: a set; in a real service, a unique key in your
+database) and skip repeats.
 
 With PII encryption on (leadflow's default) the contact's email, names and phone arrive
 sealed (``enc:v2:<kid>:<base64url(nonce, ciphertext, tag)>``, AES-256-GCM). :class:`Keys`
