@@ -699,8 +699,10 @@ def run(
     simulated_time: bool = False,
     overrides: BrokerConfig = (),
 ) -> list[Figure]:
-    """Every scenario, each on its own broker (``overrides`` over its properties), then the
-    figures."""
+    """Every scenario, each on its own broker, then the figures.
+
+    ``overrides``: properties of every scenario's scratch broker (``--broker-config``).
+    """
     base = load_settings(log_level="INFO")
     cmd = f"python -m bench.pipeline --events {events} --warmup {warmup} --seconds {seconds:g}"
     if simulated_time:
