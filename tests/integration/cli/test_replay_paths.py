@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-
-def leadflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # A fresh process each: chdb holds one engine (one data dir) per process.
-    env = {**os.environ, "LEADFLOW_DATA_DIR": str(tmp_path), "LEADFLOW_LOG_FORMAT": "json"}
-    env.pop("LEADFLOW_CLICKHOUSE_DSN", None)
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "leadflow"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+from tests.integration.cli.commands import leadflow
 
 
 def test_paths_rebuilds_everything_once_and_records_it_as_full(tmp_path: Path) -> None:
