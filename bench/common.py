@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.collector import _cpu_seconds
-from leadflow.streams.local_kafka import LocalKafka, scratch_broker
+from leadflow.streams.local_kafka import BrokerProperties, LocalKafka, scratch_broker
 from leadflow.streams.settings import Settings
 
 cpu_seconds = _cpu_seconds  # one helper for "CPU time of a process" (collector bench's)
@@ -144,12 +144,9 @@ class LagProbe:
         return lag
 
 
-BrokerConfig = tuple[tuple[str, str], ...]
-
-
 @contextmanager
 def one_broker(
-    base: Settings, home: Path, overrides: BrokerConfig = ()
+    base: Settings, home: Path, overrides: BrokerProperties = ()
 ) -> Iterator[tuple[list[LocalKafka], Settings]]:
     """A scratch broker for one scenario (512 MB heap), ``overrides`` over its properties."""
     with scratch_broker(base, home / "kafka", heap="512m", overrides=overrides) as (broker, s):
@@ -185,7 +182,7 @@ def _broker_property(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def broker_note(overrides: BrokerConfig) -> str:
+def broker_note(overrides: BrokerProperties) -> str:
     """The command-line words that reproduce ``overrides`` (empty without any)."""
     return "".join(f" --broker-config {k}={v}" for k, v in overrides)
 

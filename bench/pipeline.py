@@ -47,7 +47,6 @@ from typing import Any
 
 from bench import markers, txn_floor
 from bench.common import (
-    BrokerConfig,
     Figure,
     LagProbe,
     add_broker_config,
@@ -65,7 +64,7 @@ from leadflow.demo.simulator.generator import Message, SimConfig, Simulation, is
 from leadflow.demo.simulator.send import send_http, send_kafka
 from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
 from leadflow.streams.engine.kafka import WORKER_GROUP
-from leadflow.streams.local_kafka import LocalKafka, free_port
+from leadflow.streams.local_kafka import BrokerProperties, LocalKafka, free_port
 from leadflow.streams.settings import Settings, load_settings
 from leadflow.streams.stages.lead import WAIT_REPORT_SECONDS
 from leadflow.streams.topics import (
@@ -697,7 +696,7 @@ def run(
     seconds: float,
     two_workers: bool,
     simulated_time: bool = False,
-    overrides: BrokerConfig = (),
+    overrides: BrokerProperties = (),
 ) -> list[Figure]:
     """Every scenario, each on its own broker, then the figures.
 

@@ -39,7 +39,6 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from bench.common import (
-    BrokerConfig,
     Figure,
     add_broker_config,
     broker_note,
@@ -50,6 +49,7 @@ from bench.common import (
 )
 from leadflow.streams.collector.producer import delivery_config
 from leadflow.streams.engine.kafka import consumer_config, producer_config
+from leadflow.streams.local_kafka import BrokerProperties
 from leadflow.streams.settings import Settings, load_settings
 from leadflow.streams.topics import TopicSpec, create_topics
 
@@ -237,7 +237,7 @@ def floor(
     warmup: float,
     sizes: tuple[int, ...] = (),
     rounds: int = 150,
-    overrides: BrokerConfig = (),
+    overrides: BrokerProperties = (),
 ) -> tuple[list[dict[str, Any]], dict[int, float]]:
     """Each rate in turn on one scratch broker and forwarder, then :func:`widths`.
 
@@ -309,7 +309,7 @@ def run(
     warmup: float,
     sizes: tuple[int, ...],
     rounds: int,
-    overrides: BrokerConfig = (),
+    overrides: BrokerProperties = (),
 ) -> list[Figure]:
     """The floor at each rate, and the transaction widths, as figures."""
     cmd = f"python -m bench.txn_floor --seconds {seconds:g} --warmup-seconds {warmup:g}"

@@ -196,6 +196,10 @@ def skipped_markers(lines: Iterable[str]) -> list[str]:
     return [line.rstrip("\n") for line in lines if SKIPPED_MARKERS in line]
 
 
+# Broker properties over LocalKafka's defaults: ``(property, value)`` pairs, in order.
+BrokerProperties = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
 class LocalKafka:
     """One KRaft node (broker and controller in one JVM) living in ``home``.
@@ -224,7 +228,7 @@ class LocalKafka:
     heap: str = "1G"
     node_id: int = 1
     voters: tuple[tuple[int, int], ...] = ()
-    overrides: tuple[tuple[str, str], ...] = ()
+    overrides: BrokerProperties = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
@@ -513,7 +517,7 @@ def scratch_broker(
     settings: Settings,
     home: Path,
     heap: str = "512m",
-    overrides: tuple[tuple[str, str], ...] = (),
+    overrides: BrokerProperties = (),
 ) -> Iterator[tuple[LocalKafka, Settings]]:
     """A throwaway broker on free loopback ports in ``home``, and settings that point at it.
 
