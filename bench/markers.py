@@ -17,7 +17,11 @@ compaction (the bench's brokers live minutes; changelog segments roll after hour
 The same pass counts leadflow's own control records per topic and kind (header
 ``leadflow.marker``: the identity stage's, the lead stage's forward and position promises,
 the trainer's; ``leadflow.heartbeat``): the promises a batch sends to every partition of a
-topic are what spreads a transaction over many partitions.
+topic are what spreads a transaction over many partitions. It also counts every record per
+topic (changelogs included): what the pipeline writes per inbound event.
+
+A count covers the whole log, or the entries between two :func:`ends` snapshots (one phase
+of a run, e.g. ``bench.pipeline``'s steady phase).
 """
 
 from __future__ import annotations
@@ -27,11 +31,11 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.streams.control import HEARTBEAT, MARKER
+from leadflow.streams.kafka_offsets import TP
 from leadflow.streams.settings import Settings
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -72,6 +76,8 @@ class LogCounts:
     markers: dict[str, int] = field(default_factory=dict)  # topic -> transaction markers
     # (topic, kind) -> leadflow control records: a marker's stage, or "heartbeat".
     control: dict[tuple[str, str], int] = field(default_factory=dict)
+    # topic -> records (data and control, aborted ones included; no markers).
+    records: dict[str, int] = field(default_factory=dict)
 
 
 def control_kind(headers: list[tuple[str, bytes]] | None) -> str | None:
@@ -89,35 +95,69 @@ def control_kind(headers: list[tuple[str, bytes]] | None) -> str | None:
     return None
 
 
-def count(settings: Settings, timeout: float = 120.0) -> LogCounts:
-    """Markers per topic on the broker of ``settings``, read from every partition's start."""
-    config: dict[str, Any] = {
-        **settings.kafka_client_config(),
-        "group.id": f"bench-markers-{uuid.uuid4().hex[:8]}",
-        "isolation.level": "read_uncommitted",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-    }
-    consumer = Consumer(config)
-    try:
-        topics = consumer.list_topics(timeout=30).topics
-        partitions = [
-            TopicPartition(name, p, OFFSET_BEGINNING)
-            for name, meta in topics.items()
-            if name not in SKIPPED
-            for p in meta.partitions
-        ]
-        bounds = {
-            (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=30)
-            for tp in partitions
+def _consumer(settings: Settings) -> Consumer:
+    return Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"bench-markers-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_uncommitted",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
         }
+    )
+
+
+def _bounds(consumer: Consumer) -> dict[TP, tuple[int, int]]:
+    """Every counted partition's (low, high) watermarks on the broker."""
+    topics = consumer.list_topics(timeout=30).topics
+    return {
+        (name, p): consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
+        for name, meta in topics.items()
+        if name not in SKIPPED
+        for p in meta.partitions
+    }
+
+
+def ends(settings: Settings) -> dict[TP, int]:
+    """Every counted partition's end offset now: where a phase to :func:`count` starts or ends.
+
+    The end (high watermark) of a partition is past every transaction marker written so
+    far; a transaction still open at the snapshot has its marker counted in the phase it
+    ends in.
+    """
+    consumer = _consumer(settings)
+    try:
+        return {tp: high for tp, (_, high) in _bounds(consumer).items()}
+    finally:
+        consumer.close()
+
+
+def count(
+    settings: Settings,
+    timeout: float = 120.0,
+    *,
+    since: Mapping[TP, int] | None = None,
+    until: Mapping[TP, int] | None = None,
+) -> LogCounts:
+    """Markers, control records and records per topic on the broker of ``settings``.
+
+    Reads every partition from ``since`` (an :func:`ends` snapshot; default its start) to
+    ``until`` (a later snapshot; default its end now). A partition created after ``since``
+    is read from its start.
+    """
+    consumer = _consumer(settings)
+    try:
+        bounds = {}
+        for tp, (low, high) in _bounds(consumer).items():
+            start = max(low, (since or {}).get(tp, low))
+            bounds[tp] = (start, max(start, min(high, (until or {}).get(tp, high))))
         entries: Counter[str] = Counter()
         for (topic, _), (low, high) in bounds.items():
             entries[topic] += high - low
         records: Counter[str] = Counter()
         control: Counter[tuple[str, str]] = Counter()
         open_parts = {tp for tp, (low, high) in bounds.items() if high > low}
-        consumer.assign([tp for tp in partitions if (tp.topic, tp.partition) in open_parts])
+        consumer.assign([TopicPartition(t, p, bounds[(t, p)][0]) for t, p in open_parts])
         deadline = time.monotonic() + timeout
         while open_parts:
             if time.monotonic() > deadline:
@@ -127,13 +167,17 @@ def count(settings: Settings, timeout: float = 120.0) -> LogCounts:
                 if message.error() is not None:
                     open_parts.discard(key)  # end of partition (or gone): read what there was
                     continue
+                offset = int(message.offset() or 0)
+                if key not in open_parts or offset >= bounds[key][1]:
+                    open_parts.discard(key)  # past the phase's end
+                    continue
                 records[key[0]] += 1
                 kind = control_kind(message.headers())
                 if kind is not None:
                     control[(key[0], kind)] += 1
-                if int(message.offset() or 0) + 1 >= bounds[key][1]:
+                if offset + 1 >= bounds[key][1]:
                     open_parts.discard(key)
     finally:
         consumer.close()
     found = {topic: markers(n, records[topic]) for topic, n in entries.items()}
-    return LogCounts(found, dict(control))
+    return LogCounts(found, dict(control), dict(records))

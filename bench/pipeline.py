@@ -536,6 +536,7 @@ def end_to_end(
         watcher = SqlWatcher(running.settings)
         watcher.start()
         steady_started = time.time()
+        steady_since = markers.ends(running.settings)
         phase = send_http(
             stamped(probes.stream(simulated(int(steady * seconds), 2), int(steady * seconds))),
             collector_url=running.url,
@@ -549,6 +550,8 @@ def end_to_end(
         while time.monotonic() < deadline and len(watcher.seen) < len(probes.acked):
             time.sleep(0.5)
         time.sleep(3)  # let the freshness poller see the last rows
+        steady_until = markers.ends(running.settings)
+        out["steady_seconds"] = time.time() - steady_started
         # The same phase again while analysts query: freshness with and without the load.
         loaded = Probes(every=probes.every, first=max_probes)
         load = QueryLoad(f"http://127.0.0.1:{running.settings.clickhouse_http_port}")
@@ -568,6 +571,11 @@ def end_to_end(
         out["release_waits"] = release_waits(worker_log, steady_started, time.time())
         # Every transaction of the run (warm-up, bulk, both steady phases), from the log.
         out["markers"] = markers.count(running.settings)
+        # The first steady phase alone (probes and their tail): what the traffic asks of
+        # the worker at that rate, without the bulk pass's large batches.
+        out["steady_markers"] = markers.count(
+            running.settings, since=steady_since, until=steady_until
+        )
     seen = running.seen
     out["fresh_loaded_ms"] = sorted(
         (seen[f"{PROBE}{p}"] - t) * 1000 for p, t in loaded.acked.items() if f"{PROBE}{p}" in seen
@@ -646,6 +654,48 @@ def transaction_figures(
                + "; leadflow's promise records on by-lead per transaction: "
                + ", ".join(f"{kind} {n:.2f}" for kind, n in by_lead)),
         *_width_cost(total, widths, cmd),
+    ]  # fmt: skip
+
+
+def steady_census_figures(counts: markers.LogCounts, seconds: float, cmd: str) -> list[Figure]:
+    """The worker's transactions and every record written, in the first steady phase.
+
+    Per inbound event (a record on ``leadflow.events`` that is not a heartbeat): how many
+    transactions the worker commits and how many records the pipeline writes, by topic and
+    by kind of control record. At a low rate the promise rounds, not the events, set the
+    worker's pace (docs/benchmarks.md, session 22).
+
+    Example:
+        >>> counts = markers.LogCounts(
+        ...     markers={markers.OFFSETS_TOPIC: 30, "leadflow.events.by-lead": 120},
+        ...     control={("leadflow.events", "heartbeat"): 24,
+        ...              ("leadflow.events.by-lead", "identity"): 60},
+        ...     records={"leadflow.events": 34, "leadflow.events.by-lead": 70})
+        >>> [figure] = steady_census_figures(counts, 10.0, "cmd")
+        >>> figure.value
+        3.0
+        >>> figure.notes.split(";")[0]
+        '30 in 10 s for 10 inbound events (3.00 per event), 5.0 partitions each'
+        >>> figure.notes.split(": ")[-1]
+        'identity on leadflow.events.by-lead 6.00, heartbeat on leadflow.events 2.40'
+    """
+    transactions = counts.markers.get(markers.OFFSETS_TOPIC, 0)
+    heartbeats = counts.control.get((EVENTS.name, "heartbeat"), 0)
+    inbound = counts.records.get(EVENTS.name, 0) - heartbeats
+    if not transactions or inbound <= 0 or seconds <= 0:
+        return []
+    total, _ = markers.per_transaction(counts.markers)
+    written = sorted(counts.records.items(), key=lambda item: -item[1])
+    control = sorted(counts.control.items(), key=lambda item: -item[1])
+    return [
+        Figure("2", "  worker transactions in the steady phase", transactions / seconds,
+               "per s", command=cmd,
+               notes=f"{transactions:,} in {seconds:.0f} s for {inbound:,} inbound events "
+               f"({transactions / inbound:.2f} per event), {total:.1f} partitions each; "
+               f"records written per inbound event: {sum(counts.records.values()) / inbound:.1f} "
+               "(" + ", ".join(f"{topic} {n / inbound:.2f}" for topic, n in written[:8])
+               + "); control records per inbound event: "
+               + ", ".join(f"{kind} on {topic} {n / inbound:.2f}" for (topic, kind), n in control)),
     ]  # fmt: skip
 
 
@@ -806,6 +856,7 @@ def run(
         ),
         *release_wait_figures(e2e["release_waits"], steady, cmd),
         *transaction_figures(e2e["markers"], widths, cmd),
+        *steady_census_figures(e2e["steady_markers"], e2e["steady_seconds"], cmd),
         Figure("3", "ack -> row in ClickHouse p50", quantile(fresh, 0.5), "ms", command=cmd,
                notes=f"{steady}; {len(fresh)} rows seen; poll every 50 ms"),
         Figure("3", "ack -> row in ClickHouse p99", quantile(fresh, 0.99), "ms", target="< 2 s",

@@ -124,10 +124,26 @@ def test_markers_count_each_transactions_partitions(base_settings: Any, tmp_path
             offsets = [TopicPartition("plain", 0, n + 1)]
             producer.send_offsets_to_transaction(offsets, group.consumer_group_metadata(), 30)
             producer.commit_transaction(30)
+            if n == 1:
+                since = markers.ends(settings)  # a phase: the third transaction alone
         group.close()
         counts = markers.count(settings, timeout=60)
+        phase = markers.count(settings, timeout=60, since=since)
+        first_two = markers.count(settings, timeout=60, until=since)
     by_topic = counts.markers
     assert {t: n for t, n in by_topic.items() if n} == {"m": 6, markers.OFFSETS_TOPIC: 3}
     assert counts.control == {("m", "identity"): 1, ("plain", "heartbeat"): 1}
+    assert counts.records["m"] == 7
+    assert counts.records["plain"] == 2
     total, parts = markers.per_transaction(by_topic)
     assert (total, parts) == (3.0, {"m": 2.0, markers.OFFSETS_TOPIC: 1.0})
+    assert {t: n for t, n in phase.markers.items() if n} == {"m": 2, markers.OFFSETS_TOPIC: 1}
+    assert phase.records.get("m") == 2
+    assert "plain" not in phase.records
+    assert phase.control == {}
+    assert {t: n for t, n in first_two.markers.items() if n} == {
+        "m": 4,
+        markers.OFFSETS_TOPIC: 2,
+    }
+    assert first_two.records["m"] == 5
+    assert first_two.control[("m", "identity")] == 1
