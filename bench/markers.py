@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.streams.control import HEARTBEAT, MARKER
-from leadflow.streams.kafka_offsets import TP
+from leadflow.streams.kafka_offsets import TP, watermarks
 from leadflow.streams.settings import Settings
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -111,7 +111,7 @@ def _bounds(consumer: Consumer) -> dict[TP, tuple[int, int]]:
     """Every counted partition's (low, high) watermarks on the broker."""
     topics = consumer.list_topics(timeout=30).topics
     return {
-        (name, p): consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
+        (name, p): watermarks(consumer, TopicPartition(name, p), time.monotonic() + 30)
         for name, meta in topics.items()
         if name not in SKIPPED
         for p in meta.partitions
