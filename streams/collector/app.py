@@ -65,7 +65,7 @@ from leadflow.streams.collector.models import (
 )
 from leadflow.streams.collector.pixel import GIF, PIXEL_TYPES, PixelError, pixel_message
 from leadflow.streams.collector.producer import EventProducer, KafkaUnavailable
-from leadflow.streams.collector.receive_clock import ReceiveClock
+from leadflow.streams.collector.receive_clock import ReceiveClock, Stamp
 from leadflow.streams.collector.timing import epoch_ms
 from leadflow.streams.collector.webhooks import inbound, postmark
 from leadflow.streams.collector.webhooks.config import VENDORS, WebhookSecrets
@@ -105,9 +105,16 @@ class Sink(Protocol):
         """Whether the destination answers now."""
 
     async def send(
-        self, records: Sequence[tuple[bytes, bytes]], dead: Sequence[DeadLetter] = ()
+        self,
+        records: Sequence[tuple[bytes, bytes]],
+        dead: Sequence[DeadLetter] = (),
+        queued: Callable[[], None] | None = None,
     ) -> float:
-        """Deliver all records (and dead letters) or raise :class:`KafkaUnavailable`."""
+        """Deliver all records (and dead letters) or raise :class:`KafkaUnavailable`.
+
+        ``queued`` is called once every record is in the order it will be written in (or
+        never will be), before the acknowledgements are awaited.
+        """
 
 
 def wall_clock_ms() -> int:
@@ -492,14 +499,18 @@ class Ingest:
     async def _store(self, sub: _Submission) -> Accepted:
         """Map, store and dead-letter the messages of one authenticated request."""
         # The request's receivedAt stays open until its records are queued: no heartbeat
-        # promises past it meanwhile (streams/collector/receive_clock.py).
+        # promises past it meanwhile (streams/collector/receive_clock.py). The sink closes
+        # it as soon as they are, before the broker acknowledges them: the heartbeat round
+        # it kicks then follows them closely, often in the same produce request, and the
+        # worker can release them in the transaction that reads them.
         clock = self.c.receive
         assert clock is not None  # set by __post_init__
-        with clock.stamped() as received_at:
-            return await self._store_at(sub, received_at)
+        with clock.stamped() as stamp:
+            return await self._store_at(sub, stamp)
 
-    async def _store_at(self, sub: _Submission, received_at: int) -> Accepted:
+    async def _store_at(self, sub: _Submission, stamp: Stamp) -> Accepted:
         s = self.c.settings
+        received_at = stamp.at
         workspace_id, source, skipped = sub.workspace_id, sub.source, sub.skipped
         messages, options = self._messages(sub.data, sub.msg_type, workspace_id, received_at)
         bucket = self.limiter.bucket(sub.bucket_id)
@@ -539,7 +550,7 @@ class Ingest:
             for r in refused
         ]
         try:
-            latency = await self.c.sink.send(records, letters)
+            latency = await self.c.sink.send(records, letters, queued=stamp.close)
         except KafkaUnavailable as exc:
             log.warning("collector.unavailable", reason=str(exc), events=len(records))
             raise Rejection(
@@ -973,7 +984,7 @@ def build_collector(settings: Settings, **overrides: Any) -> Collector:
         # Past the bound of another writer's future stamp, by the lateness a key may have.
         late_round_s=(settings.order_max_ahead_ms + settings.order_lateness_ms + 1) / 1000,
     )
-    receive.on_close = sink.kick  # a settled request's records are released soon
+    receive.on_close = sink.kick  # a queued request's records are released soon
     parts: dict[str, Any] = {
         "settings": settings,
         "keys": KeyStore(keys_path(settings)),

@@ -11,9 +11,9 @@ librdkafka reporting all brokers down marks Kafka *suspect*; a monitor thread th
 for cheap metadata and declares it unavailable or back. While unavailable, requests are
 answered 503 at once instead of queueing events nobody acknowledges.
 
-Heartbeats: every ``heartbeat_ms`` while requests come, and soon after each request is
-settled (at most one early round per quarter period; until each request is settled and
-a round promised past it by the allowed lateness, one more round the allowed ahead of a
+Heartbeats: every ``heartbeat_ms`` while requests come, and as soon as each request's
+records are queued (at most one early round per quarter period; until each request is
+queued and a round promised past it by the allowed lateness, one more round the allowed ahead of a
 stamp later; and once at close) a record with header
 ``leadflow.heartbeat`` = the receive clock's floor goes to every partition of the topic,
 through the same producer, so it follows every record queued before it (the worker
@@ -182,8 +182,8 @@ class EventProducer:
 
     def _heartbeat_loop(self) -> None:
         # Heartbeats only while there is something to release: until every request sent
-        # so far is settled (acknowledged or timed out, so its stamp is closed) and a round
-        # has promised past it (``promised``), then one late round. An idle collector
+        # so far is queued (its stamp closed: a round follows its records) and a round has
+        # promised past it (``promised``), then one late round. An idle collector
         # writes nothing: a round after that costs the worker a chain of transactions that
         # releases nothing (a 10 s tail of them after each burst when this waited out the
         # delivery timeout, docs/benchmarks.md session 10).
@@ -192,8 +192,8 @@ class EventProducer:
         # timestamp + the allowed ahead (processors/receive_bound.py); those records are
         # released by a floor past it, which the round ``late_round_s`` after the promise
         # carries (the timestamp came before the promise's own floor).
-        # A settled request kicks an early round (its records are released without waiting
-        # for the period), at most one per quarter period.
+        # A request whose records are queued kicks an early round (they are released
+        # without waiting for the period), at most one per quarter period.
         period = self.heartbeat_ms / 1000
         late: float | None = None  # when the late round is due (monotonic)
         while not self._stop.is_set():
@@ -203,6 +203,11 @@ class EventProducer:
             self._kick.clear()
             if not self.available:
                 continue
+            if kicked:
+                # Kicked as its records were queued, maybe within the millisecond they were
+                # stamped in: a floor taken then would not pass that stamp (D = 0 needs
+                # F > R'), and the round would release nothing until the next one.
+                time.sleep(0.001)
             sent = self._floor_sent
             owed = sent is None or not self.promised(sent)
             if not owed:
@@ -228,7 +233,7 @@ class EventProducer:
             )
 
     def kick(self) -> None:
-        """A request was settled: heartbeat soon (its records can be released then)."""
+        """A request's records were queued: heartbeat soon (its records can be released then)."""
         self._kick.set()
 
     def _beat(self) -> None:
@@ -272,11 +277,16 @@ class EventProducer:
             self.available = ok
 
     async def send(
-        self, records: Sequence[tuple[bytes, bytes]], dead: Sequence[DeadLetter] = ()
+        self,
+        records: Sequence[tuple[bytes, bytes]],
+        dead: Sequence[DeadLetter] = (),
+        queued: Callable[[], None] | None = None,
     ) -> float:
         """Produce ``(key, value)`` records (and refused messages to the dead-letter topic).
 
-        Returns the seconds until all of them were acknowledged.
+        Returns the seconds until all of them were acknowledged. ``queued`` is called once
+        they are all queued on the producer (or refused), before the wait: a heartbeat
+        produced after that follows every one of them on its partition.
 
         Raises:
             KafkaUnavailable: Kafka is known to be unreachable (nothing produced), or some
@@ -330,6 +340,8 @@ class EventProducer:
         except (BufferError, KafkaException) as exc:
             # The rest was never queued: settle it as failed so the future still resolves.
             count(total - produced, f"produce refused: {exc}")
+        if queued is not None:
+            queued()
         if not total:
             return 0.0
         try:

@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 
 class ReceiveClock:
@@ -58,13 +59,23 @@ class ReceiveClock:
             self.on_close()
 
     @contextmanager
-    def stamped(self) -> Iterator[int]:
-        """:meth:`open` for the duration of a ``with`` block."""
-        stamp = self.open()
+    def stamped(self) -> Iterator[Stamp]:
+        """:meth:`open` until :meth:`Stamp.close` or the end of a ``with`` block.
+
+        Example:
+            >>> clock = ReceiveClock(iter([100, 101, 102]).__next__)
+            >>> with clock.stamped() as stamp:
+            ...     stamp.at, clock.floor()        # open: the floor stays at the stamp
+            ...     stamp.close()                  # the records are queued
+            ...     clock.floor()                  # the floor moves before the block ends
+            (100, 100)
+            101
+        """
+        stamp = Stamp(self, self.open())
         try:
             yield stamp
         finally:
-            self.close(stamp)
+            stamp.close()
 
     def floor(self) -> int:
         """A bound every record written from now on keeps (``>=``): what a heartbeat carries."""
@@ -96,3 +107,18 @@ class ReceiveClock:
         """
         with self._lock:
             return not self._open and (self._issued is None or floor > self._issued + lateness_ms)
+
+
+@dataclass
+class Stamp:
+    """One request's ``received_at`` (:attr:`at`), open on its clock until :meth:`close`."""
+
+    clock: ReceiveClock
+    at: int
+    closed: bool = field(default=False, init=False)
+
+    def close(self) -> None:
+        """The request's records are queued (or never will be); a second call does nothing."""
+        if not self.closed:
+            self.closed = True
+            self.clock.close(self.at)

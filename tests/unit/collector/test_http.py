@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ class RecordingSink:
         self.available = True
         self.records: list[tuple[bytes, bytes]] = []
         self.dead: list[DeadLetter] = []
+        self.on_ack: Callable[[], None] = lambda: None
 
     def start(self) -> None:
         pass
@@ -44,10 +45,16 @@ class RecordingSink:
         return self.available
 
     async def send(
-        self, records: Sequence[tuple[bytes, bytes]], dead: Sequence[DeadLetter] = ()
+        self,
+        records: Sequence[tuple[bytes, bytes]],
+        dead: Sequence[DeadLetter] = (),
+        queued: Callable[[], None] | None = None,
     ) -> float:
         if not self.available:
             raise KafkaUnavailable("down")
+        if queued is not None:
+            queued()
+        self.on_ack()  # where EventProducer.send awaits the broker's acknowledgements
         self.records.extend(records)
         self.dead.extend(dead)
         return 0.001
@@ -117,6 +124,19 @@ def h(tmp_path: Path) -> Harness:
 
 
 DEAL = {"event": "Deal Won", "userId": "u1", "properties": {"amount": 5}}
+
+
+def test_a_requests_stamp_closes_once_its_records_are_queued_before_their_ack(
+    h: Harness,
+) -> None:
+    # Closing the stamp kicks the heartbeat round that releases the records; queued behind
+    # them before their acknowledgement, it reaches the worker with them (session 23).
+    seen: list[str] = []
+    assert h.collector.receive is not None
+    h.collector.receive.on_close = lambda: seen.append("stamp closed")
+    h.sink.on_ack = lambda: seen.append("acknowledged")
+    assert h.post("/v1/track", {**DEAL, "anonymousId": "a1"}).status_code == 200
+    assert seen == ["stamp closed", "acknowledged"]
 
 
 def test_accepted_events_are_keyed_by_person_and_decodable(h: Harness) -> None:
