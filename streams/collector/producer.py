@@ -13,8 +13,8 @@ answered 503 at once instead of queueing events nobody acknowledges.
 
 Heartbeats: every ``heartbeat_ms`` while requests come, and as soon as each request's
 records are queued (at most one early round per quarter period; until each request is
-queued and a round promised past it by the allowed lateness, one more round the allowed ahead of a
-stamp later; and once at close) a record with header
+queued and a round promised past it by the allowed lateness, one more round the allowed
+ahead of a stamp later; and once at close) a record with header
 ``leadflow.heartbeat`` = the receive clock's floor goes to every partition of the topic,
 through the same producer, so it follows every record queued before it (the worker
 releases records in event-time order once each inbound partition promised past them:
@@ -233,7 +233,7 @@ class EventProducer:
             )
 
     def kick(self) -> None:
-        """A request's records were queued: heartbeat soon (its records can be released then)."""
+        """A request's records were queued: heartbeat soon (they can be released then)."""
         self._kick.set()
 
     def _beat(self) -> None:
