@@ -315,3 +315,43 @@ def writer_partitioner(topic: str) -> str:
     # Written through the collector's or the acknowledged producer (streams/acked_producer).
     by_default = {EVENTS.name, PII_KEYS.name, AUDIT.name}
     return COLLECTOR_PARTITIONER if topic in by_default else WORKER_PARTITIONER
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash, as Java's clients and librdkafka's ``murmur2_random`` compute it.
+
+    Example (Kafka's own test vectors, as signed 32-bit values):
+        >>> [murmur2(s) - (1 << 32) * (murmur2(s) >> 31) for s in (b"21", b"abc", b"foobar")]
+        [-973932308, 479470107, -790332482]
+    """
+    m, r = 0x5BD1E995, 24
+    h = (0x9747B28C ^ len(data)) & 0xFFFFFFFF
+    whole = len(data) // 4
+    for i in range(whole):
+        k = (int.from_bytes(data[4 * i : 4 * i + 4], "little") * m) & 0xFFFFFFFF
+        k ^= k >> r
+        h = ((h * m) & 0xFFFFFFFF) ^ ((k * m) & 0xFFFFFFFF)
+    tail = data[4 * whole :]
+    if len(tail) >= 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if tail:
+        h = ((h ^ tail[0]) * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def worker_partition(key: bytes, partitions: int) -> int:
+    """The partition the worker's producer (:data:`WORKER_PARTITIONER`) puts ``key`` on.
+
+    A task that must know where a record lands when it sends it (the lead stage counts its
+    forwards per target partition) names this partition explicitly, so placement and count
+    cannot disagree; ``tests/integration/cli/test_dlq.py`` checks it against librdkafka.
+
+    Example:
+        >>> worker_partition(b"21", 12)
+        0
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

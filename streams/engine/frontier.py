@@ -11,6 +11,20 @@
 One :class:`FrontMarkers` per worker process sends its lead tasks' promises once per batch,
 one marker per by-lead partition, in the batch's transaction and after its forwards: the
 identity stage's :class:`~leadflow.streams.stages.identity.Markers`, with hop vectors.
+
+**Promises handed over in memory** (issue 17, session 24; :func:`hand_over`). A marker
+reaches its targets a transaction later, so a record waited one lead-stage round for the
+promises of partitions its own worker owns. At the end of each batch the worker now also
+hands its lead tasks' promises to each other in memory, in the batch's transaction. A
+marker's place in the log is part of its meaning: it covers the forwards sent after it,
+and its target reads every forward sent before it first. A promise handed over in memory
+has no such place, so it is taken only where the target has read every forward its source
+ever sent it: each forward carries header ``leadflow.fwd.from`` = ``"<source>:<n>"`` (the
+n-th forward that source sent to this target, counted in the source's store when it is
+sent) and the target counts what it read (``streams/engine/release.py``, store key ``c``).
+Both counts commit with the forwards and the offsets, so an abort or a rebuild finds them
+matching what the log holds. A forward is sent to the partition :func:`worker_partition`
+names, the one its key hashes to, so the count names where it lands.
 """
 
 from __future__ import annotations
@@ -19,19 +33,48 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from leadflow.processors.derived import MergeRequest
 from leadflow.processors.frontier import first_forwards, promise, relays
 from leadflow.processors.merges import MAX_HOPS
 from leadflow.streams.control import MARKER, ControlRecordError
-from leadflow.streams.engine.release import key_bytes
+from leadflow.streams.engine.release import StoredRelease, key_bytes
 from leadflow.streams.engine.stage import TaskContext
 from leadflow.streams.topics import EVENTS_BY_LEAD
 
 FORWARD_MARKER = "forward"  # lead stage -> events.by-lead: per-hop forward promises
 FORWARD_SORT = "leadflow.fwd"  # the release key a forwarded record keeps (hex)
+FORWARD_FROM = "leadflow.fwd.from"  # "<source partition>:<n>": the n-th it sent this target
+HAND_OVER_ROUNDS = 3  # a release may move its partition's promises: a few rounds, then stop
 
 Marks = tuple[bytes | None, ...]
+
+
+def forward_from(source: int, number: int) -> bytes:
+    """The ``leadflow.fwd.from`` value of the ``number``-th forward ``source`` sent a target.
+
+    Example:
+        >>> forward_from(3, 12), parse_forward_from(forward_from(3, 12))
+        (b'3:12', (3, 12))
+    """
+    return f"{source}:{number}".encode()
+
+
+def parse_forward_from(value: bytes) -> tuple[int, int]:
+    """Source partition and number of a ``leadflow.fwd.from`` header.
+
+    Raises:
+        ControlRecordError: not what :func:`forward_from` writes.
+    """
+    try:
+        source, number = value.decode().split(":")
+        parsed = int(source), int(number)
+    except (ValueError, UnicodeDecodeError):
+        raise ControlRecordError(f"{FORWARD_FROM}={value[:40]!r} is not <source>:<n>") from None
+    if parsed[0] < 0 or parsed[1] < 1:
+        raise ControlRecordError(f"{FORWARD_FROM}={value[:40]!r} is out of range")
+    return parsed
 
 
 def encode_fronts(promises: Mapping[int, Marks]) -> bytes:
@@ -194,3 +237,63 @@ class Forwardable:
     def promises(self, bound: bytes | None, views: Mapping[int, Marks], peers: int) -> Marks:
         """The partition's promises (``processors/frontier.py``)."""
         return promise(bound, self.first(), views, peers, self.relays())
+
+
+class Promising(Protocol):
+    """A lead task, as :func:`hand_over` sees it."""
+
+    @property
+    def release(self) -> StoredRelease:
+        """Its release buffer: the views it took and its forward counts."""
+        ...
+
+    def promises_now(self) -> Marks:
+        """Its forward promises as of now."""
+        ...
+
+    def release_now(self, ctx: TaskContext) -> None:
+        """Release what the views taken made ripe."""
+        ...
+
+
+@dataclass
+class HandOver:
+    """What :func:`hand_over` did in one batch."""
+
+    touched: list[int] = field(default_factory=list)  # partitions whose views moved
+    taken: int = 0  # promises a target took in memory
+    waiting: int = 0  # promises not taken: a forward from that source was still unread
+
+
+def hand_over(
+    tasks: Mapping[int, tuple[Promising, TaskContext]], rounds: int = HAND_OVER_ROUNDS
+) -> HandOver:
+    """Hand one process's lead tasks' promises to each other in memory, at a batch's end.
+
+    ``tasks``: every lead task the process owns, by partition. Target ``p`` takes source
+    ``q``'s promises only when it has read every forward ``q`` sent it (the counts in the
+    module docstring). Each target whose views moved releases what became ripe; a release
+    may move its own promises, so this runs up to ``rounds`` times, until nothing moves.
+    What it misses, the markers in the log bring a round later, as before.
+    """
+    done = HandOver()
+    for round_ in range(rounds):
+        promises = {q: task.promises_now() for q, (task, _) in tasks.items()}
+        moved = False
+        for p, (task, ctx) in sorted(tasks.items()):
+            took = False
+            for q, marks in promises.items():
+                if task.release.read.get(q, 0) != tasks[q][0].release.sent.get(p, 0):
+                    done.waiting += round_ == 0
+                    continue
+                if task.release.take_front(q, marks):
+                    done.taken += 1
+                    took = True
+            if took:
+                task.release_now(ctx)
+                moved = True
+                if p not in done.touched:
+                    done.touched.append(p)
+        if not moved:
+            break
+    return done

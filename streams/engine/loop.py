@@ -6,8 +6,9 @@ Per batch:
    client already fetched, up to ``worker_batch_max`` records;
 2. begin a transaction; run each record's task (decode, pure processor, store writes,
    outputs, dead letters are all produced inside the transaction);
-3. call each touched task's ``on_batch_end``; produce the batch's store writes to the
-   changelogs;
+3. run each touched stage's ``settle`` (the lead stage hands its tasks' forward promises
+   over in memory), then each touched task's ``on_batch_end``; produce the batch's store
+   writes to the changelogs;
 4. ``send_offsets_to_transaction`` (the next offset of every input partition in the batch,
    with the group metadata that fences a zombie) and commit.
 
@@ -515,6 +516,7 @@ class Engine:
                     # Tasks dead-letter what they know to be bad; this is the safety net.
                     self.dead_letter(record, exc)
                 touched[tp] = ctx
+            self._settle_stages(touched)
             for tp, ctx in touched.items():
                 self.tasks[tp].on_batch_end(ctx)
             # Only store writes so far: leave the transaction open for the next batch.
@@ -549,6 +551,18 @@ class Engine:
         self.counters.records += len(messages)
         self.counters.batches += 1
         self.counters.held += held
+
+    def _settle_stages(self, touched: dict[TP, _Context]) -> None:
+        """Run each touched stage's ``settle`` over all its tasks; add what it touched."""
+        for topic in sorted({tp[0] for tp in touched}):
+            settle = self.stages[topic].settle
+            if settle is None:
+                continue
+            owned = {tp[1]: (task, self.contexts[tp]) for tp, task in self.tasks.items()
+                     if tp[0] == topic}  # fmt: skip
+            for partition in settle(owned):
+                tp = (topic, partition)
+                touched.setdefault(tp, self.contexts[tp])
 
     def _hold_s(self) -> float:
         return self.settings.worker_hold_ms / 1000

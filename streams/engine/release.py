@@ -31,7 +31,11 @@ Store layout (one store per by-lead partition, changelogged like every store):
   promises (``processors/frontier.py``), when the partition takes them (``peers > 0``);
 - ``t`` + lead key -> empty: a lead whose survivor-side merge request was released here
   (forwards come only to such leads; written by the lead stage,
-  ``streams/engine/frontier.Forwardable``).
+  ``streams/engine/frontier.Forwardable``);
+- ``c`` -> JSON ``{"sent": {"<target>": n}, "read": {"<source>": n}}``: how many forwards
+  this partition sent to each by-lead partition and read from each (written in a batch that
+  sent or read one). With them a worker hands its own partitions' promises over in memory
+  (``streams/engine/frontier.py``, "Promises handed over in memory").
 
 **The forward frontier** (issue 14, ``processors/frontier.py``): a record a redirect
 forwards keeps its release key and waits here with the others; a record is released only
@@ -82,6 +86,7 @@ SWITCHES = b"s"
 HOPS = b"o"
 VIEWS = b"v"
 TARGETS = b"t"
+COUNTS = b"c"
 _SHIFT = 1 << 63  # event times may be negative: shifted, their bytes sort like the numbers
 
 
@@ -293,6 +298,11 @@ class StoredRelease:
             int(q): _unpack(marks) for q, marks in (json.loads(raw) if raw else {}).items()
         }
         self._gate: bytes | None = gate(self.views, peers) if peers else None
+        raw = ctx.get(store, COUNTS)
+        counts = json.loads(raw) if raw else {}
+        self.sent = {int(q): int(n) for q, n in counts.get("sent", {}).items()}
+        self.read = {int(q): int(n) for q, n in counts.get("read", {}).items()}
+        self._counted = False
         self.last: bytes | None = None  # release key of the last release (this task's life)
         self._moved = False
         self._frontier_moved = False
@@ -325,13 +335,47 @@ class StoredRelease:
         if self.models.marks[source] != before:
             self._moved = True
 
-    def take_front(self, source: int, marks: tuple[bytes | None, ...]) -> None:
-        """Take a by-lead partition's forward promises (the newest replace the older)."""
-        if self.views.get(source) == marks:
-            return
+    def take_front(self, source: int, marks: tuple[bytes | None, ...]) -> bool:
+        """Take a by-lead partition's forward promises; ``True`` if a view moved.
+
+        Per hop count the higher promise stands: each one is true for good ("no more such
+        forwards will come"), and a promise handed over in memory may be newer than a marker
+        from the same partition read after it.
+
+        Example:
+            >>> buf = StoredRelease.__new__(StoredRelease)
+            >>> buf.views, buf.peers, buf._moved = {}, 1, False
+            >>> buf.take_front(0, (b"b", None)), buf.take_front(0, (b"a", b"c")), buf.views
+            (True, True, {0: (b'b', b'c')})
+            >>> buf.take_front(0, (b"a", None)), buf.front
+            (False, b'b')
+        """
+        before = self.views.get(source)
+        if before is not None and len(before) == len(marks):
+            marks = tuple(_higher(a, b) for a, b in zip(before, marks, strict=True))
+        if before == marks:
+            return False
         self.views[source] = marks
         self._gate = gate(self.views, self.peers)
         self._moved = True
+        return True
+
+    def count_sent(self, target: int) -> int:
+        """Count a forward sent to by-lead partition ``target``; its number (1, 2, ...)."""
+        self.sent[target] = self.sent.get(target, 0) + 1
+        self._counted = True
+        return self.sent[target]
+
+    def count_read(self, source: int, number: int) -> int:
+        """Count forward ``number`` read from ``source``; the gap to the one expected (0: none).
+
+        A gap means a forward read twice or one never read: counted and logged by the
+        caller. The count keeps the highest number read.
+        """
+        expected = self.read.get(source, 0) + 1
+        self.read[source] = max(self.read.get(source, 0), number)
+        self._counted = True
+        return number - expected
 
     @property
     def front(self) -> bytes | None:
@@ -533,12 +577,26 @@ class StoredRelease:
                 views = {str(q): _pack(m) for q, m in sorted(self.views.items())}
                 ctx.put(self.store, VIEWS, json.dumps(views, separators=(",", ":")).encode())
             self._moved = False
+        if self._counted:
+            counts = {
+                "sent": {str(q): n for q, n in sorted(self.sent.items())},
+                "read": {str(q): n for q, n in sorted(self.read.items())},
+            }
+            ctx.put(self.store, COUNTS, json.dumps(counts, separators=(",", ":")).encode())
+            self._counted = False
         if self._frontier_moved:
             frontier: dict[str, object] = {"promised": self.promised, "released": self.released}
             if self.switch_records:
                 frontier["recent"] = self.recent
             ctx.put(self.store, FRONTIER, json.dumps(frontier, separators=(",", ":")).encode())
             self._frontier_moved = False
+
+
+def _higher(a: bytes | None, b: bytes | None) -> bytes | None:
+    """The higher of two promises (``None``: nothing promised)."""
+    if a is None:
+        return b
+    return a if b is None or a >= b else b
 
 
 def _pack(marks: tuple[bytes | None, ...]) -> list[str | None]:

@@ -9,7 +9,7 @@ so a task needs no ordering tricks: it cannot half-happen.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -100,6 +100,11 @@ class Stage:
             it may read them through the context to rebuild in-memory indexes.
         counters: what the stage counts (name -> count since the process started), logged
             with the engine's own counters (``worker.progress``, ``worker.dump``).
+        settle: called once per batch that held records of this stage, after every record
+            and before any ``on_batch_end``, with every task of this stage the process owns
+            (by partition) and its context; returns the partitions it made process
+            something, whose ``on_batch_end`` is then called as well. The lead stage hands
+            its tasks' forward promises over in memory here.
     """
 
     name: str
@@ -107,3 +112,4 @@ class Stage:
     stores: tuple[str, ...]
     task: Callable[[TaskContext], Task]
     counters: Callable[[], Mapping[str, int]] | None = None
+    settle: Callable[[Mapping[int, tuple[Task, TaskContext]]], Sequence[int]] | None = None

@@ -110,10 +110,14 @@ from leadflow.streams.control import (
     take_marker,
 )
 from leadflow.streams.engine.frontier import (
+    FORWARD_FROM,
     FORWARD_MARKER,
     FORWARD_SORT,
     Forwardable,
     FrontMarkers,
+    forward_from,
+    hand_over,
+    parse_forward_from,
     parse_fronts,
 )
 from leadflow.streams.engine.loop import PARKED_EVENT, RESUMED_BY, dlq_headers
@@ -128,7 +132,7 @@ from leadflow.streams.engine.release import (
     sort_bytes,
     switch_sort,
 )
-from leadflow.streams.engine.stage import Record, Stage, TaskContext, Unavailable
+from leadflow.streams.engine.stage import Record, Stage, Task, TaskContext, Unavailable
 from leadflow.streams.logs import get_logger
 from leadflow.streams.pii.keyring import KeyringError
 from leadflow.streams.pii.vault import Vault
@@ -136,7 +140,7 @@ from leadflow.streams.stages.decoded import DecodedStore
 from leadflow.streams.stages.identity import Markers
 from leadflow.streams.stages.routes import route
 from leadflow.streams.stages.sla_clock import CLOCK_MARKER, PendingSteps, decode_steps
-from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD, TRAINING_EXAMPLES
+from leadflow.streams.topics import DLQ, EVENTS_BY_LEAD, TRAINING_EXAMPLES, worker_partition
 
 log = get_logger(__name__)
 
@@ -199,6 +203,8 @@ class LeadDeps:
     model_key: bytes = b""  # verifies the snapshots of model markers
     switch_records: int = 0  # M: the switch gate (LEADFLOW_MODEL_SWITCH_RECORDS)
     forwards: int = 0  # partitions of events.by-lead promising forwards (0: applied on arrival)
+    # Where the producer puts a by-lead key (forwards are sent to the partition it names).
+    partition_of: Callable[[bytes, int], int] = worker_partition
     # What the process's lead tasks count (worker.progress): watermark violations, parked
     # events dead-lettered when their lead resumed, records written twice buffered once.
     counts: Counter[str] = field(default_factory=Counter, compare=False)
@@ -206,7 +212,8 @@ class LeadDeps:
 
     def counters(self) -> dict[str, int]:
         """The lead tasks' counts and the vault's, for ``worker.progress``."""
-        counts = {"watermark_violations": 0, "parked_dead_letters": 0, **self.counts,
+        counts = {"watermark_violations": 0, "parked_dead_letters": 0, "fronts_in_memory": 0,
+                  "fronts_waiting_for_forward": 0, "forward_count_gaps": 0, **self.counts,
                   "release_duplicates": self.duplicates.count}  # fmt: skip
         return counts | (self.vault.counts() if self.vault is not None else {})
 
@@ -299,7 +306,8 @@ class LeadTask:
                 except LeadflowError:
                     obj = None  # dead-lettered when released
                 self.forwardable.add(sort, held.key.decode(), self.release.hops_of(sort), obj)
-            self.fronts.reset(ctx.partition, self._promises)
+            self.fronts.reset(ctx.partition, self.promises_now)
+        self._cause: Record | None = None  # the last record taken (what a release names)
         # How long records waited for their turn (a metric only: outputs never see it).
         self._arrived: dict[bytes, float] = {}
         self._waits: list[float] = []
@@ -327,11 +335,13 @@ class LeadTask:
     def on_record(self, ctx: TaskContext, record: Record) -> None:
         """Take one by-lead record: a marker, a record to release in order, or a direct one."""
         headers = record.headers
+        self._cause = record
         if MARKER in headers:
             self._take_marker(ctx, record)
         elif RECEIVED in headers and HOPS_HEADER not in headers:
             self._buffer(ctx, record)
         elif FORWARD_SORT in headers and self.deps.forwards:
+            self._count_forward(record)
             self._buffer(ctx, record, forwarded=True)
         else:
             # A direct record (a transfer, an event forwarded through a redirect) is applied
@@ -342,8 +352,18 @@ class LeadTask:
                 self._step(ctx, record, obj, clock=not isinstance(obj, d.LeadTransfer)
                            and HOPS_HEADER not in headers)  # fmt: skip
         self._release(ctx, record)
+        self._released(ctx)
+
+    def release_now(self, ctx: TaskContext) -> None:
+        """Release what promises handed over in memory made ripe (``frontier.hand_over``)."""
+        cause = self._cause or Record(EVENTS_BY_LEAD.name, ctx.partition, -1, None, b"")
+        self._release(ctx, cause)
+        self._released(ctx)
+
+    def _released(self, ctx: TaskContext) -> None:
+        """Note the promises a release may have moved (forwards, the trainers')."""
         if self.deps.forwards:
-            self.fronts.note(ctx.partition, self._promises)
+            self.fronts.note(ctx.partition, self.promises_now)
         if self.deps.trainers:
             # A pending clock step's deadlines send examples at its position.
             promise = self.release.promise_trainer(bool(self.waiting), self.steps.head_at)
@@ -435,7 +455,26 @@ class LeadTask:
                 log.warning("lead.marker_unknown_source", stage=FORWARD_MARKER, source=source,
                             sources=self.deps.forwards)  # fmt: skip
 
-    def _promises(self) -> tuple[bytes | None, ...]:
+    def _count_forward(self, record: Record) -> None:
+        """Count a forward read from its source (what in-memory promises wait for)."""
+        raw = record.headers.get(FORWARD_FROM)
+        if raw is None:
+            return  # sent before forwards were counted
+        try:
+            source, number = parse_forward_from(raw)
+        except LeadflowError as exc:
+            # The record itself still has its place (leadflow.fwd); only the count is lost,
+            # so no promise from that source is ever taken in memory again: loud, not fatal.
+            self.deps.counts["forward_count_gaps"] += 1
+            log.error("lead.forward_count_invalid", offset=record.offset, error=str(exc))
+            return
+        gap = self.release.count_read(source, number)
+        if gap:
+            self.deps.counts["forward_count_gaps"] += 1
+            log.error("lead.forward_count_gap", offset=record.offset, source=source,
+                      number=number, gap=gap)  # fmt: skip
+
+    def promises_now(self) -> tuple[bytes | None, ...]:
         """This partition's forward promises now (``processors/frontier.py``)."""
         low = self.release.low
         bound = None if low is None else bound_bytes(low, self.deps.lateness_ms)
@@ -761,11 +800,16 @@ class LeadTask:
         """Send a record to another lead; a released record's forward keeps its key."""
         record = item.record
         headers: dict[str, bytes] | None = None
+        key = item.key.encode()
+        target: int | None = None  # by key, unless counted as a forward below
         if isinstance(record, Event | d.MergeRequest):
             headers = {HOPS_HEADER: str(item.hops).encode()}
             if sort is not None and self.deps.forwards:
                 headers[FORWARD_SORT] = sort.hex().encode()
-        ctx.send(EVENTS_BY_LEAD, item.key.encode(), self.deps.codec.encode(record), headers)
+                target = self.deps.partition_of(key, self.deps.forwards)
+                number = self.release.count_sent(target)
+                headers[FORWARD_FROM] = forward_from(ctx.partition, number)
+        ctx.send(EVENTS_BY_LEAD, key, self.deps.codec.encode(record), headers, partition=target)
 
     def _store(self, ctx: TaskContext, key: bytes, state: LeadState) -> None:
         clock = self._clock(ctx, state.workspace_id)
@@ -829,4 +873,24 @@ def lead_stage(deps: LeadDeps) -> Stage:
         (LEADS, PARTITION, RELEASE),
         lambda ctx: LeadTask(deps, ctx, markers, fronts),
         counters=deps.counters,
+        settle=lambda tasks: settle(deps, tasks),
     )
+
+
+def settle(deps: LeadDeps, tasks: Mapping[int, tuple[Task, TaskContext]]) -> list[int]:
+    """One process's lead tasks hand their forward promises over in memory (batch end).
+
+    ``streams/engine/frontier.py``, "Promises handed over in memory"; returns the
+    partitions whose views moved (they may have released records, and store the views).
+    """
+    if not deps.forwards:
+        return []
+    leads: dict[int, tuple[LeadTask, TaskContext]] = {}
+    for partition, (task, ctx) in tasks.items():
+        if not isinstance(task, LeadTask):
+            raise TypeError(f"the lead stage's task of partition {partition} is {task!r}")
+        leads[partition] = (task, ctx)
+    done = hand_over(leads)
+    deps.counts["fronts_in_memory"] += done.taken
+    deps.counts["fronts_waiting_for_forward"] += done.waiting
+    return done.touched

@@ -31,8 +31,7 @@ from leadflow.streams.kafka_offsets import read_to_end
 from leadflow.streams.local_kafka import scratch_broker
 from leadflow.streams.settings import Settings
 from leadflow.streams.stages.lead import LeadDeps, LeadTask
-from leadflow.streams.topics import DLQ, EVENTS, EVENTS_BY_LEAD, create_topics
-from tests.integration.pipeline.test_worker_pipeline import murmur2
+from leadflow.streams.topics import DLQ, EVENTS, EVENTS_BY_LEAD, create_topics, worker_partition
 from tests.unit.streams.test_engine import FakeContext
 
 
@@ -402,7 +401,7 @@ def test_replay_sends_a_letter_back_to_the_partition_its_writer_chose(
         return zlib.crc32(key) % partitions
 
     def murmur2_partition(key: bytes) -> int:
-        return (murmur2(key) & 0x7FFFFFFF) % partitions
+        return worker_partition(key, partitions)
 
     run = uuid.uuid4().hex[:8]
     keys = [lead_key("ws-replay", f"{run}-{n}").encode() for n in range(200)]

@@ -25,6 +25,7 @@ from leadflow.streams.topics import (
     LEAD_STAGE_CHANGED,
     SLA_BREACHED,
     create_topics,
+    worker_partition,
 )
 
 from .conftest import WorkerProcess, read, send
@@ -191,34 +192,9 @@ def test_a_snapshot_signed_with_another_key_is_refused_and_scoring_goes_on(
     assert all(getattr(s, "model_score", None) is not None for s in scores)
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's Java murmur2 (librdkafka's ``murmur2_random`` partitioner uses the same)."""
-    m, r = 0x5BD1E995, 24
-    h = (0x9747B28C ^ len(data)) & 0xFFFFFFFF
-    length4 = len(data) // 4
-    for i in range(length4):
-        k = int.from_bytes(data[4 * i : 4 * i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> r
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    tail = data[4 * length4 :]
-    if len(tail) >= 3:
-        h ^= tail[2] << 16
-    if len(tail) >= 2:
-        h ^= tail[1] << 8
-    if tail:
-        h ^= tail[0]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h
-
-
 def by_lead_partition(workspace: str, lead_id: str, partitions: int) -> int:
     """The partition of `events.by-lead` the worker's producer puts a lead on."""
-    return (murmur2(lead_key(workspace, lead_id).encode()) & 0x7FFFFFFF) % partitions
+    return worker_partition(lead_key(workspace, lead_id).encode(), partitions)
 
 
 def neighbour(journey: Journey, i: int) -> Journey:

@@ -14,7 +14,8 @@ import dataclasses
 import doctest
 import functools
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hypothesis import given, settings
@@ -25,7 +26,8 @@ from leadflow.demo.simulator.generator import SimConfig, Simulation
 from leadflow.demo.simulator.send import message_to_event
 from leadflow.processors.bounds import BoundsTable
 from leadflow.processors.derived import LeadMerged, LeadScored
-from leadflow.processors.events import Event
+from leadflow.processors.events import Event, Kind, lead_key
+from leadflow.processors.merges import Direct
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.ordering import (
     ModelSwitches,
@@ -45,16 +47,18 @@ from leadflow.streams.engine.release import Held, StoredRelease, at_of, sort_byt
 from leadflow.streams.engine.stage import Record, Task
 from leadflow.streams.engine.stores import PartitionStore
 from leadflow.streams.stages.identity import IdentityTask, Markers
-from leadflow.streams.stages.lead import PARTITION, RELEASE, LeadDeps, LeadTask
+from leadflow.streams.stages.lead import PARTITION, RELEASE, LeadDeps, LeadTask, settle
 from leadflow.streams.stages.sla_clock import ClockSteps, PendingSteps
 from leadflow.streams.stages.trainer import TrainerDeps, TrainerTask
 from leadflow.streams.topics import (
     DLQ,
     EVENTS,
     EVENTS_BY_LEAD,
+    LEAD_SCORED,
     MODELS,
     TRAINING_EXAMPLES,
     TopicSpec,
+    worker_partition,
 )
 from tests.unit.demo import journey
 from tests.unit.demo.test_inprocess import (
@@ -68,6 +72,7 @@ from tests.unit.demo.test_inprocess import (
 POLICY = load_default_policy()
 CODEC = SingleObjectCodec()
 MODEL = ScoreModel(POLICY, "ws")
+T0 = 1_767_225_600_000
 END = 2**62
 
 
@@ -174,6 +179,8 @@ class Process:
 
     name: str
     sims: list[Sim]
+    # The stage's ``settle`` (the lead stage's in-memory promises), run at each commit.
+    settle: Callable[[Mapping[int, tuple[Task, Ctx]]], Sequence[int]] | None = None
 
     def step(self, sim: Sim) -> None:
         sim.task.on_record(sim.ctx, sim.log[sim.cursor])
@@ -190,6 +197,9 @@ class Process:
 
     def commit(self) -> list[Sent]:
         touched = [s for s in self.sims if s.cursor > s.committed]
+        if self.settle is not None and touched:
+            more = set(self.settle({s.partition: (s.task, s.ctx) for s in self.sims}))
+            touched += [s for s in self.sims if s.partition in more and s not in touched]
         for sim in touched:
             sim.task.on_batch_end(sim.ctx)
         for sim in self.sims:
@@ -251,15 +261,23 @@ def append_to(sims: list[Sim], sent: Sent) -> None:
 
 
 def run_engine(
-    events: list[Event], partitions: int, lateness: int, schedule: Iterator[int], aborts: int
+    events: list[Event],
+    partitions: int,
+    lateness: int,
+    schedule: Iterator[int],
+    aborts: int,
+    lead_processes: int | None = None,
 ) -> dict[str, list[bytes]]:
     """The stage tasks over ``partitions`` inbound and by-lead partitions; per lead, the
     derived events it emitted (committed batches only), as wire bytes.
 
     The identity tasks run in one process (one transaction per batch, shared markers);
-    each lead task in a process of its own.
+    each lead task in a process of its own, or with ``lead_processes`` = k in k processes
+    (partition p in process p mod k) that hand their promises over in memory.
     """
-    return run_stages(events, partitions, lateness, schedule, aborts).derived
+    return run_stages(
+        events, partitions, lateness, schedule, aborts, lead_processes=lead_processes
+    ).derived
 
 
 @dataclass
@@ -281,6 +299,7 @@ def run_stages(
     switch_records: int = 0,
     policy: Policy = POLICY,
     step_ms: int = 0,
+    lead_processes: int | None = None,
 ) -> Outputs:
     """:func:`run_engine`, and with ``trainers`` > 0 the trainer tasks too (each in a
     process of its own) with the model switch in the log; with ``step_ms`` > 0 the identity
@@ -288,7 +307,8 @@ def run_stages(
     key = b"k"
     deps = LeadDeps(CODEC, policy, lambda _ws: MODEL, None, partitions, lateness,
                     trainers=trainers, model_key=key, switch_records=switch_records,
-                    forwards=partitions)  # fmt: skip
+                    forwards=partitions,
+                    partition_of=lambda key, n: partition_of(key.decode(), n))  # fmt: skip
     tdeps = TrainerDeps(CODEC, policy, key, partitions, delay)
     markers = Markers(partitions)
     steps = ClockSteps(partitions)
@@ -297,13 +317,15 @@ def run_stages(
         step_ms=step_ms,
     )  # fmt: skip
     inbound = [Sim(p, lambda ctx: identity(ctx=ctx)) for p in range(partitions)]
-    fronts = [FrontMarkers(partitions) for _ in range(partitions)]  # one process per lead task
-    leads = [Sim(p, lambda ctx: LeadTask(deps, ctx, fronts=fronts[ctx.partition]))
+    groups = lead_processes or partitions  # lead task p runs in process p mod groups
+    fronts = [FrontMarkers(partitions) for _ in range(groups)]  # one per process
+    leads = [Sim(p, lambda ctx: LeadTask(deps, ctx, fronts=fronts[ctx.partition % groups]))
              for p in range(partitions)]  # fmt: skip
     trains = [Sim(p, lambda ctx: TrainerTask(tdeps, ctx)) for p in range(trainers)]
+    handing = functools.partial(settle, deps) if lead_processes else None
     processes = [
         Process("identity", inbound),
-        *(Process("lead", [s]) for s in leads),
+        *(Process("lead", leads[g::groups], handing) for g in range(groups)),
         *(Process("trainer", [s]) for s in trains),
     ]
     snapshots: list[bytes] = []
@@ -355,13 +377,18 @@ def _beat(value: int) -> Record:
     partitions=st.integers(2, 4),
     schedule=st.lists(st.integers(0, 30), max_size=300),
     aborts=st.integers(0, 3),
+    lead_processes=st.sampled_from([None, 1, 2]),
 )
 def test_any_schedule_of_the_engine_gives_the_reference_outputs(
-    data: tuple[list[Event], int], partitions: int, schedule: list[int], aborts: int
+    data: tuple[list[Event], int],
+    partitions: int,
+    schedule: list[int],
+    aborts: int,
+    lead_processes: int | None,
 ) -> None:
     events, lateness = data
     reference = InProcess(POLICY, partitions, lateness_ms=lateness, model=MODEL).run(events)
-    got = run_engine(events, partitions, lateness, iter(schedule), aborts)
+    got = run_engine(events, partitions, lateness, iter(schedule), aborts, lead_processes)
     assert got == encoded(reference)
 
 
@@ -439,14 +466,17 @@ def test_records_another_device_sent_to_a_merged_lead_are_the_reference_on_the_e
     """The forward frontier on the engine's tasks (docs/architecture.md, "Identity merges"):
     events a redirect forwards keep their release key and wait at the survivor's partition
     behind every partition's forward promises, so user-0 gets the phone's e002-e004 before
-    the laptop's e006, whatever the schedule, batch boundaries and aborted batches."""
+    the laptop's e006, whatever the schedule, batch boundaries and aborted batches; also
+    with lead tasks that share a process and hand their promises over in memory (in one
+    process, or three partitions in two): a promise handed over never overtakes a forward
+    its target has not read (session 20's prototype did, and failed here)."""
     events = _second_device_journey()
-    for partitions in (1, 3):
+    for partitions, lead_processes in ((1, None), (3, None), (1, 1), (3, 1), (3, 2)):
         reference = notices_last(
             encoded(InProcess(POLICY, partitions, lateness_ms=120_000, model=MODEL).run(events))
         )
         for schedule, aborts in SCHEDULES:
-            got = run_engine(events, partitions, 120_000, iter(schedule), aborts)
+            got = run_engine(events, partitions, 120_000, iter(schedule), aborts, lead_processes)
             assert notices_last(got) == reference, (partitions, schedule[:5], aborts)
 
 
@@ -458,8 +488,9 @@ def test_a_transfer_that_chases_a_chain_of_merges_is_the_reference_on_the_engine
     for partitions in (1, 2, 3):
         reference = notices_last(encoded(InProcess(POLICY, partitions, model=MODEL).run(events)))
         for schedule, aborts in SCHEDULES:
-            got = run_engine(events, partitions, 0, iter(schedule), aborts)
-            assert notices_last(got) == reference, (partitions, schedule[:5], aborts)
+            for lead_processes in (None, 1, 2):
+                got = run_engine(events, partitions, 0, iter(schedule), aborts, lead_processes)
+                assert notices_last(got) == reference, (partitions, schedule[:5], aborts)
 
 
 @settings(max_examples=60, deadline=None)
@@ -468,16 +499,76 @@ def test_a_transfer_that_chases_a_chain_of_merges_is_the_reference_on_the_engine
     partitions=st.integers(1, 4),
     schedule=st.lists(st.integers(0, 30), max_size=300),
     aborts=st.integers(0, 3),
+    lead_processes=st.sampled_from([None, 1, 2]),
 )
 def test_records_from_other_keys_on_the_engine_give_the_reference_outputs(
-    data: tuple[list[Event], int], partitions: int, schedule: list[int], aborts: int
+    data: tuple[list[Event], int],
+    partitions: int,
+    schedule: list[int],
+    aborts: int,
+    lead_processes: int | None,
 ) -> None:
     """Second devices, lead-keyed events for an aliased id, devices identified as it, chains:
-    any schedule of the engine's tasks (batches, aborts) gives the reference's outputs."""
+    any schedule of the engine's tasks (batches, aborts, lead tasks alone or sharing a
+    process and its in-memory promises) gives the reference's outputs."""
     events, lateness = data
     reference = InProcess(POLICY, partitions, lateness_ms=lateness, model=MODEL).run(events)
-    got = run_engine(events, partitions, lateness, iter(schedule), aborts)
+    got = run_engine(events, partitions, lateness, iter(schedule), aborts, lead_processes)
     assert notices_last(got) == notices_last(encoded(reference))
+
+
+def test_a_worker_hands_its_own_promises_over_in_memory_unless_a_forward_is_unread() -> None:
+    """Issue 17's lead round: a record whose identity markers arrived is released in the
+    same batch when its worker owns every by-lead partition (``frontier.hand_over``), not a
+    forward-marker round later; but never while its partition has not read every forward
+    the promising partition sent it."""
+    deps = LeadDeps(CODEC, POLICY, lambda _ws: MODEL, None, 1, 0, forwards=2,
+                    partition_of=lambda key, n: partition_of(key.decode(), n))  # fmt: skip
+    lead = next(f"L{i}" for i in range(99) if partition_of(lead_key("ws", f"L{i}"), 2) == 0)
+    event = Event("e1", Kind.VISIT, "ws", T0, T0 + 5, lead_id=lead)
+
+    def batch(unread: int) -> tuple[list[Sent], dict[str, int]]:
+        fronts = FrontMarkers(2)
+        ctxs = [Ctx(0), Ctx(1)]
+        tasks = [LeadTask(deps, ctx, fronts=fronts) for ctx in ctxs]
+        value, headers = control.marker_record(control.IDENTITY_MARKER, {0: T0 + 10})
+        for ctx, task in zip(ctxs, tasks, strict=True):
+            task.on_record(ctx, Record(EVENTS_BY_LEAD.name, ctx.partition, 0, None, value,
+                                       dict(headers)))  # fmt: skip
+        received = {control.RECEIVED: str(T0 + 5).encode()}
+        tasks[0].on_record(ctxs[0], Record(EVENTS_BY_LEAD.name, 0, 1, lead_key("ws", lead).encode(),
+                                           CODEC.encode(event), received))  # fmt: skip
+        assert not ctxs[0].dead
+        assert not [s for s in ctxs[0].sent if s[0] != EVENTS_BY_LEAD.name]  # waits for promises
+        tasks[1].release.sent[0] = unread  # forwards partition 1 sent to 0, not read by 0
+        before = Counter(deps.counts)
+        touched = settle(deps, {c.partition: (t, c) for c, t in zip(ctxs, tasks, strict=True)})
+        assert touched == [0, 1]  # views moved on both: their stores are written
+        return ctxs[0].sent, dict(Counter(deps.counts) - before)
+
+    sent, counts = batch(unread=0)
+    assert [CODEC.decode(s[2]).cause_event_id for s in sent if s[0] == LEAD_SCORED.name] == ["e1"]
+    assert counts["fronts_in_memory"] == 4  # each partition took both partitions' promises
+    sent, counts = batch(unread=1)
+    assert not [s for s in sent if s[0] != EVENTS_BY_LEAD.name]  # still waiting
+    assert counts["fronts_waiting_for_forward"] == 1  # 0 did not take 1's: a forward is unread
+    assert counts["fronts_in_memory"] == 3
+
+
+def test_a_forward_goes_where_its_key_hashes_and_carries_its_count() -> None:
+    """The count names the partition a forward lands on: its key's, named explicitly."""
+    deps = LeadDeps(CODEC, POLICY, lambda _ws: MODEL, None, 1, 0, forwards=3)
+    ctx = Ctx(1)
+    task = LeadTask(deps, ctx)
+    for n in (1, 2):
+        item = Direct(lead_key("ws", "L9"), Event(f"e{n}", Kind.VISIT, "ws", T0, T0, lead_id="L9"),
+                      hops=1)  # fmt: skip
+        task._send_direct(ctx, item, sort_bytes(release_key(T0, T0, f"e{n}")))
+    target = worker_partition(lead_key("ws", "L9").encode(), 3)
+    assert [(s[4], s[3][frontier.FORWARD_FROM]) for s in ctx.sent] == [
+        (target, b"1:1"), (target, b"1:2")
+    ]  # fmt: skip
+    assert task.release.sent == {target: 2}
 
 
 # -- the model switch in the log ---------------------------------------------------------
