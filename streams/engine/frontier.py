@@ -277,8 +277,12 @@ def hand_over(
     What it misses, the markers in the log bring a round later, as before.
     """
     done = HandOver()
+    last: dict[int, Marks] = {}
     for round_ in range(rounds):
         promises = {q: task.promises_now() for q, (task, _) in tasks.items()}
+        if promises == last:
+            break  # the releases moved no promise: nothing new to take
+        last = promises
         moved = False
         for p, (task, ctx) in sorted(tasks.items()):
             took = False
@@ -286,7 +290,7 @@ def hand_over(
                 if task.release.read.get(q, 0) != tasks[q][0].release.sent.get(p, 0):
                     done.waiting += round_ == 0
                     continue
-                if task.release.take_front(q, marks):
+                if task.release.take_front(q, marks, newest=True):
                     done.taken += 1
                     took = True
             if took:

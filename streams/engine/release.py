@@ -298,6 +298,7 @@ class StoredRelease:
             int(q): _unpack(marks) for q, marks in (json.loads(raw) if raw else {}).items()
         }
         self._gate: bytes | None = gate(self.views, peers) if peers else None
+        self._gate_stale = False  # views moved since the gate was computed
         raw = ctx.get(store, COUNTS)
         counts = json.loads(raw) if raw else {}
         self.sent = {int(q): int(n) for q, n in counts.get("sent", {}).items()}
@@ -335,12 +336,16 @@ class StoredRelease:
         if self.models.marks[source] != before:
             self._moved = True
 
-    def take_front(self, source: int, marks: tuple[bytes | None, ...]) -> bool:
+    def take_front(
+        self, source: int, marks: tuple[bytes | None, ...], *, newest: bool = False
+    ) -> bool:
         """Take a by-lead partition's forward promises; ``True`` if a view moved.
 
         Per hop count the higher promise stands: each one is true for good ("no more such
         forwards will come"), and a promise handed over in memory may be newer than a marker
-        from the same partition read after it.
+        from the same partition read after it. ``newest``: ``marks`` is the partition's
+        promise as of now (handed over in memory), no lower than any it made before, so it
+        replaces the view without the comparison per hop count.
 
         Example:
             >>> buf = StoredRelease.__new__(StoredRelease)
@@ -351,12 +356,14 @@ class StoredRelease:
             (False, b'b')
         """
         before = self.views.get(source)
-        if before is not None and len(before) == len(marks):
-            marks = tuple(_higher(a, b) for a, b in zip(before, marks, strict=True))
         if before == marks:
             return False
+        if not newest and before is not None and len(before) == len(marks):
+            marks = tuple(_higher(a, b) for a, b in zip(before, marks, strict=True))
+            if before == marks:
+                return False
         self.views[source] = marks
-        self._gate = gate(self.views, self.peers)
+        self._gate_stale = True  # recomputed when next read: a hand-over takes many at once
         self._moved = True
         return True
 
@@ -380,6 +387,9 @@ class StoredRelease:
     @property
     def front(self) -> bytes | None:
         """The forward frontier: no forward sorting before it can still come here."""
+        if self._gate_stale:
+            self._gate = gate(self.views, self.peers)
+            self._gate_stale = False
         return self._gate
 
     def add_switch(self, ctx: TaskContext, sort: bytes, held: Held) -> bool:
@@ -457,7 +467,7 @@ class StoredRelease:
         if self.peers:
             # A forward still to come is released at its own key: it sorts at the frontier
             # or after it (nothing can be promised before every partition spoke).
-            front = self._gate
+            front = self.front
             if front is None:
                 return None
             at = at_of(front)
@@ -534,7 +544,8 @@ class StoredRelease:
             return None
         head = self._heap[0]
         at = at_of(head)
-        if self.peers and (self._gate is None or key_bytes(head) > self._gate):
+        front = self.front if self.peers else None
+        if self.peers and (front is None or key_bytes(head) > front):
             return None  # a forward sorting before it may still come
         if self.trainers:
             gate = self.gate(head)
