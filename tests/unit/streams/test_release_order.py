@@ -76,6 +76,11 @@ T0 = 1_767_225_600_000
 END = 2**62
 
 
+def sim_partition(key: bytes, partitions: int) -> int:
+    """Where the simulated broker puts a by-lead key (``LeadDeps.partition_of`` here)."""
+    return partition_of(key.decode(), partitions)
+
+
 def test_docstring_examples_run() -> None:
     for module in (control, receive_clock, release, frontier):
         assert doctest.testmod(module).failed == 0
@@ -308,7 +313,7 @@ def run_stages(
     deps = LeadDeps(CODEC, policy, lambda _ws: MODEL, None, partitions, lateness,
                     trainers=trainers, model_key=key, switch_records=switch_records,
                     forwards=partitions,
-                    partition_of=lambda key, n: partition_of(key.decode(), n))  # fmt: skip
+                    partition_of=sim_partition)  # fmt: skip
     tdeps = TrainerDeps(CODEC, policy, key, partitions, delay)
     markers = Markers(partitions)
     steps = ClockSteps(partitions)
@@ -523,7 +528,7 @@ def test_a_worker_hands_its_own_promises_over_in_memory_unless_a_forward_is_unre
     forward-marker round later; but never while its partition has not read every forward
     the promising partition sent it."""
     deps = LeadDeps(CODEC, POLICY, lambda _ws: MODEL, None, 1, 0, forwards=2,
-                    partition_of=lambda key, n: partition_of(key.decode(), n))  # fmt: skip
+                    partition_of=sim_partition)  # fmt: skip
     lead = next(f"L{i}" for i in range(99) if partition_of(lead_key("ws", f"L{i}"), 2) == 0)
     event = Event("e1", Kind.VISIT, "ws", T0, T0 + 5, lead_id=lead)
 
