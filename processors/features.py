@@ -88,8 +88,9 @@ def _slug(text: str) -> str:
     return "_".join(text.strip().lower().split())
 
 
-def _decayed_count(times: list[int], at_ms: int, half_life_days: float) -> float:
-    return math.fsum(0.5 ** (max(0, at_ms - t) / (half_life_days * DAY_MS)) for t in times)
+def _decayed_count(ages: list[int], half_life_days: float) -> float:
+    scale = half_life_days * DAY_MS
+    return math.fsum(0.5 ** (age / scale) for age in ages)
 
 
 def lead_features(state: LeadState, at_ms: int, policy: Policy) -> dict[str, float]:
@@ -128,21 +129,22 @@ def lead_features(state: LeadState, at_ms: int, policy: Policy) -> dict[str, flo
     if c.company_size is not None and c.company_size > 0:
         out["log_size"] = math.log10(c.company_size) / 4
 
+    # Ages (>= 0: features as of at_ms never see a later event) per rule, and of the touches.
     by_rule: dict[str, list[int]] = defaultdict(list)
     touches: list[int] = []
     for hit in state.hits:
-        if hit.occurred_at > at_ms:
-            continue  # features as of at_ms never see a later event
-        by_rule[hit.rule].append(hit.occurred_at)
+        age = at_ms - hit.occurred_at
+        if age < 0:
+            continue
+        by_rule[hit.rule].append(age)
         if hit.points > 0:
-            touches.append(hit.occurred_at)
+            touches.append(age)
     h = policy.scoring.half_life_days
-    for rule, times in by_rule.items():
-        out[f"freq.{rule}"] = math.log1p(_decayed_count(times, at_ms, h))
-        age_days = max(0, at_ms - max(times)) / DAY_MS
-        out[f"recent.{rule}"] = 0.5 ** (age_days / RECENCY_HALF_LIFE_DAYS)
-    fast = _decayed_count(touches, at_ms, SURGE_FAST_DAYS)
-    slow = _decayed_count(touches, at_ms, SURGE_SLOW_DAYS)
+    for rule, ages in by_rule.items():
+        out[f"freq.{rule}"] = math.log1p(_decayed_count(ages, h))
+        out[f"recent.{rule}"] = 0.5 ** (min(ages) / DAY_MS / RECENCY_HALF_LIFE_DAYS)
+    fast = _decayed_count(touches, SURGE_FAST_DAYS)
+    slow = _decayed_count(touches, SURGE_SLOW_DAYS)
     out["activity.3d"] = math.log1p(fast)
     out["activity.30d"] = math.log1p(slow)
     # At a steady pace the 3-day sum is a tenth of the 30-day one; a surge runs above it.

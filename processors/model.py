@@ -188,14 +188,17 @@ class PriorLogit:
             self.served[k] = avg + rate * (w - avg)
         self.served_bias += rate * (self.bias - self.served_bias)
 
-    def contributions(self, x: Mapping[str, float]) -> list[RuleHit]:
-        """Each feature's log-odds contribution (served ``w * x``), plus the prior's and bias'."""
+    def contributions(self, x: Mapping[str, float]) -> list[tuple[str, float]]:
+        """Each feature's log-odds contribution (served ``w * x``), plus the prior's and bias'.
+
+        Pairs, not :class:`RuleHit`: a score ranks every feature and keeps five.
+        """
         if not self._averaging():
             bias, weights = self.bias, self.weights
         else:
             bias, weights = self.served_bias, self.served
-        out = [RuleHit("prior", prior_logit(x, self.prior) + bias)]
-        out.extend(RuleHit(k, weights.get(k, 0.0) * v) for k, v in x.items())
+        out = [("prior", prior_logit(x, self.prior) + bias)]
+        out.extend((k, weights.get(k, 0.0) * v) for k, v in x.items())
         return out
 
 
@@ -213,7 +216,7 @@ class _RiverForest:
     def learn(self, x: Mapping[str, float], label: bool) -> None:
         self.forest.learn_one(dict(x), label)
 
-    def contributions(self, x: Mapping[str, float]) -> list[RuleHit]:
+    def contributions(self, x: Mapping[str, float]) -> list[tuple[str, float]]:
         return []  # a forest has no cheap per-feature explanation
 
 
@@ -406,10 +409,10 @@ class ScoreModel:
     def top_features(self, features: Mapping[str, float], n: int = 5) -> tuple[RuleHit, ...]:
         """The ``n`` largest log-odds contributions by magnitude (the prior is one of them)."""
         contrib = [
-            RuleHit(r.rule, round(r.points, 4)) for r in self.estimator.contributions(features)
+            (-abs(p := round(w, 4)), rule, p) for rule, w in self.estimator.contributions(features)
         ]
-        contrib.sort(key=lambda r: (-abs(r.points), r.rule))
-        return tuple(r for r in contrib[:n] if r.points != 0)
+        contrib.sort()
+        return tuple(RuleHit(rule, p) for _, rule, p in contrib[:n] if p != 0)
 
     def snapshot(self, key: bytes, *, trained_through: int = 0) -> bytes:
         """Signed bytes for ``leadflow.models`` (see the module doc for the envelope)."""

@@ -5,7 +5,7 @@ read time from the lead's stored rule hits: each hit's points decay by the hit's
 event time, ``points * 0.5 ** (age / half_life)``, then each rule's total is capped, then
 the sum is capped. Nothing ever rewrites a stored counter, so a replay of the log gives
 the same numbers, and the result does not depend on the order in which hits arrived
-(sums run over a canonical order with ``math.fsum``).
+(sums are ``math.fsum``'s, correctly rounded whatever the order).
 
 A hit whose event lies after the read time (a late clock, a replay read) counts at full
 strength: age is clipped at zero, which keeps the score monotone in time.
@@ -169,13 +169,16 @@ def engagement_breakdown(
     Rule contributions are clamped to ``[-cap, cap]`` of the rule; the total to at most
     ``cap``. Contributions are sorted by magnitude (largest first), then by rule name.
     """
+    # No sort: ``math.fsum`` rounds the exact sum once, so its result does not depend on
+    # the order of the values, and the contributions get a total order below.
     per_rule: dict[str, list[float]] = defaultdict(list)
-    for hit in sorted(hits, key=lambda h: (h.rule, h.occurred_at, h.points, h.decays)):
+    for hit in hits:
         per_rule[hit.rule].append(decayed(hit, at_ms, half_life_days))
+    caps = rule_caps or {}
     contributions: list[RuleHit] = []
     for rule, values in per_rule.items():
         total = math.fsum(values)
-        rule_cap = (rule_caps or {}).get(rule)
+        rule_cap = caps.get(rule)
         if rule_cap is not None:
             total = max(-rule_cap, min(rule_cap, total))
         contributions.append(RuleHit(rule, total))

@@ -25,6 +25,7 @@ from leadflow.streams.engine.kafka import WORKER_GROUP, WorkerId
 from leadflow.streams.engine.loop import Engine
 from leadflow.streams.engine.stage import Stage
 from leadflow.streams.engine.stores import changelog_topic
+from leadflow.streams.gc_tuning import tune_for_throughput
 from leadflow.streams.kafka_offsets import group_lag
 from leadflow.streams.logs import get_logger
 from leadflow.streams.pii.vault import Vault
@@ -185,6 +186,7 @@ def run_worker(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGUSR1, lambda _signum, _frame: engine.dump())
+    tune_for_throughput()
     try:
         engine.run(stop)
     finally:
