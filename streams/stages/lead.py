@@ -406,6 +406,7 @@ class LeadTask:
             holding=len(self.waiting),
             forward_markers=self.fronts.sent,  # marker records this process sent so far
             quiet_checks=self.quiet_checks,  # leads whose quiet decay checks were kept in memory
+            redundant_steps=self.steps.redundant,  # clock step copies not kept (since built)
         )
         self.quiet_checks = 0
 
@@ -418,7 +419,7 @@ class LeadTask:
             return
         if stage == CLOCK_MARKER.encode():
             try:
-                self.steps.add(decode_steps(record.value))
+                self.steps.add(decode_steps(record.value), lambda ws: self._clock(ctx, ws).at)
             except LeadflowError as exc:
                 ctx.dead_letter(record, exc)
             return

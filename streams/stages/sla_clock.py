@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from leadflow.processors.events import scoped_key
@@ -151,6 +152,11 @@ class PendingSteps:
         self._chunks: dict[tuple[str, int], Counter[tuple[bytes, int]]] = {}
         self._moved: set[tuple[str, int]] = set()
         self._lists: list[bytes] = []  # keys of lists stored before chunks, deleted at flush
+        # (workspace, value) -> the least sort of a pending step with it: every inbound
+        # partition sends a step for the same hour, and after the first one the others
+        # move no clock (see ``add``).
+        self._least: dict[tuple[str, int], bytes] = {}
+        self.redundant = 0  # steps not kept since the task was built: they would move nothing
         for key, raw in ctx.items(store):
             workspace, name = json.loads(key)
             if name == "steps" or name.startswith(_CHUNK):
@@ -160,6 +166,9 @@ class PendingSteps:
                 for hex_sort, raw_value in json.loads(raw):
                     sort, value = bytes.fromhex(hex_sort), int(raw_value)
                     self._heap.append((sort, workspace, value))
+                    least = self._least.get((workspace, value))
+                    if least is None or sort < least:
+                        self._least[workspace, value] = sort
                     chunk = self._count(sort, workspace, value)
                     if listed:
                         self._moved.add(chunk)  # rewritten as a chunk by the first flush
@@ -184,12 +193,25 @@ class PendingSteps:
         """The release time (``at``) of the first pending step; ``None`` if none."""
         return at_of(self._heap[0][0]) if self._heap else None
 
-    def add(self, steps: list[ClockStep]) -> None:
-        """Keep the steps of a clock record (stored at the end of the batch)."""
+    def add(self, steps: list[ClockStep], clock: Callable[[str], int]) -> None:
+        """Keep the steps of a clock record that can move a clock (stored at the batch's end).
+
+        ``clock``: a workspace's clock now. A step moves it only to a value above it, and
+        clocks only move forward, so a step whose value the clock has reached, or that sorts
+        after a pending step with the same value, would move nothing when its turn came: it
+        is counted in :attr:`redundant`, not kept. Every inbound partition sends a step for
+        each hour of event time to every by-lead partition, so most are such copies.
+        """
         for step in steps:
+            ws, value = step.workspace, step.value
             sort = step_sort(step)
-            heapq.heappush(self._heap, (sort, step.workspace, step.value))
-            self._moved.add(self._count(sort, step.workspace, step.value))
+            least = self._least.get((ws, value))
+            if value <= clock(ws) or (least is not None and least <= sort):
+                self.redundant += 1
+                continue
+            self._least[ws, value] = sort
+            heapq.heappush(self._heap, (sort, ws, value))
+            self._moved.add(self._count(sort, ws, value))
 
     def pop_before(
         self, head: bytes | None, low: int | None, lateness_ms: int
@@ -202,6 +224,9 @@ class PendingSteps:
         if (head is not None and head < sort) or not ripe(ReleaseKey(at, 0, ""), low, lateness_ms):
             return None
         heapq.heappop(self._heap)
+        if self._least.get((workspace, value)) == sort:
+            # Any other pending step with this value sorts after it: it moves nothing now.
+            del self._least[workspace, value]
         chunk = (workspace, value // DAY_MS)
         steps = self._chunks[chunk]
         steps[(sort, value)] -= 1

@@ -48,3 +48,16 @@ def test_an_unknown_field_and_an_init_false_field_are_refused_loudly() -> None:
         evolve(LeadState("L", "ws"), nope=1)
     with pytest.raises(TypeError, match="exactly its fields"):
         evolve(Checked(1), value=2)
+
+
+@dataclass(frozen=True)
+class Normalised:
+    name: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.name.lower())
+
+
+def test_a_class_that_does_more_than_set_its_fields_is_still_called() -> None:
+    # The fast path sets fields directly; a __post_init__ must still run.
+    assert evolve(Normalised("a"), name="B").name == "b"

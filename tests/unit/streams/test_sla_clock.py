@@ -29,6 +29,7 @@ from leadflow.processors.ordering import ReleaseKey, release_key
 from leadflow.processors.scoring import DAY_MS
 from leadflow.processors.sla_clock import ClockStep, next_step, step_of
 from leadflow.streams.control import ControlRecordError
+from leadflow.streams.engine.release import at_of
 from leadflow.streams.stages import sla_clock as stage_clock
 from leadflow.streams.stages.sla_clock import decode_steps, encode_steps, step_sort
 from tests.integration.pipeline.journeys import HOUR, ICP, T0
@@ -241,6 +242,11 @@ def test_steps_fire_deadlines_a_quiet_partition_held_back() -> None:
     assert breach_ids(without) <= breach_ids(with_steps)
 
 
+def NO_CLOCK(workspace: str) -> int:
+    """Every workspace's clock at 0: no step is below it."""
+    return 0
+
+
 def _drain(pending: stage_clock.PendingSteps) -> list[tuple[int, str, int]]:
     out = []
     while (step := pending.pop_before(None, 10**15, 0)) is not None:
@@ -262,8 +268,9 @@ def test_a_batch_rewrites_only_the_days_of_pending_steps_it_moved() -> None:
     ctx = Ctx(0)
     steps = _hourly_steps(150, ("a", "b"))
     pending = stage_clock.PendingSteps(ctx, "routing")
-    pending.add(steps)
-    pending.add(steps[:1])  # a step that comes twice is applied twice, as before
+    pending.add(steps, NO_CLOCK)
+    pending.add(steps[:1], NO_CLOCK)  # a copy moves nothing: not kept
+    assert pending.redundant == 1
     pending.flush(ctx)
     written = ctx.stores["routing"].pending
     assert sorted(json.loads(k)[1] for k in written if json.loads(k)[0] == "a") == [
@@ -272,7 +279,7 @@ def test_a_batch_rewrites_only_the_days_of_pending_steps_it_moved() -> None:
     ctx.stores["routing"].commit()
 
     assert pending.pop_before(None, 10**15, 0) == (0, "a", T0)
-    pending.add([ClockStep("a", T0 + 400 * HOUR, release_key(5, 5, "late"))])
+    pending.add([ClockStep("a", T0 + 400 * HOUR, release_key(5, 5, "late"))], NO_CLOCK)
     pending.flush(ctx)
     assert sorted(json.loads(k)[1] for k in ctx.stores["routing"].pending) == [
         f"steps {T0 // DAY_MS}",
@@ -281,7 +288,7 @@ def test_a_batch_rewrites_only_the_days_of_pending_steps_it_moved() -> None:
     ctx.stores["routing"].commit()
 
     rebuilt = stage_clock.PendingSteps(ctx, "routing")
-    assert len(rebuilt) == len(pending) == 301
+    assert len(rebuilt) == len(pending) == 300
     assert _drain(rebuilt) == _drain(pending)
     pending.flush(ctx)
     ctx.stores["routing"].commit()
@@ -304,5 +311,51 @@ def test_pending_steps_stored_as_one_list_are_read_and_rewritten_as_chunks() -> 
     assert names == ["clock", f"steps {T0 // DAY_MS}", f"steps {T0 // DAY_MS + 1}"]
 
     fresh = stage_clock.PendingSteps(Ctx(0), "routing")
-    fresh.add(steps)
+    fresh.add(steps, NO_CLOCK)
     assert _drain(stage_clock.PendingSteps(old, "routing")) == _drain(pending) == _drain(fresh)
+
+
+STEP_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.sampled_from(("a", "b")), st.integers(1, 4),
+                  st.integers(0, 20)),
+        st.tuples(st.just("pop"), st.just(""), st.just(0), st.integers(0, 25)),
+    ),
+    max_size=60,
+)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(STEP_OPS)
+def test_clocks_move_as_if_every_step_copy_were_kept(ops: list[tuple[str, str, int, int]]) -> None:
+    """The steps ``add`` does not keep would move no clock: the clocks move the same.
+
+    The reference keeps every copy in a heap and applies each in sort order; both pop what
+    sorts at or before the same head as steps arrive from inbound partitions in any order.
+    """
+    pending = stage_clock.PendingSteps(Ctx(0), "routing")
+    clocks: dict[str, int] = {}
+    reference: list[tuple[bytes, str, int]] = []
+    ref_clocks: dict[str, int] = {}
+    moves: list[tuple[int, str, int]] = []
+    ref_moves: list[tuple[int, str, int]] = []
+    for n, (op, ws, hour, at) in enumerate(ops):
+        if op == "add":
+            step = ClockStep(ws, hour * HOUR, release_key(at, at, f"e{n}"))
+            pending.add([step], lambda w: clocks.get(w, 0))
+            reference.append((step_sort(step), ws, hour * HOUR))
+            continue
+        head = step_sort(ClockStep("", 0, release_key(at, at, "~")))
+        while (got := pending.pop_before(head, 10**15, 0)) is not None:
+            _, w, value = got
+            if value > clocks.get(w, 0):
+                clocks[w] = value
+                moves.append(got)
+        reference.sort()
+        while reference and reference[0][0] < head:
+            sort, w, value = reference.pop(0)
+            if value > ref_clocks.get(w, 0):
+                ref_clocks[w] = value
+                ref_moves.append((at_of(sort), w, value))
+    assert moves == ref_moves
+    assert clocks == ref_clocks
