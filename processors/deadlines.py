@@ -13,7 +13,7 @@ from leadflow.processors.labels import horizon_negative, takes_score
 from leadflow.processors.lead_state import Derived, LeadState
 from leadflow.processors.model import ScoreModel
 from leadflow.processors.policy import Policy
-from leadflow.processors.rescore import RESCORED_STAGES, moved, rescheduled
+from leadflow.processors.rescore import RESCORED_STAGES, moved, next_rescore
 from leadflow.processors.rescore import rescore as rescore_lead
 from leadflow.processors.routing import RoutingState, assign
 from leadflow.processors.scoring import policy_engagement
@@ -145,15 +145,16 @@ def quiet_through(state: LeadState, at_ms: int, policy: Policy) -> LeadState:
     """
     if state.merged_into is not None or state.awaiting:
         return state
-    while True:
-        due = _rescore_due(state)
-        if due is None or due > at_ms:
-            return state
-        other = _sla_or_label_due(state)
+    # A quiet check changes nothing but ``rescore_due_at``, and nothing the loop reads
+    # depends on it: the state is copied once, at the end, not once per quiet day.
+    first = due = _rescore_due(state)
+    other = _sla_or_label_due(state)
+    while due is not None and due <= at_ms:
         if other is not None and other <= due:
-            return state
+            break
         if moved(state, policy_engagement(state.hits, due, policy)[0]):
-            return state
+            break
         if not state.labelled and takes_score(state, due, policy):
-            return state
-        state = rescheduled(state, due)
+            break
+        due = next_rescore(state, due)
+    return state if due == first else evolve(state, rescore_due_at=due)

@@ -40,10 +40,20 @@ def rescheduled(state: LeadState, at_ms: int) -> LeadState:
         >>> rescheduled(LeadState("L", "ws", stage=Stage.SQL), 0).rescore_due_at is None
         True
     """
+    due = next_rescore(state, at_ms)
+    return state if due == state.rescore_due_at else evolve(state, rescore_due_at=due)
+
+
+def next_rescore(state: LeadState, at_ms: int) -> int | None:
+    """When :func:`rescheduled` puts ``state``'s next re-score after one at ``at_ms``.
+
+    Example:
+        >>> next_rescore(LeadState("L", "ws", stage=Stage.LEAD), 0)
+        86400000
+    """
     last = state.summary.last_activity_at
     live = state.stage in RESCORED_STAGES and (last is None or at_ms - last < QUIET_DAYS * DAY_MS)
-    due = at_ms + DAY_MS if live else None
-    return state if due == state.rescore_due_at else evolve(state, rescore_due_at=due)
+    return at_ms + DAY_MS if live else None
 
 
 def moved(state: LeadState, engagement: float) -> bool:
@@ -116,4 +126,12 @@ def rescore(
     return rescheduled(open_window(s, features, at_ms, policy), at_ms), scored
 
 
-__all__ = ["MIN_POINTS", "QUIET_DAYS", "RESCORED_STAGES", "moved", "rescheduled", "rescore"]
+__all__ = [
+    "MIN_POINTS",
+    "QUIET_DAYS",
+    "RESCORED_STAGES",
+    "moved",
+    "next_rescore",
+    "rescheduled",
+    "rescore",
+]

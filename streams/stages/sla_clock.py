@@ -20,8 +20,9 @@ from __future__ import annotations
 import heapq
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from leadflow.processors.events import scoped_key
 from leadflow.processors.ordering import ReleaseKey, ripe
@@ -51,18 +52,22 @@ def encode_steps(steps: list[ClockStep]) -> bytes:
     return json.dumps(rows, separators=(",", ":")).encode()
 
 
-def decode_steps(value: bytes) -> list[ClockStep]:
+@lru_cache(maxsize=64)
+def decode_steps(value: bytes) -> tuple[ClockStep, ...]:
     """The steps :func:`encode_steps` wrote.
+
+    Cached by the bytes: an identity batch sends the same clock record to every by-lead
+    partition, and one worker's lead tasks would each decode their copy.
 
     Raises:
         ControlRecordError: not a list of steps.
     """
     try:
         rows = json.loads(value)
-        steps = [
+        steps = tuple(
             ClockStep(ws, int(v), ReleaseKey(int(at), int(occ), eid, int(rank)))
             for ws, v, at, occ, eid, rank in rows
-        ]
+        )
     except (ValueError, TypeError) as exc:
         raise ControlRecordError(f"clock record: {exc}") from None
     if not all(isinstance(s.workspace, str) and isinstance(s.key.event_id, str) for s in steps):
@@ -193,7 +198,7 @@ class PendingSteps:
         """The release time (``at``) of the first pending step; ``None`` if none."""
         return at_of(self._heap[0][0]) if self._heap else None
 
-    def add(self, steps: list[ClockStep], clock: Callable[[str], int]) -> None:
+    def add(self, steps: Iterable[ClockStep], clock: Callable[[str], int]) -> None:
         """Keep the steps of a clock record that can move a clock (stored at the batch's end).
 
         ``clock``: a workspace's clock now. A step moves it only to a value above it, and
@@ -204,9 +209,12 @@ class PendingSteps:
         """
         for step in steps:
             ws, value = step.workspace, step.value
+            if value <= clock(ws):
+                self.redundant += 1
+                continue
             sort = step_sort(step)
             least = self._least.get((ws, value))
-            if value <= clock(ws) or (least is not None and least <= sort):
+            if least is not None and least <= sort:
                 self.redundant += 1
                 continue
             self._least[ws, value] = sort
