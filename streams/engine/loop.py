@@ -205,10 +205,24 @@ class Counters:
     # Offsets calls left blocked (past their timeout, or past a failed batch's end): their
     # producer was given up and rebuilt (each also counts in ``rebuilds``).
     abandoned: int = 0
+    # Where the loop's wall time goes, in ms (kept as floats: most batches take under one).
+    # Waiting in poll for a batch's first record: the worker had nothing to do.
+    poll_ms: float = 0.0
+    # Processing batches, from the first record to the commit (send_offsets_ms and
+    # commit_ms are part of it), and this thread's CPU in that time. What is left of
+    # batch_ms after the CPU and the two waits is time the worker was ready to run and did
+    # not get a core: its machine is short of CPU (docs/operations.md, "Sizing").
+    batch_ms: float = 0.0
+    batch_cpu_ms: float = 0.0
 
     def as_dict(self) -> dict[str, int]:
-        """The counters by name, for a log line."""
-        return dict(vars(self))
+        """The counters by name, in whole units, for a log line.
+
+        Example:
+            >>> Counters(records=3, poll_ms=1.6).as_dict()["poll_ms"]
+            2
+        """
+        return {name: round(value) for name, value in vars(self).items()}
 
 
 class Watchdog:
@@ -452,10 +466,12 @@ class Engine:
 
     def _poll(self) -> list[Message]:
         wait = self.settings.worker_poll_seconds
+        began = time.monotonic()
         if self._open is not None:
-            left = self._opened_at + self.settings.worker_hold_ms / 1000 - time.monotonic()
+            left = self._opened_at + self.settings.worker_hold_ms / 1000 - began
             wait = min(wait, max(left, 0.0))
         first = self.consumer.poll(wait)
+        self.counters.poll_ms += (time.monotonic() - began) * 1000
         if first is None:
             return []
         rest = self.consumer.consume(num_messages=self.settings.worker_batch_max - 1, timeout=0)
@@ -471,6 +487,15 @@ class Engine:
         return messages
 
     def _process(self, messages: Sequence[Message]) -> None:
+        """Process one batch in the open transaction (or a new one); counts its time."""
+        began, cpu = time.monotonic(), time.thread_time()
+        try:
+            self._process_batch(messages)
+        finally:
+            self.counters.batch_ms += (time.monotonic() - began) * 1000
+            self.counters.batch_cpu_ms += (time.thread_time() - cpu) * 1000
+
+    def _process_batch(self, messages: Sequence[Message]) -> None:
         # The input offsets this batch commits are known before it is processed (a task is
         # revoked only inside poll), so they go to the transaction while the records are
         # processed: the two requests of ``send_offsets_to_transaction`` overlap the work

@@ -491,6 +491,53 @@ def test_worker_progress_counts_the_partitions_whose_end_goes_unanswered() -> No
     assert eng.counts()["ends_unanswered"] == 1
 
 
+class BurningTask(SendingTask):
+    """Sends like SendingTask after burning ``cpu_s`` of this thread's CPU per record."""
+
+    def __init__(self, cpu_s: float) -> None:
+        super().__init__()
+        self.cpu_s = cpu_s
+
+    def on_record(self, ctx: TaskContext, record: Record) -> None:
+        until = time.thread_time() + self.cpu_s
+        while time.thread_time() < until:
+            pass
+        super().on_record(ctx, record)
+
+
+def test_a_batch_counts_its_wall_time_and_its_cpu_apart() -> None:
+    # 4 records x 10 ms of CPU, then an offsets call that sleeps 80 ms (no CPU): the batch
+    # took at least both, and its CPU is the burning's, not the wait's.
+    eng = engine(FakeProducer(send_offsets_delay=0.08))
+    for tp in list(eng.tasks):
+        eng.tasks[tp] = BurningTask(0.01)
+    eng._process(BATCH[:2] + BATCH[:2])
+    counts = eng.counts()
+    assert counts["batch_cpu_ms"] >= 40
+    # The offsets call ran beside the burning: the batch waited for what was left of it.
+    assert counts["batch_ms"] >= 80
+    ending = counts["send_offsets_ms"] + counts["commit_ms"]
+    assert counts["batch_ms"] >= counts["batch_cpu_ms"] + ending - 2  # each rounded to the ms
+    assert counts["poll_ms"] == 0
+
+
+class SleepingConsumer(FakeConsumer):
+    """A consumer with nothing to give: each poll waits its whole timeout."""
+
+    def poll(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+
+def test_time_waiting_for_records_counts_as_poll_time() -> None:
+    settings = load_settings().model_copy(update={"worker_poll_seconds": 0.05})
+    eng = Engine(settings, [], "w" * 32)
+    eng._consumer = SleepingConsumer()  # type: ignore[assignment]
+    assert eng._poll() == []
+    assert eng._poll() == []
+    assert eng.counts()["poll_ms"] >= 100
+    assert eng.counts()["batch_ms"] == 0
+
+
 class ProduceRecordingProducer(FakeProducer):
     """Keeps what each produce call sent."""
 
