@@ -33,6 +33,7 @@ import functools
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,7 @@ from bench.common import (
 from bench.query_load import QueryLoad
 from leadflow.demo.run import Stack, wait_collector
 from leadflow.demo.simulator.generator import Message, SimConfig, Simulation, iso
-from leadflow.demo.simulator.send import send_http, send_kafka
+from leadflow.demo.simulator.send import kafka_sender, send_http, send_kafka
 from leadflow.sinks.projector import DEFAULT_GROUP, PROJECTED_TOPICS
 from leadflow.streams.engine.kafka import WORKER_GROUP
 from leadflow.streams.local_kafka import BrokerProperties, LocalKafka, free_port
@@ -306,12 +307,14 @@ def passthrough(
             if child.stdout.readline().strip() != "ready":
                 raise RuntimeError("the pass-through did not start")
             pids = [pid for b in brokers if (pid := b.pid())]
+            sender = kafka_sender(settings)  # warm after the first pass (kafka_sender)
             again = [(WORKSPACE, events)] * (PASSTHROUGH_REPEATS - 1)
             for workspace, count in _passes(events, warmup) + again:
                 broker_cpu = -sum(cpu_seconds(pid) for pid in pids)
                 broker_jit = -sum(jit_seconds(pid) for pid in pids)
                 started = time.time()
-                send_kafka(simulated(count, 1), settings=settings, workspace_id=workspace)
+                send_kafka(simulated(count, 1), settings=settings, workspace_id=workspace,
+                           producer=sender)  # fmt: skip
                 result = json.loads(child.stdout.readline())
                 broker_cpu += sum(cpu_seconds(pid) for pid in pids)
                 broker_jit += sum(jit_seconds(pid) for pid in pids)
@@ -330,6 +333,48 @@ def passthrough(
     median = runs[len(runs) // 2]
     return {**median, "runs": [round(r["per_second"]) for r in runs],
             "cold": passes[0] if warmup else None}  # fmt: skip
+
+
+def loop_counts(running: Running, name: str = "worker0", timeout: float = 10.0) -> dict[str, int]:
+    """A worker's loop counters now, from the ``worker.dump`` it logs on ``kill -USR1``."""
+    owner = next(s for s in running.stacks if name in s.children)
+    log_file = owner.run_dir / f"{name}.log"
+
+    def dumps() -> list[dict[str, Any]]:
+        lines = log_file.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if '"worker.dump"' in line]
+
+    before = len(dumps())
+    os.kill(owner.children[name].pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(found := dumps()) > before:
+            return {k: v for k, v in found[-1].items() if isinstance(v, int)}
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} logged no worker.dump within {timeout:.0f} s ({log_file})")
+
+
+def wall_notes(loop: dict[str, int]) -> str:
+    """Where a worker's wall time went over a pass, from two :func:`loop_counts`' difference.
+
+    Waiting for records includes the pass's start (the sender's first records take it most
+    of a second) and the drain's last looks.
+
+    Example:
+        >>> wall_notes({"batch_ms": 3000, "batch_cpu_ms": 2000, "commit_ms": 500,
+        ...             "send_offsets_ms": 100, "poll_ms": 900})
+        '; worker loop: batches 3.00 s (its CPU 2.00 s, ending transactions 0.60 s, waiting for a core 0.40 s), waiting for records 0.90 s'
+    """  # noqa: E501
+    if not loop:
+        return ""
+    ending = loop["commit_ms"] + loop["send_offsets_ms"]
+    starved = max(loop["batch_ms"] - loop["batch_cpu_ms"] - ending, 0)
+    return (
+        f"; worker loop: batches {loop['batch_ms'] / 1000:.2f} s (its CPU "
+        f"{loop['batch_cpu_ms'] / 1000:.2f} s, ending transactions {ending / 1000:.2f} s, "
+        f"waiting for a core {starved / 1000:.2f} s), "
+        f"waiting for records {loop['poll_ms'] / 1000:.2f} s"
+    )
 
 
 def _passes(events: int, warmup: int) -> list[tuple[str, int]]:
@@ -361,18 +406,22 @@ def catch_up(
     passes = []
     with stack(base, home, workers=workers, collector=False, kafka=kafka) as running:
         brokers = [pid for name, pid in running.pids().items() if name.startswith("broker")]
+        sender = kafka_sender(running.settings)  # warm after the first pass (kafka_sender)
         for workspace, count in _passes(events, warmup):
             jit = -sum(jit_seconds(pid) for pid in brokers)
+            loop_before = loop_counts(running)
             cpu_before = running.cpu()
             started = time.time()
-            send_kafka(simulated(count, 1), settings=running.settings, workspace_id=workspace)
+            send_kafka(simulated(count, 1), settings=running.settings, workspace_id=workspace,
+                       producer=sender)  # fmt: skip
             ended = wait_drained(running, timeout=max(600.0, count / 20))
             cpu = {k: v - cpu_before.get(k, 0.0) for k, v in running.cpu().items()}
             jit += sum(jit_seconds(pid) for pid in brokers)
+            # The drain's last look (and this call) add up to ~0.5 s of waiting for records.
+            loop = {k: v - loop_before.get(k, 0) for k, v in loop_counts(running).items()}
             seconds = ended - started
-            passes.append(
-                {"per_second": count / seconds, "seconds": seconds, "cpu": cpu, "broker_jit": jit}
-            )
+            passes.append({"per_second": count / seconds, "seconds": seconds, "cpu": cpu,
+                           "broker_jit": jit, "loop": loop})  # fmt: skip
     return {**passes[-1], "cold": passes[0] if warmup else None}
 
 
@@ -803,7 +852,7 @@ def run(
         Figure("1", "catch-up from Kafka: worker + projector (1 worker)", one["per_second"],
                "events/s", baseline=raw, baseline_name="raw aiokafka pass-through",
                target="ratio >= 0.25", met=one["per_second"] >= 0.25 * raw, command=cmd,
-               notes=f"{n}{cold['catch_up']}"),
+               notes=f"{n}{cold['catch_up']}{wall_notes(one['loop'])}"),
         Figure("1", "baseline: raw aiokafka pass-through (acks=all)", raw, "events/s",
                command=cmd, notes=f"{n}; median of passes at "
                f"{' / '.join(map(str, base_line['runs']))} ev/s; "

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -29,6 +29,9 @@ from leadflow.processors.errors import LeadflowError
 from leadflow.processors.events import Event
 from leadflow.streams.logs import get_logger
 from leadflow.streams.settings import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
 
 log = get_logger(__name__)
 
@@ -254,31 +257,19 @@ def message_to_event(message: Message, workspace_id: str) -> Event:
     return mapped.event
 
 
-def send_kafka(
-    messages: Iterable[Message],
-    *,
-    settings: Settings,
-    workspace_id: str,
-    rate: float | None = None,
-    on_sent: OnSent | None = None,
-    flush_timeout: float = 60.0,
-) -> SendReport:
-    """Produce messages straight to ``leadflow.events`` (bulk volume, no HTTP).
+def kafka_sender(settings: Settings) -> Producer:
+    """The producer :func:`send_kafka` writes with: acks=all, idempotent, batched.
 
-    Same records as the collector would write: mapped by its mapping function, encoded by
-    the project codec, keyed by ``Event.person_key``, acks=all with an idempotent producer.
-
-    Raises:
-        SendError: a message does not map, or Kafka did not acknowledge every record.
+    Give one to several ``send_kafka`` calls to keep it warm. A new idempotent producer
+    holds its records until the broker gave it a producer id, and librdkafka asks again
+    only on a 500 ms timer when no connection was up at its first try: on a local broker
+    the first records of a fresh producer left after ~0.5 s (measured: first delivery at
+    0.52-0.59 s of a 0.45-0.5 s send of 5,000 records; 0.06-0.11 s once warm), which a
+    benchmark would count as the pipeline's time (docs/benchmarks.md, session 26).
     """
-    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka import Producer
 
-    from leadflow.schemas.codec import codec_from_settings
-    from leadflow.streams.control import send_heartbeats
-    from leadflow.streams.topics import EVENTS
-
-    codec = codec_from_settings(settings)
-    producer = Producer(
+    return Producer(
         {
             **settings.kafka_client_config(),
             "acks": "all",
@@ -287,6 +278,36 @@ def send_kafka(
             "batch.num.messages": 10_000,
         }
     )
+
+
+def send_kafka(
+    messages: Iterable[Message],
+    *,
+    settings: Settings,
+    workspace_id: str,
+    rate: float | None = None,
+    on_sent: OnSent | None = None,
+    flush_timeout: float = 60.0,
+    producer: Producer | None = None,
+) -> SendReport:
+    """Produce messages straight to ``leadflow.events`` (bulk volume, no HTTP).
+
+    Same records as the collector would write: mapped by its mapping function, encoded by
+    the project codec, keyed by ``Event.person_key``, acks=all with an idempotent producer
+    (``producer``, else a new :func:`kafka_sender`).
+
+    Raises:
+        SendError: a message does not map, or Kafka did not acknowledge every record.
+    """
+    from confluent_kafka import KafkaError
+
+    from leadflow.schemas.codec import codec_from_settings
+    from leadflow.streams.control import send_heartbeats
+    from leadflow.streams.topics import EVENTS
+
+    codec = codec_from_settings(settings)
+    if producer is None:
+        producer = kafka_sender(settings)
     failures: list[str] = []
     delivered = 0
 

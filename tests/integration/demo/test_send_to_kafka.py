@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from leadflow.demo.simulator.generator import SimConfig, iso, simulate
-from leadflow.demo.simulator.send import send_http, send_kafka
+from leadflow.demo.simulator.send import kafka_sender, send_http, send_kafka
 from leadflow.processors.events import Event
 from leadflow.schemas.codec import codec_from_settings
 from leadflow.streams.control import is_control
@@ -67,6 +67,21 @@ def test_bulk_send_straight_to_kafka(topics: Settings) -> None:
     after = end_offsets(topics)
     # Nothing extra but the closing heartbeat on every partition (streams/control.py).
     assert sum(after.values()) - sum(before.values()) == len(messages) + len(after)
+
+
+def test_sends_share_a_producer_and_each_is_complete(topics: Settings) -> None:
+    # Two sends through one producer (what bench.pipeline does to keep it warm): each
+    # delivers all of its records, and the second one's are there too.
+    messages = list(simulate(SimConfig(people=40, days=20, seed=23)))
+    producer = kafka_sender(topics)
+    before = end_offsets(topics)
+    first = send_kafka(messages, settings=topics, workspace_id="ws-a", producer=producer)
+    second = send_kafka(messages, settings=topics, workspace_id="ws-b", producer=producer)
+    assert first.sent == second.sent == len(messages)
+    found = [event for _, event in consume(topics, before, 2 * len(messages))]
+    ids = {m["messageId"] for m in messages}
+    assert {e.event_id for e in found if e.workspace_id == "ws-a"} == ids
+    assert {e.event_id for e in found if e.workspace_id == "ws-b"} == ids
 
 
 def test_default_path_through_a_real_collector(topics: Settings, tmp_path_factory) -> None:
