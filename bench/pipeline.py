@@ -357,8 +357,9 @@ def loop_counts(running: Running, name: str = "worker0", timeout: float = 10.0) 
 def wall_notes(loop: dict[str, int]) -> str:
     """Where a worker's wall time went over a pass, from two :func:`loop_counts`' difference.
 
-    Waiting for records includes the pass's start (the sender's first records take it most
-    of a second) and the drain's last looks.
+    Waiting for records includes the pass's start (until the sender's first records are
+    read) and the drain's last looks. A held transaction committed while the worker was
+    idle, and the loop's housekeeping, count in neither.
 
     Example:
         >>> wall_notes({"batch_ms": 3000, "batch_cpu_ms": 2000, "commit_ms": 500,
