@@ -246,6 +246,23 @@ def wait_drained(running: Running, timeout: float, every: float = 0.25) -> float
         time.sleep(every)
 
 
+def log_events(log: Path, event: str) -> list[dict[str, Any]]:
+    """The JSON lines of ``event`` in a process's log, in order.
+
+    A line that does not parse is skipped: the process may be writing it while it is read
+    (the next read gets it whole), or it is not structlog's.
+    """
+    rows = []
+    for line in log.read_text(errors="replace").splitlines():
+        if f'"{event}"' not in line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
 def release_waits(log: Path, since: float, until: float) -> list[dict[str, Any]]:
     """The worker's ``lead.release_wait`` lines whose whole window lies in ``[since, until]``.
 
@@ -266,13 +283,7 @@ def release_waits(log: Path, since: float, until: float) -> list[dict[str, Any]]
         ([20.5], [])
     """
     found = []
-    for line in log.read_text(errors="replace").splitlines():
-        if '"lead.release_wait"' not in line:
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
+    for row in log_events(log, "lead.release_wait"):
         at = datetime.fromisoformat(row["timestamp"]).timestamp()
         if since + WAIT_REPORT_SECONDS <= at <= until and row.get("p50_ms") is not None:
             found.append(row)
@@ -339,16 +350,11 @@ def loop_counts(running: Running, name: str = "worker0", timeout: float = 10.0) 
     """A worker's loop counters now, from the ``worker.dump`` it logs on ``kill -USR1``."""
     owner = next(s for s in running.stacks if name in s.children)
     log_file = owner.run_dir / f"{name}.log"
-
-    def dumps() -> list[dict[str, Any]]:
-        lines = log_file.read_text(errors="replace").splitlines()
-        return [json.loads(line) for line in lines if '"worker.dump"' in line]
-
-    before = len(dumps())
+    before = len(log_events(log_file, "worker.dump"))
     os.kill(owner.children[name].pid, signal.SIGUSR1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(found := dumps()) > before:
+        if len(found := log_events(log_file, "worker.dump")) > before:
             return {k: v for k, v in found[-1].items() if isinstance(v, int)}
         time.sleep(0.05)
     raise RuntimeError(f"{name} logged no worker.dump within {timeout:.0f} s ({log_file})")
@@ -418,7 +424,7 @@ def catch_up(
             ended = wait_drained(running, timeout=max(600.0, count / 20))
             cpu = {k: v - cpu_before.get(k, 0.0) for k, v in running.cpu().items()}
             jit += sum(jit_seconds(pid) for pid in brokers)
-            # The drain's last look (and this call) add up to ~0.5 s of waiting for records.
+            # The drain's confirming look and this call count as waiting for records.
             loop = {k: v - loop_before.get(k, 0) for k, v in loop_counts(running).items()}
             seconds = ended - started
             passes.append({"per_second": count / seconds, "seconds": seconds, "cpu": cpu,
