@@ -443,8 +443,10 @@ class Projector:
             log.debug("projector.waiting_for_assignment", group=self.group_id)
             return False
         positions = consumer.position(assignment)
-        started = self._assigned_at(consumer, positions)
         try:
+            # The group's offsets come from its coordinator: NOT_COORDINATOR while it moves
+            # off a restarted broker (session 26's fresh-clone CI died of it here).
+            started = self._assigned_at(consumer, positions)
             ends = self._offsets(positions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
             starts = self._offsets(positions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
         except KafkaException as exc:

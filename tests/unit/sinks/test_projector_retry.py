@@ -279,6 +279,38 @@ def test_an_end_offset_lookup_during_a_leader_move_is_not_caught_up_yet() -> Non
     assert projector._caught_up()
 
 
+class MovingGroupConsumer(IdleConsumer):
+    """Its first lookup of the group's offsets meets a coordinator moving off a dead broker."""
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        if not self.committed_calls:
+            self.committed_calls += 1
+            raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR))
+        return super().committed(partitions, timeout)
+
+
+def test_a_group_offset_lookup_while_the_coordinator_moves_is_not_caught_up_yet() -> None:
+    # run_until_idle died of NOT_COORDINATOR asking the group's committed offsets right
+    # after a broker restart (session 26's fresh-clone CI, the cluster test).
+    recorded = Recorded()
+    projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None)
+    consumer = MovingGroupConsumer({("leadflow.events", 0): -1001})
+    consumer.group = {("leadflow.events", 0): 7}
+    projector._consumer = consumer  # type: ignore[assignment]
+    ends = MovingLeaderAdmin(end=7)
+    ends.calls = 1  # its leaders are settled
+    projector._admin = ends  # type: ignore[assignment]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(projector_module, "log", recorded)
+        assert not projector._caught_up()
+    [(event, fields)] = recorded.events("warning")
+    assert event == "projector.end_offsets_retry"
+    assert "NOT_COORDINATOR" in fields["error"]
+    projector._admin = ends  # type: ignore[assignment]
+    assert projector._caught_up()
+    assert consumer.committed_calls == 2
+
+
 class ToldEnds:
     """The side thread's answers, as the stall watch reads them (``EndOffsets.end``)."""
 
