@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -153,8 +152,10 @@ class PendingSteps:
     def __init__(self, ctx: TaskContext, store: str) -> None:
         self.store = store
         self._heap: list[tuple[bytes, str, int]] = []
-        # (workspace, day) -> its pending steps, counted: a step may come twice.
-        self._chunks: dict[tuple[str, int], Counter[tuple[bytes, int]]] = {}
+        # (workspace, day) -> its pending steps, counted: a step may come twice. Plain dicts,
+        # not Counters: a catch-up keeps ~20 steps per inbound event, and a Counter's missing
+        # key goes through Python (``__missing__``).
+        self._chunks: dict[tuple[str, int], dict[tuple[bytes, int], int]] = {}
         self._moved: set[tuple[str, int]] = set()
         self._lists: list[bytes] = []  # keys of lists stored before chunks, deleted at flush
         # (workspace, value) -> the least sort of a pending step with it: every inbound
@@ -182,7 +183,10 @@ class PendingSteps:
     def _count(self, sort: bytes, workspace: str, value: int) -> tuple[str, int]:
         """Count a pending step in its chunk; return the chunk."""
         chunk = (workspace, value // DAY_MS)
-        self._chunks.setdefault(chunk, Counter())[(sort, value)] += 1
+        steps = self._chunks.get(chunk)
+        if steps is None:
+            steps = self._chunks[chunk] = {}
+        steps[sort, value] = steps.get((sort, value), 0) + 1
         return chunk
 
     def __len__(self) -> int:
@@ -237,9 +241,11 @@ class PendingSteps:
             del self._least[workspace, value]
         chunk = (workspace, value // DAY_MS)
         steps = self._chunks[chunk]
-        steps[(sort, value)] -= 1
-        if not steps[(sort, value)]:
-            del steps[(sort, value)]
+        left = steps[sort, value] - 1
+        if left:
+            steps[sort, value] = left
+        else:
+            del steps[sort, value]
             if not steps:
                 del self._chunks[chunk]
         self._moved.add(chunk)
@@ -252,7 +258,7 @@ class PendingSteps:
         self._lists.clear()
         for chunk in sorted(self._moved):
             steps = self._chunks.get(chunk)
-            rows = sorted([s.hex(), v] for s, v in (steps.elements() if steps else ()))
+            rows = sorted([s.hex(), v] for (s, v), n in (steps or {}).items() for _ in range(n))
             value = json.dumps(rows, separators=(",", ":")).encode() if rows else None
             workspace, day = chunk
             ctx.put(self.store, scoped_key(workspace, f"{_CHUNK}{day}").encode(), value)
