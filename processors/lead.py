@@ -85,7 +85,7 @@ from leadflow.processors.nurture import nurture_step
 from leadflow.processors.pii import PiiFacts
 from leadflow.processors.policy import Policy
 from leadflow.processors.qualification import merge_answers
-from leadflow.processors.rescore import rescheduled
+from leadflow.processors.rescore import next_rescore
 from leadflow.processors.routing import RoutingState, assign
 from leadflow.processors.scoring import (
     EngagementHit,
@@ -370,18 +370,21 @@ def _score(step: _Step, model: ScoreModel | None) -> None:
         engagement_hits=top_rules(eng_hits, p.scoring.top_rules),
     )
     features = lead_features(s, s.watermark, p)
+    # The model's fields and the next re-score in one copy (``rescheduled``'s due time: the
+    # window below reads neither, and neither reads what it changes).
+    scored: dict[str, Any] = {"rescore_due_at": next_rescore(s, e.occurred_at)}
     if model is not None:
-        s = evolve(
-            s,
+        scored.update(
             model_score=round(model.predict(features), 4),
             model_version=model.version,
             top_features=model.top_features(features),
         )
+    s = evolve(s, **scored)
     # The window's snapshot is the lead at its watermark (the features above), also when
     # this event is a late one: a replayed pre-identify touch must not open a window in the
     # past whose horizon has already run out.
     s = open_window(s, features, s.watermark, p)
-    step.state = rescheduled(s, e.occurred_at)
+    step.state = s
     step.out.append(
         LeadScored(
             score_id=derived_id(s.lead_id, "score", e.event_id),
@@ -558,13 +561,12 @@ def lead_step(
         )
 
     s = step.state
+    ending: dict[str, Any] = {"seen": (*s.seen, key)[-MAX_SEEN:]}
     if s.stage in _NURTURE_STAGES and s.marketing is not False:
         counters, actions = nurture_step(s.nurture, event, policy, s.lead_id)
-        step.state = evolve(s, nurture=counters)
+        ending["nurture"] = counters
         step.out.extend(actions)
-
-    s = step.state
-    step.state = evolve(s, seen=(*s.seen, key)[-MAX_SEEN:])
+    step.state = evolve(s, **ending)
     return step.state, _ordered(step.out)
 
 

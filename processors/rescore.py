@@ -84,7 +84,6 @@ def rescore(
     # Fit does not decay: the profile has not changed since the last score.
     fit, fit_hits = state.fit, state.fit_hits
     eng, eng_hits = policy_engagement(state.hits, at_ms, policy)
-    s = evolve(state, fit=fit, engagement=round(eng, 4))
     # Whether a re-score exists is decided by the rules alone: which model the worker holds is
     # not yet a function of the log (docs/architecture.md, the model-switch marker), and a
     # record's existence and id must be. With the lead's age a model feature, the model's
@@ -97,10 +96,14 @@ def rescore(
         # when the window takes them: most daily checks move nothing, and building the
         # features (and the model's score) was most of a check's cost.
         if not state.labelled and takes_score(state, at_ms, policy):
+            s = evolve(state, fit=fit, engagement=round(eng, 4))
             state = open_window(state, lead_features(s, at_ms, policy), at_ms, policy)
         return rescheduled(state, at_ms), None
+    s = evolve(state, fit=fit, engagement=round(eng, 4))
     features = lead_features(s, at_ms, policy)
     model_score = round(model.predict(features), 4) if model is not None else state.model_score
+    # One copy for the scores and the next re-score (``rescheduled``: the window below reads
+    # neither the scores nor the due time).
     s = evolve(
         s,
         fit_hits=fit_hits,
@@ -108,6 +111,7 @@ def rescore(
         model_score=model_score,
         model_version=model.version if model is not None else state.model_version,
         top_features=model.top_features(features) if model is not None else state.top_features,
+        rescore_due_at=next_rescore(s, at_ms),
     )
     scored = LeadScored(
         score_id=derived_id(s.lead_id, "rescore", due),
@@ -123,7 +127,7 @@ def rescore(
         stage=s.stage or Stage.VISITOR,
         segments=s.segments,
     )
-    return rescheduled(open_window(s, features, at_ms, policy), at_ms), scored
+    return open_window(s, features, at_ms, policy), scored
 
 
 __all__ = [
