@@ -260,23 +260,28 @@ class MovingLeaderAdmin:
         return futures
 
 
-def test_an_end_offset_lookup_during_a_leader_move_is_not_caught_up_yet() -> None:
-    # run_until_idle died of UNKNOWN_LEADER_EPOCH right after a broker restart (session 18's
-    # fresh-clone CI, the cluster test): the lookup is asked again with a new admin client.
+def _not_caught_up_then_caught_up(consumer: IdleConsumer, admin: Any, error: str) -> None:
+    """``_caught_up`` says "not yet" once, warning with ``error``, then "yes" when asked again."""
     recorded = Recorded()
     projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None)
-    projector._consumer = IdleConsumer({("leadflow.events", 0): 7})  # type: ignore[assignment]
-    moving = MovingLeaderAdmin(end=7)
-    projector._admin = moving  # type: ignore[assignment]
+    projector._consumer = consumer  # type: ignore[assignment]
+    projector._admin = admin
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(projector_module, "log", recorded)
         assert not projector._caught_up()
     [(event, fields)] = recorded.events("warning")
     assert event == "projector.end_offsets_retry"
-    assert "UNKNOWN_LEADER_EPOCH" in fields["error"]
+    assert error in fields["error"]
     assert projector._admin is None  # asked again with fresh metadata
-    projector._admin = moving  # type: ignore[assignment]
+    projector._admin = admin
     assert projector._caught_up()
+
+
+def test_an_end_offset_lookup_during_a_leader_move_is_not_caught_up_yet() -> None:
+    # run_until_idle died of UNKNOWN_LEADER_EPOCH right after a broker restart (session 18's
+    # fresh-clone CI, the cluster test): the lookup is asked again with a new admin client.
+    consumer = IdleConsumer({("leadflow.events", 0): 7})
+    _not_caught_up_then_caught_up(consumer, MovingLeaderAdmin(end=7), "UNKNOWN_LEADER_EPOCH")
 
 
 class MovingGroupConsumer(IdleConsumer):
@@ -292,22 +297,11 @@ class MovingGroupConsumer(IdleConsumer):
 def test_a_group_offset_lookup_while_the_coordinator_moves_is_not_caught_up_yet() -> None:
     # run_until_idle died of NOT_COORDINATOR asking the group's committed offsets right
     # after a broker restart (session 26's fresh-clone CI, the cluster test).
-    recorded = Recorded()
-    projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None)
     consumer = MovingGroupConsumer({("leadflow.events", 0): -1001})
     consumer.group = {("leadflow.events", 0): 7}
-    projector._consumer = consumer  # type: ignore[assignment]
-    ends = MovingLeaderAdmin(end=7)
-    ends.calls = 1  # its leaders are settled
-    projector._admin = ends  # type: ignore[assignment]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(projector_module, "log", recorded)
-        assert not projector._caught_up()
-    [(event, fields)] = recorded.events("warning")
-    assert event == "projector.end_offsets_retry"
-    assert "NOT_COORDINATOR" in fields["error"]
-    projector._admin = ends  # type: ignore[assignment]
-    assert projector._caught_up()
+    settled = MovingLeaderAdmin(end=7)
+    settled.calls = 1  # its leaders have settled: it answers
+    _not_caught_up_then_caught_up(consumer, settled, "NOT_COORDINATOR")
     assert consumer.committed_calls == 2
 
 
