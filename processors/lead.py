@@ -370,8 +370,8 @@ def _score(step: _Step, model: ScoreModel | None) -> None:
         engagement_hits=top_rules(eng_hits, p.scoring.top_rules),
     )
     features = lead_features(s, s.watermark, p)
-    # The model's fields and the next re-score in one copy (``rescheduled``'s due time: the
-    # window below reads neither, and neither reads what it changes).
+    # The model's fields and the next re-score (``rescheduled``, once after the window) in
+    # one copy: the label window neither reads nor changes them.
     scored: dict[str, Any] = {"rescore_due_at": next_rescore(s, e.occurred_at)}
     if model is not None:
         scored.update(

@@ -102,8 +102,8 @@ def rescore(
     s = evolve(state, fit=fit, engagement=round(eng, 4))
     features = lead_features(s, at_ms, policy)
     model_score = round(model.predict(features), 4) if model is not None else state.model_score
-    # One copy for the scores and the next re-score (``rescheduled``: the window below reads
-    # neither the scores nor the due time).
+    # The scores and the next re-score (``rescheduled``, once after the window) in one copy:
+    # the label window neither reads nor changes them.
     s = evolve(
         s,
         fit_hits=fit_hits,
