@@ -349,6 +349,50 @@ def test_riding_out_clickhouse_or_the_broker_is_not_a_stall() -> None:
     assert projector._consumer is None
 
 
+class Skipped:
+    """A consumed entry the projector passes over (an end-of-partition event)."""
+
+    def error(self) -> KafkaError:
+        return KafkaError(KafkaError._PARTITION_EOF)
+
+
+class BacklogConsumer(IdleConsumer):
+    """Fills every batch while ``backlog`` lasts (other partitions' records), then nothing."""
+
+    def __init__(self, positions: dict[tuple[str, int], int], backlog: int) -> None:
+        super().__init__(positions)
+        self.backlog = backlog
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        taken = min(num_messages, self.backlog)
+        self.backlog -= taken
+        return [Skipped() for _ in range(taken)]
+
+
+def test_a_partition_waiting_behind_a_backlog_in_the_client_is_not_a_stall() -> None:
+    # librdkafka delivers what it prefetched in the order it arrived, so a partition's
+    # records can wait behind other partitions' backlog: session 27's fresh-clone CI saw a
+    # new group, catching up in batches of 5, take events:0 (nothing delivered yet) for a
+    # stall twice and exit 70. While every step takes a full batch, nothing is judged.
+    projector = Projector(
+        load_settings(), FlakyClient(0), "db", paths_every=None, stall_after=30.0, batch_size=5
+    )
+    projector._migrated = True
+    consumer = BacklogConsumer({("leadflow.events", 0): 7}, backlog=5 * 40)
+    projector._consumer = consumer  # type: ignore[assignment]
+    projector._ends = ToldEnds(10)  # type: ignore[assignment]
+    stop = threading.Event()
+    for look in range(40):  # a full batch between every two looks, 40 s
+        projector.step(0.0, stop)
+        projector._watch(look * 1.0)
+    assert projector.stats.stall_rebuilds == 0
+    assert consumer.backlog == 0
+    projector.step(0.0, stop)  # the queue ran dry: the partition still has not moved
+    for now in (40.0, 60.0, 71.0):
+        projector._watch(now)
+    assert projector.stats.stall_rebuilds == 1  # judged again: 31 s behind and still
+
+
 def test_a_caught_up_partition_not_read_since_its_assignment_is_not_behind() -> None:
     # An idle partition's position stays unknown until a record is delivered (measured,
     # librdkafka 2.x: -1001 for as long as nothing comes), so where it stands is the group's
