@@ -390,7 +390,7 @@ def test_a_partition_waiting_behind_a_backlog_in_the_client_is_not_a_stall() -> 
     projector.step(0.0, stop)  # the queue ran dry: the partition still has not moved
     for now in (40.0, 60.0, 71.0):
         projector._watch(now)
-    assert projector.stats.stall_rebuilds == 1  # judged again: 31 s behind and still
+    assert projector.stats.stall_rebuilds == 1  # judged once the queue ran dry: 31 s still
 
 
 def test_a_caught_up_partition_not_read_since_its_assignment_is_not_behind() -> None:
