@@ -349,13 +349,6 @@ def test_riding_out_clickhouse_or_the_broker_is_not_a_stall() -> None:
     assert projector._consumer is None
 
 
-class Skipped:
-    """A consumed entry the projector passes over (an end-of-partition event)."""
-
-    def error(self) -> KafkaError:
-        return KafkaError(KafkaError._PARTITION_EOF)
-
-
 class BacklogConsumer(IdleConsumer):
     """Fills every batch while ``backlog`` lasts (other partitions' records), then nothing."""
 
@@ -366,7 +359,7 @@ class BacklogConsumer(IdleConsumer):
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         taken = min(num_messages, self.backlog)
         self.backlog -= taken
-        return [Skipped() for _ in range(taken)]
+        return [EndOfPartition() for _ in range(taken)]
 
 
 def test_a_partition_waiting_behind_a_backlog_in_the_client_is_not_a_stall() -> None:
