@@ -154,11 +154,17 @@ class Exited(Exception):
 
 
 def _engine(
-    tmp_path: Path, committed: dict, positions: dict, ends: dict
+    tmp_path: Path,
+    committed: dict,
+    positions: dict,
+    ends: dict,
+    consumer: FakeConsumer | None = None,
 ) -> tuple[Engine, FakeConsumer, FakeProducer]:
-    settings = load_settings(data_dir=tmp_path, worker_stall_seconds=30.0)
+    settings = load_settings(data_dir=tmp_path, worker_stall_seconds=30.0, worker_batch_max=5)
     engine = Engine(settings, [], "w-test")
-    consumer, producer = FakeConsumer(dict(positions)), FakeProducer()
+    if consumer is None:
+        consumer = FakeConsumer(dict(positions))
+    producer = FakeProducer()
     engine._consumer, engine._producer = consumer, producer  # type: ignore[assignment]
     engine.ends = FakeEnds(ends)  # type: ignore[assignment]
     engine.positions.update(committed)
@@ -218,6 +224,47 @@ def test_a_partition_that_fetches_nothing_is_reseeked_then_exits_while_another_m
     assert exits == [70]
     assert consumer.seeks == [("leadflow.events.by-lead", 0, 10)]
     assert 60 <= step * 5 <= 75  # re-seek after 30 s without progress, exit 30 s later
+
+
+class Delivered:
+    """A record of another partition, taken from the client's queue."""
+
+    def error(self) -> None:
+        return None
+
+
+@dataclass
+class BacklogConsumer(FakeConsumer):
+    """Fills every batch while ``backlog`` lasts (other partitions' records), then nothing."""
+
+    backlog: int = 0
+
+    def poll(self, timeout: float) -> Delivered | None:
+        return self.consume(1, timeout)[0] if self.backlog else None
+
+    def consume(self, num_messages: int, timeout: float) -> list[Delivered]:
+        taken = min(num_messages, self.backlog)
+        self.backlog -= taken
+        return [Delivered() for _ in range(taken)]
+
+
+def test_a_partition_waiting_behind_a_backlog_in_the_client_is_not_a_stall(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """librdkafka delivers what it prefetched in the order it arrived, so a partition's
+    records can wait behind other partitions' backlog. Measured (scratch, session 28): a
+    worker started on 200,000 inbound events, stall limit 3 s, re-sought every by-lead
+    partition (their records queued behind the events) and exited 70 after 19 s. While
+    every poll takes a full batch, nothing is judged; once the queue runs dry, it is."""
+    consumer = BacklogConsumer({EVENTS_TP: 10}, backlog=5 * 20)
+    engine, _, _ = _engine(tmp_path, {EVENTS_TP: 10}, {EVENTS_TP: 10}, {EVENTS_TP: 15}, consumer)
+    for now in range(0, 100, 5):  # a full batch between every two looks, 100 s
+        assert len(engine._poll()) == 5
+        assert _look(engine, range(now, now + 1), monkeypatch) == []
+    assert consumer.seeks == []
+    assert engine._poll() == []  # the queue ran dry: the partition still has not moved
+    assert _look(engine, range(100, 200, 5), monkeypatch) == [70]
+    assert consumer.seeks == [("leadflow.events.by-lead", 0, 10)]
 
 
 def test_a_partition_whose_end_the_broker_does_not_tell_is_not_judged(
