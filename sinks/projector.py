@@ -472,11 +472,25 @@ class Projector:
                 return False
         return True
 
-    def backlog(self) -> int:
+    def backlog(self) -> int | None:
         """Records between the start and the end of every projected partition (progress bars).
 
-        For a fresh group that is everything a replay will read.
+        For a fresh group that is everything a replay will read. ``None`` (logged as
+        ``projector.backlog_unknown``) when the broker does not tell within 10 s: a
+        progress bar without a total, not a failed command, since the projection itself
+        rides out the broker.
         """
+        try:
+            return self._backlog()
+        except KafkaException as exc:
+            log.warning(
+                "projector.backlog_unknown",
+                error=str(exc.args[0]),
+                meaning="no total for the progress bar; the projection goes on",
+            )
+            return None
+
+    def _backlog(self) -> int:
         admin = self._admin or AdminClient(self.settings.kafka_client_config())
         self._admin = admin
         topics = admin.list_topics(timeout=10.0).topics

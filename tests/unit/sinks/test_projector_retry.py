@@ -284,6 +284,27 @@ def test_an_end_offset_lookup_during_a_leader_move_is_not_caught_up_yet() -> Non
     _not_caught_up_then_caught_up(consumer, MovingLeaderAdmin(end=7), "UNKNOWN_LEADER_EPOCH")
 
 
+class DownAdmin:
+    """An admin client of a broker that does not answer (restarting)."""
+
+    def list_topics(self, timeout: float) -> Any:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
+
+
+def test_a_backlog_the_broker_does_not_tell_is_unknown_not_a_failed_command() -> None:
+    # `leadflow replay` asks the backlog once, for its progress bar's total: a broker
+    # restarting at that moment failed the command, which itself rides out the broker.
+    recorded = Recorded()
+    projector = Projector(load_settings(), FlakyClient(0), "db", paths_every=None)
+    projector._admin = DownAdmin()  # type: ignore[assignment]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(projector_module, "log", recorded)
+        assert projector.backlog() is None
+    [(event, fields)] = recorded.events("warning")
+    assert event == "projector.backlog_unknown"
+    assert "transport failure" in fields["error"]
+
+
 class MovingGroupConsumer(IdleConsumer):
     """Its first lookup of the group's offsets meets a coordinator moving off a dead broker."""
 
