@@ -75,7 +75,7 @@ from leadflow.streams.control import is_control
 from leadflow.streams.engine.ends import EndOffsets
 from leadflow.streams.logs import Throttle, get_logger
 from leadflow.streams.settings import Settings
-from leadflow.streams.stall import StallWatch, Verdict, behind, skipped_to
+from leadflow.streams.stall import PrefetchQueue, StallWatch, Verdict, behind, skipped_to
 from leadflow.streams.topics import (
     DLQ,
     EVENTS,
@@ -343,8 +343,7 @@ class Projector:
         self._next_watch = time.monotonic() + watch_every
         self._next_progress = time.monotonic() + PROGRESS_EVERY
         self._troubles = 0
-        # Since the stall watch's last look: did a step take a full batch, a short one?
-        self._full_batch = self._short_batch = False
+        self._queue = PrefetchQueue()  # since the stall watch's last look: full batches only?
         self._ends_log = Throttle(60.0)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -529,10 +528,7 @@ class Projector:
         if messages and self.batch_size > 1:
             more = self.batch_size - 1
             messages += consumer.consume(num_messages=more, timeout=self.linger)
-        if len(messages) < self.batch_size:
-            self._short_batch = True  # the client's queue ran dry: all it had fetched is read
-        else:
-            self._full_batch = True
+        self._queue.took(len(messages), self.batch_size)
         records = [m for m in messages if not self._is_error(m)]
         if not records:
             skipped = self._skipped(consumer, {})
@@ -683,8 +679,7 @@ class Projector:
         # what it prefetched in the order it arrived). Not a stall (session 27's fresh-clone
         # CI: a new group catching up the test broker's backlog in batches of 5 read 8,370
         # records in ~70 s, none of events:0, took it for a stall twice and exited 70).
-        draining = self._full_batch and not self._short_batch
-        self._full_batch = self._short_batch = False
+        draining = not self._queue.may_judge()
         troubles = self.stats.insert_retries + self.stats.commit_retries
         if consumer is None or troubles != self._troubles:
             self._troubles = troubles

@@ -160,6 +160,48 @@ class StallWatch:
 
 
 @dataclass
+class PrefetchQueue:
+    """Whether the client's prefetch queue ran dry since the stall watch's last look.
+
+    librdkafka prefetches every assigned partition and delivers what it fetched in the
+    order it arrived, so while a backlog drains, a partition's records can wait in the
+    client behind other partitions' for longer than a stall limit. A batch shorter than
+    the most a poll may take means the queue ran dry: everything fetched was delivered. A
+    look after nothing but full batches cannot tell such a queued partition from a stuck
+    one, so it judges none (the worker and the projector, docs/architecture.md, "The stall
+    watch").
+
+    Example:
+        >>> queue = PrefetchQueue()
+        >>> queue.took(5, most=5)
+        >>> queue.may_judge()       # only full batches since the last look
+        False
+        >>> queue.took(5, most=5)
+        >>> queue.took(2, most=5)
+        >>> queue.may_judge()
+        True
+        >>> queue.may_judge()       # no poll since: nothing says the queue is full
+        True
+    """
+
+    full: bool = False
+    short: bool = False
+
+    def took(self, taken: int, most: int) -> None:
+        """A poll took ``taken`` records (errors and events included) of at most ``most``."""
+        if taken < most:
+            self.short = True
+        else:
+            self.full = True
+
+    def may_judge(self) -> bool:
+        """``False`` after nothing but full batches since the last call; starts over."""
+        judge = self.short or not self.full
+        self.full = self.short = False
+        return judge
+
+
+@dataclass
 class OpenTailWatch:
     """Notices a partition held by an open transaction: its last stable offset stays put.
 

@@ -78,6 +78,7 @@ from leadflow.streams.settings import Settings
 from leadflow.streams.stall import (
     EXIT_STALLED,
     OpenTailWatch,
+    PrefetchQueue,
     StallWatch,
     Verdict,
     behind,
@@ -395,8 +396,7 @@ class Engine:
         self._unavailable_delay = 0.1
         self.watchdog = Watchdog(settings.worker_hung_call_seconds)
         self._troubles = 0
-        # Since the stall watch's last look: did a poll take a full batch, a short one?
-        self._full_batch = self._short_batch = False
+        self._queue = PrefetchQueue()  # since the stall watch's last look: full batches only?
         # The open transaction of held batches (module docstring): the input offsets it
         # carries, when it began, how many records it produced (changelogs and holdable
         # promise markers excluded), and its offsets call still running, if any. ``_open``
@@ -474,14 +474,12 @@ class Engine:
             wait = min(wait, max(left, 0.0))
         first = self.consumer.poll(wait)
         self.counters.poll_ms += (time.monotonic() - began) * 1000
+        most = self.settings.worker_batch_max
         if first is None:
-            self._short_batch = True
+            self._queue.took(0, most)
             return []
-        rest = self.consumer.consume(num_messages=self.settings.worker_batch_max - 1, timeout=0)
-        if len(rest) < self.settings.worker_batch_max - 1:
-            self._short_batch = True  # the client's queue ran dry: all it had fetched is read
-        else:
-            self._full_batch = True
+        rest = self.consumer.consume(num_messages=most - 1, timeout=0)
+        self._queue.took(1 + len(rest), most)
         messages = []
         for message in (first, *rest):
             error = message.error()
@@ -954,8 +952,7 @@ class Engine:
         # what it prefetched in the order it arrived). Not a stall (measured, session 28: a
         # worker started on 200,000 inbound events with a 3 s limit re-sought every by-lead
         # partition, queued behind the events, and exited 70 after 19 s).
-        draining = self._full_batch and not self._short_batch
-        self._full_batch = self._short_batch = False
+        draining = not self._queue.may_judge()
         c = self.counters
         troubles = c.retries + c.aborts + c.rebuilds + c.unavailable
         if troubles != self._troubles:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,11 +11,17 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
+from leadflow.streams import stall
 from leadflow.streams.engine import loop
 from leadflow.streams.engine.loop import Engine
 from leadflow.streams.settings import load_settings
 from leadflow.streams.stall import OpenTailWatch, StallWatch, Verdict, behind, skipped_to
 from tests.unit.recorded_log import Recorded
+
+
+def test_docstring_examples_run() -> None:
+    assert doctest.testmod(stall, raise_on_error=True).failed == 0
+
 
 # (seconds since the previous look, lag, processed-so-far increment)
 looks = st.lists(
