@@ -674,11 +674,9 @@ class Projector:
         projector at full batches is judged once they let its queue run dry.
         """
         consumer = self._consumer
-        # Only full batches since the last look: the client's queue never ran dry, and a
-        # partition's records may wait there behind other partitions' (librdkafka delivers
-        # what it prefetched in the order it arrived). Not a stall (session 27's fresh-clone
-        # CI: a new group catching up the test broker's backlog in batches of 5 read 8,370
-        # records in ~70 s, none of events:0, took it for a stall twice and exited 70).
+        # Only full batches since the last look (PrefetchQueue): not a stall. Session 27's
+        # fresh-clone CI: a new group catching up the test broker's backlog in batches of 5
+        # read 8,370 records in ~70 s, none of events:0, took it for a stall twice, exited 70.
         draining = not self._queue.may_judge()
         troubles = self.stats.insert_retries + self.stats.commit_retries
         if consumer is None or troubles != self._troubles:

@@ -947,11 +947,9 @@ class Engine:
         that looks still. So a partition stuck while the others keep the worker at full
         batches is judged once they let the queue run dry.
         """
-        # Only full batches since the last look: the client's queue never ran dry, and a
-        # partition's records may wait there behind other partitions' (librdkafka delivers
-        # what it prefetched in the order it arrived). Not a stall (measured, session 28: a
-        # worker started on 200,000 inbound events with a 3 s limit re-sought every by-lead
-        # partition, queued behind the events, and exited 70 after 19 s).
+        # Only full batches since the last look (PrefetchQueue): not a stall. Measured,
+        # session 28: a worker started on 200,000 inbound events with a 3 s limit re-sought
+        # every by-lead partition, queued behind the events, and exited 70 after 19 s.
         draining = not self._queue.may_judge()
         c = self.counters
         troubles = c.retries + c.aborts + c.rebuilds + c.unavailable
