@@ -384,6 +384,33 @@ def wall_notes(loop: dict[str, int]) -> str:
     )
 
 
+def machine_notes(
+    cpu: dict[str, float], jit: float, bench: float, seconds: float, cores: int
+) -> str:
+    """How much of the machine a pass used: each process's CPU against the pass's cores.
+
+    ``cpu`` is :meth:`Running.cpu`'s difference over the pass, ``jit`` the broker's JIT
+    threads' share of it, ``bench`` this process's own CPU (the sender's produce loop and
+    its client threads, the drain's lag checks). A sum near ``seconds * cores`` says the
+    pass was bound by the cores, whichever process is slowest.
+
+    Example:
+        >>> machine_notes({"worker0": 2.0, "projector": 1.2, "broker": 3.5}, jit=1.5,
+        ...               bench=0.4, seconds=4.0, cores=2)
+        '; machine: 7.10 of 8.00 core-seconds (89 %): worker0 2.00 s, projector 1.20 s, broker 3.50 s (JIT 1.50 s), bench process 0.40 s'
+    """  # noqa: E501
+    parts = [
+        f"{name} {used:.2f} s" + (f" (JIT {jit:.2f} s)" if name == "broker" else "")
+        for name, used in cpu.items()
+    ]
+    used = sum(cpu.values()) + bench
+    available = seconds * cores
+    share = round(100 * used / available)
+    return f"; machine: {used:.2f} of {available:.2f} core-seconds ({share} %): " + ", ".join(
+        [*parts, f"bench process {bench:.2f} s"]
+    )
+
+
 def _passes(events: int, warmup: int) -> list[tuple[str, int]]:
     """(workspace, events) of each pass: the warm-up's own workspace first, if any.
 
@@ -417,18 +444,19 @@ def catch_up(
         for workspace, count in _passes(events, warmup):
             jit = -sum(jit_seconds(pid) for pid in brokers)
             loop_before = loop_counts(running)
-            cpu_before = running.cpu()
+            cpu_before, bench_before = running.cpu(), time.process_time()
             started = time.time()
             send_kafka(simulated(count, 1), settings=running.settings, workspace_id=workspace,
                        producer=sender)  # fmt: skip
             ended = wait_drained(running, timeout=max(600.0, count / 20))
             cpu = {k: v - cpu_before.get(k, 0.0) for k, v in running.cpu().items()}
+            bench_cpu = time.process_time() - bench_before
             jit += sum(jit_seconds(pid) for pid in brokers)
             # The drain's confirming look and this call count as waiting for records.
             loop = {k: v - loop_before.get(k, 0) for k, v in loop_counts(running).items()}
             seconds = ended - started
             passes.append({"per_second": count / seconds, "seconds": seconds, "cpu": cpu,
-                           "broker_jit": jit, "loop": loop})  # fmt: skip
+                           "broker_jit": jit, "loop": loop, "bench_cpu": bench_cpu})  # fmt: skip
     return {**passes[-1], "cold": passes[0] if warmup else None}
 
 
@@ -850,6 +878,9 @@ def run(
     broker_all_us = one["cpu"].get("broker", float("nan")) / events * 1e6
     broker_us = broker_all_us - one["broker_jit"] / events * 1e6
     base_broker_us = base_line["broker_us"] - base_line["broker_jit_us"]
+    machine = machine_notes(
+        one["cpu"], one["broker_jit"], one["bench_cpu"], one["seconds"], os.cpu_count() or 1
+    )
     figures = [
         Figure("1", "end-to-end: collector -> Kafka -> worker -> ClickHouse", e2e["per_second"],
                "events/s", baseline=raw, baseline_name="raw aiokafka pass-through",
@@ -859,7 +890,7 @@ def run(
         Figure("1", "catch-up from Kafka: worker + projector (1 worker)", one["per_second"],
                "events/s", baseline=raw, baseline_name="raw aiokafka pass-through",
                target="ratio >= 0.25", met=one["per_second"] >= 0.25 * raw, command=cmd,
-               notes=f"{n}{cold['catch_up']}{wall_notes(one['loop'])}"),
+               notes=f"{n}{cold['catch_up']}{wall_notes(one['loop'])}{machine}"),
         Figure("1", "baseline: raw aiokafka pass-through (acks=all)", raw, "events/s",
                command=cmd, notes=f"{n}; median of passes at "
                f"{' / '.join(map(str, base_line['runs']))} ev/s; "
