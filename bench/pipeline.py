@@ -392,7 +392,7 @@ def machine_notes(
     ``cpu`` is :meth:`Running.cpu`'s difference over the pass, ``jit`` the broker's JIT
     threads' share of it, ``bench`` this process's own CPU (the sender's produce loop and
     its client threads, the drain's lag checks). A sum near ``seconds * cores`` says the
-    pass was bound by the cores, whichever process is slowest.
+    pass was bound by the cores rather than by one process waiting for another.
 
     Example:
         >>> machine_notes({"worker0": 2.0, "projector": 1.2, "broker": 3.5}, jit=1.5,
@@ -878,9 +878,8 @@ def run(
     broker_all_us = one["cpu"].get("broker", float("nan")) / events * 1e6
     broker_us = broker_all_us - one["broker_jit"] / events * 1e6
     base_broker_us = base_line["broker_us"] - base_line["broker_jit_us"]
-    machine = machine_notes(
-        one["cpu"], one["broker_jit"], one["bench_cpu"], one["seconds"], os.cpu_count() or 1
-    )
+    cores = len(os.sched_getaffinity(0))
+    machine = machine_notes(one["cpu"], one["broker_jit"], one["bench_cpu"], one["seconds"], cores)
     figures = [
         Figure("1", "end-to-end: collector -> Kafka -> worker -> ClickHouse", e2e["per_second"],
                "events/s", baseline=raw, baseline_name="raw aiokafka pass-through",
