@@ -239,15 +239,23 @@ def insert_table(
     table: TableSpec,
     rows: Sequence[Row],
     spans: Sequence[tuple[str, int, int, int]] = (),
+    types: dict[str, Sequence[Any]] | None = None,
 ) -> None:
-    """Insert ``rows`` into ``table`` (one insert; a token from ``spans`` when given)."""
+    """Insert ``rows`` into ``table`` (one insert; a token from ``spans`` when given).
+
+    ``types``: the column types of each table as the server described them, by table name,
+    filled by the first insert into a table and reused by the next ones. Without it the
+    client asks the server (``DESCRIBE TABLE``) before every insert, a query that took a
+    seventh of the projector's insert time (docs/benchmarks.md, session 30). Whoever keeps
+    ``types`` forgets a table's entry when an insert into it fails or a migration runs.
+    """
+    name = f"{check_identifier(database, 'database')}.{table.name}"
+    columns = list(table.insert_columns)
+    known = None if types is None else types.get(table.name)
+    if types is not None and known is None:
+        known = types[table.name] = client.create_insert_context(name, columns).column_types
     settings = {"insert_deduplication_token": batch_token(table.name, spans)} if spans else None
-    client.insert(
-        f"{check_identifier(database, 'database')}.{table.name}",
-        list(rows),
-        column_names=list(table.insert_columns),
-        settings=settings,
-    )
+    client.insert(name, list(rows), column_names=columns, column_types=known, settings=settings)
 
 
 def insert_rows(client: Any, database: str, rows: Rows) -> None:
@@ -322,6 +330,7 @@ class Projector:
         self.on_batch = on_batch
         self.caught_up_at_end = False
         self._migrated = False
+        self._types: dict[str, Sequence[Any]] = {}  # insert_table's column types, by table
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._admin: AdminClient | None = None
@@ -354,6 +363,7 @@ class Projector:
         while not self._migrated:
             try:
                 migrate(self.client, self.database, self.settings.clickhouse_cluster)
+                self._types.clear()
                 self._migrated = True
             except LeadflowError:
                 raise  # edited migration history: retrying cannot help
@@ -828,8 +838,12 @@ class Projector:
         while pending:
             table = pending[0]
             try:
-                insert_table(self.client, self.database, table, rows.by_table[table.name], spans)
+                insert_table(
+                    self.client, self.database, table, rows.by_table[table.name], spans,
+                    self._types,
+                )  # fmt: skip
             except Exception as exc:  # any client failure means "retry later"
+                self._types.pop(table.name, None)  # the table may have changed: ask again
                 if stop_event.is_set():
                     return False
                 self.stats.insert_retries += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,13 +18,31 @@ from tests.unit.recorded_log import Recorded
 
 
 class FlakyClient:
-    """Fails the first ``failures`` inserts, then records what it is given."""
+    """Fails the first ``failures`` inserts, then records what it is given.
+
+    ``create_insert_context`` stands for the client's ``DESCRIBE TABLE``: each call is
+    counted in ``described``, and the types it returns name the table and the call.
+    """
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.inserts: list[tuple[str, int, dict[str, Any] | None]] = []
+        self.described: list[str] = []
+        self.types: list[Any] = []  # the column types each insert was given
 
-    def insert(self, table: str, data: list[Any], column_names: list[str], settings: Any) -> None:
+    def create_insert_context(self, table: str, column_names: list[str]) -> Any:
+        self.described.append(table)
+        return SimpleNamespace(column_types=[f"{table}#{len(self.described)}"] * len(column_names))
+
+    def insert(
+        self,
+        table: str,
+        data: list[Any],
+        column_names: list[str],
+        column_types: Any,
+        settings: Any,
+    ) -> None:
+        self.types.append(column_types)
         if self.failures:
             self.failures -= 1
             raise ConnectionError("clickhouse is down")
@@ -51,6 +70,20 @@ def test_backs_off_exponentially_then_inserts_everything() -> None:
     assert token == batch_token("events", spans)
     assert projector.stats.insert_retries == 4
     assert projector.stats.rows == 3
+
+
+def test_each_tables_column_types_are_asked_once_and_again_after_a_failed_insert() -> None:
+    client = FlakyClient(failures=0)
+    projector = Projector(load_settings(), client, "db", sleep=lambda _: None)
+    for n in range(3):
+        assert projector.insert_batch(_rows(), [("leadflow.events", 0, n, n)], threading.Event())
+    assert client.described == ["db.events", "db.identities"]
+    assert client.types[-2][0] == "db.events#1"
+    client.failures = 1  # the next insert into events fails: its types are asked again
+    assert projector.insert_batch(_rows(), [("leadflow.events", 0, 5, 5)], threading.Event())
+    assert client.described == ["db.events", "db.identities", "db.events"]
+    assert client.types[-2][0] == "db.events#3"  # the retry used the new answer
+    assert client.types[-1][0] == "db.identities#2"
 
 
 def test_stop_while_down_reports_not_inserted() -> None:
