@@ -272,6 +272,9 @@ Measured in docs/benchmarks.md (session 14): waiting for ``batch_size`` records 
 the 1 s poll timeout, as the projector did, put ack -> row p99 over 2 s with live traffic.
 """
 
+FETCH_MIN_BYTES = 256 * 1024
+"""What a projector fetch waits for (at most half the linger): about a full batch's records."""
+
 
 class Projector:
     """Consumes the contract topics and keeps the ClickHouse tables in step.
@@ -376,18 +379,38 @@ class Projector:
                 delay = min(delay * 2, self.max_backoff)
         return True
 
+    def consumer_config(self) -> dict[str, Any]:
+        """The consumer's configuration: the group's, and fetches sized for batches.
+
+        A batch takes what arrives within the linger, so a fetch may wait half of it for
+        ``FETCH_MIN_BYTES``: with the broker's default (answer at the first byte), each
+        worker commit's markers, written partition by partition, let the pending fetch
+        return with the first partition's records and the next ones follow in more
+        fetches. Measured in docs/benchmarks.md (session 30): catch-up +5 %, broker CPU
+        -5 %; a quiet stream's first record waits up to half the linger more.
+
+        Example:
+            >>> from leadflow.streams.settings import load_settings
+            >>> p = Projector(load_settings(), client=None, database="leadflow", bounds=None)
+            >>> c = p.consumer_config()
+            >>> c["fetch.wait.max.ms"], c["fetch.min.bytes"], c["enable.auto.commit"]
+            (100, 262144, False)
+        """
+        return {
+            **self.settings.kafka_client_config(),
+            "group.id": self.group_id,
+            # A restart after a kill -9 waits for the dead member's session: kept short.
+            **self.settings.kafka_group_config(),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "fetch.min.bytes": FETCH_MIN_BYTES,
+            "fetch.wait.max.ms": int(self.linger * 500),
+        }
+
     def _open(self) -> Consumer:
         if self._consumer is None:
-            config: dict[str, Any] = {
-                **self.settings.kafka_client_config(),
-                "group.id": self.group_id,
-                # A restart after a kill -9 waits for the dead member's session: kept short.
-                **self.settings.kafka_group_config(),
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
-            }
-            self._consumer = Consumer(config)
+            self._consumer = Consumer(self.consumer_config())
             self._consumer.subscribe(list(PROJECTED_TOPICS), on_assign=self._on_assign)
             self._producer = Producer(
                 {**self.settings.kafka_client_config(), "acks": "all", "linger.ms": 5}

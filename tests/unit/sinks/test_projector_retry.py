@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -471,3 +472,17 @@ def test_the_running_stats_are_logged_between_batches() -> None:
     [(event, fields)] = recorded.events("info")
     assert event == "projector.progress"
     assert (fields["records"], fields["stall_rebuilds"], fields["commit_retries"]) == (40, 1, 0)
+
+
+def test_fetches_wait_half_the_linger_for_a_batchs_worth() -> None:
+    settings = load_settings()
+    for linger, wait in ((0.2, 100), (1.0, 500), (0.0, 0)):
+        config = Projector(settings, FlakyClient(0), "db", linger=linger).consumer_config()
+        assert (config["fetch.wait.max.ms"], config["fetch.min.bytes"]) == (wait, 256 * 1024)
+        assert config["group.id"] == "leadflow-projector"
+
+
+def test_doctests() -> None:
+    result = doctest.testmod(projector_module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
