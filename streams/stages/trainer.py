@@ -20,6 +20,8 @@ below ``W + delta`` is sent" (marker ``trainer``).
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -59,6 +61,11 @@ EXAMPLES = "examples"  # examples waiting for their turn, and the lead partition
 # share worker.progress with them.
 WATERMARK_VIOLATIONS = "trainer_watermark_violations"
 DUPLICATES = "trainer_duplicates"
+# The last examples learnt, in store ``examples``: key LEARNT + position + digest of the
+# example's bytes, value its offset. A byte-identical example written again below the
+# promise is then known for what it is (a duplicate, counted), not taken for a late one.
+LEARNT = b"l"
+KEEP_LEARNT = 1024  # per partition of training-examples
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,18 @@ class TrainerDeps:
         return {WATERMARK_VIOLATIONS: 0, **self.counts, DUPLICATES: self.duplicates.count}
 
 
+def learnt_key(at: int, value: bytes) -> bytes:
+    """The store key that notes the example ``value`` at position ``at`` as learnt.
+
+    Example:
+        >>> learnt_key(5, b"x") == learnt_key(5, b"x") != learnt_key(5, b"y")
+        True
+        >>> learnt_key(4, b"z") < learnt_key(5, b"a")  # oldest first
+        True
+    """
+    return LEARNT + position_sort(at, hashlib.blake2b(value, digest_size=16).digest())
+
+
 class TrainerTask:
     """The online models of one partition of ``training-examples``.
 
@@ -98,6 +117,8 @@ class TrainerTask:
             if model is not None:
                 self.models[key.decode()] = model
         self.learned: set[str] = set()
+        # Learnt in (position, bytes) order; kept sorted by key, the oldest first.
+        self._learnt = sorted(key for key, _ in ctx.items(EXAMPLES, LEARNT))
         self.release = StoredRelease(
             ctx, EXAMPLES, max(deps.sources, 1), 0, duplicates=deps.duplicates
         )
@@ -127,15 +148,23 @@ class TrainerTask:
                 sort = position_sort(at, record.value)
                 late = self.release.late(sort)
                 if late is not None:
-                    raise late
-                # False: written twice, waiting once already (counted and logged in add).
-                self.release.add(ctx, sort, Held(record.key or b"", record.value, record.offset))
+                    learnt = ctx.get(EXAMPLES, learnt_key(at, record.value))
+                    if learnt is None:
+                        raise late
+                    # Learnt already: the same bytes written again (a restarted worker's
+                    # rewrite, or a transaction whose commit markers a broker lost and a
+                    # later one committed; docs/operations.md). Counted and logged, once.
+                    self.deps.duplicates.note(EXAMPLES, ctx.partition, record.offset,
+                                              int(learnt), at)  # fmt: skip
+                else:
+                    # False: written twice, waiting once already (counted and logged in add).
+                    held = Held(record.key or b"", record.value, record.offset)
+                    self.release.add(ctx, sort, held)
             except WatermarkViolation as exc:
                 # Every lead partition promised past it, so it would be learnt at once, out
-                # of order; the one such case seen was a restarted worker writing examples a
-                # second time at the same position, already learnt. Dead-lettered, not
-                # learnt: learning it again double-learns it, and the DLQ keeps it for a look
-                # (the lead stage keeps its late events instead: a lead's state needs them).
+                # of order, and it is none of the last KEEP_LEARNT examples learnt.
+                # Dead-lettered, not learnt: the DLQ keeps it for a look (the lead stage
+                # keeps its late events instead: a lead's state needs them).
                 self.deps.counts[WATERMARK_VIOLATIONS] += 1
                 log.error("trainer.watermark_violation", partition=record.partition,
                           offset=record.offset, error=str(exc), action="dead-lettered",
@@ -150,9 +179,18 @@ class TrainerTask:
             example = Record(record.topic, record.partition, held.offset, held.key or None,
                              held.value)  # fmt: skip
             self._learn(ctx, example, at_of(ripe))
+            self._remember(ctx, at_of(ripe), held)
         low = self.release.low
         if low is not None:
             self.markers.note(ctx.partition, switch_position(low, self.deps.switch_delay_ms))
+
+    def _remember(self, ctx: TaskContext, at: int, held: Held) -> None:
+        """Note an example as learnt; forget the oldest beyond ``KEEP_LEARNT``."""
+        key = learnt_key(at, held.value)
+        ctx.put(EXAMPLES, key, str(held.offset).encode())
+        bisect.insort(self._learnt, key)
+        while len(self._learnt) > KEEP_LEARNT:
+            ctx.put(EXAMPLES, self._learnt.pop(0), None)
 
     def _take_marker(self, ctx: TaskContext, record: Record) -> None:
         take_marker(

@@ -25,6 +25,7 @@ from leadflow.streams.control import IDENTITY_MARKER, LEAD_MARKER, POSITION, REC
 from leadflow.streams.engine import release
 from leadflow.streams.engine.stage import Record
 from leadflow.streams.engine.stores import PartitionStore
+from leadflow.streams.stages import trainer as trainer_module
 from leadflow.streams.stages.identity import IdentityTask, Markers
 from leadflow.streams.stages.lead import LEADS, PARTITION, LeadDeps, LeadTask, clock_key, lead_stage
 from leadflow.streams.stages.trainer import TrainerDeps, TrainerTask, trainer_stage
@@ -45,6 +46,7 @@ T0 = 1_767_225_600_000
         "engine.stores",
         "stages.routes",
         "stages.lead",
+        "stages.trainer",
         "stall",
     ],
 )
@@ -458,23 +460,60 @@ def _promise_past_the_example(task: TrainerTask, ctx: FakeContext, offset: int) 
     task.on_record(ctx, Record(TRAINING_EXAMPLES.name, 0, offset, None, value, dict(headers)))
 
 
-def test_a_trainer_example_below_its_promise_is_dead_lettered_and_counted() -> None:
+def test_a_learnt_example_written_again_is_a_counted_duplicate_not_a_late_one() -> None:
     # A restarted worker wrote two training examples a second time at the same position
-    # (session 17): the trainer logged a watermark violation and, the example being ripe
-    # under the promise already, learnt it again, with nothing counted or dead-lettered.
+    # (session 17), and in session 30 a broker stopped with SIGTERM lost a committing
+    # transaction's markers, so the next transaction committed its examples beside their
+    # rewrite. The trainer dead-lettered the rewrite as late (the crash run's dead-letter
+    # topic differed from the clean run's); it is the same bytes, learnt already.
     deps, ctx, task, written = _trainer_holding_one_example()
     _promise_past_the_example(task, ctx, offset=1)
     assert task.models["ws-a"].n_learned == 1
     again = dataclasses.replace(written, offset=2)  # the same example, rewritten
     task.on_record(ctx, again)
     assert task.models["ws-a"].n_learned == 1  # not learnt twice
+    assert ctx.dead == []
+    assert deps.counters() == {"trainer_watermark_violations": 0, "trainer_duplicates": 1}
+    # A task built again from the store (a restart after the batch's commit) still knows it.
+    task.on_batch_end(ctx)
+    restarted = TrainerTask(deps, ctx)
+    restarted.on_record(ctx, dataclasses.replace(written, offset=3))
+    assert ctx.dead == []
+    assert deps.counters()["trainer_duplicates"] == 2
+
+
+def test_a_new_example_below_its_promise_is_dead_lettered_and_counted() -> None:
+    deps, ctx, task, written = _trainer_holding_one_example()
+    _promise_past_the_example(task, ctx, offset=1)
+    other = d.TrainingExample("x2", "ws-a", "L2", T0, T0 + HOUR, False, {"visits": 2.0})
+    late = dataclasses.replace(written, offset=2, value=CODEC.encode(other))
+    task.on_record(ctx, late)
+    assert task.models["ws-a"].n_learned == 1  # not learnt out of order
     [(dead, exc)] = ctx.dead
-    assert dead == again
+    assert dead == late
     assert isinstance(exc, WatermarkViolation)
     assert deps.counters() == {"trainer_watermark_violations": 1, "trainer_duplicates": 0}
     counters = trainer_stage(deps).counters  # what Engine.counts adds to worker.progress
     assert counters is not None
     assert counters() == {"trainer_watermark_violations": 1, "trainer_duplicates": 0}
+
+
+def test_a_trainer_remembers_only_its_last_learnt_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer_module, "KEEP_LEARNT", 2)
+    _, ctx, task, written = _trainer_holding_one_example()
+    for n in range(1, 4):  # three more examples, each learnt at the next promise
+        example = d.TrainingExample(f"x{n + 1}", "ws-a", "L1", T0 + n, T0 + HOUR, True, {})
+        position = {POSITION: str(T0 + n).encode()}
+        task.on_record(ctx, Record(TRAINING_EXAMPLES.name, 0, 2 * n, b"ws-a",
+                                   CODEC.encode(example), position))  # fmt: skip
+        value, headers = marker_record(LEAD_MARKER, {0: T0 + n + 1})
+        task.on_record(ctx, Record(TRAINING_EXAMPLES.name, 0, 2 * n + 1, None, value,
+                                   dict(headers)))  # fmt: skip
+    assert task.models["ws-a"].n_learned == 4
+    assert len(list(ctx.items(trainer_module.EXAMPLES, trainer_module.LEARNT))) == 2
+    task.on_record(ctx, dataclasses.replace(written, offset=9))  # the first: forgotten
+    [(dead, _)] = ctx.dead
+    assert dead.offset == 9
 
 
 def test_a_record_written_twice_waits_once_and_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
